@@ -1,0 +1,65 @@
+# deepcloud: `make demo` runs the whole loop on this machine; `make test` runs the suite.
+# TARGET=local (default) runs everything as local processes; TARGET=aws is reserved for the AWS stack.
+
+.DEFAULT_GOAL := help
+SHELL := bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TARGET ?= local
+HP ?=
+export TARGET
+
+OPS := $(PY) -m ops --target $(TARGET)
+HP_ARGS := $(if $(strip $(HP)),--hp '$(HP)')
+
+.PHONY: help
+help:  ## Show this help
+	@printf 'Usage: make <target> [TARGET=local|aws] [HP="epochs=10 lr=0.002"]\n\n'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/dev.txt requirements/constraints.txt trainer/requirements.txt serving/requirements.txt ops/requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 and re-run make setup"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(PYTHON) is not Python 3.11 (torch 2.13.0 is pinned for 3.11): run make setup PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	@touch $@
+
+.PHONY: setup
+setup: $(VENV)/.installed  ## Create .venv with pip and install the pinned dependencies (CPU torch here)
+
+.PHONY: data
+data: setup  ## Write the demo dataset (scikit-learn 8x8 digits as PNG train/validation/test channels)
+	@$(OPS) data
+
+.PHONY: train
+train: data  ## Run a training job like SageMaker would (HP="name=value ..." sets hyperparameters)
+	@$(OPS) train $(HP_ARGS)
+
+.PHONY: deploy
+deploy: setup  ## Start the server on 127.0.0.1:8080 with the latest artifact; returns once /ping is 200
+	@$(OPS) deploy
+
+.PHONY: predict
+predict: setup  ## Send the held-out test images to the endpoint; print accuracy and latency
+	@$(OPS) predict
+
+.PHONY: destroy
+destroy: setup  ## Stop the server and remove local state (.deepcloud/local); safe to repeat
+	@$(OPS) destroy
+
+.PHONY: demo
+demo: setup  ## setup, data, train, deploy, predict, destroy in one go, with a summary
+	@$(OPS) demo $(HP_ARGS)
+
+.PHONY: test
+test: setup  ## Run the whole test suite (slow tests included)
+	$(PY) -m pytest
+
+.PHONY: test-fast
+test-fast: setup  ## Run the tests not marked slow
+	$(PY) -m pytest -m 'not slow'
+
+.PHONY: lint
+lint: setup  ## ruff check
+	$(VENV)/bin/ruff check .

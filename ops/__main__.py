@@ -1,0 +1,168 @@
+"""The commands behind the Make targets: ``python -m ops [--target local|aws] COMMAND``.
+
+    data      write the demo dataset (scikit-learn digits as PNG channels)
+    train     run a training job: SageMaker layout under .deepcloud/local/jobs/<id>/
+    deploy    start the server on 127.0.0.1:8080 with the latest artifact; return once /ping is 200
+    predict   send the test images to the endpoint; accuracy and latency
+    destroy   stop the server and remove .deepcloud/local (the dataset is kept); a no-op when clean
+    demo      all of the above in order, destroy always last, and a summary
+
+Expected failures print one line, ``error: ...``, and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ops import local_server
+from ops.data import prepare_digits
+from ops.errors import OpsError
+from ops.local_train import latest_model, parse_hyperparameters, run_training
+from ops.paths import Paths
+from ops.predict import run_predictions
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = ("local", "aws")
+DEMO_MIN_ACCURACY = 0.95
+"""The demo's promise: the digits model reaches this test accuracy."""
+
+
+def _aws_missing() -> str:
+    missing = ["the aws target's ops commands", "the Pulumi program in infra/"]
+    if shutil.which("pulumi") is None:
+        missing.append("the pulumi CLI")
+    has_credentials = any(os.environ.get(v) for v in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE")) or (
+        Path.home() / ".aws" / "credentials").exists()
+    if not has_credentials:
+        missing.append("AWS credentials")
+    return ", ".join(missing)
+
+
+def _header(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def cmd_data(paths: Paths, args: argparse.Namespace) -> dict:
+    _header(f"data: digits -> {paths.dataset}")
+    sizes = prepare_digits(paths.dataset)
+    print("splits " + " ".join(f"{k}={v}" for k, v in sizes.items()), flush=True)
+    return sizes
+
+
+def cmd_train(paths: Paths, args: argparse.Namespace):
+    _header("train (local)")
+    result = run_training(paths, paths.dataset, parse_hyperparameters(args.hp), REPO)
+    val = result.metrics["validation"]
+    print(f"validation accuracy {val['accuracy']:.4f} loss {val['loss']:.4f}")
+    if "test" in result.metrics:
+        print(f"test accuracy {result.metrics['test']['accuracy']:.4f} (in-process, exported model)")
+    print(f"artifact {result.model_dir}  (packed: {result.archive})")
+    print(f"report {result.report}", flush=True)
+    return result
+
+
+def cmd_deploy(paths: Paths, args: argparse.Namespace):
+    model = Path(args.model) if args.model else latest_model(paths)
+    _header(f"deploy (local): {model}")
+    deployment = local_server.deploy(paths, model, REPO, port=args.port)
+    print(f"serving {deployment.url}/invocations  pid {deployment.pid}  log {deployment.log}", flush=True)
+    return deployment
+
+
+def cmd_predict(paths: Paths, args: argparse.Namespace):
+    deployment = local_server.read_deployment(paths)
+    if deployment is None:
+        raise OpsError("nothing is deployed: run `make deploy` first")
+    _header(f"predict: {paths.dataset / 'test'} -> {deployment.url}/invocations")
+    report = run_predictions(deployment.host, deployment.port, paths.dataset / "test", Path(deployment.model_dir))
+    for line in report.lines():
+        print(line)
+    if report.in_process_accuracy is not None and not report.matches:
+        raise OpsError("accuracy over HTTP differs from the in-process accuracy of the same artifact: "
+                       "the server and trainer disagree on the model's input; see docs/artifact.md")
+    return report
+
+
+def cmd_destroy(paths: Paths, args: argparse.Namespace) -> list[str]:
+    _header("destroy (local)")
+    done = local_server.destroy(paths)
+    print("\n".join(done) if done else "nothing to destroy", flush=True)
+    return done
+
+
+def cmd_demo(paths: Paths, args: argparse.Namespace) -> None:
+    timings: dict[str, float] = {}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        try:
+            return fn(paths, args)
+        finally:
+            timings[name] = time.perf_counter() - t0
+
+    try:
+        timed("data", cmd_data)
+        trained = timed("train", cmd_train)
+        shutil.copyfile(trained.report, paths.home / "demo-report.png")  # destroy removes the job
+        args.model = str(trained.model_dir)
+        timed("deploy", cmd_deploy)
+        report = timed("predict", cmd_predict)
+    finally:
+        timed("destroy", cmd_destroy)
+    p50 = sorted(report.latencies_ms)[len(report.latencies_ms) // 2]
+    kept_report = paths.home / "demo-report.png"
+    print("\n==> demo summary")
+    print(f"test accuracy (in-process)  {report.in_process_accuracy:.4f}")
+    print(f"test accuracy (HTTP)        {report.accuracy:.4f}  ({report.correct}/{report.samples}, "
+          f"{'equal' if report.matches else 'DIFFERENT'})")
+    print(f"median latency              {p50:.2f} ms")
+    print("step seconds                " + "  ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"total                       {sum(timings.values()):.1f} s")
+    print(f"report                      {kept_report}")
+    if report.accuracy < DEMO_MIN_ACCURACY:
+        raise OpsError(f"test accuracy {report.accuracy:.4f} is below the demo's {DEMO_MIN_ACCURACY}: "
+                       "train longer, e.g. make demo HP=\"epochs=40\"")
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
+            "destroy": cmd_destroy, "demo": cmd_demo}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.split("\n")[0])
+    parser.add_argument("--target", default=os.environ.get("TARGET") or "local",
+                        help="where to run: local (default) or aws (not built yet)")
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE ...",
+                        help="hyperparameters for train/demo, e.g. --hp 'epochs=10 lr=0.002'")
+    parser.add_argument("--model", help="deploy: artifact directory or model.tar.gz (default: latest job)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")),
+                        help="deploy: local port (default 8080)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.target not in TARGETS:
+            raise OpsError(f"TARGET={args.target} is not a target: use local (default) or aws")
+        if args.target == "aws":
+            raise OpsError(f"TARGET=aws is not available yet: missing {_aws_missing()}; "
+                           "use TARGET=local (the default)")
+        COMMANDS[args.command](Paths.from_environ(), args)
+    except OpsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; run `make destroy` to clean up", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""`make train` on the local target: lay out a SageMaker training job and run the trainer in it.
+
+The job directory is exactly what SageMaker gives a bring-your-own container under /opt/ml, so the
+trainer runs here on the code path it runs in the image::
+
+    .deepcloud/local/jobs/<job-id>/
+        input/config/hyperparameters.json    {"epochs": "30", ...}   all values strings
+        input/config/inputdataconfig.json    one entry per channel
+        input/config/resourceconfig.json     {"current_host": "algo-1", "hosts": ["algo-1"]}
+        input/data/<channel>/                a copy of the dataset's channel (File mode)
+        model/  output/  output/data/  checkpoints/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ops.errors import OpsError
+from ops.paths import Paths
+
+CHANNELS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    job_dir: Path
+    model_dir: Path
+    archive: Path
+    report: Path
+    metrics: dict
+
+
+def parse_hyperparameters(items: list[str]) -> dict[str, str]:
+    """``["epochs=10", "lr=0.002"]`` -> ``{"epochs": "10", "lr": "0.002"}`` (strings, as SageMaker sends)."""
+    parsed: dict[str, str] = {}
+    for item in items:
+        for token in item.split():
+            name, sep, value = token.partition("=")
+            if not sep or not name:
+                raise OpsError(f"hyperparameter {token!r} is not name=value: write e.g. HP=\"epochs=10 lr=0.002\"")
+            parsed[name] = value
+    return parsed
+
+
+def git_revision(cwd: Path) -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=5, check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if rev.returncode != 0:
+        return "unknown"
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def new_job_id() -> str:
+    # Sortable by time, unique within the second: `latest` is the lexicographic maximum.
+    return f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def layout_job(paths: Paths, dataset: Path, hyperparameters: dict[str, str]) -> Path:
+    if not (dataset / "train").is_dir():
+        raise OpsError(f"no dataset at {dataset}: run `make data` first")
+    job = paths.jobs / new_job_id()
+    config = job / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters, indent=2) + "\n")
+    channels = [c for c in CHANNELS if (dataset / c).is_dir()]
+    (config / "inputdataconfig.json").write_text(json.dumps(
+        {c: {"ContentType": "application/x-image", "TrainingInputMode": "File",
+             "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"} for c in channels},
+        indent=2) + "\n")
+    (config / "resourceconfig.json").write_text(json.dumps(
+        {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"}) + "\n")
+    for channel in channels:
+        shutil.copytree(dataset / channel, job / "input" / "data" / channel)
+    for sub in ("model", "output/data", "checkpoints"):
+        (job / sub).mkdir(parents=True)
+    return job
+
+
+def pack_model(model_dir: Path, archive: Path) -> Path:
+    """model.tar.gz as SageMaker makes it from /opt/ml/model: the directory's files at the root."""
+    tmp = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for path in sorted(model_dir.iterdir()):
+                tar.add(path, arcname=path.name)
+        os.replace(tmp, archive)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return archive
+
+
+def run_training(paths: Paths, dataset: Path, hyperparameters: dict[str, str], repo: Path) -> TrainResult:
+    job = layout_job(paths, dataset, hyperparameters)
+    print(f"job {job.name}: {job}", flush=True)
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(job), "TRAINING_JOB_NAME": job.name,
+           "DEEPCLOUD_GIT_REVISION": git_revision(repo)}
+    # Exactly the container's command; stdio is inherited so the progress bar sees the terminal.
+    code = subprocess.run([sys.executable, "-m", "trainer", "train"], cwd=repo, env=env, check=False).returncode
+    failure = job / "output" / "failure"
+    if code != 0:
+        reason = failure.read_text().strip() if failure.exists() else f"exit code {code}"
+        raise OpsError(f"training job {job.name} failed: {reason}")
+    model_dir = job / "model"
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    archive = pack_model(model_dir, job / "output" / "model.tar.gz")
+    return TrainResult(job_dir=job, model_dir=model_dir, archive=archive,
+                       report=job / "output" / "data" / "report.png", metrics=manifest["metrics"])
+
+
+def latest_model(paths: Paths) -> Path:
+    """The newest job's model directory that holds a manifest (the trainer writes it last)."""
+    jobs = sorted(paths.jobs.glob("train-*/model/manifest.json")) if paths.jobs.is_dir() else []
+    if not jobs:
+        raise OpsError("no trained model found: run `make train` first")
+    return jobs[-1].parent

@@ -1,0 +1,1 @@
+"""The inference image: serves a model artifact on SageMaker's hosting contract."""

@@ -1,0 +1,159 @@
+"""Find, verify and load a model artifact (docs/artifact.md) without running code from it.
+
+Checks, in order: manifest.json is there and of a known format version; the model file's sha256
+matches the manifest; the torch.export archive holds only tensors (no pickled objects that
+torch.export.load would unpickle with weights_only=False); then it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+from torch import nn
+
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST_FILE = "manifest.json"
+
+
+class ArtifactError(Exception):
+    """The artifact cannot be served; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    model_dir: Path
+    manifest: dict[str, Any]
+    module: nn.Module
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest["labels"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def max_batch_size(self) -> int:
+        return int(self.manifest["model"].get("max_batch_size", 1))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract a model.tar.gz, refusing links, absolute paths and '..' (zip-slip)."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar.getmembers():
+                parts = PurePosixPath(member.name).parts
+                if member.name.startswith("/") or ".." in parts:
+                    raise ArtifactError(f"{archive}: member {member.name!r} escapes the archive; refusing it")
+                if not (member.isfile() or member.isdir()):
+                    raise ArtifactError(f"{archive}: member {member.name!r} is a link or device; refusing it")
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"{archive} is not a readable tar.gz ({exc})") from None
+
+
+def resolve_model_dir(path: Path, scratch: Path | None = None) -> Path:
+    """A directory holding manifest.json: ``path`` itself, or a model.tar.gz at or in it, extracted."""
+    if path.is_dir() and (path / MANIFEST_FILE).exists():
+        return path
+    archive = path / "model.tar.gz" if path.is_dir() else path
+    if archive.is_file() and archive.name.endswith((".tar.gz", ".tgz", ".tar")):
+        dest = Path(tempfile.mkdtemp(prefix="deepcloud-model-", dir=scratch))
+        safe_extract(archive, dest)
+        return dest
+    if not path.exists():
+        raise ArtifactError(f"model path {path} does not exist: set SM_MODEL_DIR to a trained artifact")
+    raise ArtifactError(
+        f"no {MANIFEST_FILE} in {path}: point SM_MODEL_DIR at a directory or model.tar.gz written by the trainer"
+    )
+
+
+def _check_pt2_holds_only_tensors(path: Path) -> None:
+    """torch.export.load falls back to full unpickling for some payloads; refuse any archive that has one."""
+    from torch.export.pt2_archive import constants as c
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                inner = name.split("/", 1)[1] if "/" in name else name
+                if inner.startswith((c.AOTINDUCTOR_DIR, c.EXECUTORCH_DIR, c.MTIA_DIR)):
+                    raise ArtifactError(f"{path}: holds compiled code ({inner}); only plain programs are served")
+                if inner.startswith((c.WEIGHTS_DIR, c.CONSTANTS_DIR)) and inner.endswith(".pt"):
+                    raise ArtifactError(f"{path}: uses the legacy pickled weight format ({inner}); re-export it")
+                if inner.startswith((c.WEIGHTS_DIR, c.CONSTANTS_DIR)) and inner.endswith("_config.json"):
+                    config = json.loads(zf.read(name)).get("config", {})
+                    for fqn, meta in config.items():
+                        prefix_ok = meta.get("path_name", "").startswith(
+                            (c.WEIGHT_FILENAME_PREFIX, c.TENSOR_CONSTANT_FILENAME_PREFIX))
+                        if meta.get("use_pickle") or not prefix_ok:
+                            raise ArtifactError(f"{path}: '{fqn}' is stored as a pickled object; refusing it")
+                if inner.startswith(c.SAMPLE_INPUTS_DIR):
+                    try:
+                        torch.load(io.BytesIO(zf.read(name)), weights_only=True)
+                    except Exception:
+                        raise ArtifactError(f"{path}: {inner} holds more than tensors; refusing it") from None
+    except (zipfile.BadZipFile, json.JSONDecodeError, KeyError) as exc:
+        raise ArtifactError(f"{path} is not a valid torch.export archive ({exc})") from None
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"no {MANIFEST_FILE} in {model_dir}: is this a trainer artifact?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc})") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ArtifactError(
+            f"{path}: format_version {version!r} is not supported (this server reads "
+            f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); upgrade the server or re-train"
+        )
+    for key in ("model", "input", "labels"):
+        if key not in manifest:
+            raise ArtifactError(f"{path}: required field '{key}' is missing; re-run the trainer")
+    return manifest
+
+
+def load_artifact(model_dir: Path) -> Artifact:
+    manifest = read_manifest(model_dir)
+    model = manifest["model"]
+    if model.get("format") != "torch.export":
+        raise ArtifactError(f"model format {model.get('format')!r} is not supported: expected 'torch.export'")
+    name = PurePosixPath(model["file"])
+    if name.is_absolute() or ".." in name.parts:
+        raise ArtifactError(f"manifest model file {model['file']!r} points outside the artifact")
+    path = model_dir / name
+    if not path.is_file():
+        raise ArtifactError(f"model file {path} named in the manifest does not exist; re-run the trainer")
+    actual = sha256_file(path)
+    if actual != model["sha256"]:
+        raise ArtifactError(
+            f"checksum mismatch for {path}: sha256 {actual[:12]}… but the manifest says "
+            f"{str(model['sha256'])[:12]}…; the artifact is corrupted or was modified, re-run the trainer"
+        )
+    _check_pt2_holds_only_tensors(path)
+    try:
+        module = torch.export.load(path).module()
+    except Exception as exc:
+        raise ArtifactError(f"{path} could not be loaded by torch.export ({type(exc).__name__}: {exc})") from None
+    return Artifact(model_dir=model_dir, manifest=manifest, module=module)

@@ -1,0 +1,1 @@
+"""The training image: reads the SageMaker training layout, trains, writes a model artifact."""

@@ -1,0 +1,150 @@
+"""Train a classifier on SageMaker's training contract and write a model artifact.
+
+The container runs ``python -m trainer train`` (SageMaker passes ``train``); everything comes from
+the SageMaker directory layout under ``SAGEMAKER_BASE_DIR`` (default ``/opt/ml``):
+``input/config/hyperparameters.json`` (string values), channels ``input/data/{train,validation,test}``
+(or ``SM_CHANNEL_<NAME>``), the model to ``SM_MODEL_DIR``, the report to ``SM_OUTPUT_DATA_DIR``, and on
+failure the reason to ``output/failure`` with a non-zero exit.
+
+CPU, on this machine (lays out .deepcloud/local/jobs/<id>/ and runs this module in it)::
+
+    make data train
+    make train HP="epochs=10 lr=0.002"
+
+CPU or one GPU, against a layout you made yourself::
+
+    SAGEMAKER_BASE_DIR=/path/to/job python -m trainer train
+
+``device=auto`` (the default) takes the GPU when one is visible. torchrun / multi-node: not yet
+(a launch with WORLD_SIZE > 1 stops with a message).
+
+Exit codes: 0 done; 1 failed (reason in output/failure); 2 bad command line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import torch
+
+from trainer.artifact import (
+    MODEL_FILE,
+    atomic_write_bytes,
+    export_program,
+    load_program,
+    write_manifest,
+)
+from trainer.config import TrainConfig
+from trainer.data import Split, discover_classes, load_split
+from trainer.distributed import compute_init
+from trainer.errors import DataError, TrainerError
+from trainer.loop import evaluate, train
+from trainer.model import build_model
+from trainer.report import write_report
+from trainer.sagemaker_env import SageMakerEnv
+
+EXPORT_TOLERANCE = 1e-4
+"""Largest |eager - exported| logit difference accepted when checking the export."""
+
+
+def _load_channels(env: SageMakerEnv) -> tuple[Split, Split, Split | None]:
+    train_dir = env.channel("train")
+    val_dir = env.channel("validation")
+    classes = discover_classes(train_dir)
+    train_split = load_split(train_dir, classes)
+    val_split = load_split(val_dir, classes)
+    test_split = load_split(env.channel("test"), classes) if env.has_channel("test") else None
+    shape = tuple(train_split.images.shape[1:])
+    for name, split in (("validation", val_split), ("test", test_split)):
+        if split is not None and tuple(split.images.shape[1:]) != shape:
+            raise DataError(
+                f"channel '{name}' has images of shape {tuple(split.images.shape[1:])}, "
+                f"but 'train' has {shape}: all channels must share one image size"
+            )
+    return train_split, val_split, test_split
+
+
+def run(env: SageMakerEnv) -> dict:
+    cfg = TrainConfig.from_file(env.hyperparameters_path)
+    print("config " + json.dumps(cfg.to_dict(), sort_keys=True), flush=True)
+    runtime = compute_init(cfg.device, cfg.seed, cfg.deterministic)
+    train_split, val_split, test_split = _load_channels(env)
+    print(f"data train={len(train_split)} validation={len(val_split)} "
+          f"test={len(test_split) if test_split else 0} classes={len(train_split.classes)} "
+          f"shape={list(train_split.images.shape[1:])} device={runtime.device}", flush=True)
+
+    pixels = train_split.images / 255.0
+    mean = pixels.mean(dim=(0, 2, 3)).tolist()
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    model = build_model(cfg.model, in_channels=train_split.images.shape[1],
+                        num_classes=len(train_split.classes), width=cfg.width, dropout=cfg.dropout,
+                        mean=mean, std=std).to(runtime.device)
+    history = train(model, cfg, train_split, val_split, runtime.device)
+
+    # Ship exactly what was measured: export, reload, check it matches eager, evaluate the reload.
+    env.model_dir.mkdir(parents=True, exist_ok=True)
+    model_path = env.model_dir / MODEL_FILE
+    export_program(model, train_split.images[:2], model_path)
+    exported = load_program(model_path)
+    with torch.no_grad():
+        probe = val_split.images[:256]
+        diff = (model.eval()(probe) - exported(probe)).abs().max().item()
+    if diff > EXPORT_TOLERANCE:
+        raise TrainerError(f"exported model differs from the trained one by {diff:.2e} (> {EXPORT_TOLERANCE})")
+    cpu = torch.device("cpu")
+    metrics = {"validation": evaluate(exported, val_split, cpu)}
+    if test_split is not None:
+        metrics["test"] = evaluate(exported, test_split, cpu)
+    manifest_path = write_manifest(
+        env.model_dir, input_shape=list(train_split.images.shape[1:]), classes=train_split.classes,
+        metrics=metrics, config=cfg.to_dict(), normalization={"mean": mean, "std": std},
+    )
+
+    env.output_data_dir.mkdir(parents=True, exist_ok=True)
+    report = write_report(history, env.output_data_dir / "report.png",
+                          f"{cfg.model} · {len(train_split)} samples · {cfg.epochs} epochs")
+    summary = {"metrics": metrics, "history": {k: getattr(history, k) for k in history.__slots__},
+               "artifact": str(env.model_dir), "manifest": str(manifest_path), "report": str(report)}
+    atomic_write_bytes(env.output_data_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
+
+    val = metrics["validation"]
+    print(f"validation loss {val['loss']:.4f} accuracy {val['accuracy']:.4f}", flush=True)
+    if "test" in metrics:
+        print(f"test loss {metrics['test']['loss']:.4f} accuracy {metrics['test']['accuracy']:.4f}", flush=True)
+    print(f"trained in {history.seconds:.1f}s", flush=True)
+    print(f"artifact {env.model_dir}", flush=True)
+    print(f"report {report}", flush=True)
+    return summary
+
+
+def _fail(env: SageMakerEnv, message: str) -> int:
+    try:
+        env.failure_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(env.failure_path, (message + "\n").encode())
+    except OSError as exc:
+        print(f"error: could not write {env.failure_path}: {exc}", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["train"]):
+        print(f"error: unexpected arguments {' '.join(args)!r}: run 'python -m trainer [train]'",
+              file=sys.stderr)
+        return 2
+    env = SageMakerEnv.from_environ()
+    try:
+        run(env)
+    except TrainerError as exc:
+        return _fail(env, str(exc))
+    except Exception as exc:  # a bug, not a user error: keep the traceback for the log
+        traceback.print_exc()
+        return _fail(env, f"internal error: {type(exc).__name__}: {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
