@@ -41,7 +41,8 @@ class PredictReport:
         else:
             out.append(f"accuracy in-process  {self.in_process_accuracy:.4f}  (trainer, same artifact and images)"
                        f"  {'match' if self.matches else 'MISMATCH'}")
-        out.append(f"latency ms           p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {max(self.latencies_ms):.2f}")
+        worst = max(self.latencies_ms)
+        out.append(f"latency ms           p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {worst:.2f}")
         out.append(f"throughput           {self.samples / self.seconds:.0f} requests/s (1 connection, sequential)")
         return out
 
