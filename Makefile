@@ -61,5 +61,6 @@ test-fast: setup  ## Run the tests not marked slow
 	$(PY) -m pytest -m 'not slow'
 
 .PHONY: lint
-lint: setup  ## ruff check
+lint: setup  ## ruff check, and hadolint on both Dockerfiles
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint --failure-threshold warning trainer/Dockerfile serving/Dockerfile

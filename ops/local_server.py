@@ -7,6 +7,7 @@ presence means "deployed") and ``server.log``. The server runs exactly as the im
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -112,8 +113,9 @@ def deploy(paths: Paths, model_dir: Path, repo: Path, host: str = "127.0.0.1", p
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            shutil.rmtree(paths.server, ignore_errors=True)
-            raise OpsError(f"server exited with code {proc.returncode}: {_last_error(log)}")
+            reason = _last_error(log)
+            _forget_server(paths)
+            raise OpsError(f"server exited with code {proc.returncode}: {reason}")
         if ping(host, port, timeout=1.0) == 200:
             tmp = _state_file(paths).with_suffix(".tmp")
             tmp.write_text(json.dumps(asdict(deployment), indent=2) + "\n")
@@ -121,8 +123,15 @@ def deploy(paths: Paths, model_dir: Path, repo: Path, host: str = "127.0.0.1", p
             return deployment
         time.sleep(0.1)
     _terminate(proc.pid)
-    shutil.rmtree(paths.server, ignore_errors=True)
+    _forget_server(paths)
     raise OpsError(f"server did not answer /ping with 200 within {READY_TIMEOUT_S:.0f}s; see {log}")
+
+
+def _forget_server(paths: Paths) -> None:
+    """After a failed deploy: no server state, and no empty local/ that `destroy` would report."""
+    shutil.rmtree(paths.server, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        paths.local.rmdir()  # only when empty: a trained job keeps it
 
 
 def _terminate(pid: int) -> bool:

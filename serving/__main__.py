@@ -11,8 +11,9 @@ Settings (flag, then environment, then default): ``--port`` / ``SAGEMAKER_BIND_T
 ``--model-dir`` / ``SM_MODEL_DIR`` / ``$SAGEMAKER_BASE_DIR/model`` (a directory or a model.tar.gz).
 
 The socket is bound first, so ``/ping`` answers 503 while the model loads and 200 once it is loaded,
-verified and warmed up. Exit codes: 0 stopped by SIGTERM/SIGINT; 1 the port is taken or the
-artifact cannot be served (one line on stderr says which); 2 bad command line.
+verified and warmed up. SIGTERM/SIGINT drain in-flight requests, then the process ends by that
+signal (status 143/130 in a shell). Exit codes otherwise: 1 the port is taken or the artifact cannot
+be served (one line on stderr says which); 2 bad command line.
 """
 
 from __future__ import annotations

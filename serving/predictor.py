@@ -44,6 +44,8 @@ def decode_json(body: bytes, artifact: Artifact) -> np.ndarray:
         payload = json.loads(body, parse_constant=_reject_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"body is not valid JSON ({exc})") from None
+    except RecursionError:  # the C decoder recurses per nesting level
+        raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if _depth(payload, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(payload, dict):

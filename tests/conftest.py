@@ -1,0 +1,171 @@
+"""Shared fixtures: the real digits dataset, a real trained artifact, and real server processes.
+
+Tests may import every room; the rooms themselves never import each other.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CHANNELS = ("train", "validation", "test")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live pids whose command line or environment mentions ``text`` (how a test proves nothing is left)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if text.encode() in blob and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def make_job(base: Path, dataset: Path, hyperparameters: dict[str, str],
+             channels: tuple[str, ...] = CHANNELS) -> Path:
+    """A SageMaker training layout under ``base`` with copies of the given channels."""
+    (base / "input" / "config").mkdir(parents=True)
+    (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    for channel in channels:
+        shutil.copytree(dataset / channel, base / "input" / "data" / channel)
+    return base
+
+
+def run_trainer(base: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ("train",),
+                timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})}
+    return subprocess.run([PYTHON, "-m", "trainer", *args], cwd=REPO, env=full_env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real demo dataset, written by the same code as `make data`."""
+    from ops.data import prepare_digits
+
+    dest = tmp_path_factory.mktemp("data") / "digits"
+    prepare_digits(dest)
+    return dest
+
+
+TRAINED_EPOCHS = "12"
+
+
+@pytest.fixture(scope="session")
+def trained_job(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    """One real training job, run as the container runs it; shared by the tests that need its output."""
+    base = make_job(tmp_path_factory.mktemp("job"), dataset, {"epochs": TRAINED_EPOCHS, "seed": "0"})
+    result = run_trainer(base)
+    assert result.returncode == 0, f"training failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return base
+
+
+@pytest.fixture
+def trained_model(trained_job: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained artifact, safe to corrupt."""
+    return Path(shutil.copytree(trained_job / "model", tmp_path / "model"))
+
+
+class Server:
+    """A real `python -m serving` process on a free loopback port."""
+
+    def __init__(self, model: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.log = model.parent / f"server-{self.port}.log"
+        full_env = {**os.environ, "SM_MODEL_DIR": str(model), "SAGEMAKER_BIND_TO_PORT": str(self.port),
+                    **(env or {})}
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen([PYTHON, "-m", "serving", "serve"], cwd=REPO, env=full_env,
+                                         stdout=fh, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def invoke(self, payload: object) -> tuple[int, dict]:
+        status, _, body = self.request("POST", "/invocations", json.dumps(payload).encode(),
+                                       {"Content-Type": "application/json"})
+        return status, json.loads(body)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if self.request("GET", "/ping")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready within {timeout}s:\n{self.output()}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_server() -> Iterator:
+    """Factory for real server processes; every one is stopped when the test ends, pass or fail."""
+    servers: list[Server] = []
+
+    def start(model: Path, **kwargs) -> Server:
+        server = Server(model, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

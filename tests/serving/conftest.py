@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.artifact import export_program, write_manifest
+from trainer.model import build_model
+
+
+def write_tiny_artifact(model_dir: Path, seed: int = 0) -> Path:
+    """An untrained 10-class digits-shaped model, written by the trainer's own artifact writer."""
+    torch.manual_seed(seed)
+    model = build_model("cnn", in_channels=1, num_classes=10, width=4, dropout=0.0, mean=[0.3], std=[0.4])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    export_program(model, torch.rand(2, 1, 8, 8) * 255, model_dir / "model.pt2")
+    write_manifest(model_dir, input_shape=[1, 8, 8], classes=tuple(str(d) for d in range(10)),
+                   metrics={}, config={}, normalization={"mean": [0.3], "std": [0.4]})
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_artifact(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def tiny_artifact(tiny_artifact_template: Path, tmp_path: Path) -> Path:
+    """A private copy, safe to corrupt."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_artifact_template, tmp_path / "model"))

@@ -1,0 +1,98 @@
+"""`python -m trainer train` on the SageMaker training contract, run as a process like the container."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TRAINED_EPOCHS, make_job, run_trainer
+
+pytestmark = pytest.mark.slow
+
+
+def _assert_clean_failure(base: Path, result, message: str) -> None:
+    assert result.returncode == 1, result.stderr
+    failure = (base / "output" / "failure").read_text()
+    assert message in failure
+    assert result.stderr.strip().splitlines()[-1] == f"error: {failure.strip()}"
+    assert "Traceback" not in result.stderr, "an expected failure must not print a traceback"
+    model_dir = base / "model"
+    assert not (model_dir / "manifest.json").exists(), "a failed job must not leave an artifact"
+    leftovers = list(model_dir.glob(".*tmp*")) if model_dir.exists() else []
+    assert leftovers == [], f"temporary files left behind: {leftovers}"
+
+
+def test_bad_hyperparameter_writes_failure_and_exits_nonzero(tmp_path: Path, dataset: Path) -> None:
+    base = make_job(tmp_path / "job", dataset, {"epochs": "ten"})
+    result = run_trainer(base)
+    _assert_clean_failure(base, result, "hyperparameter 'epochs' must be an integer, got 'ten'")
+
+
+def test_unknown_hyperparameter_names_the_allowed_ones(tmp_path: Path, dataset: Path) -> None:
+    base = make_job(tmp_path / "job", dataset, {"epoch": "3"})
+    _assert_clean_failure(base, run_trainer(base), "unknown hyperparameter 'epoch': allowed are batch_size")
+
+
+def test_missing_channel_writes_failure(tmp_path: Path, dataset: Path) -> None:
+    base = make_job(tmp_path / "job", dataset, {"epochs": "1"}, channels=("train",))
+    _assert_clean_failure(base, run_trainer(base),
+                          "input channel 'validation' not found at " + str(base / "input" / "data" / "validation"))
+
+
+def test_corrupt_sample_is_named_in_the_failure(tmp_path: Path, dataset: Path) -> None:
+    base = make_job(tmp_path / "job", dataset, {"epochs": "1"})
+    victim = sorted((base / "input" / "data" / "validation" / "images").iterdir())[3]
+    victim.write_bytes(b"not a png")
+    _assert_clean_failure(base, run_trainer(base), f"sample {victim} is not a readable image")
+
+
+def test_unexpected_argument_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_trainer(tmp_path, args=("serve",))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unexpected arguments 'serve': run 'python -m trainer [train]'"
+
+
+def test_channel_from_sm_channel_variable(tmp_path: Path, dataset: Path) -> None:
+    base = make_job(tmp_path / "job", dataset, {"epochs": "1"}, channels=("train",))
+    result = run_trainer(base, env={"SM_CHANNEL_VALIDATION": str(dataset / "validation"),
+                                    "SM_MODEL_DIR": str(tmp_path / "elsewhere")})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "elsewhere" / "manifest.json").exists()
+    assert not (base / "output" / "failure").exists()
+
+
+def test_successful_job_writes_artifact_report_and_metrics(trained_job: Path) -> None:
+    manifest = json.loads((trained_job / "model" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["model"]["format"] == "torch.export"
+    assert manifest["labels"] == [str(d) for d in range(10)]
+    assert manifest["input"] == {"dtype": "float32", "shape": [1, 8, 8], "layout": "NCHW"}
+    assert manifest["training"]["config"]["epochs"] == int(TRAINED_EPOCHS)
+    assert manifest["metrics"]["test"]["accuracy"] >= 0.95
+    assert sorted(p.name for p in (trained_job / "model").iterdir()) == ["manifest.json", "model.pt2"]
+    report = (trained_job / "output" / "data" / "report.png").read_bytes()
+    assert report[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", report[16:24])
+    assert (width, height) == (1000, 400)
+    metrics = json.loads((trained_job / "output" / "data" / "metrics.json").read_text())
+    assert len(metrics["history"]["validation_accuracy"]) == int(TRAINED_EPOCHS)
+    assert metrics["metrics"] == manifest["metrics"]
+    assert not (trained_job / "output" / "failure").exists()
+
+
+def test_same_seed_gives_the_same_weights(tmp_path: Path, dataset: Path, trained_job: Path) -> None:
+    """deterministic=true (the default) on CPU: a second run reproduces the artifact's weights exactly."""
+    base = make_job(tmp_path / "job", dataset, {"epochs": TRAINED_EPOCHS, "seed": "0"})
+    assert run_trainer(base).returncode == 0
+    first = json.loads((trained_job / "model" / "manifest.json").read_text())
+    second = json.loads((base / "model" / "manifest.json").read_text())
+    assert first["metrics"] == second["metrics"]
+    import torch
+
+    a = torch.export.load(trained_job / "model" / "model.pt2").state_dict
+    b = torch.export.load(base / "model" / "model.pt2").state_dict
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
