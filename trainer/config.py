@@ -6,6 +6,7 @@ and every error names the field and what it accepts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass, fields
@@ -118,6 +119,10 @@ def _check(ok: bool, name: str, expected: str, got: Any) -> None:
 def _parse(name: str, annotation: str, value: Any) -> Any:
     # Annotations are strings because of `from __future__ import annotations`.
     text = str(value).strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        # The SageMaker Python SDK JSON-encodes each value, so a string arrives as "\"cpu\"".
+        with contextlib.suppress(json.JSONDecodeError):
+            text = str(json.loads(text)).strip()
     try:
         if annotation == "int":
             if isinstance(value, bool) or not text.lstrip("-").isdigit():

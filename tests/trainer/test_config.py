@@ -14,6 +14,11 @@ def test_strings_are_parsed_per_field() -> None:
     assert (cfg.epochs, cfg.lr, cfg.deterministic, cfg.device, cfg.dropout) == (7, 0.002, False, "cpu", 0.0)
 
 
+def test_values_json_encoded_by_the_sagemaker_sdk_are_accepted() -> None:
+    cfg = TrainConfig.from_hyperparameters({"device": '"cpu"', "epochs": "3", "deterministic": '"true"'})
+    assert (cfg.device, cfg.epochs, cfg.deterministic) == ("cpu", 3, True)
+
+
 def test_platform_keys_are_ignored() -> None:
     cfg = TrainConfig.from_hyperparameters({"sagemaker_program": "train.py", "sagemaker_region": "\"eu-west-1\""})
     assert cfg == TrainConfig()

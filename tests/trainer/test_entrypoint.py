@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
 import struct
+import subprocess
+import termios
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TRAINED_EPOCHS, make_job, run_trainer
+from tests.conftest import PYTHON, REPO, TRAINED_EPOCHS, make_job, run_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -96,3 +101,46 @@ def test_same_seed_gives_the_same_weights(tmp_path: Path, dataset: Path, trained
     b = torch.export.load(base / "model" / "model.pt2").state_dict
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(tmp_path: Path, dataset: Path) -> None:
+    hyperparameters = {"epochs": "1", "log_every_steps": "5"}
+    plain = run_trainer(make_job(tmp_path / "plain", dataset, hyperparameters))
+    assert plain.returncode == 0, plain.stderr
+    assert "step 5/20 epoch 1 loss" in plain.stdout
+    assert "\r" not in plain.stderr, "no progress-bar redraws when stderr is not a terminal"
+
+    base = make_job(tmp_path / "tty", dataset, hyperparameters)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a fresh pty is 0x0
+    proc = subprocess.Popen([PYTHON, "-m", "trainer", "train"], cwd=REPO, stdout=subprocess.PIPE, stderr=terminal,
+                            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)})
+    os.close(terminal)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(controller)
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert b"\r" in screen, f"expected a redrawn progress bar on the terminal, got {screen[-300:]!r}"
+    assert b"20/20" in screen
+    assert "step 5/20" not in stdout, "plain step lines are for logs, not terminals"
+    assert "validation loss" in stdout
+
+
+def test_unexpected_error_still_writes_failure(tmp_path: Path, dataset: Path) -> None:
+    base = make_job(tmp_path / "job", dataset, {"epochs": "1"})
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    result = run_trainer(base, env={"SM_MODEL_DIR": str(blocker)})
+    assert result.returncode == 1
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith("internal error: FileExistsError")
+    assert result.stderr.strip().splitlines()[-1] == f"error: {failure.strip()}"
