@@ -55,7 +55,9 @@ def read_test_set(channel: Path) -> tuple[list[np.ndarray], list[str]]:
     with manifest.open(newline="") as fh:
         for row in csv.DictReader(fh):
             with Image.open(channel / row["file"]) as img:
-                images.append(np.asarray(img, dtype=np.uint8))
+                pixels = np.asarray(img if img.mode in ("L", "RGB") else img.convert("RGB"), dtype=np.uint8)
+            # The artifact takes channels first (docs/artifact.md): HxWxC -> CxHxW; grayscale stays HxW.
+            images.append(pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels)
             labels.append(row["label"])
     return images, labels
 

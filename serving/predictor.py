@@ -81,7 +81,7 @@ def to_batch(payload: Any, artifact: Artifact) -> np.ndarray:
         raise InvalidInput(f"input has shape {list(array.shape)}: expected {expected}")
     if len(array) > artifact.max_batch_size:
         raise InvalidInput(f"batch of {len(array)} is larger than the model's limit of {artifact.max_batch_size}")
-    low, high = 0.0, 255.0
+    low, high = (float(v) for v in artifact.manifest.get("preprocessing", {}).get("pixel_range", (0, 255)))
     if array.min() < low or array.max() > high:
         raise InvalidInput(f"pixel values must lie in [{low:g}, {high:g}], got [{array.min():g}, {array.max():g}]")
     return array.astype(np.float32)

@@ -24,6 +24,8 @@ from trainer.errors import DataError
 
 MANIFEST = "manifest.csv"
 CLASSES = "classes.txt"
+_HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+"""16-bit and float images: converting them to 8 bits would silently clip, so they are refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +76,10 @@ def _read_image(channel: Path, name: str) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode in _HIGH_DEPTH:
+                raise DataError(f"sample {path} is a {img.mode} image: save images as 8-bit grayscale or RGB")
             if img.mode not in ("L", "RGB"):
-                img = img.convert("RGB")
+                img = img.convert("L" if img.mode in ("1", "LA") else "RGB")
             array = np.asarray(img, dtype=np.float32)
     except FileNotFoundError:
         raise DataError(f"sample {path} listed in {channel / MANIFEST} does not exist") from None

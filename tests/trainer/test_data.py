@@ -75,3 +75,10 @@ def test_manifest_problems(tmp_path: Path) -> None:
     (empty / "manifest.csv").write_text("file,label\n../../etc/passwd,1\n")
     with pytest.raises(DataError, match="points outside the channel"):
         load_split(empty, ("1",))
+
+
+def test_high_depth_images_are_refused_not_clipped(tmp_path: Path) -> None:
+    channel = _channel(tmp_path / "c", [("a.png", "cat")])
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(channel / "a.png")
+    with pytest.raises(DataError, match=r"a\.png is a I;16 image: save images as 8-bit grayscale or RGB"):
+        load_split(channel, ("cat",))
