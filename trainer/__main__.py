@@ -24,6 +24,7 @@ Exit codes: 0 done; 1 failed (reason in output/failure); 2 bad command line.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import traceback
 
@@ -38,12 +39,13 @@ from trainer.artifact import (
 )
 from trainer.config import TrainConfig
 from trainer.data import Split, discover_classes, load_split
-from trainer.distributed import compute_init
+from trainer.distributed import compute_cleanup, compute_init, torchrun_command, visible_gpus
 from trainer.errors import DataError, TrainerError
-from trainer.loop import evaluate, train
+from trainer.loop import Checkpointing, Stopped, evaluate, train
 from trainer.model import build_model
 from trainer.report import write_report
 from trainer.sagemaker_env import SageMakerEnv
+from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
 
 EXPORT_TOLERANCE = 1e-4
 """Largest |eager - exported| logit difference accepted when checking the export."""
@@ -66,14 +68,16 @@ def _load_channels(env: SageMakerEnv) -> tuple[Split, Split, Split | None]:
     return train_split, val_split, test_split
 
 
-def run(env: SageMakerEnv) -> dict:
+def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     cfg = TrainConfig.from_file(env.hyperparameters_path)
-    print("config " + json.dumps(cfg.to_dict(), sort_keys=True), flush=True)
     runtime = compute_init(cfg.device, cfg.seed, cfg.deterministic)
+    say = print if runtime.is_main else (lambda *a, **k: None)
+    say("config " + json.dumps(cfg.to_dict(), sort_keys=True), flush=True)
     train_split, val_split, test_split = _load_channels(env)
-    print(f"data train={len(train_split)} validation={len(val_split)} "
-          f"test={len(test_split) if test_split else 0} classes={len(train_split.classes)} "
-          f"shape={list(train_split.images.shape[1:])} device={runtime.device}", flush=True)
+    say(f"data train={len(train_split)} validation={len(val_split)} "
+        f"test={len(test_split) if test_split else 0} classes={len(train_split.classes)} "
+        f"shape={list(train_split.images.shape[1:])} device={runtime.device} world_size={runtime.world_size}",
+        flush=True)
 
     pixels = train_split.images / 255.0
     mean = pixels.mean(dim=(0, 2, 3)).tolist()
@@ -81,9 +85,17 @@ def run(env: SageMakerEnv) -> dict:
     model = build_model(cfg.model, in_channels=train_split.images.shape[1],
                         num_classes=len(train_split.classes), width=cfg.width, dropout=cfg.dropout,
                         mean=mean, std=std).to(runtime.device)
-    history = train(model, cfg, train_split, val_split, runtime.device)
+    ckpt = Checkpointing(root=env.checkpoint_dir, keep=cfg.keep_checkpoints,
+                         uploader=_s3_uploader(cfg.checkpoint_s3_uri) if runtime.is_main else None)
+    if cfg.checkpoint_s3_uri:
+        _pull_checkpoints(cfg.checkpoint_s3_uri, env.checkpoint_dir, runtime)
+    metrics_path = env.output_data_dir / "metrics.jsonl"
+    history = train(model, cfg, train_split, val_split, runtime, ckpt, flags, metrics_path)
+    if not runtime.is_main:
+        return None
 
     # Ship exactly what was measured: export, reload, check it matches eager, evaluate the reload.
+    model = model.cpu()
     env.model_dir.mkdir(parents=True, exist_ok=True)
     model_path = env.model_dir / MODEL_FILE
     export_program(model, train_split.images[:2], model_path)
@@ -110,13 +122,36 @@ def run(env: SageMakerEnv) -> dict:
     atomic_write_bytes(env.output_data_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
 
     val = metrics["validation"]
-    print(f"validation loss {val['loss']:.4f} accuracy {val['accuracy']:.4f}", flush=True)
+    print(f"validation_loss={val['loss']:.4f} validation_accuracy={val['accuracy']:.4f}", flush=True)
     if "test" in metrics:
-        print(f"test loss {metrics['test']['loss']:.4f} accuracy {metrics['test']['accuracy']:.4f}", flush=True)
+        print(f"test_loss={metrics['test']['loss']:.4f} test_accuracy={metrics['test']['accuracy']:.4f}", flush=True)
     print(f"trained in {history.seconds:.1f}s", flush=True)
     print(f"artifact {env.model_dir}", flush=True)
     print(f"report {report}", flush=True)
     return summary
+
+
+def _s3_uploader(uri: str):
+    if not uri:
+        return None
+    from trainer import s3
+
+    def upload(path) -> None:
+        # state first, commit marker last: a reader of the S3 copy sees a complete checkpoint or none.
+        s3.upload_file(path / "state.pt", f"{uri.rstrip('/')}/{path.name}/state.pt")
+        s3.upload_file(path / "manifest.json", f"{uri.rstrip('/')}/{path.name}/manifest.json")
+
+    return upload
+
+
+def _pull_checkpoints(uri: str, root, runtime) -> None:
+    """ECS: nothing syncs <base>/checkpoints, so bring S3's copies down before looking for the newest."""
+    from trainer import s3
+
+    for prefix in s3.list_subprefixes(uri):
+        name = prefix.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("step-") and not (root / name / "manifest.json").exists():
+            s3.download_dir(f"{uri.rstrip('/')}/{name}/", root / name)
 
 
 def _fail(env: SageMakerEnv, message: str) -> int:
@@ -136,13 +171,26 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     env = SageMakerEnv.from_environ()
+    flags = StopFlags().install()
     try:
-        run(env)
+        relaunch = torchrun_command(env.hosts, env.current_host, visible_gpus())
+        if relaunch is not None:
+            print("launching " + " ".join(relaunch), flush=True)
+            flags.in_loop = True  # torchrun forwards SIGTERM to the workers; wait for them
+            return subprocess.run(relaunch, check=False).returncode
+        run(env, flags)
+    except (Stopped, StopRequested) as stop:
+        where = f"; checkpoint {stop.path}" if isinstance(stop, Stopped) and stop.path else ""
+        print(f"stopped on SIGTERM at step {getattr(stop, 'step', 0)}{where}: restart the job to resume",
+              file=sys.stderr, flush=True)
+        return EXIT_STOPPED
     except TrainerError as exc:
         return _fail(env, str(exc))
     except Exception as exc:  # a bug, not a user error: keep the traceback for the log
         traceback.print_exc()
         return _fail(env, f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        compute_cleanup()
     return 0
 
 

@@ -35,7 +35,10 @@ def test_platform_keys_are_ignored() -> None:
         ({"warmup_fraction": "1"}, "hyperparameter 'warmup_fraction' must be a number in [0, 1), got 1.0"),
         ({"deterministic": "maybe"}, "hyperparameter 'deterministic' must be true or false, got 'maybe'"),
         ({"device": "tpu"}, "hyperparameter 'device' must be one of auto, cpu, cuda, got 'tpu'"),
-        ({"model": "resnet"}, "hyperparameter 'model' must be one of cnn, got 'resnet'"),
+        ({"model": "vgg"},
+         "hyperparameter 'model' must be one of cnn, resnet or a factory 'package.module:function', got 'vgg'"),
+        ({"checkpoint_s3_uri": "bucket/x"},
+         "hyperparameter 'checkpoint_s3_uri' must be empty or an s3://bucket/prefix URI, got 'bucket/x'"),
     ],
 )
 def test_bad_value_names_field_and_allowed_values(raw: dict[str, str], message: str) -> None:

@@ -107,7 +107,7 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(tmp_path: Path, da
     hyperparameters = {"epochs": "1", "log_every_steps": "5"}
     plain = run_trainer(make_job(tmp_path / "plain", dataset, hyperparameters))
     assert plain.returncode == 0, plain.stderr
-    assert "step 5/20 epoch 1 loss" in plain.stdout
+    assert "step=5 epoch=1 loss=" in plain.stdout
     assert "\r" not in plain.stderr, "no progress-bar redraws when stderr is not a terminal"
 
     base = make_job(tmp_path / "tty", dataset, hyperparameters)
@@ -131,8 +131,8 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(tmp_path: Path, da
     assert proc.wait(timeout=120) == 0
     assert b"\r" in screen, f"expected a redrawn progress bar on the terminal, got {screen[-300:]!r}"
     assert b"20/20" in screen
-    assert "step 5/20" not in stdout, "plain step lines are for logs, not terminals"
-    assert "validation loss" in stdout
+    assert "step=5 " not in stdout, "plain step lines are for logs, not terminals"
+    assert "validation_loss=" in stdout
 
 
 def test_unexpected_error_still_writes_failure(tmp_path: Path, dataset: Path) -> None:

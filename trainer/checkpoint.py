@@ -1,0 +1,153 @@
+"""Checkpoints that survive SIGKILL, torn writes and bit rot.
+
+Layout, one directory per checkpoint under ``<base>/checkpoints`` (synced to S3 by SageMaker)::
+
+    step-<n>/state.pt        model, optimizer, scheduler, grad scaler, progress, RNG states
+    step-<n>/manifest.json   sha256 and size of every file: the commit marker, written last
+
+A checkpoint is built in a hidden temporary directory, every file fsynced, then renamed into place,
+so ``step-<n>/`` exists only once it is complete. On start the newest checkpoint whose manifest exists
+and whose checksums verify is loaded; a torn or corrupted one is reported and skipped, never loaded.
+``state.pt`` is read with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "state.pt"
+COMMIT_FILE = "manifest.json"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^step-(\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    path: Path
+    step: int
+    state: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def step_dirs(root: Path) -> list[tuple[int, Path]]:
+    """Committed-looking checkpoint directories, newest first (temporary ones are ignored)."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def save(root: Path, step: int, state: dict[str, Any]) -> Path:
+    """Write ``state`` as checkpoint ``step-<step>`` atomically and return its path."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step}"
+    tmp = root / f".tmp-step-{step}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        _write_synced(tmp / STATE_FILE, buffer.getvalue())
+        files = {STATE_FILE: {"sha256": _sha256(tmp / STATE_FILE), "bytes": (tmp / STATE_FILE).stat().st_size}}
+        commit = {"format_version": FORMAT_VERSION, "step": step, "files": files,
+                  "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        _write_synced(tmp / COMMIT_FILE, (json.dumps(commit, indent=2) + "\n").encode())
+        _fsync_dir(tmp)
+        if final.exists():  # a re-run of the same step after a resume: replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def verify(path: Path) -> str | None:
+    """None when the checkpoint is complete and intact, else why not."""
+    commit_path = path / COMMIT_FILE
+    if not commit_path.exists():
+        return "no commit marker (manifest.json): the write did not finish"
+    try:
+        commit = json.loads(commit_path.read_text())
+        files = commit["files"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        return "manifest.json is unreadable"
+    if commit.get("format_version") != FORMAT_VERSION:
+        return f"format_version {commit.get('format_version')!r} is not {FORMAT_VERSION}"
+    for name, meta in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != meta["bytes"]:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {meta['bytes']} (truncated)"
+        if _sha256(file) != meta["sha256"]:
+            return f"{name} does not match its sha256 (corrupted)"
+    return None
+
+
+def load_latest(root: Path, report: Callable[[str], None] = print) -> Loaded | None:
+    """The newest checkpoint that verifies; every one skipped on the way is reported with the reason."""
+    for step, path in step_dirs(root):
+        problem = verify(path)
+        if problem is None:
+            try:
+                state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+            except Exception as exc:  # verified bytes that still do not load: treat as corrupted
+                problem = f"{STATE_FILE} does not load ({type(exc).__name__}: {exc})"
+            else:
+                return Loaded(path=path, step=step, state=state)
+        report(f"checkpoint {path} skipped: {problem}")
+    return None
+
+
+def prune(root: Path, keep: int) -> list[Path]:
+    """Keep the newest ``keep`` committed checkpoints; delete older ones and stale temporary directories.
+
+    Only the commit marker is checked here (cheap); checksums are verified when a checkpoint is loaded.
+    """
+    removed, kept = [], 0
+    for _, path in step_dirs(root):
+        if kept < keep and (path / COMMIT_FILE).exists():
+            kept += 1
+            continue
+        if kept >= keep:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    for stale in root.glob(".tmp-step-*"):  # left behind by a SIGKILL mid-write
+        if not stale.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return removed
