@@ -253,6 +253,12 @@ def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Spl
     log = MetricsLog(metrics_path, runtime.is_main)
 
     loaded = checkpoint.load_latest(ckpt.root, report=lambda m: log.write("checkpoint_skipped", message=m))
+    if runtime.distributed:  # every rank must continue from the same step, or the replicas diverge
+        steps: list[int | None] = [None] * runtime.world_size
+        torch.distributed.all_gather_object(steps, loaded.step if loaded else None)
+        if len(set(steps)) != 1:
+            raise ConfigError(f"ranks found different newest checkpoints {steps}: give every host the same "
+                              "checkpoint directory or set checkpoint_s3_uri")
     if loaded is not None:
         state = loaded.state
         _check_resumable(state, cfg, runtime.world_size)
@@ -266,7 +272,8 @@ def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Spl
         log.write("resumed", path=str(loaded.path), step=progress.step, epoch=progress.epoch + 1)
 
     policy = CheckpointPolicy(cfg.checkpoint_every_steps, total_steps)
-    policy.next = max(policy.next, progress.step + 1)
+    if progress.step:  # resumed: the next multiple of a fixed interval, or measure anew
+        policy.next = (progress.step // policy.every + 1) * policy.every if policy.every else progress.step + 1
 
     def save(reason: str) -> Path | None:
         started = time.perf_counter()
