@@ -269,6 +269,15 @@ def test_copies_only_its_own_room(room: str, stages: list[Stage]) -> None:
         )
 
 
+def test_trainer_drops_to_a_non_root_user_and_stops_on_sigterm() -> None:
+    text = (REPO / "trainer" / "Dockerfile").read_text()
+    run_as = re.search(r"^ENV DEEPCLOUD_RUN_AS=(\d+):(\d+)$", text, flags=re.M)
+    assert run_as, "trainer/Dockerfile must set DEEPCLOUD_RUN_AS=uid:gid so the trainer drops root"
+    assert run_as.group(1) != "0"
+    assert f"--uid {run_as.group(1)}" in text, "the DEEPCLOUD_RUN_AS user must exist in the image"
+    assert re.search(r"^STOPSIGNAL SIGTERM$", text, flags=re.M)
+
+
 def test_runs_as_root_for_sagemaker(room: str, stages: list[Stage]) -> None:
     user = stages[-1].last("USER")
     assert user is None or user.value.split(":")[0] in ("root", "0"), (

@@ -43,6 +43,7 @@ from trainer.distributed import compute_cleanup, compute_init, torchrun_command,
 from trainer.errors import DataError, TrainerError
 from trainer.loop import Checkpointing, Stopped, evaluate, train
 from trainer.model import build_model
+from trainer.privileges import drop_privileges
 from trainer.report import write_report
 from trainer.sagemaker_env import SageMakerEnv
 from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     env = SageMakerEnv.from_environ()
     flags = StopFlags().install()
     try:
+        drop_privileges(env)
         relaunch = torchrun_command(env.hosts, env.current_host, visible_gpus())
         if relaunch is not None:
             print("launching " + " ".join(relaunch), flush=True)

@@ -6,8 +6,11 @@ import fcntl
 import json
 import os
 import pty
+import shutil
 import struct
 import subprocess
+import sys
+import tempfile
 import termios
 from pathlib import Path
 
@@ -144,3 +147,56 @@ def test_unexpected_error_still_writes_failure(tmp_path: Path, dataset: Path) ->
     failure = (base / "output" / "failure").read_text()
     assert failure.startswith("internal error: FileExistsError")
     assert result.stderr.strip().splitlines()[-1] == f"error: {failure.strip()}"
+
+
+def _world_traversable(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs to start as root")
+@pytest.mark.skipif(not _world_traversable(Path(sys.base_prefix) / "lib") or not _world_traversable(REPO),
+                    reason="this Python or checkout lives where an unprivileged user cannot read it (e.g. /root)")
+def test_starts_as_root_and_trains_as_the_unprivileged_user(dataset: Path) -> None:
+    with tempfile.TemporaryDirectory() as scratch:  # under /tmp, traversable by the unprivileged user
+        root = Path(scratch)
+        root.chmod(0o755)
+        base = make_job(root / "job", dataset, {"epochs": "1"})
+        for path in (base, *base.rglob("*")):
+            path.chmod(path.stat().st_mode | 0o005)  # readable by others, as SageMaker's input mount is
+        result = run_trainer(base, env={"DEEPCLOUD_RUN_AS": "65534:65534"})
+        assert result.returncode == 0, result.stderr
+        for made in (base / "model" / "model.pt2", base / "output" / "data" / "report.png",
+                     next((base / "checkpoints").iterdir())):
+            assert (made.stat().st_uid, made.stat().st_gid) == (65534, 65534), made
+        bad = run_trainer(make_job(root / "bad", dataset, {"epochs": "1"}), env={"DEEPCLOUD_RUN_AS": "0:0"})
+        assert bad.returncode == 1
+        assert "DEEPCLOUD_RUN_AS='0:0' must be 'uid:gid' of a non-root user" in bad.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs to start as root")
+def test_drop_privileges_hands_over_the_writable_layout() -> None:
+    from trainer.privileges import drop_privileges
+    from trainer.sagemaker_env import SageMakerEnv
+
+    scratch = Path(tempfile.mkdtemp())  # under /tmp, traversable by the unprivileged user
+    scratch.chmod(0o755)
+    base = scratch / "job"
+    (base / "checkpoints" / "step-3").mkdir(parents=True)  # synced down by the platform, owned by root
+    (base / "checkpoints" / "step-3" / "state.pt").write_bytes(b"x")
+    env = SageMakerEnv.from_environ({"SAGEMAKER_BASE_DIR": str(base)})
+    pid = os.fork()
+    if pid == 0:  # the child drops for good; the test process keeps root
+        code = 1
+        try:
+            assert drop_privileges(env, "65534:65534") == (65534, 65534)
+            (env.model_dir / "model.pt2").write_bytes(b"weights")
+            (env.checkpoint_dir / "step-3" / "state.pt").write_bytes(b"y")
+            code = 0 if (os.getuid(), os.getgid(), os.geteuid()) == (65534, 65534, 65534) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (env.model_dir / "model.pt2").stat().st_uid == 65534
+    assert (base / "checkpoints" / "step-3" / "state.pt").read_bytes() == b"y"
+    assert (base / "output").stat().st_uid == 65534
+    shutil.rmtree(scratch)
