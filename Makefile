@@ -16,7 +16,7 @@ HP_ARGS := $(if $(strip $(HP)),--hp '$(HP)')
 .PHONY: help
 help:  ## Show this help
 	@printf 'Usage: make <target> [TARGET=local|aws] [HP="epochs=10 lr=0.002"]\n\n'
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/dev.txt requirements/constraints.txt trainer/requirements.txt serving/requirements.txt ops/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 and re-run make setup"; exit 1; }
@@ -59,6 +59,10 @@ test: setup  ## Run the whole test suite (slow tests included)
 .PHONY: test-fast
 test-fast: setup  ## Run the tests not marked slow
 	$(PY) -m pytest -m 'not slow'
+
+.PHONY: bench-train
+bench-train: setup  ## Trainer vs a bare PyTorch loop on the same model and data: samples/s, checkpoint overhead, memory
+	$(PY) -m bench.train
 
 .PHONY: lint
 lint: setup  ## ruff check, and hadolint on both Dockerfiles

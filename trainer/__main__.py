@@ -38,9 +38,9 @@ from trainer.artifact import (
     write_manifest,
 )
 from trainer.config import TrainConfig
-from trainer.data import Split, discover_classes, load_split
+from trainer.data import load_channels
 from trainer.distributed import compute_cleanup, compute_init, torchrun_command, visible_gpus
-from trainer.errors import DataError, TrainerError
+from trainer.errors import TrainerError
 from trainer.loop import Checkpointing, Stopped, evaluate, train
 from trainer.model import build_model
 from trainer.privileges import drop_privileges
@@ -52,29 +52,12 @@ EXPORT_TOLERANCE = 1e-4
 """Largest |eager - exported| logit difference accepted when checking the export."""
 
 
-def _load_channels(env: SageMakerEnv) -> tuple[Split, Split, Split | None]:
-    train_dir = env.channel("train")
-    val_dir = env.channel("validation")
-    classes = discover_classes(train_dir)
-    train_split = load_split(train_dir, classes)
-    val_split = load_split(val_dir, classes)
-    test_split = load_split(env.channel("test"), classes) if env.has_channel("test") else None
-    shape = tuple(train_split.images.shape[1:])
-    for name, split in (("validation", val_split), ("test", test_split)):
-        if split is not None and tuple(split.images.shape[1:]) != shape:
-            raise DataError(
-                f"channel '{name}' has images of shape {tuple(split.images.shape[1:])}, "
-                f"but 'train' has {shape}: all channels must share one image size"
-            )
-    return train_split, val_split, test_split
-
-
 def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     cfg = TrainConfig.from_file(env.hyperparameters_path)
     runtime = compute_init(cfg.device, cfg.seed, cfg.deterministic)
     say = print if runtime.is_main else (lambda *a, **k: None)
     say("config " + json.dumps(cfg.to_dict(), sort_keys=True), flush=True)
-    train_split, val_split, test_split = _load_channels(env)
+    train_split, val_split, test_split = load_channels(env, cfg.skip_bad_samples, say=say)
     say(f"data train={len(train_split)} validation={len(val_split)} "
         f"test={len(test_split) if test_split else 0} classes={len(train_split.classes)} "
         f"shape={list(train_split.images.shape[1:])} device={runtime.device} world_size={runtime.world_size}",
@@ -138,9 +121,8 @@ def _s3_uploader(uri: str):
     from trainer import s3
 
     def upload(path) -> None:
-        # state first, commit marker last: a reader of the S3 copy sees a complete checkpoint or none.
-        s3.upload_file(path / "state.pt", f"{uri.rstrip('/')}/{path.name}/state.pt")
-        s3.upload_file(path / "manifest.json", f"{uri.rstrip('/')}/{path.name}/manifest.json")
+        # Commit marker last: a reader of the S3 copy finds a complete checkpoint or none.
+        s3.upload_dir(path, f"{uri.rstrip('/')}/{path.name}/", last=("manifest.json",))
 
     return upload
 

@@ -61,9 +61,21 @@ class SageMakerEnv:
         return self.base_dir / "output" / "failure"
 
     def channel(self, name: str, environ: dict[str, str] | None = None) -> Path:
-        """The directory of input channel ``name``; a clear error when it does not exist."""
+        """The directory of input channel ``name``; a clear error when it does not exist.
+
+        ``SM_CHANNEL_<NAME>`` may also hold an ``s3://bucket/prefix`` URI (ECS, or a local run against S3):
+        the prefix is then downloaded into ``<base>/input/data/<name>``, where SageMaker's File mode would
+        have put it, and that directory is returned. The download resumes: files already there with the
+        listed size are not fetched again.
+        """
         env = os.environ if environ is None else environ
         var = f"SM_CHANNEL_{name.upper()}"
+        if env.get(var, "").startswith("s3://"):
+            from trainer import s3  # boto3 is imported only when a channel lives on S3
+
+            local = self.base_dir / "input" / "data" / name
+            s3.download_prefix(env[var], local, progress=True)
+            return local
         path = Path(env[var]) if var in env else self.base_dir / "input" / "data" / name
         if not path.is_dir():
             raise DataError(
@@ -75,6 +87,8 @@ class SageMakerEnv:
     def has_channel(self, name: str, environ: dict[str, str] | None = None) -> bool:
         env = os.environ if environ is None else environ
         var = f"SM_CHANNEL_{name.upper()}"
+        if env.get(var, "").startswith("s3://"):
+            return True
         return (Path(env[var]) if var in env else self.base_dir / "input" / "data" / name).is_dir()
 
 

@@ -66,12 +66,15 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (base / "model" / "manifest.json").exists()
+    newest = max(int(p.name.split("-")[1]) for p in (base / "checkpoints").glob("step-*")
+                 if (p / "manifest.json").exists())
     result = run_trainer(base)
     assert result.returncode == 0, f"kill_at={kill_at}: {result.stderr}"
     events = [json.loads(line) for line in (base / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
     resumed = [e for e in events if e["type"] == "resumed"]
     assert len(resumed) == 1
-    assert kill_at - 4 <= resumed[0]["step"] <= kill_at, f"kill_at={kill_at}"
+    assert resumed[0]["step"] == newest, f"kill_at={kill_at}"
+    assert newest >= kill_at - 4
     _assert_same_run(base, uninterrupted)
 
 
@@ -140,3 +143,31 @@ def test_resume_with_other_hyperparameters_is_refused(tmp_path: Path, dataset: P
     result = run_trainer(base)
     assert result.returncode == 1
     assert "the newest checkpoint was written with other hyperparameters (lr=0.003 -> 0.01)" in result.stderr
+
+
+def test_checkpoints_go_to_s3_and_a_fresh_machine_resumes_from_them(
+        tmp_path: Path, dataset: Path, uninterrupted: Path, s3_env: dict[str, str], bucket: str) -> None:
+    """The ECS case: nothing syncs <base>/checkpoints, and the replacement task starts with an empty disk."""
+    import boto3
+
+    uri = f"s3://{bucket}/jobs/demo/checkpoints"
+    base = make_job(tmp_path / "job", dataset, {**HP, "checkpoint_s3_uri": uri})
+    proc = subprocess.Popen([PYTHON, "-m", "trainer", "train"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **s3_env, "SAGEMAKER_BASE_DIR": str(base)})
+    _run_until_step(proc, 30)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+    # The process runs on while the test reads its output, so it may have passed step 30 when killed.
+    committed = [int(k.split("/")[3].split("-")[1]) for k in keys if k.endswith("/manifest.json")]
+    newest = max(committed)
+    assert newest >= 28
+    assert f"jobs/demo/checkpoints/step-{newest}/state.pt" in keys
+
+    fresh = make_job(tmp_path / "fresh", dataset, {**HP, "checkpoint_s3_uri": uri})
+    result = run_trainer(fresh, env=s3_env)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(x) for x in (fresh / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "resumed"] == [newest]
+    _assert_same_run(fresh, uninterrupted)
