@@ -55,7 +55,7 @@ class TrainConfig:
     """Built-in architecture (cnn: the small demo CNN; resnet: a ResNet-style network for larger
     images) or a user factory ``package.module:function`` called as ``function(num_classes=,
     input_shape=)`` and returning an ``nn.Module``; it is imported from the job's code directory
-    (``SM_MODULE_DIR`` or ``<base>/code``) or an installed package."""
+    (``<base>/code``, i.e. /opt/ml/code) or an installed package (docs/trainer.md)."""
 
     seed: int = 0
     """Seed for python, numpy and torch RNGs and for data shuffling."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -21,8 +22,16 @@ per-process BatchNorm statistics (half the batch each), so the runs are close, n
 def _torchrun(base: Path, nproc: int) -> subprocess.CompletedProcess:
     command = [PYTHON, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
                "-m", "trainer", "train"]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)})
+    # Its own process group, so a hang cannot leave orphaned workers behind: the whole group is killed.
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)})
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"torchrun hung:\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def _final(base: Path) -> dict:
