@@ -42,7 +42,7 @@ from trainer.data import load_channels
 from trainer.distributed import compute_cleanup, compute_init, torchrun_command, visible_gpus
 from trainer.errors import TrainerError
 from trainer.loop import Checkpointing, Stopped, evaluate, train
-from trainer.model import build_model, check_exportable
+from trainer.model import build_model, check_exportable_isolated
 from trainer.privileges import drop_privileges
 from trainer.sagemaker_env import SageMakerEnv
 from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
@@ -66,11 +66,12 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     mean = pixels.mean(dim=(0, 2, 3)).tolist()
     std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
     images = train_split.images
-    model = build_model(cfg.model, in_channels=images.shape[1], image_size=tuple(images.shape[2:]),
-                        num_classes=len(train_split.classes), width=cfg.width, dropout=cfg.dropout,
-                        mean=mean, std=std, code_dir=env.base_dir / "code")
+    build_kwargs = {"name": cfg.model, "in_channels": images.shape[1], "image_size": tuple(images.shape[2:]),
+                    "num_classes": len(train_split.classes), "width": cfg.width, "dropout": cfg.dropout,
+                    "mean": mean, "std": std, "code_dir": env.base_dir / "code"}
+    model = build_model(**build_kwargs)
     # Before the first step, on every rank: a model the artifact cannot hold fails now, not after training.
-    check_exportable(model, images[:2], spec=cfg.model, num_classes=len(train_split.classes))
+    check_exportable_isolated(build_kwargs, images[:2], spec=cfg.model, num_classes=len(train_split.classes))
     model = model.to(runtime.device)
     ckpt = Checkpointing(root=env.checkpoint_dir, keep=cfg.keep_checkpoints,
                          uploader=_s3_uploader(cfg.checkpoint_s3_uri) if runtime.is_main else None)

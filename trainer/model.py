@@ -406,3 +406,41 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+
+
+def _isolated_check(conn, build_kwargs: dict, example: torch.Tensor, spec: str, num_classes: int) -> None:
+    try:
+        check_exportable(build_model(**build_kwargs), example, spec=spec, num_classes=num_classes)
+    except ConfigError as exc:
+        conn.send(str(exc))
+    except Exception as exc:  # a bug in the check itself: report it rather than hang the parent
+        conn.send(f"model '{spec}' export check crashed: {_describe(exc)}")
+    else:
+        conn.send(None)
+    finally:
+        conn.close()
+
+
+def check_exportable_isolated(build_kwargs: dict, example: torch.Tensor, *, spec: str, num_classes: int) -> None:
+    """:func:`check_exportable` on a model built from ``build_kwargs`` in a fresh (spawned) process.
+
+    torch.export's machinery stays in memory once imported (about 36 MiB here, more with big graphs);
+    checking in a child keeps the training process as lean as a bare loop. Exportability depends on
+    the architecture, not the weights, so a freshly built model answers the question.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_isolated_check, args=(send, build_kwargs, example, spec, num_classes),
+                            daemon=True)
+    child.start()
+    send.close()
+    try:
+        message = receive.recv()
+    except EOFError:
+        child.join()
+        raise ConfigError(f"model '{spec}' export check died with exit code {child.exitcode}") from None
+    child.join()
+    if message is not None:
+        raise ConfigError(message)
