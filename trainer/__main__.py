@@ -15,10 +15,18 @@ CPU or one GPU, against a layout you made yourself::
 
     SAGEMAKER_BASE_DIR=/path/to/job python -m trainer train
 
-``device=auto`` (the default) takes the GPU when one is visible. torchrun / multi-node: not yet
-(a launch with WORLD_SIZE > 1 stops with a message).
+``device=auto`` (the default) takes the GPU when one is visible. Several GPUs on one machine (DDP)::
 
-Exit codes: 0 done; 1 failed (reason in output/failure); 2 bad command line.
+    SAGEMAKER_BASE_DIR=/path/to/job torchrun --nproc_per_node=8 -m trainer train
+
+On SageMaker with several hosts (``SM_HOSTS``) or GPUs (``SM_NUM_GPUS``), ``python -m trainer train``
+re-launches itself under torchrun with the first host as the rendezvous.
+
+Checkpoints go to ``<base>/checkpoints`` (and ``checkpoint_s3_uri``); a restarted job resumes from the
+newest valid one. SIGTERM: finish the step, checkpoint, exit 143; SIGUSR1: checkpoint and go on.
+
+Exit codes: 0 done; 1 failed (reason in output/failure); 2 bad command line; 143 stopped by SIGTERM
+after writing a checkpoint (not a failure: no output/failure).
 """
 
 from __future__ import annotations
