@@ -13,7 +13,6 @@ and whose checksums verify is loaded; a torn or corrupted one is reported and sk
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 
+from trainer.artifact import sha256_file
+
 STATE_FILE = "state.pt"
 COMMIT_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -38,14 +39,6 @@ class Loaded:
     path: Path
     step: int
     state: dict[str, Any]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -82,7 +75,7 @@ def save(root: Path, step: int, state: dict[str, Any]) -> Path:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         _write_synced(tmp / STATE_FILE, buffer.getvalue())
-        files = {STATE_FILE: {"sha256": _sha256(tmp / STATE_FILE), "bytes": (tmp / STATE_FILE).stat().st_size}}
+        files = {STATE_FILE: {"sha256": sha256_file(tmp / STATE_FILE), "bytes": (tmp / STATE_FILE).stat().st_size}}
         commit = {"format_version": FORMAT_VERSION, "step": step, "files": files,
                   "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         _write_synced(tmp / COMMIT_FILE, (json.dumps(commit, indent=2) + "\n").encode())
@@ -114,7 +107,7 @@ def verify(path: Path) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != meta["bytes"]:
             return f"{name} has {file.stat().st_size} bytes, the manifest says {meta['bytes']} (truncated)"
-        if _sha256(file) != meta["sha256"]:
+        if sha256_file(file) != meta["sha256"]:
             return f"{name} does not match its sha256 (corrupted)"
     return None
 
