@@ -55,6 +55,33 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def run_on_terminal(command: list[str], env: dict[str, str], columns: int = 100,
+                    timeout: float = 120) -> tuple[int, bytes, str]:
+    """Run ``command`` with stderr on a pseudo-terminal (stdout piped): (exit code, screen bytes, stdout)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))  # a fresh pty is 0x0
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=terminal, env={**os.environ, **env})
+    os.close(terminal)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(controller)
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    return proc.wait(timeout=timeout), screen, stdout
+
+
 def make_job(base: Path, dataset: Path, hyperparameters: dict[str, str],
              channels: tuple[str, ...] = CHANNELS) -> Path:
     """A SageMaker training layout under ``base`` with copies of the given channels."""

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
-import termios
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO, TRAINED_EPOCHS, make_job, run_trainer
+from tests.conftest import PYTHON, REPO, TRAINED_EPOCHS, make_job, run_on_terminal, run_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -114,24 +110,8 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(tmp_path: Path, da
     assert "\r" not in plain.stderr, "no progress-bar redraws when stderr is not a terminal"
 
     base = make_job(tmp_path / "tty", dataset, hyperparameters)
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a fresh pty is 0x0
-    proc = subprocess.Popen([PYTHON, "-m", "trainer", "train"], cwd=REPO, stdout=subprocess.PIPE, stderr=terminal,
-                            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)})
-    os.close(terminal)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(controller)
-    stdout = proc.stdout.read().decode()
-    proc.stdout.close()
-    assert proc.wait(timeout=120) == 0
+    code, screen, stdout = run_on_terminal([PYTHON, "-m", "trainer", "train"], {"SAGEMAKER_BASE_DIR": str(base)})
+    assert code == 0
     assert b"\r" in screen, f"expected a redrawn progress bar on the terminal, got {screen[-300:]!r}"
     assert b"20/20" in screen
     assert "step=5 " not in stdout, "plain step lines are for logs, not terminals"

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import csv
-import fcntl
-import os
-import pty
-import struct
-import subprocess
-import termios
 from pathlib import Path
 
 import boto3
 import pytest
 
-from tests.conftest import PYTHON, REPO, free_port, make_job, run_trainer
+from tests.conftest import PYTHON, free_port, make_job, run_on_terminal, run_trainer
 from trainer import s3
 from trainer.errors import DataError
 from trainer.sagemaker_env import SageMakerEnv
@@ -190,25 +184,9 @@ def test_trainer_fails_in_one_line_on_a_missing_bucket(s3_env: dict[str, str], t
 
 def test_progress_bar_on_a_terminal(bucket: str, s3_env: dict[str, str], tmp_path: Path) -> None:
     _put(bucket, {"data/big.bin": b"x" * 300_000})
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a fresh pty is 0x0
-    code = f"from trainer import s3; s3.download_prefix('s3://{bucket}/data', {str(tmp_path / 'd')!r}, progress=True)"
-    proc = subprocess.Popen([PYTHON, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=terminal,
-                            env={**os.environ, **s3_env})
-    os.close(terminal)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(controller)
-    stdout = proc.stdout.read().decode()
-    proc.stdout.close()
-    assert proc.wait(timeout=60) == 0, screen.decode(errors="replace")
+    script = f"from trainer import s3; s3.download_prefix('s3://{bucket}/data', {str(tmp_path / 'd')!r}, progress=True)"
+    code, screen, stdout = run_on_terminal([PYTHON, "-c", script], s3_env, columns=120, timeout=60)
+    assert code == 0, screen.decode(errors="replace")
     assert b"\r" in screen, screen[-300:]
     assert b"293k/293k" in screen, screen[-300:]
     assert stdout == "", "no plain lines when stderr is a terminal"
