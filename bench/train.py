@@ -18,12 +18,16 @@ Each pair runs two processes one after the other (which goes first alternates), 
 - **bare**: this module re-invoked with ``--bare``: the PNGs read with PIL, the same model from
   ``trainer.model.build_model``, AdamW with the same parameter groups, the same warmup + cosine
   ``LambdaLR``, a plain ``DataLoader(shuffle=True)`` and nothing else. Steps are timed the same way
-  (per epoch, from creating the loader's iterator to the end of its last step).
+  (per epoch, from creating the loader's iterator to the end of its last step). After the loop it ships
+  the model the way any script must for it to be served: ``torch.export`` with a dynamic batch, save,
+  reload, evaluate the reload on validation and test.
 
-samples/s = training samples x epochs / step seconds. Peak resident memory is each child's
-``ru_maxrss`` from ``os.wait4``; the trainer's also includes what it does after training (export,
-evaluation, report), so its peak *through the training loop* is shown as well (``VmHWM`` polled
-until the ``done`` line appears).
+samples/s = training samples x epochs / step seconds. Peak resident memory is shown twice:
+
+- *training loop*: ``VmHWM`` when the loop ends (the trainer's polled until its ``done`` line appears,
+  the bare loop's read by itself), so the loops' own costs compare alone;
+- *whole process*: each child's ``ru_maxrss`` from ``os.wait4``, which adds the export and evaluation
+  both do, and the trainer's manifest and PNG report (matplotlib).
 
 On a shared machine a run that competes for the cores with another process can be several times slower
 (OpenMP threads wait for each other), which says nothing about the trainer. So each run also measures
@@ -162,8 +166,27 @@ def bare(data: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
+    loop_hwm = _vm_hwm_kib(os.getpid())
+
+    # What any script that ships a servable model does next, written out by hand: export with a dynamic
+    # batch, save, reload, evaluate the reload. The trainer does this too (plus manifest and PNG report),
+    # so the whole-process peaks compare the same work; the loop peak above compares the loops alone.
+    model = model.eval().cpu()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model, (images[:2],), dynamic_shapes=({0: batch},))
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.export.save(program, Path(tmp) / "model.pt2")
+        shipped = torch.export.load(Path(tmp) / "model.pt2").module()
+    accuracy = {}
+    with torch.no_grad():
+        for name in ("validation", "test"):
+            if (data / name).is_dir():
+                x, y, _ = _load_demo_channel(data / name)
+                accuracy[name] = sum((shipped(x[i:i + 512]).argmax(1) == y[i:i + 512]).sum().item()
+                                     for i in range(0, len(y), 512)) / len(y)
     return {"steps": steps, "samples": samples, "step_seconds": seconds, "train_samples": len(targets),
-            "threads": torch.get_num_threads(), "final_loss": loss.item()}
+            "threads": torch.get_num_threads(), "final_loss": loss.item(), "loop_hwm_kib": loop_hwm,
+            "accuracy": accuracy}
 
 
 # ------------------------------------------------------------------------------------------------ child processes
@@ -286,7 +309,7 @@ def run_bare(work: Path, n: int, dataset: Path, cfg: dict[str, Any], env: dict[s
     if child.returncode != 0:
         raise RuntimeError(f"bare loop run {n} exited {child.returncode}:\n{_tail(child.log)}")
     lines = [line for line in child.log.read_text().splitlines() if line.startswith("{")]
-    return {**json.loads(lines[-1]), "maxrss_kib": child.maxrss_kib, "loop_hwm_kib": child.maxrss_kib,
+    return {**json.loads(lines[-1]), "maxrss_kib": child.maxrss_kib,
             "wall": child.wall, "others": child.others}
 
 
@@ -334,17 +357,18 @@ def report(trainer_runs: list[dict], bare_runs: list[dict], train_samples: int, 
     t_rss, b_rss = med(_mib(r["maxrss_kib"]) for r in trainer_runs), med(_mib(r["maxrss_kib"]) for r in bare_runs)
     loop = [_mib(r["loop_hwm_kib"]) for r in trainer_runs if r["loop_hwm_kib"]]
     t_loop = med(loop) if loop else None
+    b_loop = med(_mib(r["loop_hwm_kib"]) for r in bare_runs)
     rows = [
         ("samples/s", _cell(t_rate, ".0f"), _cell(b_rate, ".0f"), _cell(t_rate / b_rate, ".3f"),
          f">= {GOAL_RATIO}", _verdict(t_rate / b_rate >= GOAL_RATIO)),
         ("checkpoint overhead %", _cell(100 * overhead, ".2f"), "-", "-", f"<= {100 * GOAL_CHECKPOINT:.0f}",
          _verdict(overhead <= GOAL_CHECKPOINT)),
         ("checkpoints written", _cell(ckpts, "g"), "-", "-", f"({ckpt_s:.3f} s in all)", "-"),
-        ("peak RSS MiB", _cell(t_rss, ".0f"), _cell(b_rss, ".0f"), _cell(t_rss / b_rss, ".3f"),
+        ("peak RSS MiB, training loop", _cell(t_loop, ".0f"), _cell(b_loop, ".0f"),
+         _cell(None if t_loop is None else t_loop / b_loop, ".3f"), f"<= {GOAL_MEMORY}",
+         _verdict(None if t_loop is None else t_loop / b_loop <= GOAL_MEMORY)),
+        ("peak RSS MiB, whole process", _cell(t_rss, ".0f"), _cell(b_rss, ".0f"), _cell(t_rss / b_rss, ".3f"),
          f"<= {GOAL_MEMORY}", _verdict(t_rss / b_rss <= GOAL_MEMORY)),
-        ("peak RSS MiB, training loop", _cell(t_loop, ".0f"), _cell(b_rss, ".0f"),
-         _cell(None if t_loop is None else t_loop / b_rss, ".3f"), f"<= {GOAL_MEMORY}",
-         _verdict(None if t_loop is None else t_loop / b_rss <= GOAL_MEMORY)),
     ]
     header = ("metric (median)", "trainer", "bare", "trainer/bare", "goal", "result")
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
