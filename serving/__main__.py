@@ -1,66 +1,135 @@
-"""Serve a model artifact on SageMaker's hosting contract (GET /ping, POST /invocations).
+"""Serve model artifacts on SageMaker's hosting contract and TorchServe's inference API.
 
 SageMaker starts the container with the argument ``serve``; this module accepts it::
 
-    python -m serving serve                                   # model from SM_MODEL_DIR or /opt/ml/model
+    python -m serving serve                                   # the model in SM_MODEL_DIR or /opt/ml/model
     SM_MODEL_DIR=.deepcloud/local/jobs/<id>/model python -m serving --port 8081
+    python -m serving --model-store models/ --models digits=digits,big=resnet --max-batch-size 16,digits=1
+    python -m serving --model-store models/ --max-batch-delay-ms 5 --threads 2
     make deploy                                               # the latest trained artifact, in the background
 
-Settings (flag, then environment, then default): ``--port`` / ``SAGEMAKER_BIND_TO_PORT`` / 8080;
-``--host`` / ``DEEPCLOUD_BIND_HOST`` / 127.0.0.1 (the image sets 0.0.0.0, as SageMaker needs);
-``--model-dir`` / ``SM_MODEL_DIR`` / ``$SAGEMAKER_BASE_DIR/model`` (a directory or a model.tar.gz).
+Every setting is a flag, else an environment variable (SageMaker passes only environment), else a default:
 
-The socket is bound first, so ``/ping`` answers 503 while the model loads and 200 once it is loaded,
-verified and warmed up. SIGTERM/SIGINT drain in-flight requests, then the process ends by that
-signal (status 143/130 in a shell). Exit codes otherwise: 1 the port is taken or the artifact cannot
-be served (one line on stderr says which); 2 bad command line.
+=====================  =================================  ==========================================
+flag                   environment                        default
+=====================  =================================  ==========================================
+--host                 DEEPCLOUD_BIND_HOST                127.0.0.1 (the image sets 0.0.0.0)
+--port                 SAGEMAKER_BIND_TO_PORT             8080
+--model-dir            SM_MODEL_DIR                       $SAGEMAKER_BASE_DIR/model (/opt/ml/model)
+--model-store          DEEPCLOUD_MODEL_STORE              none: serve --model-dir as model "model"
+--models               DEEPCLOUD_MODELS                   every artifact in the store
+--max-batch-size       DEEPCLOUD_MAX_BATCH_SIZE           32
+--max-batch-delay-ms   DEEPCLOUD_MAX_BATCH_DELAY_MS       0 (batch what queued up, wait for nothing)
+--max-queue            DEEPCLOUD_MAX_QUEUE                1024 requests per model, then 503
+--timeout-s            SAGEMAKER_MODEL_SERVER_TIMEOUT     60 (SageMaker's invocation timeout), then 504
+--max-body-bytes       DEEPCLOUD_MAX_BODY_BYTES           6291456 (SageMaker's 6 MB cap), then 413
+--threads              DEEPCLOUD_INFERENCE_THREADS        torch's default (one per core)
+--device               DEEPCLOUD_DEVICE                   cuda when present, else cpu
+--no-access-log        DEEPCLOUD_ACCESS_LOG=0             a JSON line per request on stderr
+=====================  =================================  ==========================================
+
+``--max-batch-size`` and ``--max-batch-delay-ms`` take one value for every model, or a list that sets
+some models apart: ``16,digits=1`` (see serving/store.py for the model store's layout).
+
+The socket is bound first, before torch is imported, so ``/ping`` answers 503 while the models load and
+200 once every one is loaded, verified and warmed up. SIGTERM/SIGINT drain in-flight requests (up to
+25 s: SageMaker kills 30 s after SIGTERM), then the process ends by that signal (status 143/130 in a
+shell). Exit codes otherwise: 1 the port is taken or a model cannot be served (one line on stderr
+says which); 2 bad command line.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import logging
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
-import anyio
-import numpy as np
-import uvicorn
-
-from serving.app import ServerState, build_app
-from serving.artifact import ArtifactError, load_artifact, resolve_model_dir
-from serving.predictor import predict
-
 log = logging.getLogger("serving")
+STARTED = time.perf_counter()
 
 
 class StartupError(Exception):
     """The server cannot start; the message is the one line the user sees."""
 
 
+def _env(name: str, default: str | None) -> str | None:
+    return os.environ.get(name) or default
+
+
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n")[0])
     parser.add_argument("command", nargs="?", choices=["serve"], default="serve",
                         help="SageMaker passes 'serve'; it is also the default")
-    parser.add_argument("--host", default=os.environ.get("DEEPCLOUD_BIND_HOST", "127.0.0.1"),
+    parser.add_argument("--host", default=_env("DEEPCLOUD_BIND_HOST", "127.0.0.1"),
                         help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", default=os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"),
-                        help="port to bind (default 8080)")
+    parser.add_argument("--port", default=_env("SAGEMAKER_BIND_TO_PORT", "8080"), help="port to bind (default 8080)")
     default_model = os.environ.get("SM_MODEL_DIR") or str(
         Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")) / "model")
     parser.add_argument("--model-dir", default=default_model, type=Path,
-                        help="artifact directory or model.tar.gz (default $SM_MODEL_DIR or /opt/ml/model)")
+                        help="one artifact directory or model.tar.gz (default $SM_MODEL_DIR or /opt/ml/model)")
+    parser.add_argument("--model-store", default=_env("DEEPCLOUD_MODEL_STORE", None),
+                        type=lambda v: Path(v) if v else None, help="directory of model artifacts")
+    parser.add_argument("--models", default=_env("DEEPCLOUD_MODELS", None),
+                        help="name=path,... inside the model store (default: every artifact in it)")
+    parser.add_argument("--max-batch-size", default=_env("DEEPCLOUD_MAX_BATCH_SIZE", "32"),
+                        help="most instances per forward pass: N, or N,name=N,... (default 32)")
+    parser.add_argument("--max-batch-delay-ms", default=_env("DEEPCLOUD_MAX_BATCH_DELAY_MS", "0"),
+                        help="ms the oldest request waits for a batch to fill: MS, or MS,name=MS,... (default 0)")
+    parser.add_argument("--max-queue", default=_env("DEEPCLOUD_MAX_QUEUE", "1024"),
+                        help="requests waiting per model before 503 (default 1024)")
+    parser.add_argument("--timeout-s", default=_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", "60"),
+                        help="seconds a request may take before 504 (default 60)")
+    parser.add_argument("--max-body-bytes", default=_env("DEEPCLOUD_MAX_BODY_BYTES", str(6 * 1024 * 1024)),
+                        help="largest request body before 413 (default 6291456, SageMaker's cap)")
+    parser.add_argument("--threads", default=_env("DEEPCLOUD_INFERENCE_THREADS", None),
+                        help="torch threads for inference (default: torch's, one per core)")
+    parser.add_argument("--device", default=_env("DEEPCLOUD_DEVICE", None),
+                        help="cpu, cuda or cuda:N (default: cuda when present)")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
+                        default=os.environ.get("DEEPCLOUD_ACCESS_LOG", "1") != "0",
+                        help="no JSON access-log line per request")
     return parser.parse_args(argv)
 
 
-def bind(host: str, port_text: str) -> socket.socket:
+def _number(flag: str, text: str, kind: type, minimum: float) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise StartupError(f"{flag} {text!r} is not a {'whole ' if kind is int else ''}number") from None
+    if value < minimum:
+        raise StartupError(f"{flag} must be at least {minimum:g}, got {text}")
+    return value
+
+
+def per_model(flag: str, text: str, kind: type, minimum: float) -> tuple[float, dict[str, float]]:
+    """``"16,digits=1"`` -> (16, {"digits": 1}): a default and per-model overrides."""
+    default, overrides = None, {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, value = entry.rpartition("=")
+        if sep:
+            overrides[name.strip()] = _number(f"{flag} {name.strip()}=", value.strip(), kind, minimum)
+        elif default is None:
+            default = _number(flag, value, kind, minimum)
+        else:
+            raise StartupError(f"{flag} {text!r} has two defaults: give one number, then name=number entries")
+    if default is None:
+        raise StartupError(f"{flag} {text!r} has no default value: start it with a number, e.g. 16,digits=1")
+    return default, overrides
+
+
+def _port(port_text: str) -> int:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise StartupError(f"port {port_text!r} is not a port number: set SAGEMAKER_BIND_TO_PORT to 1-65535")
-    port = int(port_text)
+    return int(port_text)
+
+
+def bind(host: str, port_text: str) -> socket.socket:
+    port = _port(port_text)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto says
     # TCP, and without it Nagle + delayed ACK add ~40 ms to every keep-alive response.
@@ -81,48 +150,90 @@ def bind(host: str, port_text: str) -> socket.socket:
     return sock
 
 
+def _loader(args: argparse.Namespace, refs, policies):
+    """What runs on the inference thread at startup: load, verify and warm up every model."""
+
+    def load():
+        import numpy as np
+        import torch
+
+        from serving.app import LoadedModel
+        from serving.artifact import load_artifact, resolve_model_dir
+        from serving.predictor import predict
+
+        if args.threads:
+            torch.set_num_threads(int(args.threads))
+        loaded = []
+        for ref in refs:
+            artifact = load_artifact(resolve_model_dir(ref.path), device=args.device)
+            predict(artifact, np.zeros((1, *artifact.input_shape), dtype=np.float32))  # warm-up pass
+            loaded.append(LoadedModel(ref.name, ref.version, artifact, policies(ref.name)))
+            log.info("model %s:%s ready from %s (input %s, %d labels, %s, batch<=%d, delay %g ms)", ref.name,
+                     ref.version, ref.path, list(artifact.input_shape), len(artifact.labels), artifact.device,
+                     loaded[-1].policy.max_batch_size, loaded[-1].policy.max_batch_delay * 1000)
+        log.info("ready after %.2f s: %d model version(s), %d inference threads", time.perf_counter() - STARTED,
+                 len(loaded), torch.get_num_threads())
+        return loaded
+
+    return load
+
+
 def serve(args: argparse.Namespace) -> int:
-    sock = bind(args.host, args.port)
-    state = ServerState()
+    from serving.store import LayoutError, plan
+
+    # Settings first (cheap, no torch): a typo fails before the port is taken.
+    _port(args.port)
+    size, sizes = per_model("--max-batch-size", args.max_batch_size, int, 1)
+    delay, delays = per_model("--max-batch-delay-ms", args.max_batch_delay_ms, float, 0)
+    queue = int(_number("--max-queue", args.max_queue, int, 1))
+    timeout = _number("--timeout-s", args.timeout_s, float, 0.001)
+    max_body = int(_number("--max-body-bytes", args.max_body_bytes, int, 1))
+    if args.threads is not None:
+        _number("--threads", args.threads, int, 1)
+    try:
+        refs = plan(args.model_dir, args.model_store, args.models)
+    except LayoutError as exc:
+        raise StartupError(str(exc)) from None
+    names = {r.name for r in refs}
+    for flag, overrides in (("--max-batch-size", sizes), ("--max-batch-delay-ms", delays)):
+        if unknown := sorted(set(overrides) - names):
+            raise StartupError(f"{flag} names {', '.join(unknown)}, which is not a loaded model "
+                               f"(loaded: {', '.join(sorted(names))})")
+
+    def policies(name: str):
+        from serving.batching import BatchPolicy
+
+        return BatchPolicy(max_batch_size=int(sizes.get(name, size)),
+                           max_batch_delay=delays.get(name, delay) / 1000, max_queue=queue)
+
+    sock = bind(args.host, args.port)  # then the port: ours (or the error is) before anything slow runs
+    try:
+        return _serve_on(sock, args, refs, policies, timeout, max_body)
+    finally:
+        sock.close()
+
+
+def _serve_on(sock: socket.socket, args: argparse.Namespace, refs, policies, timeout: float, max_body: int) -> int:
+    import uvicorn
+
+    from serving.app import ServerState, build_app
+
     failure: list[str] = []
     server: uvicorn.Server | None = None
 
-    def load() -> None:
-        artifact = load_artifact(resolve_model_dir(args.model_dir))
-        predict(artifact, np.zeros((1, *artifact.input_shape), dtype=np.float32))  # warm-up pass
-        state.artifact = artifact
-
-    async def load_in_background() -> None:
-        try:
-            await anyio.to_thread.run_sync(load)
-        except ArtifactError as exc:
-            failure.append(str(exc))
-        except Exception as exc:
-            log.exception("model load failed")
-            failure.append(f"model load failed: {type(exc).__name__}: {exc}")
-        if failure:
-            assert server is not None
+    def on_failure(message: str) -> None:
+        failure.append(message)
+        if server is not None:
             server.should_exit = True  # no model, never healthy: exit so the platform sees it
-            return
-        log.info("model %s ready (labels=%d, input=%s)", args.model_dir, len(state.artifact.labels),
-                 list(state.artifact.input_shape))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(load_in_background)
-            yield
-            tg.cancel_scope.cancel()
-
-    config = uvicorn.Config(build_app(state, lifespan=lifespan), log_level="info",
+    state = ServerState(max_body_bytes=max_body, timeout=timeout)
+    app = build_app(state, load=_loader(args, refs, policies), on_failure=on_failure, log_requests=args.access_log)
+    config = uvicorn.Config(app, log_level="info", access_log=False,  # ours is structured: serving.access
                             timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
                             server_header=False)
     server = uvicorn.Server(config)
-    log.info("listening on http://%s:%s", args.host, args.port)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+    log.info("listening on http://%s:%s after %.0f ms", args.host, args.port, 1000 * (time.perf_counter() - STARTED))
+    server.run(sockets=[sock])
     if failure:
         raise StartupError(failure[0])
     return 0
@@ -132,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)
+    access = logging.getLogger("serving.access")  # each line is one JSON object, nothing around it
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
     try:
         return serve(args)
     except StartupError as exc:

@@ -1,41 +1,117 @@
-"""HTTP routes on SageMaker's hosting contract: GET /ping, POST /invocations.
+"""HTTP routes: SageMaker's hosting contract and TorchServe's inference API, plus /metrics and /openapi.json.
 
-Error mapping (KServe-style): the client's mistake is a 4xx with ``{"code", "message"}``; a failure
-in model code is a 500 carrying a request id, and the server keeps serving.
+- ``GET /ping``: 503 until every model is loaded and warmed up, then 200.
+- ``POST /invocations``: the default model (SageMaker).
+- ``POST /predictions/{model}`` and ``/predictions/{model}/{version}`` (TorchServe).
+
+Error mapping (KServe-style): the client's mistake is a 4xx with ``{"code", "message"}`` that says what
+was expected; a failure in model code is a 500 carrying a request id, and the server keeps serving.
+Checks run cheapest first, so nothing reaches model code that a header already rules out: unknown
+model 404, declared body over the limit 413, content type 415, Accept 406, then the body is read (413
+again if it grows past the limit), decoded (400), queued (503 when full) and answered (504 past the
+timeout).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import time
 import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.artifact import Artifact
-from serving.predictor import InvalidInput, decode_json, encode_response, predict
+from serving import openapi
+from serving.batching import Batcher, BatchPolicy, QueueFull
+from serving.metrics import Metrics
+from serving.predictor import (
+    InvalidInput,
+    NotAcceptable,
+    UnsupportedMediaType,
+    decode,
+    encode,
+    image_mode,
+    predict,
+    request_types,
+    response_type,
+)
+
+if TYPE_CHECKING:
+    from serving.artifact import Artifact
 
 log = logging.getLogger("serving")
+access_log = logging.getLogger("serving.access")
 
 MAX_BODY_BYTES = 6 * 1024 * 1024
 """SageMaker's invocation payload cap."""
+INLINE_DECODE_BYTES = 64 * 1024
+"""Bodies up to this size are decoded on the event loop (cheaper than a thread hop); larger ones off it."""
 
-JSON_TYPES = ("application/json",)
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """What the loader hands over: one verified, warmed-up artifact and its batching policy."""
+
+    name: str
+    version: str
+    artifact: Artifact
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
+
+
+@dataclass(slots=True)
+class Served:
+    name: str
+    version: str
+    artifact: Artifact
+    batcher: Batcher
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
 
 
 @dataclass
 class ServerState:
-    """What the routes read: the artifact once loaded (``None`` while loading)."""
+    """What the routes read. ``models`` is empty until loading has finished."""
 
-    artifact: Artifact | None = None
     max_body_bytes: int = MAX_BODY_BYTES
-    # One inference at a time: torch already spreads a forward pass over all cores.
-    limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
+    timeout: float = 60.0
+    """Seconds a request may wait for its answer (queue plus forward pass) before a 504."""
+    models: dict[str, dict[str, Served]] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+    default_model: str | None = None
+    ready: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def add(self, served: Served, default: bool = False) -> None:
+        self.models.setdefault(served.name, {})[served.version] = served
+        if default or served.name not in self.defaults:
+            self.defaults[served.name] = served.version
+        if self.default_model is None:
+            self.default_model = served.name
+
+    def find(self, name: str | None, version: str | None = None) -> Served:
+        """The model to run; LookupError with the message for a 404."""
+        name = self.default_model if name is None else name
+        versions = self.models.get(name or "")
+        if versions is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise LookupError(f"no model named {name!r} is loaded (loaded: {known})")
+        version = self.defaults[name] if version is None else version
+        if version not in versions:
+            raise LookupError(f"model {name!r} has no version {version!r} (loaded: {', '.join(sorted(versions))})")
+        return versions[version]
 
 
 def error(status: int, code: str, message: str, request_id: str | None = None,
@@ -49,9 +125,6 @@ def error(status: int, code: str, message: str, request_id: str | None = None,
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None once it exceeds ``limit`` (checked on the header first, then while reading)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -61,52 +134,187 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _infer(artifact: Artifact, body: bytes) -> dict:
-    return encode_response(artifact, predict(artifact, decode_json(body, artifact)))
+def _too_large(state: ServerState, request_id: str) -> Response:
+    return error(413, "payload_too_large",
+                 f"body is larger than {state.max_body_bytes} bytes: send fewer instances per request", request_id)
 
 
-def build_app(state: ServerState, lifespan=None) -> Starlette:
+async def _infer(state: ServerState, request: Request, name: str | None, version: str | None) -> Response:
+    request_id = request.headers.get("x-amzn-requestid") or request.headers.get("x-request-id") or uuid.uuid4().hex
+    if not state.ready:
+        return error(503, "not_ready", "the model is still loading: retry after /ping answers 200",
+                     request_id, {"Retry-After": "1"})
+    try:
+        served = state.find(name, version)
+    except LookupError as exc:
+        return error(404, "model_not_found", str(exc), request_id)
+    request.scope["deepcloud.model"] = served.label
+    request.scope["deepcloud.request_id"] = request_id
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > state.max_body_bytes:
+        return _too_large(state, request_id)
+    artifact = served.artifact
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in request_types(artifact):
+        return error(415, "unsupported_media_type", str(UnsupportedMediaType(
+            f"content type {media_type or '(none)'!r} is not supported: send one of "
+            f"{', '.join(request_types(artifact))}")), request_id)
+    try:
+        out_type = response_type(request.headers.get("accept"))
+    except NotAcceptable as exc:
+        return error(406, "not_acceptable", str(exc), request_id)
+    body = await _read_body(request, state.max_body_bytes)
+    if body is None:
+        return _too_large(state, request_id)
+    try:
+        if len(body) <= INLINE_DECODE_BYTES:
+            batch = decode(body, media_type, artifact)
+        else:  # a 6 MB JSON body takes ~100 ms to parse: not on the loop every other request waits on
+            batch = await asyncio.to_thread(decode, body, media_type, artifact)
+    except InvalidInput as exc:
+        return error(400, "invalid_input", str(exc), request_id)
+    try:
+        logits = await served.batcher.submit(batch, state.timeout)
+    except QueueFull as exc:
+        return error(503, "overloaded", f"model {served.label} is busy ({exc}): retry shortly", request_id,
+                     {"Retry-After": "1"})
+    except TimeoutError:
+        return error(504, "timeout", f"no answer within {state.timeout:g} s: send smaller batches or retry later",
+                     request_id)
+    except Exception:
+        log.exception("inference failed model=%s request_id=%s", served.label, request_id)
+        return error(500, "internal_error", f"inference failed; see the server log for request {request_id}",
+                     request_id)
+    try:
+        content = encode(artifact, logits, out_type)
+    except Exception:
+        log.exception("encoding the response failed model=%s request_id=%s", served.label, request_id)
+        return error(500, "internal_error", f"inference failed; see the server log for request {request_id}",
+                     request_id)
+    return Response(content, media_type=out_type, headers={"X-Request-Id": request_id})
+
+
+class ObservedApp:
+    """ASGI wrapper: one structured access-log line and the request metrics per HTTP request."""
+
+    def __init__(self, app: Any, metrics: Metrics, log_requests: bool = True) -> None:
+        self.app, self.metrics, self.log_requests = app, metrics, log_requests
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - start
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            model = scope.get("deepcloud.model", "")
+            self.metrics.observe(path, model, status[0], seconds)
+            if self.log_requests:
+                client = scope.get("client") or ("", 0)
+                access_log.info(json.dumps({
+                    "ts": round(time.time(), 3), "method": scope["method"], "path": scope["path"],
+                    "status": status[0], "ms": round(seconds * 1000, 3), "model": model,
+                    "request_id": scope.get("deepcloud.request_id", ""), "client": client[0],
+                }, separators=(",", ":")))
+
+
+Loader = Callable[[], Sequence[LoadedModel]]
+
+
+def build_app(state: ServerState, load: Loader | None = None, on_failure: Callable[[str], None] | None = None,
+              log_requests: bool = True) -> ObservedApp:
+    """The ASGI app. ``load`` runs on the inference thread at startup; its errors go to ``on_failure``."""
+
     async def ping(request: Request) -> Response:
-        if state.artifact is None:
-            return JSONResponse({"status": "loading"}, status_code=503)
-        return JSONResponse({"status": "healthy"})
+        if not state.ready:
+            return JSONResponse({"status": "Loading"}, status_code=503)
+        return JSONResponse({"status": "Healthy"})
 
     async def invocations(request: Request) -> Response:
-        request_id = request.headers.get("x-amzn-requestid") or uuid.uuid4().hex
-        artifact = state.artifact
-        if artifact is None:
-            return error(503, "not_ready", "the model is still loading: retry after /ping answers 200",
-                         request_id, {"Retry-After": "1"})
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type not in JSON_TYPES:
-            return error(415, "unsupported_media_type",
-                         f"content type {media_type or '(none)'!r} is not supported: send application/json",
-                         request_id)
-        body = await _read_body(request, state.max_body_bytes)
-        if body is None:
-            return error(413, "payload_too_large",
-                         f"body is larger than {state.max_body_bytes} bytes: send fewer instances per request",
-                         request_id)
-        try:
-            result = await anyio.to_thread.run_sync(_infer, artifact, body, limiter=state.limiter)
-        except InvalidInput as exc:
-            return error(400, "invalid_input", str(exc), request_id)
-        except Exception:
-            log.exception("inference failed request_id=%s", request_id)
-            return error(500, "internal_error", f"inference failed; see the server log for request {request_id}",
-                         request_id)
-        return JSONResponse(result, headers={"X-Request-Id": request_id})
+        return await _infer(state, request, None, None)
+
+    async def predictions(request: Request) -> Response:
+        params = request.path_params
+        return await _infer(state, request, params["model_name"], params.get("model_version"))
+
+    async def metrics(request: Request) -> Response:
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    async def openapi_document(request: Request) -> Response:
+        models = {name: sorted(versions) for name, versions in state.models.items()}
+        image = any(image_mode(s.artifact) for vs in state.models.values() for s in vs.values())
+        return JSONResponse(openapi.document(models, image))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return error(exc.status_code, "not_found" if exc.status_code == 404 else "http_error",
-                     f"{request.method} {request.url.path}: {exc.detail}")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
+                     headers=getattr(exc, "headers", None))
 
-    return Starlette(
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        executor = ThreadPoolExecutor(1, thread_name_prefix="inference")  # torch spreads one pass over all cores
+        loading = asyncio.create_task(_start(state, load, executor, on_failure)) if load else None
+        try:
+            yield
+        finally:
+            if loading is not None:
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
+            for versions in state.models.values():
+                for served in versions.values():
+                    await served.batcher.stop()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    starlette = Starlette(
         routes=[
             Route("/ping", ping, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
+            Route("/predictions/{model_name}", predictions, methods=["POST"]),
+            Route("/predictions/{model_name}/{model_version}", predictions, methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_document, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+    return ObservedApp(starlette, state.metrics, log_requests)
+
+
+async def _start(state: ServerState, load: Loader, executor: ThreadPoolExecutor,
+                 on_failure: Callable[[str], None] | None) -> None:
+    from serving.artifact import ArtifactError
+    from serving.store import LayoutError
+
+    loop = asyncio.get_running_loop()
+    try:
+        loaded = await loop.run_in_executor(executor, load)
+    except (ArtifactError, LayoutError) as exc:
+        message = str(exc)
+    except Exception as exc:
+        log.exception("model load failed")
+        message = f"model load failed: {type(exc).__name__}: {exc}"
+    else:
+        for model in loaded:
+            served = Served(model.name, model.version, model.artifact, batcher=None)  # type: ignore[arg-type]
+            served.batcher = Batcher(partial(predict, model.artifact), model.policy, executor,
+                                     on_batch=state.metrics.batch_observer(served.label))
+            served.batcher.start()
+            state.metrics.track_queue(served.label, lambda b=served.batcher: b.depth)
+            state.add(served, default=True)  # versions come in ascending order: the highest wins
+        state.ready = True
+        state.metrics.ready.set(1)
+        return
+    if on_failure is not None:
+        on_failure(message)

@@ -33,6 +33,7 @@ class Artifact:
     model_dir: Path
     manifest: dict[str, Any]
     module: nn.Module
+    device: str = "cpu"
 
     @property
     def labels(self) -> list[str]:
@@ -45,6 +46,11 @@ class Artifact:
     @property
     def max_batch_size(self) -> int:
         return int(self.manifest["model"].get("max_batch_size", 1))
+
+    @property
+    def pixel_range(self) -> tuple[float, float]:
+        low, high = self.manifest.get("preprocessing", {}).get("pixel_range", (0, 255))
+        return float(low), float(high)
 
 
 def sha256_file(path: Path) -> str:
@@ -134,7 +140,8 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_artifact(model_dir: Path) -> Artifact:
+def load_artifact(model_dir: Path, device: str | None = None) -> Artifact:
+    """Verify and load; on the GPU when one is present (``device`` overrides: "cpu", "cuda", "cuda:1")."""
     manifest = read_manifest(model_dir)
     model = manifest["model"]
     if model.get("format") != "torch.export":
@@ -156,4 +163,7 @@ def load_artifact(model_dir: Path) -> Artifact:
         module = torch.export.load(path).module()
     except Exception as exc:
         raise ArtifactError(f"{path} could not be loaded by torch.export ({type(exc).__name__}: {exc})") from None
-    return Artifact(model_dir=model_dir, manifest=manifest, module=module)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device != "cpu":
+        module = module.to(device)
+    return Artifact(model_dir=model_dir, manifest=manifest, module=module, device=device)

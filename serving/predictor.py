@@ -1,27 +1,73 @@
-"""The three small steps of an inference: decode the request, run the model, encode the response.
+"""The small steps of an inference: decode the request, run the model, encode the response.
 
-Each is a plain function of its inputs so it can be tested without a server; errors that are the
-client's fault raise :class:`InvalidInput` and become 400s.
+Each is a plain function of its inputs so it can be tested without a server. Errors that are the
+client's fault raise :class:`InvalidInput` (400), :class:`UnsupportedMediaType` (415) or
+:class:`NotAcceptable` (406), with a message that says what was expected.
+
+numpy only at import time: torch is imported by whoever loads a model, so the server can bind and
+answer ``/ping`` (503) before the ~1 s torch import.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from serving.artifact import Artifact
+if TYPE_CHECKING:
+    from serving.artifact import Artifact
 
 
 class InvalidInput(ValueError):
     """The request body is not what the model takes; the message says what was expected."""
 
 
+class UnsupportedMediaType(ValueError):
+    """The request's Content-Type is not one the model reads."""
+
+
+class NotAcceptable(ValueError):
+    """The request's Accept names no type the server writes."""
+
+
 MAX_JSON_DEPTH = 32
 """Deeper nesting than any tensor we serve needs; refused before numpy sees it."""
+
+JSON = "application/json"
+NPY = "application/x-npy"
+PNG = "image/png"
+JPEG = "image/jpeg"
+RESPONSE_TYPES = (JSON, NPY)
+IMAGE_FORMATS = {PNG: "PNG", JPEG: "JPEG"}
+_NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what a pixel array may hold
+
+
+def request_types(artifact: Artifact) -> tuple[str, ...]:
+    """Content types this model reads: images only for image-shaped models."""
+    return (JSON, NPY, PNG, JPEG) if image_mode(artifact) else (JSON, NPY)
+
+
+def image_mode(artifact: Artifact) -> str | None:
+    """PIL mode ("L" or "RGB") of an image-shaped input ``[C, H, W]`` with 1 or 3 channels, else None."""
+    shape = artifact.input_shape
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return "L" if shape[0] == 1 else "RGB"
+    return None
+
+
+def decode(body: bytes, media_type: str, artifact: Artifact) -> np.ndarray:
+    """A validated float32 batch ``(N, *input_shape)`` from a request body of ``media_type``."""
+    if media_type == JSON:
+        return decode_json(body, artifact)
+    if media_type == NPY:
+        return decode_npy(body, artifact)
+    if media_type in IMAGE_FORMATS and image_mode(artifact):
+        return decode_image(body, media_type, artifact)
+    accepted = ", ".join(request_types(artifact))
+    raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not supported: send one of {accepted}")
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -59,44 +105,131 @@ def _reject_constant(name: str) -> float:
     raise InvalidInput(f"{name} is not a valid pixel value: send finite numbers")
 
 
+def decode_npy(body: bytes, artifact: Artifact) -> np.ndarray:
+    """A ``.npy`` file (``numpy.save``) of one instance or a batch; object arrays are never unpickled."""
+    if not body:
+        raise InvalidInput("empty body: send an .npy file written by numpy.save")
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except ValueError as exc:  # pickled object arrays land here too, because allow_pickle is off
+        raise InvalidInput(f"body is not a readable .npy array ({_first_line(exc)})") from None
+    except (OSError, EOFError) as exc:
+        raise InvalidInput(f"body is not a readable .npy array ({_first_line(exc)})") from None
+    if not isinstance(array, np.ndarray):
+        raise InvalidInput("body is an .npz archive: send a single .npy array")
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise InvalidInput(f"array dtype {array.dtype} is not numeric: send float32, float64 or integer pixels")
+    return to_batch(array, artifact)
+
+
+def decode_image(body: bytes, media_type: str, artifact: Artifact) -> np.ndarray:
+    """One PNG or JPEG image of exactly the model's size; converted to its colour mode, never resized."""
+    from PIL import Image, UnidentifiedImageError
+
+    mode, (_, height, width) = image_mode(artifact), artifact.input_shape
+    expected = IMAGE_FORMATS[media_type]
+    try:
+        with Image.open(io.BytesIO(body), formats=[expected]) as image:
+            # The size is in the header: checked before any pixel is decoded, so a huge image costs nothing.
+            if image.size != (width, height):
+                raise InvalidInput(f"image is {image.size[0]}x{image.size[1]} pixels: expected {width}x{height}")
+            array = np.asarray(image.convert(mode), dtype=np.float32)
+    except InvalidInput:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+        raise InvalidInput(f"body is not a readable {expected} image ({_first_line(exc)})") from None
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return array[None]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
 def to_batch(payload: Any, artifact: Artifact) -> np.ndarray:
     """Validate dtype, rank, shape and range and return a float32 batch of shape (N, *input_shape)."""
     shape = artifact.input_shape
-    expected = f"shape {list(shape)} (or {list(shape[1:])} for one channel), or a batch of those"
+    expected = f"shape {list(shape)}" + (f" (or {list(shape[1:])} for one channel)" if shape[0] == 1 else "")
+    expected += ", or a batch of those"
     try:
         array = np.asarray(payload, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"input must be a rectangular array of numbers of {expected}") from None
     if array.size == 0:
         raise InvalidInput(f"input is empty: expected {expected}")
     if not np.isfinite(array).all():
-        raise InvalidInput("input holds NaN or Infinity: send finite pixel values in [0, 255]")
+        raise InvalidInput("input holds NaN or Infinity: send finite values")
     if array.shape == shape:
         array = array[None]  # one instance
-    elif shape[0] == 1 and array.shape == shape[1:]:
+    elif shape[0] == 1 and len(shape) > 1 and array.shape == shape[1:]:
         array = array[None, None]  # one single-channel instance given without its channel axis
-    elif shape[0] == 1 and array.ndim == len(shape) and array.shape[1:] == shape[1:]:
+    elif shape[0] == 1 and len(shape) > 1 and array.ndim == len(shape) and array.shape[1:] == shape[1:]:
         array = array[:, None]  # a batch of those
     if array.ndim != len(shape) + 1 or array.shape[1:] != shape:
         raise InvalidInput(f"input has shape {list(array.shape)}: expected {expected}")
     if len(array) > artifact.max_batch_size:
         raise InvalidInput(f"batch of {len(array)} is larger than the model's limit of {artifact.max_batch_size}")
-    low, high = (float(v) for v in artifact.manifest.get("preprocessing", {}).get("pixel_range", (0, 255)))
+    low, high = artifact.pixel_range
     if array.min() < low or array.max() > high:
-        raise InvalidInput(f"pixel values must lie in [{low:g}, {high:g}], got [{array.min():g}, {array.max():g}]")
+        raise InvalidInput(f"input values must lie in [{low:g}, {high:g}], got [{array.min():g}, {array.max():g}]")
     return array.astype(np.float32)
 
 
-@torch.inference_mode()
 def predict(artifact: Artifact, batch: np.ndarray) -> np.ndarray:
-    """Logits for a validated batch. Runs on a worker thread, never on the event loop."""
-    return artifact.module(torch.from_numpy(batch)).numpy()
+    """Logits for a validated batch. Runs on the inference thread, never on the event loop."""
+    import torch
+
+    with torch.inference_mode():
+        x = torch.from_numpy(batch)
+        if artifact.device != "cpu":
+            x = x.to(artifact.device, non_blocking=True)
+        return artifact.module(x).float().cpu().numpy()
 
 
-def encode_response(artifact: Artifact, logits: np.ndarray) -> dict[str, Any]:
+def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def response_type(accept: str | None) -> str:
+    """The response media type for an ``Accept`` header: JSON unless npy is asked for (406 if neither)."""
+    if not accept:
+        return JSON
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        media = media.lower()
+        if any(_q_is_zero(p) for p in params):
+            continue  # q=0 means "not this one"
+        if media in (JSON, "*/*", "application/*", ""):
+            return JSON
+        if media == NPY:
+            return NPY
+    raise NotAcceptable(f"Accept {accept!r} names no type this server writes: use {JSON} or {NPY}")
+
+
+def _q_is_zero(param: str) -> bool:
+    name, _, value = param.partition("=")
+    try:
+        return name.strip().lower() == "q" and float(value) == 0
+    except ValueError:
+        return False
+
+
+def encode(artifact: Artifact, logits: np.ndarray, media_type: str) -> bytes:
+    """The response body: JSON predictions, or the float32 probabilities as an ``.npy`` file."""
+    probs = softmax(logits)
+    if media_type == NPY:
+        buffer = io.BytesIO()
+        np.save(buffer, probs.astype(np.float32), allow_pickle=False)
+        return buffer.getvalue()
+    return json.dumps(encode_response(artifact, logits, probs), separators=(",", ":")).encode()
+
+
+def encode_response(artifact: Artifact, logits: np.ndarray, probs: np.ndarray | None = None) -> dict[str, Any]:
+    probs = softmax(logits) if probs is None else probs
     labels = artifact.labels
     predictions = []
     for row in probs:

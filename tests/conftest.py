@@ -130,13 +130,16 @@ def trained_model(trained_job: Path, tmp_path: Path) -> Path:
 class Server:
     """A real `python -m serving` process on a free loopback port."""
 
-    def __init__(self, model: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, model: Path, port: int | None = None, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        """``model`` is SM_MODEL_DIR (or the model store, when ``args`` has --model-store); ``args`` more flags."""
         self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log = model.parent / f"server-{self.port}.log"
         full_env = {**os.environ, "SM_MODEL_DIR": str(model), "SAGEMAKER_BIND_TO_PORT": str(self.port),
                     **(env or {})}
         with self.log.open("wb") as fh:
-            self.proc = subprocess.Popen([PYTHON, "-m", "serving", "serve"], cwd=REPO, env=full_env,
+            self.proc = subprocess.Popen([PYTHON, "-m", "serving", "serve", *args], cwd=REPO, env=full_env,
                                          stdout=fh, stderr=subprocess.STDOUT)
 
     def output(self) -> str:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +34,27 @@ def tiny_artifact(tiny_artifact_template: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(tiny_artifact_template, tmp_path / "model"))
+
+
+@contextlib.contextmanager
+def app_client(models, policy=None, **state_kwargs) -> Iterator[tuple]:
+    """An in-process app (Starlette TestClient, lifespan running) serving ``models`` once loaded.
+
+    ``models``: an Artifact (served as ``model`` version ``1``) or a list of (name, version, artifact).
+    """
+    from starlette.testclient import TestClient
+
+    from serving.app import LoadedModel, ServerState, build_app
+    from serving.batching import BatchPolicy
+
+    if not isinstance(models, list):
+        models = [("model", "1", models)]
+    policy = policy or BatchPolicy()
+    state = ServerState(**state_kwargs)
+    app = build_app(state, load=lambda: [LoadedModel(n, v, a, policy) for n, v, a in models], log_requests=False)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while not state.ready:
+            assert time.monotonic() < deadline, "the app did not become ready"
+            time.sleep(0.01)
+        yield client, state

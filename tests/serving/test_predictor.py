@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from serving.artifact import Artifact, load_artifact
-from serving.predictor import InvalidInput, decode_json, encode_response, predict
+from serving.predictor import (
+    JPEG,
+    JSON,
+    NPY,
+    PNG,
+    InvalidInput,
+    NotAcceptable,
+    UnsupportedMediaType,
+    decode,
+    decode_json,
+    encode,
+    encode_response,
+    predict,
+    request_types,
+    response_type,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +71,7 @@ def test_accepted_shapes(artifact: Artifact, payload: object, shape: tuple[int, 
         (b"[NaN]", "NaN is not a valid pixel value"),
         (b"[Infinity]", "Infinity is not a valid pixel value"),
         (b"[1e999]", "input holds NaN or Infinity"),
-        (json.dumps([[-1] * 8] * 8).encode(), "pixel values must lie in [0, 255], got [-1, -1]"),
+        (json.dumps([[-1] * 8] * 8).encode(), "input values must lie in [0, 255], got [-1, -1]"),
         (b"[" * 100 + b"]" * 100, "nested deeper than 32 levels"),
         (b"[" * 100000 + b"]" * 100000, "nested deeper than 32 levels"),
     ],
@@ -80,3 +98,133 @@ def test_predict_and_encode_match_the_module(artifact: Artifact) -> None:
     for p in response["predictions"]:
         assert p["label"] == artifact.labels[p["index"]]
         assert sum(p["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def _image(size: tuple[int, int], fmt: str, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(size[0] * size[1], dtype=np.uint8).reshape(size[1], size[0]), "L").convert(mode).save(
+        buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float32, np.float64])
+def test_npy_requests(artifact: Artifact, dtype) -> None:
+    one = np.arange(64).reshape(1, 8, 8).astype(dtype)
+    assert decode(_npy(one), NPY, artifact).shape == (1, 1, 8, 8)
+    batch = decode(_npy(np.stack([one, one])), NPY, artifact)
+    assert batch.shape == (2, 1, 8, 8)
+    assert batch.dtype == np.float32
+    assert batch[1, 0, 1, 2] == 10.0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "empty body"),
+        (b"\x93NUMPY\x01\x00garbage", "not a readable .npy array"),
+        (_npy(np.zeros((1, 8, 8)))[:-7], "not a readable .npy array"),
+        (_npy(np.array([{"a": 1}], dtype=object), allow_pickle=True), "not a readable .npy array"),
+        (_npy(np.zeros((1, 8, 8), dtype=np.complex64)), "dtype complex64 is not numeric"),
+        (_npy(np.array(["x"] * 64).reshape(1, 8, 8)), "dtype <U1 is not numeric"),
+        (_npy(np.zeros((2, 3))), "input has shape [2, 3]"),
+        (_npy(np.full((1, 8, 8), np.nan)), "NaN or Infinity"),
+        (_npy(np.full((1, 8, 8), 300.0)), "input values must lie in [0, 255]"),
+    ],
+)
+def test_bad_npy_says_what_was_expected(artifact: Artifact, body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        decode(body, NPY, artifact)
+    assert message in str(info.value)
+
+
+def test_pickled_npy_is_never_unpickled(artifact: Artifact, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    body = _npy(np.array([Exploit()], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidInput, match=r"not a readable \.npy array"):
+        decode(body, NPY, artifact)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("fmt", "media"), [("PNG", PNG), ("JPEG", JPEG)])
+def test_image_requests(artifact: Artifact, fmt: str, media: str) -> None:
+    batch = decode(_image((8, 8), fmt), media, artifact)
+    assert batch.shape == (1, 1, 8, 8)
+    if fmt == "PNG":  # lossless: exactly the pixels sent
+        assert batch.ravel().tolist() == list(range(64))
+    rgb = decode(_image((8, 8), fmt, "RGB"), media, artifact)  # converted to the model's colour mode
+    assert rgb.shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("body", "media", "message"),
+    [
+        (_image((9, 8), "PNG"), PNG, "image is 9x8 pixels: expected 8x8"),
+        (_image((8, 8), "JPEG"), PNG, "not a readable PNG image"),
+        (_image((8, 8), "PNG")[:30], PNG, "not a readable PNG image"),
+        (b"not an image", JPEG, "not a readable JPEG image"),
+        (b"", PNG, "not a readable PNG image"),
+    ],
+)
+def test_bad_images_say_what_was_expected(artifact: Artifact, body: bytes, media: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        decode(body, media, artifact)
+    assert message in str(info.value)
+
+
+def test_decompression_bomb_is_refused_from_its_header(artifact: Artifact) -> None:
+    # A 30000x30000 PNG header: refused on its declared size, without decoding ~900 MB of pixels.
+    body = _image((8, 8), "PNG")
+    bomb = body[:16] + (30000).to_bytes(4, "big") + (30000).to_bytes(4, "big") + body[24:]
+    with pytest.raises(InvalidInput, match=r"image is 30000x30000 pixels|not a readable PNG image"):
+        decode(bomb, PNG, artifact)
+
+
+def test_content_types_by_model_kind(artifact: Artifact) -> None:
+    assert request_types(artifact) == (JSON, NPY, PNG, JPEG)
+    tabular = dataclasses.replace(artifact, manifest={**artifact.manifest, "input": {"shape": [16]}})
+    assert request_types(tabular) == (JSON, NPY)
+    with pytest.raises(UnsupportedMediaType, match="send one of application/json, application/x-npy"):
+        decode(b"\x89PNG", PNG, tabular)
+    with pytest.raises(UnsupportedMediaType):
+        decode(b"a,b", "text/csv", artifact)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, JSON), ("", JSON), ("*/*", JSON), ("application/json", JSON), ("application/*", JSON),
+        ("application/x-npy", NPY), ("text/html, application/x-npy;q=0.9", NPY),
+        ("application/json;q=0, application/x-npy", NPY),
+    ],
+)
+def test_accept_chooses_the_response_type(accept: str | None, expected: str) -> None:
+    assert response_type(accept) == expected
+
+
+@pytest.mark.parametrize("accept", ["text/html", "image/png", "application/json;q=0"])
+def test_unwritable_accept_is_406(accept: str) -> None:
+    with pytest.raises(NotAcceptable, match="use application/json or application/x-npy"):
+        response_type(accept)
+
+
+def test_npy_response_holds_the_probabilities(artifact: Artifact) -> None:
+    batch = np.random.default_rng(1).uniform(0, 255, (3, 1, 8, 8)).astype(np.float32)
+    logits = predict(artifact, batch)
+    probs = np.load(io.BytesIO(encode(artifact, logits, NPY)), allow_pickle=False)
+    assert probs.dtype == np.float32
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert probs.argmax(1).tolist() == logits.argmax(1).tolist()
+    as_json = json.loads(encode(artifact, logits, JSON))
+    assert [p["index"] for p in as_json["predictions"]] == logits.argmax(1).tolist()

@@ -8,46 +8,70 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from serving.app import ServerState, build_app
+from serving.app import LoadedModel, ServerState, build_app
 from serving.artifact import load_artifact
 from tests.conftest import REPO, port_is_free
+from tests.serving.conftest import app_client
 
 IMAGE = [[0] * 8 for _ in range(8)]
 
 
 def test_ping_is_503_until_the_model_is_loaded(tiny_artifact: Path) -> None:
+    artifact = load_artifact(tiny_artifact)
+    release = threading.Event()
+
+    def slow_load() -> list[LoadedModel]:
+        assert release.wait(30)
+        return [LoadedModel("model", "1", artifact)]
+
     state = ServerState()
-    client = TestClient(build_app(state))
-    assert client.get("/ping").status_code == 503
-    response = client.post("/invocations", json=[IMAGE])
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "1"
-    state.artifact = load_artifact(tiny_artifact)
-    assert client.get("/ping").json() == {"status": "healthy"}
-    assert client.post("/invocations", json=[IMAGE]).status_code == 200
+    with TestClient(build_app(state, load=slow_load, log_requests=False)) as client:
+        assert client.get("/ping").status_code == 503
+        response = client.post("/invocations", json=[IMAGE])
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        release.set()
+        deadline = time.monotonic() + 30
+        while client.get("/ping").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert client.get("/ping").json() == {"status": "Healthy"}
+        assert client.post("/invocations", json=[IMAGE]).status_code == 200
+
+
+class Flaky:
+    """A model that raises inside model code while ``broken`` is set."""
+
+    def __init__(self, module) -> None:
+        self.module, self.broken = module, False
+
+    def __call__(self, x):
+        if self.broken:
+            raise RuntimeError("boom inside model code")
+        return self.module(x)
 
 
 def test_model_code_failure_is_a_500_with_request_id_and_serving_goes_on(tiny_artifact: Path) -> None:
     artifact = load_artifact(tiny_artifact)
-    state = ServerState(artifact=artifact)
-    client = TestClient(build_app(state))
-
-    def explode(batch):
-        raise RuntimeError("boom inside model code")
-
-    state.artifact = dataclasses.replace(artifact, module=explode)
-    response = client.post("/invocations", json=[IMAGE], headers={"X-Amzn-RequestId": "req-123"})
-    assert response.status_code == 500
-    assert response.json() == {"code": "internal_error", "request_id": "req-123",
-                               "message": "inference failed; see the server log for request req-123"}
-    state.artifact = artifact
-    assert client.post("/invocations", json=[IMAGE]).status_code == 200
+    flaky = Flaky(artifact.module)
+    with app_client(dataclasses.replace(artifact, module=flaky)) as (client, _):
+        flaky.broken = True
+        response = client.post("/invocations", json=[IMAGE], headers={"X-Amzn-RequestId": "req-123"})
+        assert response.status_code == 500
+        assert response.json() == {"code": "internal_error", "request_id": "req-123",
+                                   "message": "inference failed; see the server log for request req-123"}
+        flaky.broken = False
+        assert client.post("/invocations", json=[IMAGE]).status_code == 200
+        metrics = client.get("/metrics").text
+        assert 'deepcloud_requests_total{code="500",model="model:1",route="/invocations"} 1.0' in metrics
+        assert 'deepcloud_requests_total{code="200",model="model:1",route="/invocations"} 1.0' in metrics
 
 
 @pytest.mark.slow
@@ -60,7 +84,8 @@ def test_contract_routes_and_error_mapping_over_http(tiny_artifact: Path, start_
 
     status, headers, raw = server.request("POST", "/invocations", b"x", {"Content-Type": "text/csv"})
     assert status == 415
-    assert json.loads(raw)["message"] == "content type 'text/csv' is not supported: send application/json"
+    assert json.loads(raw)["message"] == ("content type 'text/csv' is not supported: send one of "
+                                          "application/json, application/x-npy, image/png, image/jpeg")
     assert headers["x-request-id"]
 
     big = b"[" + b"0," * (3 * 1024 * 1024) + b"0]"

@@ -1,0 +1,110 @@
+"""Which models a server holds, by name and version, and where each artifact lives.
+
+Three ways to say it, in order of precedence:
+
+- ``--models name=path,...``: each path relative to ``--model-store`` (absolute paths must lie inside it;
+  nothing outside the store is ever read, symlinks included);
+- ``--model-store DIR`` alone: every artifact directory or ``*.tar.gz`` in it, named after the entry;
+- neither: the one artifact in ``--model-dir`` (SageMaker's ``/opt/ml/model``), named ``model``.
+
+An artifact path is either one artifact (a directory holding ``manifest.json`` or ``model.tar.gz``, or an
+archive file), which is version ``1``, or a directory of versions, one artifact per sub-directory named
+after its version (``resnet/1/``, ``resnet/2/``). The default version of a name is its highest; the
+default model (for ``/invocations``) is the first one named.
+
+Planning reads only directory listings, so a bad layout is refused before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+MANIFEST = "manifest.json"
+
+
+class LayoutError(Exception):
+    """The model store or ``--models`` is not usable; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    name: str
+    version: str
+    path: Path
+
+
+def _is_artifact(path: Path) -> bool:
+    if path.is_dir():
+        return (path / MANIFEST).is_file() or (path / "model.tar.gz").is_file()
+    return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+
+
+def _strip_archive_suffix(name: str) -> str:
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (1, int(version)) if version.isdigit() else (0, version)
+
+
+def _versions(name: str, path: Path) -> list[ModelRef]:
+    if _is_artifact(path):
+        return [ModelRef(name, "1", path)]
+    if not path.is_dir():
+        raise LayoutError(f"model {name!r}: {path} does not exist")
+    refs = [ModelRef(name, child.name, child) for child in sorted(path.iterdir())
+            if NAME.match(child.name) and _is_artifact(child)]
+    if not refs:
+        raise LayoutError(f"model {name!r}: {path} holds no artifact (a {MANIFEST} or model.tar.gz) and no "
+                          "version sub-directories with one")
+    return sorted(refs, key=lambda r: _version_key(r.version))
+
+
+def _inside(store: Path, path: Path) -> Path:
+    resolved = path.resolve()
+    if not resolved.is_relative_to(store.resolve()):
+        raise LayoutError(f"{path} is outside the model store {store}: models are only loaded from inside it")
+    return resolved
+
+
+def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[ModelRef]:
+    """Every (name, version, path) to load, default version of each name last among its versions."""
+    if models and model_store is None:
+        raise LayoutError("--models needs --model-store: paths in --models are relative to the model store")
+    if model_store is not None and not model_store.is_dir():
+        raise LayoutError(f"model store {model_store} is not a directory")
+    refs: list[ModelRef] = []
+    if models:
+        seen: set[str] = set()
+        for entry in filter(None, (e.strip() for e in models.split(","))):
+            name, sep, rel = entry.partition("=")
+            name, rel = name.strip(), rel.strip()
+            if not sep or not rel:
+                raise LayoutError(f"--models entry {entry!r} is not name=path")
+            if not NAME.match(name):
+                raise LayoutError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (at most 64)")
+            if name in seen:
+                raise LayoutError(f"model name {name!r} is given twice in --models")
+            seen.add(name)
+            refs += _versions(name, _inside(model_store, model_store / rel))
+    elif model_store is not None:
+        for child in sorted(model_store.iterdir()):
+            name = _strip_archive_suffix(child.name)
+            if child.name.startswith(".") or not NAME.match(name) or not (child.is_dir() or _is_artifact(child)):
+                continue  # hidden entries, READMEs and the like are not models
+            refs += _versions(name, _inside(model_store, child))
+        if not refs:
+            raise LayoutError(f"model store {model_store} holds no artifacts: put one directory or model.tar.gz "
+                              "per model in it")
+    else:
+        if not model_dir.exists():
+            raise LayoutError(f"model path {model_dir} does not exist: set SM_MODEL_DIR to a trained artifact")
+        refs = [ModelRef("model", "1", model_dir)]
+    return refs
