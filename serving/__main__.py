@@ -154,23 +154,21 @@ def _loader(args: argparse.Namespace, refs, policies):
     """What runs on the inference thread at startup: load, verify and warm up every model."""
 
     def load():
-        import numpy as np
         import torch
 
         from serving.app import LoadedModel
-        from serving.artifact import load_artifact, resolve_model_dir
-        from serving.predictor import predict
+        from serving.loading import load_runner
 
         if args.threads:
             torch.set_num_threads(int(args.threads))
         loaded = []
         for ref in refs:
-            artifact = load_artifact(resolve_model_dir(ref.path), device=args.device)
-            predict(artifact, np.zeros((1, *artifact.input_shape), dtype=np.float32))  # warm-up pass
-            loaded.append(LoadedModel(ref.name, ref.version, artifact, policies(ref.name)))
-            log.info("model %s:%s ready from %s (input %s, %d labels, %s, batch<=%d, delay %g ms)", ref.name,
-                     ref.version, ref.path, list(artifact.input_shape), len(artifact.labels), artifact.device,
-                     loaded[-1].policy.max_batch_size, loaded[-1].policy.max_batch_delay * 1000)
+            policy = policies(ref.name)
+            runner = load_runner(ref, device=args.device, batch_size=policy.max_batch_size)
+            runner.warm_up()
+            loaded.append(LoadedModel(ref.name, ref.version, runner, policy))
+            log.info("model %s:%s ready from %s (%s on %s, batch<=%d, delay %g ms)", ref.name, ref.version,
+                     ref.path, runner.kind, runner.device, policy.max_batch_size, policy.max_batch_delay * 1000)
         log.info("ready after %.2f s: %d model version(s), %d inference threads", time.perf_counter() - STARTED,
                  len(loaded), torch.get_num_threads())
         return loaded

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -34,21 +33,11 @@ from starlette.routing import Route
 
 from serving import openapi
 from serving.batching import Batcher, BatchPolicy, QueueFull
+from serving.errors import ClientError, UnsupportedMediaType
 from serving.metrics import Metrics
-from serving.predictor import (
-    InvalidInput,
-    NotAcceptable,
-    UnsupportedMediaType,
-    decode,
-    encode,
-    image_mode,
-    predict,
-    request_types,
-    response_type,
-)
 
 if TYPE_CHECKING:
-    from serving.artifact import Artifact
+    from serving.runner import Runner
 
 log = logging.getLogger("serving")
 access_log = logging.getLogger("serving.access")
@@ -61,11 +50,11 @@ INLINE_DECODE_BYTES = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """What the loader hands over: one verified, warmed-up artifact and its batching policy."""
+    """What the loader hands over: one verified, warmed-up model and its batching policy."""
 
     name: str
     version: str
-    artifact: Artifact
+    runner: Runner
     policy: BatchPolicy = field(default_factory=BatchPolicy)
 
 
@@ -73,7 +62,7 @@ class LoadedModel:
 class Served:
     name: str
     version: str
-    artifact: Artifact
+    runner: Runner
     batcher: Batcher
 
     @property
@@ -153,28 +142,26 @@ async def _infer(state: ServerState, request: Request, name: str | None, version
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > state.max_body_bytes:
         return _too_large(state, request_id)
-    artifact = served.artifact
+    runner = served.runner
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in request_types(artifact):
-        return error(415, "unsupported_media_type", str(UnsupportedMediaType(
-            f"content type {media_type or '(none)'!r} is not supported: send one of "
-            f"{', '.join(request_types(artifact))}")), request_id)
+    accept = request.headers.get("accept")
     try:
-        out_type = response_type(request.headers.get("accept"))
-    except NotAcceptable as exc:
-        return error(406, "not_acceptable", str(exc), request_id)
-    body = await _read_body(request, state.max_body_bytes)
-    if body is None:
-        return _too_large(state, request_id)
-    try:
+        if runner.request_types is not None and media_type not in runner.request_types:
+            raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not supported: send one of "
+                                       f"{', '.join(runner.request_types)}")
+        runner.check_accept(accept)
+        body = await _read_body(request, state.max_body_bytes)
+        if body is None:
+            return _too_large(state, request_id)
+        headers = {**request.headers, "x-request-id": request_id}
         if len(body) <= INLINE_DECODE_BYTES:
-            batch = decode(body, media_type, artifact)
+            payload = runner.decode(body, media_type, headers)
         else:  # a 6 MB JSON body takes ~100 ms to parse: not on the loop every other request waits on
-            batch = await asyncio.to_thread(decode, body, media_type, artifact)
-    except InvalidInput as exc:
-        return error(400, "invalid_input", str(exc), request_id)
-    try:
-        logits = await served.batcher.submit(batch, state.timeout)
+            payload = await asyncio.to_thread(runner.decode, body, media_type, headers)
+        result = await served.batcher.submit(payload, state.timeout)
+        reply = runner.encode(result, accept)
+    except ClientError as exc:  # the client's mistake, found by our decoders or by the model's own input code
+        return error(exc.status, exc.code, str(exc), request_id)
     except QueueFull as exc:
         return error(503, "overloaded", f"model {served.label} is busy ({exc}): retry shortly", request_id,
                      {"Retry-After": "1"})
@@ -185,13 +172,8 @@ async def _infer(state: ServerState, request: Request, name: str | None, version
         log.exception("inference failed model=%s request_id=%s", served.label, request_id)
         return error(500, "internal_error", f"inference failed; see the server log for request {request_id}",
                      request_id)
-    try:
-        content = encode(artifact, logits, out_type)
-    except Exception:
-        log.exception("encoding the response failed model=%s request_id=%s", served.label, request_id)
-        return error(500, "internal_error", f"inference failed; see the server log for request {request_id}",
-                     request_id)
-    return Response(content, media_type=out_type, headers={"X-Request-Id": request_id})
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type,
+                    headers={**reply.headers, "X-Request-Id": request_id})
 
 
 class ObservedApp:
@@ -239,7 +221,9 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
     async def ping(request: Request) -> Response:
         if not state.ready:
             return JSONResponse({"status": "Loading"}, status_code=503)
-        return JSONResponse({"status": "Healthy"})
+        failed = [s.label for vs in state.models.values() for s in vs.values() if s.runner.kind == "failed"]
+        # Still 200: the other models serve, and a failed one answers 500 with a request id (see the log).
+        return JSONResponse({"status": "Healthy", "failed": failed} if failed else {"status": "Healthy"})
 
     async def invocations(request: Request) -> Response:
         return await _infer(state, request, None, None)
@@ -253,7 +237,7 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
 
     async def openapi_document(request: Request) -> Response:
         models = {name: sorted(versions) for name, versions in state.models.items()}
-        image = any(image_mode(s.artifact) for vs in state.models.values() for s in vs.values())
+        image = any(s.runner.image_input for vs in state.models.values() for s in vs.values())
         return JSONResponse(openapi.document(models, image))
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -307,9 +291,9 @@ async def _start(state: ServerState, load: Loader, executor: ThreadPoolExecutor,
         message = f"model load failed: {type(exc).__name__}: {exc}"
     else:
         for model in loaded:
-            served = Served(model.name, model.version, model.artifact, batcher=None)  # type: ignore[arg-type]
-            served.batcher = Batcher(partial(predict, model.artifact), model.policy, executor,
-                                     on_batch=state.metrics.batch_observer(served.label))
+            served = Served(model.name, model.version, model.runner, batcher=None)  # type: ignore[arg-type]
+            served.batcher = Batcher(model.runner.forward, model.policy, executor,
+                                     on_batch=state.metrics.batch_observer(served.label), size=model.runner.size)
             served.batcher.start()
             state.metrics.track_queue(served.label, lambda b=served.batcher: b.depth)
             state.add(served, default=True)  # versions come in ascending order: the highest wins

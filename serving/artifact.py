@@ -134,7 +134,8 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
             f"{path}: format_version {version!r} is not supported (this server reads "
             f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); upgrade the server or re-train"
         )
-    for key in ("model", "input", "labels"):
+    # A manifest that names a handler describes its input in the handler's code, not here.
+    for key in ("model",) if manifest.get("handler") else ("model", "input", "labels"):
         if key not in manifest:
             raise ArtifactError(f"{path}: required field '{key}' is missing; re-run the trainer")
     return manifest

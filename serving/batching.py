@@ -6,6 +6,11 @@ alone carries more instances runs alone. With a delay of 0 nothing waits on purp
 up while the previous forward pass ran goes into the next one, so batching costs no latency and
 grows with load. The forward pass runs on the server's inference thread, never on the event loop.
 
+Requests are opaque items with a size (instances): ``forward`` takes a list of them and returns one
+result per item, in order, where a result that is an exception fails only its own request. Tensor
+models use :func:`array_forward`, which concatenates the arrays into one batch and splits the output;
+TorchServe handlers get the list itself, as TorchServe's ``handle(data, context)`` does.
+
 Overload and slowness are answered, never absorbed: a full queue raises :class:`QueueFull` (503 with
 Retry-After) at once, and a request that waits longer than its timeout gets :class:`asyncio.TimeoutError`
 (504) and is dropped from the queue if it has not run yet. Neither blocks any other request.
@@ -17,9 +22,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,19 +54,37 @@ class BatchPolicy:
             raise ValueError(f"max_queue must be at least 1, got {self.max_queue}")
 
 
+Forward = Callable[[list[Any]], Sequence[Any]]
+
+
+def array_forward(fn: Callable[[np.ndarray], np.ndarray]) -> Forward:
+    """A list-of-arrays forward from an array forward: one concatenated pass, split back per request."""
+
+    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if len(arrays) == 1:
+            return [fn(arrays[0])]
+        outputs = fn(np.concatenate(arrays))
+        bounds = np.cumsum([len(a) for a in arrays])[:-1]
+        return np.split(outputs, bounds)
+
+    return forward
+
+
 @dataclass(slots=True)
 class _Item:
-    batch: np.ndarray
+    payload: Any
+    size: int
     future: asyncio.Future
     queued_at: float
 
 
 class Batcher:
-    """One queue and one batching task per model version; ``forward`` maps a batch to its outputs."""
+    """One queue and one batching task per model version; ``forward`` maps a list of items to results."""
 
-    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], policy: BatchPolicy, executor: Executor,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(self, forward: Forward, policy: BatchPolicy, executor: Executor,
+                 on_batch: Callable[[int], None] | None = None, size: Callable[[Any], int] = len) -> None:
         self._forward = forward
+        self._size = size
         self.policy = policy
         self._executor = executor
         self._on_batch = on_batch or (lambda size: None)
@@ -84,12 +108,12 @@ class Batcher:
                 item.future.set_exception(QueueFull("the server is shutting down"))
         self._pending.clear()
 
-    async def submit(self, batch: np.ndarray, timeout: float) -> np.ndarray:
-        """Outputs for ``batch``: raises QueueFull, asyncio.TimeoutError, or what the model raised."""
+    async def submit(self, payload: Any, timeout: float) -> Any:
+        """The result for ``payload``: raises QueueFull, TimeoutError, or what the model raised for it."""
         if len(self._pending) >= self.policy.max_queue:
             raise QueueFull(f"{len(self._pending)} requests are already waiting")
         loop = asyncio.get_running_loop()
-        item = _Item(batch, loop.create_future(), loop.time())
+        item = _Item(payload, self._size(payload), loop.create_future(), loop.time())
         self._pending.append(item)
         self._wakeup.set()
         try:
@@ -114,7 +138,7 @@ class Batcher:
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait until a full batch is queued or the oldest request's delay is spent."""
         deadline = self._pending[0].queued_at + self.policy.max_batch_delay
-        while sum(len(i.batch) for i in self._pending) < self.policy.max_batch_size:
+        while sum(i.size for i in self._pending) < self.policy.max_batch_size:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -132,17 +156,16 @@ class Batcher:
             if item.future.done():  # timed out or cancelled while queued: never run it
                 self._pending.popleft()
                 continue
-            if items and size + len(item.batch) > self.policy.max_batch_size:
+            if items and size + item.size > self.policy.max_batch_size:
                 break
             items.append(self._pending.popleft())
-            size += len(item.batch)
+            size += item.size
         return items
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
-        batch = items[0].batch if len(items) == 1 else np.concatenate([i.batch for i in items])
-        self._on_batch(len(batch))
+        self._on_batch(sum(i.size for i in items))
         try:
-            outputs = await loop.run_in_executor(self._executor, self._forward, batch)
+            results = await loop.run_in_executor(self._executor, self._run_forward, [i.payload for i in items])
         except Exception as exc:
             if len(items) == 1:
                 _settle(items[0].future, exc=exc)
@@ -152,19 +175,27 @@ class Batcher:
                         len(items), type(exc).__name__, exc)
             for item in items:
                 try:
-                    _settle(item.future, await loop.run_in_executor(self._executor, self._forward, item.batch))
+                    (result,) = await loop.run_in_executor(self._executor, self._run_forward, [item.payload])
                 except Exception as single:
                     _settle(item.future, exc=single)
+                else:
+                    _settle(item.future, result)
             return
-        start = 0
-        for item in items:
-            _settle(item.future, outputs[start:start + len(item.batch)])
-            start += len(item.batch)
+        for item, result in zip(items, results, strict=True):
+            _settle(item.future, result)
+
+    def _run_forward(self, payloads: list[Any]) -> Sequence[Any]:
+        results = self._forward(payloads)
+        if len(results) != len(payloads):
+            raise RuntimeError(f"the model returned {len(results)} results for a batch of {len(payloads)} requests")
+        return results
 
 
 def _settle(future: asyncio.Future, result: object = None, exc: BaseException | None = None) -> None:
     if future.done():  # the request timed out while its batch ran
         return
+    if exc is None and isinstance(result, BaseException):  # forward failed this request alone
+        exc = result
     if exc is not None:
         future.set_exception(exc)
     else:

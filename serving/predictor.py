@@ -2,7 +2,7 @@
 
 Each is a plain function of its inputs so it can be tested without a server. Errors that are the
 client's fault raise :class:`InvalidInput` (400), :class:`UnsupportedMediaType` (415) or
-:class:`NotAcceptable` (406), with a message that says what was expected.
+:class:`NotAcceptable` (406) from serving/errors.py, with a message that says what was expected.
 
 numpy only at import time: torch is imported by whoever loads a model, so the server can bind and
 answer ``/ping`` (503) before the ~1 s torch import.
@@ -17,20 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from serving.errors import InvalidInput, NotAcceptable, UnsupportedMediaType
+
 if TYPE_CHECKING:
     from serving.artifact import Artifact
-
-
-class InvalidInput(ValueError):
-    """The request body is not what the model takes; the message says what was expected."""
-
-
-class UnsupportedMediaType(ValueError):
-    """The request's Content-Type is not one the model reads."""
-
-
-class NotAcceptable(ValueError):
-    """The request's Accept names no type the server writes."""
 
 
 MAX_JSON_DEPTH = 32

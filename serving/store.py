@@ -7,8 +7,9 @@ Three ways to say it, in order of precedence:
 - ``--model-store DIR`` alone: every artifact directory or ``*.tar.gz`` in it, named after the entry;
 - neither: the one artifact in ``--model-dir`` (SageMaker's ``/opt/ml/model``), named ``model``.
 
-An artifact path is either one artifact (a directory holding ``manifest.json`` or ``model.tar.gz``, or an
-archive file), which is version ``1``, or a directory of versions, one artifact per sub-directory named
+An artifact path is either one artifact (a directory holding ``manifest.json``, ``code/inference.py`` or
+``model.tar.gz``, or an archive file: ``.tar.gz``, ``.tgz``, ``.tar`` or TorchServe's ``.mar``), which is
+version ``1``, or a directory of versions, one artifact per sub-directory named
 after its version (``resnet/1/``, ``resnet/2/``). The default version of a name is its highest; the
 default model (for ``/invocations``) is the first one named.
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".mar")
 MANIFEST = "manifest.json"
 
 
@@ -39,7 +40,7 @@ class ModelRef:
 
 def _is_artifact(path: Path) -> bool:
     if path.is_dir():
-        return (path / MANIFEST).is_file() or (path / "model.tar.gz").is_file()
+        return any((path / name).is_file() for name in (MANIFEST, "model.tar.gz", "code/inference.py"))
     return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
 
 
@@ -54,9 +55,22 @@ def _version_key(version: str) -> tuple[int, int | str]:
     return (1, int(version)) if version.isdigit() else (0, version)
 
 
+def _mar_version(path: Path) -> str:
+    """A .mar's own modelVersion (TorchServe serves it under that version), else "1"."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            version = str(json.loads(zf.read("MAR-INF/MANIFEST.json"))["model"].get("modelVersion") or "1")
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return "1"  # the loader reports what is wrong with the archive, with its name
+    return version if NAME.match(version) else "1"
+
+
 def _versions(name: str, path: Path) -> list[ModelRef]:
     if _is_artifact(path):
-        return [ModelRef(name, "1", path)]
+        return [ModelRef(name, _mar_version(path) if path.suffix == ".mar" and path.is_file() else "1", path)]
     if not path.is_dir():
         raise LayoutError(f"model {name!r}: {path} does not exist")
     refs = [ModelRef(name, child.name, child) for child in sorted(path.iterdir())
