@@ -46,12 +46,14 @@ def app_client(models, policy=None, **state_kwargs) -> Iterator[tuple]:
 
     from serving.app import LoadedModel, ServerState, build_app
     from serving.batching import BatchPolicy
+    from serving.runner import NativeRunner
 
     if not isinstance(models, list):
         models = [("model", "1", models)]
     policy = policy or BatchPolicy()
     state = ServerState(**state_kwargs)
-    app = build_app(state, load=lambda: [LoadedModel(n, v, a, policy) for n, v, a in models], log_requests=False)
+    app = build_app(state, load=lambda: [LoadedModel(n, v, a if not hasattr(a, "manifest") else NativeRunner(a), policy)
+                                         for n, v, a in models], log_requests=False)
     with TestClient(app) as client:
         deadline = time.monotonic() + 30
         while not state.ready:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from serving.artifact import Artifact, load_artifact
-from serving.batching import Batcher, BatchPolicy, QueueFull
+from serving.batching import Batcher, BatchPolicy, QueueFull, array_forward
 from serving.predictor import predict
 
 
@@ -38,8 +38,8 @@ def test_concurrent_requests_are_coalesced_and_equal_unbatched_results(artifact:
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher(lambda b: predict(artifact, b), BatchPolicy(max_batch_size=16, max_batch_delay=0.02),
-                              pool, on_batch=sizes.append)
+            batcher = Batcher(array_forward(lambda b: predict(artifact, b)),
+                              BatchPolicy(max_batch_size=16, max_batch_delay=0.02), pool, on_batch=sizes.append)
             batcher.start()
             try:
                 return await asyncio.gather(*(batcher.submit(r, timeout=30) for r in requests))
@@ -61,7 +61,7 @@ def test_a_request_larger_than_the_batch_runs_alone(artifact: Artifact) -> None:
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher(lambda b: predict(artifact, b), BatchPolicy(max_batch_size=8), pool,
+            batcher = Batcher(array_forward(lambda b: predict(artifact, b)), BatchPolicy(max_batch_size=8), pool,
                               on_batch=sizes.append)
             batcher.start()
             try:
@@ -86,7 +86,7 @@ def test_one_failing_request_does_not_fail_its_batch_neighbours(artifact: Artifa
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher(forward, BatchPolicy(max_batch_size=64, max_batch_delay=0.05), pool)
+            batcher = Batcher(array_forward(forward), BatchPolicy(max_batch_size=64, max_batch_delay=0.05), pool)
             batcher.start()
             try:
                 return await asyncio.gather(*(batcher.submit(r, 30) for r in [*good[:3], poison, *good[3:]]),
@@ -111,7 +111,7 @@ def test_full_queue_and_timeout_are_immediate_errors(artifact: Artifact) -> None
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher(slow_forward, BatchPolicy(max_batch_size=1, max_queue=2), pool)
+            batcher = Batcher(array_forward(slow_forward), BatchPolicy(max_batch_size=1, max_queue=2), pool)
             batcher.start()
             try:
                 running = asyncio.ensure_future(batcher.submit(one, 30))  # taken by the worker, blocks on gate

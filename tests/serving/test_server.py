@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from serving.app import LoadedModel, ServerState, build_app
 from serving.artifact import load_artifact
+from serving.runner import NativeRunner
 from tests.conftest import REPO, port_is_free
 from tests.serving.conftest import app_client
 
@@ -29,7 +30,7 @@ def test_ping_is_503_until_the_model_is_loaded(tiny_artifact: Path) -> None:
 
     def slow_load() -> list[LoadedModel]:
         assert release.wait(30)
-        return [LoadedModel("model", "1", artifact)]
+        return [LoadedModel("model", "1", NativeRunner(artifact))]
 
     state = ServerState()
     with TestClient(build_app(state, load=slow_load, log_requests=False)) as client:
