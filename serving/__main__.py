@@ -25,6 +25,10 @@ flag                   environment                        default
 --max-body-bytes       DEEPCLOUD_MAX_BODY_BYTES           6291456 (SageMaker's 6 MB cap), then 413
 --threads              DEEPCLOUD_INFERENCE_THREADS        torch's default (one per core)
 --device               DEEPCLOUD_DEVICE                   cuda when present, else cpu
+--management-port      DEEPCLOUD_MANAGEMENT_PORT          off (serving/management.py)
+--management-host      DEEPCLOUD_MANAGEMENT_HOST          127.0.0.1
+--management-token-    DEEPCLOUD_MANAGEMENT_TOKEN_FILE    ~/.deepcloud/management-token (made, 0600,
+  file                                                    when missing; the token is never logged)
 --no-access-log        DEEPCLOUD_ACCESS_LOG=0             a JSON line per request on stderr
 =====================  =================================  ==========================================
 
@@ -90,6 +94,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         help="torch threads for inference (default: torch's, one per core)")
     parser.add_argument("--device", default=_env("DEEPCLOUD_DEVICE", None),
                         help="cpu, cuda or cuda:N (default: cuda when present)")
+    parser.add_argument("--management-port", default=_env("DEEPCLOUD_MANAGEMENT_PORT", None),
+                        help="turn the management API on, on this port (default: off)")
+    parser.add_argument("--management-host", default=_env("DEEPCLOUD_MANAGEMENT_HOST", "127.0.0.1"),
+                        help="address the management API binds (default 127.0.0.1)")
+    default_token = str(Path.home() / ".deepcloud" / "management-token")
+    parser.add_argument("--management-token-file", type=Path,
+                        default=_env("DEEPCLOUD_MANAGEMENT_TOKEN_FILE", default_token),
+                        help="bearer token for the management API; generated (mode 0600) when the file is missing")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         default=os.environ.get("DEEPCLOUD_ACCESS_LOG", "1") != "0",
                         help="no JSON access-log line per request")
@@ -150,25 +162,27 @@ def bind(host: str, port_text: str) -> socket.socket:
     return sock
 
 
+def _load_one(args: argparse.Namespace, ref, policy):
+    """Load, verify and warm up one model (on the inference thread)."""
+    from serving.app import LoadedModel
+    from serving.loading import load_runner
+
+    runner = load_runner(ref, device=args.device, batch_size=policy.max_batch_size)
+    runner.warm_up()
+    log.info("model %s:%s ready from %s (%s on %s, batch<=%d, delay %g ms)", ref.name, ref.version, ref.path,
+             runner.kind, runner.device, policy.max_batch_size, policy.max_batch_delay * 1000)
+    return LoadedModel(ref.name, ref.version, runner, policy)
+
+
 def _loader(args: argparse.Namespace, refs, policies):
     """What runs on the inference thread at startup: load, verify and warm up every model."""
 
     def load():
         import torch
 
-        from serving.app import LoadedModel
-        from serving.loading import load_runner
-
         if args.threads:
             torch.set_num_threads(int(args.threads))
-        loaded = []
-        for ref in refs:
-            policy = policies(ref.name)
-            runner = load_runner(ref, device=args.device, batch_size=policy.max_batch_size)
-            runner.warm_up()
-            loaded.append(LoadedModel(ref.name, ref.version, runner, policy))
-            log.info("model %s:%s ready from %s (%s on %s, batch<=%d, delay %g ms)", ref.name, ref.version,
-                     ref.path, runner.kind, runner.device, policy.max_batch_size, policy.max_batch_delay * 1000)
+        loaded = [_load_one(args, ref, policies(ref.name)) for ref in refs]
         log.info("ready after %.2f s: %d model version(s), %d inference threads", time.perf_counter() - STARTED,
                  len(loaded), torch.get_num_threads())
         return loaded
@@ -204,14 +218,39 @@ def serve(args: argparse.Namespace) -> int:
         return BatchPolicy(max_batch_size=int(sizes.get(name, size)),
                            max_batch_delay=delays.get(name, delay) / 1000, max_queue=queue)
 
+    management_port = None
+    if args.management_port is not None:
+        management_port = _port(args.management_port)
+        if management_port == _port(args.port):
+            raise StartupError(f"--management-port {management_port} is the inference port: pick another one")
     sock = bind(args.host, args.port)  # then the port: ours (or the error is) before anything slow runs
+    sockets = [sock]
     try:
-        return _serve_on(sock, args, refs, policies, timeout, max_body)
+        if management_port is not None:
+            sockets.append(bind(args.management_host, str(management_port)))
+        return _serve_on(sockets, args, refs, policies, timeout, max_body)
     finally:
-        sock.close()
+        for s in sockets:
+            s.close()
 
 
-def _serve_on(sock: socket.socket, args: argparse.Namespace, refs, policies, timeout: float, max_body: int) -> int:
+def _management(args: argparse.Namespace, state, policies):
+    """(port, app) of the management API, or None when it is off."""
+    if args.management_port is None:
+        return None
+    from serving.management import build_management_app, ensure_token
+
+    try:
+        token = ensure_token(args.management_token_file)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"management token: {exc}") from None
+    app = build_management_app(state, token, args.model_store,
+                               load=lambda ref: _load_one(args, ref, policies(ref.name)))
+    return int(args.management_port), app
+
+
+def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, policies, timeout: float,
+              max_body: int) -> int:
     import uvicorn
 
     from serving.app import ServerState, build_app
@@ -225,13 +264,17 @@ def _serve_on(sock: socket.socket, args: argparse.Namespace, refs, policies, tim
             server.should_exit = True  # no model, never healthy: exit so the platform sees it
 
     state = ServerState(max_body_bytes=max_body, timeout=timeout)
-    app = build_app(state, load=_loader(args, refs, policies), on_failure=on_failure, log_requests=args.access_log)
+    app = build_app(state, load=_loader(args, refs, policies), on_failure=on_failure, log_requests=args.access_log,
+                    management=_management(args, state, policies))
     config = uvicorn.Config(app, log_level="info", access_log=False,  # ours is structured: serving.access
                             timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
                             server_header=False)
     server = uvicorn.Server(config)
     log.info("listening on http://%s:%s after %.0f ms", args.host, args.port, 1000 * (time.perf_counter() - STARTED))
-    server.run(sockets=[sock])
+    if args.management_port is not None:
+        log.info("management API on http://%s:%s (bearer token in %s)", args.management_host, args.management_port,
+                 args.management_token_file)
+    server.run(sockets=sockets)
     if failure:
         raise StartupError(failure[0])
     return 0

@@ -82,6 +82,8 @@ class ServerState:
     default_model: str | None = None
     ready: bool = False
     metrics: Metrics = field(default_factory=Metrics)
+    executor: ThreadPoolExecutor | None = None
+    """The inference thread: forward passes, and model loads (startup and management registrations)."""
 
     def add(self, served: Served, default: bool = False) -> None:
         self.models.setdefault(served.name, {})[served.version] = served
@@ -89,6 +91,18 @@ class ServerState:
             self.defaults[served.name] = served.version
         if self.default_model is None:
             self.default_model = served.name
+
+    def remove(self, name: str, version: str) -> Served:
+        served = self.find(name, version)
+        versions = self.models[name]
+        del versions[version]
+        if not versions:
+            del self.models[name], self.defaults[name]
+            if self.default_model == name:
+                self.default_model = next(iter(self.models), None)
+        elif self.defaults[name] == version:
+            self.defaults[name] = max(versions, key=_version_key)
+        return served
 
     def find(self, name: str | None, version: str | None = None) -> Served:
         """The model to run; LookupError with the message for a 404."""
@@ -101,6 +115,10 @@ class ServerState:
         if version not in versions:
             raise LookupError(f"model {name!r} has no version {version!r} (loaded: {', '.join(sorted(versions))})")
         return versions[version]
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (1, int(version)) if version.isdigit() else (0, version)
 
 
 def error(status: int, code: str, message: str, request_id: str | None = None,
@@ -215,8 +233,12 @@ Loader = Callable[[], Sequence[LoadedModel]]
 
 
 def build_app(state: ServerState, load: Loader | None = None, on_failure: Callable[[str], None] | None = None,
-              log_requests: bool = True) -> ObservedApp:
-    """The ASGI app. ``load`` runs on the inference thread at startup; its errors go to ``on_failure``."""
+              log_requests: bool = True, management: tuple[int, Any] | None = None) -> ObservedApp:
+    """The ASGI app. ``load`` runs on the inference thread at startup; its errors go to ``on_failure``.
+
+    ``management``: (port, ASGI app) answering connections made to that local port (serving/management.py);
+    every other connection gets the inference routes, which have no management route at all.
+    """
 
     async def ping(request: Request) -> Response:
         if not state.ready:
@@ -249,6 +271,7 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
     @contextlib.asynccontextmanager
     async def lifespan(app):
         executor = ThreadPoolExecutor(1, thread_name_prefix="inference")  # torch spreads one pass over all cores
+        state.executor = executor
         loading = asyncio.create_task(_start(state, load, executor, on_failure)) if load else None
         try:
             yield
@@ -256,8 +279,8 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
             if loading is not None:
                 loading.cancel()
                 await asyncio.gather(loading, return_exceptions=True)
-            for versions in state.models.values():
-                for served in versions.values():
+            for versions in list(state.models.values()):
+                for served in list(versions.values()):
                     await served.batcher.stop()
             executor.shutdown(wait=False, cancel_futures=True)
 
@@ -273,7 +296,37 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
-    return ObservedApp(starlette, state.metrics, log_requests)
+    if management is None:
+        return ObservedApp(starlette, state.metrics, log_requests)
+    port, management_app = management
+
+    async def by_port(scope, receive, send) -> None:
+        server = scope.get("server") or (None, None)
+        if scope["type"] == "http" and server[1] == port:
+            await management_app(scope, receive, send)
+        else:
+            await starlette(scope, receive, send)
+
+    return ObservedApp(by_port, state.metrics, log_requests)
+
+
+def serve_model(state: ServerState, model: LoadedModel, default: bool = True) -> Served:
+    """Give a loaded model its batcher and metrics and make it routable (on the event loop)."""
+    assert state.executor is not None, "the app's lifespan has not started"
+    served = Served(model.name, model.version, model.runner, batcher=None)  # type: ignore[arg-type]
+    served.batcher = Batcher(model.runner.forward, model.policy, state.executor,
+                             on_batch=state.metrics.batch_observer(served.label), size=model.runner.size)
+    served.batcher.start()
+    state.metrics.track_queue(served.label, lambda b=served.batcher: b.depth)
+    state.add(served, default=default)
+    return served
+
+
+async def retire_model(state: ServerState, name: str, version: str) -> None:
+    """Stop routing to a model version, then stop its batcher (queued requests get 503)."""
+    served = state.remove(name, version)
+    await served.batcher.stop()
+    state.metrics.forget(served.label)
 
 
 async def _start(state: ServerState, load: Loader, executor: ThreadPoolExecutor,
@@ -291,12 +344,7 @@ async def _start(state: ServerState, load: Loader, executor: ThreadPoolExecutor,
         message = f"model load failed: {type(exc).__name__}: {exc}"
     else:
         for model in loaded:
-            served = Served(model.name, model.version, model.runner, batcher=None)  # type: ignore[arg-type]
-            served.batcher = Batcher(model.runner.forward, model.policy, executor,
-                                     on_batch=state.metrics.batch_observer(served.label), size=model.runner.size)
-            served.batcher.start()
-            state.metrics.track_queue(served.label, lambda b=served.batcher: b.depth)
-            state.add(served, default=True)  # versions come in ascending order: the highest wins
+            serve_model(state, model)  # versions come in ascending order: the highest becomes the default
         state.ready = True
         state.metrics.ready.set(1)
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -44,6 +46,11 @@ class Metrics:
 
     def track_queue(self, model: str, depth) -> None:
         self.queue_depth.labels(model).set_function(depth)
+
+    def forget(self, model: str) -> None:
+        """Drop a retired model's queue gauge (its counters stay: they are history)."""
+        with contextlib.suppress(KeyError):
+            self.queue_depth.remove(model)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
