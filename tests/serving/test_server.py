@@ -169,3 +169,34 @@ def test_bad_port_and_arguments() -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "invalid choice: 'train'" in result.stderr
+
+
+def test_nothing_heavy_is_imported_before_the_socket_listens() -> None:
+    # SageMaker wants the port listening within 250 ms: torch (~1 s to import) must load on the inference
+    # thread, after bind(). Everything the main thread imports before uvicorn runs is checked here.
+    code = ("import sys; import serving.__main__, serving.app, serving.batching, serving.store, serving.predictor, "
+            "serving.runner, serving.metrics, serving.openapi, serving.errors, serving.management, uvicorn; "
+            "heavy = sorted(m for m in ('torch', 'PIL', 'ts') if m in sys.modules); "
+            "print(heavy); sys.exit(bool(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_ping_answers_503_while_loading_then_200(tiny_artifact: Path, start_server) -> None:
+    server = start_server(tiny_artifact)
+    statuses = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            statuses.append(server.request("GET", "/ping")[0])
+        except OSError:
+            statuses.append(None)  # not yet listening
+        if statuses[-1] == 200:
+            break
+        time.sleep(0.01)
+    answered = [s for s in statuses if s is not None]
+    assert answered[0] == 503, f"/ping must answer (503) while the model loads: {statuses[:20]}"
+    assert answered[-1] == 200
+    assert "listening on http://127.0.0.1:" in server.output()
