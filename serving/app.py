@@ -130,6 +130,14 @@ def error(status: int, code: str, message: str, request_id: str | None = None,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 in our JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
+                 headers=getattr(exc, "headers", None))
+
+
 async def _read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None once it exceeds ``limit`` (checked on the header first, then while reading)."""
     chunks, size = [], 0
@@ -261,12 +269,6 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
         models = {name: sorted(versions) for name, versions in state.models.items()}
         image = any(s.runner.image_input for vs in state.models.values() for s in vs.values())
         return JSONResponse(openapi.document(models, image))
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
-                     headers=getattr(exc, "headers", None))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

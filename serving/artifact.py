@@ -120,14 +120,19 @@ def _check_pt2_holds_only_tensors(path: Path) -> None:
         raise ArtifactError(f"{path} is not a valid torch.export archive ({exc})") from None
 
 
-def read_manifest(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / MANIFEST_FILE
+def read_json(path: Path, missing: str) -> Any:
+    """A JSON file's content; ArtifactError with ``missing`` when absent, or naming the file when malformed."""
     try:
-        manifest = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ArtifactError(f"no {MANIFEST_FILE} in {model_dir}: is this a trainer artifact?") from None
+        raise ArtifactError(missing) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path} is not valid JSON ({exc})") from None
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MANIFEST_FILE
+    manifest = read_json(path, f"no {MANIFEST_FILE} in {model_dir}: is this a trainer artifact?")
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version not in SUPPORTED_FORMAT_VERSIONS:
         raise ArtifactError(

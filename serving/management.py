@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.app import LoadedModel, ServerState, error, retire_model, serve_model
+from serving.app import LoadedModel, ServerState, error, http_error, retire_model, serve_model
 from serving.store import NAME, LayoutError, ModelRef, plan
 
 if TYPE_CHECKING:
@@ -151,31 +151,29 @@ def build_management_app(state: ServerState, token: str, store: Path | None,
         return JSONResponse({"status": f"Model {name!r} registered", "versions": [m.version for m in loaded]},
                             status_code=200)
 
-    async def set_default(request: Request) -> Response:
-        name, version = request.path_params["name"], request.path_params["version"]
+    def missing(request: Request) -> Response | None:
+        """A 404 when the path's model version is not loaded, else None."""
         try:
-            state.find(name, version)
+            state.find(request.path_params["name"], request.path_params["version"])
         except LookupError as exc:
             return error(404, "model_not_found", str(exc))
+        return None
+
+    async def set_default(request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params["version"]
+        if (not_found := missing(request)) is not None:
+            return not_found
         state.defaults[name] = version
         log.info("default version of %s is now %s", name, version)
         return JSONResponse({"status": f"Default version of {name!r} is now {version!r}"})
 
     async def unregister(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params["version"]
-        try:
-            state.find(name, version)
-        except LookupError as exc:
-            return error(404, "model_not_found", str(exc))
+        if (not_found := missing(request)) is not None:
+            return not_found
         await retire_model(state, name, version)
         log.info("unregistered %s:%s", name, version)
         return JSONResponse({"status": f"Model {name!r} version {version!r} unregistered"})
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
-                     headers=getattr(exc, "headers", None))
 
     app = Starlette(
         routes=[

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from serving.artifact import ArtifactError, sha256_file
+from serving.artifact import ArtifactError, read_json, sha256_file
 from serving.errors import ClientError, InvalidInput
 from serving.runner import Reply, Request, Runner
 
@@ -68,13 +68,7 @@ def safe_extract_zip(archive: Path, dest: Path) -> None:
 
 
 def read_mar_manifest(root: Path, archive: Path) -> dict[str, Any]:
-    path = root / MAR_MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"{archive}: no {MAR_MANIFEST}; was it made by torch-model-archiver?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{archive}: {MAR_MANIFEST} is not valid JSON ({exc})") from None
+    manifest = read_json(root / MAR_MANIFEST, f"{archive}: no {MAR_MANIFEST}; was it made by torch-model-archiver?")
     model = manifest.get("model") if isinstance(manifest, dict) else None
     if not isinstance(model, dict) or not model.get("handler"):
         raise ArtifactError(f"{archive}: {MAR_MANIFEST} names no model handler")
