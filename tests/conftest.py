@@ -109,6 +109,53 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+MOTO_START_TIMEOUT = 30.0
+"""Seconds to wait for moto_server to answer; it takes about one here."""
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a `moto_server` process (pip moto[server]) on a free loopback port, stopped at teardown.
+
+    One per session, shared by tests/trainer (S3) and tests/ops (every service ops calls): tests name what they
+    create uniquely instead of resetting it.
+    """
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with log.open("wb") as fh:
+        # `python -m moto.server` is the `moto_server` console script, run by this interpreter: the venv's
+        # moto, whatever else is on PATH.
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_answering(proc, port, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_answering(proc: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + MOTO_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"moto_server exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/")
+            conn.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    raise AssertionError(f"moto_server not answering within {MOTO_START_TIMEOUT}s:\n{log.read_text(errors='replace')}")
+
+
 TRAINED_EPOCHS = "12"
 
 

@@ -25,6 +25,10 @@ re-launches itself under torchrun with the first host as the rendezvous.
 Checkpoints go to ``<base>/checkpoints`` (and ``checkpoint_s3_uri``); a restarted job resumes from the
 newest valid one. SIGTERM: finish the step, checkpoint, exit 143; SIGUSR1: checkpoint and go on.
 
+On ECS (``make train TARGET=aws``), where nothing writes hyperparameters.json or uploads the model, the
+hyperparameters come as the JSON object ``SM_HPS``, the channels as ``SM_CHANNEL_<NAME>=s3://...``, and
+``DEEPCLOUD_MODEL_S3_URI`` names where model.tar.gz is uploaded once the manifest is written.
+
 Exit codes: 0 done; 1 failed (reason in output/failure); 2 bad command line; 143 stopped by SIGTERM
 after writing a checkpoint (not a failure: no output/failure).
 """
@@ -32,8 +36,10 @@ after writing a checkpoint (not a failure: no output/failure).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tarfile
 import traceback
 
 import torch
@@ -55,12 +61,14 @@ from trainer.privileges import drop_privileges
 from trainer.sagemaker_env import SageMakerEnv
 from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
 
+MODEL_URI_ENV = "DEEPCLOUD_MODEL_S3_URI"
+"""When set (ECS), the packed model.tar.gz is uploaded to this s3://bucket/key at the end."""
 EXPORT_TOLERANCE = 1e-4
 """Largest |eager - exported| logit difference accepted when checking the export."""
 
 
 def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
-    cfg = TrainConfig.from_file(env.hyperparameters_path)
+    cfg = TrainConfig.load(env.hyperparameters_path)
     runtime = compute_init(cfg.device, cfg.seed, cfg.deterministic)
     say = print if runtime.is_main else (lambda *a, **k: None)
     say("config " + json.dumps(cfg.to_dict(), sort_keys=True), flush=True)
@@ -118,6 +126,9 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     summary = {"metrics": metrics, "history": {k: getattr(history, k) for k in history.__slots__},
                "artifact": str(env.model_dir), "manifest": str(manifest_path), "report": str(report)}
     atomic_write_bytes(env.output_data_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
+    if model_uri := os.environ.get(MODEL_URI_ENV):
+        _upload_model(env, model_uri)
+        summary["model_uri"] = model_uri
 
     val = metrics["validation"]
     print(f"validation_loss={val['loss']:.4f} validation_accuracy={val['accuracy']:.4f}", flush=True)
@@ -127,6 +138,22 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     print(f"artifact {env.model_dir}", flush=True)
     print(f"report {report}", flush=True)
     return summary
+
+
+def _upload_model(env: SageMakerEnv, uri: str) -> None:
+    """ECS: nothing packs and uploads SM_MODEL_DIR as SageMaker does, so pack it the same way (the files at the
+    archive root, docs/artifact.md) and upload it to ``uri``, after the manifest is written."""
+    from trainer import s3
+
+    archive = env.output_data_dir / ".model.tar.gz.part"
+    try:
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted(env.model_dir.iterdir(), key=lambda p: (p.name != "manifest.json", p.name)):
+                tar.add(path, arcname=path.name)
+        s3.upload_file(archive, uri)
+    finally:
+        archive.unlink(missing_ok=True)
+    print(f"model uploaded to {uri}", flush=True)
 
 
 def _s3_uploader(uri: str):

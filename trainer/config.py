@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,24 @@ class TrainConfig:
                 )
             values[key] = _parse(key, known[key].type, value)
         return cls(**values)
+
+    @classmethod
+    def load(cls, path: Path, environ: Mapping[str, str] | None = None) -> TrainConfig:
+        """``SM_HPS`` when it is set, else ``hyperparameters.json`` at ``path``.
+
+        ``SM_HPS`` is a JSON object of the hyperparameters, as SageMaker's framework containers get it. On ECS
+        nothing writes hyperparameters.json, so `make train TARGET=aws` passes them this way (ops/aws/train_ecs.py).
+        """
+        env = os.environ if environ is None else environ
+        if not env.get("SM_HPS"):
+            return cls.from_file(path)
+        try:
+            raw = json.loads(env["SM_HPS"])
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"SM_HPS is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError("SM_HPS must hold a JSON object of name -> value")
+        return cls.from_hyperparameters(raw)
 
     @classmethod
     def from_file(cls, path: Path) -> TrainConfig:
