@@ -274,7 +274,11 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
     if args.management_port is not None:
         log.info("management API on http://%s:%s (bearer token in %s)", args.management_host, args.management_port,
                  args.management_token_file)
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        if "serving.artifact" in sys.modules:  # only then can an archive have been extracted
+            sys.modules["serving.artifact"].remove_scratch()  # extracted .mar / model.tar.gz copies
     if failure:
         raise StartupError(failure[0])
     return 0

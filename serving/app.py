@@ -290,8 +290,9 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
         routes=[
             Route("/ping", ping, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
-            Route("/predictions/{model_name}", predictions, methods=["POST"]),
-            Route("/predictions/{model_name}/{model_version}", predictions, methods=["POST"]),
+            # PUT too: `curl -T file` sends one, and TorchServe's own docs use that form.
+            Route("/predictions/{model_name}", predictions, methods=["POST", "PUT"]),
+            Route("/predictions/{model_name}/{model_version}", predictions, methods=["POST", "PUT"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi_document, methods=["GET"]),
         ],

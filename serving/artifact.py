@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import tempfile
 import zipfile
@@ -76,13 +77,28 @@ def safe_extract(archive: Path, dest: Path) -> None:
         raise ArtifactError(f"{archive} is not a readable tar.gz ({exc})") from None
 
 
+_SCRATCH: list[Path] = []
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary directory for an extracted archive, removed by :func:`remove_scratch` at shutdown."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    _SCRATCH.append(path)
+    return path
+
+
+def remove_scratch() -> None:
+    while _SCRATCH:
+        shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
+
+
 def resolve_model_dir(path: Path, scratch: Path | None = None) -> Path:
     """A directory holding manifest.json: ``path`` itself, or a model.tar.gz at or in it, extracted."""
     if path.is_dir() and (path / MANIFEST_FILE).exists():
         return path
     archive = path / "model.tar.gz" if path.is_dir() else path
     if archive.is_file() and archive.name.endswith((".tar.gz", ".tgz", ".tar")):
-        dest = Path(tempfile.mkdtemp(prefix="deepcloud-model-", dir=scratch))
+        dest = scratch_dir("deepcloud-model-") if scratch is None else Path(tempfile.mkdtemp(dir=scratch))
         safe_extract(archive, dest)
         return dest
     if not path.exists():

@@ -14,6 +14,8 @@ or a ``torch.export`` ``.pt2``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib.util
 import io
 import json
@@ -110,6 +112,11 @@ class ImageClassifier(_Handler):
         images = []
         for row in data:
             value = _body(row)
+            if isinstance(value, str):  # TorchServe's VisionHandler takes base64 text too
+                try:
+                    value = base64.b64decode(value, validate=True)
+                except binascii.Error:
+                    raise InvalidInput("a text body must be a base64-encoded image") from None
             if isinstance(value, (bytes, bytearray)):
                 with Image.open(io.BytesIO(value)) as image:
                     images.append(torch.from_numpy(self._transform(image.convert("RGB"))))

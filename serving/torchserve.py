@@ -28,14 +28,13 @@ import json
 import logging
 import stat
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from serving.artifact import ArtifactError, read_json, sha256_file
-from serving.errors import ClientError, InvalidInput
+from serving.artifact import ArtifactError, read_json, scratch_dir, sha256_file
+from serving.errors import ClientError, InvalidInput, UnsupportedMediaType
 from serving.runner import Reply, Request, Runner
 
 log = logging.getLogger("serving")
@@ -86,9 +85,12 @@ class RequestProcessor:
         self._reason_phrase: str | None = None
         self._response_header: dict[str, str] = {}
         self._request_header = dict(request_header)
+        # HTTP header names are case-insensitive and reach us lower-cased; handlers ask for "X-Foo".
+        self._by_lower = {k.lower(): v for k, v in self._request_header.items()}
 
     def get_request_property(self, key: str) -> Any:
-        return self._request_header.get(key)
+        value = self._request_header.get(key)
+        return self._by_lower.get(key.lower()) if value is None else value
 
     def get_request_properties(self) -> dict[str, Any]:
         return self._request_header
@@ -324,6 +326,9 @@ class HandlerRunner(Runner):
         self.device = "cuda" if context.system_properties["gpu_id"] is not None else "cpu"
 
     def decode(self, body: bytes, media_type: str, headers: Mapping[str, str]) -> Request:
+        if media_type.startswith("multipart/"):
+            raise UnsupportedMediaType("multipart/form-data bodies are not supported: send the file itself as the "
+                                       "body (curl --data-binary @file, or curl -T file)")
         if not body:
             raise InvalidInput("empty body: send the input the model's handler reads")
         return Request(body, media_type, headers)
@@ -386,7 +391,7 @@ def make_runner(handler: str, code_dir: Path, manifest: dict[str, Any], *, model
 
 
 def load_mar(archive: Path, *, model_name: str, device: str | None, batch_size: int) -> HandlerRunner:
-    root = Path(tempfile.mkdtemp(prefix="deepcloud-mar-"))
+    root = scratch_dir("deepcloud-mar-")
     safe_extract_zip(archive, root)
     manifest = read_mar_manifest(root, archive)
     model = manifest["model"]

@@ -381,8 +381,6 @@ def test_concurrent_requests_reach_the_handler_as_one_batch(ours: Server, archiv
     pytest.fail(f"16 concurrent requests never shared a batch: {batches}")
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: headers reach the handler lower-cased, so a lookup under the "
-                                       "name the client sent (TorchServe's behaviour) finds nothing")
 @pytest.mark.slow
 def test_a_header_is_found_under_the_name_the_client_sent(ours: Server) -> None:
     status, _, body = post(ours, "/predictions/custom", {"tag": "h"}, headers={"X-Test": "hello"})
@@ -390,8 +388,6 @@ def test_a_header_is_found_under_the_name_the_client_sent(ours: Server) -> None:
     assert body["header_capitalized"] == "hello"  # context.get_request_header(idx, "X-Test"), as on TorchServe
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: PUT /predictions (what `curl -T file` sends, as TorchServe's "
-                                       "docs show) is a 405; TorchServe answers it like a POST")
 @pytest.mark.slow
 def test_put_predictions_like_curl_dash_t(ours: Server) -> None:
     status, _, body = post(ours, "/predictions/custom", b"\x00\x01", "application/octet-stream", method="PUT")
@@ -509,8 +505,6 @@ def test_the_built_in_image_classifier_matches_the_reference(ours: Server, archi
     assert body["message"].startswith("the handler could not read the request: UnidentifiedImageError")
 
 
-@pytest.mark.xfail(strict=True, reason="server gap: TorchServe's VisionHandler base64-decodes a str body "
-                                       "(text/plain, or a JSON string); ours passes it to torch.tensor")
 @pytest.mark.slow
 def test_the_image_classifier_takes_base64_text_like_torchserve_s(ours: Server, archives: Archives) -> None:
     data = encode(test_image(320, 240, seed=7), "PNG")
