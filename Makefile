@@ -64,6 +64,10 @@ test-fast: setup  ## Run the tests not marked slow
 bench-train: setup  ## Trainer vs a bare PyTorch loop on the same model and data: samples/s, checkpoint overhead, memory
 	$(PY) -m bench.train
 
+.PHONY: bench-serve
+bench-serve: setup  ## Our server vs TorchServe and a bare Starlette floor on two models: requests/s, p50/p99, memory
+	$(PY) -m bench.serve
+
 .PHONY: lint
 lint: setup  ## ruff check, and hadolint on both Dockerfiles
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,92 @@
+"""`make bench-serve` runs end to end, prints both tables and leaves nothing behind. A smoke test: it asserts no speed.
+
+It runs all three servers when it can: the bench installs TorchServe into the venv and wrk with apt-get
+when they are missing. Without Java, TorchServe is left out (``--servers ours,bare``); without wrk and no
+way to install it (not root), the test is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, processes_mentioning
+
+GOALS = ("mlp requests/s ours/bare", "cnn requests/s ours/torchserve", "cnn ours requests/s / raw forward samples/s",
+         "mlp p99 ours/torchserve", "cnn p99 ours/torchserve", "mlp peak RSS ours/torchserve",
+         "cnn peak RSS ours/torchserve")
+
+
+def _cells(line: str) -> list[str]:
+    return re.split(r"\s{2,}", line.strip())
+
+
+def _table(lines: list[str], header: str) -> tuple[list[str], list[list[str]]]:
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].strip()), len(lines))
+    return _cells(lines[start]), [_cells(line) for line in lines[start + 1:end]]
+
+
+def _java() -> bool:
+    home = os.environ.get("JAVA_HOME")
+    return bool(shutil.which("java") or (home and (Path(home) / "bin" / "java").exists()))
+
+
+@pytest.mark.slow
+def test_bench_serve_prints_the_tables(tmp_path: Path) -> None:
+    if not shutil.which("wrk") and not (shutil.which("apt-get") and (os.geteuid() == 0 or shutil.which("sudo"))):
+        pytest.skip("wrk is not installed and apt-get cannot install it here")
+    servers = ["ours", "torchserve", "bare"] if _java() else ["ours", "bare"]
+    work = tmp_path / "tmp"
+    work.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.serve", "--duration", "1", "--warmup", "1", "--raw-seconds", "1",
+         "--threads", "1", "--connections-mlp", "4", "--connections-cnn", "8", "--startup-timeout", "60",
+         "--retries", "0", "--servers", ",".join(servers)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(work)},
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=200)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the bench stops its servers before it exits
+        stdout, stderr = proc.communicate(timeout=90)
+        pytest.fail(f"bench still running after 200 s:\n{stdout[-4000:]}\n{stderr[-4000:]}")
+    assert proc.returncode == 0, f"bench failed:\n{stdout[-4000:]}\n{stderr[-4000:]}"
+    lines = stdout.splitlines()
+    assert re.search(r"^machine   \d+ cores .*, torch \S+, ", stdout, flags=re.M)
+    assert "1 torch threads for every server" in stdout
+
+    header, rows = _table(lines, "model  ")
+    assert header == ["model", "server", "settings", "requests/s", "p50 ms", "p99 ms", "peak RSS MiB", "others %"]
+    expected = [(m, s) for m in ("mlp", "cnn") for s in servers] + [("cnn", "raw forward")]
+    assert [(r[0], r[1]) for r in rows] == expected
+    for row in rows:
+        assert float(row[3]) > 0, row
+        if row[1] == "raw forward":
+            assert row[4:7] == ["-", "-", "-"]
+            continue
+        assert 0 < float(row[4]) <= float(row[5]), row  # p50 <= p99
+        assert float(row[6]) > 0, row
+    settings = {(r[0], r[1]): r[2] for r in rows}
+    assert settings[("cnn", "ours")] == "batch 16, 10 ms"
+    if "torchserve" in servers:
+        assert settings[("cnn", "torchserve")] == "batch 16, 10 ms"  # read back from TorchServe's management API
+
+    header, goals = _table(lines, "goal  ")
+    assert header == ["goal", "value", "target", "result"]
+    assert tuple(g[0] for g in goals) == GOALS
+    for name, value, _target, verdict in goals:
+        if "torchserve" in name and "torchserve" not in servers:
+            assert (value, verdict) == ("-", "n/a")
+        else:
+            assert float(value) > 0
+            assert verdict in ("PASS", "MISS")
+
+    assert processes_mentioning(str(work)) == []  # every server process is gone
+    assert list(work.iterdir()) == []  # and the work dir with it
