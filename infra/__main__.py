@@ -1,9 +1,112 @@
-"""The Pulumi program: it will compose components from infra/components/ with one typed config.
+"""The Pulumi program: read the stack config once, compose the components, export what ops needs.
 
-Not built yet (it is the infra issue's work). Until then `pulumi up` stops here, before creating
-anything, instead of reporting an empty stack as a success.
+`pulumi up` (Pulumi.yaml: `main: infra/`) runs this file. It creates, in one AWS account and region:
+ArtifactStore (KMS key; data, artifacts and access-log buckets), ImageRepos (trainer and serving ECR
+repositories), Network (a private VPC, or the one named in config), GpuCapacity (ECS cluster, scale-to-zero
+spot GPU Auto Scaling group, capacity provider), TrainingTask (the trainer's task definition and roles) and,
+when `deepcloud:modelArtifact` is set, InferenceEndpoint (a SageMaker endpoint with blue/green rollout).
+Every taggable resource carries `deepcloud:stack=<project>/<stack>` through the provider's default tags.
 """
 
 import sys
+from pathlib import Path
 
-sys.exit("error: the deepcloud Pulumi program is not built yet; use the local target (make demo)")
+# Pulumi runs infra/ as a directory (runpy), so only infra/ itself is on sys.path; the repository root makes
+# `infra` a package, as the tests import it.
+_REPO = str(Path(__file__).resolve().parent.parent)
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+import pulumi  # noqa: E402
+import pulumi_aws as aws  # noqa: E402
+
+from infra.components import (  # noqa: E402
+    ArtifactStore,
+    ArtifactStoreArgs,
+    GpuCapacity,
+    GpuCapacityArgs,
+    ImageRepos,
+    ImageReposArgs,
+    InferenceEndpoint,
+    InferenceEndpointArgs,
+    Network,
+    NetworkArgs,
+    TrainingTask,
+    TrainingTaskArgs,
+)
+from infra.components._iam import AwsContext  # noqa: E402
+from infra.config import load  # noqa: E402
+from infra.engine import STACK_TAG, require_engine  # noqa: E402
+
+require_engine()
+cfg = load()
+
+provider = aws.Provider("aws", region=cfg.region, default_tags={"tags": {STACK_TAG: cfg.stack_tag}})
+on_provider = pulumi.ResourceOptions(providers=[provider])
+invoke = pulumi.InvokeOutputOptions(provider=provider)
+account = AwsContext(account_id=aws.get_caller_identity_output(opts=invoke).account_id,
+                     partition=aws.get_partition_output(opts=invoke).partition, region=cfg.region)
+
+store = ArtifactStore("store", ArtifactStoreArgs(
+    aws=account, protect_data=cfg.protect_data_bucket, force_destroy=cfg.force_destroy,
+    checkpoint_noncurrent_days=cfg.checkpoint_noncurrent_days, key_alias=cfg.name_prefix), opts=on_provider)
+
+images = ImageRepos("images", ImageReposArgs(kms_key_arn=store.key_arn, force_delete=cfg.force_destroy),
+                    opts=on_provider)
+
+network = Network("network", NetworkArgs(region=cfg.region, vpc_id=cfg.vpc_id, subnet_ids=cfg.subnet_ids,
+                                         vpc_cidr=cfg.vpc_cidr, az_count=cfg.az_count), opts=on_provider)
+
+capacity = GpuCapacity("gpu", GpuCapacityArgs(
+    partition=account.partition, subnet_ids=network.subnet_ids, security_group_id=network.security_group_id,
+    instance_types=cfg.gpu_instance_types, max_instances=cfg.gpu_max_instances,
+    on_demand_base_capacity=cfg.on_demand_base_capacity,
+    on_demand_percentage_above_base=cfg.on_demand_percentage_above_base,
+    spot_allocation_strategy=cfg.spot_allocation_strategy, ami_parameter=cfg.gpu_ami_parameter,
+    root_volume_gib=cfg.root_volume_gib, root_volume_type=cfg.root_volume_type, stack_tag=cfg.stack_tag),
+    opts=on_provider)
+
+training = TrainingTask("training", TrainingTaskArgs(
+    aws=account, family=f"{cfg.name_prefix}-trainer",
+    image=pulumi.Output.concat(images.repository_urls["trainer"], ":", cfg.trainer_image_tag),
+    repository_arn=images.repository_arns["trainer"], data_bucket_arn=store.data_bucket_arn,
+    artifacts_bucket_arn=store.artifacts_bucket_arn, key_arn=store.key_arn, subnet_ids=network.subnet_ids,
+    security_group_id=network.security_group_id, gpus=cfg.trainer_gpus,
+    cpu=cfg.trainer_cpu, memory_mib=cfg.trainer_memory_mib, shm_mib=cfg.trainer_shm_mib,
+    log_retention_days=cfg.log_retention_days), opts=on_provider)
+
+endpoint = None
+if cfg.model_artifact is not None:
+    endpoint = InferenceEndpoint("serving", InferenceEndpointArgs(
+        aws=account, endpoint_name=cfg.endpoint_name, artifacts_bucket=store.artifacts_bucket,
+        artifacts_bucket_arn=store.artifacts_bucket_arn, model_key=cfg.model_artifact,
+        image=pulumi.Output.concat(images.repository_urls["serving"], ":", cfg.serving_image_tag),
+        repository_arn=images.repository_arns["serving"], key_arn=store.key_arn, subnet_ids=network.subnet_ids,
+        security_group_id=network.security_group_id, instance_type=cfg.endpoint_instance_type,
+        instance_count=cfg.endpoint_instance_count, min_instances=cfg.endpoint_min_instances,
+        max_instances=cfg.endpoint_max_instances, invocations_per_instance=cfg.invocations_per_instance,
+        rollout=cfg.rollout, rollout_step_instances=cfg.rollout_step_instances, bake_seconds=cfg.bake_seconds,
+        latency_alarm_ms=cfg.latency_alarm_ms, errors_5xx_alarm=cfg.errors_5xx_alarm), opts=on_provider)
+
+# What `make train` / `make deploy TARGET=aws` read with `pulumi stack output --json` (ops/aws/stack.py names the
+# keys it needs); ops never builds a resource name itself.
+pulumi.export("region", cfg.region)
+pulumi.export("stack_tag", cfg.stack_tag)
+pulumi.export("kms_key_arn", store.key_arn)
+pulumi.export("data_bucket", store.data_bucket)
+pulumi.export("artifacts_bucket", store.artifacts_bucket)
+pulumi.export("access_logs_bucket", store.logs_bucket)
+pulumi.export("trainer_repository_url", images.repository_urls["trainer"])
+pulumi.export("serving_repository_url", images.repository_urls["serving"])
+pulumi.export("vpc_id", network.vpc_id)
+pulumi.export("subnet_ids", network.subnet_ids)
+pulumi.export("security_group_id", network.security_group_id)
+pulumi.export("cluster_name", capacity.cluster_name)
+pulumi.export("cluster_arn", capacity.cluster_arn)
+pulumi.export("capacity_provider_name", capacity.capacity_provider_name)
+pulumi.export("task_definition_family", training.family)
+pulumi.export("task_definition_arn", training.task_definition_arn)
+pulumi.export("trainer_log_group", training.log_group_name)
+pulumi.export("training_role_arn", training.sagemaker_role_arn)
+pulumi.export("endpoint_name", endpoint.endpoint_name if endpoint else None)
+pulumi.export("model_data_url", endpoint.model_data_url if endpoint else None)

@@ -1,0 +1,191 @@
+"""InferenceEndpoint: the serving image behind a SageMaker endpoint, replaced blue/green with rollback.
+
+Created only when the stack config names a model artifact. The Model and the EndpointConfiguration have no
+explicit name: Pulumi auto-names them, so a new model or setting creates the new configuration first,
+UpdateEndpoint moves the endpoint onto it (SageMaker's blue/green deployment: canary or linear traffic
+shifting by default, rolled back if either alarm fires while it bakes), and only then is the old
+configuration deleted. The Endpoint itself keeps one fixed name, so callers and the alarms' dimensions never
+change, and it is updated in place rather than replaced.
+
+The model runs with network isolation inside the stack's private subnets; the execution role can read only
+that model's prefix, pull only the serving repository and write only this endpoint's logs. Application Auto
+Scaling tracks invocations per instance between the configured bounds.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.components import _iam
+from infra.components._iam import AwsContext
+
+VARIANT = "AllTraffic"
+"""The one production variant; blue/green requires the same variant name in old and new configurations."""
+INSTANCE_STORAGE = re.compile(r"ml\.(g4dn|g5|g6|g6e|p3dn|p4d|p4de|p5|p5e|p5en|trn1|trn1n|[a-z]+\d+[a-z]*d)\.")
+"""Instance families with local NVMe instance storage: SageMaker rejects a KmsKeyId for them (the storage is
+hardware-encrypted), so the endpoint configuration leaves the key out there."""
+
+
+@dataclass
+class InferenceEndpointArgs:
+    aws: AwsContext
+    endpoint_name: str
+    """Fixed name of the endpoint (and of its log group, /aws/sagemaker/Endpoints/<name>)."""
+
+    artifacts_bucket: pulumi.Input[str]
+    artifacts_bucket_arn: pulumi.Input[str]
+    model_key: str
+    """Key of model.tar.gz in the artifacts bucket; the role may read its folder and nothing else."""
+
+    image: pulumi.Input[str]
+    repository_arn: pulumi.Input[str]
+    key_arn: pulumi.Input[str]
+    subnet_ids: pulumi.Input[Sequence[str]]
+    security_group_id: pulumi.Input[str]
+    instance_type: str
+    instance_count: int
+    min_instances: int
+    max_instances: int
+    invocations_per_instance: int
+    rollout: str
+    """CANARY, LINEAR or ALL_AT_ONCE."""
+
+    rollout_step_instances: int
+    bake_seconds: int
+    latency_alarm_ms: int
+    errors_5xx_alarm: int
+
+
+class InferenceEndpoint(pulumi.ComponentResource):
+    endpoint_name: pulumi.Output[str]
+    model_name: pulumi.Output[str]
+    role_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: InferenceEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("deepcloud:index:InferenceEndpoint", name, None, opts)
+        self._name = name
+        self._args = args
+        alarms = self._create_alarms()
+        role, role_policy = self._create_role(alarms)
+        model = self._create_model(role, role_policy)
+        config = self._create_endpoint_config(model)
+        endpoint = self._create_endpoint(config, alarms)
+        self._create_autoscaling(endpoint)
+        self.endpoint_name = endpoint.name
+        self.model_name = model.name
+        self.role_arn = role.arn
+        self.register_outputs({"endpoint_name": self.endpoint_name, "model_name": self.model_name})
+
+    def _child(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    @property
+    def model_data_url(self) -> pulumi.Output[str]:
+        return pulumi.Output.concat("s3://", self._args.artifacts_bucket, "/", self._args.model_key)
+
+    def _create_alarms(self) -> list[aws.cloudwatch.MetricAlarm]:
+        """The rollback triggers, on the fixed endpoint name so they exist before the endpoint does."""
+        args = self._args
+        dimensions = {"EndpointName": args.endpoint_name, "VariantName": VARIANT}
+        errors = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-5xx",
+            alarm_description=f"{args.endpoint_name}: 5XX invocation errors; rolls back a deployment",
+            namespace="AWS/SageMaker", metric_name="Invocation5XXErrors", dimensions=dimensions, statistic="Sum",
+            period=60, evaluation_periods=1, threshold=args.errors_5xx_alarm,
+            comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching", opts=self._child())
+        latency = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-latency", alarm_description=f"{args.endpoint_name}: model latency; rolls back a deployment",
+            namespace="AWS/SageMaker", metric_name="ModelLatency", dimensions=dimensions, statistic="Average",
+            period=60, evaluation_periods=3, datapoints_to_alarm=2,
+            threshold=args.latency_alarm_ms * 1000,  # ModelLatency is in microseconds
+            comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching", opts=self._child())
+        return [errors, latency]
+
+    def _create_role(self, alarms: Sequence[aws.cloudwatch.MetricAlarm]) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+        args = self._args
+        folder = posixpath.dirname(args.model_key) + "/"
+        policy = _iam.document(
+            _iam.statement("ReadModel", ["s3:GetObject"],
+                           [pulumi.Output.concat(args.artifacts_bucket_arn, "/", folder, "*")]),
+            _iam.statement("ListModel", ["s3:ListBucket"], [args.artifacts_bucket_arn],
+                           {"StringLike": {"s3:prefix": [f"{folder}*"]}}),
+            _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt"]),
+            _iam.kms_volume_statement(args.key_arn),
+            *_iam.ecr_pull_statements(args.repository_arn),
+            *_iam.sagemaker_observability_statements(args.aws, f"/aws/sagemaker/Endpoints/{args.endpoint_name}"),
+            _iam.statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], [alarm.arn for alarm in alarms]),
+            *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
+        )
+        role = aws.iam.Role(f"{self._name}-sagemaker",
+                            description=f"SageMaker endpoint {args.endpoint_name}: one model, one image, its logs",
+                            assume_role_policy=_iam.assume_role_policy("sagemaker.amazonaws.com"), opts=self._child())
+        role_policy = aws.iam.RolePolicy(f"{self._name}-sagemaker", role=role.id, policy=policy, opts=self._child())
+        return role, role_policy
+
+    def _create_model(self, role: aws.iam.Role, role_policy: aws.iam.RolePolicy) -> aws.sagemaker.Model:
+        args = self._args
+        # No name: auto-naming lets a changed model be created before the old one is deleted.
+        return aws.sagemaker.Model(
+            f"{self._name}-model",
+            execution_role_arn=role.arn,
+            primary_container={"image": args.image, "model_data_url": self.model_data_url, "mode": "SingleModel"},
+            enable_network_isolation=True,
+            vpc_config={"subnets": args.subnet_ids, "security_group_ids": [args.security_group_id]},
+            # depends_on the role's policy: SageMaker checks the role can read the model and image at creation.
+            opts=self._child(depends_on=[role_policy]))
+
+    def _create_endpoint_config(self, model: aws.sagemaker.Model) -> aws.sagemaker.EndpointConfiguration:
+        args = self._args
+        # No name: auto-naming creates the replacement configuration before the old one is deleted.
+        return aws.sagemaker.EndpointConfiguration(
+            f"{self._name}-config",
+            kms_key_arn=None if INSTANCE_STORAGE.match(args.instance_type) else args.key_arn,
+            production_variants=[{"variant_name": VARIANT, "model_name": model.name,
+                                  "instance_type": args.instance_type,
+                                  "initial_instance_count": args.instance_count}],
+            opts=self._child())
+
+    def _create_endpoint(self, config: aws.sagemaker.EndpointConfiguration,
+                         alarms: Sequence[aws.cloudwatch.MetricAlarm]) -> aws.sagemaker.Endpoint:
+        args = self._args
+        routing: dict[str, Any] = {"type": args.rollout, "wait_interval_in_seconds": args.bake_seconds}
+        step = {"type": "INSTANCE_COUNT", "value": args.rollout_step_instances}
+        if args.rollout == "CANARY":
+            routing["canary_size"] = step
+        elif args.rollout == "LINEAR":
+            routing["linear_step_size"] = step
+        return aws.sagemaker.Endpoint(
+            f"{self._name}-endpoint",
+            name=args.endpoint_name,  # fixed: updated in place (blue/green), never replaced
+            endpoint_config_name=config.name,
+            deployment_config={
+                "blue_green_update_policy": {"traffic_routing_configuration": routing,
+                                             "termination_wait_in_seconds": args.bake_seconds},
+                "auto_rollback_configuration": {"alarms": [{"alarm_name": alarm.name} for alarm in alarms]},
+            },
+            opts=self._child())
+
+    def _create_autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
+        args = self._args
+        target = aws.appautoscaling.Target(
+            f"{self._name}-scaling", service_namespace="sagemaker",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            resource_id=pulumi.Output.concat("endpoint/", endpoint.name, "/variant/", VARIANT),
+            min_capacity=args.min_instances, max_capacity=args.max_instances, opts=self._child())
+        aws.appautoscaling.Policy(
+            f"{self._name}-scaling", name=f"{args.endpoint_name}-invocations", policy_type="TargetTrackingScaling",
+            service_namespace=target.service_namespace, scalable_dimension=target.scalable_dimension,
+            resource_id=target.resource_id,
+            target_tracking_scaling_policy_configuration={
+                "target_value": args.invocations_per_instance,
+                "predefined_metric_specification": {"predefined_metric_type": "SageMakerVariantInvocationsPerInstance"},
+                "scale_in_cooldown": 300, "scale_out_cooldown": 60,
+            },
+            opts=self._child())

@@ -1,0 +1,359 @@
+"""The stack's configuration: one typed object, read once from `pulumi.Config`.
+
+Every setting is a `deepcloud:<camelCaseKey>` entry in `Pulumi.<stack>.yaml` (see Pulumi.dev.yaml.example),
+except the region, which is the AWS provider's own `aws:region`. Values arrive as strings (lists as JSON or
+comma-separated); they are parsed and checked here, and every error names the config key and what it accepts,
+so a typo stops `pulumi preview` with one line instead of failing half-way through `pulumi up`.
+
+AWS enum values used as defaults (instance types, allocation strategies, retention days) are checked against
+botocore's service models by tests/infra/test_enums.py; this module only checks their shape, so a brand-new
+instance type is not refused here before pulumi-aws knows about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+
+NAMESPACE = "deepcloud"
+"""The config namespace: the project name in Pulumi.yaml."""
+
+RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                  3288, 3653)
+"""The retention periods CloudWatch Logs accepts (PutRetentionPolicy)."""
+SPOT_ALLOCATION_STRATEGIES = ("capacity-optimized", "capacity-optimized-prioritized", "price-capacity-optimized",
+                              "lowest-price")
+"""Auto Scaling's InstancesDistribution.SpotAllocationStrategy values."""
+ROLLOUTS = ("CANARY", "LINEAR", "ALL_AT_ONCE")
+"""SageMaker blue/green traffic routing (TrafficRoutingConfigType)."""
+VOLUME_TYPES = ("gp3", "gp2", "io1", "io2")
+"""EBS volume types a root volume may use (the SSD ones)."""
+GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+"""The public SSM parameter that names the current ECS GPU-optimized AMI (Amazon Linux 2023, NVIDIA driver)."""
+
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d")
+_VPC = re.compile(r"vpc-[0-9a-f]{8,17}")
+_SUBNET = re.compile(r"subnet-[0-9a-f]{8,17}")
+_GPU_TYPE = re.compile(r"[gp]\d+[a-z]*\.[0-9a-z]+")
+_ARM_GPU_TYPE = re.compile(r"g\d+g\.")  # Graviton GPU families: the ECS GPU AMI is x86_64 only
+_ENDPOINT_TYPE = re.compile(r"ml\.[a-z0-9-]+\.[0-9a-z]+")
+_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_MODEL_KEY = re.compile(r"models/[A-Za-z0-9!_.*'()/-]+\.tar\.gz")
+_TRUE = ("true", "yes", "1")
+_FALSE = ("false", "no", "0")
+
+
+class ConfigError(pulumi.RunError):
+    """A bad or missing setting; Pulumi prints a RunError as one line, without a traceback."""
+
+
+def config_key(field_name: str) -> str:
+    """`gpu_max_instances` -> `gpuMaxInstances`, the key under the deepcloud: namespace."""
+    head, *rest = field_name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+@dataclass(kw_only=True, frozen=True, slots=True)
+class StackConfig:
+    project: str
+    """Pulumi project name (Pulumi.yaml); with the stack it makes the `deepcloud:stack` tag."""
+
+    stack: str
+    """Pulumi stack name (dev, prod, ...)."""
+
+    region: str
+    """AWS region, from `aws:region` (required)."""
+
+    # --- storage -------------------------------------------------------------------------------------------
+    protect_data_bucket: bool = True
+    """Pulumi `protect` on the data bucket: `pulumi destroy` refuses to run until this is false and applied."""
+
+    force_destroy: bool = False
+    """Let `pulumi destroy` empty the artifacts and access-log buckets and delete non-empty ECR repositories
+    (and the data bucket, once it is unprotected). False keeps destroy from deleting any stored object."""
+
+    checkpoint_noncurrent_days: int = 7
+    """Days a replaced or deleted checkpoint version is kept before S3 expires it (>= 1)."""
+
+    log_retention_days: int = 30
+    """CloudWatch Logs retention for the trainer's log group (one of CloudWatch's allowed values)."""
+
+    # --- network -------------------------------------------------------------------------------------------
+    vpc_id: str | None = None
+    """An existing VPC to use (vpc-...); needs subnetIds. Unset: the stack creates its own private VPC."""
+
+    subnet_ids: tuple[str, ...] = ()
+    """Private subnets of vpcId in at least two AZs (JSON list or comma-separated). They need a route to
+    ECR, S3, CloudWatch Logs, STS and ECS (a NAT gateway or VPC endpoints): the stack creates none there."""
+
+    vpc_cidr: str = "10.42.0.0/16"
+    """CIDR of the managed VPC (prefix /16 to /22); each AZ gets one private subnet of a sixteenth of it."""
+
+    az_count: int = 2
+    """Availability zones the managed VPC spans (2 to 6)."""
+
+    # --- GPU capacity --------------------------------------------------------------------------------------
+    gpu_instance_types: tuple[str, ...] = ("g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge")
+    """x86_64 NVIDIA instance types the Auto Scaling group may launch, most preferred first (JSON list or
+    comma-separated). Several types widen the spot pools the group can draw from."""
+
+    gpu_max_instances: int = 2
+    """Upper bound of the GPU Auto Scaling group (>= 1). The lower bound is always 0: idle costs nothing."""
+
+    on_demand_base_capacity: int = 0
+    """How many of the first instances are on-demand rather than spot (0 to gpuMaxInstances)."""
+
+    on_demand_percentage_above_base: int = 0
+    """Percent of the instances above the base that are on-demand (0 to 100); the rest are spot."""
+
+    spot_allocation_strategy: str = "capacity-optimized"
+    """How spot pools are chosen; capacity-optimized picks the pools least likely to be interrupted, which
+    matters more than price for long training jobs."""
+
+    gpu_ami_parameter: str = GPU_AMI_PARAMETER
+    """Public SSM parameter resolved by EC2 at each launch to the ECS GPU-optimized AMI."""
+
+    root_volume_gib: int = 100
+    """Root EBS volume of each GPU instance, in GiB (>= 30, the GPU AMI's own size); images and scratch
+    volumes live there."""
+
+    root_volume_type: str = "gp3"
+    """EBS type of the root volume (gp3, gp2, io1, io2)."""
+
+    # --- training task -------------------------------------------------------------------------------------
+    trainer_image_tag: str = "0.1.0"
+    """Tag of the trainer image in its ECR repository (tags are immutable: push a new tag per build)."""
+
+    trainer_gpus: int = 1
+    """GPUs reserved per training task (>= 1)."""
+
+    trainer_cpu: int = 4096
+    """CPU units reserved per training task (1024 = one vCPU; >= 256)."""
+
+    trainer_memory_mib: int = 14336
+    """Hard memory limit of the trainer container in MiB (>= 512); must fit the smallest GPU type."""
+
+    trainer_shm_mib: int = 2048
+    """Size of /dev/shm in MiB for DataLoader worker processes (>= 64, below trainerMemoryMib)."""
+
+    # --- inference endpoint --------------------------------------------------------------------------------
+    model_artifact: str | None = None
+    """Key of a model.tar.gz in the artifacts bucket, under models/ (e.g. models/job-1/model.tar.gz).
+    Unset: no endpoint. Set: a SageMaker endpoint serves it."""
+
+    serving_image_tag: str = "0.1.0"
+    """Tag of the serving image in its ECR repository."""
+
+    endpoint_instance_type: str = "ml.m5.large"
+    """SageMaker instance type of the endpoint. Changing it on a live endpoint needs auto scaling
+    deregistered first (SageMaker refuses the update otherwise)."""
+
+    endpoint_instance_count: int = 2
+    """Instances the endpoint starts with (between endpointMinInstances and endpointMaxInstances)."""
+
+    endpoint_min_instances: int = 2
+    """Auto scaling lower bound (>= 1; >= twice rolloutStepInstances for CANARY and LINEAR)."""
+
+    endpoint_max_instances: int = 4
+    """Auto scaling upper bound (>= endpointMinInstances)."""
+
+    invocations_per_instance: int = 100
+    """Target of the scaling policy: invocations per instance per minute (>= 1)."""
+
+    rollout: str = "CANARY"
+    """How a new model replaces the old one: CANARY, LINEAR (blue/green with traffic shifting) or
+    ALL_AT_ONCE; any of them rolls back when an alarm fires."""
+
+    rollout_step_instances: int = 1
+    """Instances in the canary (CANARY) or in each step (LINEAR); at most half the fleet (>= 1)."""
+
+    bake_seconds: int = 600
+    """How long each traffic step is watched by the rollback alarms before the next (0 to 3600)."""
+
+    latency_alarm_ms: int = 1000
+    """Roll back when the average model latency stays above this many milliseconds (>= 1)."""
+
+    errors_5xx_alarm: int = 1
+    """Roll back when a minute has at least this many 5XX invocation errors (>= 1)."""
+
+    def __post_init__(self) -> None:
+        for check in (self._check_storage, self._check_network, self._check_capacity, self._check_task,
+                      self._check_endpoint):
+            check()
+
+    # --- derived values ------------------------------------------------------------------------------------
+    @property
+    def stack_tag(self) -> str:
+        """Value of the `deepcloud:stack` tag every taggable resource carries: `<project>/<stack>`."""
+        return f"{self.project}/{self.stack}"
+
+    @property
+    def name_prefix(self) -> str:
+        """`<project>-<stack>` in the characters every AWS name accepts, at most 40 of them."""
+        return re.sub(r"[^a-z0-9-]+", "-", f"{self.project}-{self.stack}".lower()).strip("-")[:40]
+
+    @property
+    def endpoint_name(self) -> str:
+        """The SageMaker endpoint's fixed name; it stays while models and endpoint configs are replaced."""
+        return self.name_prefix
+
+    @property
+    def uses_existing_vpc(self) -> bool:
+        return self.vpc_id is not None
+
+    # --- checks --------------------------------------------------------------------------------------------
+    def _check_storage(self) -> None:
+        _require(self.checkpoint_noncurrent_days >= 1, "checkpoint_noncurrent_days", "must be >= 1 day")
+        _require(self.log_retention_days in RETENTION_DAYS, "log_retention_days",
+                 f"must be one of CloudWatch's retention periods: {', '.join(map(str, RETENTION_DAYS))}")
+
+    def _check_network(self) -> None:
+        _require(bool(_REGION.fullmatch(self.region)), None,
+                 f"aws:region {self.region!r} is not a region name like us-east-1")
+        if self.vpc_id is None:
+            _require(not self.subnet_ids, "subnet_ids", "needs deepcloud:vpcId as well (the VPC they belong to)")
+            try:
+                network = ipaddress.IPv4Network(self.vpc_cidr)
+            except ValueError:
+                network = None
+            _require(network is not None and 16 <= network.prefixlen <= 22, "vpc_cidr",
+                     f"{self.vpc_cidr!r} must be an IPv4 network from /16 to /22, e.g. 10.42.0.0/16")
+            _require(2 <= self.az_count <= 6, "az_count", "must be 2 to 6 availability zones")
+            return
+        _require(bool(_VPC.fullmatch(self.vpc_id)), "vpc_id", f"{self.vpc_id!r} is not a VPC id like vpc-0abc1234")
+        _require(len(self.subnet_ids) >= 2, "subnet_ids",
+                 "needs at least two private subnets of deepcloud:vpcId, in different availability zones")
+        for subnet in self.subnet_ids:
+            _require(bool(_SUBNET.fullmatch(subnet)), "subnet_ids",
+                     f"{subnet!r} is not a subnet id like subnet-0abc1234")
+        _require(len(set(self.subnet_ids)) == len(self.subnet_ids), "subnet_ids", "lists a subnet twice")
+
+    def _check_capacity(self) -> None:
+        _require(bool(self.gpu_instance_types), "gpu_instance_types", "needs at least one GPU instance type")
+        for kind in self.gpu_instance_types:
+            _require(bool(_GPU_TYPE.fullmatch(kind)) and not _ARM_GPU_TYPE.match(kind), "gpu_instance_types",
+                     f"{kind!r} is not an x86_64 NVIDIA GPU instance type (g4dn.xlarge, g5.xlarge, p4d.24xlarge, ...)")
+        _require(len(set(self.gpu_instance_types)) == len(self.gpu_instance_types), "gpu_instance_types",
+                 "lists an instance type twice")
+        _require(1 <= self.gpu_max_instances <= 100, "gpu_max_instances", "must be 1 to 100")
+        _require(0 <= self.on_demand_base_capacity <= self.gpu_max_instances, "on_demand_base_capacity",
+                 f"must be 0 to gpuMaxInstances ({self.gpu_max_instances})")
+        _require(0 <= self.on_demand_percentage_above_base <= 100, "on_demand_percentage_above_base",
+                 "must be a percentage, 0 to 100")
+        _require(self.spot_allocation_strategy in SPOT_ALLOCATION_STRATEGIES, "spot_allocation_strategy",
+                 f"must be one of {', '.join(SPOT_ALLOCATION_STRATEGIES)}")
+        _require(self.gpu_ami_parameter.startswith("/aws/service/"), "gpu_ami_parameter",
+                 "must be a public AWS SSM parameter path (/aws/service/...)")
+        _require(self.root_volume_gib >= 30, "root_volume_gib", "must be >= 30 GiB (the GPU AMI's snapshot size)")
+        _require(self.root_volume_type in VOLUME_TYPES, "root_volume_type", f"must be one of {', '.join(VOLUME_TYPES)}")
+
+    def _check_task(self) -> None:
+        _require(bool(_IMAGE_TAG.fullmatch(self.trainer_image_tag)), "trainer_image_tag",
+                 f"{self.trainer_image_tag!r} is not a Docker image tag")
+        _require(self.trainer_gpus >= 1, "trainer_gpus", "must be >= 1")
+        _require(self.trainer_cpu >= 256, "trainer_cpu", "must be >= 256 CPU units (1024 = one vCPU)")
+        _require(self.trainer_memory_mib >= 512, "trainer_memory_mib", "must be >= 512 MiB")
+        _require(64 <= self.trainer_shm_mib < self.trainer_memory_mib, "trainer_shm_mib",
+                 f"must be >= 64 MiB and below trainerMemoryMib ({self.trainer_memory_mib})")
+
+    def _check_endpoint(self) -> None:
+        if self.model_artifact is not None:
+            _require(bool(_MODEL_KEY.fullmatch(self.model_artifact)) and ".." not in self.model_artifact
+                     and "//" not in self.model_artifact, "model_artifact",
+                     f"{self.model_artifact!r} must be the key of a .tar.gz under models/ in the artifacts bucket, "
+                     "e.g. models/job-1/model.tar.gz")
+        _require(bool(_IMAGE_TAG.fullmatch(self.serving_image_tag)), "serving_image_tag",
+                 f"{self.serving_image_tag!r} is not a Docker image tag")
+        _require(bool(_ENDPOINT_TYPE.fullmatch(self.endpoint_instance_type)), "endpoint_instance_type",
+                 f"{self.endpoint_instance_type!r} is not a SageMaker instance type like ml.m5.large")
+        _require(self.endpoint_min_instances >= 1, "endpoint_min_instances", "must be >= 1")
+        _require(self.endpoint_max_instances >= self.endpoint_min_instances, "endpoint_max_instances",
+                 f"must be >= endpointMinInstances ({self.endpoint_min_instances})")
+        _require(self.endpoint_min_instances <= self.endpoint_instance_count <= self.endpoint_max_instances,
+                 "endpoint_instance_count", f"must be between endpointMinInstances ({self.endpoint_min_instances}) "
+                 f"and endpointMaxInstances ({self.endpoint_max_instances})")
+        _require(self.invocations_per_instance >= 1, "invocations_per_instance", "must be >= 1 per minute")
+        _require(self.rollout in ROLLOUTS, "rollout", f"must be one of {', '.join(ROLLOUTS)}")
+        _require(self.rollout_step_instances >= 1, "rollout_step_instances", "must be >= 1")
+        if self.rollout != "ALL_AT_ONCE":
+            _require(2 * self.rollout_step_instances <= self.endpoint_min_instances, "rollout_step_instances",
+                     f"a {self.rollout} step may be at most half the fleet: with {self.rollout_step_instances} "
+                     f"the endpoint needs endpointMinInstances >= {2 * self.rollout_step_instances}")
+        _require(0 <= self.bake_seconds <= 3600, "bake_seconds", "must be 0 to 3600 seconds")
+        _require(self.latency_alarm_ms >= 1, "latency_alarm_ms", "must be >= 1 ms")
+        _require(self.errors_5xx_alarm >= 1, "errors_5xx_alarm", "must be >= 1 error per minute")
+
+
+_FIXED = ("project", "stack", "region")
+KEYS = {config_key(f.name): f for f in dataclasses.fields(StackConfig) if f.name not in _FIXED}
+"""Every deepcloud: config key and the StackConfig field it fills."""
+
+
+def _require(ok: bool, field_name: str | None, message: str) -> None:
+    if not ok:
+        raise ConfigError(message if field_name is None else f"{NAMESPACE}:{config_key(field_name)} {message}")
+
+
+def _parse(key: str, text: str, default: object) -> object:
+    where = f"{NAMESPACE}:{key}"
+    if isinstance(default, bool):
+        if text.strip().lower() in _TRUE:
+            return True
+        if text.strip().lower() in _FALSE:
+            return False
+        raise ConfigError(f"{where} must be true or false, got {text!r}")
+    if isinstance(default, int):
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ConfigError(f"{where} must be a whole number, got {text!r}") from None
+    if isinstance(default, tuple):
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                items = json.loads(stripped)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{where} is not a valid JSON list: {text!r}") from None
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ConfigError(f"{where} must be a list of strings, got {text!r}")
+        else:
+            items = stripped.split(",")
+        return tuple(i.strip() for i in items if i.strip())
+    value = text.strip()
+    if not value:
+        raise ConfigError(f"{where} is set but empty: remove it (pulumi config rm {where}) or give it a value")
+    return value
+
+
+def parse(values: Mapping[str, str], *, project: str, stack: str, region: str | None) -> StackConfig:
+    """A StackConfig from `deepcloud:` values keyed without the namespace (strings, as Pulumi stores them)."""
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], KEYS, n=1)
+        hint = f" (did you mean {NAMESPACE}:{close[0]}?)" if close else ""
+        raise ConfigError(f"{NAMESPACE}:{unknown[0]} is not a deepcloud setting{hint}; "
+                          "Pulumi.dev.yaml.example lists them all")
+    if not region:
+        raise ConfigError("aws:region is not set: run `pulumi config set aws:region us-east-1` (or your region)")
+    parsed = {KEYS[key].name: _parse(key, text, KEYS[key].default) for key, text in values.items()}
+    return StackConfig(project=project, stack=stack, region=region.strip(), **parsed)
+
+
+def load() -> StackConfig:
+    """Read the stack's configuration once from `pulumi.Config` (call it once, from __main__)."""
+    from pulumi.runtime.config import CONFIG  # the engine's flat config map: the only way to see unknown keys
+
+    settings = pulumi.Config(NAMESPACE)
+    prefix = f"{NAMESPACE}:"
+    present = [key.removeprefix(prefix) for key in CONFIG.get() if key.startswith(prefix)]
+    values = {key: settings.get(key) for key in present}
+    region = pulumi.Config("aws").get("region")
+    return parse({k: v for k, v in values.items() if v is not None}, project=pulumi.get_project(),
+                 stack=pulumi.get_stack(), region=region)

@@ -1,0 +1,36 @@
+"""The infra/ program synthesized under Pulumi's mocks, once per configuration for the whole session.
+
+The three configurations the issue names: the defaults (no model), a model configured, and an existing VPC.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.infra.harness import Synthesis, synthesize
+
+MODEL_KEY = "models/job-1/model.tar.gz"
+EXISTING_VPC = {"vpcId": "vpc-0abc1234def567890",
+                "subnetIds": '["subnet-0aaa1111bbbb22223", "subnet-0ccc3333dddd44445"]'}
+
+
+@pytest.fixture(scope="session")
+def default_stack() -> Synthesis:
+    return synthesize({}, stack="dev")
+
+
+@pytest.fixture(scope="session")
+def model_stack() -> Synthesis:
+    return synthesize({"modelArtifact": MODEL_KEY}, stack="prod")
+
+
+@pytest.fixture(scope="session")
+def existing_vpc_stack() -> Synthesis:
+    return synthesize(EXISTING_VPC, stack="shared")
+
+
+@pytest.fixture(scope="session", params=["default", "model", "existing-vpc"])
+def any_stack(request: pytest.FixtureRequest) -> Synthesis:
+    """Each of the three configurations in turn."""
+    return request.getfixturevalue({"default": "default_stack", "model": "model_stack",
+                                    "existing-vpc": "existing_vpc_stack"}[request.param])

@@ -1,0 +1,222 @@
+"""Run infra/__main__.py under Pulumi's unit-test mocks and keep everything it registered.
+
+`pulumi.runtime.set_mocks` swaps the engine for an in-process monitor, so the real program runs exactly as
+`pulumi up` would run it (runpy on infra/, run_name __main__) with no CLI, plugin or AWS: resources are
+"created" by `AwsMocks.new_resource`, which echoes the inputs and adds the outputs AWS would compute (ids,
+ARNs, auto-generated names). A recording monitor keeps each RegisterResource request, so tests see the
+inputs exactly as the engine would (camelCase, JSON-able), plus parent, provider, protect, ignoreChanges
+and the property dependencies. From those, `policy_resources()` builds the same PolicyResource objects the
+policy pack receives from `pulumi preview --policy-pack infra/policy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import runpy
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+from pulumi_policy import PolicyCustomTimeouts, PolicyProviderResource, PolicyResource, PolicyResourceOptions
+
+# Importing a pulumi-aws service package imports all its modules, and the deprecated ones (s3.BucketV2, ...) warn
+# at import; the program uses none of them, so import the packages it uses here, quietly, once.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    for _service in ("appautoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs", "iam", "kms", "s3",
+                     "sagemaker"):
+        hasattr(importlib.import_module(f"pulumi_aws.{_service}"), "load")  # the first attribute lookup loads it
+
+REPO = Path(__file__).resolve().parents[2]
+PROGRAM = REPO / "infra" / "__main__.py"
+PROJECT = "deepcloud"
+ACCOUNT = "123456789012"
+ZONES = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+
+
+@dataclass
+class Registered:
+    """One RegisterResource request and the mock's answer."""
+
+    urn: str
+    type: str
+    name: str
+    custom: bool
+    inputs: dict[str, Any]
+    parent: str
+    provider: str
+    protect: bool
+    ignore_changes: list[str]
+    dependencies: list[str]
+    property_dependencies: dict[str, list[str]]
+    id: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Synthesis:
+    """Everything one run of the program registered, in order, with its stack outputs."""
+
+    resources: list[Registered]
+    outputs: dict[str, Any]
+    invokes: list[str]
+    seconds: float
+    stack: str
+
+    def of_type(self, token: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == token]
+
+    def one(self, token: str, name_suffix: str = "") -> Registered:
+        found = [r for r in self.of_type(token) if r.name.endswith(name_suffix)]
+        assert len(found) == 1, f"expected one {token} named *{name_suffix}, found {[r.name for r in found]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registered:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def policy_resources(self) -> list[PolicyResource]:
+        """The resources as the engine hands them to a stack policy (AnalyzeStack): outputs as props, with
+        parent, provider and property dependencies resolved to PolicyResource objects."""
+        providers = {r.urn: r for r in self.resources if r.type.startswith("pulumi:providers:")}
+        made: dict[str, PolicyResource] = {}
+        for r in self.resources:
+            provider = None
+            if r.provider:
+                source = providers.get(r.provider.rsplit("::", 1)[0])  # a provider reference is "<urn>::<id>"
+                if source is not None:
+                    provider = PolicyProviderResource(source.type, source.inputs, source.urn, source.name)
+            made[r.urn] = PolicyResource(r.type, r.outputs, r.urn, r.name, options_of(r), provider, None, [], {})
+        for r in self.resources:
+            resource = made[r.urn]
+            resource.parent = made.get(r.parent)
+            resource.dependencies = [made[d] for d in r.dependencies if d in made]
+            resource.property_dependencies = {k: [made[d] for d in v if d in made]
+                                              for k, v in r.property_dependencies.items()}
+        return list(made.values())
+
+
+def options_of(r: Registered) -> PolicyResourceOptions:
+    return PolicyResourceOptions(protect=r.protect, ignore_changes=r.ignore_changes, delete_before_replace=None,
+                                 aliases=[], custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+                                 additional_secret_outputs=[], parent=r.parent or None)
+
+
+def _short_hash(text: str, length: int = 17) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+class AwsMocks(pulumi.runtime.Mocks):
+    """Answers like AWS would, deterministically: physical names are `<logical name>-<7 hex>`."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.invokes: list[str] = []
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.invokes.append(args.token)
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDA",
+                    "id": ACCOUNT}
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsPrefix": "com.amazonaws",
+                    "id": "aws"}
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": list(ZONES), "zoneIds": [f"euw1-az{i + 1}" for i in range(len(ZONES))],
+                    "id": self.region}
+        raise NotImplementedError(f"the mocks do not answer the invoke {args.token}; add it to tests/infra/harness.py")
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ.startswith("pulumi:providers:"):
+            return f"{args.name}-provider-id", state
+        physical = f"{args.name}-{_short_hash(args.typ + args.name, 7)}"
+        module, kind = args.typ.split(":")[1].split("/")[0], args.typ.rsplit(":", 1)[-1]
+        ident = f"{args.name}-id"
+        region, account = self.region, ACCOUNT
+        if kind == "Bucket":
+            bucket = state.setdefault("bucket", physical)
+            return bucket, {**state, "arn": f"arn:aws:s3:::{bucket}", "id": bucket}
+        if kind in ("Vpc", "Subnet", "SecurityGroup", "DefaultSecurityGroup", "RouteTable", "LaunchTemplate",
+                    "VpcEndpoint"):
+            prefix = {"Vpc": "vpc", "Subnet": "subnet", "SecurityGroup": "sg", "DefaultSecurityGroup": "sg",
+                      "RouteTable": "rtb", "LaunchTemplate": "lt", "VpcEndpoint": "vpce"}[kind]
+            ident = f"{prefix}-{_short_hash(args.name)}"
+            arn = f"arn:aws:ec2:{region}:{account}:{kind.lower()}/{ident}"
+            return ident, {**state, "id": ident, "arn": arn, "latestVersion": 1}
+        name = state.get("name") or physical
+        state["name"] = name
+        arn = {
+            "iam": f"arn:aws:iam::{account}:{kind[0].lower() + kind[1:]}/{name}",
+            "s3": f"arn:aws:s3:::{name}",
+        }.get(module, f"arn:aws:{module}:{region}:{account}:{kind.lower()}/{name}")
+        if kind == "Key":
+            key_id = _short_hash(args.name, 32)
+            return key_id, {**state, "keyId": key_id, "arn": f"arn:aws:kms:{region}:{account}:key/{key_id}"}
+        if kind == "Repository":
+            state["repositoryUrl"] = f"{account}.dkr.ecr.{region}.amazonaws.com/{name}"
+        if kind == "TaskDefinition":
+            arn = f"arn:aws:ecs:{region}:{account}:task-definition/{state['family']}:1"
+            state["revision"] = 1
+        if kind == "LogGroup":
+            arn = f"arn:aws:logs:{region}:{account}:log-group:{name}"
+        return ident, {**state, "arn": arn, "id": ident}
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock monitor, keeping every RegisterResource request it answers."""
+
+    def __init__(self, mocks: AwsMocks) -> None:
+        super().__init__(mocks)
+        self.registered: list[Registered] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            registration = self.resources[response.urn]
+            self.registered.append(Registered(
+                urn=response.urn, type=request.type, name=request.name, custom=request.custom,
+                inputs=rpc.deserialize_properties(request.object), parent=request.parent, provider=request.provider,
+                protect=bool(request.protect), ignore_changes=list(request.ignoreChanges),
+                dependencies=list(request.dependencies),
+                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                id=registration.id or "", outputs=dict(registration.state)))
+        return response
+
+
+def synthesize(values: Mapping[str, str], stack: str = "dev", region: str = "eu-west-1") -> Synthesis:
+    """Run infra/__main__.py once under mocks with `deepcloud:` config `values` (keys without namespace)."""
+    config = {f"{PROJECT}:{key}": value for key, value in values.items()}
+    if region:
+        config["aws:region"] = region
+    mocks = AwsMocks(region)
+    monitor = RecordingMonitor(mocks)
+    settings.ROOT.set(None)  # a fresh Stack resource for each run
+    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    outputs: dict[str, Any] = {}
+
+    def program() -> None:
+        runpy.run_path(str(PROGRAM.parent), run_name="__main__")
+        exported = settings.get_root_resource().outputs
+        outputs.update(_sync_await(pulumi.Output.from_input(exported).future()) or {})
+
+    start = time.perf_counter()
+    _sync_await(run_pulumi_func(program))
+    seconds = time.perf_counter() - start
+    return Synthesis(resources=monitor.registered, outputs=outputs, invokes=mocks.invokes, seconds=seconds,
+                     stack=stack)
+
+
+def policy_json(value: Any) -> Any:
+    """A policy document as a dict, whether the engine holds it as a JSON string or as an object."""
+    return json.loads(value) if isinstance(value, str) else value

@@ -1,0 +1,154 @@
+"""infra/config.py: one typed config, every error naming its key; and the one-line errors outside Pulumi."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from infra.config import KEYS, NAMESPACE, ConfigError, StackConfig, config_key, parse
+from tests.infra.harness import REPO, synthesize
+
+EXAMPLE = REPO / "Pulumi.dev.yaml.example"
+
+
+def load(values: dict[str, str], region: str | None = "eu-west-1") -> StackConfig:
+    return parse(values, project="deepcloud", stack="dev", region=region)
+
+
+def test_defaults() -> None:
+    cfg = load({})
+    assert cfg.stack_tag == "deepcloud/dev"
+    assert cfg.name_prefix == "deepcloud-dev" == cfg.endpoint_name
+    assert cfg.model_artifact is None
+    assert not cfg.uses_existing_vpc
+    assert cfg.protect_data_bucket
+    assert not cfg.force_destroy
+
+
+def test_keys_are_the_camel_case_field_names() -> None:
+    assert config_key("gpu_max_instances") == "gpuMaxInstances"
+    assert config_key("errors_5xx_alarm") == "errors5xxAlarm"
+    assert set(KEYS) == {config_key(f.name) for f in dataclasses.fields(StackConfig)} - {"project", "stack", "region"}
+
+
+def test_values_are_parsed_from_pulumi_strings() -> None:
+    cfg = load({"gpuMaxInstances": "4", "forceDestroy": "true", "protectDataBucket": "False",
+                "gpuInstanceTypes": '["g6.xlarge", "g5.xlarge"]', "vpcId": "vpc-0abc1234def567890",
+                "subnetIds": "subnet-0aaa1111bbbb22223, subnet-0ccc3333dddd44445"})
+    assert cfg.gpu_max_instances == 4
+    assert cfg.force_destroy
+    assert not cfg.protect_data_bucket
+    assert cfg.gpu_instance_types == ("g6.xlarge", "g5.xlarge")
+    assert cfg.subnet_ids == ("subnet-0aaa1111bbbb22223", "subnet-0ccc3333dddd44445")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"gpuMaxInstance": "3"},
+     "deepcloud:gpuMaxInstance is not a deepcloud setting (did you mean deepcloud:gpuMaxInstances?)"),
+    ({"gpuMaxInstances": "two"}, "deepcloud:gpuMaxInstances must be a whole number, got 'two'"),
+    ({"gpuMaxInstances": "0"}, "deepcloud:gpuMaxInstances must be 1 to 100"),
+    ({"forceDestroy": "maybe"}, "deepcloud:forceDestroy must be true or false, got 'maybe'"),
+    ({"gpuInstanceTypes": '["g5.xlarge", 3]'}, "deepcloud:gpuInstanceTypes must be a list of strings"),
+    ({"gpuInstanceTypes": "g5g.xlarge"}, "deepcloud:gpuInstanceTypes 'g5g.xlarge' is not an x86_64 NVIDIA GPU"),
+    ({"gpuInstanceTypes": "m5.large"}, "deepcloud:gpuInstanceTypes 'm5.large' is not an x86_64 NVIDIA GPU"),
+    ({"onDemandBaseCapacity": "3"}, "deepcloud:onDemandBaseCapacity must be 0 to gpuMaxInstances (2)"),
+    ({"spotAllocationStrategy": "cheapest"}, "deepcloud:spotAllocationStrategy must be one of capacity-optimized"),
+    ({"logRetentionDays": "31"}, "deepcloud:logRetentionDays must be one of CloudWatch's retention periods"),
+    ({"subnetIds": "subnet-0aaa1111bbbb22223"}, "deepcloud:subnetIds needs deepcloud:vpcId as well"),
+    ({"vpcId": "vpc-0abc1234def567890", "subnetIds": "subnet-0aaa1111bbbb22223"},
+     "deepcloud:subnetIds needs at least two private subnets"),
+    ({"vpcId": "my-vpc"}, "deepcloud:vpcId 'my-vpc' is not a VPC id"),
+    ({"vpcCidr": "10.0.0.0/8"}, "deepcloud:vpcCidr '10.0.0.0/8' must be an IPv4 network from /16 to /22"),
+    ({"azCount": "1"}, "deepcloud:azCount must be 2 to 6"),
+    ({"rootVolumeGib": "20"}, "deepcloud:rootVolumeGib must be >= 30 GiB"),
+    ({"trainerShmMib": "20000"}, "deepcloud:trainerShmMib must be >= 64 MiB and below trainerMemoryMib (14336)"),
+    ({"modelArtifact": "s3://bucket/model.tar.gz"}, "deepcloud:modelArtifact 's3://bucket/model.tar.gz' must be"),
+    ({"modelArtifact": "models/../data/x.tar.gz"}, "deepcloud:modelArtifact 'models/../data/x.tar.gz' must be"),
+    ({"endpointInstanceType": "m5.large"}, "deepcloud:endpointInstanceType 'm5.large' is not a SageMaker"),
+    ({"endpointInstanceCount": "5"}, "deepcloud:endpointInstanceCount must be between endpointMinInstances (2)"),
+    ({"rollout": "canary"}, "deepcloud:rollout must be one of CANARY, LINEAR, ALL_AT_ONCE"),
+    ({"rolloutStepInstances": "2"}, "deepcloud:rolloutStepInstances a CANARY step may be at most half the fleet"),
+    ({"endpointMinInstances": "1", "endpointInstanceCount": "1"},
+     "deepcloud:rolloutStepInstances a CANARY step may be at most half the fleet"),
+    ({"trainerImageTag": "has space"}, "deepcloud:trainerImageTag 'has space' is not a Docker image tag"),
+    ({"servingImageTag": " "}, "deepcloud:servingImageTag is set but empty"),
+])
+def test_errors_name_the_key(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load(values)
+    assert str(error.value).startswith(message), str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_region_is_required_and_named() -> None:
+    with pytest.raises(ConfigError, match=r"^aws:region is not set: run `pulumi config set aws:region"):
+        load({}, region=None)
+    with pytest.raises(ConfigError, match=r"^aws:region 'Ireland' is not a region name"):
+        load({}, region="Ireland")
+
+
+def test_config_errors_stop_the_program_before_any_resource() -> None:
+    """A Pulumi RunError is printed by `pulumi up` as one line, without a traceback."""
+    with pytest.raises(ConfigError, match="deepcloud:gpuMaxInstances must be a whole number"):
+        synthesize({"gpuMaxInstances": "many"})
+    with pytest.raises(ConfigError, match="aws:region is not set"):
+        synthesize({}, region="")
+
+
+def _example() -> dict[str, object]:
+    return yaml.safe_load(EXAMPLE.read_text())["config"]
+
+
+def test_example_stack_config_documents_every_key_with_its_default() -> None:
+    text = EXAMPLE.read_text()
+    for key in KEYS:
+        assert re.search(rf"^\s*(# )?{NAMESPACE}:{key}:", text, flags=re.M), f"{EXAMPLE.name} does not mention {key}"
+    # the uncommented entries are exactly the defaults, in the form Pulumi hands them to the program
+    as_pulumi = {k.removeprefix(f"{NAMESPACE}:"): json.dumps(v) if isinstance(v, list) else str(v).lower()
+                 if isinstance(v, bool) else str(v) for k, v in _example().items() if k.startswith(f"{NAMESPACE}:")}
+    assert parse(as_pulumi, project="deepcloud", stack="dev", region=_example()["aws:region"]) == load({})
+
+
+def test_example_comments_give_working_values() -> None:
+    """The commented-out settings (existing VPC, model) are valid when uncommented."""
+    text = EXAMPLE.read_text()
+    commented = dict(re.findall(rf"^\s*# {NAMESPACE}:(\w+): (.+)$", text, flags=re.M))
+    assert set(commented) == {"vpcId", "subnetIds", "modelArtifact"}
+    values = {k: json.dumps(yaml.safe_load(v)) if k == "subnetIds" else v for k, v in commented.items()}
+    cfg = load(values)
+    assert cfg.uses_existing_vpc
+    assert cfg.model_artifact == "models/job-1/model.tar.gz"
+
+
+def _run(args: list[str], path: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": path}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_program_run_by_python_says_to_use_pulumi() -> None:
+    result = _run([sys.executable, "infra/__main__.py"], os.environ.get("PATH", ""))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: infra/ is a Pulumi program: run `pulumi preview` or `pulumi up` in the repository root, not python"]
+
+
+def test_cli_without_pulumi_says_how_to_install_it(tmp_path) -> None:
+    result = _run([sys.executable, "-m", "infra.cli", "preview"], str(tmp_path))  # a PATH with no pulumi on it
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the pulumi CLI is not on PATH: install the Pulumi CLI (curl -fsSL https://get.pulumi")
+
+
+def test_cli_attaches_the_policy_pack() -> None:
+    from infra.cli import POLICY_PACK, command
+
+    assert command("preview", "dev", "pulumi") == ["pulumi", "preview", "--policy-pack", str(POLICY_PACK),
+                                                   "--stack", "dev"]
+    assert command("destroy", None, "pulumi") == ["pulumi", "destroy"]
