@@ -299,6 +299,7 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+    starlette.router.redirect_slashes = False  # "/invocations/" is a JSON 404, not a bodiless 307
     if management is None:
         return ObservedApp(starlette, state.metrics, log_requests)
     port, management_app = management

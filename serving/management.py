@@ -186,6 +186,7 @@ def build_management_app(state: ServerState, token: str, store: Path | None,
         ],
         exception_handlers={HTTPException: http_error},
     )
+    app.router.redirect_slashes = False
 
     async def guarded(scope, receive, send) -> None:
         if scope["type"] == "http" and not authorized(Request(scope)):

@@ -86,10 +86,13 @@ def document(models: dict[str, list[str]], image_input: bool) -> dict[str, Any]:
                                             "503": {"description": "Loading.",
                                                     "content": {JSON: {"schema": status}}}}}},
             "/invocations": {"post": _inference("SageMaker: predict with the default model.", [], image_input)},
-            "/predictions/{model_name}": {"post": _inference(
-                "TorchServe: predict with a model's default version.", [name_param], image_input)},
-            "/predictions/{model_name}/{model_version}": {"post": _inference(
-                "TorchServe: predict with one version of a model.", [name_param, version_param], image_input)},
+            # PUT as well as POST, as TorchServe answers both (`curl -T file` sends a PUT).
+            "/predictions/{model_name}": {method: _inference(
+                "TorchServe: predict with a model's default version.", [name_param], image_input)
+                for method in ("post", "put")},
+            "/predictions/{model_name}/{model_version}": {method: _inference(
+                "TorchServe: predict with one version of a model.", [name_param, version_param], image_input)
+                for method in ("post", "put")},
             "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {
                 "description": "Text exposition format.",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

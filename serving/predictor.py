@@ -77,11 +77,13 @@ def decode_json(body: bytes, artifact: Artifact) -> np.ndarray:
     if not body:
         raise InvalidInput("empty body: send a JSON array of pixel values or {\"instances\": [...]}")
     try:
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"body is not valid JSON ({exc})") from None
+        # parse_int=float: a 5000-digit integer becomes inf (refused below as not finite) instead of tripping
+        # Python's int-length limit, and no int can overflow numpy's int64 on the way.
+        payload = json.loads(body, parse_constant=_reject_constant, parse_int=float)
     except RecursionError:  # the C decoder recurses per nesting level
         raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidInput(f"body is not valid JSON ({_first_line(exc)})") from None
     if _depth(payload, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(payload, dict):
@@ -96,19 +98,32 @@ def _reject_constant(name: str) -> float:
 
 
 def decode_npy(body: bytes, artifact: Artifact) -> np.ndarray:
-    """A ``.npy`` file (``numpy.save``) of one instance or a batch; object arrays are never unpickled."""
+    """A ``.npy`` file (``numpy.save``) of one instance or a batch; object arrays are never unpickled.
+
+    The header is read and checked first (dtype numeric, shape small enough for the model), so a header that
+    declares a terabyte, or one that does not parse, is a 400 before numpy allocates anything.
+    """
     if not body:
         raise InvalidInput("empty body: send an .npy file written by numpy.save")
+    stream = io.BytesIO(body)
+    try:
+        major, _ = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    except Exception as exc:  # numpy raises ValueError, SyntaxError, TokenError, TypeError... on hostile headers
+        raise InvalidInput(f"body is not a readable .npy array ({_first_line(exc)})") from None
+    if dtype.hasobject or dtype.kind not in _NUMERIC_KINDS:
+        raise InvalidInput(f"array dtype {dtype} is not numeric: send float32, float64 or integer pixels")
+    if not all(type(d) is int and d >= 0 for d in shape):  # bool is an int subclass: (True,) is not a shape
+        raise InvalidInput(f".npy header declares shape {shape!r}: expected non-negative integers")
+    limit = artifact.max_batch_size * math.prod(artifact.input_shape)
+    if math.prod(shape) > limit:
+        raise InvalidInput(f".npy header declares shape {list(shape)}: more values than the model's limit of "
+                           f"{artifact.max_batch_size} instances of {list(artifact.input_shape)}")
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
-    except ValueError as exc:  # pickled object arrays land here too, because allow_pickle is off
+    except Exception as exc:  # truncated data and the like; the header already passed
         raise InvalidInput(f"body is not a readable .npy array ({_first_line(exc)})") from None
-    except (OSError, EOFError) as exc:
-        raise InvalidInput(f"body is not a readable .npy array ({_first_line(exc)})") from None
-    if not isinstance(array, np.ndarray):
-        raise InvalidInput("body is an .npz archive: send a single .npy array")
-    if array.dtype.kind not in _NUMERIC_KINDS:
-        raise InvalidInput(f"array dtype {array.dtype} is not numeric: send float32, float64 or integer pixels")
     return to_batch(array, artifact)
 
 
@@ -143,9 +158,13 @@ def to_batch(payload: Any, artifact: Artifact) -> np.ndarray:
     expected = f"shape {list(shape)}" + (f" (or {list(shape[1:])} for one channel)" if shape[0] == 1 else "")
     expected += ", or a batch of those"
     try:
-        array = np.asarray(payload, dtype=np.float64)
+        # No dtype here: numpy would turn "12" into 12.0. Numbers only: strings, bools and nulls are refused.
+        array = np.asarray(payload)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"input must be a rectangular array of numbers of {expected}") from None
+    if array.dtype.kind not in "iuf":
+        raise InvalidInput(f"input must be a rectangular array of numbers of {expected}")
+    array = array.astype(np.float64, copy=False)
     if array.size == 0:
         raise InvalidInput(f"input is empty: expected {expected}")
     if not np.isfinite(array).all():

@@ -51,7 +51,8 @@ CONFIG = {
     "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True},
                "stateful": {"enabled": False}},
 }
-INFERENCE = ("POST /invocations", "POST /predictions/{model_name}", "POST /predictions/{model_name}/{model_version}")
+INFERENCE = ("POST /invocations", "POST /predictions/{model_name}", "POST /predictions/{model_name}/{model_version}",
+             "PUT /predictions/{model_name}", "PUT /predictions/{model_name}/{model_version}")
 
 # .npy bodies are opaque bytes (format: binary) to schemathesis: send them as it sends application/octet-stream.
 schemathesis.serializer.alias(NPY, "application/octet-stream")

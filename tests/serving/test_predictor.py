@@ -74,6 +74,10 @@ def test_accepted_shapes(artifact: Artifact, payload: object, shape: tuple[int, 
         (json.dumps([[-1] * 8] * 8).encode(), "input values must lie in [0, 255], got [-1, -1]"),
         (b"[" * 100 + b"]" * 100, "nested deeper than 32 levels"),
         (b"[" * 100000 + b"]" * 100000, "nested deeper than 32 levels"),
+        (b"[" + b"1" * 4301 + b"]", "input holds NaN or Infinity"),
+        (json.dumps([[str(p) for p in row] for row in IMAGE]).encode(), "rectangular array of numbers"),
+        (json.dumps([[True] * 8] * 8).encode(), "rectangular array of numbers"),
+        (json.dumps([[None] * 8] * 8).encode(), "rectangular array of numbers"),
     ],
 )
 def test_bad_input_says_what_was_expected(artifact: Artifact, body: bytes, message: str) -> None:
@@ -106,6 +110,12 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     return buffer.getvalue()
 
 
+def _header(text: str) -> bytes:
+    """An .npy version 1.0 file with exactly this header text and no data."""
+    header = text.encode("latin1")
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
 def _image(size: tuple[int, int], fmt: str, mode: str = "L") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.arange(size[0] * size[1], dtype=np.uint8).reshape(size[1], size[0]), "L").convert(mode).save(
@@ -129,7 +139,13 @@ def test_npy_requests(artifact: Artifact, dtype) -> None:
         (b"", "empty body"),
         (b"\x93NUMPY\x01\x00garbage", "not a readable .npy array"),
         (_npy(np.zeros((1, 8, 8)))[:-7], "not a readable .npy array"),
-        (_npy(np.array([{"a": 1}], dtype=object), allow_pickle=True), "not a readable .npy array"),
+        (_npy(np.array([{"a": 1}], dtype=object), allow_pickle=True), "array dtype object is not numeric"),
+        (_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }"), "more values than"),
+        (_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }"), "more values than"),
+        (_header("{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551616,), }"), "more values"),
+        (_header("{'descr': '<f4', 'fortran_order': False, 'shape': (True,), }"), "declares shape (True,)"),
+        (_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 8, 8), "), "not a readable .npy array"),
+        (b"PK\x03\x04AAAA", "not a readable .npy array"),
         (_npy(np.zeros((1, 8, 8), dtype=np.complex64)), "dtype complex64 is not numeric"),
         (_npy(np.array(["x"] * 64).reshape(1, 8, 8)), "dtype <U1 is not numeric"),
         (_npy(np.zeros((2, 3))), "input has shape [2, 3]"),
@@ -151,7 +167,7 @@ def test_pickled_npy_is_never_unpickled(artifact: Artifact, tmp_path: Path) -> N
             return (Path.touch, (marker,))
 
     body = _npy(np.array([Exploit()], dtype=object), allow_pickle=True)
-    with pytest.raises(InvalidInput, match=r"not a readable \.npy array"):
+    with pytest.raises(InvalidInput, match=r"array dtype object is not numeric"):
         decode(body, NPY, artifact)
     assert not marker.exists()
 
