@@ -90,23 +90,27 @@ if cfg.model_artifact is not None:
 
 # What `make train` / `make deploy TARGET=aws` read with `pulumi stack output --json` (ops/aws/stack.py names the
 # keys it needs); ops never builds a resource name itself.
-pulumi.export("region", cfg.region)
-pulumi.export("stack_tag", cfg.stack_tag)
-pulumi.export("kms_key_arn", store.key_arn)
-pulumi.export("data_bucket", store.data_bucket)
-pulumi.export("artifacts_bucket", store.artifacts_bucket)
-pulumi.export("access_logs_bucket", store.logs_bucket)
-pulumi.export("trainer_repository_url", images.repository_urls["trainer"])
-pulumi.export("serving_repository_url", images.repository_urls["serving"])
-pulumi.export("vpc_id", network.vpc_id)
-pulumi.export("subnet_ids", network.subnet_ids)
-pulumi.export("security_group_id", network.security_group_id)
-pulumi.export("cluster_name", capacity.cluster_name)
-pulumi.export("cluster_arn", capacity.cluster_arn)
-pulumi.export("capacity_provider_name", capacity.capacity_provider_name)
-pulumi.export("task_definition_family", training.family)
-pulumi.export("task_definition_arn", training.task_definition_arn)
-pulumi.export("trainer_log_group", training.log_group_name)
-pulumi.export("training_role_arn", training.sagemaker_role_arn)
-pulumi.export("endpoint_name", endpoint.endpoint_name if endpoint else None)
-pulumi.export("model_data_url", endpoint.model_data_url if endpoint else None)
+OUTPUTS = {
+    "region": cfg.region,
+    "stack_tag": cfg.stack_tag,
+    "kms_key_arn": store.key_arn,
+    "data_bucket": store.data_bucket,
+    "artifacts_bucket": store.artifacts_bucket,
+    "access_logs_bucket": store.logs_bucket,
+    "trainer_repository_url": images.repository_urls["trainer"],
+    "serving_repository_url": images.repository_urls["serving"],
+    "vpc_id": network.vpc_id,
+    "subnet_ids": network.subnet_ids,
+    "security_group_id": network.security_group_id,
+    "cluster_name": capacity.cluster_name,
+    "cluster_arn": capacity.cluster_arn,
+    "capacity_provider_name": capacity.capacity_provider_name,
+    "task_definition_family": training.family,
+    "task_definition_arn": training.task_definition_arn,
+    "trainer_log_group": training.log_group_name,
+    "training_role_arn": training.sagemaker_role_arn,
+    "endpoint_name": endpoint.endpoint_name if endpoint else None,
+    "model_data_url": endpoint.model_data_url if endpoint else None,
+}
+for key, value in OUTPUTS.items():
+    pulumi.export(key, value)

@@ -21,6 +21,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.components._base import Component
 from infra.components._iam import AwsContext
 
 ARTIFACT_PREFIXES = ("models/", "checkpoints/", "runs/")
@@ -47,7 +48,7 @@ class ArtifactStoreArgs:
     """KMS alias, without the alias/ prefix."""
 
 
-class ArtifactStore(pulumi.ComponentResource):
+class ArtifactStore(Component[ArtifactStoreArgs]):
     key_arn: pulumi.Output[str]
     data_bucket: pulumi.Output[str]
     data_bucket_arn: pulumi.Output[str]
@@ -56,9 +57,7 @@ class ArtifactStore(pulumi.ComponentResource):
     logs_bucket: pulumi.Output[str]
 
     def __init__(self, name: str, args: ArtifactStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("deepcloud:index:ArtifactStore", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__(name, args, opts)
 
         key = self._create_key()
         data = self._create_bucket("data", key=key, force_destroy=args.force_destroy and not args.protect_data,
@@ -85,9 +84,6 @@ class ArtifactStore(pulumi.ComponentResource):
             "key_arn": self.key_arn, "data_bucket": self.data_bucket, "artifacts_bucket": self.artifacts_bucket,
             "logs_bucket": self.logs_bucket,
         })
-
-    def _child(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
 
     def _retained(self, **kwargs: Any) -> pulumi.ResourceOptions:
         """Options of what a protected data bucket needs to stay private and readable: with them protected,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.components._base import Component
 from infra.components._iam import assume_role_policy
 
 ECS_INSTANCE_POLICY = "service-role/AmazonEC2ContainerServiceforEC2Role"
@@ -66,16 +67,14 @@ class GpuCapacityArgs:
     """Value of the deepcloud:stack tag; provider default tags do not reach Auto Scaling instances."""
 
 
-class GpuCapacity(pulumi.ComponentResource):
+class GpuCapacity(Component[GpuCapacityArgs]):
     cluster_name: pulumi.Output[str]
     cluster_arn: pulumi.Output[str]
     capacity_provider_name: pulumi.Output[str]
     auto_scaling_group_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: GpuCapacityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("deepcloud:index:GpuCapacity", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__(name, args, opts)
         cluster = aws.ecs.Cluster(f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}],
                                   opts=self._child())
         profile = self._create_instance_profile()
@@ -88,9 +87,6 @@ class GpuCapacity(pulumi.ComponentResource):
         self.auto_scaling_group_name = group.name
         self.register_outputs({"cluster_name": self.cluster_name, "capacity_provider_name": self.capacity_provider_name,
                                "auto_scaling_group_name": self.auto_scaling_group_name})
-
-    def _child(self, **kwargs) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
 
     def _create_instance_profile(self) -> aws.iam.InstanceProfile:
         role = aws.iam.Role(f"{self._name}-instance", description="deepcloud GPU instances: the ECS container agent",

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.components._base import Component
+
 IMAGES = ("trainer", "serving")
 
 
@@ -32,14 +34,12 @@ class ImageReposArgs:
     """Days an untagged image (a superseded manifest or a failed push) is kept."""
 
 
-class ImageRepos(pulumi.ComponentResource):
+class ImageRepos(Component[ImageReposArgs]):
     repository_urls: dict[str, pulumi.Output[str]]
     repository_arns: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: ImageReposArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("deepcloud:index:ImageRepos", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__(name, args, opts)
         repositories = {image: self._create_repository(image) for image in IMAGES}
         self.repository_urls = {image: repo.repository_url for image, repo in repositories.items()}
         self.repository_arns = {image: repo.arn for image, repo in repositories.items()}
@@ -52,11 +52,11 @@ class ImageRepos(pulumi.ComponentResource):
             image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": self._args.kms_key_arn}],
             force_delete=self._args.force_delete,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=self._child(),
         )
         aws.ecr.LifecyclePolicy(f"{self._name}-{image}-lifecycle", repository=repo.name,
                                 policy=lifecycle_policy(self._args.keep_images, self._args.untagged_days),
-                                opts=pulumi.ResourceOptions(parent=self))
+                                opts=self._child())
         return repo
 
 

@@ -24,6 +24,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components import _iam
+from infra.components._base import Component
 from infra.components._iam import AwsContext
 
 VARIANT = "AllTraffic"
@@ -63,15 +64,15 @@ class InferenceEndpointArgs:
     errors_5xx_alarm: int
 
 
-class InferenceEndpoint(pulumi.ComponentResource):
+class InferenceEndpoint(Component[InferenceEndpointArgs]):
     endpoint_name: pulumi.Output[str]
     model_name: pulumi.Output[str]
+    model_data_url: pulumi.Output[str]
     role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: InferenceEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("deepcloud:index:InferenceEndpoint", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__(name, args, opts)
+        self.model_data_url = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", args.model_key)
         alarms = self._create_alarms()
         role, role_policy = self._create_role(alarms)
         model = self._create_model(role, role_policy)
@@ -81,14 +82,8 @@ class InferenceEndpoint(pulumi.ComponentResource):
         self.endpoint_name = endpoint.name
         self.model_name = model.name
         self.role_arn = role.arn
-        self.register_outputs({"endpoint_name": self.endpoint_name, "model_name": self.model_name})
-
-    def _child(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
-
-    @property
-    def model_data_url(self) -> pulumi.Output[str]:
-        return pulumi.Output.concat("s3://", self._args.artifacts_bucket, "/", self._args.model_key)
+        self.register_outputs({"endpoint_name": self.endpoint_name, "model_name": self.model_name,
+                               "model_data_url": self.model_data_url})
 
     def _create_alarms(self) -> list[aws.cloudwatch.MetricAlarm]:
         """The rollback triggers, on the fixed endpoint name so they exist before the endpoint does."""

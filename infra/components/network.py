@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.components._base import Component
+
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "logs", "sts", "ecs", "ecs-agent", "ecs-telemetry")
 """Interface endpoints of the managed VPC (com.amazonaws.<region>.<name>); S3 is a gateway endpoint."""
 
@@ -39,15 +41,13 @@ class NetworkArgs:
     """Availability zones of the managed VPC."""
 
 
-class Network(pulumi.ComponentResource):
+class Network(Component[NetworkArgs]):
     vpc_id: pulumi.Output[str]
     subnet_ids: pulumi.Output[list[str]]
     security_group_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("deepcloud:index:Network", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__(name, args, opts)
         if args.vpc_id is not None:
             vpc_id: pulumi.Output[str] = pulumi.Output.from_input(args.vpc_id)
             subnet_ids: pulumi.Output[list[str]] = pulumi.Output.from_input(list(args.subnet_ids))
@@ -64,9 +64,6 @@ class Network(pulumi.ComponentResource):
         self.security_group_id = workload.id
         self.register_outputs({"vpc_id": self.vpc_id, "subnet_ids": self.subnet_ids,
                                "security_group_id": self.security_group_id})
-
-    def _child(self, **kwargs) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
 
     def _create_vpc(self) -> aws.ec2.Vpc:
         vpc = aws.ec2.Vpc(f"{self._name}-vpc", cidr_block=self._args.vpc_cidr, enable_dns_support=True,

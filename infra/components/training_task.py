@@ -24,6 +24,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components import _iam
+from infra.components._base import Component
 from infra.components._iam import AwsContext
 from infra.components.artifact_store import ARTIFACT_PREFIXES
 from infra.components.gpu_capacity import STOP_TIMEOUT_SECONDS
@@ -62,7 +63,7 @@ class TrainingTaskArgs:
     log_retention_days: int
 
 
-class TrainingTask(pulumi.ComponentResource):
+class TrainingTask(Component[TrainingTaskArgs]):
     family: pulumi.Output[str]
     task_definition_arn: pulumi.Output[str]
     task_role_arn: pulumi.Output[str]
@@ -71,9 +72,7 @@ class TrainingTask(pulumi.ComponentResource):
     log_group_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: TrainingTaskArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("deepcloud:index:TrainingTask", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__(name, args, opts)
         logs = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=args.log_retention_days,
                                        kms_key_id=args.key_arn, opts=self._child())
         execution_role = self._create_execution_role(logs)
@@ -88,9 +87,6 @@ class TrainingTask(pulumi.ComponentResource):
         self.log_group_name = logs.name
         self.register_outputs({"family": self.family, "task_definition_arn": self.task_definition_arn,
                                "log_group_name": self.log_group_name})
-
-    def _child(self, **kwargs) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
 
     def _create_role(self, suffix: str, description: str, policy: pulumi.Output[str],
                      trust: pulumi.Output[str] | None = None) -> aws.iam.Role:

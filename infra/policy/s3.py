@@ -27,7 +27,13 @@ PUBLIC_ACCESS_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls
 
 
 def _settings(resources: Sequence[PolicyResource], bucket: PolicyResource, kind: str) -> list[PolicyResource]:
+    """The bucket's setting resources of `kind` (BucketVersioning, ...): those whose `bucket` comes from it."""
     return list(linked(resources, bucket, f"aws:s3/{kind[0].lower() + kind[1:]}:{kind}", "bucket"))
+
+
+def _setting_values(resources: Sequence[PolicyResource], bucket: PolicyResource, kind: str, *path: str) -> list:
+    """One property (at `path`) of each of the bucket's `kind` settings."""
+    return [get(setting.props, *path) for setting in _settings(resources, bucket, kind)]
 
 
 @stack_rule("s3-public-access-block", "S3 buckets block every form of public access (all four flags)",
@@ -47,15 +53,14 @@ def public_access_block(resources: Sequence[PolicyResource]) -> Iterator[tuple[P
             ["Checkov CKV2_AWS_65", "AWS FSBP S3.12"])
 def acls_disabled(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResource, str]]:
     for bucket in of_type(resources, S3_BUCKET):
-        controls = _settings(resources, bucket, "BucketOwnershipControls")
-        owners = [get(c.props, "rule", "objectOwnership") for c in controls]
-        if "BucketOwnerEnforced" not in owners:
+        if "BucketOwnerEnforced" not in _setting_values(resources, bucket, "BucketOwnershipControls", "rule",
+                                                         "objectOwnership"):
             yield bucket, "needs BucketOwnershipControls with objectOwnership BucketOwnerEnforced (ACLs disabled)"
 
 
 def _encryption_rules(resources: Sequence[PolicyResource], bucket: PolicyResource) -> list:
-    return [rule for config in _settings(resources, bucket, "BucketServerSideEncryptionConfiguration")
-            for rule in as_list(get(config.props, "rules"))]
+    return [rule for rules in _setting_values(resources, bucket, "BucketServerSideEncryptionConfiguration", "rules")
+            for rule in as_list(rules)]
 
 
 @stack_rule("s3-default-encryption", "S3 buckets encrypt new objects by default",
@@ -84,14 +89,12 @@ def kms_encryption(resources: Sequence[PolicyResource]) -> Iterator[tuple[Policy
 @stack_rule("s3-versioning", "S3 buckets keep object versions", ["Checkov CKV_AWS_21", "AWS FSBP S3.14"])
 def versioning(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResource, str]]:
     for bucket in of_type(resources, S3_BUCKET):
-        configs = _settings(resources, bucket, "BucketVersioning")
-        states = [get(v.props, "versioningConfiguration", "status") for v in configs]
-        if "Enabled" not in states:
+        if "Enabled" not in _setting_values(resources, bucket, "BucketVersioning", "versioningConfiguration", "status"):
             yield bucket, "needs BucketVersioning with status Enabled"
 
 
 def _bucket_policies(resources: Sequence[PolicyResource], bucket: PolicyResource) -> list:
-    return [document(get(p.props, "policy")) for p in _settings(resources, bucket, "BucketPolicy")]
+    return [document(policy) for policy in _setting_values(resources, bucket, "BucketPolicy", "policy")]
 
 
 def _denies_plain_http(statement) -> bool:
@@ -130,8 +133,8 @@ def no_public_policy(resources: Sequence[PolicyResource]) -> Iterator[tuple[Poli
             ["Checkov CKV2_AWS_61, CKV_AWS_300", "AWS FSBP S3.13"])
 def lifecycle(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResource, str]]:
     for bucket in of_type(resources, S3_BUCKET):
-        rules = [rule for config in _settings(resources, bucket, "BucketLifecycleConfiguration")
-                 for rule in as_list(get(config.props, "rules"))]
+        rules = [rule for rules in _setting_values(resources, bucket, "BucketLifecycleConfiguration", "rules")
+                 for rule in as_list(rules)]
         if not rules:
             yield bucket, "has no BucketLifecycleConfiguration"
         elif not any(get(rule, "status") == "Enabled"
@@ -143,5 +146,5 @@ def lifecycle(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResou
             ["Checkov CKV_AWS_18", "AWS FSBP S3.9"])
 def access_logging(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResource, str]]:
     for bucket in of_type(resources, S3_BUCKET):
-        if not any(get(log.props, "targetBucket") for log in _settings(resources, bucket, "BucketLogging")):
+        if not any(_setting_values(resources, bucket, "BucketLogging", "targetBucket")):
             yield bucket, "needs BucketLogging with a targetBucket"
