@@ -60,6 +60,7 @@ class ArtifactStore(Component[ArtifactStoreArgs]):
         super().__init__(name, args, opts)
 
         key = self._create_key()
+        # protect: the training data must survive a destroy unless config says otherwise (see module docstring).
         data = self._create_bucket("data", key=key, force_destroy=args.force_destroy and not args.protect_data,
                                    lifecycle=[_noncurrent_rule("noncurrent", "", 30)], protect=args.protect_data)
         artifacts = self._create_bucket(
