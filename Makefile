@@ -16,9 +16,10 @@ HP_ARGS := $(if $(strip $(HP)),--hp '$(HP)')
 .PHONY: help
 help:  ## Show this help
 	@printf 'Usage: make <target> [TARGET=local|aws] [HP="epochs=10 lr=0.002"]\n\n'
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements/dev.txt requirements/constraints.txt trainer/requirements.txt serving/requirements.txt ops/requirements.txt
+$(VENV)/.installed: requirements/dev.txt requirements/constraints.txt requirements/bench.txt trainer/requirements.txt \
+		serving/requirements.txt ops/requirements.txt infra/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 and re-run make setup"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(PYTHON) is not Python 3.11 (torch 2.13.0 is pinned for 3.11): run make setup PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +68,14 @@ bench-train: setup  ## Trainer vs a bare PyTorch loop on the same model and data
 .PHONY: bench-serve
 bench-serve: setup  ## Our server vs TorchServe and a bare Starlette floor on two models: requests/s, p50/p99, memory
 	$(PY) -m bench.serve
+
+.PHONY: infra-test
+infra-test: setup  ## The Pulumi program under mocks and its policy pack, offline (no Pulumi CLI needed)
+	$(PY) -m pytest tests/infra -q
+
+.PHONY: infra-preview
+infra-preview: setup  ## pulumi preview with the policy pack (needs the Pulumi CLI and AWS credentials)
+	$(PY) -m infra.cli preview
 
 .PHONY: lint
 lint: setup  ## ruff check, and hadolint on both Dockerfiles
