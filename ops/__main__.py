@@ -1,5 +1,7 @@
 """The commands behind the Make targets: ``python -m ops [--target local|aws] COMMAND``.
 
+TARGET=local (the default):
+
     data      write the demo dataset (scikit-learn digits as PNG channels)
     train     run a training job: SageMaker layout under .deepcloud/local/jobs/<id>/
     deploy    start the server on 127.0.0.1:8080 with the latest artifact; return once /ping is 200
@@ -7,7 +9,10 @@
     destroy   stop the server and remove .deepcloud/local (the dataset is kept); a no-op when clean
     demo      all of the above in order, destroy always last, and a summary
 
-Expected failures print one line, ``error: ...``, and exit 1.
+TARGET=aws (ops/aws/): preflight, data, train, deploy, rollback, status, logs, destroy against the Pulumi
+stack; see ops/aws/__init__.py.
+
+Expected failures print one line, ``error: ...``, and exit 1; so do AWS errors (credentials, permissions).
 """
 
 from __future__ import annotations
@@ -30,17 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("local", "aws")
 DEMO_MIN_ACCURACY = 0.95
 """The demo's promise: the digits model reaches this test accuracy."""
-
-
-def _aws_missing() -> str:
-    missing = ["the aws target's ops commands", "the Pulumi program in infra/"]
-    if shutil.which("pulumi") is None:
-        missing.append("the pulumi CLI")
-    has_credentials = any(os.environ.get(v) for v in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE")) or (
-        Path.home() / ".aws" / "credentials").exists()
-    if not has_credentials:
-        missing.append("AWS credentials")
-    return ", ".join(missing)
 
 
 def _header(text: str) -> None:
@@ -131,18 +125,29 @@ def cmd_demo(paths: Paths, args: argparse.Namespace) -> None:
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
             "destroy": cmd_destroy, "demo": cmd_demo}
+AWS_ONLY = ("preflight", "rollback", "status", "logs")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default=os.environ.get("TARGET") or "local",
-                        help="where to run: local (default) or aws (not built yet)")
-    parser.add_argument("command", choices=sorted(COMMANDS))
+                        help="where to run: local (default) or aws (the Pulumi stack, see ops/aws/)")
+    parser.add_argument("command", choices=sorted({*COMMANDS, *AWS_ONLY}))
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE ...",
                         help="hyperparameters for train/demo, e.g. --hp 'epochs=10 lr=0.002'")
-    parser.add_argument("--model", help="deploy: artifact directory or model.tar.gz (default: latest job)")
+    parser.add_argument("--model", help="deploy: artifact directory or model.tar.gz (default: latest job); "
+                                         "aws: the run id to deploy (env MODEL; default: the newest model)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")),
                         help="deploy: local port (default 8080)")
+    aws = parser.add_argument_group("TARGET=aws (each also read from the environment variable in capitals)")
+    aws.add_argument("--stack", help="Pulumi stack (default: the selected one)")
+    aws.add_argument("--backend", help="train: ecs (default: ECS RunTask on the GPU capacity) or sagemaker")
+    aws.add_argument("--max-cost", help="train: dollars at most; lowers the maximum runtime to what they buy")
+    aws.add_argument("--max-hours", help="train: maximum runtime in hours (default 24)")
+    aws.add_argument("--instance-type", help="train with BACKEND=sagemaker: instance type (default ml.g5.xlarge)")
+    aws.add_argument("--resume", help="train: run id whose checkpoints the new run starts from")
+    aws.add_argument("--run", help="logs: run id (default: the newest run)")
+    aws.add_argument("--endpoint", action="store_true", help="logs: the endpoint's log instead of a run's")
     return parser
 
 
@@ -152,14 +157,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.target not in TARGETS:
             raise OpsError(f"TARGET={args.target} is not a target: use local (default) or aws")
         if args.target == "aws":
-            raise OpsError(f"TARGET=aws is not available yet: missing {_aws_missing()}; "
-                           "use TARGET=local (the default)")
-        COMMANDS[args.command](Paths.from_environ(), args)
+            from ops import aws
+
+            aws.run(args.command, args, Paths.from_environ(), REPO)
+        elif args.command in AWS_ONLY:
+            raise OpsError(f"`{args.command}` is for TARGET=aws: run make {args.command} TARGET=aws")
+        else:
+            COMMANDS[args.command](Paths.from_environ(), args)
     except OpsError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; run `make destroy` to clean up", file=sys.stderr)
+        hint = "`make status TARGET=aws` shows what runs" if args.target == "aws" else "run `make destroy` to clean up"
+        print(f"error: interrupted; {hint}", file=sys.stderr)
         return 130
     return 0
 
