@@ -1,0 +1,140 @@
+"""BACKEND=sagemaker: the same trainer image as a SageMaker training job.
+
+Managed spot (``EnableManagedSpotTraining``), with ``MaxWaitTimeInSeconds`` above ``MaxRuntimeInSeconds`` so
+the job may wait for spot capacity and resume after an interruption; ``CheckpointConfig`` syncs
+/opt/ml/checkpoints with ``s3://<artifacts>/checkpoints/<run-id>/``; the stack's KMS key encrypts the volume
+and the output; network isolation and the stack's subnets and security group (the container reaches nothing,
+SageMaker moves the data). SageMaker writes ``models/<run-id>/output/model.tar.gz``; ops copies it to
+``models/<run-id>/model.tar.gz`` so both backends leave the model in the same place.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from botocore.exceptions import ClientError
+
+from ops.aws import runs
+from ops.aws.console import Phases, say
+from ops.aws.context import Context
+from ops.aws.images import Image
+from ops.aws.logs import GroupTail
+from ops.aws.prices import usd
+from ops.aws.stack import StackOutputs
+from ops.aws.train import Outcome
+from ops.errors import OpsError
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+SPOT_WAIT_S = 3600
+"""How much longer than the maximum runtime a job may wait for spot capacity (MaxWaitTimeInSeconds)."""
+VOLUME_GIB = 50
+PHASES = {
+    "Starting": "waiting for capacity", "LaunchingMLInstances": "waiting for capacity",
+    "Interrupted": "spot interruption: waiting for capacity", "PreparingTrainingStack": "preparing",
+    "Downloading": "downloading data", "DownloadingTrainingImage": "pulling", "Training": "running",
+    "Restarting": "restarting", "Uploading": "uploading the model", "Stopping": "stopping",
+}
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def job_request(out: StackOutputs, record: dict, image: Image, channels: dict[str, str], instance_type: str,
+                max_runtime: int, stack_tag: str) -> dict:
+    """The CreateTrainingJob request (kept apart so tests can read it whole)."""
+    run_id = record["run_id"]
+    return {
+        "TrainingJobName": run_id,
+        "AlgorithmSpecification": {"TrainingImage": image.uri, "TrainingInputMode": "File"},
+        "RoleArn": out.training_role_arn,
+        "HyperParameters": dict(record["hyperparameters"]),
+        "InputDataConfig": [{"ChannelName": name, "InputMode": "File", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
+            for name, uri in channels.items()],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{out.artifacts_bucket}/{runs.MODELS}", "KmsKeyId": out.kms_key_arn},
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": VOLUME_GIB,
+                           "VolumeKmsKeyId": out.kms_key_arn},
+        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime, "MaxWaitTimeInSeconds": max_runtime + SPOT_WAIT_S},
+        "EnableManagedSpotTraining": True,
+        "CheckpointConfig": {"S3Uri": record["checkpoint_uri"], "LocalPath": "/opt/ml/checkpoints"},
+        "VpcConfig": {"SecurityGroupIds": [out.security_group_id], "Subnets": list(out.subnet_ids)},
+        "EnableNetworkIsolation": True,
+        "EnableInterContainerTrafficEncryption": True,
+        "Environment": {"DEEPCLOUD_GIT_REVISION": image.tag.split("-", 1)[0]},
+        "Tags": [{"Key": "deepcloud:stack", "Value": stack_tag}, {"Key": "deepcloud:run-id", "Value": run_id}],
+    }
+
+
+class SageMakerBackend:
+    name = "sagemaker"
+
+    def __init__(self, ctx: Context, instance_type: str) -> None:
+        if not ctx.outputs.training_role_arn:
+            raise OpsError(f"stack '{ctx.stack.name}' has no output training_role_arn (the role SageMaker training "
+                           "jobs run as): BACKEND=sagemaker needs it; use BACKEND=ecs or update infra/")
+        self.ctx = ctx
+        self.instance_type = instance_type
+        self.sagemaker = ctx.aws.client("sagemaker")
+        self.tail: GroupTail | None = None
+        self.transitions = 0
+
+    def price(self) -> tuple[str, float, str]:
+        price = self.ctx.prices.get("sagemaker_training", self.instance_type)
+        return self.instance_type, price.usd_per_hour, f"{self.instance_type} (SageMaker managed spot)"
+
+    def prepare(self, image: Image) -> None:
+        """Nothing to do: a training job names its image itself."""
+
+    def launch(self, record: dict, image: Image, channels: dict[str, str], max_runtime: int) -> None:
+        request = job_request(self.ctx.outputs, record, image, channels, self.instance_type, max_runtime,
+                              self.ctx.stack.tag)
+        self.sagemaker.create_training_job(**request)
+        record["job_name"] = record["run_id"]
+        record["instance_type"] = self.instance_type
+        record["log_group"] = LOG_GROUP
+        record["log_stream_prefix"] = f"{record['run_id']}/"
+        since_ms = int(datetime.now(UTC).timestamp() * 1000) - 60_000
+        self.tail = GroupTail(self.ctx.aws.client("logs"), LOG_GROUP, since_ms, prefix=record["log_stream_prefix"])
+        say(f"job          {record['job_name']} ({self.instance_type})")
+        say(f"logs         {LOG_GROUP} {record['log_stream_prefix']}*")
+
+    def watch(self, record: dict, max_runtime: int, phases: Phases) -> Outcome:
+        hourly = record["usd_per_hour_max"]
+        while True:
+            job = self.sagemaker.describe_training_job(TrainingJobName=record["job_name"])
+            for transition in job.get("SecondaryStatusTransitions", [])[self.transitions:]:
+                self.transitions += 1
+                secondary = transition.get("Status", "")
+                phases.enter(PHASES.get(secondary, secondary.lower()), transition.get("StatusMessage", ""))
+            if self.tail is not None:
+                for line in self.tail.poll():
+                    say(f"  | {line}")
+            status = job.get("TrainingJobStatus", "")
+            if status in TERMINAL:
+                phases.enter("stopped", f"{status} ({job.get('SecondaryStatus', '')})")
+                billed = job.get("BillableTimeInSeconds")
+                lines = self.tail.lines if self.tail else []
+                if status == "Completed":
+                    record["model_output_uri"] = job.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+                    return Outcome("Completed", 0, "the training job completed", billed, lines)
+                reason = job.get("FailureReason") or job.get("SecondaryStatus", "") or status
+                return Outcome("Stopped" if status == "Stopped" else "Failed", None, reason, billed, lines)
+            billed = job.get("BillableTimeInSeconds") or job.get("TrainingTimeInSeconds")
+            if billed:
+                phases.status(f"at most {usd(hourly * billed / 3600)} so far")
+            self.ctx.wait()
+
+    def stop(self, record: dict, reason: str) -> None:
+        self.sagemaker.stop_training_job(TrainingJobName=record["job_name"])
+
+    def collect(self, record: dict, outcome: Outcome) -> None:
+        """Copy SageMaker's output/model.tar.gz to models/<run-id>/model.tar.gz (a server-side copy)."""
+        bucket = self.ctx.outputs.artifacts_bucket
+        source = record.get("model_output_uri") or \
+            f"s3://{bucket}/{runs.MODELS}{record['run_id']}/output/{runs.ARCHIVE}"
+        if not source.startswith(f"s3://{bucket}/"):
+            raise OpsError(f"the training job wrote its model to {source}, outside s3://{bucket}/")
+        key = source[len(f"s3://{bucket}/"):]
+        s3 = self.ctx.aws.client("s3")
+        try:
+            s3.copy({"Bucket": bucket, "Key": key}, bucket, runs.model_key(record["run_id"]))
+        except ClientError as exc:
+            raise OpsError(f"cannot copy {source} to {record['model_uri']}: {exc}") from None

@@ -1,0 +1,403 @@
+"""`make train TARGET=aws`: a run through every phase, a non-zero exit, MAX_COST capping the runtime, Ctrl-C, and the
+SageMaker backend.
+
+S3 (dataset, model, run record), ECR, CloudWatch Logs and SageMaker are moto_server's. ECS and Auto Scaling are
+stubbed with botocore's Stubber (every request checked against the service model): moto's RunTask fails for an
+awsvpc task definition (its ENI has no private_dns_name in moto 5.2.5), its tasks start RUNNING with no exit code
+and never pass through PROVISIONING/PENDING, and its Auto Scaling records no scaling activities.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from botocore.stub import Stubber
+
+from ops.aws import images, runs, train
+from ops.aws.train import TrainOptions
+from ops.errors import OpsError
+from tests.conftest import REPO
+from tests.ops.conftest import client, stubbed
+
+RUN_ID = "train-20260101-120000-abcd"
+TASK_ID = "0123456789abcdef0123456789abcdef"
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """Fake time: each wait between polls moves it on by ``step`` seconds."""
+
+    def __init__(self, step: float = 60.0) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, _seconds: float) -> None:
+        self.now += self.step
+
+
+@pytest.fixture
+def ready(stack, monkeypatch):
+    """The stack with the dataset in its data bucket and a fixed run id."""
+    stack.put_dataset()
+    monkeypatch.setattr(runs, "new_run_id", lambda: RUN_ID)
+    return stack
+
+
+def task_arn(stack) -> str:
+    return f"arn:aws:ecs:us-east-1:123456789012:task/{stack.cluster_name}/{TASK_ID}"
+
+
+def image_uri(stack) -> str:
+    digest12 = images.content_digest(REPO, images.IMAGES["trainer"], {})[:12]
+    return f"{stack.trainer_repository_url}:{images.git_short(REPO)}-{digest12}"
+
+
+class EcsScript:
+    """The ECS and Auto Scaling answers one training run gets, queued on Stubbers in call order."""
+
+    def __init__(self, stack, image: str, hyperparameters: dict[str, str]) -> None:
+        self.stack, self.image, self.hyperparameters = stack, image, hyperparameters
+        self.ecs, self.ecs_stub = stubbed("ecs")
+        self.asg, self.asg_stub = stubbed("autoscaling")
+        asg_arn = (f"arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:uuid:"
+                   f"autoScalingGroupName/{stack.asg_name}")
+        self.ecs_stub.add_response("describe_capacity_providers", {"capacityProviders": [{
+            "name": stack.capacity_provider_name, "status": "ACTIVE",
+            "autoScalingGroupProvider": {"autoScalingGroupArn": asg_arn}}]},
+            {"capacityProviders": [stack.capacity_provider_name]})
+        self.asg_stub.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": [{
+            "AutoScalingGroupName": stack.asg_name, "MinSize": 0, "MaxSize": 2, "DesiredCapacity": 0,
+            "DefaultCooldown": 300, "AvailabilityZones": ["us-east-1a"], "HealthCheckType": "EC2",
+            "CreatedTime": T0, "Instances": [],
+            "MixedInstancesPolicy": {"LaunchTemplate": {"Overrides": [{"InstanceType": "g5.xlarge"},
+                                                                      {"InstanceType": "g4dn.xlarge"}]},
+                                     "InstancesDistribution": {"OnDemandBaseCapacity": 0,
+                                                               "OnDemandPercentageAboveBaseCapacity": 0}}}]},
+            {"AutoScalingGroupNames": [stack.asg_name]})
+
+    def task_definition(self, image: str, revision: int = 1) -> None:
+        arn = f"arn:aws:ecs:us-east-1:123456789012:task-definition/{self.stack.task_definition_family}:{revision}"
+        self.ecs_stub.add_response("describe_task_definition", {"taskDefinition": {
+            "taskDefinitionArn": arn,
+            "family": self.stack.task_definition_family, "revision": revision, "status": "ACTIVE",
+            "containerDefinitions": [{"name": "trainer", "image": image, "logConfiguration": {
+                "logDriver": "awslogs", "options": {"awslogs-group": self.stack.log_group,
+                                                    "awslogs-stream-prefix": "trainer"}}}]}},
+            {"taskDefinition": arn})  # the exact revision the stack output names
+
+    def run_task(self, revision: int) -> None:
+        stack = self.stack
+        hps = {**self.hyperparameters, "checkpoint_s3_uri": f"s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/"}
+        environment = {
+            "AWS_DEFAULT_REGION": "us-east-1", "DEEPCLOUD_GIT_REVISION": images.git_short(REPO),
+            "DEEPCLOUD_MODEL_S3_URI": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz",
+            "SM_CHANNEL_TEST": f"s3://{stack.data_bucket}/digits/test/",
+            "SM_CHANNEL_TRAIN": f"s3://{stack.data_bucket}/digits/train/",
+            "SM_CHANNEL_VALIDATION": f"s3://{stack.data_bucket}/digits/validation/",
+            "SM_HPS": json.dumps(hps, sort_keys=True), "TRAINING_JOB_NAME": RUN_ID}
+        expected = {
+            "cluster": stack.cluster_name, "count": 1,
+            "taskDefinition": f"arn:aws:ecs:us-east-1:123456789012:task-definition/"
+                              f"{stack.task_definition_family}:{revision}",
+            "capacityProviderStrategy": [{"capacityProvider": stack.capacity_provider_name, "weight": 1, "base": 0}],
+            "networkConfiguration": {"awsvpcConfiguration": {"subnets": stack.subnet_ids,
+                                                             "securityGroups": [stack.security_group_id],
+                                                             "assignPublicIp": "DISABLED"}},
+            "overrides": {"containerOverrides": [{"name": "trainer", "command": ["train"], "environment": [
+                {"name": k, "value": v} for k, v in sorted(environment.items())]}]},
+            "startedBy": RUN_ID, "enableECSManagedTags": True,
+            "tags": [{"key": "deepcloud:stack", "value": stack.tag}, {"key": "deepcloud:run-id", "value": RUN_ID}]}
+        self.ecs_stub.add_response("run_task", {"tasks": [self._task("PROVISIONING")], "failures": []}, expected)
+
+    def _task(self, status: str, exit_code: int | None = None, **extra) -> dict:
+        container = {"name": "trainer", "lastStatus": status}
+        if exit_code is not None:
+            container["exitCode"] = exit_code
+        task = {"taskArn": task_arn(self.stack), "lastStatus": status, "desiredStatus": "RUNNING",
+                "createdAt": T0, "containers": [container]}
+        if status not in ("PROVISIONING",):
+            task["containerInstanceArn"] = "arn:aws:ecs:us-east-1:123456789012:container-instance/c/ci-1"
+        if status in ("PENDING", "RUNNING", "STOPPED"):
+            task["pullStartedAt"] = T0 + timedelta(minutes=3)
+        task.update(extra)
+        return task
+
+    def poll(self, status: str, exit_code: int | None = None, **extra) -> None:
+        self.ecs_stub.add_response("describe_tasks", {"tasks": [self._task(status, exit_code, **extra)]},
+                                   {"cluster": self.stack.cluster_name, "tasks": [task_arn(self.stack)]})
+
+    def activities(self, *activities: tuple[str, str, str]) -> None:
+        listed = [{"ActivityId": f"a-{i}", "AutoScalingGroupName": self.stack.asg_name, "Cause": "ECS managed scaling",
+                   "StartTime": T0 + timedelta(seconds=30 + i), "StatusCode": code, "Description": text,
+                   **({"StatusMessage": message} if message else {})}
+                  for i, (text, code, message) in enumerate(activities)]
+        self.asg_stub.add_response("describe_scaling_activities", {"Activities": listed[::-1]},
+                                   {"AutoScalingGroupName": self.stack.asg_name, "MaxRecords": 20})
+
+    def stopped(self, exit_code: int | None, reason: str, stop_code: str = "EssentialContainerExited") -> None:
+        self.poll("STOPPED", exit_code, stoppedReason=reason, stopCode=stop_code, stoppedAt=T0 + timedelta(minutes=33))
+
+    def stop_task(self, reason: str) -> None:
+        self.ecs_stub.add_response("stop_task", {"task": self._task("STOPPING")},
+                                   {"cluster": self.stack.cluster_name, "task": task_arn(self.stack), "reason": reason})
+
+    def clients(self) -> dict:
+        return {"ecs": self.ecs, "autoscaling": self.asg}
+
+    def done(self) -> None:
+        self.ecs_stub.assert_no_pending_responses()
+        self.asg_stub.assert_no_pending_responses()
+
+
+def put_log(stack, lines: list[str]) -> None:
+    logs = client("logs")
+    stream = f"trainer/trainer/{TASK_ID}"
+    logs.create_log_stream(logGroupName=stack.log_group, logStreamName=stream)
+    start = int(datetime.now(UTC).timestamp() * 1000)  # CloudWatch (and moto) refuse events over 14 days old
+    logs.put_log_events(logGroupName=stack.log_group, logStreamName=stream,
+                        logEvents=[{"timestamp": start + i, "message": line} for i, line in enumerate(lines)])
+
+
+def record(stack) -> dict:
+    return json.loads(client("s3").get_object(Bucket=stack.artifacts_bucket,
+                                              Key=f"models/{RUN_ID}/run.json")["Body"].read())
+
+
+def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
+    stack = ready
+    script = EcsScript(stack, image_uri(stack), {"epochs": "2"})
+    script.task_definition(f"{stack.trainer_repository_url}:0.1.0")
+    script.task_definition(image_uri(stack), revision=2)  # after `pulumi up`, which registers revision 2
+    revision2 = stack.task_definition_arn.rsplit(":", 1)[0] + ":2"
+    stack.standins.update(hooks={"up": f"state['outputs']['task_definition_arn'] = {revision2!r}"})
+    script.run_task(revision=2)
+    script.poll("PROVISIONING")
+    script.activities(("Launching a new EC2 instance: i-0abc", "InProgress", ""))
+    script.poll("PROVISIONING")
+    script.activities(("Launching a new EC2 instance: i-0abc", "Successful", ""))
+    script.poll("PENDING")
+    script.poll("RUNNING")
+    script.poll("RUNNING")
+    script.stopped(0, "Essential container in task exited")
+    put_log(stack, ["config {\"epochs\": 2}", "epoch 2/2 validation_accuracy=0.97",
+                    f"model uploaded to s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz"])
+    stack.put_model(RUN_ID)
+    clock = Clock()
+    ctx = stack.context(tmp_path, script.clients(), clock=clock, sleep=clock.sleep)
+
+    result = train.run(ctx, TrainOptions(hyperparameters={"epochs": "2"}))
+
+    out = capsys.readouterr().out
+    script.done()
+    assert result["status"] == "Completed"
+    expected_in_order = [
+        f"==> train (aws, ecs): run {RUN_ID}, stack {stack.name}",
+        "capacity     g5.xlarge, g4dn.xlarge (spot): at most $1.01/h (g5.xlarge on-demand)",
+        "max runtime  24 h 00 min (MAX_HOURS=24); worst case $24.14",
+        "prices       us-east-1 on-demand list prices as of 2025-06-01 (ops/aws/prices.toml)",
+        f"pushed {image_uri(stack)}",
+        f"task definition {stack.task_definition_family} runs {stack.trainer_repository_url}:0.1.0: setting "
+        f"deepcloud:trainerImageTag={image_uri(stack).rsplit(':', 1)[1]} and running pulumi up",
+        f"task         {task_arn(stack)}",
+        "[0:00:00] waiting for capacity: capacity provider",
+        "  scaling: Launching a new EC2 instance: i-0abc [InProgress]",
+        "  scaling: Launching a new EC2 instance: i-0abc [Successful]",
+        "[0:02:00] pulling: " + image_uri(stack),
+        "[0:03:00] running: log stream trainer/trainer/" + TASK_ID,
+        "  | epoch 2/2 validation_accuracy=0.97",
+        "stopped      Completed, exit code 0: the trainer finished; 30 min 00 s billed, at most $0.50",
+        f"run record   s3://{stack.artifacts_bucket}/models/{RUN_ID}/run.json",
+        f"model        s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz",
+    ]
+    position = 0
+    for expected in expected_in_order:
+        assert expected in out[position:], f"{expected!r} not in order in:\n{out}"
+        position = out.index(expected, position)
+    assert ["config", "set", "deepcloud:trainerImageTag", image_uri(stack).rsplit(":", 1)[1], "--non-interactive"] \
+        in stack.standins.calls("pulumi")
+    saved = record(stack)
+    assert saved["status"] == "Completed"
+    assert saved["exit_code"] == 0
+    assert saved["task_arn"] == task_arn(stack)
+    assert saved["log_stream"] == f"trainer/trainer/{TASK_ID}"
+    assert saved["hyperparameters"] == {"epochs": "2"}
+    assert saved["image"] == image_uri(stack)
+    assert saved["max_runtime_s"] == 24 * 3600
+    assert saved["billed_s"] == 1800
+
+
+def test_non_zero_exit_fails_with_the_trainers_reason(ready, tmp_path, capsys) -> None:
+    stack = ready
+    script = EcsScript(stack, image_uri(stack), {"lr": "fast"})
+    script.task_definition(image_uri(stack))
+    script.run_task(revision=1)
+    script.poll("RUNNING")
+    script.stopped(1, "Essential container in task exited")
+    put_log(stack, ["error: hyperparameter 'lr' must be a finite number, got 'fast'"])
+    clock = Clock()
+    ctx = stack.context(tmp_path, script.clients(), clock=clock, sleep=clock.sleep)
+
+    with pytest.raises(OpsError) as failed:
+        train.run(ctx, TrainOptions(hyperparameters={"lr": "fast"}))
+
+    assert str(failed.value) == f"run {RUN_ID} failed (exit code 1): hyperparameter 'lr' must be a finite number, " \
+                                "got 'fast'"
+    script.done()
+    out = capsys.readouterr().out
+    assert "  | error: hyperparameter 'lr' must be a finite number, got 'fast'" in out
+    assert "stopped      Failed, exit code 1" in out
+    assert not [c for c in stack.standins.calls("pulumi") if c[0] == "up"], "the task definition already had it"
+    saved = record(stack)
+    assert (saved["status"], saved["exit_code"]) == ("Failed", 1)
+
+
+def test_a_container_that_never_ran(ready, tmp_path) -> None:
+    stack = ready
+    script = EcsScript(stack, image_uri(stack), {})
+    script.task_definition(image_uri(stack))
+    script.run_task(revision=1)
+    script.poll("PENDING")
+    script.stopped(None, "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
+                   stop_code="TaskFailedToStart")
+    clock = Clock()
+    ctx = stack.context(tmp_path, script.clients(), clock=clock, sleep=clock.sleep)
+    with pytest.raises(OpsError, match=r"failed \(exit code none\): the container did not run: "
+                                       r"CannotPullContainerError"):
+        train.run(ctx, TrainOptions(hyperparameters={}))
+
+
+def test_max_cost_caps_the_runtime_and_stops_the_task(ready, tmp_path, capsys) -> None:
+    stack = ready
+    script = EcsScript(stack, image_uri(stack), {})
+    script.task_definition(image_uri(stack))
+    script.run_task(revision=1)
+    script.poll("PROVISIONING")
+    script.activities()
+    script.poll("PENDING")      # t=600: an instance is assigned; the runtime counts from here
+    script.poll("RUNNING")      # t=1200: ran 600 s
+    script.poll("RUNNING")      # t=1800: ran 1200 s
+    script.poll("RUNNING")      # t=2400: ran 1800 s > 1789 s -> stop
+    script.stop_task("maximum runtime reached (MAX_COST/MAX_HOURS)")
+    script.stopped(143, "maximum runtime reached (MAX_COST/MAX_HOURS)", stop_code="UserInitiated")
+    clock = Clock(step=600)
+    ctx = stack.context(tmp_path, script.clients(), clock=clock, sleep=clock.sleep)
+
+    with pytest.raises(OpsError) as stopped:
+        train.run(ctx, TrainOptions(hyperparameters={}, max_cost=0.5))
+
+    out = capsys.readouterr().out
+    # $0.50 at g5.xlarge's $1.006/h buys 1789 s.
+    assert "max runtime  29 min 49 s (MAX_COST=0.5); worst case $0.50" in out
+    assert f"maximum runtime reached: stopping {task_arn(stack)}" in out
+    assert str(stopped.value).startswith(f"run {RUN_ID} was stopped (stopped by SIGTERM after a checkpoint")
+    assert f"`make train TARGET=aws RESUME={RUN_ID}` continues it" in str(stopped.value)
+    script.done()
+    saved = record(stack)
+    assert (saved["status"], saved["exit_code"], saved["max_runtime_s"]) == ("Stopped", 143, 1789)
+
+
+def test_ctrl_c_asks_and_stops_the_task(ready, tmp_path, capsys) -> None:
+    stack = ready
+    script = EcsScript(stack, image_uri(stack), {})
+    script.task_definition(image_uri(stack))
+    script.run_task(revision=1)
+    script.poll("PROVISIONING")
+    script.activities()
+    script.stop_task("stopped from make train (Ctrl-C)")
+    script.stopped(None, "stopped from make train (Ctrl-C)", stop_code="UserInitiated")
+    presses = []
+
+    def sleep(_seconds: float) -> None:
+        if not presses:
+            presses.append(1)
+            raise KeyboardInterrupt
+
+    ctx = stack.context(tmp_path, script.clients(), sleep=sleep)
+    with pytest.raises(OpsError, match=r"was stopped \(stopped before the trainer ran"):
+        train.run(ctx, TrainOptions(hyperparameters={}))
+    out = capsys.readouterr().out
+    assert f"stop {task_arn(stack)}? (the trainer checkpoints first) [Y/n] (no terminal: yes)" in out
+    script.done()
+
+
+def test_ctrl_c_and_no_leaves_it_running(ready, tmp_path, monkeypatch) -> None:
+    stack = ready
+    script = EcsScript(stack, image_uri(stack), {})
+    script.task_definition(image_uri(stack))
+    script.run_task(revision=1)
+    script.poll("PROVISIONING")
+    script.activities()
+    monkeypatch.setattr(train, "ask", lambda question, default: False)
+
+    def sleep(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    ctx = stack.context(tmp_path, script.clients(), sleep=sleep)
+    with pytest.raises(OpsError, match=rf"^left {task_arn(stack)} running: `make logs TARGET=aws RUN={RUN_ID}`"):
+        train.run(ctx, TrainOptions(hyperparameters={}))
+    script.done()
+
+
+def test_no_dataset_in_the_bucket(stack, tmp_path) -> None:
+    with pytest.raises(OpsError, match=rf"^no dataset in s3://{stack.data_bucket}/digits/: run `make data "
+                                       r"TARGET=aws` first"):
+        train.run(stack.context(tmp_path), TrainOptions(hyperparameters={}, backend="sagemaker"))
+
+
+def test_sagemaker_job_with_spot_checkpoints_kms_isolation_and_vpc(ready, tmp_path, capsys) -> None:
+    stack = ready
+    stack.put_model(RUN_ID, key=f"models/{RUN_ID}/output/model.tar.gz")  # what SageMaker uploads at the end
+    ctx = stack.context(tmp_path)
+
+    result = train.run(ctx, TrainOptions(hyperparameters={"epochs": "3"}, backend="sagemaker", max_cost=2.0))
+
+    job = client("sagemaker").describe_training_job(TrainingJobName=RUN_ID)
+    assert job["AlgorithmSpecification"]["TrainingImage"] == image_uri(stack)
+    assert job["HyperParameters"] == {"epochs": "3"}
+    assert job["RoleArn"] == stack.training_role_arn
+    assert job["EnableManagedSpotTraining"] is True
+    limits = job["StoppingCondition"]
+    assert limits["MaxRuntimeInSeconds"] == 5113, "$2.00 at ml.g5.xlarge's $1.408/h"
+    assert limits["MaxWaitTimeInSeconds"] > limits["MaxRuntimeInSeconds"]
+    assert job["CheckpointConfig"] == {"S3Uri": f"s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/",
+                                       "LocalPath": "/opt/ml/checkpoints"}
+    assert job["OutputDataConfig"]["KmsKeyId"] == stack.kms_key_arn
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == stack.kms_key_arn
+    assert job["EnableNetworkIsolation"] is True
+    assert job["VpcConfig"] == {"SecurityGroupIds": [stack.security_group_id], "Subnets": stack.subnet_ids}
+    assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["train", "validation", "test"]
+    tags = client("sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
+    assert {"Key": "deepcloud:stack", "Value": stack.tag} in tags
+    assert result["status"] == "Completed"
+    copied = client("s3").head_object(Bucket=stack.artifacts_bucket, Key=f"models/{RUN_ID}/model.tar.gz")
+    assert copied["ContentLength"] > 0
+    out = capsys.readouterr().out
+    assert "capacity     ml.g5.xlarge (SageMaker managed spot): at most $1.41/h (ml.g5.xlarge on-demand)" in out
+    assert "[0:00:00] waiting for capacity: Preparing the instances for training" in out
+
+
+def test_sagemaker_backend_needs_the_training_role_output(ready, tmp_path) -> None:
+    outputs = dict(ready.outputs)
+    del outputs["training_role_arn"]
+    ready.standins.update(outputs=outputs)
+    with pytest.raises(OpsError, match=r"has no output training_role_arn .*: BACKEND=sagemaker needs it"):
+        train.run(ready.context(tmp_path), TrainOptions(hyperparameters={}, backend="sagemaker"))
+
+
+def test_unpriced_capacity_cannot_honour_max_cost(ready, tmp_path) -> None:
+    with pytest.raises(OpsError, match=r"^no price for ml.x9.huge in \[sagemaker_training\] of ops/aws/prices.toml"):
+        train.run(ready.context(tmp_path), TrainOptions(hyperparameters={}, backend="sagemaker",
+                                                        instance_type="ml.x9.huge"))
+
+
+def test_stubber_rejects_a_request_the_real_api_would(stack) -> None:
+    """The Stubber is only as good as its validation: a misspelt parameter fails like the real API would."""
+    ecs, stub = stubbed("ecs")
+    stub.add_response("stop_task", {})
+    with pytest.raises(Exception, match="Unknown parameter in input"):
+        ecs.stop_task(cluster="c", task="t", reasn="typo")
+    assert isinstance(stub, Stubber)
