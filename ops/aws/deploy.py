@@ -1,0 +1,248 @@
+"""`make deploy TARGET=aws` and `make rollback TARGET=aws`: a model run behind the stack's SageMaker endpoint.
+
+deploy: push the serving image (skipped when unchanged), set ``deepcloud:modelArtifact`` to the chosen run's
+``models/<run-id>/model.tar.gz`` (the newest by default) and ``deepcloud:servingImageTag`` to the image, run
+``pulumi up``, and meanwhile follow the endpoint: its status, and its CloudWatch logs while it is Creating or
+Updating. A failed endpoint prints its failure reason and the first traceback in its logs, and the config is
+put back to what it was (the endpoint keeps serving the old model: SageMaker's blue/green rollout never
+shifted traffic to the failed one). A healthy one gets a smoke request through sagemaker-runtime and its
+latency is printed.
+
+Every deploy and rollback is appended to ``s3://<artifacts>/deploys/history.json``; rollback deploys the
+newest successful entry that serves something else than the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import tarfile
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ops.aws import images, runs
+from ops.aws.clients import error_code
+from ops.aws.console import Phases, header, say
+from ops.aws.context import Context
+from ops.aws.logs import GroupTail, first_traceback
+from ops.aws.stack import CONFIG
+from ops.errors import OpsError
+
+HISTORY_KEY = "deploys/history.json"
+ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{name}"
+BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")
+FAILED = ("Failed", "UpdateRollbackFailed", "OutOfService")
+SMOKE_REQUESTS = 5
+WAIT_LIMIT_S = 3600
+"""How long to wait for the endpoint after `pulumi up` returned (blue/green bake time included)."""
+_GPU_ENDPOINT = re.compile(r"ml\.(g|p)\d")
+
+
+def torch_index(endpoint_instance_type: str | None) -> str:
+    """The serving image's TORCH_INDEX build argument: CUDA wheels for a GPU endpoint, CPU ones otherwise."""
+    return "cu126" if endpoint_instance_type and _GPU_ENDPOINT.match(endpoint_instance_type) else "cpu"
+
+
+def read_history(s3: Any, bucket: str) -> list[dict]:
+    history = runs.read_json(s3, bucket, HISTORY_KEY)
+    return history if isinstance(history, list) else []
+
+
+def _append_history(s3: Any, bucket: str, entry: dict) -> None:
+    history = read_history(s3, bucket)
+    history.append(entry)
+    s3.put_object(Bucket=bucket, Key=HISTORY_KEY, ContentType="application/json",
+                  Body=(json.dumps(history, indent=2) + "\n").encode())
+
+
+def deploy(ctx: Context, run_id: str | None = None) -> dict:
+    out = ctx.outputs
+    s3 = ctx.aws.client("s3")
+    run_id = run_id or runs.latest_model(s3, out.artifacts_bucket)
+    runs.require_model(s3, out.artifacts_bucket, run_id)
+    header(f"deploy (aws): run {run_id} to stack {ctx.stack.name}")
+    config = ctx.pulumi.config()
+    image = images.ensure(ctx.aws, ctx.repo, images.IMAGES["serving"], out.serving_repository_url,
+                          {"TORCH_INDEX": torch_index(config.get(CONFIG.endpoint_instance_type))})
+    return _roll_out(ctx, run_id, image.tag, "deploy", config)
+
+
+def rollback(ctx: Context) -> dict:
+    s3 = ctx.aws.client("s3")
+    history = [e for e in read_history(s3, ctx.outputs.artifacts_bucket) if e.get("result") == "InService"]
+    if not history:
+        raise OpsError("nothing to roll back to: no successful deploy in the history; run `make deploy TARGET=aws`")
+    current = (history[-1]["model_artifact"], history[-1]["serving_image_tag"])
+    previous = next((e for e in reversed(history) if (e["model_artifact"], e["serving_image_tag"]) != current), None)
+    if previous is None:
+        raise OpsError(f"nothing to roll back to: every deploy in the history served {current[0]}")
+    header(f"rollback (aws): back to run {previous['run_id']} (deployed {previous['at']})")
+    runs.require_model(s3, ctx.outputs.artifacts_bucket, previous["run_id"])
+    return _roll_out(ctx, previous["run_id"], previous["serving_image_tag"], "rollback", ctx.pulumi.config())
+
+
+def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict[str, str]) -> dict:
+    s3 = ctx.aws.client("s3")
+    bucket = ctx.outputs.artifacts_bucket
+    model_artifact = runs.model_key(run_id)
+    before = {CONFIG.model_artifact: config.get(CONFIG.model_artifact),
+              CONFIG.serving_image_tag: config.get(CONFIG.serving_image_tag)}
+    after = {CONFIG.model_artifact: model_artifact, CONFIG.serving_image_tag: image_tag}
+    for key, value in after.items():
+        say(f"config       {key} = {value}" + (f" (was {before[key]})" if before[key] != value else " (unchanged)"))
+        ctx.pulumi.set_config(key, value)
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "kind": kind, "run_id": run_id,
+             "model_artifact": model_artifact, "serving_image_tag": image_tag,
+             "previous": {"model_artifact": before[CONFIG.model_artifact],
+                          "serving_image_tag": before[CONFIG.serving_image_tag]}}
+    watcher = EndpointWatcher(ctx, ctx.outputs.endpoint_name)
+    try:
+        try:
+            ctx.pulumi.stream("up", "--yes", "--skip-preview", what="pulumi up failed",
+                              on_line=lambda line: say(f"  {line}"), poll=watcher.poll,
+                              poll_seconds=max(ctx.poll_s, 1.0))
+            ctx.stack = ctx.stack.reload()
+            if not ctx.outputs.endpoint_name:
+                raise OpsError("pulumi up finished but the stack has no endpoint_name output: check infra/")
+            watcher.name = ctx.outputs.endpoint_name
+            watcher.wait_in_service()
+            watcher.check_serves(model_artifact, image_tag)
+        except OpsError as exc:
+            watcher.poll()
+            reason = watcher.failure() or str(exc)
+            _restore(ctx, before)
+            entry.update(result="Failed", endpoint=watcher.name, reason=reason)
+            _append_history(s3, bucket, entry)
+            raise OpsError(f"{kind} of run {run_id} failed: {reason}; config put back to "
+                           f"{before[CONFIG.model_artifact] or 'no model'}") from None
+    finally:
+        watcher.close()
+    entry.update(result="InService", endpoint=watcher.name)
+    entry["smoke"] = smoke(ctx, watcher.name, run_id)
+    _append_history(s3, bucket, entry)
+    say(f"history      s3://{bucket}/{HISTORY_KEY} ({kind} recorded; `make rollback TARGET=aws` goes back)")
+    return entry
+
+
+def _restore(ctx: Context, before: dict[str, str | None]) -> None:
+    for key, value in before.items():
+        if value is None:
+            ctx.pulumi.remove_config(key)
+        else:
+            ctx.pulumi.set_config(key, value)
+
+
+class EndpointWatcher:
+    """Status changes of the endpoint and its CloudWatch logs while it is busy; the failure reason and first
+    traceback when it fails."""
+
+    def __init__(self, ctx: Context, name: str | None) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.sagemaker = ctx.aws.client("sagemaker")
+        self.since_ms = int(datetime.now(UTC).timestamp() * 1000)
+        self.status = ""
+        self.reason = ""
+        self.tail: GroupTail | None = None
+        self.phases = Phases("endpoint", clock=ctx.clock)
+
+    def close(self) -> None:
+        self.phases.close()
+
+    def poll(self) -> str:
+        if not self.name:
+            return ""
+        try:
+            endpoint = self.sagemaker.describe_endpoint(EndpointName=self.name)
+        except ClientError as exc:
+            if error_code(exc) == "ValidationException":  # "Could not find endpoint": not created yet
+                return ""
+            raise
+        self.status = endpoint.get("EndpointStatus", "")
+        self.reason = endpoint.get("FailureReason", "")
+        self.phases.enter(f"endpoint {self.name} {self.status}", self.reason)
+        if self.status in BUSY or self.status in FAILED:
+            if self.tail is None:
+                self.tail = GroupTail(self.ctx.aws.client("logs"), ENDPOINT_LOG_GROUP.format(name=self.name),
+                                      self.since_ms)
+            for line in self.tail.poll():
+                say(f"  | {line}")
+        return self.status
+
+    def failure(self) -> str:
+        """The endpoint's failure reason and the first traceback of its logs, the traceback printed whole."""
+        if self.status not in FAILED:
+            return ""
+        traceback = first_traceback(self.tail.lines if self.tail else [])
+        if traceback:
+            say("first traceback in the endpoint's logs:")
+            for line in traceback:
+                say(f"  {line}")
+        last = f"; {traceback[-1].strip()}" if traceback else ""
+        return f"endpoint {self.name} is {self.status}: {self.reason or 'no reason given'}{last}"
+
+    def wait_in_service(self) -> None:
+        deadline = self.ctx.clock() + WAIT_LIMIT_S
+        while self.poll() != "InService":
+            if self.status in FAILED:
+                raise OpsError(self.failure())
+            if self.ctx.clock() > deadline:
+                raise OpsError(f"endpoint {self.name} is still {self.status} after {WAIT_LIMIT_S} s")
+            self.ctx.wait()
+
+    def check_serves(self, model_artifact: str, image_tag: str) -> None:
+        """The endpoint's current config must name the model and image just deployed (not a rolled-back one)."""
+        endpoint = self.sagemaker.describe_endpoint(EndpointName=self.name)
+        variants = self.sagemaker.describe_endpoint_config(
+            EndpointConfigName=endpoint["EndpointConfigName"])["ProductionVariants"]
+        model = self.sagemaker.describe_model(ModelName=variants[0]["ModelName"])
+        container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+        data, image = container.get("ModelDataUrl", ""), container.get("Image", "")
+        if not data.endswith(model_artifact) or not image.endswith(f":{image_tag}"):
+            raise OpsError(f"endpoint {self.name} is InService but serves {data} with {image}, not {model_artifact} "
+                           f"with tag {image_tag}: the rollout was rolled back (see its CloudWatch alarms)")
+        say(f"endpoint     {self.name} InService, serving {data}")
+
+
+def smoke(ctx: Context, endpoint: str, run_id: str) -> dict:
+    """Send one zero image of the model's input shape SMOKE_REQUESTS times; print the answer and latency."""
+    shape = input_shape(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket, run_id)
+    body = json.dumps({"instances": [_zeros(shape)]}).encode()
+    runtime = ctx.aws.client("sagemaker-runtime")
+    latencies, answer = [], None
+    for _ in range(SMOKE_REQUESTS):
+        start = time.perf_counter()
+        response = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
+                                           Accept="application/json", Body=body)
+        answer = response["Body"].read()
+        latencies.append((time.perf_counter() - start) * 1000)
+    try:
+        prediction = json.loads(answer)["predictions"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise OpsError(f"the smoke request to {endpoint} did not get predictions back: {answer[:200]!r}") from None
+    p50 = statistics.median(latencies)
+    say(f"smoke        {SMOKE_REQUESTS} requests of shape {shape}: label {prediction.get('label')!r}; "
+        f"latency first {latencies[0]:.0f} ms, median {p50:.0f} ms, max {max(latencies):.0f} ms (round trip from here)")
+    return {"label": prediction.get("label"), "first_ms": round(latencies[0], 1), "median_ms": round(p50, 1)}
+
+
+def input_shape(s3: Any, bucket: str, run_id: str) -> list[int]:
+    """input.shape from manifest.json inside the run's model.tar.gz, read as a stream until it turns up."""
+    body = s3.get_object(Bucket=bucket, Key=runs.model_key(run_id))["Body"]
+    try:
+        with tarfile.open(fileobj=body, mode="r|gz") as tar:
+            for member in tar:
+                if member.isfile() and member.name.lstrip("./") == "manifest.json":
+                    manifest = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                    return [int(n) for n in manifest["input"]["shape"]]
+    except (tarfile.TarError, OSError, ValueError, KeyError) as exc:
+        raise OpsError(f"cannot read manifest.json from s3://{bucket}/{runs.model_key(run_id)}: {exc}") from None
+    raise OpsError(f"s3://{bucket}/{runs.model_key(run_id)} has no manifest.json (docs/artifact.md)")
+
+
+def _zeros(shape: list[int]) -> Any:
+    return [_zeros(shape[1:]) for _ in range(shape[0])] if len(shape) > 1 else [0] * shape[0]

@@ -1,0 +1,197 @@
+"""`make deploy TARGET=aws` and `make rollback TARGET=aws`: the stack config they change, the endpoint wait, the smoke
+request, the deploy history, and a failing endpoint.
+
+S3, ECR, SageMaker, SageMaker Runtime and CloudWatch Logs are moto_server's; `pulumi up` is the stand-in, whose hook
+does what the infra program would: a SageMaker Model (image and model data from the stack config), an
+EndpointConfig, and the endpoint created or updated to it. The failing endpoint's DescribeEndpoint is stubbed with
+botocore's Stubber: moto's endpoints are InService at once and never fail.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+
+from ops.aws import images
+from ops.aws.deploy import torch_index
+from tests.conftest import REPO
+from tests.ops.conftest import client, one_line_error, stubbed
+
+RUN_A = "train-20260101-120000-aaaa"
+RUN_B = "train-20260102-120000-bbbb"
+
+HOOK_UP = '''
+sm = boto3.session.Session().client("sagemaker")
+cfg, out = state["config"], state["outputs"]
+n = state["n"] = state.get("n", 0) + 1
+name = out.get("endpoint_name") or "deepcloud-" + state["stack"]
+model = f"{name}-model-{n}"
+sm.create_model(ModelName=model, ExecutionRoleArn="arn:aws:iam::123456789012:role/endpoint",
+                PrimaryContainer={
+                    "Image": out["serving_repository_url"] + ":" + cfg["deepcloud:servingImageTag"],
+                    "ModelDataUrl": "s3://" + out["artifacts_bucket"] + "/" + cfg["deepcloud:modelArtifact"]})
+sm.create_endpoint_config(EndpointConfigName=f"{name}-config-{n}", ProductionVariants=[{
+    "VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 2, "InstanceType": "ml.m5.large"}])
+try:
+    sm.describe_endpoint(EndpointName=name)
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config-{n}")
+except sm.exceptions.ClientError:
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config-{n}",
+                       Tags=[{"Key": "deepcloud:stack", "Value": "deepcloud/" + state["stack"]}])
+out["endpoint_name"] = name
+'''
+
+
+@pytest.fixture
+def deployable(stack, moto_server):
+    """Two trained runs in the artifacts bucket, the stand-in's `pulumi up` making the endpoint, and moto's runtime
+    answering invocations with a prediction."""
+    stack.put_model(RUN_A)
+    stack.put_model(RUN_B)
+    stack.standins.update(hooks={"up": HOOK_UP})
+    answer = {"predictions": [{"label": "0", "index": 0, "probabilities": [1.0] + [0.0] * 9}]}
+    request = urllib.request.Request(f"{moto_server}/moto-api/static/sagemaker/endpoint-results", method="POST",
+                                     data=json.dumps({"results": [{"Body": json.dumps(answer),
+                                                                   "ContentType": "application/json"}]}).encode())
+    urllib.request.urlopen(request).read()
+    return stack
+
+
+def serving_tag() -> str:
+    digest = images.content_digest(REPO, images.IMAGES["serving"], {"TORCH_INDEX": "cpu"})
+    return f"{images.git_short(REPO)}-{digest[:12]}"
+
+
+def history(stack) -> list[dict]:
+    body = client("s3").get_object(Bucket=stack.artifacts_bucket, Key="deploys/history.json")["Body"].read()
+    return json.loads(body)
+
+
+def config_sets(stack) -> list[tuple[str, str]]:
+    return [(c[2], c[3]) for c in stack.standins.calls("pulumi") if c[:2] == ["config", "set"]]
+
+
+def test_deploy_sets_the_config_runs_pulumi_up_waits_and_smoke_tests(deployable, ops_aws) -> None:
+    stack = deployable
+    code, out, err = ops_aws("deploy")
+    assert code == 0, err
+    assert config_sets(stack) == [("deepcloud:modelArtifact", f"models/{RUN_B}/model.tar.gz"),
+                                  ("deepcloud:servingImageTag", serving_tag())], "the newest run, the built image"
+    assert ["up", "--yes", "--skip-preview", "--non-interactive"] in stack.standins.calls("pulumi")
+    build = next(c for c in stack.standins.calls("docker") if c[0] == "build")
+    assert "TORCH_INDEX=cpu" in build, "a CPU endpoint (ml.m5.large by default) gets the CPU torch build"
+    name = f"deepcloud-{stack.name}"
+    assert f"endpoint     {name} InService, serving s3://{stack.artifacts_bucket}/models/{RUN_B}/model.tar.gz" in out
+    assert "smoke        5 requests of shape [1, 8, 8]: label '0'; latency first" in out
+    entries = history(stack)
+    assert len(entries) == 1
+    assert entries[0]["result"] == "InService"
+    assert entries[0]["run_id"] == RUN_B
+    assert entries[0]["kind"] == "deploy"
+    assert entries[0]["previous"] == {"model_artifact": None, "serving_image_tag": None}
+    assert entries[0]["smoke"]["label"] == "0"
+
+
+def test_deploy_a_chosen_run_then_rollback_to_it(deployable, ops_aws, monkeypatch) -> None:
+    stack = deployable
+    monkeypatch.setenv("MODEL", RUN_A)
+    assert ops_aws("deploy")[0] == 0
+    monkeypatch.delenv("MODEL")
+    assert ops_aws("deploy", "--model", RUN_B)[0] == 0
+    docker_calls = len(stack.standins.calls("docker"))
+    code, out, err = ops_aws("rollback")
+    assert code == 0, err
+    assert f"==> rollback (aws): back to run {RUN_A}" in out
+    assert config_sets(stack)[-2:] == [("deepcloud:modelArtifact", f"models/{RUN_A}/model.tar.gz"),
+                                       ("deepcloud:servingImageTag", serving_tag())]
+    assert stack.standins.read()["config"]["deepcloud:modelArtifact"] == f"models/{RUN_A}/model.tar.gz"
+    assert len(stack.standins.calls("docker")) == docker_calls, "rollback builds nothing"
+    assert [(e["kind"], e["run_id"]) for e in history(stack)] == [("deploy", RUN_A), ("deploy", RUN_B),
+                                                                  ("rollback", RUN_A)]
+    assert f"serving s3://{stack.artifacts_bucket}/models/{RUN_A}/model.tar.gz" in out
+
+
+def test_rollback_with_nothing_to_go_back_to(deployable, ops_aws) -> None:
+    code, _, err = ops_aws("rollback")
+    one_line_error(code, err, "nothing to roll back to: no successful deploy in the history")
+    assert ops_aws("deploy")[0] == 0
+    assert ops_aws("deploy")[0] == 0
+    code, _, err = ops_aws("rollback")
+    one_line_error(code, err, f"nothing to roll back to: every deploy in the history served models/{RUN_B}/")
+
+
+def test_an_update_that_was_rolled_back_is_a_failure(deployable, ops_aws) -> None:
+    stack = deployable
+    assert ops_aws("deploy", "--model", RUN_A)[0] == 0
+    state = stack.standins.read()
+    state["hooks"]["up"] = ""  # SageMaker's blue/green rollback: the endpoint stays on the old config
+    stack.standins.write(state)
+    code, _, err = ops_aws("deploy", "--model", RUN_B)
+    one_line_error(code, err, f"deploy of run {RUN_B} failed: endpoint deepcloud-{stack.name} is InService but "
+                              f"serves s3://{stack.artifacts_bucket}/models/{RUN_A}/model.tar.gz")
+    assert stack.standins.read()["config"]["deepcloud:modelArtifact"] == f"models/{RUN_A}/model.tar.gz", \
+        "the config is put back to what is serving"
+
+
+def test_a_failing_endpoint_prints_its_first_traceback(deployable, ops_aws, use_clients, capsys) -> None:
+    stack = deployable
+    name = f"deepcloud-{stack.name}"
+    outputs = {**stack.outputs, "endpoint_name": name}
+    stack.standins.update(outputs=outputs, fail={"up": "error: 1 error occurred: waiting for SageMaker AI Endpoint "
+                                                       f"({name}) create: unexpected state 'Failed'"})
+    logs = client("logs")
+    group = f"/aws/sagemaker/Endpoints/{name}"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="AllTraffic/i-0abc")
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    lines = ["starting server", "Traceback (most recent call last):", '  File "/opt/program/serving/app.py", '
+             "line 3, in <module>", "    import torch", "ModuleNotFoundError: No module named 'torch'",
+             "Traceback (most recent call last):", "  second traceback, not printed", "RuntimeError: later"]
+    logs.put_log_events(logGroupName=group, logStreamName="AllTraffic/i-0abc",
+                        logEvents=[{"timestamp": now + 5000 + i, "message": m} for i, m in enumerate(lines)])
+    sagemaker, stub = stubbed("sagemaker")
+    stub.add_response("describe_endpoint", {
+        "EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
+        "EndpointConfigName": f"{name}-config-1", "EndpointStatus": "Failed", "CreationTime": datetime.now(UTC),
+        "LastModifiedTime": datetime.now(UTC),
+        "FailureReason": "The primary container for production variant AllTraffic did not pass the ping health "
+                         "check."}, {"EndpointName": name})
+    use_clients(sagemaker=sagemaker)
+
+    code, out, err = ops_aws("deploy")
+
+    one_line_error(code, err, f"deploy of run {RUN_B} failed: endpoint {name} is Failed: The primary container for "
+                              "production variant AllTraffic did not pass the ping health check.; "
+                              "ModuleNotFoundError: No module named 'torch'; config put back to no model")
+    assert "first traceback in the endpoint's logs:\n  Traceback (most recent call last):" in out
+    assert "  ModuleNotFoundError: No module named 'torch'" in out
+    assert "second traceback" not in out.split("first traceback")[1]
+    config = stack.standins.read()["config"]
+    assert "deepcloud:modelArtifact" not in config
+    assert "deepcloud:servingImageTag" not in config
+    assert [c[:3] for c in stack.standins.calls("pulumi") if c[:2] == ["config", "rm"]] == [
+        ["config", "rm", "deepcloud:modelArtifact"], ["config", "rm", "deepcloud:servingImageTag"]]
+    assert history(stack)[-1]["result"] == "Failed"
+    stub.assert_no_pending_responses()
+
+
+def test_deploy_before_any_training(stack, ops_aws) -> None:
+    code, _, err = ops_aws("deploy")
+    one_line_error(code, err, f"no trained model in s3://{stack.artifacts_bucket}/models/: run `make train "
+                              "TARGET=aws` first")
+
+
+def test_deploy_of_an_unknown_run(stack, ops_aws) -> None:
+    code, _, err = ops_aws("deploy", "--model", "train-nope")
+    one_line_error(code, err, f"no model for run train-nope: s3://{stack.artifacts_bucket}/models/train-nope/"
+                              "model.tar.gz does not exist")
+
+
+def test_gpu_endpoints_get_the_cuda_serving_image() -> None:
+    assert torch_index("ml.g5.xlarge") == "cu126"
+    assert torch_index("ml.p4d.24xlarge") == "cu126"
+    assert torch_index("ml.m5.large") == "cpu"
+    assert torch_index(None) == "cpu"
