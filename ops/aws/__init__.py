@@ -93,8 +93,10 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
     ctx = open_context(repo, paths, stack)
     if command == "data":
         from ops.aws import dataset
+        from ops.aws.console import header
         from ops.data import prepare_digits
 
+        header(f"data (aws): digits -> {paths.dataset} -> s3://{ctx.outputs.data_bucket}/{dataset.DATASET_PREFIX}")
         prepare_digits(paths.dataset)
         return dataset.upload(ctx.aws.client("s3"), paths.dataset, ctx.outputs.data_bucket)
     if command == "status":

@@ -29,7 +29,7 @@ from ops.aws.clients import error_code
 from ops.aws.console import Phases, header, say
 from ops.aws.context import Context
 from ops.aws.logs import GroupTail, first_traceback
-from ops.aws.stack import CONFIG
+from ops.aws.stack import CONFIG, STACK_TAG_KEY
 from ops.errors import OpsError
 
 HISTORY_KEY = "deploys/history.json"
@@ -155,6 +155,8 @@ class EndpointWatcher:
 
     def poll(self) -> str:
         if not self.name:
+            self.name = self._discover()
+        if not self.name:
             return ""
         try:
             endpoint = self.sagemaker.describe_endpoint(EndpointName=self.name)
@@ -172,6 +174,15 @@ class EndpointWatcher:
             for line in self.tail.poll():
                 say(f"  | {line}")
         return self.status
+
+    def _discover(self) -> str | None:
+        """The first deploy: the stack exports endpoint_name only once the endpoint exists, so while `pulumi up`
+        creates it, find it by the stack's tag (SageMaker endpoint names are case-insensitive; ARNs lower-case)."""
+        tagging = self.ctx.aws.client("resourcegroupstaggingapi")
+        page = tagging.get_resources(TagFilters=[{"Key": STACK_TAG_KEY, "Values": [self.ctx.stack.tag]}],
+                                     ResourceTypeFilters=["sagemaker:endpoint"])
+        arns = [m["ResourceARN"] for m in page.get("ResourceTagMappingList", []) if ":endpoint/" in m["ResourceARN"]]
+        return arns[0].rsplit("/", 1)[1] if len(arns) == 1 else None
 
     def failure(self) -> str:
         """The endpoint's failure reason and the first traceback of its logs, the traceback printed whole."""

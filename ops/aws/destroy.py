@@ -2,12 +2,12 @@
 
 1. Stop the stack's running training: ECS tasks in its cluster, and SageMaker training jobs in progress that
    carry its tag; wait until the ECS tasks are stopped (a cluster with running tasks cannot be deleted).
-2. ``pulumi destroy --exclude-protected``: everything but the protected data bucket.
+2. ``pulumi destroy --exclude-protected``: everything but the protected data bucket and what it needs.
 3. Audit: every resource the Resource Groups Tagging API still finds with ``deepcloud:stack=<project>/<stack>``,
    checked one by one (the index lags behind deletions by minutes) and printed as a table in three groups:
-   retained by design (the protected data bucket), gone or not billed (a deleted bucket still indexed, a KMS key
-   pending deletion, an inactive task definition), and left over. Anything left over makes the command exit
-   non-zero.
+   retained by design (what the stack's state still holds after that destroy: the protected data bucket, its
+   settings and its KMS key), gone or not billed (a deleted bucket still indexed, a KMS key pending deletion, a
+   stopped task, an inactive task definition), and left over. Anything left over exits non-zero.
 """
 
 from __future__ import annotations
@@ -79,15 +79,15 @@ def _wait_stopped(ctx: Context, tasks: list[str]) -> None:
         ctx.wait()
 
 
-def audit(ctx: Context) -> list[Found]:
-    """Everything still tagged with the stack, classified."""
+def audit(ctx: Context, retained: set[str] | None = None) -> list[Found]:
+    """Everything still tagged with the stack, classified; ``retained``: ARNs the stack keeps on purpose."""
     tagging = ctx.aws.client("resourcegroupstaggingapi")
     found = []
     pages = tagging.get_paginator("get_resources").paginate(
         TagFilters=[{"Key": STACK_TAG_KEY, "Values": [ctx.stack.tag]}])
     for page in pages:
         for mapping in page.get("ResourceTagMappingList", []):
-            found.append(_classify(ctx, mapping["ResourceARN"]))
+            found.append(_classify(ctx, mapping["ResourceARN"], retained or set()))
     return sorted(found, key=lambda f: (f.group, f.kind, f.arn))
 
 
@@ -159,17 +159,19 @@ CHECKS = {"s3:bucket": _bucket, "kms:key": _key, "ecs:task-definition": _task_de
 _GONE_CODES = ("NotFoundException", "ResourceNotFoundException", "ClientException", "404", "NoSuchBucket")
 
 
-def _classify(ctx: Context, arn: str) -> Found:
+def _classify(ctx: Context, arn: str, retained: set[str]) -> Found:
     kind = _kind(arn)
     check = CHECKS.get(kind)
-    if check is None:
-        return Found(arn, kind, "leftover", "still tagged with the stack")
-    try:
-        group, note = check(ctx, arn, arn.split(":", 5)[5])
-    except ClientError as exc:
-        if error_code(exc) not in _GONE_CODES:
-            raise
-        group, note = "gone", "deleted (the tagging index lags)"
+    group, note = "leftover", "still tagged with the stack"
+    if check is not None:
+        try:
+            group, note = check(ctx, arn, arn.split(":", 5)[5])
+        except ClientError as exc:
+            if error_code(exc) not in _GONE_CODES:
+                raise
+            group, note = "gone", "deleted (the tagging index lags)"
+    if group == "leftover" and arn in retained:
+        group, note = "retained", f"{note}: kept by `pulumi destroy --exclude-protected` with the protected data bucket"
     return Found(arn, kind, group, note)
 
 
@@ -193,7 +195,12 @@ def destroy(ctx: Context) -> list[Found]:
                           on_line=lambda line: say(f"  {line}"))
     except OpsError as exc:
         failure = exc
-    found = audit(ctx)
+    try:
+        retained = ctx.pulumi.managed_arns()
+    except OpsError as exc:
+        say(f"warning      {exc}: only the data bucket counts as retained")
+        retained = set()
+    found = audit(ctx, retained)
     report(ctx, found)
     if failure is not None:
         raise failure

@@ -156,6 +156,21 @@ class Pulumi:
         return {key: str(entry.get("value", "[secret]")) if isinstance(entry, dict) else str(entry)
                 for key, entry in data.items()}
 
+    def managed_arns(self) -> set[str]:
+        """The ARNs of every resource still in the stack's state (`pulumi stack export`): after
+        `pulumi destroy --exclude-protected`, what was kept on purpose."""
+        text = self.run("stack", "export", what="cannot read the stack's state")
+        try:
+            resources = json.loads(text or "{}").get("deployment", {}).get("resources", []) or []
+        except (json.JSONDecodeError, AttributeError):
+            raise OpsError(f"`pulumi stack export` printed something that is not a deployment: {text[:80]!r}") from None
+        arns = set()
+        for resource in resources:
+            for value in (resource.get("outputs") or {}).values():
+                if isinstance(value, str) and value.startswith("arn:"):
+                    arns.add(value.removesuffix(":*"))
+        return arns
+
     def set_config(self, key: str, value: str) -> None:
         self.run("config", "set", key, value, what=f"cannot set {key}")
 

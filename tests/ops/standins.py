@@ -3,7 +3,7 @@
 `install` writes two small Python scripts into a bin folder that the tests put first on PATH. Both log their
 argv to calls.jsonl and answer from one JSON state file that the test controls:
 
-    {"stack": "t1a2b", "outputs": {...}, "config": {"aws:region": "us-east-1"},
+    {"stack": "t1a2b", "outputs": {...}, "config": {"aws:region": "us-east-1"}, "remaining": [ARNs in the state],
      "fail": {"up": "error: ...", "destroy": "...", "docker_info": "...", "docker_build": "..."},
      "hooks": {"up": "<python>", "destroy": "<python>"}}
 
@@ -59,6 +59,10 @@ if args == ["stack", "--show-name"]:
     print(state["stack"])
 elif args == ["stack", "output"]:
     print(json.dumps(state.get("outputs", {})))
+elif args == ["stack", "export"]:
+    resources = [{"urn": f"urn:pulumi:{state['stack']}::deepcloud::r{i}", "outputs": {"arn": arn}}
+                 for i, arn in enumerate(state.get("remaining", []))]
+    print(json.dumps({"version": 3, "deployment": {"resources": resources}}))
 elif args == ["config"]:
     print(json.dumps({k: {"value": v, "secret": False} for k, v in state.get("config", {}).items()}))
 elif args[:2] == ["config", "set"]:

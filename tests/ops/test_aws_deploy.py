@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ops.aws import images
-from ops.aws.deploy import torch_index
+from ops.aws.deploy import EndpointWatcher, torch_index
 from tests.conftest import REPO
 from tests.ops.conftest import client, one_line_error, stubbed
 
@@ -176,6 +176,26 @@ def test_a_failing_endpoint_prints_its_first_traceback(deployable, ops_aws, use_
         ["config", "rm", "deepcloud:modelArtifact"], ["config", "rm", "deepcloud:servingImageTag"]]
     assert history(stack)[-1]["result"] == "Failed"
     stub.assert_no_pending_responses()
+
+
+def test_the_first_deploy_finds_the_endpoint_by_the_stack_tag(deployable, tmp_path, capsys) -> None:
+    """Before the first deploy the stack has no endpoint_name output; while `pulumi up` creates the endpoint, the
+    watcher finds it by its tag to show its status and logs."""
+    stack = deployable
+    sagemaker = client("sagemaker")
+    name = f"deepcloud-{stack.name}"
+    sagemaker.create_model(ModelName=f"{name}-m", ExecutionRoleArn="arn:aws:iam::123456789012:role/endpoint",
+                           PrimaryContainer={"Image": f"{stack.serving_repository_url}:abc"})
+    sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-c", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": f"{name}-m", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}], Tags=stack.tags)
+    watcher = EndpointWatcher(stack.context(tmp_path), None)
+    assert watcher.poll() == "", "no endpoint yet (its config, also tagged, does not count)"
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c", Tags=stack.tags)
+    assert watcher.poll() == "InService"
+    assert watcher.name == name
+    watcher.close()
+    assert f"endpoint {name} InService" in capsys.readouterr().out
 
 
 def test_deploy_before_any_training(stack, ops_aws) -> None:

@@ -33,20 +33,24 @@ for arn in ecs.list_task_definitions(familyPrefix=out["task_definition_family"])
 ecs.delete_cluster(cluster=out["cluster_name"])
 if "log-group" not in keep:
     session.client("logs").delete_log_group(logGroupName=state["log_group"])
-session.client("kms").schedule_key_deletion(KeyId=out["kms_key_arn"].rsplit("/", 1)[1], PendingWindowInDays=7)
+if "key" not in keep:
+    session.client("kms").schedule_key_deletion(KeyId=out["kms_key_arn"].rsplit("/", 1)[1], PendingWindowInDays=7)
 state["outputs"] = {}
 '''
 
 
-def prepare(stack, keep: tuple[str, ...] = ()) -> None:
+def prepare(stack, keep: tuple[str, ...] = (), remaining: tuple[str, ...] = ()) -> None:
+    """`pulumi destroy` deletes all but ``keep``; the stack's state keeps ``remaining`` (as --exclude-protected
+    keeps the protected data bucket and what it needs)."""
     state = stack.standins.read()
-    state.update(hooks={"destroy": HOOK_DESTROY}, keep=list(keep), log_group=stack.log_group)
+    state.update(hooks={"destroy": HOOK_DESTROY}, keep=list(keep), log_group=stack.log_group,
+                 remaining=[f"arn:aws:s3:::{stack.data_bucket}", *remaining])
     stack.standins.write(state)
 
 
 def test_destroy_stops_the_task_and_leaves_only_the_retained_bucket(stack, ops_aws) -> None:
     task = stack.start_task()
-    prepare(stack)
+    prepare(stack, keep=("key",), remaining=(stack.kms_key_arn,))
     code, out, err = ops_aws("destroy")
     assert code == 0, out + err
     assert f"stopping ECS task {task}" in out
@@ -58,9 +62,9 @@ def test_destroy_stops_the_task_and_leaves_only_the_retained_bucket(stack, ops_a
     retained = out.split("retained by design:")[1].split("gone or not billed:")[0]
     assert f"arn:aws:s3:::{stack.data_bucket}" in retained
     assert "deepcloud:protectDataBucket=false" in retained
+    assert stack.kms_key_arn in retained, "the data bucket's key stays with it"
+    assert "kept by `pulumi destroy --exclude-protected`" in retained
     gone = out.split("gone or not billed:")[1]
-    assert stack.kms_key_arn in gone
-    assert "pending deletion on" in gone
     assert task in gone
     assert "stopped task (not billed)" in gone
     assert "left over" not in out
@@ -79,6 +83,9 @@ def test_destroy_with_leftovers_exits_non_zero_and_lists_them(stack, ops_aws) ->
         ["logs:log-group", f"arn:aws:logs:{REGION}:123456789012:log-group:{stack.log_group}"],
         ["s3:bucket", f"arn:aws:s3:::{stack.artifacts_bucket}"]]
     assert "nothing billable is left" not in out
+    gone = out.split("gone or not billed:")[1]
+    assert stack.kms_key_arn in gone
+    assert "pending deletion on" in gone
 
 
 def test_a_failed_pulumi_destroy_still_audits(stack, ops_aws) -> None:

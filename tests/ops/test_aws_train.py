@@ -401,3 +401,20 @@ def test_stubber_rejects_a_request_the_real_api_would(stack) -> None:
     with pytest.raises(Exception, match="Unknown parameter in input"):
         ecs.stop_task(cluster="c", task="t", reasn="typo")
     assert isinstance(stub, Stubber)
+
+
+def test_make_data_copies_the_channels_once(stack, ops_aws, monkeypatch) -> None:
+    def prepare_digits(dest):  # stands in for the scikit-learn digits: the upload is what is tested here
+        for channel in ("train", "validation", "test"):
+            (dest / channel).mkdir(parents=True, exist_ok=True)
+            (dest / channel / "manifest.csv").write_text("file,label\nimages/0.png,0\n")
+            (dest / channel / "classes.txt").write_text("0\n")
+
+    monkeypatch.setattr("ops.data.prepare_digits", prepare_digits)
+    code, out, err = ops_aws("data")
+    assert code == 0, err
+    assert f"s3://{stack.data_bucket}/digits/: 6 files sent, 0 already there" in out
+    code, out, _ = ops_aws("data")
+    assert f"s3://{stack.data_bucket}/digits/: 0 files sent, 6 already there" in out
+    keys = sorted(o["Key"] for o in client("s3").list_objects_v2(Bucket=stack.data_bucket)["Contents"])
+    assert keys[:2] == ["digits/test/classes.txt", "digits/test/manifest.csv"]
