@@ -22,10 +22,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ops.aws import images, runs
-from ops.aws.clients import error_code
+from ops.aws.clients import describe, error_code
 from ops.aws.console import Phases, header, say
 from ops.aws.context import Context
 from ops.aws.logs import GroupTail, first_traceback
@@ -111,9 +111,10 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
             watcher.name = ctx.outputs.endpoint_name
             watcher.wait_in_service()
             watcher.check_serves(model_artifact, image_tag)
-        except OpsError as exc:
-            watcher.poll()
-            reason = watcher.failure() or str(exc)
+        except (OpsError, ClientError, BotoCoreError) as exc:
+            if isinstance(exc, OpsError):
+                watcher.poll()
+            reason = watcher.failure() or (str(exc) if isinstance(exc, OpsError) else describe(exc))
             _restore(ctx, before)
             entry.update(result="Failed", endpoint=watcher.name, reason=reason)
             _append_history(s3, bucket, entry)

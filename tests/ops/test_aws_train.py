@@ -59,8 +59,8 @@ def image_uri(stack) -> str:
 class EcsScript:
     """The ECS and Auto Scaling answers one training run gets, queued on Stubbers in call order."""
 
-    def __init__(self, stack, image: str, hyperparameters: dict[str, str]) -> None:
-        self.stack, self.image, self.hyperparameters = stack, image, hyperparameters
+    def __init__(self, stack, hyperparameters: dict[str, str]) -> None:
+        self.stack, self.hyperparameters = stack, hyperparameters
         self.ecs, self.ecs_stub = stubbed("ecs")
         self.asg, self.asg_stub = stubbed("autoscaling")
         asg_arn = (f"arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:uuid:"
@@ -78,6 +78,14 @@ class EcsScript:
                                      "InstancesDistribution": {"OnDemandBaseCapacity": 0,
                                                                "OnDemandPercentageAboveBaseCapacity": 0}}}]},
             {"AutoScalingGroupNames": [stack.asg_name]})
+
+    @classmethod
+    def launched(cls, stack, hyperparameters: dict[str, str]) -> EcsScript:
+        """A run whose task definition already names the image: RunTask of revision 1 comes next."""
+        script = cls(stack, hyperparameters)
+        script.task_definition(image_uri(stack))
+        script.run_task(revision=1)
+        return script
 
     def task_definition(self, image: str, revision: int = 1) -> None:
         arn = f"arn:aws:ecs:us-east-1:123456789012:task-definition/{self.stack.task_definition_family}:{revision}"
@@ -169,7 +177,7 @@ def record(stack) -> dict:
 
 def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
     stack = ready
-    script = EcsScript(stack, image_uri(stack), {"epochs": "2"})
+    script = EcsScript(stack, {"epochs": "2"})
     script.task_definition(f"{stack.trainer_repository_url}:0.1.0")
     script.task_definition(image_uri(stack), revision=2)  # after `pulumi up`, which registers revision 2
     revision2 = stack.task_definition_arn.rsplit(":", 1)[0] + ":2"
@@ -232,9 +240,7 @@ def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
 
 def test_non_zero_exit_fails_with_the_trainers_reason(ready, tmp_path, capsys) -> None:
     stack = ready
-    script = EcsScript(stack, image_uri(stack), {"lr": "fast"})
-    script.task_definition(image_uri(stack))
-    script.run_task(revision=1)
+    script = EcsScript.launched(stack, {"lr": "fast"})
     script.poll("RUNNING")
     script.stopped(1, "Essential container in task exited")
     put_log(stack, ["error: hyperparameter 'lr' must be a finite number, got 'fast'"])
@@ -257,9 +263,7 @@ def test_non_zero_exit_fails_with_the_trainers_reason(ready, tmp_path, capsys) -
 
 def test_a_container_that_never_ran(ready, tmp_path) -> None:
     stack = ready
-    script = EcsScript(stack, image_uri(stack), {})
-    script.task_definition(image_uri(stack))
-    script.run_task(revision=1)
+    script = EcsScript.launched(stack, {})
     script.poll("PENDING")
     script.stopped(None, "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
                    stop_code="TaskFailedToStart")
@@ -272,9 +276,7 @@ def test_a_container_that_never_ran(ready, tmp_path) -> None:
 
 def test_max_cost_caps_the_runtime_and_stops_the_task(ready, tmp_path, capsys) -> None:
     stack = ready
-    script = EcsScript(stack, image_uri(stack), {})
-    script.task_definition(image_uri(stack))
-    script.run_task(revision=1)
+    script = EcsScript.launched(stack, {})
     script.poll("PROVISIONING")
     script.activities()
     script.poll("PENDING")      # t=600: an instance is assigned; the runtime counts from here
@@ -302,9 +304,7 @@ def test_max_cost_caps_the_runtime_and_stops_the_task(ready, tmp_path, capsys) -
 
 def test_ctrl_c_asks_and_stops_the_task(ready, tmp_path, capsys) -> None:
     stack = ready
-    script = EcsScript(stack, image_uri(stack), {})
-    script.task_definition(image_uri(stack))
-    script.run_task(revision=1)
+    script = EcsScript.launched(stack, {})
     script.poll("PROVISIONING")
     script.activities()
     script.stop_task("stopped from make train (Ctrl-C)")
@@ -326,9 +326,7 @@ def test_ctrl_c_asks_and_stops_the_task(ready, tmp_path, capsys) -> None:
 
 def test_ctrl_c_and_no_leaves_it_running(ready, tmp_path, monkeypatch) -> None:
     stack = ready
-    script = EcsScript(stack, image_uri(stack), {})
-    script.task_definition(image_uri(stack))
-    script.run_task(revision=1)
+    script = EcsScript.launched(stack, {})
     script.poll("PROVISIONING")
     script.activities()
     monkeypatch.setattr(train, "ask", lambda question, default: False)
