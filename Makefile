@@ -1,5 +1,7 @@
 # deepcloud: `make demo` runs the whole loop on this machine; `make test` runs the suite.
-# TARGET=local (default) runs everything as local processes; TARGET=aws is reserved for the AWS stack.
+# TARGET=local (default) runs everything as local processes; TARGET=aws drives the Pulumi stack in infra/
+# (pulumi up first; see the README's AWS walkthrough). Settings such as BACKEND, MAX_COST, RUN or RESUME reach
+# ops/ as environment variables: make exports command-line variables.
 
 .DEFAULT_GOAL := help
 SHELL := bash
@@ -15,7 +17,7 @@ HP_ARGS := $(if $(strip $(HP)),--hp '$(HP)')
 
 .PHONY: help
 help:  ## Show this help
-	@printf 'Usage: make <target> [TARGET=local|aws] [HP="epochs=10 lr=0.002"]\n\n'
+	@printf 'Usage: make <target> [TARGET=local|aws] [HP="epochs=10 lr=0.002"] [BACKEND=ecs|sagemaker] [MAX_COST=5]\n\n'
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/dev.txt requirements/constraints.txt requirements/bench.txt trainer/requirements.txt \
@@ -34,11 +36,11 @@ data: setup  ## Write the demo dataset (scikit-learn 8x8 digits as PNG train/val
 	@$(OPS) data
 
 .PHONY: train
-train: data  ## Run a training job like SageMaker would (HP="name=value ..." sets hyperparameters)
+train: data  ## Train: a local SageMaker-style job, or TARGET=aws on the stack's GPU capacity (HP="name=value ...")
 	@$(OPS) train $(HP_ARGS)
 
 .PHONY: deploy
-deploy: setup  ## Start the server on 127.0.0.1:8080 with the latest artifact; returns once /ping is 200
+deploy: setup  ## Serve the latest model: on 127.0.0.1:8080, or TARGET=aws on the SageMaker endpoint (smoke-tested)
 	@$(OPS) deploy
 
 .PHONY: predict
@@ -46,8 +48,24 @@ predict: setup  ## Send the held-out test images to the endpoint; print accuracy
 	@$(OPS) predict
 
 .PHONY: destroy
-destroy: setup  ## Stop the server and remove local state (.deepcloud/local); safe to repeat
+destroy: setup  ## Stop what runs and remove it (local state, or TARGET=aws: the stack, then audit leftovers)
 	@$(OPS) destroy
+
+.PHONY: preflight
+preflight: setup  ## TARGET=aws: credentials, pulumi stack outputs, Docker and GPU quotas, before anything costs money
+	@$(OPS) preflight
+
+.PHONY: rollback
+rollback: setup  ## TARGET=aws: deploy the previous model again (history in the artifacts bucket)
+	@$(OPS) rollback
+
+.PHONY: status
+status: setup  ## TARGET=aws: what runs in the stack and what it costs per hour
+	@$(OPS) status
+
+.PHONY: logs
+logs: setup  ## TARGET=aws: the newest run's log (RUN=<run-id>; ENDPOINT=1 for the endpoint)
+	@$(OPS) logs
 
 .PHONY: demo
 demo: setup  ## setup, data, train, deploy, predict, destroy in one go, with a summary
