@@ -27,8 +27,10 @@ session) before the next one starts, and on error or Ctrl-C too, so one server r
 server is given the same number of torch threads (``--threads``, default ``torch.get_num_threads()``).
 
 - **ours**: ``python -m serving serve --model-store DIR --models NAME=NAME --threads T
-  --max-batch-size B --max-batch-delay-ms MS``, loaded on ``POST /predictions/NAME``. The mlp runs
-  unbatched (B=1), the cnn with ``--batch-size`` 16 and ``--batch-delay-ms`` 10. An older server without
+  [--max-batch-size B --max-batch-delay-ms MS]``, loaded on ``POST /predictions/NAME``. The mlp runs with
+  the server's defaults (batches of up to 32 of whatever queued up during the previous forward pass, no
+  waiting): what a user gets; TorchServe runs at its default batch 1, the bare floor one at a time. The
+  cnn runs ours and TorchServe both with ``--batch-size`` 16 and ``--batch-delay-ms`` 10. An older server without
   ``--model-store`` is run as ``--model-dir`` on ``POST /invocations`` (without batching; the row says so).
   It keeps its default JSON access-log line per request (``--ours-args=--no-access-log`` drops it).
 - **torchserve**: ``torchserve --start --ncs --disable-token-auth`` with a config.properties that binds
@@ -186,9 +188,12 @@ class Workload:
     connections: int
     batch: int
     delay_ms: int
+    ours_defaults: bool = False
+    """Run ours with its own batching defaults (no batch flags) rather than with ``batch``/``delay_ms``."""
 
 
-def make_workload(name: str, store: Path, connections: int, batch: int, delay_ms: int) -> Workload:
+def make_workload(name: str, store: Path, connections: int, batch: int, delay_ms: int,
+                  ours_defaults: bool = False) -> Workload:
     """The artifact, one request body, and its expected answer: of 16 seeded random inputs, the one whose
     top two logits are furthest apart, so float noise (batched vs unbatched) cannot flip the argmax."""
     import numpy as np
@@ -207,7 +212,7 @@ def make_workload(name: str, store: Path, connections: int, batch: int, delay_ms
     body = store.parent / f"body-{name}.json"
     body.write_text(json.dumps({"instances": [candidates[best].astype(int).tolist()]}, separators=(",", ":")))
     expected = {"index": index, "label": manifest["labels"][index], "probabilities": probs}
-    return Workload(name, store / name, manifest, body, expected, connections, batch, delay_ms)
+    return Workload(name, store / name, manifest, body, expected, connections, batch, delay_ms, ours_defaults)
 
 
 # ----------------------------------------------------------------------------------------------------- processes
@@ -423,8 +428,12 @@ def start_ours(ctx: Context, wl: Workload) -> Server:
     base = [sys.executable, "-m", "serving", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if ctx.ours_cli == "store":
         cmd = [*base, "--model-store", str(ctx.store), "--models", f"{wl.name}={wl.name}", "--threads",
-               str(ctx.threads), "--max-batch-size", str(wl.batch), "--max-batch-delay-ms", str(wl.delay_ms)]
-        path, settings = f"/predictions/{wl.name}", f"batch {wl.batch}, {wl.delay_ms} ms"
+               str(ctx.threads)]
+        if wl.ours_defaults:
+            path, settings = f"/predictions/{wl.name}", "defaults: batch<=32, 0 ms"
+        else:
+            cmd += ["--max-batch-size", str(wl.batch), "--max-batch-delay-ms", str(wl.delay_ms)]
+            path, settings = f"/predictions/{wl.name}", f"batch {wl.batch}, {wl.delay_ms} ms"
     else:
         cmd = [*base, "--model-dir", str(wl.model_dir)]
         path, settings = "/invocations", "no batching (old CLI)"
@@ -893,8 +902,10 @@ def main(argv: list[str] | None = None) -> int:
         workloads = []
         for name in args.models:
             cnn = name == "cnn"
+            # mlp: ours at its defaults (batch what queued up, wait for nothing), TorchServe at its own (batch 1)
             wl = make_workload(name, ctx.store, args.connections_cnn if cnn else args.connections_mlp,
-                               args.batch_size if cnn else 1, args.batch_delay_ms if cnn else 0)
+                               args.batch_size if cnn else 1, args.batch_delay_ms if cnn else 0,
+                               ours_defaults=not cnn)
             workloads.append(wl)
             print(f"workload  {name}: input {wl.manifest['input']['shape']}, {wl.body.stat().st_size} B body, "
                   f"{wl.connections} connections, batch {wl.batch}, delay {wl.delay_ms} ms")

@@ -264,7 +264,10 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
             server.should_exit = True  # no model, never healthy: exit so the platform sees it
 
     state = ServerState(max_body_bytes=max_body, timeout=timeout)
-    app = build_app(state, load=_loader(args, refs, policies), on_failure=on_failure, log_requests=args.access_log,
+    from serving.accesslog import AccessLog
+
+    access_log = AccessLog(sys.stderr) if args.access_log else None
+    app = build_app(state, load=_loader(args, refs, policies), on_failure=on_failure, access_log=access_log,
                     management=_management(args, state, policies))
     config = uvicorn.Config(app, log_level="info", access_log=False,  # ours is structured: serving.access
                             timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
@@ -277,6 +280,8 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
     try:
         server.run(sockets=sockets)
     finally:
+        if access_log is not None:
+            access_log.close()
         if "serving.artifact" in sys.modules:  # only then can an archive have been extracted
             sys.modules["serving.artifact"].remove_scratch()  # extracted .mar / model.tar.gz copies
     if failure:
@@ -288,11 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)
-    access = logging.getLogger("serving.access")  # each line is one JSON object, nothing around it
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.propagate = False
     try:
         return serve(args)
     except StartupError as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -37,10 +36,10 @@ from serving.errors import ClientError, UnsupportedMediaType
 from serving.metrics import Metrics
 
 if TYPE_CHECKING:
+    from serving.accesslog import AccessLog
     from serving.runner import Runner
 
 log = logging.getLogger("serving")
-access_log = logging.getLogger("serving.access")
 
 MAX_BODY_BYTES = 6 * 1024 * 1024
 """SageMaker's invocation payload cap."""
@@ -203,10 +202,10 @@ async def _infer(state: ServerState, request: Request, name: str | None, version
 
 
 class ObservedApp:
-    """ASGI wrapper: one structured access-log line and the request metrics per HTTP request."""
+    """ASGI wrapper: the request metrics, and one access-log line per HTTP request when a log is given."""
 
-    def __init__(self, app: Any, metrics: Metrics, log_requests: bool = True) -> None:
-        self.app, self.metrics, self.log_requests = app, metrics, log_requests
+    def __init__(self, app: Any, metrics: Metrics, access_log: AccessLog | None = None) -> None:
+        self.app, self.metrics, self.access_log = app, metrics, access_log
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -224,24 +223,20 @@ class ObservedApp:
             await self.app(scope, receive, send_wrapper)
         finally:
             seconds = time.perf_counter() - start
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
+            route = scope.get("deepcloud.route") or getattr(scope.get("route"), "path", "unmatched")
             model = scope.get("deepcloud.model", "")
-            self.metrics.observe(path, model, status[0], seconds)
-            if self.log_requests:
+            self.metrics.observe(route, model, status[0], seconds)
+            if self.access_log is not None:
                 client = scope.get("client") or ("", 0)
-                access_log.info(json.dumps({
-                    "ts": round(time.time(), 3), "method": scope["method"], "path": scope["path"],
-                    "status": status[0], "ms": round(seconds * 1000, 3), "model": model,
-                    "request_id": scope.get("deepcloud.request_id", ""), "client": client[0],
-                }, separators=(",", ":")))
+                self.access_log.request(scope["method"], scope["path"], status[0], seconds, model,
+                                        scope.get("deepcloud.request_id", ""), client[0])
 
 
 Loader = Callable[[], Sequence[LoadedModel]]
 
 
 def build_app(state: ServerState, load: Loader | None = None, on_failure: Callable[[str], None] | None = None,
-              log_requests: bool = True, management: tuple[int, Any] | None = None) -> ObservedApp:
+              access_log: AccessLog | None = None, management: tuple[int, Any] | None = None) -> ObservedApp:
     """The ASGI app. ``load`` runs on the inference thread at startup; its errors go to ``on_failure``.
 
     ``management``: (port, ASGI app) answering connections made to that local port (serving/management.py);
@@ -300,18 +295,53 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
         lifespan=lifespan,
     )
     starlette.router.redirect_slashes = False  # "/invocations/" is a JSON 404, not a bodiless 307
-    if management is None:
-        return ObservedApp(starlette, state.metrics, log_requests)
-    port, management_app = management
+    management_port, management_app = management or (None, None)
 
-    async def by_port(scope, receive, send) -> None:
-        server = scope.get("server") or (None, None)
-        if scope["type"] == "http" and server[1] == port:
-            await management_app(scope, receive, send)
-        else:
-            await starlette(scope, receive, send)
+    async def dispatch(scope, receive, send) -> None:
+        if scope["type"] == "http":
+            if management_port is not None and (scope.get("server") or (None, None))[1] == management_port:
+                await management_app(scope, receive, send)
+                return
+            if (route := _inference_route(scope)) is not None:
+                # The hot path skips Starlette's middleware and router matching (~10% of a tiny model's
+                # request); every other path, and every method these routes refuse, goes through Starlette.
+                scope["deepcloud.route"], name, version = route
+                await _answer(state, scope, receive, send, name, version)
+                return
+        await starlette(scope, receive, send)
 
-    return ObservedApp(by_port, state.metrics, log_requests)
+    return ObservedApp(dispatch, state.metrics, access_log)
+
+
+def _inference_route(scope) -> tuple[str, str | None, str | None] | None:
+    """(route label, model, version) for an inference request the fast path takes, else None."""
+    path, method = scope["path"], scope["method"]
+    if path == "/invocations":
+        return ("/invocations", None, None) if method == "POST" else None
+    if not path.startswith("/predictions/") or method not in ("POST", "PUT"):
+        return None
+    parts = path[len("/predictions/"):].split("/")
+    if len(parts) == 1 and parts[0]:
+        return "/predictions/{model_name}", parts[0], None
+    if len(parts) == 2 and parts[0] and parts[1]:
+        return "/predictions/{model_name}/{model_version}", parts[0], parts[1]
+    return None
+
+
+async def _answer(state: ServerState, scope, receive, send, name: str | None, version: str | None) -> None:
+    started = [False]
+
+    async def tracking_send(message) -> None:
+        started[0] = started[0] or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        response = await _infer(state, Request(scope, receive), name, version)
+        await response(scope, receive, tracking_send)
+    except Exception:  # what Starlette's ServerErrorMiddleware would do: a 500, and the server goes on
+        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        if not started[0]:
+            await error(500, "internal_error", "the server failed on this request; see its log")(scope, receive, send)
 
 
 def serve_model(state: ServerState, model: LoadedModel, default: bool = True) -> Served:

@@ -76,6 +76,7 @@ class _Item:
     size: int
     future: asyncio.Future
     queued_at: float
+    expired: bool = False
 
 
 class Batcher:
@@ -116,12 +117,18 @@ class Batcher:
         item = _Item(payload, self._size(payload), loop.create_future(), loop.time())
         self._pending.append(item)
         self._wakeup.set()
+        # A timer handle rather than asyncio.wait_for, which costs a task per request on the hot path.
+        timer = loop.call_later(timeout, _expire, item)
         try:
-            return await asyncio.wait_for(item.future, timeout)  # cancels the future on timeout
-        except BaseException:  # timed out, or the client went away: free its slot unless it already ran
+            return await item.future
+        except BaseException as exc:  # timed out, or the client went away: free its slot unless it already ran
             with contextlib.suppress(ValueError):
                 self._pending.remove(item)
+            if isinstance(exc, asyncio.CancelledError) and item.expired:
+                raise TimeoutError(f"no result within {timeout:g} s") from None
             raise
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -189,6 +196,12 @@ class Batcher:
         if len(results) != len(payloads):
             raise RuntimeError(f"the model returned {len(results)} results for a batch of {len(payloads)} requests")
         return results
+
+
+def _expire(item: _Item) -> None:
+    if not item.future.done():
+        item.expired = True  # tells submit() that this cancellation is the timeout, not the client leaving
+        item.future.cancel()
 
 
 def _settle(future: asyncio.Future, result: object = None, exc: BaseException | None = None) -> None:

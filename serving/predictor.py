@@ -84,13 +84,18 @@ def decode_json(body: bytes, artifact: Artifact) -> np.ndarray:
         raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidInput(f"body is not valid JSON ({_first_line(exc)})") from None
-    if _depth(payload, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(payload, dict):
         if "instances" not in payload:
             raise InvalidInput("JSON object must have an 'instances' field holding a list of inputs")
         payload = payload["instances"]
-    return to_batch(payload, artifact)
+    try:
+        return to_batch(payload, artifact)
+    except InvalidInput:
+        # Depth only matters for the message: numpy refuses more than 64 dimensions by itself, so the walk
+        # runs only for input that failed anyway, not on every request.
+        if _depth(payload, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise
 
 
 def _reject_constant(name: str) -> float:
@@ -240,12 +245,7 @@ def encode(artifact: Artifact, logits: np.ndarray, media_type: str) -> bytes:
 def encode_response(artifact: Artifact, logits: np.ndarray, probs: np.ndarray | None = None) -> dict[str, Any]:
     probs = softmax(logits) if probs is None else probs
     labels = artifact.labels
-    predictions = []
-    for row in probs:
-        index = int(row.argmax())
-        predictions.append({
-            "label": labels[index],
-            "index": index,
-            "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row],
-        })
-    return {"predictions": predictions}
+    rounded = np.round(np.nan_to_num(probs.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0), 6).tolist()
+    indices = probs.argmax(axis=1).tolist()
+    return {"predictions": [{"label": labels[i], "index": i, "probabilities": row}
+                            for i, row in zip(indices, rounded, strict=True)]}

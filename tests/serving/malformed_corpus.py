@@ -40,6 +40,8 @@ class Probe:
     """Send the body with Transfer-Encoding: chunked (64 KiB chunks), no Content-Length."""
     declared_length: int | None = None
     """Send this Content-Length but only ``body``, then wait for the answer (the server must not wait for more)."""
+    json_error: bool = True
+    """An error answer must be our JSON {code, message}; False where the HTTP parser answers before the app."""
 
     def describe(self) -> str:
         body = "no body" if self.body is None else f"{len(self.body)} bytes {self.body[:60]!r}"
@@ -416,8 +418,13 @@ def wrong_method(rng: random.Random) -> Probe:
         return Probe("unknown_path", _pick(rng, ["GET", "POST"]), _pick(rng, UNKNOWN_PATHS), _valid_json(rng),
                      {"Content-Type": JSON}, NOT_FOUND)
     method, path = _pick(rng, WRONG_METHODS)
-    return Probe("wrong_method", method, path, _valid_json(rng) if rng.random() < 0.5 else None,
-                 {"Content-Type": JSON}, NOT_ALLOWED)
+    body = _valid_json(rng) if rng.random() < 0.5 else None
+    if method in ("FOO", "BREW"):
+        # Not a registered method: uvicorn's httptools parser answers a plain-text 400 before the app sees it
+        # (h11 would pass it on and the app answer 405). Either way a 4xx, never a crash.
+        return Probe("unknown_method", method, path, body, {"Content-Type": JSON}, frozenset({400, 405}),
+                     json_error=False)
+    return Probe("wrong_method", method, path, body, {"Content-Type": JSON}, NOT_ALLOWED)
 
 
 COUNTS: dict[Callable[[random.Random], Probe], int] = {

@@ -57,7 +57,7 @@ def problem(probe: Probe, status: int, headers: dict[str, str], body: bytes) -> 
     """What is wrong with this answer to ``probe``, or None."""
     if status not in probe.expect:
         return f"status {status}, expected {sorted(probe.expect)}: {body[:300]!r}"
-    if status < 300 or probe.method == "HEAD":  # a HEAD answer has no body to check
+    if status < 300 or probe.method == "HEAD" or not probe.json_error:  # a HEAD answer has no body to check
         return None
     if headers.get("content-type", "").split(";")[0] != "application/json":
         return f"status {status} with content type {headers.get('content-type')!r}: {body[:300]!r}"
