@@ -53,7 +53,7 @@ def app_client(models, policy=None, **state_kwargs) -> Iterator[tuple]:
     policy = policy or BatchPolicy()
     state = ServerState(**state_kwargs)
     app = build_app(state, load=lambda: [LoadedModel(n, v, a if not hasattr(a, "manifest") else NativeRunner(a), policy)
-                                         for n, v, a in models], log_requests=False)
+                                         for n, v, a in models])
     with TestClient(app) as client:
         deadline = time.monotonic() + 30
         while not state.ready:

@@ -33,7 +33,7 @@ def test_ping_is_503_until_the_model_is_loaded(tiny_artifact: Path) -> None:
         return [LoadedModel("model", "1", NativeRunner(artifact))]
 
     state = ServerState()
-    with TestClient(build_app(state, load=slow_load, log_requests=False)) as client:
+    with TestClient(build_app(state, load=slow_load)) as client:
         assert client.get("/ping").status_code == 503
         response = client.post("/invocations", json=[IMAGE])
         assert response.status_code == 503
