@@ -95,6 +95,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.serve_support.torchserve_config import write_config
+
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT = Path(__file__).resolve().parent / "serve_support"
 REQUIREMENTS = REPO / "requirements" / "bench.txt"
@@ -471,23 +473,9 @@ def start_torchserve(ctx: Context, wl: Workload) -> Server:
                               check=False)
     if done.returncode != 0:
         raise BenchError(f"torch-model-archiver exited {done.returncode}:\n{_tail(log)}")
-    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
-    (home / "config.properties").write_text("\n".join([
-        f"inference_address=http://127.0.0.1:{inference}",
-        f"management_address=http://127.0.0.1:{management}",
-        f"metrics_address=http://127.0.0.1:{metrics}",
-        "grpc_inference_address=127.0.0.1",
-        f"grpc_inference_port={grpc_inference}",
-        "grpc_management_address=127.0.0.1",
-        f"grpc_management_port={grpc_management}",
-        "disable_token_authorization=true",
-        "enable_metrics_api=false",
-        "disable_system_metrics=true",
-        "default_workers_per_model=1",
-        "install_py_dep_per_model=false",
-        f"model_store={store}",
-        "",
-    ]))
+    ports = free_ports(5)
+    inference, management = ports[0], ports[1]
+    write_config(home / "config.properties", store, ports)
     env = {**ctx.env, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
     cmd = [_venv_script("torchserve"), "--start", "--ncs", "--disable-token-auth", "--ts-config",
            str(home / "config.properties"), "--model-store", str(store), "--models", f"{wl.name}={wl.name}.mar"]

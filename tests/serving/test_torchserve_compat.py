@@ -54,6 +54,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from bench.serve_support.torchserve_config import write_config
 from serving.artifact import ArtifactError
 from serving.torchserve import safe_extract_zip
 from tests.conftest import Server, free_port, processes_mentioning
@@ -684,23 +685,9 @@ def start_torchserve(home: Path, store: Path, models: list[str]) -> TorchServe:
     tmp, logs = home / "tmp", home / "logs"
     for folder in (tmp, logs):
         folder.mkdir(parents=True)
-    inference, management, metrics, grpc_inference, grpc_management = (free_port() for _ in range(5))
-    (home / "config.properties").write_text("\n".join([
-        f"inference_address=http://127.0.0.1:{inference}",
-        f"management_address=http://127.0.0.1:{management}",
-        f"metrics_address=http://127.0.0.1:{metrics}",
-        "grpc_inference_address=127.0.0.1",
-        f"grpc_inference_port={grpc_inference}",
-        "grpc_management_address=127.0.0.1",
-        f"grpc_management_port={grpc_management}",
-        "disable_token_authorization=true",
-        "enable_metrics_api=false",
-        "disable_system_metrics=true",
-        "default_workers_per_model=1",
-        "install_py_dep_per_model=false",
-        f"model_store={store}",
-        "",
-    ]))
+    ports = tuple(free_port() for _ in range(5))
+    inference, management = ports[0], ports[1]
+    write_config(home / "config.properties", store, ports)
     # TEMP: TorchServe's -Djava.io.tmpdir (worker sockets, the pid file) in our own folder, not /tmp.
     env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs),
            "METRICS_LOCATION": str(logs)}
