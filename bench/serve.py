@@ -96,6 +96,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.serve_support.torchserve_config import write_config
+from bench.train import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT = Path(__file__).resolve().parent / "serve_support"
@@ -711,14 +712,6 @@ def ensure_tools(servers: list[str], install: bool) -> None:
 # -------------------------------------------------------------------------------------------------------- report
 
 
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _version(cmd: list[str], pattern: str) -> str:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
@@ -876,7 +869,7 @@ def main(argv: list[str] | None = None) -> int:
                "PYTHONUNBUFFERED": "1"}
         ctx = Context(work, work / "store", threads, env, ours_cli(), args.ours_args.split(), args.startup_timeout,
                       args.torchserve_logging)
-        print(f"machine   {os.cpu_count()} cores ({_cpu_name()}), torch {torch.__version__}, python "
+        print(f"machine   {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, python "
               f"{platform.python_version()}, {threads} torch threads for every server and the raw forward")
         tools = (f"wrk {_version(['wrk', '-v'], r'wrk (?:debian/)?([0-9][^ ]*)')} (-t {args.wrk_threads}), starlette "
                  f"{_package_version('starlette')}, uvicorn {_package_version('uvicorn')}")

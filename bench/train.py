@@ -316,7 +316,7 @@ def run_bare(work: Path, n: int, dataset: Path, cfg: dict[str, Any], env: dict[s
 # ---------------------------------------------------------------------------------------------------------- report
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="deepcloud-bench-"))
     try:
         dataset = _dataset(args, work)
-        print(f"machine   {os.cpu_count()} cores ({_cpu_name()}), torch {torch.__version__}, "
+        print(f"machine   {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, "
               f"python {platform.python_version()}, {threads} threads (OMP_NUM_THREADS) for both, device {args.device}")
         print(f"workload  model {cfg['model']} width {cfg['width']}, data {dataset}, batch {cfg['batch_size']}, "
               f"{cfg['epochs']} epochs, seed 0, deterministic {args.deterministic}, trainer checkpoint cadence "

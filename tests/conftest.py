@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -176,6 +176,18 @@ def trained_model(trained_job: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained_job / "model", tmp_path / "model"))
 
 
+def http_request(port: int, method: str, path: str, body: bytes | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body) of one request to 127.0.0.1:``port`` on a connection of its own."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
 class Server:
     """A real `python -m serving` process on a free loopback port."""
 
@@ -196,13 +208,7 @@ class Server:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, body, headers)
 
     def invoke(self, payload: object) -> tuple[int, dict]:
         status, _, body = self.request("POST", "/invocations", json.dumps(payload).encode(),

@@ -6,7 +6,6 @@ the server's answers with it checks the whole path: decoding, batching, the forw
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.conftest import http_request as request
 from tests.serving.conftest import write_tiny_artifact
 
 
@@ -39,18 +39,6 @@ def reference_indices(model_dir: Path, batch: np.ndarray) -> list[int]:
     module = torch.export.load(model_dir / "model.pt2").module()
     with torch.inference_mode():
         return module(torch.from_numpy(batch)).argmax(dim=1).tolist()
-
-
-def request(port: int, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
-            timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
-    """(status, lower-cased headers, body) of one request on a connection of its own."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=dict(headers or {}))
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
 
 
 def predict(port: int, path: str, batch: np.ndarray, timeout: float = 30) -> tuple[int, dict]:

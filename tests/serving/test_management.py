@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, port_is_free
+from tests.conftest import free_port, http_request, port_is_free
 
 IMAGE = [[0] * 8 for _ in range(8)]
 
@@ -52,15 +52,9 @@ def managed(store: Path, tmp_path: Path, start_server):
     token = token_file.read_text().strip()
 
     def call(method: str, path: str, token_value: str | None = token) -> tuple[int, dict]:
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        try:
-            conn.request(method, path, headers={"Authorization": f"Bearer {token_value}"} if token_value else {})
-            response = conn.getresponse()
-            return response.status, json.loads(response.read() or b"null")
-        finally:
-            conn.close()
+        status, _, raw = http_request(port, method, path,
+                                      headers={"Authorization": f"Bearer {token_value}"} if token_value else {})
+        return status, json.loads(raw or b"null")
 
     return server, call, token_file, token, port
 

@@ -57,7 +57,7 @@ from torch import nn
 from bench.serve_support.torchserve_config import write_config
 from serving.artifact import ArtifactError
 from serving.torchserve import safe_extract_zip
-from tests.conftest import Server, free_port, processes_mentioning
+from tests.conftest import Server, free_port, http_request, processes_mentioning
 
 # TorchScript is deprecated in torch 2.13, and it is what TorchServe archives and SageMaker model.pt files hold.
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.:DeprecationWarning")
@@ -651,28 +651,14 @@ class TorchServe:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, body, headers, timeout=60)
 
     def model_ready(self, name: str) -> bool:
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", self.management_port, timeout=10)
         try:
-            conn.request("GET", f"/models/{name}")
-            response = conn.getresponse()
-            info = json.loads(response.read()) if response.status == 200 else []
+            status, _, raw = http_request(self.management_port, "GET", f"/models/{name}", timeout=10)
+            info = json.loads(raw) if status == 200 else []
         except (OSError, ValueError):
             return False
-        finally:
-            conn.close()
         return bool(info) and any(w.get("status") == "READY" for w in info[0].get("workers", []))
 
     def log(self) -> str:
