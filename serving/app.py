@@ -178,7 +178,8 @@ async def _infer(state: ServerState, request: Request, name: str | None, version
         body = await _read_body(request, state.max_body_bytes)
         if body is None:
             return _too_large(state, request_id)
-        headers = {**request.headers, "x-request-id": request_id}
+        # Only handler-style models read the headers: no per-request copy of them for tensor models.
+        headers = {**request.headers, "x-request-id": request_id} if runner.reads_headers else {}
         if len(body) <= INLINE_DECODE_BYTES:
             payload = runner.decode(body, media_type, headers)
         else:  # a 6 MB JSON body takes ~100 ms to parse: not on the loop every other request waits on

@@ -108,7 +108,7 @@ def resolve_model_dir(path: Path, scratch: Path | None = None) -> Path:
     )
 
 
-def _check_pt2_holds_only_tensors(path: Path) -> None:
+def check_pt2_holds_only_tensors(path: Path) -> None:
     """torch.export.load falls back to full unpickling for some payloads; refuse any archive that has one."""
     from torch.export.pt2_archive import constants as c
 
@@ -180,7 +180,7 @@ def load_artifact(model_dir: Path, device: str | None = None) -> Artifact:
             f"checksum mismatch for {path}: sha256 {actual[:12]}… but the manifest says "
             f"{str(model['sha256'])[:12]}…; the artifact is corrupted or was modified, re-run the trainer"
         )
-    _check_pt2_holds_only_tensors(path)
+    check_pt2_holds_only_tensors(path)
     try:
         module = torch.export.load(path).module()
     except Exception as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from serving.errors import InvalidInput
+from serving.usercode import import_model_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,9 +38,7 @@ def load_model(model_dir: Path, manifest: dict[str, Any], device: str):
     serialized = model.get("serializedFile")
     path = model_dir / serialized if serialized else None
     if model.get("modelFile"):
-        spec = importlib.util.spec_from_file_location(f"deepcloud_model_{id(manifest)}", model_dir / model["modelFile"])
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = import_model_file(model_dir / model["modelFile"], f"deepcloud_model_{id(manifest)}")
         classes = [v for v in vars(module).values()
                    if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module.__name__]
         if len(classes) != 1:
@@ -52,9 +50,9 @@ def load_model(model_dir: Path, manifest: dict[str, Any], device: str):
     if path is None or not path.is_file():
         raise ValueError(f"the archive has no serialized model file ({serialized!r})")
     if path.suffix == ".pt2":
-        from serving.artifact import _check_pt2_holds_only_tensors
+        from serving.artifact import check_pt2_holds_only_tensors
 
-        _check_pt2_holds_only_tensors(path)
+        check_pt2_holds_only_tensors(path)
         return torch.export.load(path).module().to(device)
     return torch.jit.load(path, map_location=device).eval()
 

@@ -124,7 +124,7 @@ def decode_npy(body: bytes, artifact: Artifact) -> np.ndarray:
     try:
         major, _ = np.lib.format.read_magic(stream)
         read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(stream)
+        shape, fortran_order, dtype = read_header(stream)
     except Exception as exc:  # numpy raises ValueError, SyntaxError, TokenError, TypeError... on hostile headers
         raise InvalidInput(f"body is not a readable .npy array ({_first_line(exc)})") from None
     if dtype.hasobject or dtype.kind not in _NUMERIC_KINDS:
@@ -135,10 +135,13 @@ def decode_npy(body: bytes, artifact: Artifact) -> np.ndarray:
     if math.prod(shape) > limit:
         raise InvalidInput(f".npy header declares shape {list(shape)}: more values than the model's limit of "
                            f"{artifact.max_batch_size} instances of {list(artifact.input_shape)}")
-    try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except Exception as exc:  # truncated data and the like; the header already passed
-        raise InvalidInput(f"body is not a readable .npy array ({_first_line(exc)})") from None
+    # The header is read already: the data follows it, so take it from the body rather than parse it again.
+    data = memoryview(body)[stream.tell():]
+    count = math.prod(shape)
+    if len(data) < count * dtype.itemsize:
+        raise InvalidInput(f"body is not a readable .npy array (it holds {len(data)} data bytes, the header "
+                           f"declares {count * dtype.itemsize})")
+    array = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran_order else "C")
     return to_batch(array, artifact)
 
 

@@ -53,6 +53,8 @@ class Runner:
     request_types: tuple[str, ...] | None = None
     """Content types accepted before the body is read (415 otherwise); None: the model's code decides."""
     image_input = False
+    reads_headers = True
+    """decode() gets the request headers (handlers and scripts see them); False spares the copy."""
     device = "cpu"
     max_batch_size = 1
 
@@ -82,6 +84,7 @@ class NativeRunner(Runner):
     """A torch.export artifact: tensors in, logits out; requests concatenated into one forward pass."""
 
     kind = "torch.export"
+    reads_headers = False
 
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact

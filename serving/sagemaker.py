@@ -22,11 +22,9 @@ with its message (an unsupported content type in the default → 415); ``model_f
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import numpy as np
 
 from serving.errors import ClientError, InvalidInput, NotAcceptable, UnsupportedMediaType
 from serving.runner import Reply, Request, Runner
+from serving.usercode import import_model_file
 
 log = logging.getLogger("serving")
 
@@ -211,16 +210,8 @@ def load_inference_script(root: Path, device: str | None = None, script: Path | 
         log.warning("%s lists requirements; they are not installed at run time: bake them into the image",
                     requirements)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if str(code_dir) not in sys.path:
-        sys.path.insert(0, str(code_dir))  # SageMaker puts code/ on the path: inference.py may import siblings
-    for path in code_dir.glob("*.py"):
-        sys.modules.pop(path.stem, None)
-    unique = f"deepcloud_inference_{abs(hash(str(script)))}"
-    spec = importlib.util.spec_from_file_location(unique, script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module
     try:
-        spec.loader.exec_module(module)
+        module = import_model_file(script, f"deepcloud_inference_{abs(hash(str(script)))}")
     except Exception as exc:
         log.exception("importing %s failed", script)
         return FailedRunner(f"importing {script.name} failed: {type(exc).__name__}: {exc}")

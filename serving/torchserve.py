@@ -27,7 +27,6 @@ import importlib.util
 import json
 import logging
 import stat
-import sys
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -36,6 +35,7 @@ from typing import Any
 from serving.artifact import ArtifactError, read_json, scratch_dir, sha256_file
 from serving.errors import ClientError, InvalidInput, UnsupportedMediaType
 from serving.runner import Reply, Request, Runner
+from serving.usercode import import_model_file
 
 log = logging.getLogger("serving")
 
@@ -208,22 +208,6 @@ class PreprocessError(InvalidInput):
     """An exception in the handler's ``preprocess``: the request was not what the handler takes."""
 
 
-def _purge_modules(code_dir: Path) -> None:
-    """Forget modules named like this model's files, so two models' ``model.py`` never meet in sys.modules."""
-    for path in code_dir.glob("*.py"):
-        sys.modules.pop(path.stem, None)
-
-
-def _import_file(path: Path, unique: str):
-    spec = importlib.util.spec_from_file_location(unique, path)
-    if spec is None or spec.loader is None:
-        raise ArtifactError(f"{path} is not an importable Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _defined_classes(module) -> list[type]:
     return [v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__]
 
@@ -234,10 +218,10 @@ def resolve_handler(handler: str, code_dir: Path, unique: str) -> tuple[Callable
     file_name = PurePosixPath(module_part).name
     path = code_dir / (file_name if file_name.endswith(".py") else f"{file_name}.py")
     if path.is_file():
-        if str(code_dir) not in sys.path:
-            sys.path.insert(0, str(code_dir))  # TorchServe puts the model directory on the path too
-        _purge_modules(code_dir)
-        module = _import_file(path, unique)
+        try:
+            module = import_model_file(path, unique)
+        except ImportError as exc:
+            raise ArtifactError(str(exc)) from None
     elif handler in BUILT_IN:
         from serving import handlers
 
