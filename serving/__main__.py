@@ -45,6 +45,7 @@ says which); 2 bad command line.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import logging
 import os
@@ -174,6 +175,15 @@ def _load_one(args: argparse.Namespace, ref, policy):
     return LoadedModel(ref.name, ref.version, runner, policy)
 
 
+def _release_freed_heap() -> None:
+    """Hand the heap pages that loading freed (archives read, layout trials) back to the OS: glibc keeps
+    them mapped otherwise, and they would count in the server's resident memory for its whole life."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _loader(args: argparse.Namespace, refs, policies):
     """What runs on the inference thread at startup: load, verify and warm up every model."""
 
@@ -183,6 +193,7 @@ def _loader(args: argparse.Namespace, refs, policies):
         if args.threads:
             torch.set_num_threads(int(args.threads))
         loaded = [_load_one(args, ref, policies(ref.name)) for ref in refs]
+        _release_freed_heap()
         log.info("ready after %.2f s: %d model version(s), %d inference threads", time.perf_counter() - STARTED,
                  len(loaded), torch.get_num_threads())
         return loaded

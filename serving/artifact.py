@@ -2,7 +2,7 @@
 
 Checks, in order: manifest.json is there and of a known format version; the model file's sha256
 matches the manifest; the torch.export archive holds only tensors (no pickled objects that
-torch.export.load would unpickle with weights_only=False); then it is loaded.
+torch.export.load would unpickle with weights_only=False); then it is loaded (serving/program.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ class Artifact:
     manifest: dict[str, Any]
     module: nn.Module
     device: str = "cpu"
+    channels_last: bool = False
+    """Inputs are made channels-last before the forward pass (serving/tuning.py chose it at load)."""
 
     @property
     def labels(self) -> list[str]:
@@ -110,7 +112,8 @@ def resolve_model_dir(path: Path, scratch: Path | None = None) -> Path:
 
 def check_pt2_holds_only_tensors(path: Path) -> None:
     """torch.export.load falls back to full unpickling for some payloads; refuse any archive that has one."""
-    from torch.export.pt2_archive import constants as c
+    # the C++ constants, not torch.export.pt2_archive's copy: importing that package imports torch._dynamo
+    from torch._C._export import pt2_archive_constants as c
 
     try:
         with zipfile.ZipFile(path) as zf:
@@ -181,8 +184,10 @@ def load_artifact(model_dir: Path, device: str | None = None) -> Artifact:
             f"{str(model['sha256'])[:12]}…; the artifact is corrupted or was modified, re-run the trainer"
         )
     check_pt2_holds_only_tensors(path)
+    from serving.program import load_program
+
     try:
-        module = torch.export.load(path).module()
+        module = load_program(path)
     except Exception as exc:
         raise ArtifactError(f"{path} could not be loaded by torch.export ({type(exc).__name__}: {exc})") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -5,6 +5,9 @@ counts it) for others to join, and a batch holds at most ``max_batch_size`` inst
 alone carries more instances runs alone. With a delay of 0 nothing waits on purpose: whatever queued
 up while the previous forward pass ran goes into the next one, so batching costs no latency and
 grows with load. The forward pass runs on the server's inference thread, never on the event loop.
+When a full batch is already queued while a pass runs, it is handed to the inference thread at once,
+to start the moment the running pass ends: under load the thread then never waits for the event
+loop between two passes (up to two batches are with it, one running and one full one waiting).
 
 Requests are opaque items with a size (instances): ``forward`` takes a list of them and returns one
 result per item, in order, where a result that is an exception fails only its own request. Tensor
@@ -92,6 +95,7 @@ class Batcher:
         self._pending: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._running: dict[asyncio.Task, list[_Item]] = {}
 
     @property
     def depth(self) -> int:
@@ -101,13 +105,15 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for item in self._pending:
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for item in (*self._pending, *(i for items in self._running.values() for i in items)):
             if not item.future.done():
                 item.future.set_exception(QueueFull("the server is shutting down"))
         self._pending.clear()
+        self._running.clear()
 
     async def submit(self, payload: Any, timeout: float) -> Any:
         """The result for ``payload``: raises QueueFull, TimeoutError, or what the model raised for it."""
@@ -133,19 +139,29 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while not self._pending:
+            # Wait for a request, and while a pass runs for a full batch (or for the pass to end).
+            while not self._pending or (self._running and (len(self._running) > 1 or not self._full())):
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.policy.max_batch_delay > 0:
+            if not self._running and self.policy.max_batch_delay > 0:
                 await self._fill(loop)
             items = self._take()
             if items:
-                await self._execute(loop, items)
+                task = loop.create_task(self._execute(loop, items))
+                self._running[task] = items
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.pop(task, None)
+        self._wakeup.set()
+
+    def _full(self) -> bool:
+        return sum(i.size for i in self._pending) >= self.policy.max_batch_size
 
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait until a full batch is queued or the oldest request's delay is spent."""
         deadline = self._pending[0].queued_at + self.policy.max_batch_delay
-        while sum(i.size for i in self._pending) < self.policy.max_batch_size:
+        while not self._full():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return

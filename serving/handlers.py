@@ -51,9 +51,10 @@ def load_model(model_dir: Path, manifest: dict[str, Any], device: str):
         raise ValueError(f"the archive has no serialized model file ({serialized!r})")
     if path.suffix == ".pt2":
         from serving.artifact import check_pt2_holds_only_tensors
+        from serving.program import load_program
 
         check_pt2_holds_only_tensors(path)
-        return torch.export.load(path).module().to(device)
+        return load_program(path).to(device)
     return torch.jit.load(path, map_location=device).eval()
 
 

@@ -37,7 +37,9 @@ def load_runner(ref: ModelRef, device: str | None = None, batch_size: int = 1) -
             from serving.torchserve import load_manifest_handler
 
             return load_manifest_handler(root, manifest, model_name=ref.name, device=device, batch_size=batch_size)
-        return NativeRunner(load_artifact(root, device=device))
+        from serving.tuning import tune_for_cpu
+
+        return NativeRunner(tune_for_cpu(load_artifact(root, device=device), batch_size))
     if (root / INFERENCE_SCRIPT).is_file():
         from serving.sagemaker import load_inference_script
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -209,6 +210,8 @@ def predict(artifact: Artifact, batch: np.ndarray) -> np.ndarray:
 
     with torch.inference_mode():
         x = torch.from_numpy(batch)
+        if artifact.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if artifact.device != "cpu":
             x = x.to(artifact.device, non_blocking=True)
         return artifact.module(x).float().cpu().numpy()
@@ -245,20 +248,45 @@ def _q_is_zero(param: str) -> bool:
         return False
 
 
-def encode(artifact: Artifact, logits: np.ndarray, media_type: str) -> bytes:
-    """The response body: JSON predictions, or the float32 probabilities as an ``.npy`` file."""
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What a response is written from, for one request or a whole batch. Computed on the inference thread
+    over the whole batch at once (one numpy call each, not one per request on the event loop)."""
+
+    probs: np.ndarray
+    """Softmax probabilities, float32 ``(n, classes)``: the ``.npy`` response."""
+    rounded: np.ndarray
+    """The same as float64 rounded to 6 digits, NaN and infinities as 0: the JSON response."""
+    index: np.ndarray
+    """The most probable class of each instance."""
+
+    def split(self, sizes: list[int]) -> list[Prediction]:
+        bounds = np.cumsum(sizes)[:-1]
+        return [Prediction(*parts) for parts in zip(np.split(self.probs, bounds), np.split(self.rounded, bounds),
+                                                     np.split(self.index, bounds), strict=True)]
+
+
+def postprocess(logits: np.ndarray) -> Prediction:
     probs = softmax(logits)
+    rounded = np.round(np.nan_to_num(probs.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0), 6)
+    return Prediction(probs.astype(np.float32, copy=False), rounded, probs.argmax(axis=1))
+
+
+def encode(artifact: Artifact, prediction: Prediction, media_type: str) -> bytes:
+    """The response body: JSON predictions, or the float32 probabilities as an ``.npy`` file."""
     if media_type == NPY:
         buffer = io.BytesIO()
-        np.save(buffer, probs.astype(np.float32), allow_pickle=False)
+        np.save(buffer, prediction.probs, allow_pickle=False)
         return buffer.getvalue()
-    return json.dumps(encode_response(artifact, logits, probs), separators=(",", ":")).encode()
+    return orjson.dumps(_response(artifact, prediction))
 
 
-def encode_response(artifact: Artifact, logits: np.ndarray, probs: np.ndarray | None = None) -> dict[str, Any]:
-    probs = softmax(logits) if probs is None else probs
+def encode_response(artifact: Artifact, logits: np.ndarray) -> dict[str, Any]:
+    """The JSON response for a batch of logits, as a dict."""
+    return _response(artifact, postprocess(logits))
+
+
+def _response(artifact: Artifact, prediction: Prediction) -> dict[str, Any]:
     labels = artifact.labels
-    rounded = np.round(np.nan_to_num(probs.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0), 6).tolist()
-    indices = probs.argmax(axis=1).tolist()
     return {"predictions": [{"label": labels[i], "index": i, "probabilities": row}
-                            for i, row in zip(indices, rounded, strict=True)]}
+                            for i, row in zip(prediction.index.tolist(), prediction.rounded.tolist(), strict=True)]}

@@ -102,13 +102,13 @@ class NativeRunner(Runner):
     def size(self, payload: np.ndarray) -> int:
         return len(payload)
 
-    def forward(self, payloads: list[np.ndarray]) -> list[np.ndarray]:
+    def forward(self, payloads: list[np.ndarray]) -> list[predictor.Prediction]:
         if len(payloads) == 1:
-            return [predictor.predict(self.artifact, payloads[0])]
-        outputs = predictor.predict(self.artifact, np.concatenate(payloads))
-        return np.split(outputs, np.cumsum([len(p) for p in payloads])[:-1])
+            return [predictor.postprocess(predictor.predict(self.artifact, payloads[0]))]
+        outputs = predictor.postprocess(predictor.predict(self.artifact, np.concatenate(payloads)))
+        return outputs.split([len(p) for p in payloads])
 
-    def encode(self, result: np.ndarray, accept: str | None) -> Reply:
+    def encode(self, result: predictor.Prediction, accept: str | None) -> Reply:
         media_type = predictor.response_type(accept)
         return Reply(predictor.encode(self.artifact, result, media_type), media_type)
 
@@ -119,4 +119,6 @@ class NativeRunner(Runner):
         manifest = self.artifact.manifest
         return {"kind": self.kind, "device": self.device, "input": manifest.get("input"),
                 "labels": len(self.artifact.labels), "max_batch_size": self.max_batch_size,
-                "sha256": manifest["model"].get("sha256"), "metrics": manifest.get("metrics", {})}
+                "sha256": manifest["model"].get("sha256"), "metrics": manifest.get("metrics", {}),
+                "layout": "channels_last" if self.artifact.channels_last else "contiguous",
+                "fused_conv_relu": getattr(self.artifact.module, "fused", 0)}

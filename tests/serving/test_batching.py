@@ -116,27 +116,67 @@ def test_full_queue_and_timeout_are_immediate_errors(artifact: Artifact) -> None
             try:
                 running = asyncio.ensure_future(batcher.submit(one, 30))  # taken by the worker, blocks on gate
                 await asyncio.sleep(0.05)
-                queued = asyncio.ensure_future(batcher.submit(one, 30))
+                # a full batch (of 1) is handed to the inference thread at once, to run next: out of the queue
+                handed = asyncio.ensure_future(batcher.submit(one, 30))
+                await asyncio.sleep(0.05)
+                assert batcher.depth == 0
+                late = asyncio.ensure_future(batcher.submit(one, 0.1))  # two batches are out: this one queues
                 await asyncio.sleep(0)
+                assert batcher.depth == 1
                 started = time.monotonic()
                 with pytest.raises(TimeoutError):  # answered at its deadline while the model is still busy
-                    await batcher.submit(one, 0.1)
+                    await late
                 assert 0.09 < time.monotonic() - started < 1
-                assert batcher.depth == 1, "a timed-out request gives its queue slot back"
-                filler = asyncio.ensure_future(batcher.submit(one, 30))
+                assert batcher.depth == 0, "a timed-out request gives its queue slot back"
+                fillers = [asyncio.ensure_future(batcher.submit(one, 30)) for _ in range(2)]
                 await asyncio.sleep(0)
+                assert batcher.depth == 2
                 started = time.monotonic()
                 with pytest.raises(QueueFull):
                     await batcher.submit(one, 30)
                 assert time.monotonic() - started < 0.5
                 gate.set()
-                return await asyncio.gather(running, queued, filler)
+                return await asyncio.gather(running, handed, *fillers)
             finally:
                 gate.set()
                 await batcher.stop()
 
     results = _run(main())
-    assert [r.shape for r in results] == [(1, 10)] * 3
+    assert [r.shape for r in results] == [(1, 10)] * 4
+
+
+def test_a_full_batch_starts_when_the_running_pass_ends_even_while_the_event_loop_is_busy(artifact: Artifact) -> None:
+    gate, starts = threading.Event(), []
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        starts.append((time.monotonic(), len(batch)))
+        if len(starts) == 1:
+            gate.wait(10)
+        return predict(artifact, batch)
+
+    one = np.zeros((1, 1, 8, 8), np.float32)
+
+    async def main() -> float:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(array_forward(forward), BatchPolicy(max_batch_size=2), pool)
+            batcher.start()
+            try:
+                first = [asyncio.ensure_future(batcher.submit(one, 30)) for _ in range(2)]
+                await asyncio.sleep(0.05)
+                second = [asyncio.ensure_future(batcher.submit(one, 30)) for _ in range(2)]
+                await asyncio.sleep(0.05)
+                gate.set()
+                time.sleep(0.3)  # the event loop is busy: the second pass must not need it to start
+                unblocked = time.monotonic()
+                await asyncio.gather(*first, *second)
+                return unblocked
+            finally:
+                gate.set()
+                await batcher.stop()
+
+    unblocked = _run(main())
+    assert [size for _, size in starts] == [2, 2]
+    assert starts[1][0] < unblocked - 0.2, "the second pass waited for the event loop"
 
 
 @pytest.mark.slow

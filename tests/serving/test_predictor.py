@@ -25,6 +25,7 @@ from serving.predictor import (
     decode_json,
     encode,
     encode_response,
+    postprocess,
     predict,
     request_types,
     response_type,
@@ -237,10 +238,21 @@ def test_unwritable_accept_is_406(accept: str) -> None:
 def test_npy_response_holds_the_probabilities(artifact: Artifact) -> None:
     batch = np.random.default_rng(1).uniform(0, 255, (3, 1, 8, 8)).astype(np.float32)
     logits = predict(artifact, batch)
-    probs = np.load(io.BytesIO(encode(artifact, logits, NPY)), allow_pickle=False)
+    probs = np.load(io.BytesIO(encode(artifact, postprocess(logits), NPY)), allow_pickle=False)
     assert probs.dtype == np.float32
     assert probs.shape == (3, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert probs.argmax(1).tolist() == logits.argmax(1).tolist()
-    as_json = json.loads(encode(artifact, logits, JSON))
+    as_json = json.loads(encode(artifact, postprocess(logits), JSON))
     assert [p["index"] for p in as_json["predictions"]] == logits.argmax(1).tolist()
+
+
+def test_a_batch_prediction_splits_into_the_predictions_of_its_requests(artifact: Artifact) -> None:
+    batch = np.random.default_rng(2).uniform(0, 255, (5, 1, 8, 8)).astype(np.float32)
+    whole = postprocess(predict(artifact, batch))
+    parts = whole.split([2, 1, 2])
+    assert [len(p.index) for p in parts] == [2, 1, 2]
+    for part, rows in zip(parts, (slice(0, 2), slice(2, 3), slice(3, 5)), strict=True):
+        alone = postprocess(predict(artifact, batch[rows]))
+        assert json.loads(encode(artifact, part, JSON)) == json.loads(encode(artifact, alone, JSON))
+        np.testing.assert_allclose(part.probs, alone.probs, rtol=1e-6, atol=1e-7)
