@@ -45,6 +45,7 @@ says which); 2 bad command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import logging
@@ -178,10 +179,8 @@ def _load_one(args: argparse.Namespace, ref, policy):
 def _release_freed_heap() -> None:
     """Hand the heap pages that loading freed (archives read, layout trials) back to the OS: glibc keeps
     them mapped otherwise, and they would count in the server's resident memory for its whole life."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 def _loader(args: argparse.Namespace, refs, policies):

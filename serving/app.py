@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -153,8 +154,17 @@ def _too_large(state: ServerState, request_id: str) -> Response:
                  f"body is larger than {state.max_body_bytes} bytes: send fewer instances per request", request_id)
 
 
+# A random prefix per process and a counter: unique, without uuid4's getrandom() syscall on every request.
+_REQUEST_ID_PREFIX = uuid.uuid4().hex[:16]
+_request_ids = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_request_ids):016x}"
+
+
 async def _infer(state: ServerState, request: Request, name: str | None, version: str | None) -> Response:
-    request_id = request.headers.get("x-amzn-requestid") or request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request.headers.get("x-amzn-requestid") or request.headers.get("x-request-id") or _new_request_id()
     if not state.ready:
         return error(503, "not_ready", "the model is still loading: retry after /ping answers 200",
                      request_id, {"Retry-After": "1"})

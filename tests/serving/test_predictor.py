@@ -256,3 +256,67 @@ def test_a_batch_prediction_splits_into_the_predictions_of_its_requests(artifact
         alone = postprocess(predict(artifact, batch[rows]))
         assert json.loads(encode(artifact, part, JSON)) == json.loads(encode(artifact, alone, JSON))
         np.testing.assert_allclose(part.probs, alone.probs, rtol=1e-6, atol=1e-7)
+
+
+# The simdjson path (predictor._plain_array) must answer exactly as the general path for every body.
+_ROW = [3, 0, 255, 17.5, 1e2, -0.0, 2e-3, 9]
+_INSTANCE = [[_ROW] * 8]  # [1, 8, 8]
+_SAME_AS_GENERAL = {
+    "wrapped batch": json.dumps({"instances": [_INSTANCE, _INSTANCE]}),
+    "wrapped, spaces and newlines": json.dumps({"instances": [_INSTANCE]}, indent=2),
+    "bare batch": json.dumps([_INSTANCE] * 3),
+    "one bare instance": json.dumps(_INSTANCE),
+    "wrapped bare instance": json.dumps({"instances": _INSTANCE}),
+    "no channel axis (general path only)": json.dumps([_ROW] * 8),
+    "ragged": json.dumps([[_ROW] * 7 + [_ROW[:-1]]]),
+    "ragged with the right count": json.dumps([[_ROW] * 6 + [[*_ROW, 1], _ROW[:-1]]]),  # 64 numbers
+    "one level deeper": json.dumps([[[_ROW] * 8]]).replace("3,", "[3],", 1),
+    "a string": json.dumps([[_ROW] * 8]).replace("17.5", '"17.5"', 1),
+    "a bool": json.dumps([[_ROW] * 8]).replace("17.5", "true", 1),
+    "a null": json.dumps([[_ROW] * 8]).replace("17.5", "null", 1),
+    "NaN": json.dumps([[_ROW] * 8]).replace("17.5", "NaN", 1),
+    "1e400": json.dumps([[_ROW] * 8]).replace("17.5", "1e400", 1),
+    "a 70-digit integer": json.dumps([[_ROW] * 8]).replace("17.5", "9" * 70, 1),
+    "out of range": json.dumps([[_ROW] * 8]).replace("17.5", "256", 1),
+    "negative": json.dumps([[_ROW] * 8]).replace("17.5", "-1", 1),
+    "another key": json.dumps({"instances": [_INSTANCE], "extra": 1}),
+    "instances twice": '{"instances": [[[1]]], "instances": ' + json.dumps([_INSTANCE]) + "}",
+    "escaped key": json.dumps({"instances": [_INSTANCE]}).replace("instances", "\\u0069nstances"),
+    "missing comma": json.dumps([[_ROW] * 8]).replace("17.5, ", "17.5 ", 1),
+    "trailing comma": json.dumps([[_ROW] * 8])[:-2] + ",]]",
+    "empty": "[]",
+    "a number": "5",
+}
+
+
+@pytest.mark.parametrize("body", _SAME_AS_GENERAL.values(), ids=_SAME_AS_GENERAL.keys())
+def test_the_simdjson_path_answers_as_the_general_path(artifact: Artifact, body: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving import predictor
+
+    def outcome() -> object:
+        try:
+            return decode_json(body.encode(), artifact)
+        except InvalidInput as exc:
+            return f"400: {exc}"
+
+    fast = outcome()
+    monkeypatch.setattr(predictor, "simdjson", None)
+    general = outcome()
+    if isinstance(general, str):
+        assert fast == general
+    else:
+        assert isinstance(fast, np.ndarray)
+        assert fast.dtype == general.dtype
+        np.testing.assert_array_equal(fast, general)
+
+
+def test_the_simdjson_path_takes_the_common_bodies(artifact: Artifact) -> None:
+    from serving.predictor import _plain_array
+
+    for name in ("wrapped batch", "wrapped, spaces and newlines", "bare batch", "one bare instance",
+                 "wrapped bare instance"):
+        assert _plain_array(_SAME_AS_GENERAL[name].encode(), artifact.input_shape) is not None, name
+    for name in ("ragged", "ragged with the right count", "one level deeper", "a string", "another key",
+                 "instances twice", "missing comma", "no channel axis (general path only)"):
+        assert _plain_array(_SAME_AS_GENERAL[name].encode(), artifact.input_shape) is None, name
