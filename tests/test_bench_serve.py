@@ -64,8 +64,13 @@ def test_bench_serve_prints_the_tables(tmp_path: Path) -> None:
 
     header, rows = _table(lines, "model  ")
     assert header == ["model", "server", "settings", "requests/s", "p50 ms", "p99 ms", "peak RSS MiB", "others %"]
-    expected = [(m, s) for m in ("mlp", "cnn") for s in servers] + [("cnn", "raw forward")]
+    # the raw forward right after our server (both layouts), then the other servers
+    expected = ([("mlp", s) for s in servers] + [("cnn", "ours"), ("cnn", "raw forward"), ("cnn", "raw forward")]
+                + [("cnn", s) for s in servers if s != "ours"])
     assert [(r[0], r[1]) for r in rows] == expected
+    raw = [r[2] for r in rows if r[1] == "raw forward"]
+    assert raw[0] == "batch 16, NCHW as exported"
+    assert re.fullmatch(r"batch 16, as ours runs it \((channels_last|contiguous), 3 conv\+ReLU fused\)", raw[1]), raw
     for row in rows:
         assert float(row[3]) > 0, row
         if row[1] == "raw forward":
