@@ -10,10 +10,11 @@ bit for bit on every model the trainer and the benchmarks export).
 
 It runs graphs whose nodes call registered ATen operators (``torch.ops.aten.*``) or the integer
 arithmetic of dynamic shapes (``_operator.mul`` ...), whose inputs are parameters, buffers, tensor
-constants and tensors, and whose outputs are a tensor or a flat tuple or list of them. Anything else
-(control flow such as ``torch.cond``, custom operators, buffers mutated in place, nested inputs, a
-schema version newer than the one tested) raises :class:`Unsupported`; :func:`load_program` then falls
-back to ``torch.export.load`` and logs why.
+constants and tensors, and whose outputs are a tensor or a flat tuple or list of them. In-place ops on a
+buffer run in place, as in ``ExportedProgram.module()``. Anything else (control flow such as
+``torch.cond``, custom operators, state updates returned as outputs after ``run_decompositions()``,
+nested inputs, another schema major version) raises :class:`Unsupported`; :func:`load_program` then
+falls back to ``torch.export.load`` and logs why.
 
 It is stricter than ``torch.export.load`` where that matters for untrusted files: a node target is
 resolved only to an ATen ``OpOverload`` or an arithmetic operator from a fixed table (the full loader
