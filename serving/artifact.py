@@ -1,19 +1,17 @@
 """Find, verify and load a model artifact (docs/artifact.md) without running code from it.
 
 Checks, in order: manifest.json is there and of a known format version; the model file's sha256
-matches the manifest; the torch.export archive holds only tensors (no pickled objects that
-torch.export.load would unpickle with weights_only=False); then it is loaded (serving/program.py).
+matches the manifest; then serving/program.py reads the torch.export archive, which refuses any file that
+holds more than a plain program of allowed tensor operators and raw tensors (it never unpickles).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import tarfile
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -110,35 +108,6 @@ def resolve_model_dir(path: Path, scratch: Path | None = None) -> Path:
     )
 
 
-def check_pt2_holds_only_tensors(path: Path) -> None:
-    """torch.export.load falls back to full unpickling for some payloads; refuse any archive that has one."""
-    # the C++ constants, not torch.export.pt2_archive's copy: importing that package imports torch._dynamo
-    from torch._C._export import pt2_archive_constants as c
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                inner = name.split("/", 1)[1] if "/" in name else name
-                if inner.startswith((c.AOTINDUCTOR_DIR, c.EXECUTORCH_DIR, c.MTIA_DIR)):
-                    raise ArtifactError(f"{path}: holds compiled code ({inner}); only plain programs are served")
-                if inner.startswith((c.WEIGHTS_DIR, c.CONSTANTS_DIR)) and inner.endswith(".pt"):
-                    raise ArtifactError(f"{path}: uses the legacy pickled weight format ({inner}); re-export it")
-                if inner.startswith((c.WEIGHTS_DIR, c.CONSTANTS_DIR)) and inner.endswith("_config.json"):
-                    config = json.loads(zf.read(name)).get("config", {})
-                    for fqn, meta in config.items():
-                        prefix_ok = meta.get("path_name", "").startswith(
-                            (c.WEIGHT_FILENAME_PREFIX, c.TENSOR_CONSTANT_FILENAME_PREFIX))
-                        if meta.get("use_pickle") or not prefix_ok:
-                            raise ArtifactError(f"{path}: '{fqn}' is stored as a pickled object; refusing it")
-                if inner.startswith(c.SAMPLE_INPUTS_DIR):
-                    try:
-                        torch.load(io.BytesIO(zf.read(name)), weights_only=True)
-                    except Exception:
-                        raise ArtifactError(f"{path}: {inner} holds more than tensors; refusing it") from None
-    except (zipfile.BadZipFile, json.JSONDecodeError, KeyError) as exc:
-        raise ArtifactError(f"{path} is not a valid torch.export archive ({exc})") from None
-
-
 def read_json(path: Path, missing: str) -> Any:
     """A JSON file's content; ArtifactError with ``missing`` when absent, or naming the file when malformed."""
     try:
@@ -165,7 +134,21 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_artifact(model_dir: Path, device: str | None = None) -> Artifact:
+def load_model_file(path: Path, trusted: bool = False) -> nn.Module:
+    """A ``.pt2`` read by serving/program.py; ArtifactError saying why when it is refused or unreadable.
+    ``trusted`` (``--trust-model-files``) lets ``torch.export.load`` take what the reader refuses."""
+    from serving.program import Unsupported, load_program
+
+    try:
+        return load_program(path, trusted=trusted)
+    except Unsupported as why:
+        raise ArtifactError(f"{path} is refused: {why} (a model file may only hold a plain torch.export program; "
+                            "see docs/serving.md, 'Threat model')") from None
+    except Exception as exc:
+        raise ArtifactError(f"{path} could not be loaded by torch.export ({type(exc).__name__}: {exc})") from None
+
+
+def load_artifact(model_dir: Path, device: str | None = None, trusted: bool = False) -> Artifact:
     """Verify and load; on the GPU when one is present (``device`` overrides: "cpu", "cuda", "cuda:1")."""
     manifest = read_manifest(model_dir)
     model = manifest["model"]
@@ -183,13 +166,7 @@ def load_artifact(model_dir: Path, device: str | None = None) -> Artifact:
             f"checksum mismatch for {path}: sha256 {actual[:12]}… but the manifest says "
             f"{str(model['sha256'])[:12]}…; the artifact is corrupted or was modified, re-run the trainer"
         )
-    check_pt2_holds_only_tensors(path)
-    from serving.program import load_program
-
-    try:
-        module = load_program(path)
-    except Exception as exc:
-        raise ArtifactError(f"{path} could not be loaded by torch.export ({type(exc).__name__}: {exc})") from None
+    module = load_model_file(path, trusted)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device != "cpu":
         module = module.to(device)

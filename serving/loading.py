@@ -25,7 +25,8 @@ def model_root(path: Path) -> Path:
     return resolve_model_dir(path)
 
 
-def load_runner(ref: ModelRef, device: str | None = None, batch_size: int = 1) -> Runner:
+def load_runner(ref: ModelRef, device: str | None = None, batch_size: int = 1, trusted: bool = False) -> Runner:
+    """``trusted`` (``--trust-model-files``): a ``.pt2`` the strict reader refuses goes to torch.export.load."""
     if ref.path.is_file() and ref.path.suffix == ".mar":
         from serving.torchserve import load_mar
 
@@ -39,7 +40,7 @@ def load_runner(ref: ModelRef, device: str | None = None, batch_size: int = 1) -
             return load_manifest_handler(root, manifest, model_name=ref.name, device=device, batch_size=batch_size)
         from serving.tuning import tune_for_cpu
 
-        return NativeRunner(tune_for_cpu(load_artifact(root, device=device), batch_size))
+        return NativeRunner(tune_for_cpu(load_artifact(root, device=device, trusted=trusted), batch_size))
     if (root / INFERENCE_SCRIPT).is_file():
         from serving.sagemaker import load_inference_script
 

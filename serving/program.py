@@ -1,24 +1,31 @@
-"""Run a ``torch.export`` archive (``model.pt2``) without ``torch.export.load``.
+"""Run a ``torch.export`` archive (``model.pt2``) without ``torch.export.load``, and refuse any that is more
+than data.
 
-Why: to rebuild a full ``ExportedProgram``, ``torch.export.load`` imports ``torch._dynamo``,
-``torch._inductor``, sympy and networkx: about 96 MiB of resident memory and 0.9 s of start-up in
-every server process, none of which a forward pass needs. The archive itself is plain: a JSON graph
-of ATen operator calls (``torch._export.serde.schema``) and raw tensor payloads. This module reads
-both and runs the graph node by node, calling the same operators in the same order, so its outputs
-are the ones ``torch.export.load(path).module()`` gives (tests/serving/test_program.py compares them
-bit for bit on every model the trainer and the benchmarks export).
+Why its own reader: ``torch.export.load`` unpickles (it retries ``torch.load`` with ``weights_only=False``
+on files in torch.export's pre-2.7 layout), resolves any ``torch.*`` attribute path a graph names, and
+imports ``torch._dynamo``, ``torch._inductor``, sympy and networkx (about 96 MiB of resident memory and
+0.9 s of start-up in every server process, none of which a forward pass needs). The archive itself is
+plain: a JSON graph of ATen operator calls (``torch._export.serde.schema``) and raw tensor payloads. This
+module reads both and runs the graph node by node, calling the same operators in the same order, so its
+outputs are the ones ``torch.export.load(path).module()`` gives (tests/serving/test_archive_program.py
+compares them bit for bit on every model the trainer and the benchmarks export, and on a zoo of layers).
 
-It runs graphs whose nodes call registered ATen operators (``torch.ops.aten.*``) or the integer
-arithmetic of dynamic shapes (``_operator.mul`` ...), whose inputs are parameters, buffers, tensor
-constants and tensors, and whose outputs are a tensor or a flat tuple or list of them. In-place ops on a
-buffer run in place, as in ``ExportedProgram.module()``. Anything else (control flow such as
-``torch.cond``, custom operators, state updates returned as outputs after ``run_decompositions()``,
-nested inputs, another schema major version) raises :class:`Unsupported`; :func:`load_program` then
-falls back to ``torch.export.load`` and logs why.
+A model file is data, so this reader is also the one place that decides what a ``.pt2`` may hold:
 
-It is stricter than ``torch.export.load`` where that matters for untrusted files: a node target is
-resolved only to an ATen ``OpOverload`` or an arithmetic operator from a fixed table (the full loader
-walks any ``torch.*`` attribute path and calls it), and no payload is ever unpickled.
+- the zip holds one folder with the members torch.export.save (torch 2.7 and later) writes, and nothing
+  else; the pre-2.7 layout (``serialized_state_dict.pt`` and friends: pickles) is refused;
+- weights and constants are raw tensor bytes; nothing is ever unpickled (the pickled sample inputs that
+  torch.export.save adds are never read);
+- every node calls an operator from the allow-list in serving/operators.py, with string and device
+  arguments checked against the operator's schema, or the integer arithmetic of dynamic shapes;
+- the program may not write to its own weights, buffers or constants (checked on every in-place call),
+  so one request cannot change the answer to another or carry its data over;
+- inputs are a flat list of tensors, outputs a tensor or a flat tuple or list of them.
+
+Anything else (control flow such as ``torch.cond``, custom operators, state updates, nested inputs,
+another schema major version) raises :class:`Unsupported`, and the model is refused with that reason.
+Only a server started with ``--trust-model-files`` (off by default; docs/serving.md, "Threat model")
+hands such a file to ``torch.export.load`` instead, which may run code from it.
 """
 
 from __future__ import annotations
@@ -31,12 +38,14 @@ import re
 import sys
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch._C._export import pt2_archive_constants as c
+
+from serving import operators
 
 log = logging.getLogger("serving.program")
 
@@ -82,18 +91,25 @@ class _Step(NamedTuple):
 
 
 class Unsupported(Exception):
-    """The archive uses something this interpreter does not run (torch.export.load may)."""
+    """The archive holds something this reader does not run: the model is refused, with this reason."""
 
 
-def load_program(path: Path) -> nn.Module:
-    """The program in ``path`` as a module: this interpreter when it can, else ``torch.export.load``.
+LEGACY_MEMBERS = ("serialized_exported_program.json", "serialized_state_dict.pt", "serialized_constants.pt",
+                  "serialized_example_inputs.pt", "version")
+"""What torch.export.save wrote before torch 2.7, at the zip's top level; its weights are pickles."""
 
-    The caller has verified the file (checksum, no pickled payloads) before.
-    """
+
+def load_program(path: Path, *, trusted: bool = False) -> nn.Module:
+    """The program in ``path`` as a module, run by this reader; Unsupported when the file holds more than
+    it runs. ``trusted`` (the server's ``--trust-model-files``): hand such a file to ``torch.export.load``
+    instead, which may unpickle it and run its code."""
     try:
         return ArchiveProgram.load(path)
     except Unsupported as why:
-        log.info("%s: %s; loading it with torch.export.load (about 100 MiB more memory)", path, why)
+        if not trusted:
+            raise
+        log.warning("%s: %s; loading it with torch.export.load because --trust-model-files is on (it may run "
+                    "code from the file)", path, why)
         return torch.export.load(path).module()
 
 
@@ -101,11 +117,38 @@ def load_program(path: Path) -> nn.Module:
 
 
 def _root(names: list[str]) -> str:
-    """The archive's top folder ('model/', or the temporary name torch.export.save wrote it under)."""
-    roots = {name.split("/", 1)[0] for name in names if "/" in name}
-    if len(roots) != 1:
-        raise Unsupported(f"expected one top-level folder in the archive, found {len(roots)}")
+    """The archive's one top folder ('model/', or the temporary name torch.export.save wrote it under)."""
+    if any(name in LEGACY_MEMBERS for name in names):
+        raise Unsupported("it is in torch.export's pre-2.7 layout, whose weights are pickles: re-export it with "
+                          "torch.export.save from torch 2.7 or later")
+    roots = {name.split("/", 1)[0] for name in names}
+    if len(roots) != 1 or any("/" not in name for name in names):
+        raise Unsupported(f"expected one top-level folder in the archive, found {len(roots)} top-level entries")
     return roots.pop() + "/"
+
+
+_METADATA = frozenset({c.ARCHIVE_FORMAT_PATH, c.ARCHIVE_VERSION_PATH, "byteorder", ".data/version",
+                       ".data/serialization_id", c.MODELS_FILENAME_FORMAT.format("model"),
+                       c.WEIGHTS_CONFIG_FILENAME_FORMAT.format("model"),
+                       c.CONSTANTS_CONFIG_FILENAME_FORMAT.format("model"),
+                       c.SAMPLE_INPUTS_FILENAME_FORMAT.format("model")})
+"""The members torch.export.save writes besides payloads. The sample inputs are a pickle: never read."""
+
+
+def _check_members(names: list[str], root: str) -> None:
+    """Every member is one torch.export.save writes for a plain program; anything else is refused."""
+    for name in names:
+        inner = name[len(root):]
+        parts = PurePosixPath(inner).parts
+        if inner.endswith("/") or inner in _METADATA:
+            continue
+        if len(parts) == 3 and (
+                (inner.startswith(c.WEIGHTS_DIR) and parts[2].startswith(c.WEIGHT_FILENAME_PREFIX))
+                or (inner.startswith(c.CONSTANTS_DIR) and parts[2].startswith(c.TENSOR_CONSTANT_FILENAME_PREFIX))):
+            continue
+        if inner.startswith((c.AOTINDUCTOR_DIR, c.EXECUTORCH_DIR, c.MTIA_DIR)):
+            raise Unsupported(f"it holds compiled code ({inner}); only plain programs are served")
+        raise Unsupported(f"it holds {inner!r}, which is not part of a plain torch.export program")
 
 
 def _ints(values: list[dict[str, Any]], what: str) -> list[int]:
@@ -177,7 +220,10 @@ class ArchiveProgram(nn.Module):
         self._state: list[tuple[int, str]] = []  # (slot, buffer attribute)
         self._inputs: list[tuple[int, list[int | tuple[int, int] | None]]] = []  # (slot, dims: fixed, range, any)
         self._outputs: list[Any] = []
+        self._storages: frozenset[int] | None = None
         self._setup_inputs(graph, tensors, ranges)
+        self._aliases_state = {slot for slot, _ in self._state}
+        """Slots holding the program's state or a view of it: in-place ops may not write to them."""
         self._graph_steps = [self._compile_node(node) for node in graph["nodes"]]
         self._setup_outputs(graph, in_spec, out_spec)
         self._size = len(self._slots)
@@ -191,6 +237,7 @@ class ArchiveProgram(nn.Module):
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
                 root = _root(names)
+                _check_members(names, root)
                 fmt = zf.read(root + c.ARCHIVE_FORMAT_PATH).decode().strip() if (
                     root + c.ARCHIVE_FORMAT_PATH) in names else None
                 if fmt != c.ARCHIVE_FORMAT_VALUE:
@@ -322,25 +369,74 @@ class ArchiveProgram(nn.Module):
         target = node["target"]
         sym_op = SYM_OPS.get(target)
         if sym_op is not None:
-            op: Callable[..., Any] = sym_op
-            args, kwargs = [self._value(i["arg"]) for i in node["inputs"]], {}
-        else:
-            match = _ATEN_TARGET.fullmatch(target)
-            packet = getattr(torch.ops.aten, match.group(1), None) if match else None
-            op = getattr(packet, match.group(2), None) if packet is not None else None
-            if not isinstance(op, torch._ops.OpOverload):
-                raise Unsupported(f"operator {target}")
-            args, kwargs = [], {}
-            for named in node["inputs"]:
-                # kind 1 (or unset, in older files) is positional, kind 2 keyword (schema.ArgumentKind)
-                if named.get("kind") == 2:
-                    kwargs[named["name"]] = self._value(named["arg"])
-                elif kwargs:
-                    raise Unsupported(f"{target}: a positional argument after a keyword one")
-                else:
-                    args.append(self._value(named["arg"]))
+            args = [self._value(i["arg"]) for i in node["inputs"]]
+            store, output = self._compile_outputs(target, node["outputs"])
+            return _Step(sym_op, args, {}, store, target, output)
+        match = _ATEN_TARGET.fullmatch(target)
+        packet = getattr(torch.ops.aten, match.group(1), None) if match else None
+        op = getattr(packet, match.group(2), None) if packet is not None else None
+        if not isinstance(op, torch._ops.OpOverload):
+            raise Unsupported(f"operator {target}")
+        try:
+            operators.check_overload(op)
+        except operators.Refused as why:
+            raise Unsupported(str(why)) from None
+        schema = {argument.name: argument for argument in op._schema.arguments}
+        args, kwargs = [], {}
+        written: list[tuple[str, Any]] = []  # (argument name, compiled value) of what the op writes to
+        views_state = False
+        for named in node["inputs"]:
+            name, value = named["name"], self._value(named["arg"])
+            try:
+                operators.check_argument(op, name, _constants(value))
+            except operators.Refused as why:
+                raise Unsupported(str(why)) from None
+            alias = schema[name].alias_info
+            if alias is not None and alias.is_write and _refs([value]):
+                written.append((name, value))
+            views_state = views_state or any(slot in self._aliases_state for slot in _refs([value]))
+            # kind 1 (or unset, in older files) is positional, kind 2 keyword (schema.ArgumentKind)
+            if named.get("kind") == 2:
+                kwargs[name] = value
+            elif kwargs:
+                raise Unsupported(f"{target}: a positional argument after a keyword one")
+            else:
+                args.append(value)
+        for name, value in written:
+            if any(slot in self._aliases_state for slot in _refs([value])):
+                raise Unsupported(f"{target} writes to the program's own weights, buffers or constants ('{name}'): "
+                                  "a model file may not change its state from one request to the next")
         store, output = self._compile_outputs(target, node["outputs"])
-        return _Step(op, args, kwargs, store, target, output)
+        returns_view = any(r.alias_info is not None for r in op._schema.returns) or match.group(1) in _UNMARKED_VIEWS
+        if views_state and returns_view:  # a view of state is state: writes through it are refused too
+            self._aliases_state.update(self._output_slots(node["outputs"]))
+        run = operators.runnable(op)
+        if written:
+            positional = [named["name"] for named in node["inputs"][:len(args)]]
+            run = _guard_writes(run, target, [positional.index(n) for n, _ in written if n in positional],
+                                [n for n, _ in written if n in kwargs], self)
+        return _Step(run, args, kwargs, store, target, output)
+
+    def _output_slots(self, outputs: list[dict[str, Any]]) -> list[int]:
+        slots = []
+        for out in outputs:
+            ((kind, value),) = out.items()
+            if kind == "as_tensor":
+                slots.append(self._slots[value["name"]])
+            elif kind == "as_tensors":
+                slots.extend(self._slots[t["name"]] for t in value)
+        return slots
+
+    def _state_storages(self) -> frozenset[int]:
+        """Where the program's weights, buffers and constants live (cached until .to() moves them)."""
+        if self._storages is None:
+            self._storages = frozenset(ptr for buffer in self._buffers.values() if buffer is not None
+                                       and (ptr := buffer.untyped_storage().data_ptr()))
+        return self._storages
+
+    def _apply(self, fn, recurse=True):
+        self._storages = None  # .to(device) and .to(memory_format) give the state new storage
+        return super()._apply(fn, recurse)
 
     def _compile_outputs(self, target: str,
                          outputs: list[dict[str, Any]]) -> tuple[Callable[[list[Any], Any], None], int | None]:
@@ -449,6 +545,37 @@ class ArchiveProgram(nn.Module):
         if self._container is None:
             return results[0]
         return tuple(results) if self._container == "tuple" else results
+
+
+_UNMARKED_VIEWS = frozenset({"_unsafe_view"})
+"""Operators whose result shares its input's storage although their schema does not say so."""
+
+
+def _constants(compiled: tuple[str, Any]) -> Any:
+    """The constant values in a compiled argument (references to computed values are left out)."""
+    kind, value = compiled
+    if kind == "const":
+        return value
+    if kind == "list":
+        return [item for item in (_constants(entry) for entry in value) if item is not None]
+    return None
+
+
+def _guard_writes(op: Callable[..., Any], target: str, positions: list[int], names: list[str],
+                  program: ArchiveProgram) -> Callable[..., Any]:
+    """``op``, refusing at run time to write into the program's state: what the load-time alias check
+    cannot see (storage shared through an operator that does not declare it) still cannot change it."""
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        state = program._state_storages()
+        for value in [*(args[i] for i in positions), *(kwargs[n] for n in names if n in kwargs)]:
+            for tensor in value if isinstance(value, list | tuple) else (value,):
+                if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() in state:
+                    raise RuntimeError(f"{target} writes to the program's own weights, buffers or constants: "
+                                       "a model file may not change its state")
+        return op(*args, **kwargs)
+
+    return guarded
 
 
 def _resolve(compiled: tuple[str, Any], env: list[Any]) -> Any:
