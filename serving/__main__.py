@@ -30,7 +30,22 @@ flag                   environment                        default
 --management-token-    DEEPCLOUD_MANAGEMENT_TOKEN_FILE    ~/.deepcloud/management-token (made, 0600,
   file                                                    when missing; the token is never logged)
 --no-access-log        DEEPCLOUD_ACCESS_LOG=0             a JSON line per request on stderr
+--trust-model-files    DEEPCLOUD_TRUST_MODEL_FILES=1      off: a .pt2 the strict reader refuses is not
+                                                          served (on: torch.export.load, which may run
+                                                          code from the file)
+--max-connections      DEEPCLOUD_MAX_CONNECTIONS          512, then the oldest idle one is closed (503)
+--max-header-bytes     DEEPCLOUD_MAX_HEADER_BYTES         32768 (request line and headers), then 431
+--max-headers          DEEPCLOUD_MAX_HEADERS              100 header lines, then 431
+--max-request-line-    DEEPCLOUD_MAX_REQUEST_LINE_BYTES   8192, then 414
+  bytes
+--header-timeout-s     DEEPCLOUD_HEADER_TIMEOUT_S         10 to send the request line and headers, then 408
+--body-timeout-s       DEEPCLOUD_BODY_TIMEOUT_S           30 to send the body, then 408
+--max-pending-body-    DEEPCLOUD_MAX_PENDING_BODY_BYTES   134217728: bodies held at once, then 503
+  bytes
+--max-image-pixels     DEEPCLOUD_MAX_IMAGE_PIXELS         16777216 (4096x4096) per decoded image, then 400
 =====================  =================================  ==========================================
+
+serving/limits.py says why each limit is there; docs/serving.md ("Threat model") what each one bounds.
 
 ``--max-batch-size`` and ``--max-batch-delay-ms`` take one value for every model, or a list that sets
 some models apart: ``16,digits=1`` (see serving/store.py for the model store's layout).
@@ -107,7 +122,31 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         default=os.environ.get("DEEPCLOUD_ACCESS_LOG", "1") != "0",
                         help="no JSON access-log line per request")
+    parser.add_argument("--trust-model-files", action="store_true",
+                        default=os.environ.get("DEEPCLOUD_TRUST_MODEL_FILES", "0") == "1",
+                        help="serve .pt2 files the strict reader refuses through torch.export.load, which may run "
+                             "code from them (default: off, they are refused)")
+    for flag, env, default, text in LIMIT_FLAGS:
+        parser.add_argument(flag, default=_env(env, default), help=text)
     return parser.parse_args(argv)
+
+
+LIMIT_FLAGS = (
+    ("--max-connections", "DEEPCLOUD_MAX_CONNECTIONS", "512",
+     "open connections at once; past it the oldest idle one is closed (default 512)"),
+    ("--max-header-bytes", "DEEPCLOUD_MAX_HEADER_BYTES", "32768",
+     "bytes of the request line and headers before 431 (default 32768)"),
+    ("--max-headers", "DEEPCLOUD_MAX_HEADERS", "100", "header lines per request before 431 (default 100)"),
+    ("--max-request-line-bytes", "DEEPCLOUD_MAX_REQUEST_LINE_BYTES", "8192",
+     "bytes of the request target before 414 (default 8192)"),
+    ("--header-timeout-s", "DEEPCLOUD_HEADER_TIMEOUT_S", "10",
+     "seconds to send the request line and headers before 408 (default 10)"),
+    ("--body-timeout-s", "DEEPCLOUD_BODY_TIMEOUT_S", "30", "seconds to send the body before 408 (default 30)"),
+    ("--max-pending-body-bytes", "DEEPCLOUD_MAX_PENDING_BODY_BYTES", str(128 * 1024 * 1024),
+     "bytes of request bodies held at once before 503 (default 134217728)"),
+    ("--max-image-pixels", "DEEPCLOUD_MAX_IMAGE_PIXELS", str(4096 * 4096),
+     "pixels of one decoded image before 400 (default 16777216)"),
+)
 
 
 def _number(flag: str, text: str, kind: type, minimum: float) -> float:
@@ -169,7 +208,7 @@ def _load_one(args: argparse.Namespace, ref, policy):
     from serving.app import LoadedModel
     from serving.loading import load_runner
 
-    runner = load_runner(ref, device=args.device, batch_size=policy.max_batch_size)
+    runner = load_runner(ref, device=args.device, batch_size=policy.max_batch_size, trusted=args.trust_model_files)
     runner.warm_up()
     log.info("model %s:%s ready from %s (%s on %s, batch<=%d, delay %g ms)", ref.name, ref.version, ref.path,
              runner.kind, runner.device, policy.max_batch_size, policy.max_batch_delay * 1000)
@@ -189,6 +228,9 @@ def _loader(args: argparse.Namespace, refs, policies):
     def load():
         import torch
 
+        from serving.images import limit_pixels
+
+        limit_pixels(args.image_pixels)
         if args.threads:
             torch.set_num_threads(int(args.threads))
         loaded = [_load_one(args, ref, policies(ref.name)) for ref in refs]
@@ -210,6 +252,9 @@ def serve(args: argparse.Namespace) -> int:
     queue = int(_number("--max-queue", args.max_queue, int, 1))
     timeout = _number("--timeout-s", args.timeout_s, float, 0.001)
     max_body = int(_number("--max-body-bytes", args.max_body_bytes, int, 1))
+    args.limits = _limits(args)  # parsed here so a typo fails before the port is taken; used by _serve_on
+    args.pending_body_bytes = int(_number("--max-pending-body-bytes", args.max_pending_body_bytes, int, max_body))
+    args.image_pixels = int(_number("--max-image-pixels", args.max_image_pixels, int, 1))
     if args.threads is not None:
         _number("--threads", args.threads, int, 1)
     try:
@@ -244,6 +289,20 @@ def serve(args: argparse.Namespace) -> int:
             s.close()
 
 
+def _limits(args: argparse.Namespace):
+    """The connection limits of serving/limits.py, from the flags."""
+    from serving.limits import Limits
+
+    ints = {name: int(_number(flag, getattr(args, name), int, 1)) for flag, name in (
+        ("--max-connections", "max_connections"), ("--max-header-bytes", "max_header_bytes"),
+        ("--max-headers", "max_headers"), ("--max-request-line-bytes", "max_request_line_bytes"))}
+    if ints["max_request_line_bytes"] > ints["max_header_bytes"]:
+        raise StartupError(f"--max-request-line-bytes {ints['max_request_line_bytes']} is larger than "
+                           f"--max-header-bytes {ints['max_header_bytes']}, which includes the request line")
+    return Limits(**ints, header_timeout=_number("--header-timeout-s", args.header_timeout_s, float, 0.001),
+                  body_timeout=_number("--body-timeout-s", args.body_timeout_s, float, 0.001))
+
+
 def _management(args: argparse.Namespace, state, policies):
     """(port, app) of the management API, or None when it is off."""
     if args.management_port is None:
@@ -264,6 +323,7 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
     import uvicorn
 
     from serving.app import ServerState, build_app
+    from serving.limits import BodyBudget, protocol
 
     failure: list[str] = []
     server: uvicorn.Server | None = None
@@ -273,7 +333,8 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
         if server is not None:
             server.should_exit = True  # no model, never healthy: exit so the platform sees it
 
-    state = ServerState(max_body_bytes=max_body, timeout=timeout)
+    state = ServerState(max_body_bytes=max_body, timeout=timeout,
+                        bodies=BodyBudget(args.pending_body_bytes))
     from serving.accesslog import AccessLog
 
     access_log = AccessLog(sys.stderr) if args.access_log else None
@@ -281,22 +342,41 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
                     management=_management(args, state, policies))
     config = uvicorn.Config(app, log_level="info", access_log=False,  # ours is structured: serving.access
                             timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
-                            server_header=False)
-    server = uvicorn.Server(config)
+                            server_header=False,
+                            http=protocol(args.limits, on_reject=state.metrics.rejected),  # serving/limits.py
+                            ws="none")  # no WebSocket routes: no upgrade handling to attack
+    def clean_up() -> None:
+        if access_log is not None:
+            access_log.close()  # the lines of the last half second are still in its buffer
+        if "serving.artifact" in sys.modules:  # only then can an archive have been extracted
+            sys.modules["serving.artifact"].remove_scratch()  # extracted .mar / model.tar.gz copies
+
+    server = _server(config, clean_up)
     log.info("listening on http://%s:%s after %.0f ms", args.host, args.port, 1000 * (time.perf_counter() - STARTED))
     if args.management_port is not None:
         log.info("management API on http://%s:%s (bearer token in %s)", args.management_host, args.management_port,
                  args.management_token_file)
-    try:
-        server.run(sockets=sockets)
-    finally:
-        if access_log is not None:
-            access_log.close()
-        if "serving.artifact" in sys.modules:  # only then can an archive have been extracted
-            sys.modules["serving.artifact"].remove_scratch()  # extracted .mar / model.tar.gz copies
+    server.run(sockets=sockets)
     if failure:
         raise StartupError(failure[0])
     return 0
+
+
+def _server(config, clean_up):
+    """A uvicorn server that runs ``clean_up`` on every way out: after SIGTERM uvicorn re-raises the signal to
+    end the process by it, so a ``finally`` around ``run`` never runs (uvicorn/server.py ``capture_signals``)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():  # on leaving, it re-raises the signal that stopped us
+                try:
+                    yield
+                finally:
+                    clean_up()
+
+    return Server(config)
 
 
 def main(argv: list[str] | None = None) -> int:

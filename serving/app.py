@@ -34,6 +34,7 @@ from starlette.routing import Route
 from serving import openapi
 from serving.batching import Batcher, BatchPolicy, QueueFull
 from serving.errors import ClientError, UnsupportedMediaType
+from serving.limits import BodyBudget
 from serving.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ log = logging.getLogger("serving")
 
 MAX_BODY_BYTES = 6 * 1024 * 1024
 """SageMaker's invocation payload cap."""
+DEFAULT_PENDING_BODY_BYTES = 128 * 1024 * 1024
+"""What --max-pending-body-bytes defaults to: about 21 bodies of the largest size at once."""
 INLINE_DECODE_BYTES = 64 * 1024
 """Bodies up to this size are decoded on the event loop (cheaper than a thread hop); larger ones off it."""
 
@@ -84,6 +87,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     executor: ThreadPoolExecutor | None = None
     """The inference thread: forward passes, and model loads (startup and management registrations)."""
+    bodies: BodyBudget = field(default_factory=lambda: BodyBudget(DEFAULT_PENDING_BODY_BYTES))
+    """Request-body bytes held at once, from the first byte read to the response (serving/limits.py)."""
 
     def add(self, served: Served, default: bool = False) -> None:
         self.models.setdefault(served.name, {})[served.version] = served
@@ -138,15 +143,24 @@ async def http_error(request: Request, exc: Exception) -> Response:
                  headers=getattr(exc, "headers", None))
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it exceeds ``limit`` (checked on the header first, then while reading)."""
+async def _read_body(request: Request, limit: int, bodies: BodyBudget, held: list[int]) -> bytes | None:
+    """The body, or None once it exceeds ``limit`` (checked on the header first, then while reading).
+    Every byte read is held in ``bodies`` (``held[0]`` counts them); QueueFull when that budget is spent."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             return None
+        grow = max(0, size - held[0])
+        if grow and not bodies.reserve(grow):
+            raise BodiesFull(f"the server holds {bodies.limit} bytes of request bodies already")
+        held[0] += grow
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class BodiesFull(Exception):
+    """The body budget (--max-pending-body-bytes) is spent: a 503 to retry."""
 
 
 def _too_large(state: ServerState, request_id: str) -> Response:
@@ -177,6 +191,14 @@ async def _infer(state: ServerState, request: Request, name: str | None, version
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > state.max_body_bytes:
         return _too_large(state, request_id)
+    held = [0]  # body bytes this request holds in state.bodies: reserved as read, released with the answer
+    try:
+        return await _run(state, request, served, request_id, held)
+    finally:
+        state.bodies.release(held[0])
+
+
+async def _run(state: ServerState, request: Request, served: Served, request_id: str, held: list[int]) -> Response:
     runner = served.runner
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     accept = request.headers.get("accept")
@@ -185,7 +207,7 @@ async def _infer(state: ServerState, request: Request, name: str | None, version
             raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not supported: send one of "
                                        f"{', '.join(runner.request_types)}")
         runner.check_accept(accept)
-        body = await _read_body(request, state.max_body_bytes)
+        body = await _read_body(request, state.max_body_bytes, state.bodies, held)
         if body is None:
             return _too_large(state, request_id)
         # Only handler-style models read the headers: no per-request copy of them for tensor models.
@@ -198,7 +220,7 @@ async def _infer(state: ServerState, request: Request, name: str | None, version
         reply = runner.encode(result, accept)
     except ClientError as exc:  # the client's mistake, found by our decoders or by the model's own input code
         return error(exc.status, exc.code, str(exc), request_id)
-    except QueueFull as exc:
+    except (QueueFull, BodiesFull) as exc:
         return error(503, "overloaded", f"model {served.label} is busy ({exc}): retry shortly", request_id,
                      {"Retry-After": "1"})
     except TimeoutError:

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serving.app import LoadedModel, ServerState, error, http_error, retire_model, serve_model
-from serving.store import NAME, LayoutError, ModelRef, plan
+from serving.store import NAME, LayoutError, ModelRef, plan_one
 
 if TYPE_CHECKING:
     from serving.runner import Runner
@@ -130,7 +130,7 @@ def build_management_app(state: ServerState, token: str, store: Path | None,
             return error(400, "invalid_registration", f"model name {name!r} must be letters, digits, '_', '.' or '-'")
         async with lock:
             try:
-                refs = plan(Path("/unused"), store, f"{name}={path.relative_to(store)}")
+                refs = plan_one(store, name, path)  # a path, never a --models string: commas are just characters
             except LayoutError as exc:
                 return error(400, "invalid_registration", str(exc))
             taken = [r.version for r in refs if r.version in state.models.get(name, {})]

@@ -26,6 +26,9 @@ class Metrics:
         self.queue_depth = Gauge("deepcloud_queue_depth", "Requests waiting for a forward pass, by model.",
                                  ["model"], registry=self.registry)
         self.ready = Gauge("deepcloud_ready", "1 once every model is loaded and warmed up.", registry=self.registry)
+        self.rejections = Counter("deepcloud_rejected", "Connections and requests refused by a limit of "
+                                  "serving/limits.py, by reason (header_too_large, body_timeout, ...).",
+                                  ["reason"], registry=self.registry)
         self._observers: dict[tuple[str, str], tuple] = {}
 
     def observe(self, route: str, model: str, code: int, seconds: float) -> None:
@@ -40,6 +43,9 @@ class Metrics:
             counter = counters[code] = self.requests.labels(route, model, str(code))
         counter.inc()
         latency.observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
 
     def batch_observer(self, model: str):
         return self.batch_size.labels(model).observe

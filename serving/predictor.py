@@ -26,6 +26,7 @@ except ImportError:  # an optimisation only: without it every body takes the gen
     simdjson = None
 
 from serving.errors import InvalidInput, NotAcceptable, UnsupportedMediaType
+from serving.images import open_image
 
 if TYPE_CHECKING:
     from serving.artifact import Artifact
@@ -209,7 +210,7 @@ def decode_image(body: bytes, media_type: str, artifact: Artifact) -> np.ndarray
     mode, (_, height, width) = image_mode(artifact), artifact.input_shape
     expected = IMAGE_FORMATS[media_type]
     try:
-        with Image.open(io.BytesIO(body), formats=[expected]) as image:
+        with open_image(body, formats=[expected]) as image:
             # The size is in the header: checked before any pixel is decoded, so a huge image costs nothing.
             if image.size != (width, height):
                 raise InvalidInput(f"image is {image.size[0]}x{image.size[1]} pixels: expected {width}x{height}")

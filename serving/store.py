@@ -18,6 +18,7 @@ Planning reads only directory listings, so a bad layout is refused before any mo
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,26 @@ def _versions(name: str, path: Path) -> list[ModelRef]:
 
 
 def _inside(store: Path, path: Path) -> Path:
+    """``path`` resolved, when it and everything under it (version folders, the artifact's files, links
+    included) lie inside the model store; else LayoutError."""
+    root = store.resolve()
     resolved = path.resolve()
-    if not resolved.is_relative_to(store.resolve()):
+    if not resolved.is_relative_to(root):
         raise LayoutError(f"{path} is outside the model store {store}: models are only loaded from inside it")
+    if resolved.is_dir():
+        for folder, dirs, files in os.walk(resolved):  # links are not followed: each is checked instead
+            for entry in (*dirs, *files):
+                if not (Path(folder) / entry).resolve().is_relative_to(root):
+                    raise LayoutError(f"{Path(folder) / entry} links outside the model store {store}: models are "
+                                      "only loaded from inside it")
     return resolved
+
+
+def plan_one(store: Path, name: str, path: Path) -> list[ModelRef]:
+    """The versions of one model ``name`` at ``path`` inside ``store`` (a registration, or one --models entry)."""
+    if not NAME.match(name):
+        raise LayoutError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (at most 64)")
+    return _versions(name, _inside(store, path))
 
 
 def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[ModelRef]:
@@ -102,18 +119,16 @@ def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[
             name, rel = name.strip(), rel.strip()
             if not sep or not rel:
                 raise LayoutError(f"--models entry {entry!r} is not name=path")
-            if not NAME.match(name):
-                raise LayoutError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (at most 64)")
             if name in seen:
                 raise LayoutError(f"model name {name!r} is given twice in --models")
             seen.add(name)
-            refs += _versions(name, _inside(model_store, model_store / rel))
+            refs += plan_one(model_store, name, model_store / rel)
     elif model_store is not None:
         for child in sorted(model_store.iterdir()):
             name = _strip_archive_suffix(child.name)
             if child.name.startswith(".") or not NAME.match(name) or not (child.is_dir() or _is_artifact(child)):
                 continue  # hidden entries, READMEs and the like are not models
-            refs += _versions(name, _inside(model_store, child))
+            refs += _versions(name, _inside(model_store, child))  # child's versions and files checked too
         if not refs:
             raise LayoutError(f"model store {model_store} holds no artifacts: put one directory or model.tar.gz "
                               "per model in it")

@@ -125,6 +125,33 @@ def test_only_paths_inside_the_store_can_be_registered(managed, store: Path) -> 
 
 
 @pytest.mark.slow
+def test_a_version_folder_linked_out_of_the_store_is_refused(managed, store: Path, tmp_path: Path) -> None:
+    _, call, *_ = managed
+    (store / "versions").mkdir()
+    shutil.copytree(store / "digits" / "1", store / "versions" / "1")
+    (store / "versions" / "2").symlink_to(tmp_path / "outside" / "model")
+    status, body = call("POST", "/models?url=versions&model_name=versions")
+    assert status == 400
+    assert "links outside the model store" in body["message"]
+    assert call("GET", "/models")[1] == {"models": [{"modelName": "digits", "defaultVersion": "1", "versions": ["1"]}]}
+
+
+@pytest.mark.slow
+def test_a_comma_in_url_registers_nothing_else_and_replaces_nothing(managed, store: Path, tmp_path: Path) -> None:
+    """``url=spare,digits=spare2`` used to register 'spare' and silently replace the loaded 'digits'."""
+    server, call, *_ = managed
+    shutil.copytree(store / "spare", store / "spare2")
+    manifest = store / "spare2" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "metrics": {"replaced": 1}}))
+    status, body = call("POST", "/models?url=spare,digits=spare2&model_name=spare")
+    assert status == 400
+    assert "does not exist" in body["message"]
+    assert call("GET", "/models")[1] == {"models": [{"modelName": "digits", "defaultVersion": "1", "versions": ["1"]}]}
+    assert "replaced" not in call("GET", "/models/digits/1")[1][0]["metrics"]
+    assert _predict(server) == 200
+
+
+@pytest.mark.slow
 def test_archive_slip_is_refused_and_serving_goes_on(managed, tmp_path: Path) -> None:
     server, call, *_ = managed
     for name in ("slip.mar", "absolute.mar", "link.mar"):

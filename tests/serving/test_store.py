@@ -118,6 +118,13 @@ def test_routing_by_name_and_version(tiny_artifact_template: Path) -> None:
         (("--max-batch-size", "a=1"),
          "error: --max-batch-size 'a=1' has no default value: start it with a number, e.g. 16,digits=1"),
         (("--timeout-s", "-1"), "error: --timeout-s must be at least 0.001, got -1"),
+        (("--max-connections", "0"), "error: --max-connections must be at least 1, got 0"),
+        (("--max-header-bytes", "1k"), "error: --max-header-bytes '1k' is not a whole number"),
+        (("--max-request-line-bytes", "65536"), "error: --max-request-line-bytes 65536 is larger than "
+                                                "--max-header-bytes 32768, which includes the request line"),
+        (("--header-timeout-s", "0"), "error: --header-timeout-s must be at least 0.001, got 0"),
+        (("--max-pending-body-bytes", "1000"), "error: --max-pending-body-bytes must be at least 6291456, got 1000"),
+        (("--max-image-pixels", "-5"), "error: --max-image-pixels must be at least 1, got -5"),
     ],
 )
 def test_bad_settings_exit_with_one_line(tiny_artifact: Path, args: tuple[str, ...], message: str) -> None:
@@ -126,3 +133,25 @@ def test_bad_settings_exit_with_one_line(tiny_artifact: Path, args: tuple[str, .
                             check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == message
+
+
+@pytest.mark.parametrize("link", ["a version folder", "a file of the artifact", "a folder inside an artifact"])
+def test_links_out_of_the_store_anywhere_inside_a_model_are_refused(store: Path, tmp_path: Path, link: str) -> None:
+    """The review registered a symlinked version folder (digits/3 -> outside): nothing outside is ever read."""
+    outside = tmp_path / "outside"
+    shutil.copytree(store / "mnist", outside)
+    if link == "a version folder":
+        (store / "digits" / "3").symlink_to(outside)
+    elif link == "a file of the artifact":
+        (store / "digits" / "2" / "model.pt2").unlink()
+        (store / "digits" / "2" / "model.pt2").symlink_to(outside / "model.pt2")
+    else:
+        (store / "digits" / "2" / "code").symlink_to(outside)
+    for models in (None, "d=digits"):
+        with pytest.raises(LayoutError, match=r"links outside the model store"):
+            plan(Path("/unused"), store, models)
+
+
+def test_a_link_that_stays_inside_the_store_is_fine(store: Path) -> None:
+    (store / "digits" / "3").symlink_to(store / "mnist")
+    assert [r.version for r in plan(Path("/unused"), store, "d=digits")] == ["1", "2", "3"]

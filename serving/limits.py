@@ -1,0 +1,236 @@
+"""Limits on what one client can make the server hold: connections, header bytes, time, body bytes.
+
+uvicorn's httptools protocol keeps every header a client sends, for as long as it takes to send them, and
+never times out a connection that is still sending its request: 96 MiB of headers on one unfinished
+request, or 40 connections each trickling a 6 MiB body, stay in memory for as long as the client likes.
+:func:`protocol` returns uvicorn's protocol with these limits added, each a server setting
+(serving/__main__.py) with a safe default:
+
+- **headers**: the request line may take ``max_request_line_bytes`` (else 414) and the whole head, request
+  line and headers, ``max_header_bytes`` and ``max_headers`` lines (else 431). Bytes past the limit are never
+  handed to the parser, so a flood costs at most the limit;
+- **time**: the head must arrive within ``header_timeout`` seconds of the connection (or of the previous
+  response, on a kept-alive connection) and the body within ``body_timeout`` seconds of the head (else 408):
+  slowloris clients are closed, not waited for;
+- **connections**: at most ``max_connections`` at once. A new connection past the limit closes the oldest
+  one that is not running a request (still sending its head, or idle between requests) with a 503, so a
+  flood of idle or slow connections cannot shut out ``/ping``; only when every connection is running a
+  request is the new one refused (503);
+- **bodies**: :class:`BodyBudget` caps the bytes of request bodies the server holds at once, from the first
+  byte read to the response (serving/app.py answers 503 past it).
+
+Every refusal is answered with the status and a JSON ``{"code", "message"}`` body, counted in
+``deepcloud_rejected_total{reason}`` and logged (one line per reason at most every 10 s, with a count).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+log = logging.getLogger("serving.limits")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = 512
+    """Open connections at once; past it the oldest idle one is closed (503), else the new one."""
+    max_request_line_bytes: int = 8 * 1024
+    """Bytes of the request line (method, target, version); past it 414."""
+    max_header_bytes: int = 32 * 1024
+    """Bytes of the request line and headers together; past it 431."""
+    max_headers: int = 100
+    """Header lines per request; past it 431."""
+    header_timeout: float = 10.0
+    """Seconds to send the request line and headers; past it 408."""
+    body_timeout: float = 30.0
+    """Seconds to send the body once the headers are in; past it 408."""
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once, across all connections (the event loop's thread only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def reserve(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: (status, reason, message) to answer before closing."""
+
+
+class _Throttled:
+    """One warning per reason at most every ``interval`` seconds, with how many happened since."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.last: dict[str, float] = {}
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def warn(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        now = time.monotonic()
+        if reason not in self.last or now - self.last[reason] >= self.interval:
+            log.warning("%s: %s (%d time(s) since the last such line)", reason, message, self.counts.pop(reason))
+            self.last[reason] = now
+
+
+def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: None) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class with ``limits`` enforced; ``on_reject(reason)`` counts refusals."""
+    warnings = _Throttled()
+    idle: collections.OrderedDict[Any, None] = collections.OrderedDict()
+    """Connections not running a request, oldest first: what a new connection past the limit may close."""
+
+    class LimitedProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_bytes = 0
+            self._header_count = 0
+            self._in_head = True
+            self._refused = False
+            self._deadline: Any = None
+
+        # ---------------------------------------------------------------------------------- connections
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                oldest = next(iter(idle), None)
+                if oldest is None:
+                    self._refuse(503, "too_many_connections", f"the server holds {limits.max_connections} "
+                                 "connections, all running requests: retry shortly")
+                    return
+                oldest._refuse(503, "too_many_connections", f"the server is at its {limits.max_connections}-"
+                               "connection limit and closed this idle connection: reconnect to send a request")
+            idle[self] = None
+            self._arm(limits.header_timeout, "header_timeout",
+                      f"the request line and headers did not arrive within {limits.header_timeout:g} s")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            idle.pop(self, None)
+            self._disarm()
+            super().connection_lost(exc)
+
+        # ---------------------------------------------------------------------------------- bytes
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if self._in_head:
+                room = limits.max_header_bytes - self._head_bytes
+                if len(data) > room:  # feed what fits; past it, only a finished head lets the rest through
+                    self._feed(data[:room])
+                    if self._in_head and not self._refused:
+                        self._refuse(431, "header_too_large", f"the request line and headers exceed "
+                                     f"{limits.max_header_bytes} bytes")
+                    data = data[room:]
+                    if self._refused or not data:
+                        return
+                else:
+                    self._head_bytes += len(data)
+            self._feed(data)
+
+        def _feed(self, data: bytes) -> None:
+            """uvicorn's data_received, with a JSON 400 and our own refusals from the parser callbacks."""
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserCallbackError as exc:  # httptools wraps what a callback raises
+                if isinstance(exc.__context__, _Refused):
+                    self._refuse(*exc.__context__.args)
+                else:
+                    raise
+            except httptools.HttpParserUpgrade:
+                # no WebSocket routes: the request is served as plain HTTP (uvicorn warns twice per request)
+                warnings.warn("upgrade", "an Upgrade header was ignored: this server has no WebSocket routes")
+            except httptools.HttpParserError as exc:
+                self._refuse(400, "bad_request", f"the request is not valid HTTP/1.1 ({exc})")
+
+        # ---------------------------------------------------------------------------------- parser callbacks
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._header_count = True, 0
+            if self._deadline is None:  # a kept-alive connection's next request: its head has a deadline too
+                self._arm(limits.header_timeout, "header_timeout",
+                          f"the request line and headers did not arrive within {limits.header_timeout:g} s")
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            if len(self.url) > limits.max_request_line_bytes:
+                raise _Refused(414, "uri_too_long", f"the request target exceeds {limits.max_request_line_bytes} "
+                               "bytes")
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_count += 1
+            if self._header_count > limits.max_headers:
+                raise _Refused(431, "too_many_headers", f"the request has more than {limits.max_headers} headers")
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._in_head, self._head_bytes = False, 0
+            idle.pop(self, None)
+            self._arm(limits.body_timeout, "body_timeout",
+                      f"the request body did not arrive within {limits.body_timeout:g} s")
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                idle[self] = None  # kept alive: uvicorn's keep-alive timeout closes it if nothing comes
+
+        # ---------------------------------------------------------------------------------- refusing
+
+        def _arm(self, seconds: float, reason: str, message: str) -> None:
+            self._disarm()
+            status = 408
+            self._deadline = self.loop.call_later(seconds, self._refuse, status, reason, message)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _refuse(self, status: int, reason: str, message: str) -> None:
+            """Answer ``status`` (unless a response has begun) and close the connection."""
+            if self._refused or self.transport.is_closing():
+                return
+            self._refused = True
+            self._disarm()
+            idle.pop(self, None)
+            on_reject(reason)
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+            warnings.warn(reason, f"{message} (last from {client})")
+            cycle = self.cycle
+            if cycle is None or not cycle.response_started:
+                body = json.dumps({"code": reason, "message": message}).encode()
+                self.transport.write(b"".join([
+                    STATUS_LINE[status], b"content-type: application/json\r\n",
+                    b"content-length: %d\r\n" % len(body), b"connection: close\r\n",
+                    *([b"retry-after: 1\r\n"] if status == 503 else []), b"\r\n", body]))
+            if cycle is not None:  # a running request sees a disconnect; what it sends is dropped
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self.transport.close()
+
+    return LimitedProtocol
