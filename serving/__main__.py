@@ -65,6 +65,7 @@ import ctypes
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -155,7 +156,7 @@ def _number(flag: str, text: str, kind: type, minimum: float) -> float:
     except ValueError:
         raise StartupError(f"{flag} {text!r} is not a {'whole ' if kind is int else ''}number") from None
     if value < minimum:
-        raise StartupError(f"{flag} must be at least {minimum:g}, got {text}")
+        raise StartupError(f"{flag} must be at least {int(minimum) if kind is int else f'{minimum:g}'}, got {text}")
     return value
 
 
@@ -388,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:  # uvicorn re-raised the SIGINT that stopped it: end by it, without a traceback
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGINT)
+        return 130
 
 
 if __name__ == "__main__":

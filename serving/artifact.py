@@ -7,6 +7,7 @@ holds more than a plain program of allowed tensor operators and raw tensors (it 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import shutil
@@ -81,7 +82,8 @@ _SCRATCH: list[Path] = []
 
 
 def scratch_dir(prefix: str) -> Path:
-    """A new temporary directory for an extracted archive, removed by :func:`remove_scratch` at shutdown."""
+    """A new temporary directory for an extracted archive, removed by :func:`remove_scratch`: at the
+    server's shutdown (signals included, serving/__main__.py), else when the interpreter exits."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     _SCRATCH.append(path)
     return path
@@ -90,6 +92,9 @@ def scratch_dir(prefix: str) -> Path:
 def remove_scratch() -> None:
     while _SCRATCH:
         shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
+
+
+atexit.register(remove_scratch)  # in-process users (tests, scripts) leave nothing behind either
 
 
 def resolve_model_dir(path: Path, scratch: Path | None = None) -> Path:

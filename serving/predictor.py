@@ -240,7 +240,7 @@ def to_batch(payload: Any, artifact: Artifact, finite: bool = False) -> np.ndarr
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"input must be a rectangular array of numbers of {expected}") from None
     if array.dtype.kind not in "iuf":
-        raise InvalidInput(f"input must be a rectangular array of numbers of {expected}")
+        raise InvalidInput(f"{_not_numbers(payload)}: expected {expected}")
     array = array.astype(np.float64, copy=False)
     if array.size == 0:
         raise InvalidInput(f"input is empty: expected {expected}")
@@ -260,6 +260,28 @@ def to_batch(payload: Any, artifact: Artifact, finite: bool = False) -> np.ndarr
     if array.min() < low or array.max() > high:
         raise InvalidInput(f"input values must lie in [{low:g}, {high:g}], got [{array.min():g}, {array.max():g}]")
     return array.astype(np.float32)
+
+
+def _not_numbers(payload: Any) -> str:
+    """What is wrong with an input that numpy did not read as numbers (the first such value, for the message)."""
+    for leaf in _leaves(payload):
+        if isinstance(leaf, str):
+            return f"input values must be numbers, not strings (got {leaf[:20]!r})"
+        if isinstance(leaf, bool) or leaf is None:
+            return f"input values must be numbers, not {json.dumps(leaf)}"
+    return "input must be a rectangular array of numbers"
+
+
+def _leaves(value: Any, limit: int = 100_000):
+    """The scalars of a nested list, depth first (at most ``limit`` of them: only for the message)."""
+    stack = [value]
+    while stack and limit:
+        item = stack.pop()
+        if isinstance(item, list | tuple | dict):
+            stack.extend(reversed(list(item.values()) if isinstance(item, dict) else item))
+        else:
+            limit -= 1
+            yield item
 
 
 def predict(artifact: Artifact, batch: np.ndarray) -> np.ndarray:

@@ -8,9 +8,11 @@ Three ways to say it, in order of precedence:
 - neither: the one artifact in ``--model-dir`` (SageMaker's ``/opt/ml/model``), named ``model``.
 
 An artifact path is either one artifact (a directory holding ``manifest.json``, ``code/inference.py`` or
-``model.tar.gz``, or an archive file: ``.tar.gz``, ``.tgz``, ``.tar`` or TorchServe's ``.mar``), which is
-version ``1``, or a directory of versions, one artifact per sub-directory named
-after its version (``resnet/1/``, ``resnet/2/``). The default version of a name is its highest; the
+``model.tar.gz``, or an archive file: ``.tar.gz``, ``.tgz``, ``.tar`` or TorchServe's ``.mar``), or a
+directory of versions, one artifact per sub-directory named after its version (``resnet/1/``,
+``resnet/2/``). One artifact is version ``1``, except a ``.mar`` (its own ``modelVersion``) and a version
+folder named by its path (``resnet/3`` in ``--models`` or a management registration is version ``3``, so a
+new version can be added beside the loaded ones). The default version of a name is its highest; the
 default model (for ``/invocations``) is the first one named.
 
 Planning reads only directory listings, so a bad layout is refused before any model is loaded.
@@ -69,9 +71,13 @@ def _mar_version(path: Path) -> str:
     return version if NAME.match(version) else "1"
 
 
-def _versions(name: str, path: Path) -> list[ModelRef]:
+def _versions(name: str, path: Path, store: Path) -> list[ModelRef]:
     if _is_artifact(path):
-        return [ModelRef(name, _mar_version(path) if path.suffix == ".mar" and path.is_file() else "1", path)]
+        if path.suffix == ".mar" and path.is_file():
+            return [ModelRef(name, _mar_version(path), path)]
+        # a numbered folder below a model's folder (resnet/3) is that version; an entry of the store is "1"
+        in_versions = path.name.isdigit() and path.parent != store.resolve()
+        return [ModelRef(name, path.name if in_versions else "1", path)]
     if not path.is_dir():
         raise LayoutError(f"model {name!r}: {path} does not exist")
     refs = [ModelRef(name, child.name, child) for child in sorted(path.iterdir())
@@ -102,7 +108,7 @@ def plan_one(store: Path, name: str, path: Path) -> list[ModelRef]:
     """The versions of one model ``name`` at ``path`` inside ``store`` (a registration, or one --models entry)."""
     if not NAME.match(name):
         raise LayoutError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (at most 64)")
-    return _versions(name, _inside(store, path))
+    return _versions(name, _inside(store, path), store)
 
 
 def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[ModelRef]:
@@ -128,7 +134,7 @@ def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[
             name = _strip_archive_suffix(child.name)
             if child.name.startswith(".") or not NAME.match(name) or not (child.is_dir() or _is_artifact(child)):
                 continue  # hidden entries, READMEs and the like are not models
-            refs += _versions(name, _inside(model_store, child))  # child's versions and files checked too
+            refs += _versions(name, _inside(model_store, child), model_store)  # its versions and files checked too
         if not refs:
             raise LayoutError(f"model store {model_store} holds no artifacts: put one directory or model.tar.gz "
                               "per model in it")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -143,3 +146,20 @@ def test_model_tar_gz_is_extracted_and_loaded(tiny_artifact: Path, tmp_path: Pat
     model_dir = resolve_model_dir(archive, scratch=tmp_path)
     assert load_artifact(model_dir).labels[0] == "0"
     assert resolve_model_dir(tiny_artifact) == tiny_artifact
+
+
+def test_an_archive_extracted_in_process_is_removed_when_the_interpreter_exits(tiny_artifact: Path,
+                                                                              tmp_path: Path) -> None:
+    """Not only the server: tests and scripts that load a model.tar.gz leave no copy of it in TMPDIR."""
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(tiny_artifact.iterdir()):
+            tar.add(path, arcname=path.name)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    script = ("import sys, pathlib; from serving.artifact import resolve_model_dir\n"
+              f"print(resolve_model_dir(pathlib.Path({str(archive)!r})))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], check=True,
+                          env={**os.environ, "TMPDIR": str(scratch)}, capture_output=True, text=True)
+    assert done.stdout.startswith(str(scratch / "deepcloud-model-"))
+    assert list(scratch.iterdir()) == []

@@ -153,3 +153,29 @@ def test_a_full_queue_is_a_503_with_retry_after(tmp_path: Path, start_server) ->
             assert [p["index"] for p in body["predictions"]] == reference_indices(store / "digits" / "1", batch)
     status, body = predict(server.port, "/predictions/digits", images(64, seed=9))  # a full batch: no delay
     assert status == 200, body  # room again
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_extracted_archives_are_removed_when_a_signal_ends_the_server(tiny_artifact_template: Path,
+                                                                      tmp_path: Path, start_server,
+                                                                      stop: signal.Signals) -> None:
+    """uvicorn ends the process by re-raising the signal, past any ``finally`` around its run: the clean-up
+    runs inside its signal handling instead (serving/__main__.py ``_server``)."""
+    import tarfile
+
+    from tests.serving.test_limits import _image_mar
+
+    store, scratch = tmp_path / "store", tmp_path / "tmp"
+    store.mkdir()
+    scratch.mkdir()
+    with tarfile.open(store / "digits.tar.gz", "w:gz") as tar:
+        for path in sorted(tiny_artifact_template.iterdir()):
+            tar.add(path, arcname=path.name)
+    _image_mar(store / "img.mar")
+    server = start_server(store, args=("--model-store", str(store)), env={"TMPDIR": str(scratch)})
+    server.wait_ready()
+    assert sorted(p.name.rsplit("-", 1)[0] for p in scratch.iterdir()) == ["deepcloud-mar", "deepcloud-model"]
+    server.proc.send_signal(stop)
+    assert server.wait_exit(timeout=30) == -stop
+    assert list(scratch.iterdir()) == []
+    assert "Traceback" not in server.output()

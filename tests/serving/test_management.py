@@ -211,3 +211,30 @@ def test_management_port_must_differ_and_token_file_must_be_sane(tiny_artifact: 
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"error: management token: management token file {short} holds fewer than 16 characters")
     assert "abc" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_documented_example_adds_a_version_beside_the_loaded_ones(store: Path, tmp_path: Path,
+                                                                      start_server) -> None:
+    """docs/serving.md's management example, literally: resnet/1 and resnet/2 loaded, resnet/3 added to the
+    store, registered under the same name, made the default, and resnet/2 removed."""
+    for version in ("1", "2"):
+        shutil.copytree(store / "digits" / "1", store / "resnet" / version)
+    token_file, port = tmp_path / "token", free_port()
+    server = start_server(store, args=("--model-store", str(store), "--models", "resnet=resnet",
+                                       "--management-port", str(port), "--management-token-file", str(token_file)))
+    server.wait_ready()
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+
+    def call(method: str, path: str) -> tuple[int, dict]:
+        status, _, raw = http_request(port, method, path, headers=headers)
+        return status, json.loads(raw)
+
+    shutil.copytree(store / "digits" / "1", store / "resnet" / "3")
+    assert call("POST", "/models?url=resnet/3&model_name=resnet") == (
+        200, {"status": "Model 'resnet' registered", "versions": ["3"]})
+    assert call("PUT", "/models/resnet/3/set-default")[0] == 200
+    assert call("DELETE", "/models/resnet/2")[0] == 200
+    assert call("GET", "/models")[1] == {"models": [{"modelName": "resnet", "defaultVersion": "3",
+                                                     "versions": ["1", "3"]}]}
+    assert _predict(server, "/predictions/resnet") == 200
