@@ -15,7 +15,6 @@ Scaling tracks invocations per instance between the configured bounds.
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +25,10 @@ import pulumi_aws as aws
 from infra.components import _iam
 from infra.components._base import Component
 from infra.components._iam import AwsContext
+from infra.instance_storage import has_instance_storage
 
 VARIANT = "AllTraffic"
 """The one production variant; blue/green requires the same variant name in old and new configurations."""
-INSTANCE_STORAGE = re.compile(r"ml\.(g4dn|g5|g6|g6e|p3dn|p4d|p4de|p5|p5e|p5en|trn1|trn1n|[a-z]+\d+[a-z]*d)\.")
-"""Instance families with local NVMe instance storage: SageMaker rejects a KmsKeyId for them (the storage is
-hardware-encrypted), so the endpoint configuration leaves the key out there."""
 
 
 @dataclass
@@ -141,7 +138,8 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         # No name: auto-naming creates the replacement configuration before the old one is deleted.
         return aws.sagemaker.EndpointConfiguration(
             f"{self._name}-config",
-            kms_key_arn=None if INSTANCE_STORAGE.match(args.instance_type) else args.key_arn,
+            # no key for local NVMe storage: SageMaker refuses one there (hardware-encrypted; infra/instance_storage.py)
+            kms_key_arn=None if has_instance_storage(args.instance_type) else args.key_arn,
             production_variants=[{"variant_name": VARIANT, "model_name": model.name,
                                   "instance_type": args.instance_type,
                                   "initial_instance_count": args.instance_count}],

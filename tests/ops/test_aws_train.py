@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from ops.aws import images, runs, train
@@ -346,10 +347,29 @@ def test_no_dataset_in_the_bucket(stack, tmp_path) -> None:
         train.run(stack.context(tmp_path), TrainOptions(hyperparameters={}, backend="sagemaker"))
 
 
+LOCAL_STORAGE_NAMED_BY_AWS = ("ml.p4d.", "ml.g4dn.", "ml.g5.")
+"""The ML families the SageMaker guide ("Managing storage paths for different types of instance local storage") and
+botocore's ResourceConfig.VolumeSizeInGB text name as having NVMe instance storage."""
+
+
+def refuse_volume_key_on_local_storage(sagemaker) -> None:
+    """Answer CreateTrainingJob as SageMaker does and moto does not: botocore's model of ResourceConfig.VolumeKmsKeyId
+    says "You can't request a VolumeKmsKeyId when using an instance type with local storage"."""
+    def check(params, **_kwargs) -> None:
+        resources = params.get("ResourceConfig", {})
+        if resources.get("VolumeKmsKeyId") and resources.get("InstanceType", "").startswith(LOCAL_STORAGE_NAMED_BY_AWS):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "You can't request a "
+                                         "VolumeKmsKeyId when using an instance type with local storage."}},
+                              "CreateTrainingJob")
+
+    sagemaker.meta.events.register("before-parameter-build.sagemaker.CreateTrainingJob", check)
+
+
 def test_sagemaker_job_with_spot_checkpoints_kms_isolation_and_vpc(ready, tmp_path, capsys) -> None:
     stack = ready
     stack.put_model(RUN_ID, key=f"models/{RUN_ID}/output/model.tar.gz")  # what SageMaker uploads at the end
     ctx = stack.context(tmp_path)
+    refuse_volume_key_on_local_storage(ctx.aws.client("sagemaker"))
 
     result = train.run(ctx, TrainOptions(hyperparameters={"epochs": "3"}, backend="sagemaker", max_cost=2.0))
 
@@ -364,7 +384,7 @@ def test_sagemaker_job_with_spot_checkpoints_kms_isolation_and_vpc(ready, tmp_pa
     assert job["CheckpointConfig"] == {"S3Uri": f"s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/",
                                        "LocalPath": "/opt/ml/checkpoints"}
     assert job["OutputDataConfig"]["KmsKeyId"] == stack.kms_key_arn
-    assert job["ResourceConfig"]["VolumeKmsKeyId"] == stack.kms_key_arn
+    assert "VolumeKmsKeyId" not in job["ResourceConfig"], "ml.g5 has NVMe storage: SageMaker refuses a volume key"
     assert job["EnableNetworkIsolation"] is True
     assert job["VpcConfig"] == {"SecurityGroupIds": [stack.security_group_id], "Subnets": stack.subnet_ids}
     assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["train", "validation", "test"]
@@ -376,6 +396,17 @@ def test_sagemaker_job_with_spot_checkpoints_kms_isolation_and_vpc(ready, tmp_pa
     out = capsys.readouterr().out
     assert "capacity     ml.g5.xlarge (SageMaker managed spot): at most $1.41/h (ml.g5.xlarge on-demand)" in out
     assert "[0:00:00] waiting for capacity: Preparing the instances for training" in out
+
+
+def test_sagemaker_job_on_an_ebs_instance_type_encrypts_its_volume_with_the_stack_key(ready, tmp_path) -> None:
+    stack = ready
+    stack.put_model(RUN_ID, key=f"models/{RUN_ID}/output/model.tar.gz")
+    ctx = stack.context(tmp_path)
+    refuse_volume_key_on_local_storage(ctx.aws.client("sagemaker"))
+    train.run(ctx, TrainOptions(hyperparameters={}, backend="sagemaker", instance_type="ml.p3.2xlarge"))
+    job = client("sagemaker").describe_training_job(TrainingJobName=RUN_ID)
+    assert job["ResourceConfig"]["InstanceType"] == "ml.p3.2xlarge"
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == stack.kms_key_arn
 
 
 def test_sagemaker_backend_needs_the_training_role_output(ready, tmp_path) -> None:
