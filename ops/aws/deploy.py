@@ -102,9 +102,8 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
     watcher = EndpointWatcher(ctx, ctx.outputs.endpoint_name)
     try:
         try:
-            ctx.pulumi.stream("up", "--yes", "--skip-preview", what="pulumi up failed",
-                              on_line=lambda line: say(f"  {line}"), poll=watcher.poll,
-                              poll_seconds=max(ctx.poll_s, 1.0))
+            ctx.pulumi.up(on_line=lambda line: say(f"  {line}"), poll=watcher.poll,
+                          poll_seconds=max(ctx.poll_s, 1.0))
             ctx.stack = ctx.stack.reload()
             if not ctx.outputs.endpoint_name:
                 raise OpsError("pulumi up finished but the stack has no endpoint_name output: check infra/")

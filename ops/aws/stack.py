@@ -18,6 +18,9 @@ from ops.aws import proc
 from ops.errors import OpsError
 
 PULUMI_INSTALL = "install it: curl -fsSL https://get.pulumi.com | sh (see README, 'The AWS workflow')"
+POLICY_PACK = "infra/policy"
+"""The policy pack (relative to the repository) that gates every `pulumi up` ops runs, as `python -m infra.cli up`
+attaches it: the engine runs its mandatory rules in the preview and stops before anything changes."""
 STACK_TAG_KEY = "deepcloud:stack"
 """Every taggable resource of the stack carries this tag, valued `<project>/<stack>` (infra's default tags)."""
 
@@ -130,6 +133,12 @@ class Pulumi:
                                   poll_seconds=poll_seconds)
         if code != 0:
             raise OpsError(f"{what} (pulumi: {_error_line(chr(10).join(lines), code)})")
+
+    def up(self, *, on_line: Callable[[str], None], poll: Callable[[], None] | None = None,
+           poll_seconds: float = 5.0) -> None:
+        """`pulumi up` gated by the policy pack: the preview (not skipped) runs its rules before any change."""
+        self.stream("up", "--yes", "--policy-pack", str(self.repo / POLICY_PACK), what="pulumi up failed",
+                    on_line=on_line, poll=poll, poll_seconds=poll_seconds)
 
     def stack_name(self) -> str:
         name = self.run("stack", "--show-name", what="no Pulumi stack is selected",

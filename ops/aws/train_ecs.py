@@ -60,8 +60,7 @@ class EcsBackend:
             say(f"task definition {family} runs {self.container.get('image')}: setting "
                 f"{CONFIG.trainer_image_tag}={image.tag} and running pulumi up")
             self.ctx.pulumi.set_config(CONFIG.trainer_image_tag, image.tag)
-            self.ctx.pulumi.stream("up", "--yes", "--skip-preview", what="pulumi up failed",
-                                   on_line=lambda line: say(f"  {line}"))
+            self.ctx.pulumi.up(on_line=lambda line: say(f"  {line}"))
             self.ctx.stack = self.ctx.stack.reload()
             self._describe_task_definition(image)
             if self.container.get("image") != image.uri:

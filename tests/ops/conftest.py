@@ -248,6 +248,20 @@ def ops_aws(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
     return run
 
 
+POLICY_PACK = str(REPO / "infra" / "policy")
+
+
+def pulumi_ups(stack: FakeStack) -> list[list[str]]:
+    """Every `pulumi up` the stand-in ran, each checked to be gated by the policy pack (README: the stack is gated
+    by it): `--policy-pack infra/policy`, and the preview, where the pack's rules run before any change, not skipped."""
+    ups = [argv for argv in stack.standins.calls("pulumi") if argv[:1] == ["up"]]
+    for argv in ups:
+        assert "--skip-preview" not in argv, f"`pulumi {' '.join(argv)}` skips the preview the policy pack runs in"
+        assert "--policy-pack" in argv, f"`pulumi {' '.join(argv)}` is not gated by the policy pack"
+        assert argv[argv.index("--policy-pack") + 1] == POLICY_PACK, f"`pulumi {' '.join(argv)}` names another pack"
+    return ups
+
+
 def one_line_error(code: int, err: str, starts: str) -> str:
     assert code == 1, err
     lines = err.strip().splitlines()

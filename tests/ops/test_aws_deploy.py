@@ -18,7 +18,7 @@ import pytest
 from ops.aws import images
 from ops.aws.deploy import EndpointWatcher, torch_index
 from tests.conftest import REPO
-from tests.ops.conftest import client, one_line_error, stubbed
+from tests.ops.conftest import client, one_line_error, pulumi_ups, stubbed
 
 RUN_A = "train-20260101-120000-aaaa"
 RUN_B = "train-20260102-120000-bbbb"
@@ -80,7 +80,7 @@ def test_deploy_sets_the_config_runs_pulumi_up_waits_and_smoke_tests(deployable,
     assert code == 0, err
     assert config_sets(stack) == [("deepcloud:modelArtifact", f"models/{RUN_B}/model.tar.gz"),
                                   ("deepcloud:servingImageTag", serving_tag())], "the newest run, the built image"
-    assert ["up", "--yes", "--skip-preview", "--non-interactive"] in stack.standins.calls("pulumi")
+    assert len(pulumi_ups(stack)) == 1
     build = next(c for c in stack.standins.calls("docker") if c[0] == "build")
     assert "TORCH_INDEX=cpu" in build, "a CPU endpoint (ml.m5.large by default) gets the CPU torch build"
     name = f"deepcloud-{stack.name}"
@@ -111,6 +111,7 @@ def test_deploy_a_chosen_run_then_rollback_to_it(deployable, ops_aws, monkeypatc
     assert len(stack.standins.calls("docker")) == docker_calls, "rollback builds nothing"
     assert [(e["kind"], e["run_id"]) for e in history(stack)] == [("deploy", RUN_A), ("deploy", RUN_B),
                                                                   ("rollback", RUN_A)]
+    assert len(pulumi_ups(stack)) == 3, "deploy, deploy, rollback: each pulumi up gated by the policy pack"
     assert f"serving s3://{stack.artifacts_bucket}/models/{RUN_A}/model.tar.gz" in out
 
 

@@ -20,7 +20,7 @@ from ops.aws import images, runs, train
 from ops.aws.train import TrainOptions
 from ops.errors import OpsError
 from tests.conftest import REPO
-from tests.ops.conftest import client, stubbed
+from tests.ops.conftest import client, pulumi_ups, stubbed
 
 RUN_ID = "train-20260101-120000-abcd"
 TASK_ID = "0123456789abcdef0123456789abcdef"
@@ -228,6 +228,7 @@ def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
         position = out.index(expected, position)
     assert ["config", "set", "deepcloud:trainerImageTag", image_uri(stack).rsplit(":", 1)[1], "--non-interactive"] \
         in stack.standins.calls("pulumi")
+    assert len(pulumi_ups(stack)) == 1, "the task definition's new image, through the policy pack"
     saved = record(stack)
     assert saved["status"] == "Completed"
     assert saved["exit_code"] == 0
