@@ -110,6 +110,7 @@ OUTPUTS = {
     "trainer_log_group": training.log_group_name,
     "training_role_arn": training.sagemaker_role_arn,
     "endpoint_name": endpoint.endpoint_name if endpoint else None,
+    "endpoint_config_name": endpoint.endpoint_config_name if endpoint else None,
     "model_data_url": endpoint.model_data_url if endpoint else None,
 }
 for key, value in OUTPUTS.items():

@@ -2,7 +2,9 @@
 
 1. Stop the stack's running training: ECS tasks in its cluster, and SageMaker training jobs in progress that
    carry its tag; wait until the ECS tasks are stopped (a cluster with running tasks cannot be deleted).
-2. ``pulumi destroy --exclude-protected``: everything but the protected data bucket and what it needs.
+2. ``pulumi destroy --exclude-protected``: everything but the protected data bucket and what it needs; then the
+   SageMaker models and endpoint configurations the stack retains on replacement (ops/aws/superseded.py), now that
+   no endpoint can use them.
 3. Audit: every resource the Resource Groups Tagging API still finds with ``deepcloud:stack=<project>/<stack>``,
    checked one by one (the index lags behind deletions by minutes) and printed as a table in three groups:
    retained by design (what the stack's state still holds after that destroy: the protected data bucket, its
@@ -17,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ops.aws import superseded
 from ops.aws.clients import error_code
 from ops.aws.console import header, say, table
 from ops.aws.context import Context
@@ -145,6 +148,22 @@ def _training_job(ctx: Context, arn: str, name: str) -> tuple[str, str]:
     return "leftover", "training job in progress (billed)"
 
 
+def _sagemaker(describe: str, argument: str, what: str) -> Any:
+    """A check for a SageMaker resource kind: DescribeX(name) answers while it exists, "Could not find ..." (a
+    ValidationException) once it is gone."""
+    def check(ctx: Context, arn: str, name: str) -> tuple[str, str]:
+        try:
+            found = getattr(ctx.aws.client("sagemaker"), describe)(**{argument: name.split("/", 1)[1]})
+        except ClientError as exc:
+            if error_code(exc) != "ValidationException":
+                raise
+            return "gone", "deleted (the tagging index lags)"
+        if found.get("EndpointStatus") == "Deleting":
+            return "gone", "endpoint being deleted (billing stops)"
+        return "leftover", what
+    return check
+
+
 def _log_group(ctx: Context, arn: str, name: str) -> tuple[str, str]:
     group = name.split(":", 1)[1] if ":" in name else name
     groups = ctx.aws.client("logs").describe_log_groups(logGroupNamePrefix=group).get("logGroups", [])
@@ -154,7 +173,11 @@ def _log_group(ctx: Context, arn: str, name: str) -> tuple[str, str]:
 
 
 CHECKS = {"s3:bucket": _bucket, "kms:key": _key, "ecs:task-definition": _task_definition, "ecs:task": _task,
-          "ecs:cluster": _cluster, "sagemaker:training-job": _training_job, "logs:log-group": _log_group}
+          "ecs:cluster": _cluster, "sagemaker:training-job": _training_job, "logs:log-group": _log_group,
+          "sagemaker:endpoint": _sagemaker("describe_endpoint", "EndpointName", "endpoint (its instances are billed)"),
+          "sagemaker:endpoint-config": _sagemaker("describe_endpoint_config", "EndpointConfigName",
+                                                  "endpoint configuration (not billed, but part of the stack)"),
+          "sagemaker:model": _sagemaker("describe_model", "ModelName", "model (not billed, but part of the stack)")}
 """How to tell, per kind of resource, whether what the tagging index lists is still there and billed."""
 _GONE_CODES = ("NotFoundException", "ResourceNotFoundException", "ClientException", "404", "NoSuchBucket")
 
@@ -200,6 +223,8 @@ def destroy(ctx: Context) -> list[Found]:
     except OpsError as exc:
         say(f"warning      {exc}: only the data bucket counts as retained")
         retained = set()
+    if failure is None:
+        _delete_retained_models(ctx, retained)
     found = audit(ctx, retained)
     report(ctx, found)
     if failure is not None:
@@ -210,6 +235,23 @@ def destroy(ctx: Context) -> list[Found]:
                        "run `make destroy TARGET=aws` again in a few minutes (the tagging index lags), "
                        "else delete them by hand")
     return found
+
+
+def _delete_retained_models(ctx: Context, managed: set[str]) -> None:
+    """The endpoint's models and configurations are retained on delete (infra/components/inference_endpoint.py), so
+    `pulumi destroy` leaves them: delete them once the endpoint that could use them is gone."""
+    name = ctx.outputs.endpoint_name
+    if name:
+        try:
+            status = ctx.aws.client("sagemaker").describe_endpoint(EndpointName=name).get("EndpointStatus")
+        except ClientError as exc:
+            if error_code(exc) != "ValidationException":  # "Could not find endpoint": it is gone
+                raise
+            status = None
+        if status not in (None, "Deleting"):
+            say(f"kept         SageMaker models and configurations: endpoint {name} is still {status}")
+            return
+    superseded.delete(ctx, superseded.unused(ctx, None, managed))
 
 
 def report(ctx: Context, found: list[Found]) -> None:

@@ -59,6 +59,8 @@ class StackOutputs:
     """Value of the `deepcloud:stack` tag on every resource (`<project>/<stack>` when absent)."""
     task_definition_arn: str | None = None
     """The task definition revision Pulumi registered (RunTask runs exactly it; else the family's latest)."""
+    endpoint_config_name: str | None = None
+    """The endpoint configuration the last `pulumi up` applied: what DescribeEndpoint must name after a rollout."""
 
     @classmethod
     def parse(cls, raw: dict, stack: str) -> StackOutputs:
@@ -79,7 +81,7 @@ class StackOutputs:
         return cls(**values)
 
 
-OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn")
+OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name")
 OUTPUT_KEYS = tuple(f.name for f in fields(StackOutputs))
 """Every stack output key ops reads, for the README and for reconciling with infra/__main__.py."""
 

@@ -4,8 +4,8 @@
 `pulumi up` would run it (runpy on infra/, run_name __main__) with no CLI, plugin or AWS: resources are
 "created" by `AwsMocks.new_resource`, which echoes the inputs and adds the outputs AWS would compute (ids,
 ARNs, auto-generated names). A recording monitor keeps each RegisterResource request, so tests see the
-inputs exactly as the engine would (camelCase, JSON-able), plus parent, provider, protect, ignoreChanges
-and the property dependencies. From those, `policy_resources()` builds the same PolicyResource objects the
+inputs exactly as the engine would (camelCase, JSON-able), plus parent, provider, protect, retainOnDelete,
+ignoreChanges and the property dependencies. From those, `policy_resources()` builds the same PolicyResource objects the
 policy pack receives from `pulumi preview --policy-pack infra/policy`.
 """
 
@@ -56,6 +56,7 @@ class Registered:
     parent: str
     provider: str
     protect: bool
+    retain_on_delete: bool
     ignore_changes: list[str]
     dependencies: list[str]
     property_dependencies: dict[str, list[str]]
@@ -186,7 +187,8 @@ class RecordingMonitor(MockMonitor):
             self.registered.append(Registered(
                 urn=response.urn, type=request.type, name=request.name, custom=request.custom,
                 inputs=rpc.deserialize_properties(request.object), parent=request.parent, provider=request.provider,
-                protect=bool(request.protect), ignore_changes=list(request.ignoreChanges),
+                protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
+                ignore_changes=list(request.ignoreChanges),
                 dependencies=list(request.dependencies),
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
                 id=registration.id or "", outputs=dict(registration.state)))

@@ -80,7 +80,7 @@ def test_no_resource_is_created_inside_apply() -> None:
 
 OPS_OUTPUTS = ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trainer_repository_url",
                "serving_repository_url", "cluster_name", "capacity_provider_name", "task_definition_family",
-               "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn")
+               "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn", "endpoint_config_name")
 """The outputs ops/aws/stack.py (StackOutputs) reads: `make train` and `make deploy TARGET=aws` need every one."""
 
 
@@ -379,6 +379,8 @@ def test_model_and_endpoint_config_are_auto_named_and_isolated(model_stack: Synt
                                                     "instanceType": "ml.m5.large", "initialInstanceCount": 2}]
     assert model_stack.outputs["model_data_url"] == f"s3://{artifacts}/{MODEL_KEY}"
     assert model_stack.outputs["endpoint_name"] == "deepcloud-prod"
+    assert model_stack.outputs["endpoint_config_name"] == config.outputs["name"], \
+        "what ops checks DescribeEndpoint.EndpointConfigName against after a rollout"
 
 
 def test_endpoint_rolls_out_blue_green_with_alarm_rollback(model_stack: Synthesis) -> None:
@@ -409,11 +411,18 @@ def test_endpoint_scales_on_invocations_per_instance(model_stack: Synthesis) -> 
     assert tracking["predefinedMetricSpecification"]["predefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
 
 
-def test_sagemaker_role_reads_only_its_model_and_its_image(model_stack: Synthesis) -> None:
+def test_sagemaker_role_reads_only_trained_models_and_its_image(model_stack: Synthesis) -> None:
+    """models/ rather than the one run's folder: a replaced model is retained, and one a rollback put back into
+    service must stay downloadable when an instance is launched for it (tests/infra/test_rollout.py)."""
     allowed = statements(model_stack, "serving-sagemaker")
     artifacts = model_stack.one(BUCKET, "store-artifacts").outputs["arn"]
-    assert allowed["ReadModel"]["Resource"] == [f"{artifacts}/models/job-1/*"]
-    assert allowed["ListModel"]["Condition"] == {"StringLike": {"s3:prefix": ["models/job-1/*"]}}
+    assert allowed["ReadModels"]["Resource"] == [f"{artifacts}/models/*"]
+    assert allowed["ListModels"]["Condition"] == {"StringLike": {"s3:prefix": ["models/*"]}}
+    data = model_stack.one(BUCKET, "store-data").outputs["arn"]
+    s3 = [s for s in allowed.values() if any(a.startswith("s3:") for a in s["Action"])]
+    assert [s["Sid"] for s in s3] == ["ReadModels", "ListModels"], "no other S3 access"
+    assert not any(data in str(s["Resource"]) for s in allowed.values()), "no access to the training data"
+    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for s in s3 for a in s["Action"])
     serving_repo = model_stack.one("aws:ecr/repository:Repository", "serving").outputs["arn"]
     assert allowed["EcrPull"]["Resource"] == [serving_repo]
     assert allowed["WriteLogs"]["Resource"][0].endswith(":log-group:/aws/sagemaker/Endpoints/deepcloud-prod")

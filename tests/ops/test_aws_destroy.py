@@ -35,6 +35,8 @@ if "log-group" not in keep:
     session.client("logs").delete_log_group(logGroupName=state["log_group"])
 if "key" not in keep:
     session.client("kms").schedule_key_deletion(KeyId=out["kms_key_arn"].rsplit("/", 1)[1], PendingWindowInDays=7)
+if out.get("endpoint_name"):  # the endpoint goes; its models and configurations are retained on delete (infra/)
+    session.client("sagemaker").delete_endpoint(EndpointName=out["endpoint_name"])
 state["outputs"] = {}
 '''
 
@@ -107,9 +109,40 @@ def test_destroy_stops_the_stacks_sagemaker_job_only(stack, ops_aws, use_clients
     stub.add_response("stop_training_job", {}, {"TrainingJobName": "ours"})
     stub.add_response("list_tags", {"Tags": [{"Key": "deepcloud:stack", "Value": "deepcloud/other"}]},
                       {"ResourceArn": jobs[1]["TrainingJobArn"]})
+    stub.add_response("list_endpoint_configs", {"EndpointConfigs": []}, {})  # nothing retained to delete afterwards
+    stub.add_response("list_models", {"Models": []}, {})
     use_clients(sagemaker=sagemaker)
     code, out, err = ops_aws("destroy")
     assert code == 0, out + err
     assert "stopping SageMaker training job ours" in out
     assert "theirs" not in out
     stub.assert_no_pending_responses()
+
+
+def test_destroy_deletes_the_models_and_configurations_infra_retains(stack, ops_aws) -> None:
+    """infra/ retains replaced SageMaker models and endpoint configurations, so `pulumi destroy` leaves them; once
+    the endpoint is gone nothing can use them, and make destroy deletes the stack's (and only the stack's)."""
+    sagemaker = client("sagemaker")
+    name = f"deepcloud-{stack.name}"
+    for n in (1, 2):
+        sagemaker.create_model(ModelName=f"{name}-model-{n}", ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
+                               PrimaryContainer={"Image": f"{stack.serving_repository_url}:{n}"}, Tags=stack.tags)
+        sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-config-{n}", Tags=stack.tags, ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": f"{name}-model-{n}", "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large"}])
+    sagemaker.create_model(ModelName=f"other-{stack.sfx}", ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
+                           PrimaryContainer={"Image": "other:1"}, Tags=[{"Key": "deepcloud:stack", "Value": "x/y"}])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config-2", Tags=stack.tags)
+    stack.standins.update(outputs={**stack.outputs, "endpoint_name": name})
+    prepare(stack, keep=("key",), remaining=(stack.kms_key_arn,))
+
+    code, out, err = ops_aws("destroy")
+
+    assert code == 0, out + err
+    assert f"deleted      superseded endpoint-config {name}-config-1" in out
+    assert f"deleted      superseded model {name}-model-2" in out
+    models = {m["ModelName"] for m in sagemaker.list_models()["Models"]}
+    configs = {c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+    assert not {f"{name}-model-1", f"{name}-model-2"} & models
+    assert not {f"{name}-config-1", f"{name}-config-2"} & configs
+    assert f"other-{stack.sfx}" in models, "another stack's model is not touched"
