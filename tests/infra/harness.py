@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 import runpy
 import time
 import warnings
@@ -117,10 +118,12 @@ def _short_hash(text: str, length: int = 17) -> str:
 
 
 class AwsMocks(pulumi.runtime.Mocks):
-    """Answers like AWS would, deterministically: physical names are `<logical name>-<7 hex>`."""
+    """Answers like AWS would, deterministically: physical names are `<logical name>-<7 hex>`. `roles` are the IAM
+    roles the account already has (aws.iam.get_roles answers from them: a fresh account has none)."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, roles: tuple[str, ...] = ()) -> None:
         self.region = region
+        self.roles = roles
         self.invokes: list[str] = []
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -131,6 +134,13 @@ class AwsMocks(pulumi.runtime.Mocks):
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsPrefix": "com.amazonaws",
                     "id": "aws"}
+        if args.token == "aws:iam/getRoles:getRoles":
+            # IAM ListRoles filtered by path prefix, then the provider's name_regex (data_source_iam_roles.go)
+            prefix, pattern = args.args.get("pathPrefix", "/"), args.args.get("nameRegex", "")
+            names = sorted(name.rsplit("/", 1)[1] for name in self.roles if name.startswith(prefix)
+                           and re.search(pattern, name.rsplit("/", 1)[1]))
+            return {"names": names, "arns": [f"arn:aws:iam::{ACCOUNT}:role{prefix}{n}" for n in names],
+                    "id": self.region}
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             return {"names": list(ZONES), "zoneIds": [f"euw1-az{i + 1}" for i in range(len(ZONES))],
                     "id": self.region}
@@ -195,12 +205,18 @@ class RecordingMonitor(MockMonitor):
         return response
 
 
-def synthesize(values: Mapping[str, str], stack: str = "dev", region: str = "eu-west-1") -> Synthesis:
-    """Run infra/__main__.py once under mocks with `deepcloud:` config `values` (keys without namespace)."""
+ECS_SERVICE_LINKED_ROLE = "/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"
+"""Path and name of the role ECS uses in an account that has already used ECS."""
+
+
+def synthesize(values: Mapping[str, str], stack: str = "dev", region: str = "eu-west-1",
+               roles: tuple[str, ...] = (ECS_SERVICE_LINKED_ROLE,)) -> Synthesis:
+    """Run infra/__main__.py once under mocks with `deepcloud:` config `values` (keys without namespace), in an
+    account that has the IAM `roles` (path and name; the default: one that has used ECS before)."""
     config = {f"{PROJECT}:{key}": value for key, value in values.items()}
     if region:
         config["aws:region"] = region
-    mocks = AwsMocks(region)
+    mocks = AwsMocks(region, roles)
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)  # a fresh Stack resource for each run
     pulumi.runtime.set_all_config(config)

@@ -301,6 +301,36 @@ def test_capacity_provider_manages_scaling_and_is_the_default(default_stack: Syn
         {"capacityProvider": provider.outputs["name"], "weight": 1, "base": 0}]
 
 
+def test_a_fresh_account_gets_the_ecs_service_linked_role_before_the_capacity_provider() -> None:
+    """CreateCluster makes AWSServiceRoleForECS asynchronously in an account that never used ECS, and
+    CreateCapacityProvider fails until it exists ("ECS Service Linked Role does not exist"; the provider retries only
+    CreateCluster, on "Unable to assume the service linked role": terraform-provider-aws ecs/cluster.go)."""
+    stack = synthesize({}, stack="fresh", roles=())
+    role = stack.one("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    assert role.inputs["awsServiceName"] == "ecs.amazonaws.com"
+    assert role.retain_on_delete, "other clusters in the account use it; a later run no longer declares it"
+    cluster = stack.one("aws:ecs/cluster:Cluster")
+    assert role.urn in cluster.dependencies
+    provider = stack.one("aws:ecs/capacityProvider:CapacityProvider")
+    assert cluster.urn in provider.dependencies, "the capacity provider waits for the cluster, and so for the role"
+    assert "aws:iam/getRoles:getRoles" in stack.invokes
+
+
+def test_an_account_that_has_the_role_does_not_create_it_again(default_stack: Synthesis) -> None:
+    """IAM refuses a second service-linked role for a service ("has been taken in this account")."""
+    assert not default_stack.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    cluster = default_stack.one("aws:ecs/cluster:Cluster")
+    assert cluster.urn in default_stack.one("aws:ecs/capacityProvider:CapacityProvider").dependencies
+
+
+def test_no_capacity_rebalancing_with_managed_termination_protection(default_stack: Synthesis) -> None:
+    """A rebalance replacement would idle beside the protected instance that runs the task (gpu_capacity.py)."""
+    group = default_stack.one("aws:autoscaling/group:Group").inputs
+    assert group["capacityRebalance"] is False
+    provider = default_stack.one("aws:ecs/capacityProvider:CapacityProvider").inputs
+    assert provider["autoScalingGroupProvider"]["managedTerminationProtection"] == "ENABLED"
+
+
 # --- TrainingTask --------------------------------------------------------------------------------------------
 def test_trainer_task_definition(default_stack: Synthesis) -> None:
     task = default_stack.one(TASK).inputs
