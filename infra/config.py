@@ -217,6 +217,10 @@ class StackConfig:
         """The SageMaker endpoint's fixed name; it stays while models and endpoint configs are replaced."""
         return self.name_prefix
 
+    def log_group(self, what: str) -> str:
+        """`/deepcloud/<name_prefix>/<what>`: the stack's CloudWatch log groups, one per workload."""
+        return f"/{NAMESPACE}/{self.name_prefix}/{what}"
+
     @property
     def uses_existing_vpc(self) -> bool:
         return self.vpc_id is not None

@@ -43,7 +43,7 @@ class TrainOptions:
 @dataclass
 class Outcome:
     status: str
-    """Completed, Failed or Stopped."""
+    """Completed, Failed, Stopped or Interrupted (a spot reclaim stopped it; resumable)."""
     exit_code: int | None
     reason: str
     billed_s: float | None = None
@@ -162,6 +162,10 @@ def _finish(ctx: Context, backend: Backend, record: dict, outcome: Outcome, hour
         say(f"model        {record['model_uri']}")
         say("next         make deploy TARGET=aws")
         return record
+    if record["status"] == "Interrupted":
+        raise OpsError(f"run {record['run_id']} was interrupted: EC2 reclaimed its spot instance ({record['reason']}); "
+                       f"its checkpoints are in {record['checkpoint_uri']}: `make train TARGET=aws "
+                       f"RESUME={record['run_id']}` continues it")
     if outcome.exit_code == EXIT_STOPPED or record["status"] == "Stopped":
         raise OpsError(f"run {record['run_id']} was stopped ({record['reason']}); its checkpoints are in "
                        f"{record['checkpoint_uri']}: `make train TARGET=aws RESUME={record['run_id']}` continues it")

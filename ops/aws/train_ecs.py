@@ -10,7 +10,9 @@ The task definition (infra/) names the trainer image; when the image to run is a
 
 Phases: waiting for capacity (PROVISIONING, with the Auto Scaling group's scaling activities), pulling
 (PENDING), running (with the CloudWatch log stream), stopping, stopped (exit code and reason). ECS has no
-runtime limit of its own, so ops stops the task at the maximum runtime while it watches.
+runtime limit of its own, so ops stops the task at the maximum runtime while it watches. A task that infra's
+spot-interruption function stopped (its StopTask reason) ends Interrupted: SIGTERM within EC2's two-minute notice, a
+checkpoint, and `RESUME=<run-id>` to continue.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from infra.functions.spot_interruption.handler import REASON_PREFIX as SPOT_INTERRUPTION
 from ops.aws import capacity, runs
 from ops.aws.console import Phases, say
 from ops.aws.context import Context
@@ -180,6 +183,9 @@ class EcsBackend:
             isinstance(stopped, datetime) else None
         if code == 0:
             return Outcome("Completed", 0, "the trainer finished", billed, lines)
+        if reason.startswith(SPOT_INTERRUPTION):  # infra's spot-interruption function stopped it (StopTask reason)
+            checkpointed = "after a checkpoint" if code == EXIT_STOPPED else f"exit code {code}"
+            return Outcome("Interrupted", code, f"{reason} ({checkpointed})", billed, lines)
         if code == EXIT_STOPPED:
             return Outcome("Stopped", code, f"stopped by SIGTERM after a checkpoint: {reason}", billed, lines)
         if code is None and (self.stop_sent or task.get("stopCode") == "UserInitiated"):

