@@ -119,6 +119,8 @@ OUTPUTS = {
     "training_role_arn": training.sagemaker_role_arn,
     "endpoint_name": endpoint.endpoint_name if endpoint else None,
     "endpoint_config_name": endpoint.endpoint_config_name if endpoint else None,
+    "endpoint_instance_type": cfg.endpoint_instance_type,
+    "endpoint_max_instances": cfg.endpoint_max_instances,
     "model_data_url": endpoint.model_data_url if endpoint else None,
 }
 for key, value in OUTPUTS.items():

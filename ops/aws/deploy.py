@@ -32,6 +32,7 @@ from ops.aws.clients import describe, error_code
 from ops.aws.console import Phases, header, say
 from ops.aws.context import Context
 from ops.aws.logs import GroupTail, first_traceback
+from ops.aws.preflight import check_endpoint_quota
 from ops.aws.stack import CONFIG, STACK_TAG_KEY
 from ops.errors import OpsError
 
@@ -68,9 +69,11 @@ def deploy(ctx: Context, run_id: str | None = None) -> dict:
     run_id = run_id or runs.latest_model(s3, out.artifacts_bucket)
     runs.require_model(s3, out.artifacts_bucket, run_id)
     header(f"deploy (aws): run {run_id} to stack {ctx.stack.name}")
+    check_endpoint_quota(ctx)
     config = ctx.pulumi.config()
+    kind = out.endpoint_instance_type or config.get(CONFIG.endpoint_instance_type)
     image = images.ensure(ctx.aws, ctx.repo, images.IMAGES["serving"], out.serving_repository_url,
-                          {"TORCH_INDEX": torch_index(config.get(CONFIG.endpoint_instance_type))})
+                          {"TORCH_INDEX": torch_index(kind)})
     return _roll_out(ctx, run_id, image.tag, "deploy", config)
 
 
@@ -85,6 +88,7 @@ def rollback(ctx: Context) -> dict:
         raise OpsError(f"nothing to roll back to: every deploy in the history served {current[0]}")
     header(f"rollback (aws): back to run {previous['run_id']} (deployed {previous['at']})")
     runs.require_model(s3, ctx.outputs.artifacts_bucket, previous["run_id"])
+    check_endpoint_quota(ctx)
     return _roll_out(ctx, previous["run_id"], previous["serving_image_tag"], "rollback", ctx.pulumi.config())
 
 

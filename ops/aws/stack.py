@@ -61,6 +61,10 @@ class StackOutputs:
     """The task definition revision Pulumi registered (RunTask runs exactly it; else the family's latest)."""
     endpoint_config_name: str | None = None
     """The endpoint configuration the last `pulumi up` applied: what DescribeEndpoint must name after a rollout."""
+    endpoint_instance_type: str | None = None
+    """The endpoint's SageMaker instance type (deepcloud:endpointInstanceType, or infra's default)."""
+    endpoint_max_instances: int | None = None
+    """The endpoint's auto scaling upper bound: a rollout may run twice as many instances."""
 
     @classmethod
     def parse(cls, raw: dict, stack: str) -> StackOutputs:
@@ -81,7 +85,8 @@ class StackOutputs:
         return cls(**values)
 
 
-OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name")
+OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
+                    "endpoint_instance_type", "endpoint_max_instances")
 OUTPUT_KEYS = tuple(f.name for f in fields(StackOutputs))
 """Every stack output key ops reads, for the README and for reconciling with infra/__main__.py."""
 

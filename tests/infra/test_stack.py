@@ -80,7 +80,8 @@ def test_no_resource_is_created_inside_apply() -> None:
 
 OPS_OUTPUTS = ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trainer_repository_url",
                "serving_repository_url", "cluster_name", "capacity_provider_name", "task_definition_family",
-               "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn", "endpoint_config_name")
+               "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn", "endpoint_config_name",
+               "endpoint_instance_type", "endpoint_max_instances")
 """The outputs ops/aws/stack.py (StackOutputs) reads: `make train` and `make deploy TARGET=aws` need every one."""
 
 
@@ -104,6 +105,8 @@ def test_stack_outputs_give_ops_every_name(default_stack: Synthesis) -> None:
     assert outputs["region"] == "eu-west-1"
     assert outputs["endpoint_name"] is None
     assert outputs["model_data_url"] is None
+    assert (outputs["endpoint_instance_type"], outputs["endpoint_max_instances"]) == ("ml.m5.large", 4), \
+        "ops checks the endpoint quota before the first deploy, with no endpoint yet"
 
 
 def test_synthesizes_under_mocks_in_under_ten_seconds(capsys: pytest.CaptureFixture[str]) -> None:

@@ -209,6 +209,7 @@ def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge
         "cluster_name": cluster, "capacity_provider_name": f"gpu-{sfx}", "task_definition_family": f"trainer-{sfx}",
         "subnet_ids": subnets, "security_group_id": sg,
         "training_role_arn": f"arn:aws:iam::123456789012:role/deepcloud-{sfx}-training",
+        "endpoint_instance_type": "ml.m5.large", "endpoint_max_instances": 4,
     }
     standins.update(stack=name, outputs=outputs, config={"aws:region": REGION})
     return FakeStack(name=name, sfx=sfx, outputs=outputs, standins=standins, log_group=log_group, asg_name=asg_name)
@@ -221,14 +222,17 @@ def stack(standins: StandIns) -> FakeStack:
 
 @pytest.fixture
 def use_clients(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Make every Aws session ops opens hand out these clients (stubbed ones) for their services."""
+    """Make every Aws session ops opens hand out these clients (stubbed ones) for their services; each call adds to
+    (or replaces, per service) what earlier calls installed."""
+    installed: dict[str, Any] = {}
+
+    def connect(region: str) -> Aws:
+        aws = Aws(region)
+        aws.clients.update(installed)
+        return aws
 
     def install(**clients: Any) -> None:
-        def connect(region: str) -> Aws:
-            aws = Aws(region)
-            aws.clients.update({name.replace("_", "-"): c for name, c in clients.items()})
-            return aws
-
+        installed.update({name.replace("_", "-"): c for name, c in clients.items()})
         monkeypatch.setattr(aws_context, "connect", connect)
 
     return install

@@ -55,10 +55,26 @@ state["remaining"] = [a for a in state.get("remaining", []) if ":sagemaker:" not
 '''
 
 
+ENDPOINT_QUOTA = "ml.m5.large for endpoint usage"
+
+
+def endpoint_quotas(value: float, calls: int):
+    """Service Quotas, stubbed (moto has no SageMaker quotas): ListServiceQuotas for SageMaker, `calls` times."""
+    quotas, stub = stubbed("service-quotas")
+    for _ in range(calls):
+        stub.add_response("list_service_quotas", {"Quotas": [
+            {"ServiceCode": "sagemaker", "QuotaCode": "L-11111111", "QuotaName": "ml.g5.xlarge for endpoint usage",
+             "Value": 100.0},
+            {"ServiceCode": "sagemaker", "QuotaCode": "L-22222222", "QuotaName": ENDPOINT_QUOTA, "Value": value}]},
+            {"ServiceCode": "sagemaker"})
+    return quotas, stub
+
+
 @pytest.fixture
-def deployable(stack, moto_server):
-    """Two trained runs in the artifacts bucket, the stand-in's `pulumi up` making the endpoint, and moto's runtime
-    answering invocations with a prediction."""
+def deployable(stack, moto_server, use_clients):
+    """Two trained runs in the artifacts bucket, the stand-in's `pulumi up` making the endpoint, moto's runtime
+    answering invocations with a prediction, and an endpoint quota enough for a rollout (for up to four deploys)."""
+    use_clients(service_quotas=endpoint_quotas(8.0, calls=4)[0])
     stack.put_model(RUN_A)
     stack.put_model(RUN_B)
     stack.standins.update(hooks={"up": HOOK_UP})
@@ -263,6 +279,30 @@ def test_the_first_deploy_finds_the_endpoint_by_the_stack_tag(deployable, tmp_pa
     assert watcher.name == name
     watcher.close()
     assert f"endpoint {name} InService" in capsys.readouterr().out
+
+
+def test_deploy_checks_the_endpoint_quota_for_two_fleets_first(deployable, use_clients, ops_aws) -> None:
+    """A blue/green rollout runs the new fleet beside the old (as large as auto scaling made it, up to
+    endpointMaxInstances=4): 8 instances at most, before anything is built or changed."""
+    stack = deployable
+    quotas, stub = endpoint_quotas(4.0, calls=1)
+    use_clients(service_quotas=quotas)
+    code, _, err = ops_aws("deploy")
+    one_line_error(code, err, f"quota '{ENDPOINT_QUOTA}' (L-22222222) in us-east-1 is 4 instances, below the 8 a "
+                              "blue/green rollout can need (the new fleet beside the old, each up to "
+                              "endpointMaxInstances=4): request 8 with `aws service-quotas "
+                              "request-service-quota-increase --service-code sagemaker --quota-code L-22222222 "
+                              "--desired-value 8 --region us-east-1`")
+    assert not stack.standins.calls("docker"), "nothing built"
+    assert not pulumi_ups(stack), "nothing changed"
+    stub.assert_no_pending_responses()
+
+
+def test_deploy_with_enough_endpoint_quota_says_so(deployable, ops_aws) -> None:
+    code, out, err = ops_aws("deploy")
+    assert code == 0, err
+    assert (f"ok    endpoint quota   '{ENDPOINT_QUOTA}' (L-22222222) in us-east-1 is 8 instances; a rollout of up "
+            "to 4 needs 8") in out
 
 
 def test_deploy_before_any_training(stack, ops_aws) -> None:

@@ -113,7 +113,8 @@ def test_stack_outputs_are_named_in_one_place() -> None:
     assert stack.OUTPUT_KEYS == ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trainer_repository_url",
                                  "serving_repository_url", "cluster_name", "capacity_provider_name",
                                  "task_definition_family", "subnet_ids", "security_group_id", "endpoint_name",
-                                 "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name")
+                                 "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
+                                 "endpoint_instance_type", "endpoint_max_instances")
     raw = {key: f"v-{key}" for key in stack.OUTPUT_KEYS} | {"subnet_ids": "subnet-a, subnet-b", "endpoint_name": ""}
     outputs = stack.StackOutputs.parse(raw, "dev")
     assert outputs.subnet_ids == ("subnet-a", "subnet-b")
