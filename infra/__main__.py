@@ -104,6 +104,8 @@ OUTPUTS = {
     "data_bucket": store.data_bucket,
     "artifacts_bucket": store.artifacts_bucket,
     "access_logs_bucket": store.logs_bucket,
+    "force_destroy": cfg.force_destroy,
+    "protect_data_bucket": cfg.protect_data_bucket,
     "trainer_repository_url": images.repository_urls["trainer"],
     "serving_repository_url": images.repository_urls["serving"],
     "vpc_id": network.vpc_id,

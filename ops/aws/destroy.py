@@ -1,5 +1,9 @@
 """`make destroy TARGET=aws`: stop what runs, `pulumi destroy`, then prove nothing billable is left.
 
+0. With deepcloud:forceDestroy false (the default), a bucket or repository that holds data would stop `pulumi
+   destroy` half-way (BucketNotEmpty, RepositoryNotEmpty): the access-log bucket always does once the others were
+   used. Then nothing is stopped or deleted; one line names what holds data and the setting to change, and the
+   audit below still shows what the stack has.
 1. Stop the stack's running training: ECS tasks in its cluster, and SageMaker training jobs in progress that
    carry its tag; wait until the ECS tasks are stopped (a cluster with running tasks cannot be deleted).
 2. ``pulumi destroy --exclude-protected``: everything but the protected data bucket and what it needs; then the
@@ -208,16 +212,83 @@ def _exists(call: Any) -> bool:
     return True
 
 
+FORCE_DESTROY = "deepcloud:forceDestroy"
+NOT_EMPTY = ("BucketNotEmpty", "RepositoryNotEmptyException")
+"""S3 DeleteBucket: "All objects (including all object versions and delete markers) in the bucket must be deleted
+before the bucket itself can be deleted"; ECR DeleteRepository: "If the repository isn't empty, you must either delete
+the contents of the repository or use the force option" (botocore's models). The provider passes both on unless the
+resource has force_destroy / force_delete, which deepcloud:forceDestroy sets."""
+KEEP_FIRST = ("to delete them with the stack, copy out what you want to keep, then `pulumi config set "
+              f"{FORCE_DESTROY} true`, `python -m infra.cli up`, and `make destroy TARGET=aws` again")
+
+
+def _objects(s3: Any, bucket: str) -> int:
+    """Object versions and delete markers in `bucket` (what S3 counts for BucketNotEmpty), up to 1000."""
+    try:
+        page = s3.list_object_versions(Bucket=bucket, MaxKeys=1000)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchBucket", "404"):
+            return 0
+        raise
+    return len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+
+
+def _images(ecr: Any, repository_url: str) -> int:
+    try:
+        return len(ecr.list_images(repositoryName=repository_url.split("/", 1)[1], maxResults=1000).get("imageIds", []))
+    except ClientError as exc:
+        if error_code(exc) == "RepositoryNotFoundException":
+            return 0
+        raise
+
+
+def holding_data(ctx: Context) -> list[str]:
+    """The buckets and repositories `pulumi destroy` would refuse to delete (BucketNotEmpty, RepositoryNotEmpty)
+    because the stack was applied with forceDestroy off; [] when it is on, or unknown (an older stack)."""
+    out = ctx.outputs
+    if out.force_destroy is not False:
+        return []
+    s3, ecr = ctx.aws.client("s3"), ctx.aws.client("ecr")
+    buckets = [("artifacts", out.artifacts_bucket), ("access logs", out.access_logs_bucket)]
+    if out.protect_data_bucket is False:  # else `--exclude-protected` keeps it
+        buckets.insert(0, ("data", out.data_bucket))
+    held = []
+    for what, bucket in buckets:
+        count = _objects(s3, bucket) if bucket else 0
+        if count:
+            held.append(f"s3://{bucket} ({what}: {count}{'+' if count >= 1000 else ''} object versions)")
+    for room, url in (("trainer", out.trainer_repository_url), ("serving", out.serving_repository_url)):
+        count = _images(ecr, url)
+        if count:
+            held.append(f"{url} ({room}: {count} images)")
+    return held
+
+
+def _not_empty(failure: OpsError) -> OpsError:
+    """pulumi destroy's BucketNotEmpty / RepositoryNotEmpty as one line that names the setting."""
+    if not any(code in str(failure) for code in NOT_EMPTY):
+        return failure
+    return OpsError(f"{failure}: a bucket or repository still holds data and {FORCE_DESTROY} is false; {KEEP_FIRST} "
+                    "(that `up` also recreates what this destroy removed, for the next destroy to remove again)")
+
+
 def destroy(ctx: Context) -> list[Found]:
     header(f"destroy (aws): stack {ctx.stack.name} ({ctx.stack.tag}) in {ctx.outputs.region}")
-    stopped = stop_running(ctx)
-    say(f"stopped      {len(stopped)} running task(s)/job(s)" if stopped else "stopped      nothing was running")
+    held = holding_data(ctx)
     failure = None
-    try:
-        ctx.pulumi.stream("destroy", "--yes", "--skip-preview", "--exclude-protected", what="pulumi destroy failed",
-                          on_line=lambda line: say(f"  {line}"))
-    except OpsError as exc:
-        failure = exc
+    if held:
+        say("holding data " + "; ".join(held))
+        failure = OpsError(f"destroy stopped before deleting anything: {', '.join(held)} hold data, and the stack has "
+                           f"{FORCE_DESTROY}=false, so `pulumi destroy` would fail on them (BucketNotEmpty, "
+                           f"RepositoryNotEmpty) half-way; {KEEP_FIRST}")
+    else:
+        stopped = stop_running(ctx)
+        say(f"stopped      {len(stopped)} running task(s)/job(s)" if stopped else "stopped      nothing was running")
+        try:
+            ctx.pulumi.stream("destroy", "--yes", "--skip-preview", "--exclude-protected",
+                              what="pulumi destroy failed", on_line=lambda line: say(f"  {line}"))
+        except OpsError as exc:
+            failure = _not_empty(exc)
     try:
         retained = ctx.pulumi.managed_arns()
     except OpsError as exc:

@@ -73,7 +73,7 @@ def check_stack(repo: Path, stack_name: str | None) -> Stack:
     pulumi = Pulumi(repo, stack_name)
     version = pulumi.run("version", what="the pulumi CLI does not run", stack=False).strip()
     stack = Stack.load(pulumi)
-    present = sum(1 for key in OUTPUT_KEYS if getattr(stack.outputs, key))
+    present = sum(1 for key in OUTPUT_KEYS if getattr(stack.outputs, key) not in (None, "", ()))
     ok("Pulumi stack", f"{stack.name} ({stack.tag}), pulumi {version}, {present}/{len(OUTPUT_KEYS)} outputs, "
                        f"region {stack.outputs.region}")
     return stack

@@ -65,6 +65,12 @@ class StackOutputs:
     """The endpoint's SageMaker instance type (deepcloud:endpointInstanceType, or infra's default)."""
     endpoint_max_instances: int | None = None
     """The endpoint's auto scaling upper bound: a rollout may run twice as many instances."""
+    access_logs_bucket: str | None = None
+    """S3 bucket the data and artifacts buckets log their accesses to (never empty once they were used)."""
+    force_destroy: bool | None = None
+    """deepcloud:forceDestroy as applied: may `pulumi destroy` delete buckets and repositories that hold data?"""
+    protect_data_bucket: bool | None = None
+    """deepcloud:protectDataBucket as applied: `make destroy` keeps the data bucket while it is true."""
 
     @classmethod
     def parse(cls, raw: dict, stack: str) -> StackOutputs:
@@ -79,14 +85,15 @@ class StackOutputs:
             value = raw.get(name)
             if name == "subnet_ids" and value is not None:
                 value = tuple(value) if isinstance(value, list) else tuple(s.strip() for s in str(value).split(","))
-            if name in OPTIONAL_OUTPUTS:
+            if name in OPTIONAL_OUTPUTS and not isinstance(value, bool):
                 value = value or None  # absent, null and "" all mean "not there (yet)"
             values[name] = value
         return cls(**values)
 
 
 OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
-                    "endpoint_instance_type", "endpoint_max_instances")
+                    "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
+                    "protect_data_bucket")
 OUTPUT_KEYS = tuple(f.name for f in fields(StackOutputs))
 """Every stack output key ops reads, for the README and for reconciling with infra/__main__.py."""
 

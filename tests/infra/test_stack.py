@@ -81,7 +81,8 @@ def test_no_resource_is_created_inside_apply() -> None:
 OPS_OUTPUTS = ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trainer_repository_url",
                "serving_repository_url", "cluster_name", "capacity_provider_name", "task_definition_family",
                "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn", "endpoint_config_name",
-               "endpoint_instance_type", "endpoint_max_instances")
+               "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
+               "protect_data_bucket")
 """The outputs ops/aws/stack.py (StackOutputs) reads: `make train` and `make deploy TARGET=aws` need every one."""
 
 

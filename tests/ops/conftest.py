@@ -160,8 +160,8 @@ def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge
     tag = f"deepcloud/{name}"
     tags = [{"Key": "deepcloud:stack", "Value": tag}]
     s3, ecr, ec2, kms = client("s3"), client("ecr"), client("ec2"), client("kms")
-    data, artifacts = f"deepcloud-data-{sfx}", f"deepcloud-artifacts-{sfx}"
-    for bucket in (data, artifacts):
+    data, artifacts, access_logs = f"deepcloud-data-{sfx}", f"deepcloud-artifacts-{sfx}", f"deepcloud-logs-{sfx}"
+    for bucket in (data, artifacts, access_logs):
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})
     key = kms.create_key(Tags=[{"TagKey": "deepcloud:stack", "TagValue": tag}])["KeyMetadata"]["Arn"]
@@ -210,6 +210,7 @@ def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge
         "subnet_ids": subnets, "security_group_id": sg,
         "training_role_arn": f"arn:aws:iam::123456789012:role/deepcloud-{sfx}-training",
         "endpoint_instance_type": "ml.m5.large", "endpoint_max_instances": 4,
+        "access_logs_bucket": access_logs, "force_destroy": False, "protect_data_bucket": True,  # infra's defaults
     }
     standins.update(stack=name, outputs=outputs, config={"aws:region": REGION})
     return FakeStack(name=name, sfx=sfx, outputs=outputs, standins=standins, log_group=log_group, asg_name=asg_name)
