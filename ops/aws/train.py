@@ -71,6 +71,9 @@ class Backend(Protocol):
     def collect(self, record: dict, outcome: Outcome) -> None:
         """After a completed run: make sure the model is at models/<run-id>/model.tar.gz."""
 
+    def idle_note(self, record: dict) -> str | None:
+        """What the capacity goes on costing after the run ends, if anything."""
+
 
 def make_backend(ctx: Context, options: TrainOptions) -> Backend:
     if options.backend == "ecs":
@@ -157,6 +160,8 @@ def _finish(ctx: Context, backend: Backend, record: dict, outcome: Outcome, hour
     cost = f"; {duration(outcome.billed_s)} billed, at most {usd(record['cost_usd_max'])}" \
         if outcome.billed_s is not None else ""
     say(f"stopped      {record['status']}, exit code {code}: {record['reason']}{cost}")
+    if (idle := backend.idle_note(record)) is not None:
+        say(f"afterwards   {idle}")
     say(f"run record   s3://{out.artifacts_bucket}/{runs.record_key(record['run_id'])}")
     if record["status"] == "Completed":
         say(f"model        {record['model_uri']}")

@@ -31,6 +31,12 @@ from ops.aws.stack import CONFIG, STACK_TAG_KEY
 from ops.aws.train import EXIT_STOPPED, Outcome
 from ops.errors import OpsError
 
+IDLE_AFTER_RUN_S = 15 * 60
+"""How long a GPU instance outlives its last task: ECS managed scaling scales in through the target tracking policy
+it creates on the Auto Scaling group, whose low alarm wants 15 one-minute datapoints below the target (the 15-minute
+scale-in ECS users report; re:Post "Accelerating Scaling for Amazon ECS Cluster Auto Scaling"). ECS creates and owns
+that policy and its alarms ("update the capacity provider managed scaling settings, rather than updating the scaling
+policy directly", ECS guide), and no managed scaling setting shortens scale-in, so it is stated, not changed."""
 WAITING = ("PROVISIONING",)
 STARTING = ("PENDING", "ACTIVATING")
 STOPPING = ("DEACTIVATING", "STOPPING", "DEPROVISIONING")
@@ -198,6 +204,14 @@ class EcsBackend:
     def stop(self, record: dict, reason: str) -> None:
         self.ecs.stop_task(cluster=self.ctx.outputs.cluster_name, task=record["task_arn"], reason=reason[:255])
         self.stop_sent = True
+
+    def idle_note(self, record: dict) -> str | None:
+        """The instance the task ran on stays up until managed scaling removes it; at most this much more."""
+        if self.billing_from is None:
+            return None  # no instance was ever assigned
+        idle = record["usd_per_hour_max"] * IDLE_AFTER_RUN_S / 3600
+        return (f"the GPU instance stays up about {IDLE_AFTER_RUN_S // 60} min more until ECS managed scaling removes "
+                f"it (AWS sets that delay): at most {usd(idle)} ({record['priced_instance_type']} on-demand)")
 
     def collect(self, record: dict, outcome: Outcome) -> None:
         runs.require_model(self.ctx.aws.client("s3"), self.ctx.outputs.artifacts_bucket, record["run_id"])

@@ -137,6 +137,10 @@ class SageMakerBackend:
     def stop(self, record: dict, reason: str) -> None:
         self.sagemaker.stop_training_job(TrainingJobName=record["job_name"])
 
+    def idle_note(self, record: dict) -> str | None:
+        """Nothing: SageMaker bills a training job until it ends, and releases its instance itself."""
+        return None
+
     def collect(self, record: dict, outcome: Outcome) -> None:
         """Copy SageMaker's output/model.tar.gz to models/<run-id>/model.tar.gz (a server-side copy)."""
         bucket = self.ctx.outputs.artifacts_bucket

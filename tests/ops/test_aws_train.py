@@ -219,6 +219,8 @@ def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
         "[0:03:00] running: log stream trainer/trainer/" + TASK_ID,
         "  | epoch 2/2 validation_accuracy=0.97",
         "stopped      Completed, exit code 0: the trainer finished; 30 min 00 s billed, at most $0.50",
+        "afterwards   the GPU instance stays up about 15 min more until ECS managed scaling removes it (AWS sets that "
+        "delay): at most $0.25 (g5.xlarge on-demand)",
         f"run record   s3://{stack.artifacts_bucket}/models/{RUN_ID}/run.json",
         f"model        s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz",
     ]
