@@ -50,12 +50,27 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     return env
 
 
+STANDS_IN_FOR = ("docker", "pulumi")
+
+
+@pytest.fixture(scope="session")
+def system_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The system's tools (/usr/bin, /bin) without a real docker or pulumi CLI, which a machine may have installed:
+    a test that removes a stand-in must find none."""
+    folder = tmp_path_factory.mktemp("system-bin")
+    for directory in ("/usr/bin", "/bin"):
+        for entry in os.scandir(directory):
+            if entry.name not in STANDS_IN_FOR and not (folder / entry.name).exists():
+                (folder / entry.name).symlink_to(entry.path)
+    return folder
+
+
 @pytest.fixture
-def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str]) -> StandIns:
+def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str], system_bin: Path) -> StandIns:
     """`pulumi` and `docker` stand-ins first on a PATH that has nothing else but the system's tools."""
     fakes = StandIns(tmp_path / "standins")
     monkeypatch.setenv("STANDIN_STATE", str(fakes.state_path))
-    monkeypatch.setenv("PATH", f"{fakes.bin}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{fakes.bin}:{system_bin}")
     return fakes
 
 
