@@ -8,7 +8,8 @@ instances when the tasks are gone. Idle cost: zero instances.
 Instances boot the ECS GPU-optimized AMI named by its public SSM parameter, require IMDSv2, get no public
 IP, encrypt their root volume, and take their permissions from an instance profile with the AWS managed ECS
 instance policy. A spot interruption drains the instance (no new tasks are placed on it), but draining does not
-stop tasks started with RunTask (ECS guide, "Draining Amazon ECS container instances").
+stop tasks started with RunTask (ECS guide, "Draining Amazon ECS container instances"): SpotInterruption
+(spot_interruption.py) does, so the trainer gets SIGTERM and checkpoints.
 
 ECS needs its service-linked role (AWSServiceRoleForECS) to create the capacity provider and to attach awsvpc
 tasks' network interfaces. A fresh account has none until CreateCluster makes it, asynchronously, and nothing
