@@ -125,17 +125,27 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
             entry.update(result="Failed", endpoint=watcher.name, reason=reason)
             _append_history(s3, bucket, entry)
             if watcher.status == "InService" and watcher.name:
-                superseded.prune(ctx, watcher.name)  # never the configuration it was rolled back onto
+                _prune(ctx, watcher.name)  # never the configuration it was rolled back onto
             raise OpsError(f"{kind} of run {run_id} failed: {reason}; config put back to "
                            f"{before[CONFIG.model_artifact] or 'no model'}") from None
     finally:
         watcher.close()
-    superseded.prune(ctx, watcher.name)
+    _prune(ctx, watcher.name)
     entry.update(result="InService", endpoint=watcher.name)
     entry["smoke"] = smoke(ctx, watcher.name, run_id)
     _append_history(s3, bucket, entry)
     say(f"history      s3://{bucket}/{HISTORY_KEY} ({kind} recorded; `make rollback TARGET=aws` goes back)")
     return entry
+
+
+def _prune(ctx: Context, endpoint: str) -> None:
+    """Delete what the endpoint no longer uses; a failure to is a warning: the rollout stands, they cost nothing, and
+    the next deploy or `make destroy` tries again."""
+    try:
+        superseded.prune(ctx, endpoint)
+    except (OpsError, ClientError, BotoCoreError) as exc:
+        why = str(exc) if isinstance(exc, OpsError) else describe(exc)
+        say(f"warning      superseded models and configurations kept: {why}")
 
 
 def _restore(ctx: Context, before: dict[str, str | None]) -> None:

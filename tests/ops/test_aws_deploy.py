@@ -190,6 +190,22 @@ def test_an_update_that_was_rolled_back_is_a_failure(deployable, ops_aws) -> Non
     assert {f"{name}-model-1", f"{name}-model-2"} <= sagemaker_names("model")
 
 
+def test_a_deploy_that_cannot_delete_the_superseded_ones_still_stands(deployable, ops_aws, monkeypatch) -> None:
+    """They cost nothing and the next deploy or destroy tries again: a warning, not a failed deploy."""
+    from botocore.exceptions import ClientError
+
+    from ops.aws import superseded
+
+    def denied(ctx, endpoint):
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "DeleteModel")
+
+    monkeypatch.setattr(superseded, "prune", denied)
+    code, out, err = ops_aws("deploy", "--model", RUN_A)
+    assert code == 0, err
+    assert "warning      superseded models and configurations kept: AWS denied DeleteModel: not allowed" in out
+    assert history(deployable)[-1]["result"] == "InService"
+
+
 def test_a_rolled_back_update_of_the_same_model_is_a_failure(deployable, ops_aws) -> None:
     """A new endpoint configuration for the same model and image (another instance type or count, say) rolled back
     looks served by model and image alone; DescribeEndpoint.EndpointConfigName tells."""
