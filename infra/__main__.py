@@ -3,7 +3,8 @@
 `pulumi up` (Pulumi.yaml: `main: infra/`) runs this file. It creates, in one AWS account and region:
 ArtifactStore (KMS key; data, artifacts and access-log buckets), ImageRepos (trainer and serving ECR
 repositories), Network (a private VPC, or the one named in config), GpuCapacity (ECS cluster, scale-to-zero
-spot GPU Auto Scaling group, capacity provider), TrainingTask (the trainer's task definition and roles) and,
+spot GPU Auto Scaling group, capacity provider), SpotInterruption (an EventBridge rule and function that stop the
+training tasks on a spot instance about to be reclaimed), TrainingTask (the trainer's task definition and roles) and,
 when `deepcloud:modelArtifact` is set, InferenceEndpoint (a SageMaker endpoint with blue/green rollout).
 Every taggable resource carries `deepcloud:stack=<project>/<stack>` through the provider's default tags.
 """
@@ -31,6 +32,8 @@ from infra.components import (  # noqa: E402
     InferenceEndpointArgs,
     Network,
     NetworkArgs,
+    SpotInterruption,
+    SpotInterruptionArgs,
     TrainingTask,
     TrainingTaskArgs,
 )
@@ -66,6 +69,10 @@ capacity = GpuCapacity("gpu", GpuCapacityArgs(
     root_volume_gib=cfg.root_volume_gib, root_volume_type=cfg.root_volume_type, stack_tag=cfg.stack_tag),
     opts=on_provider)
 
+spot = SpotInterruption("spot", SpotInterruptionArgs(
+    aws=account, cluster_name=capacity.cluster_name, cluster_arn=capacity.cluster_arn, key_arn=store.key_arn,
+    log_group_name=cfg.log_group("spot-interruption"), log_retention_days=cfg.log_retention_days), opts=on_provider)
+
 training = TrainingTask("training", TrainingTaskArgs(
     aws=account, family=f"{cfg.name_prefix}-trainer",
     image=pulumi.Output.concat(images.repository_urls["trainer"], ":", cfg.trainer_image_tag),
@@ -73,7 +80,7 @@ training = TrainingTask("training", TrainingTaskArgs(
     artifacts_bucket_arn=store.artifacts_bucket_arn, key_arn=store.key_arn, subnet_ids=network.subnet_ids,
     security_group_id=network.security_group_id, gpus=cfg.trainer_gpus,
     cpu=cfg.trainer_cpu, memory_mib=cfg.trainer_memory_mib, shm_mib=cfg.trainer_shm_mib,
-    log_retention_days=cfg.log_retention_days), opts=on_provider)
+    log_group_name=cfg.log_group("trainer"), log_retention_days=cfg.log_retention_days), opts=on_provider)
 
 endpoint = None
 if cfg.model_artifact is not None:
@@ -97,6 +104,8 @@ OUTPUTS = {
     "data_bucket": store.data_bucket,
     "artifacts_bucket": store.artifacts_bucket,
     "access_logs_bucket": store.logs_bucket,
+    "force_destroy": cfg.force_destroy,
+    "protect_data_bucket": cfg.protect_data_bucket,
     "trainer_repository_url": images.repository_urls["trainer"],
     "serving_repository_url": images.repository_urls["serving"],
     "vpc_id": network.vpc_id,
@@ -108,8 +117,12 @@ OUTPUTS = {
     "task_definition_family": training.family,
     "task_definition_arn": training.task_definition_arn,
     "trainer_log_group": training.log_group_name,
+    "spot_interruption_log_group": spot.log_group_name,
     "training_role_arn": training.sagemaker_role_arn,
     "endpoint_name": endpoint.endpoint_name if endpoint else None,
+    "endpoint_config_name": endpoint.endpoint_config_name if endpoint else None,
+    "endpoint_instance_type": cfg.endpoint_instance_type,
+    "endpoint_max_instances": cfg.endpoint_max_instances,
     "model_data_url": endpoint.model_data_url if endpoint else None,
 }
 for key, value in OUTPUTS.items():

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ VOLUME_TYPES = ("gp3", "gp2", "io1", "io2")
 """EBS volume types a root volume may use (the SSD ones)."""
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 """The public SSM parameter that names the current ECS GPU-optimized AMI (Amazon Linux 2023, NVIDIA driver)."""
+PROVIDER_ENDPOINT_WAIT_S = 3600
+"""How long pulumi-aws waits for a SageMaker endpoint to be InService after UpdateEndpoint: the 60-minute timeout of
+terraform-provider-aws's waitEndpointInService (internal/service/sagemaker/endpoint.go), which pulumi-aws wraps.
+A rollout that takes longer fails `pulumi up` while SageMaker carries on (docs/aws-behaviours.md)."""
+GREEN_FLEET_ALLOWANCE_S = 600
+"""Our allowance, not an AWS figure, for SageMaker to launch the new fleet, download the model and see /ping answer
+before the first traffic step of a rollout."""
+NAME_LENGTH = 40
+"""Longest name_prefix: room for the suffixes AWS names get (a 63-character SageMaker name, a 64-character role)."""
 
 _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d")
 _VPC = re.compile(r"vpc-[0-9a-f]{8,17}")
@@ -175,7 +185,8 @@ class StackConfig:
     """Instances in the canary (CANARY) or in each step (LINEAR); at most half the fleet (>= 1)."""
 
     bake_seconds: int = 600
-    """How long each traffic step is watched by the rollback alarms before the next (0 to 3600)."""
+    """How long each traffic step is watched by the rollback alarms before the next, and the old fleet kept after
+    the last (0 to 3600). A whole rollout (`rollout_seconds`) must fit in the 60 minutes pulumi-aws waits for it."""
 
     latency_alarm_ms: int = 1000
     """Roll back when the average model latency stays above this many milliseconds (>= 1)."""
@@ -196,17 +207,37 @@ class StackConfig:
 
     @property
     def name_prefix(self) -> str:
-        """`<project>-<stack>` in the characters every AWS name accepts, at most 40 of them."""
-        return re.sub(r"[^a-z0-9-]+", "-", f"{self.project}-{self.stack}".lower()).strip("-")[:40]
+        """`<project>-<stack>` in the characters every AWS name accepts, at most 40 of them, starting and ending with
+        a letter or digit (SageMaker's name pattern, `[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`, forbids a trailing `-`)."""
+        cleaned = re.sub(r"[^a-z0-9-]+", "-", f"{self.project}-{self.stack}".lower())
+        return cleaned.strip("-")[:NAME_LENGTH].rstrip("-")
 
     @property
     def endpoint_name(self) -> str:
         """The SageMaker endpoint's fixed name; it stays while models and endpoint configs are replaced."""
         return self.name_prefix
 
+    def log_group(self, what: str) -> str:
+        """`/deepcloud/<name_prefix>/<what>`: the stack's CloudWatch log groups, one per workload."""
+        return f"/{NAMESPACE}/{self.name_prefix}/{what}"
+
     @property
     def uses_existing_vpc(self) -> bool:
         return self.vpc_id is not None
+
+    @property
+    def rollout_bakes(self) -> int:
+        """Baking periods of one blue/green rollout (SageMaker's deployment guardrails): ALL_AT_ONCE and CANARY bake
+        once after their traffic shift, LINEAR after each of its steps over a fleet that auto scaling may have grown
+        to endpointMaxInstances; then every rollout waits TerminationWaitInSeconds (bakeSeconds too) more."""
+        if self.rollout == "LINEAR":
+            return math.ceil(self.endpoint_max_instances / self.rollout_step_instances) + 1
+        return 2
+
+    @property
+    def rollout_seconds(self) -> int:
+        """How long one endpoint rollout takes at most: the green fleet allowance plus every baking period."""
+        return GREEN_FLEET_ALLOWANCE_S + self.rollout_bakes * self.bake_seconds
 
     # --- checks --------------------------------------------------------------------------------------------
     def _check_storage(self) -> None:
@@ -287,6 +318,13 @@ class StackConfig:
                      f"a {self.rollout} step may be at most half the fleet: with {self.rollout_step_instances} "
                      f"the endpoint needs endpointMinInstances >= {2 * self.rollout_step_instances}")
         _require(0 <= self.bake_seconds <= 3600, "bake_seconds", "must be 0 to 3600 seconds")
+        longest = (PROVIDER_ENDPOINT_WAIT_S - GREEN_FLEET_ALLOWANCE_S) // self.rollout_bakes
+        _require(self.rollout_seconds <= PROVIDER_ENDPOINT_WAIT_S, "bake_seconds",
+                 f"{self.bake_seconds} makes a {self.rollout} rollout take about {self.rollout_seconds} s "
+                 f"({GREEN_FLEET_ALLOWANCE_S} s for the new fleet + {self.rollout_bakes} bakes of "
+                 f"{self.bake_seconds} s), "
+                 f"longer than the {PROVIDER_ENDPOINT_WAIT_S} s pulumi-aws waits for an endpoint update: `pulumi up` "
+                 f"would fail while SageMaker carries on. Set it to at most {longest}")
         _require(self.latency_alarm_ms >= 1, "latency_alarm_ms", "must be >= 1 ms")
         _require(self.errors_5xx_alarm >= 1, "errors_5xx_alarm", "must be >= 1 error per minute")
 

@@ -5,9 +5,11 @@ from infra.components.gpu_capacity import GpuCapacity, GpuCapacityArgs
 from infra.components.image_repos import ImageRepos, ImageReposArgs
 from infra.components.inference_endpoint import InferenceEndpoint, InferenceEndpointArgs
 from infra.components.network import Network, NetworkArgs
+from infra.components.spot_interruption import SpotInterruption, SpotInterruptionArgs
 from infra.components.training_task import TrainingTask, TrainingTaskArgs
 
 __all__ = [
     "ArtifactStore", "ArtifactStoreArgs", "GpuCapacity", "GpuCapacityArgs", "ImageRepos", "ImageReposArgs",
-    "InferenceEndpoint", "InferenceEndpointArgs", "Network", "NetworkArgs", "TrainingTask", "TrainingTaskArgs",
+    "InferenceEndpoint", "InferenceEndpointArgs", "Network", "NetworkArgs", "SpotInterruption",
+    "SpotInterruptionArgs", "TrainingTask", "TrainingTaskArgs",
 ]

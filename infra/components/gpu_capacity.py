@@ -7,7 +7,16 @@ instances when the tasks are gone. Idle cost: zero instances.
 
 Instances boot the ECS GPU-optimized AMI named by its public SSM parameter, require IMDSv2, get no public
 IP, encrypt their root volume, and take their permissions from an instance profile with the AWS managed ECS
-instance policy. Spot interruptions drain the instance, so the trainer gets SIGTERM and checkpoints.
+instance policy. A spot interruption drains the instance (no new tasks are placed on it), but draining does not
+stop tasks started with RunTask (ECS guide, "Draining Amazon ECS container instances"): SpotInterruption
+(spot_interruption.py) does, so the trainer gets SIGTERM and checkpoints.
+
+ECS needs its service-linked role (AWSServiceRoleForECS) to create the capacity provider and to attach awsvpc
+tasks' network interfaces. A fresh account has none until CreateCluster makes it, asynchronously, and nothing
+waits for it: CreateCapacityProvider then fails with "ECS Service Linked Role does not exist" and works on a second
+`pulumi up`. So the program creates the role when the account lacks it, and the capacity provider waits for the
+cluster, whose create the provider retries until ECS can assume the role (terraform-provider-aws
+internal/service/ecs/cluster.go, retryClusterCreate; CreateCapacityProvider has no such retry).
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ import pulumi_aws as aws
 from infra.components._base import Component
 from infra.components._iam import assume_role_policy
 
+ECS_SERVICE = "ecs.amazonaws.com"
+ECS_SERVICE_LINKED_ROLE = "AWSServiceRoleForECS"
+"""The role IAM creates for ECS (path /aws-service-role/ecs.amazonaws.com/), one per account."""
 ECS_INSTANCE_POLICY = "service-role/AmazonEC2ContainerServiceforEC2Role"
 """AWS managed policy for the ECS container agent on an instance (register, poll, pull, log)."""
 STOP_TIMEOUT_SECONDS = 120
@@ -75,8 +87,9 @@ class GpuCapacity(Component[GpuCapacityArgs]):
 
     def __init__(self, name: str, args: GpuCapacityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, args, opts)
+        service_role = self._create_service_linked_role()
         cluster = aws.ecs.Cluster(f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}],
-                                  opts=self._child())
+                                  opts=self._child(depends_on=service_role))
         profile = self._create_instance_profile()
         template = self._create_launch_template(cluster, profile)
         group = self._create_auto_scaling_group(template)
@@ -87,6 +100,19 @@ class GpuCapacity(Component[GpuCapacityArgs]):
         self.auto_scaling_group_name = group.name
         self.register_outputs({"cluster_name": self.cluster_name, "capacity_provider_name": self.capacity_provider_name,
                                "auto_scaling_group_name": self.auto_scaling_group_name})
+
+    def _create_service_linked_role(self) -> list[aws.iam.ServiceLinkedRole]:
+        """ECS's service-linked role, created only where the account has none (IAM refuses a second one), and
+        never deleted: other clusters of the account rely on it, and a later run that finds it declares it no more,
+        which retain_on_delete turns into dropping it from the state."""
+        existing = aws.iam.get_roles(name_regex=f"^{ECS_SERVICE_LINKED_ROLE}$",
+                                     path_prefix=f"/aws-service-role/{ECS_SERVICE}/",
+                                     opts=pulumi.InvokeOptions(parent=self))
+        if existing.names:
+            return []
+        return [aws.iam.ServiceLinkedRole(f"{self._name}-ecs-service-role", aws_service_name=ECS_SERVICE,
+                                          description="ECS: capacity providers and awsvpc network interfaces",
+                                          opts=self._child(retain_on_delete=True))]
 
     def _create_instance_profile(self) -> aws.iam.InstanceProfile:
         role = aws.iam.Role(f"{self._name}-instance", description="deepcloud GPU instances: the ECS container agent",
@@ -145,7 +171,12 @@ class GpuCapacity(Component[GpuCapacityArgs]):
                     "spot_allocation_strategy": args.spot_allocation_strategy,
                 },
             },
-            capacity_rebalance=True,  # replace a spot instance when AWS signals elevated interruption risk
+            # No Capacity Rebalancing: on a rebalance recommendation Auto Scaling launches a replacement and only then
+            # terminates the old instance (botocore's CapacityRebalance text), but managed termination protection
+            # keeps an instance that runs a task protected ("Amazon ECS only terminates EC2 instances that don't have
+            # any running Amazon ECS tasks", ECS guide) and a RunTask task never moves, so the replacement would idle,
+            # billed, until managed scaling removes it. An actual interruption is handled instead: SIGTERM, checkpoint.
+            capacity_rebalance=False,
             protect_from_scale_in=True,  # ECS managed termination protection requires it
             force_delete=True,  # destroy terminates instances instead of waiting on their scale-in protection
             tags=[{"key": "AmazonECSManaged", "value": "true", "propagate_at_launch": True},
@@ -155,6 +186,8 @@ class GpuCapacity(Component[GpuCapacityArgs]):
 
     def _create_capacity_provider(self, cluster: aws.ecs.Cluster,
                                   group: aws.autoscaling.Group) -> aws.ecs.CapacityProvider:
+        # depends_on the cluster: its create is retried until ECS can assume its service-linked role, which
+        # CreateCapacityProvider needs and does not retry for (module docstring).
         provider = aws.ecs.CapacityProvider(
             f"{self._name}-gpu",
             auto_scaling_group_provider={
@@ -165,7 +198,7 @@ class GpuCapacity(Component[GpuCapacityArgs]):
                                     "maximum_scaling_step_size": self._args.max_instances,
                                     "instance_warmup_period": 300},
             },
-            opts=self._child())
+            opts=self._child(depends_on=[cluster]))
         aws.ecs.ClusterCapacityProviders(
             f"{self._name}-cluster-providers", cluster_name=cluster.name, capacity_providers=[provider.name],
             default_capacity_provider_strategies=[{"capacity_provider": provider.name, "weight": 1, "base": 0}],

@@ -1,21 +1,25 @@
 """InferenceEndpoint: the serving image behind a SageMaker endpoint, replaced blue/green with rollback.
 
 Created only when the stack config names a model artifact. The Model and the EndpointConfiguration have no
-explicit name: Pulumi auto-names them, so a new model or setting creates the new configuration first,
-UpdateEndpoint moves the endpoint onto it (SageMaker's blue/green deployment: canary or linear traffic
-shifting by default, rolled back if either alarm fires while it bakes), and only then is the old
-configuration deleted. The Endpoint itself keeps one fixed name, so callers and the alarms' dimensions never
-change, and it is updated in place rather than replaced.
+explicit name: Pulumi auto-names them, so a new model or setting creates the new configuration first and
+UpdateEndpoint moves the endpoint onto it (SageMaker's blue/green deployment: canary or linear traffic shifting by
+default, rolled back if either alarm fires while it bakes). The Endpoint itself keeps one fixed name, so callers and
+the alarms' dimensions never change, and it is updated in place rather than replaced.
 
-The model runs with network isolation inside the stack's private subnets; the execution role can read only
-that model's prefix, pull only the serving repository and write only this endpoint's logs. Application Auto
-Scaling tracks invocations per instance between the configured bounds.
+Replaced Models and EndpointConfigurations are retained, not deleted: the provider's wait for the update
+(terraform-provider-aws waitEndpointInService) takes the next InService as success, which is also what a rolled-back
+endpoint reports, back on the *old* configuration; deleting that one then would leave the endpoint serving a
+configuration that no longer exists, and every later UpdateEndpoint failing (terraform-provider-aws #48997). ops
+deletes a superseded one once DescribeEndpoint shows the endpoint on another configuration (ops/aws/deploy.py), and
+`make destroy` the rest after the endpoint is gone (docs/aws-behaviours.md).
+
+The model runs with network isolation inside the stack's private subnets; the execution role can read only the
+trained models (models/ of the artifacts bucket), pull only the serving repository and write only this endpoint's
+logs. Application Auto Scaling tracks invocations per instance between the configured bounds.
 """
 
 from __future__ import annotations
 
-import posixpath
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +30,12 @@ import pulumi_aws as aws
 from infra.components import _iam
 from infra.components._base import Component
 from infra.components._iam import AwsContext
+from infra.instance_storage import has_instance_storage
 
+MODELS_PREFIX = "models/"
+"""Where trained models live in the artifacts bucket (ops/aws/runs.py writes models/<run-id>/model.tar.gz)."""
 VARIANT = "AllTraffic"
 """The one production variant; blue/green requires the same variant name in old and new configurations."""
-INSTANCE_STORAGE = re.compile(r"ml\.(g4dn|g5|g6|g6e|p3dn|p4d|p4de|p5|p5e|p5en|trn1|trn1n|[a-z]+\d+[a-z]*d)\.")
-"""Instance families with local NVMe instance storage: SageMaker rejects a KmsKeyId for them (the storage is
-hardware-encrypted), so the endpoint configuration leaves the key out there."""
 
 
 @dataclass
@@ -43,7 +47,7 @@ class InferenceEndpointArgs:
     artifacts_bucket: pulumi.Input[str]
     artifacts_bucket_arn: pulumi.Input[str]
     model_key: str
-    """Key of model.tar.gz in the artifacts bucket; the role may read its folder and nothing else."""
+    """Key of model.tar.gz in the artifacts bucket, under models/ (the only prefix the role may read)."""
 
     image: pulumi.Input[str]
     repository_arn: pulumi.Input[str]
@@ -66,6 +70,7 @@ class InferenceEndpointArgs:
 
 class InferenceEndpoint(Component[InferenceEndpointArgs]):
     endpoint_name: pulumi.Output[str]
+    endpoint_config_name: pulumi.Output[str]
     model_name: pulumi.Output[str]
     model_data_url: pulumi.Output[str]
     role_arn: pulumi.Output[str]
@@ -80,10 +85,11 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         endpoint = self._create_endpoint(config, alarms)
         self._create_autoscaling(endpoint)
         self.endpoint_name = endpoint.name
+        self.endpoint_config_name = config.name
         self.model_name = model.name
         self.role_arn = role.arn
-        self.register_outputs({"endpoint_name": self.endpoint_name, "model_name": self.model_name,
-                               "model_data_url": self.model_data_url})
+        self.register_outputs({"endpoint_name": self.endpoint_name, "endpoint_config_name": self.endpoint_config_name,
+                               "model_name": self.model_name, "model_data_url": self.model_data_url})
 
     def _create_alarms(self) -> list[aws.cloudwatch.MetricAlarm]:
         """The rollback triggers, on the fixed endpoint name so they exist before the endpoint does."""
@@ -105,12 +111,13 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
 
     def _create_role(self, alarms: Sequence[aws.cloudwatch.MetricAlarm]) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         args = self._args
-        folder = posixpath.dirname(args.model_key) + "/"
+        # Every trained model, not only the configured one: a retained model that a rollback put back into service
+        # must still be downloadable when auto scaling or a SageMaker patch launches an instance for it.
         policy = _iam.document(
-            _iam.statement("ReadModel", ["s3:GetObject"],
-                           [pulumi.Output.concat(args.artifacts_bucket_arn, "/", folder, "*")]),
-            _iam.statement("ListModel", ["s3:ListBucket"], [args.artifacts_bucket_arn],
-                           {"StringLike": {"s3:prefix": [f"{folder}*"]}}),
+            _iam.statement("ReadModels", ["s3:GetObject"],
+                           [pulumi.Output.concat(args.artifacts_bucket_arn, "/", MODELS_PREFIX, "*")]),
+            _iam.statement("ListModels", ["s3:ListBucket"], [args.artifacts_bucket_arn],
+                           {"StringLike": {"s3:prefix": [f"{MODELS_PREFIX}*"]}}),
             _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt"]),
             _iam.kms_volume_statement(args.key_arn),
             *_iam.ecr_pull_statements(args.repository_arn),
@@ -119,14 +126,14 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
         )
         role = aws.iam.Role(f"{self._name}-sagemaker",
-                            description=f"SageMaker endpoint {args.endpoint_name}: one model, one image, its logs",
+                            description=f"SageMaker endpoint {args.endpoint_name}: trained models, one image, its logs",
                             assume_role_policy=_iam.assume_role_policy("sagemaker.amazonaws.com"), opts=self._child())
         role_policy = aws.iam.RolePolicy(f"{self._name}-sagemaker", role=role.id, policy=policy, opts=self._child())
         return role, role_policy
 
     def _create_model(self, role: aws.iam.Role, role_policy: aws.iam.RolePolicy) -> aws.sagemaker.Model:
         args = self._args
-        # No name: auto-naming lets a changed model be created before the old one is deleted.
+        # No name: auto-naming lets a changed model be created beside the old one.
         return aws.sagemaker.Model(
             f"{self._name}-model",
             execution_role_arn=role.arn,
@@ -134,18 +141,21 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             enable_network_isolation=True,
             vpc_config={"subnets": args.subnet_ids, "security_group_ids": [args.security_group_id]},
             # depends_on the role's policy: SageMaker checks the role can read the model and image at creation.
-            opts=self._child(depends_on=[role_policy]))
+            # retain_on_delete: a replaced model may be the one a rolled-back endpoint serves (module docstring).
+            opts=self._child(depends_on=[role_policy], retain_on_delete=True))
 
     def _create_endpoint_config(self, model: aws.sagemaker.Model) -> aws.sagemaker.EndpointConfiguration:
         args = self._args
-        # No name: auto-naming creates the replacement configuration before the old one is deleted.
+        # No name: auto-naming creates the replacement configuration beside the old one.
         return aws.sagemaker.EndpointConfiguration(
             f"{self._name}-config",
-            kms_key_arn=None if INSTANCE_STORAGE.match(args.instance_type) else args.key_arn,
+            # no key for local NVMe storage: SageMaker refuses one there (hardware-encrypted; infra/instance_storage.py)
+            kms_key_arn=None if has_instance_storage(args.instance_type) else args.key_arn,
             production_variants=[{"variant_name": VARIANT, "model_name": model.name,
                                   "instance_type": args.instance_type,
                                   "initial_instance_count": args.instance_count}],
-            opts=self._child())
+            # retain_on_delete: a replaced configuration may be the one a rolled-back endpoint serves (docstring).
+            opts=self._child(retain_on_delete=True))
 
     def _create_endpoint(self, config: aws.sagemaker.EndpointConfiguration,
                          alarms: Sequence[aws.cloudwatch.MetricAlarm]) -> aws.sagemaker.Endpoint:

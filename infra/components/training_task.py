@@ -60,6 +60,9 @@ class TrainingTaskArgs:
     cpu: int
     memory_mib: int
     shm_mib: int
+    log_group_name: str
+    """Name of the trainer's log group (what `make train` prints as `logs`)."""
+
     log_retention_days: int
 
 
@@ -73,8 +76,7 @@ class TrainingTask(Component[TrainingTaskArgs]):
 
     def __init__(self, name: str, args: TrainingTaskArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, args, opts)
-        logs = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=args.log_retention_days,
-                                       kms_key_id=args.key_arn, opts=self._child())
+        logs = self._create_log_group("logs", args.log_group_name, args.log_retention_days, args.key_arn)
         execution_role = self._create_execution_role(logs)
         task_role = self._create_task_role()
         task = self._create_task_definition(logs, execution_role, task_role)

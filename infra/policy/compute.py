@@ -1,4 +1,5 @@
-"""EC2, Auto Scaling, ECS, ECR and CloudWatch Logs: hardened instances, private networking, safe containers."""
+"""EC2, Auto Scaling, ECS, ECR, CloudWatch Logs and Lambda: hardened instances, private networking, safe containers,
+logs that expire and are encrypted."""
 
 from __future__ import annotations
 
@@ -211,3 +212,17 @@ def logs_retention(resource) -> Iterator[str]:
 def logs_kms(resource) -> Iterator[str]:
     if not get(resource.props, "kmsKeyId"):
         yield "needs kmsKeyId"
+
+
+# --- Lambda -------------------------------------------------------------------------------------------------
+@stack_rule("lambda-managed-log-group", "Lambda functions log to a log group of the stack, so its retention and key "
+            "rules apply", ["AWS Lambda LoggingConfig.LogGroup (advanced logging controls)",
+                            "logs-retention and logs-kms, for the function's logs"])
+def lambda_managed_log_group(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResource, str]]:
+    """Without loggingConfig.logGroup, Lambda writes to /aws/lambda/<name>, a group it creates itself with no
+    retention (kept, and billed, forever) and no KMS key."""
+    groups = {group.urn for group in of_type(resources, "aws:cloudwatch/logGroup:LogGroup")}
+    for function in of_type(resources, "aws:lambda/function:Function"):
+        sources = {dep.urn for dep in function.property_dependencies.get("loggingConfig", [])}
+        if not get(function.props, "loggingConfig", "logGroup") or not sources & groups:
+            yield function, "needs loggingConfig.logGroup naming a log group the stack creates"

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from pulumi_policy import EnforcementLevel
 
+from infra.instance_storage import has_instance_storage
 from infra.policy._core import as_list, get, is_true, resource_rule
 
 MODEL = "aws:sagemaker/model:Model"
 ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 ENDPOINT = "aws:sagemaker/endpoint:Endpoint"
-INSTANCE_STORAGE = re.compile(r"ml\.(g4dn|g5|g6|g6e|p3dn|p4d|p4de|p5|p5e|p5en|trn1|trn1n|[a-z]+\d+[a-z]*d)\.")
-"""Instance families with NVMe instance storage: SageMaker rejects a KmsKeyId there (the storage is
-hardware-encrypted), so the KMS rule does not apply to configurations that use only these."""
 
 
 @resource_rule("sagemaker-network-isolation", "SageMaker models run with network isolation", [MODEL],
@@ -37,7 +34,7 @@ def model_in_vpc(resource) -> Iterator[str]:
                ["Checkov CKV_AWS_98", "AWS Config sagemaker-endpoint-configuration-kms-key-configured"])
 def endpoint_config_kms(resource) -> Iterator[str]:
     types = [get(v, "instanceType", default="") for v in as_list(get(resource.props, "productionVariants"))]
-    if types and all(INSTANCE_STORAGE.match(t) for t in types):
+    if types and all(has_instance_storage(t) for t in types):
         return  # SageMaker refuses a KmsKeyId for NVMe instance storage, which is encrypted in hardware
     if not get(resource.props, "kmsKeyArn"):
         yield "needs kmsKeyArn"

@@ -71,7 +71,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         code = error_code(exc)
         operation = getattr(exc, "operation_name", "") or "the call"
-        message = exc.response.get("Error", {}).get("Message", "") or code
+        message = _first_line(exc.response.get("Error", {}).get("Message", "")) or code  # some answers are HTML
         if code in CREDENTIAL_CODES:
             return f"AWS rejected the credentials ({code}: {message}): {CREDENTIALS_HINT}"
         if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
@@ -83,6 +83,8 @@ def describe(exc: BaseException) -> str:
     return _first_line(exc)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str) -> str:
     text = str(exc).strip()
+    if isinstance(exc, str):
+        return text.splitlines()[0] if text else ""
     return text.splitlines()[0] if text else type(exc).__name__

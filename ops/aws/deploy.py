@@ -2,11 +2,14 @@
 
 deploy: push the serving image (skipped when unchanged), set ``deepcloud:modelArtifact`` to the chosen run's
 ``models/<run-id>/model.tar.gz`` (the newest by default) and ``deepcloud:servingImageTag`` to the image, run
-``pulumi up``, and meanwhile follow the endpoint: its status, and its CloudWatch logs while it is Creating or
-Updating. A failed endpoint prints its failure reason and the first traceback in its logs, and the config is
-put back to what it was (the endpoint keeps serving the old model: SageMaker's blue/green rollout never
-shifted traffic to the failed one). A healthy one gets a smoke request through sagemaker-runtime and its
-latency is printed.
+``pulumi up`` (gated by the policy pack), and meanwhile follow the endpoint: its status, and its CloudWatch logs while
+it is Creating or Updating. Success is decided here, not by `pulumi up`: the provider waits for the next InService,
+which a rolled-back endpoint also reports, so DescribeEndpoint must name the endpoint configuration `pulumi up`
+applied, report no failure, and serve that model and image. A failed endpoint prints its failure reason and the first
+traceback in its logs, and the config is put back to what it was (the endpoint keeps serving the old model:
+SageMaker's blue/green rollout never shifted traffic to the failed one). Either way, once the endpoint is InService,
+the models and configurations it no longer uses, which infra/ retains on replacement, are deleted
+(ops/aws/superseded.py). A healthy one gets a smoke request through sagemaker-runtime and its latency is printed.
 
 Every deploy and rollback is appended to ``s3://<artifacts>/deploys/history.json``; rollback deploys the
 newest successful entry that serves something else than the current one.
@@ -24,11 +27,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ops.aws import images, runs
+from ops.aws import images, runs, superseded
 from ops.aws.clients import describe, error_code
 from ops.aws.console import Phases, header, say
 from ops.aws.context import Context
 from ops.aws.logs import GroupTail, first_traceback
+from ops.aws.preflight import check_endpoint_quota
 from ops.aws.stack import CONFIG, STACK_TAG_KEY
 from ops.errors import OpsError
 
@@ -65,9 +69,11 @@ def deploy(ctx: Context, run_id: str | None = None) -> dict:
     run_id = run_id or runs.latest_model(s3, out.artifacts_bucket)
     runs.require_model(s3, out.artifacts_bucket, run_id)
     header(f"deploy (aws): run {run_id} to stack {ctx.stack.name}")
+    check_endpoint_quota(ctx)
     config = ctx.pulumi.config()
+    kind = out.endpoint_instance_type or config.get(CONFIG.endpoint_instance_type)
     image = images.ensure(ctx.aws, ctx.repo, images.IMAGES["serving"], out.serving_repository_url,
-                          {"TORCH_INDEX": torch_index(config.get(CONFIG.endpoint_instance_type))})
+                          {"TORCH_INDEX": torch_index(kind)})
     return _roll_out(ctx, run_id, image.tag, "deploy", config)
 
 
@@ -82,6 +88,7 @@ def rollback(ctx: Context) -> dict:
         raise OpsError(f"nothing to roll back to: every deploy in the history served {current[0]}")
     header(f"rollback (aws): back to run {previous['run_id']} (deployed {previous['at']})")
     runs.require_model(s3, ctx.outputs.artifacts_bucket, previous["run_id"])
+    check_endpoint_quota(ctx)
     return _roll_out(ctx, previous["run_id"], previous["serving_image_tag"], "rollback", ctx.pulumi.config())
 
 
@@ -102,31 +109,43 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
     watcher = EndpointWatcher(ctx, ctx.outputs.endpoint_name)
     try:
         try:
-            ctx.pulumi.stream("up", "--yes", "--skip-preview", what="pulumi up failed",
-                              on_line=lambda line: say(f"  {line}"), poll=watcher.poll,
-                              poll_seconds=max(ctx.poll_s, 1.0))
+            ctx.pulumi.up(on_line=lambda line: say(f"  {line}"), poll=watcher.poll,
+                          poll_seconds=max(ctx.poll_s, 1.0))
             ctx.stack = ctx.stack.reload()
             if not ctx.outputs.endpoint_name:
                 raise OpsError("pulumi up finished but the stack has no endpoint_name output: check infra/")
             watcher.name = ctx.outputs.endpoint_name
             watcher.wait_in_service()
-            watcher.check_serves(model_artifact, image_tag)
+            watcher.check_serves(model_artifact, image_tag, ctx.outputs.endpoint_config_name)
         except (OpsError, ClientError, BotoCoreError) as exc:
             if isinstance(exc, OpsError):
-                watcher.poll()
+                watcher.settle()
             reason = watcher.failure() or (str(exc) if isinstance(exc, OpsError) else describe(exc))
             _restore(ctx, before)
             entry.update(result="Failed", endpoint=watcher.name, reason=reason)
             _append_history(s3, bucket, entry)
+            if watcher.status == "InService" and watcher.name:
+                _prune(ctx, watcher.name)  # never the configuration it was rolled back onto
             raise OpsError(f"{kind} of run {run_id} failed: {reason}; config put back to "
                            f"{before[CONFIG.model_artifact] or 'no model'}") from None
     finally:
         watcher.close()
+    _prune(ctx, watcher.name)
     entry.update(result="InService", endpoint=watcher.name)
     entry["smoke"] = smoke(ctx, watcher.name, run_id)
     _append_history(s3, bucket, entry)
     say(f"history      s3://{bucket}/{HISTORY_KEY} ({kind} recorded; `make rollback TARGET=aws` goes back)")
     return entry
+
+
+def _prune(ctx: Context, endpoint: str) -> None:
+    """Delete what the endpoint no longer uses; a failure to is a warning: the rollout stands, they cost nothing, and
+    the next deploy or `make destroy` tries again."""
+    try:
+        superseded.prune(ctx, endpoint)
+    except (OpsError, ClientError, BotoCoreError) as exc:
+        why = str(exc) if isinstance(exc, OpsError) else describe(exc)
+        say(f"warning      superseded models and configurations kept: {why}")
 
 
 def _restore(ctx: Context, before: dict[str, str | None]) -> None:
@@ -206,18 +225,36 @@ class EndpointWatcher:
                 raise OpsError(f"endpoint {self.name} is still {self.status} after {WAIT_LIMIT_S} s")
             self.ctx.wait()
 
-    def check_serves(self, model_artifact: str, image_tag: str) -> None:
-        """The endpoint's current config must name the model and image just deployed (not a rolled-back one)."""
+    def settle(self) -> None:
+        """After a failed `pulumi up`: the rollout may carry on (the provider gave up waiting, or stopped at a status
+        it does not wait through, RollingBack among them); wait until the endpoint is no longer busy."""
+        self.poll()
+        deadline = self.ctx.clock() + WAIT_LIMIT_S
+        while self.status in BUSY and self.ctx.clock() <= deadline:
+            self.ctx.wait()
+            self.poll()
+
+    def check_serves(self, model_artifact: str, image_tag: str, config_name: str | None) -> None:
+        """The rollout went through only if DescribeEndpoint names the configuration `pulumi up` applied and reports
+        no failure of the last update, and that configuration serves the model and image just deployed. The
+        provider's own wait cannot tell: a rolled-back endpoint is InService too, on the old configuration, its
+        FailureReason possibly empty (terraform-provider-aws #48997, #39099, PR #49020)."""
         endpoint = self.sagemaker.describe_endpoint(EndpointName=self.name)
-        variants = self.sagemaker.describe_endpoint_config(
-            EndpointConfigName=endpoint["EndpointConfigName"])["ProductionVariants"]
+        serving, reason = endpoint["EndpointConfigName"], endpoint.get("FailureReason", "")
+        why = f" ({reason})" if reason else ""
+        if config_name and serving.lower() != config_name.lower():
+            raise OpsError(f"endpoint {self.name} is InService on configuration {serving}, not {config_name} that "
+                           f"pulumi up applied: the rollout was rolled back{why} (see its CloudWatch alarms)")
+        if reason:
+            raise OpsError(f"endpoint {self.name} is InService but its last update failed: {reason}")
+        variants = self.sagemaker.describe_endpoint_config(EndpointConfigName=serving)["ProductionVariants"]
         model = self.sagemaker.describe_model(ModelName=variants[0]["ModelName"])
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
         data, image = container.get("ModelDataUrl", ""), container.get("Image", "")
         if not data.endswith(model_artifact) or not image.endswith(f":{image_tag}"):
             raise OpsError(f"endpoint {self.name} is InService but serves {data} with {image}, not {model_artifact} "
                            f"with tag {image_tag}: the rollout was rolled back (see its CloudWatch alarms)")
-        say(f"endpoint     {self.name} InService, serving {data}")
+        say(f"endpoint     {self.name} InService, serving {data} (configuration {serving})")
 
 
 def smoke(ctx: Context, endpoint: str, run_id: str) -> dict:

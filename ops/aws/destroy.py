@@ -1,8 +1,14 @@
 """`make destroy TARGET=aws`: stop what runs, `pulumi destroy`, then prove nothing billable is left.
 
+0. With deepcloud:forceDestroy false (the default), a bucket or repository that holds data would stop `pulumi
+   destroy` half-way (BucketNotEmpty, RepositoryNotEmpty): the access-log bucket always does once the others were
+   used. Then nothing is stopped or deleted; one line names what holds data and the setting to change, and the
+   audit below still shows what the stack has.
 1. Stop the stack's running training: ECS tasks in its cluster, and SageMaker training jobs in progress that
    carry its tag; wait until the ECS tasks are stopped (a cluster with running tasks cannot be deleted).
-2. ``pulumi destroy --exclude-protected``: everything but the protected data bucket and what it needs.
+2. ``pulumi destroy --exclude-protected``: everything but the protected data bucket and what it needs; then the
+   SageMaker models and endpoint configurations the stack retains on replacement (ops/aws/superseded.py), now that
+   no endpoint can use them.
 3. Audit: every resource the Resource Groups Tagging API still finds with ``deepcloud:stack=<project>/<stack>``,
    checked one by one (the index lags behind deletions by minutes) and printed as a table in three groups:
    retained by design (what the stack's state still holds after that destroy: the protected data bucket, its
@@ -17,6 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ops.aws import superseded
 from ops.aws.clients import error_code
 from ops.aws.console import header, say, table
 from ops.aws.context import Context
@@ -145,6 +152,22 @@ def _training_job(ctx: Context, arn: str, name: str) -> tuple[str, str]:
     return "leftover", "training job in progress (billed)"
 
 
+def _sagemaker(describe: str, argument: str, what: str) -> Any:
+    """A check for a SageMaker resource kind: DescribeX(name) answers while it exists, "Could not find ..." (a
+    ValidationException) once it is gone."""
+    def check(ctx: Context, arn: str, name: str) -> tuple[str, str]:
+        try:
+            found = getattr(ctx.aws.client("sagemaker"), describe)(**{argument: name.split("/", 1)[1]})
+        except ClientError as exc:
+            if error_code(exc) != "ValidationException":
+                raise
+            return "gone", "deleted (the tagging index lags)"
+        if found.get("EndpointStatus") == "Deleting":
+            return "gone", "endpoint being deleted (billing stops)"
+        return "leftover", what
+    return check
+
+
 def _log_group(ctx: Context, arn: str, name: str) -> tuple[str, str]:
     group = name.split(":", 1)[1] if ":" in name else name
     groups = ctx.aws.client("logs").describe_log_groups(logGroupNamePrefix=group).get("logGroups", [])
@@ -154,7 +177,11 @@ def _log_group(ctx: Context, arn: str, name: str) -> tuple[str, str]:
 
 
 CHECKS = {"s3:bucket": _bucket, "kms:key": _key, "ecs:task-definition": _task_definition, "ecs:task": _task,
-          "ecs:cluster": _cluster, "sagemaker:training-job": _training_job, "logs:log-group": _log_group}
+          "ecs:cluster": _cluster, "sagemaker:training-job": _training_job, "logs:log-group": _log_group,
+          "sagemaker:endpoint": _sagemaker("describe_endpoint", "EndpointName", "endpoint (its instances are billed)"),
+          "sagemaker:endpoint-config": _sagemaker("describe_endpoint_config", "EndpointConfigName",
+                                                  "endpoint configuration (not billed, but part of the stack)"),
+          "sagemaker:model": _sagemaker("describe_model", "ModelName", "model (not billed, but part of the stack)")}
 """How to tell, per kind of resource, whether what the tagging index lists is still there and billed."""
 _GONE_CODES = ("NotFoundException", "ResourceNotFoundException", "ClientException", "404", "NoSuchBucket")
 
@@ -185,21 +212,90 @@ def _exists(call: Any) -> bool:
     return True
 
 
+FORCE_DESTROY = "deepcloud:forceDestroy"
+NOT_EMPTY = ("BucketNotEmpty", "RepositoryNotEmptyException")
+"""S3 DeleteBucket: "All objects (including all object versions and delete markers) in the bucket must be deleted
+before the bucket itself can be deleted"; ECR DeleteRepository: "If the repository isn't empty, you must either delete
+the contents of the repository or use the force option" (botocore's models). The provider passes both on unless the
+resource has force_destroy / force_delete, which deepcloud:forceDestroy sets."""
+KEEP_FIRST = ("to delete them with the stack, copy out what you want to keep, then `pulumi config set "
+              f"{FORCE_DESTROY} true`, `python -m infra.cli up`, and `make destroy TARGET=aws` again")
+
+
+def _objects(s3: Any, bucket: str) -> int:
+    """Object versions and delete markers in `bucket` (what S3 counts for BucketNotEmpty), up to 1000."""
+    try:
+        page = s3.list_object_versions(Bucket=bucket, MaxKeys=1000)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchBucket", "404"):
+            return 0
+        raise
+    return len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+
+
+def _images(ecr: Any, repository_url: str) -> int:
+    try:
+        return len(ecr.list_images(repositoryName=repository_url.split("/", 1)[1], maxResults=1000).get("imageIds", []))
+    except ClientError as exc:
+        if error_code(exc) == "RepositoryNotFoundException":
+            return 0
+        raise
+
+
+def holding_data(ctx: Context) -> list[str]:
+    """The buckets and repositories `pulumi destroy` would refuse to delete (BucketNotEmpty, RepositoryNotEmpty)
+    because the stack was applied with forceDestroy off; [] when it is on, or unknown (an older stack)."""
+    out = ctx.outputs
+    if out.force_destroy is not False:
+        return []
+    s3, ecr = ctx.aws.client("s3"), ctx.aws.client("ecr")
+    buckets = [("artifacts", out.artifacts_bucket), ("access logs", out.access_logs_bucket)]
+    if out.protect_data_bucket is False:  # else `--exclude-protected` keeps it
+        buckets.insert(0, ("data", out.data_bucket))
+    held = []
+    for what, bucket in buckets:
+        count = _objects(s3, bucket) if bucket else 0
+        if count:
+            held.append(f"s3://{bucket} ({what}: {count}{'+' if count >= 1000 else ''} object versions)")
+    for room, url in (("trainer", out.trainer_repository_url), ("serving", out.serving_repository_url)):
+        count = _images(ecr, url)
+        if count:
+            held.append(f"{url} ({room}: {count} images)")
+    return held
+
+
+def _not_empty(failure: OpsError) -> OpsError:
+    """pulumi destroy's BucketNotEmpty / RepositoryNotEmpty as one line that names the setting."""
+    if not any(code in str(failure) for code in NOT_EMPTY):
+        return failure
+    return OpsError(f"{failure}: a bucket or repository still holds data and {FORCE_DESTROY} is false; {KEEP_FIRST} "
+                    "(that `up` also recreates what this destroy removed, for the next destroy to remove again)")
+
+
 def destroy(ctx: Context) -> list[Found]:
     header(f"destroy (aws): stack {ctx.stack.name} ({ctx.stack.tag}) in {ctx.outputs.region}")
-    stopped = stop_running(ctx)
-    say(f"stopped      {len(stopped)} running task(s)/job(s)" if stopped else "stopped      nothing was running")
+    held = holding_data(ctx)
     failure = None
-    try:
-        ctx.pulumi.stream("destroy", "--yes", "--skip-preview", "--exclude-protected", what="pulumi destroy failed",
-                          on_line=lambda line: say(f"  {line}"))
-    except OpsError as exc:
-        failure = exc
+    if held:
+        say("holding data " + "; ".join(held))
+        failure = OpsError(f"destroy stopped before deleting anything: {', '.join(held)} hold data, and the stack has "
+                           f"{FORCE_DESTROY}=false, so `pulumi destroy` would fail on them (BucketNotEmpty, "
+                           f"RepositoryNotEmpty) half-way; {KEEP_FIRST}")
+    else:
+        stopped = stop_running(ctx)
+        say(f"stopped      {len(stopped)} running task(s)/job(s)" if stopped else "stopped      nothing was running")
+        try:
+            ctx.pulumi.stream("destroy", "--yes", "--skip-preview", "--exclude-protected",
+                              what="pulumi destroy failed", on_line=lambda line: say(f"  {line}"))
+        except OpsError as exc:
+            failure = _not_empty(exc)
     try:
         retained = ctx.pulumi.managed_arns()
     except OpsError as exc:
         say(f"warning      {exc}: only the data bucket counts as retained")
         retained = set()
+    if failure is None:
+        _delete_retained_models(ctx, retained)
     found = audit(ctx, retained)
     report(ctx, found)
     if failure is not None:
@@ -210,6 +306,23 @@ def destroy(ctx: Context) -> list[Found]:
                        "run `make destroy TARGET=aws` again in a few minutes (the tagging index lags), "
                        "else delete them by hand")
     return found
+
+
+def _delete_retained_models(ctx: Context, managed: set[str]) -> None:
+    """The endpoint's models and configurations are retained on delete (infra/components/inference_endpoint.py), so
+    `pulumi destroy` leaves them: delete them once the endpoint that could use them is gone."""
+    name = ctx.outputs.endpoint_name
+    if name:
+        try:
+            status = ctx.aws.client("sagemaker").describe_endpoint(EndpointName=name).get("EndpointStatus")
+        except ClientError as exc:
+            if error_code(exc) != "ValidationException":  # "Could not find endpoint": it is gone
+                raise
+            status = None
+        if status not in (None, "Deleting"):
+            say(f"kept         SageMaker models and configurations: endpoint {name} is still {status}")
+            return
+    superseded.delete(ctx, superseded.unused(ctx, None, managed))
 
 
 def report(ctx: Context, found: list[Found]) -> None:

@@ -8,6 +8,8 @@ would otherwise fail after money or a long wait was spent.
    group uses) of every instance family it may launch, or with BACKEND=sagemaker the training quota of the
    instance type. A quota below one instance stops with its name, its value and how to ask for more; a quota
    below the group's full size is a warning.
+5. `make deploy` and `make rollback`, once the model is known: the endpoint-usage quota of the endpoint's
+   instance type, for twice its maximum instance count (check_endpoint_quota: blue/green runs both fleets at once).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def check_stack(repo: Path, stack_name: str | None) -> Stack:
     pulumi = Pulumi(repo, stack_name)
     version = pulumi.run("version", what="the pulumi CLI does not run", stack=False).strip()
     stack = Stack.load(pulumi)
-    present = sum(1 for key in OUTPUT_KEYS if getattr(stack.outputs, key))
+    present = sum(1 for key in OUTPUT_KEYS if getattr(stack.outputs, key) not in (None, "", ()))
     ok("Pulumi stack", f"{stack.name} ({stack.tag}), pulumi {version}, {present}/{len(OUTPUT_KEYS)} outputs, "
                        f"region {stack.outputs.region}")
     return stack
@@ -124,21 +126,47 @@ def check_ec2_quotas(ctx: Context) -> None:
                 ok("EC2 quota", f"{where} is {value:g} vCPUs; the group's {gpu.max_size} x {kind} need {full}")
 
 
-def check_sagemaker_quota(ctx: Context, instance_type: str, use: str = "spot training job usage") -> None:
+def _sagemaker_quota(ctx: Context, name: str, instance_type: str) -> tuple[float, str, str]:
+    """(value, quota code, where) of the SageMaker quota called `name` (Service Quotas lists SageMaker's per
+    instance type, e.g. 'ml.g5.xlarge for spot training job usage', 'ml.m5.large for endpoint usage')."""
     quotas = ctx.aws.client("service-quotas")
-    name = f"{instance_type} for {use}"
     for page in quotas.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker"):
         for quota in page.get("Quotas", []):
             if quota.get("QuotaName") == name:
-                value = float(quota.get("Value", 0))
-                where = f"'{name}' ({quota['QuotaCode']}) in {ctx.outputs.region}"
-                if value < 1:
-                    raise OpsError(f"quota {where} is {value:g} instances, below the 1 a job needs: request 1 with "
-                                   f"{_increase('sagemaker', quota['QuotaCode'], 1, ctx.outputs.region)}")
-                ok("SageMaker quota", f"{where} is {value:g} instances")
-                return
+                return float(quota.get("Value", 0)), quota["QuotaCode"], f"'{name}' ({quota['QuotaCode']}) in " \
+                                                                         f"{ctx.outputs.region}"
     raise OpsError(f"Service Quotas lists no SageMaker quota '{name}' in {ctx.outputs.region}: is {instance_type} a "
-                   "SageMaker training instance type offered there? (set INSTANCE_TYPE=ml.g5.xlarge, ...)")
+                   "SageMaker instance type offered there?")
+
+
+def check_sagemaker_quota(ctx: Context, instance_type: str) -> None:
+    """The managed-spot training quota of `instance_type`: one instance per job."""
+    try:
+        value, code, where = _sagemaker_quota(ctx, f"{instance_type} for spot training job usage", instance_type)
+    except OpsError as exc:
+        raise OpsError(f"{exc} (set INSTANCE_TYPE=ml.g5.xlarge, ...)") from None
+    if value < 1:
+        raise OpsError(f"quota {where} is {value:g} instances, below the 1 a job needs: request 1 with "
+                       f"{_increase('sagemaker', code, 1, ctx.outputs.region)}")
+    ok("SageMaker quota", f"{where} is {value:g} instances")
+
+
+def check_endpoint_quota(ctx: Context) -> None:
+    """The endpoint-usage quota of the endpoint's instance type, for twice its maximum instance count: a blue/green
+    rollout runs the new fleet beside the old one (as large as auto scaling made it) until the old one goes."""
+    kind, most = ctx.outputs.endpoint_instance_type, ctx.outputs.endpoint_max_instances
+    if not kind or not most:
+        warn("endpoint quota", "the stack exports no endpoint_instance_type/endpoint_max_instances: run `pulumi up` "
+                               "with the current infra/ program to have it checked")
+        return
+    need = 2 * int(most)
+    value, code, where = _sagemaker_quota(ctx, f"{kind} for endpoint usage", kind)
+    if value < need:
+        raise OpsError(f"quota {where} is {value:g} instances, below the {need} a blue/green rollout can need (the new "
+                       f"fleet beside the old, each up to endpointMaxInstances={most}): request {need} with "
+                       f"{_increase('sagemaker', code, need, ctx.outputs.region)}, or lower "
+                       "deepcloud:endpointMaxInstances")
+    ok("endpoint quota", f"{where} is {value:g} instances; a rollout of up to {most} needs {need}")
 
 
 def run(repo: Path, paths: Paths, stack_name: str | None, *, backend: str = "ecs",

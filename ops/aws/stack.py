@@ -18,6 +18,9 @@ from ops.aws import proc
 from ops.errors import OpsError
 
 PULUMI_INSTALL = "install it: curl -fsSL https://get.pulumi.com | sh (see README, 'The AWS workflow')"
+POLICY_PACK = "infra/policy"
+"""The policy pack (relative to the repository) that gates every `pulumi up` ops runs, as `python -m infra.cli up`
+attaches it: the engine runs its mandatory rules in the preview and stops before anything changes."""
 STACK_TAG_KEY = "deepcloud:stack"
 """Every taggable resource of the stack carries this tag, valued `<project>/<stack>` (infra's default tags)."""
 
@@ -56,6 +59,18 @@ class StackOutputs:
     """Value of the `deepcloud:stack` tag on every resource (`<project>/<stack>` when absent)."""
     task_definition_arn: str | None = None
     """The task definition revision Pulumi registered (RunTask runs exactly it; else the family's latest)."""
+    endpoint_config_name: str | None = None
+    """The endpoint configuration the last `pulumi up` applied: what DescribeEndpoint must name after a rollout."""
+    endpoint_instance_type: str | None = None
+    """The endpoint's SageMaker instance type (deepcloud:endpointInstanceType, or infra's default)."""
+    endpoint_max_instances: int | None = None
+    """The endpoint's auto scaling upper bound: a rollout may run twice as many instances."""
+    access_logs_bucket: str | None = None
+    """S3 bucket the data and artifacts buckets log their accesses to (never empty once they were used)."""
+    force_destroy: bool | None = None
+    """deepcloud:forceDestroy as applied: may `pulumi destroy` delete buckets and repositories that hold data?"""
+    protect_data_bucket: bool | None = None
+    """deepcloud:protectDataBucket as applied: `make destroy` keeps the data bucket while it is true."""
 
     @classmethod
     def parse(cls, raw: dict, stack: str) -> StackOutputs:
@@ -70,13 +85,15 @@ class StackOutputs:
             value = raw.get(name)
             if name == "subnet_ids" and value is not None:
                 value = tuple(value) if isinstance(value, list) else tuple(s.strip() for s in str(value).split(","))
-            if name in OPTIONAL_OUTPUTS:
+            if name in OPTIONAL_OUTPUTS and not isinstance(value, bool):
                 value = value or None  # absent, null and "" all mean "not there (yet)"
             values[name] = value
         return cls(**values)
 
 
-OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn")
+OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
+                    "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
+                    "protect_data_bucket")
 OUTPUT_KEYS = tuple(f.name for f in fields(StackOutputs))
 """Every stack output key ops reads, for the README and for reconciling with infra/__main__.py."""
 
@@ -130,6 +147,12 @@ class Pulumi:
                                   poll_seconds=poll_seconds)
         if code != 0:
             raise OpsError(f"{what} (pulumi: {_error_line(chr(10).join(lines), code)})")
+
+    def up(self, *, on_line: Callable[[str], None], poll: Callable[[], None] | None = None,
+           poll_seconds: float = 5.0) -> None:
+        """`pulumi up` gated by the policy pack: the preview (not skipped) runs its rules before any change."""
+        self.stream("up", "--yes", "--policy-pack", str(self.repo / POLICY_PACK), what="pulumi up failed",
+                    on_line=on_line, poll=poll, poll_seconds=poll_seconds)
 
     def stack_name(self) -> str:
         name = self.run("stack", "--show-name", what="no Pulumi stack is selected",

@@ -43,7 +43,7 @@ class TrainOptions:
 @dataclass
 class Outcome:
     status: str
-    """Completed, Failed or Stopped."""
+    """Completed, Failed, Stopped or Interrupted (a spot reclaim stopped it; resumable)."""
     exit_code: int | None
     reason: str
     billed_s: float | None = None
@@ -70,6 +70,9 @@ class Backend(Protocol):
 
     def collect(self, record: dict, outcome: Outcome) -> None:
         """After a completed run: make sure the model is at models/<run-id>/model.tar.gz."""
+
+    def idle_note(self, record: dict) -> str | None:
+        """What the capacity goes on costing after the run ends, if anything."""
 
 
 def make_backend(ctx: Context, options: TrainOptions) -> Backend:
@@ -157,11 +160,17 @@ def _finish(ctx: Context, backend: Backend, record: dict, outcome: Outcome, hour
     cost = f"; {duration(outcome.billed_s)} billed, at most {usd(record['cost_usd_max'])}" \
         if outcome.billed_s is not None else ""
     say(f"stopped      {record['status']}, exit code {code}: {record['reason']}{cost}")
+    if (idle := backend.idle_note(record)) is not None:
+        say(f"afterwards   {idle}")
     say(f"run record   s3://{out.artifacts_bucket}/{runs.record_key(record['run_id'])}")
     if record["status"] == "Completed":
         say(f"model        {record['model_uri']}")
         say("next         make deploy TARGET=aws")
         return record
+    if record["status"] == "Interrupted":
+        raise OpsError(f"run {record['run_id']} was interrupted: EC2 reclaimed its spot instance ({record['reason']}); "
+                       f"its checkpoints are in {record['checkpoint_uri']}: `make train TARGET=aws "
+                       f"RESUME={record['run_id']}` continues it")
     if outcome.exit_code == EXIT_STOPPED or record["status"] == "Stopped":
         raise OpsError(f"run {record['run_id']} was stopped ({record['reason']}); its checkpoints are in "
                        f"{record['checkpoint_uri']}: `make train TARGET=aws RESUME={record['run_id']}` continues it")

@@ -10,7 +10,9 @@ The task definition (infra/) names the trainer image; when the image to run is a
 
 Phases: waiting for capacity (PROVISIONING, with the Auto Scaling group's scaling activities), pulling
 (PENDING), running (with the CloudWatch log stream), stopping, stopped (exit code and reason). ECS has no
-runtime limit of its own, so ops stops the task at the maximum runtime while it watches.
+runtime limit of its own, so ops stops the task at the maximum runtime while it watches. A task that infra's
+spot-interruption function stopped (its StopTask reason) ends Interrupted: SIGTERM within EC2's two-minute notice, a
+checkpoint, and `RESUME=<run-id>` to continue.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from infra.functions.spot_interruption.handler import REASON_PREFIX as SPOT_INTERRUPTION
 from ops.aws import capacity, runs
 from ops.aws.console import Phases, say
 from ops.aws.context import Context
@@ -28,6 +31,12 @@ from ops.aws.stack import CONFIG, STACK_TAG_KEY
 from ops.aws.train import EXIT_STOPPED, Outcome
 from ops.errors import OpsError
 
+IDLE_AFTER_RUN_S = 15 * 60
+"""How long a GPU instance outlives its last task: ECS managed scaling scales in through the target tracking policy
+it creates on the Auto Scaling group, whose low alarm wants 15 one-minute datapoints below the target (the 15-minute
+scale-in ECS users report; re:Post "Accelerating Scaling for Amazon ECS Cluster Auto Scaling"). ECS creates and owns
+that policy and its alarms ("update the capacity provider managed scaling settings, rather than updating the scaling
+policy directly", ECS guide), and no managed scaling setting shortens scale-in, so it is stated, not changed."""
 WAITING = ("PROVISIONING",)
 STARTING = ("PENDING", "ACTIVATING")
 STOPPING = ("DEACTIVATING", "STOPPING", "DEPROVISIONING")
@@ -60,8 +69,7 @@ class EcsBackend:
             say(f"task definition {family} runs {self.container.get('image')}: setting "
                 f"{CONFIG.trainer_image_tag}={image.tag} and running pulumi up")
             self.ctx.pulumi.set_config(CONFIG.trainer_image_tag, image.tag)
-            self.ctx.pulumi.stream("up", "--yes", "--skip-preview", what="pulumi up failed",
-                                   on_line=lambda line: say(f"  {line}"))
+            self.ctx.pulumi.up(on_line=lambda line: say(f"  {line}"))
             self.ctx.stack = self.ctx.stack.reload()
             self._describe_task_definition(image)
             if self.container.get("image") != image.uri:
@@ -181,6 +189,9 @@ class EcsBackend:
             isinstance(stopped, datetime) else None
         if code == 0:
             return Outcome("Completed", 0, "the trainer finished", billed, lines)
+        if reason.startswith(SPOT_INTERRUPTION):  # infra's spot-interruption function stopped it (StopTask reason)
+            checkpointed = "after a checkpoint" if code == EXIT_STOPPED else f"exit code {code}"
+            return Outcome("Interrupted", code, f"{reason} ({checkpointed})", billed, lines)
         if code == EXIT_STOPPED:
             return Outcome("Stopped", code, f"stopped by SIGTERM after a checkpoint: {reason}", billed, lines)
         if code is None and (self.stop_sent or task.get("stopCode") == "UserInitiated"):
@@ -193,6 +204,14 @@ class EcsBackend:
     def stop(self, record: dict, reason: str) -> None:
         self.ecs.stop_task(cluster=self.ctx.outputs.cluster_name, task=record["task_arn"], reason=reason[:255])
         self.stop_sent = True
+
+    def idle_note(self, record: dict) -> str | None:
+        """The instance the task ran on stays up until managed scaling removes it; at most this much more."""
+        if self.billing_from is None:
+            return None  # no instance was ever assigned
+        idle = record["usd_per_hour_max"] * IDLE_AFTER_RUN_S / 3600
+        return (f"the GPU instance stays up about {IDLE_AFTER_RUN_S // 60} min more until ECS managed scaling removes "
+                f"it (AWS sets that delay): at most {usd(idle)} ({record['priced_instance_type']} on-demand)")
 
     def collect(self, record: dict, outcome: Outcome) -> None:
         runs.require_model(self.ctx.aws.client("s3"), self.ctx.outputs.artifacts_bucket, record["run_id"])

@@ -2,10 +2,12 @@
 
 Managed spot (``EnableManagedSpotTraining``), with ``MaxWaitTimeInSeconds`` above ``MaxRuntimeInSeconds`` so
 the job may wait for spot capacity and resume after an interruption; ``CheckpointConfig`` syncs
-/opt/ml/checkpoints with ``s3://<artifacts>/checkpoints/<run-id>/``; the stack's KMS key encrypts the volume
-and the output; network isolation and the stack's subnets and security group (the container reaches nothing,
-SageMaker moves the data). SageMaker writes ``models/<run-id>/output/model.tar.gz``; ops copies it to
-``models/<run-id>/model.tar.gz`` so both backends leave the model in the same place.
+/opt/ml/checkpoints with ``s3://<artifacts>/checkpoints/<run-id>/``; the stack's KMS key encrypts the output, and
+the volume on EBS-backed instance types (SageMaker refuses a volume key for types with local NVMe storage, such as
+the default ml.g5.xlarge, which their hardware encrypts: infra/instance_storage.py); network isolation and the
+stack's subnets and security group (the container reaches nothing, SageMaker moves the data). SageMaker writes
+``models/<run-id>/output/model.tar.gz``; ops copies it to ``models/<run-id>/model.tar.gz`` so both backends leave the
+model in the same place.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
+from infra.instance_storage import has_instance_storage
 from ops.aws import runs
 from ops.aws.console import Phases, say
 from ops.aws.context import Context
@@ -50,8 +53,7 @@ def job_request(out: StackOutputs, record: dict, image: Image, channels: dict[st
             "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
             for name, uri in channels.items()],
         "OutputDataConfig": {"S3OutputPath": f"s3://{out.artifacts_bucket}/{runs.MODELS}", "KmsKeyId": out.kms_key_arn},
-        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": VOLUME_GIB,
-                           "VolumeKmsKeyId": out.kms_key_arn},
+        "ResourceConfig": resource_config(instance_type, out.kms_key_arn),
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime, "MaxWaitTimeInSeconds": max_runtime + SPOT_WAIT_S},
         "EnableManagedSpotTraining": True,
         "CheckpointConfig": {"S3Uri": record["checkpoint_uri"], "LocalPath": "/opt/ml/checkpoints"},
@@ -61,6 +63,16 @@ def job_request(out: StackOutputs, record: dict, image: Image, channels: dict[st
         "Environment": {"DEEPCLOUD_GIT_REVISION": image.tag.split("-", 1)[0]},
         "Tags": [{"Key": "deepcloud:stack", "Value": stack_tag}, {"Key": "deepcloud:run-id", "Value": run_id}],
     }
+
+
+def resource_config(instance_type: str, kms_key_arn: str) -> dict:
+    """One instance; the stack's key for its volume unless the type has local NVMe storage, where SageMaker refuses
+    a VolumeKmsKeyId ("You can't request a VolumeKmsKeyId when using an instance type with local storage", botocore's
+    CreateTrainingJob model) because that storage is encrypted by the instance's hardware."""
+    config = {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": VOLUME_GIB}
+    if not has_instance_storage(instance_type):
+        config["VolumeKmsKeyId"] = kms_key_arn
+    return config
 
 
 class SageMakerBackend:
@@ -124,6 +136,10 @@ class SageMakerBackend:
 
     def stop(self, record: dict, reason: str) -> None:
         self.sagemaker.stop_training_job(TrainingJobName=record["job_name"])
+
+    def idle_note(self, record: dict) -> str | None:
+        """Nothing: SageMaker bills a training job until it ends, and releases its instance itself."""
+        return None
 
     def collect(self, record: dict, outcome: Outcome) -> None:
         """Copy SageMaker's output/model.tar.gz to models/<run-id>/model.tar.gz (a server-side copy)."""

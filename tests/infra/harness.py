@@ -4,8 +4,8 @@
 `pulumi up` would run it (runpy on infra/, run_name __main__) with no CLI, plugin or AWS: resources are
 "created" by `AwsMocks.new_resource`, which echoes the inputs and adds the outputs AWS would compute (ids,
 ARNs, auto-generated names). A recording monitor keeps each RegisterResource request, so tests see the
-inputs exactly as the engine would (camelCase, JSON-able), plus parent, provider, protect, ignoreChanges
-and the property dependencies. From those, `policy_resources()` builds the same PolicyResource objects the
+inputs exactly as the engine would (camelCase, JSON-able), plus parent, provider, protect, retainOnDelete,
+ignoreChanges and the property dependencies. From those, `policy_resources()` builds the same PolicyResource objects the
 policy pack receives from `pulumi preview --policy-pack infra/policy`.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 import runpy
 import time
 import warnings
@@ -33,7 +34,7 @@ from pulumi_policy import PolicyCustomTimeouts, PolicyProviderResource, PolicyRe
 # at import; the program uses none of them, so import the packages it uses here, quietly, once.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    for _service in ("appautoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs", "iam", "kms", "s3",
+    for _service in ("appautoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs", "iam", "kms", "lambda_", "s3",
                      "sagemaker"):
         hasattr(importlib.import_module(f"pulumi_aws.{_service}"), "load")  # the first attribute lookup loads it
 
@@ -56,6 +57,7 @@ class Registered:
     parent: str
     provider: str
     protect: bool
+    retain_on_delete: bool
     ignore_changes: list[str]
     dependencies: list[str]
     property_dependencies: dict[str, list[str]]
@@ -116,10 +118,12 @@ def _short_hash(text: str, length: int = 17) -> str:
 
 
 class AwsMocks(pulumi.runtime.Mocks):
-    """Answers like AWS would, deterministically: physical names are `<logical name>-<7 hex>`."""
+    """Answers like AWS would, deterministically: physical names are `<logical name>-<7 hex>`. `roles` are the IAM
+    roles the account already has (aws.iam.get_roles answers from them: a fresh account has none)."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, roles: tuple[str, ...] = ()) -> None:
         self.region = region
+        self.roles = roles
         self.invokes: list[str] = []
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -130,6 +134,13 @@ class AwsMocks(pulumi.runtime.Mocks):
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsPrefix": "com.amazonaws",
                     "id": "aws"}
+        if args.token == "aws:iam/getRoles:getRoles":
+            # IAM ListRoles filtered by path prefix, then the provider's name_regex (data_source_iam_roles.go)
+            prefix, pattern = args.args.get("pathPrefix", "/"), args.args.get("nameRegex", "")
+            names = sorted(name.rsplit("/", 1)[1] for name in self.roles if name.startswith(prefix)
+                           and re.search(pattern, name.rsplit("/", 1)[1]))
+            return {"names": names, "arns": [f"arn:aws:iam::{ACCOUNT}:role{prefix}{n}" for n in names],
+                    "id": self.region}
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             return {"names": list(ZONES), "zoneIds": [f"euw1-az{i + 1}" for i in range(len(ZONES))],
                     "id": self.region}
@@ -186,19 +197,26 @@ class RecordingMonitor(MockMonitor):
             self.registered.append(Registered(
                 urn=response.urn, type=request.type, name=request.name, custom=request.custom,
                 inputs=rpc.deserialize_properties(request.object), parent=request.parent, provider=request.provider,
-                protect=bool(request.protect), ignore_changes=list(request.ignoreChanges),
+                protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
+                ignore_changes=list(request.ignoreChanges),
                 dependencies=list(request.dependencies),
                 property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
                 id=registration.id or "", outputs=dict(registration.state)))
         return response
 
 
-def synthesize(values: Mapping[str, str], stack: str = "dev", region: str = "eu-west-1") -> Synthesis:
-    """Run infra/__main__.py once under mocks with `deepcloud:` config `values` (keys without namespace)."""
+ECS_SERVICE_LINKED_ROLE = "/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"
+"""Path and name of the role ECS uses in an account that has already used ECS."""
+
+
+def synthesize(values: Mapping[str, str], stack: str = "dev", region: str = "eu-west-1",
+               roles: tuple[str, ...] = (ECS_SERVICE_LINKED_ROLE,)) -> Synthesis:
+    """Run infra/__main__.py once under mocks with `deepcloud:` config `values` (keys without namespace), in an
+    account that has the IAM `roles` (path and name; the default: one that has used ECS before)."""
     config = {f"{PROJECT}:{key}": value for key, value in values.items()}
     if region:
         config["aws:region"] = region
-    mocks = AwsMocks(region)
+    mocks = AwsMocks(region, roles)
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)  # a fresh Stack resource for each run
     pulumi.runtime.set_all_config(config)

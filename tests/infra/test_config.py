@@ -152,3 +152,47 @@ def test_cli_attaches_the_policy_pack() -> None:
     assert command("preview", "dev", "pulumi") == ["pulumi", "preview", "--policy-pack", str(POLICY_PACK),
                                                    "--stack", "dev"]
     assert command("destroy", None, "pulumi") == ["pulumi", "destroy"]
+
+
+# --- names AWS accepts, rollouts the provider can wait for --------------------------------------------------------
+def _sagemaker_name_pattern() -> re.Pattern[str]:
+    """SageMaker's own rule for endpoint names (botocore's model of the EndpointName shape)."""
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for("EndpointName")
+    return re.compile(shape.metadata["pattern"])
+
+
+@pytest.mark.parametrize("stack", ["a" * 29 + "-b", "x" * 30 + "--y", "prod", "Team Alpha / GPU-" + "z" * 40])
+def test_name_prefix_is_a_name_sagemaker_accepts(stack: str) -> None:
+    """Cut to 40 characters *after* cleaning, a name could end in `-`, which SageMaker's pattern forbids."""
+    cfg = parse({}, project="deepcloud", stack=stack, region="eu-west-1")
+    assert len(cfg.name_prefix) <= 40
+    assert _sagemaker_name_pattern().fullmatch(cfg.endpoint_name), cfg.endpoint_name
+
+
+def test_rollout_duration_of_the_defaults() -> None:
+    """CANARY: green fleet allowance + the canary's bake + the final bake before the old fleet goes."""
+    cfg = load({})
+    assert cfg.rollout_seconds == 600 + 600 + 600
+    linear = load({"rollout": "LINEAR"})
+    assert linear.rollout_seconds == 600 + 4 * 600 + 600, "one bake per step of 1 in a fleet of up to 4, then the last"
+
+
+@pytest.mark.parametrize(("values", "seconds"), [
+    ({"bakeSeconds": "3600"}, 600 + 3600 + 3600),
+    ({"rollout": "LINEAR", "bakeSeconds": "900"}, 600 + 4 * 900 + 900),
+    ({"rollout": "ALL_AT_ONCE", "endpointMinInstances": "1", "endpointInstanceCount": "1", "bakeSeconds": "1800"},
+     600 + 1800 + 1800),
+])
+def test_rollouts_longer_than_the_providers_wait_are_refused(values: dict[str, str], seconds: int) -> None:
+    """terraform-provider-aws (which pulumi-aws wraps) waits 60 minutes for an endpoint update
+    (internal/service/sagemaker endpoint.go, waitEndpointInService): past that `pulumi up` fails while SageMaker
+    carries on with the rollout."""
+    with pytest.raises(ConfigError) as error:
+        load(values)
+    message = str(error.value)
+    assert message.startswith("deepcloud:bakeSeconds "), message
+    assert f"{seconds} s" in message, "the computed duration"
+    assert "3600 s" in message, "the provider's limit"
+    assert "\n" not in message

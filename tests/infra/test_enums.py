@@ -179,3 +179,18 @@ def test_stack_sagemaker_and_scaling_values(model_stack: Synthesis) -> None:
 @pytest.mark.parametrize("rollout", sorted(ROLLOUTS))
 def test_every_rollout_the_config_accepts_is_a_sagemaker_value(rollout: str) -> None:
     assert rollout in enum("sagemaker", "TrafficRoutingConfigType")
+
+
+def test_stack_lambda_values(default_stack: Synthesis) -> None:
+    function = default_stack.one("aws:lambda/function:Function").inputs
+    assert function["runtime"] in enum("lambda", "Runtime")
+    assert set(function["architectures"]) <= enum("lambda", "Architecture")
+    assert function["loggingConfig"]["logFormat"] in enum("lambda", "LogFormat")
+    limits = model("lambda").shape_for("FunctionConfiguration").members
+    assert model("lambda").shape_for(limits["Timeout"].name).metadata["min"] <= function["timeout"]
+    invoke = default_stack.one("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").inputs
+    age = model("lambda").shape_for("MaximumEventAgeInSeconds").metadata
+    assert age["min"] <= invoke["maximumEventAgeInSeconds"] <= age["max"]
+    target = default_stack.one("aws:cloudwatch/eventTarget:EventTarget").inputs["retryPolicy"]
+    age = model("events").shape_for("MaximumEventAgeInSeconds").metadata
+    assert age["min"] <= target["maximumEventAgeInSeconds"] <= age["max"]

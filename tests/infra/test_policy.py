@@ -162,6 +162,11 @@ def test_other_configurations_pass_every_rule(values: dict[str, str]) -> None:
     assert stack_violations(synthesize(values, stack="variant")) == []
 
 
+def test_a_fresh_account_stack_passes_every_rule() -> None:
+    """With the ECS service-linked role the program creates where the account has none."""
+    assert stack_violations(synthesize({}, stack="fresh", roles=())) == []
+
+
 def test_each_waiver_is_needed_and_explained(default_stack: Synthesis) -> None:
     waivers = load_waivers()
     unwaived = stack_violations(default_stack, waivers=[])

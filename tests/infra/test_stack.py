@@ -17,7 +17,7 @@ from infra.config import GPU_AMI_PARAMETER
 from tests.infra.conftest import EXISTING_VPC, MODEL_KEY
 from tests.infra.harness import REPO, Synthesis, policy_json, synthesize
 
-COMPONENTS = ("ArtifactStore", "ImageRepos", "Network", "GpuCapacity", "TrainingTask")
+COMPONENTS = ("ArtifactStore", "ImageRepos", "Network", "GpuCapacity", "SpotInterruption", "TrainingTask")
 BUCKET = "aws:s3/bucket:Bucket"
 SG = "aws:ec2/securityGroup:SecurityGroup"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -80,7 +80,9 @@ def test_no_resource_is_created_inside_apply() -> None:
 
 OPS_OUTPUTS = ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trainer_repository_url",
                "serving_repository_url", "cluster_name", "capacity_provider_name", "task_definition_family",
-               "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn")
+               "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn", "endpoint_config_name",
+               "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
+               "protect_data_bucket")
 """The outputs ops/aws/stack.py (StackOutputs) reads: `make train` and `make deploy TARGET=aws` need every one."""
 
 
@@ -104,6 +106,8 @@ def test_stack_outputs_give_ops_every_name(default_stack: Synthesis) -> None:
     assert outputs["region"] == "eu-west-1"
     assert outputs["endpoint_name"] is None
     assert outputs["model_data_url"] is None
+    assert (outputs["endpoint_instance_type"], outputs["endpoint_max_instances"]) == ("ml.m5.large", 4), \
+        "ops checks the endpoint quota before the first deploy, with no endpoint yet"
 
 
 def test_synthesizes_under_mocks_in_under_ten_seconds(capsys: pytest.CaptureFixture[str]) -> None:
@@ -301,6 +305,36 @@ def test_capacity_provider_manages_scaling_and_is_the_default(default_stack: Syn
         {"capacityProvider": provider.outputs["name"], "weight": 1, "base": 0}]
 
 
+def test_a_fresh_account_gets_the_ecs_service_linked_role_before_the_capacity_provider() -> None:
+    """CreateCluster makes AWSServiceRoleForECS asynchronously in an account that never used ECS, and
+    CreateCapacityProvider fails until it exists ("ECS Service Linked Role does not exist"; the provider retries only
+    CreateCluster, on "Unable to assume the service linked role": terraform-provider-aws ecs/cluster.go)."""
+    stack = synthesize({}, stack="fresh", roles=())
+    role = stack.one("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    assert role.inputs["awsServiceName"] == "ecs.amazonaws.com"
+    assert role.retain_on_delete, "other clusters in the account use it; a later run no longer declares it"
+    cluster = stack.one("aws:ecs/cluster:Cluster")
+    assert role.urn in cluster.dependencies
+    provider = stack.one("aws:ecs/capacityProvider:CapacityProvider")
+    assert cluster.urn in provider.dependencies, "the capacity provider waits for the cluster, and so for the role"
+    assert "aws:iam/getRoles:getRoles" in stack.invokes
+
+
+def test_an_account_that_has_the_role_does_not_create_it_again(default_stack: Synthesis) -> None:
+    """IAM refuses a second service-linked role for a service ("has been taken in this account")."""
+    assert not default_stack.of_type("aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    cluster = default_stack.one("aws:ecs/cluster:Cluster")
+    assert cluster.urn in default_stack.one("aws:ecs/capacityProvider:CapacityProvider").dependencies
+
+
+def test_no_capacity_rebalancing_with_managed_termination_protection(default_stack: Synthesis) -> None:
+    """A rebalance replacement would idle beside the protected instance that runs the task (gpu_capacity.py)."""
+    group = default_stack.one("aws:autoscaling/group:Group").inputs
+    assert group["capacityRebalance"] is False
+    provider = default_stack.one("aws:ecs/capacityProvider:CapacityProvider").inputs
+    assert provider["autoScalingGroupProvider"]["managedTerminationProtection"] == "ENABLED"
+
+
 # --- TrainingTask --------------------------------------------------------------------------------------------
 def test_trainer_task_definition(default_stack: Synthesis) -> None:
     task = default_stack.one(TASK).inputs
@@ -317,10 +351,20 @@ def test_trainer_task_definition(default_stack: Synthesis) -> None:
     assert c["readonlyRootFilesystem"] is True
     assert {m["containerPath"] for m in c["mountPoints"]} == {"/opt/ml", "/tmp"}
     assert all(v["dockerVolumeConfiguration"]["scope"] == "task" for v in task["volumes"])
-    logs = default_stack.one("aws:cloudwatch/logGroup:LogGroup")
+    logs = default_stack.one("aws:cloudwatch/logGroup:LogGroup", "training-logs")
+    assert logs.inputs["name"] == "/deepcloud/deepcloud-dev/trainer"
     assert c["logConfiguration"]["options"]["awslogs-group"] == logs.outputs["name"]
     assert logs.inputs["retentionInDays"] == 30
     assert logs.inputs["kmsKeyId"] == default_stack.one("aws:kms/key:Key").outputs["arn"]
+
+
+def test_the_readmes_log_group_is_the_one_the_program_creates(default_stack: Synthesis) -> None:
+    """README, The AWS workflow, shows `make train`'s output with long names cut to `…`."""
+    import re
+
+    (shown,) = re.findall(r"^\s*logs\s+(\S+) trainer/trainer/", (REPO / "README.md").read_text(), flags=re.M)
+    created = default_stack.one("aws:cloudwatch/logGroup:LogGroup", "training-logs").inputs["name"]
+    assert re.fullmatch(re.escape(shown).replace("…", "[^/]+"), created), (shown, created)
 
 
 def test_task_role_is_not_the_execution_role_and_each_is_scoped(default_stack: Synthesis) -> None:
@@ -379,6 +423,8 @@ def test_model_and_endpoint_config_are_auto_named_and_isolated(model_stack: Synt
                                                     "instanceType": "ml.m5.large", "initialInstanceCount": 2}]
     assert model_stack.outputs["model_data_url"] == f"s3://{artifacts}/{MODEL_KEY}"
     assert model_stack.outputs["endpoint_name"] == "deepcloud-prod"
+    assert model_stack.outputs["endpoint_config_name"] == config.outputs["name"], \
+        "what ops checks DescribeEndpoint.EndpointConfigName against after a rollout"
 
 
 def test_endpoint_rolls_out_blue_green_with_alarm_rollback(model_stack: Synthesis) -> None:
@@ -409,11 +455,18 @@ def test_endpoint_scales_on_invocations_per_instance(model_stack: Synthesis) -> 
     assert tracking["predefinedMetricSpecification"]["predefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
 
 
-def test_sagemaker_role_reads_only_its_model_and_its_image(model_stack: Synthesis) -> None:
+def test_sagemaker_role_reads_only_trained_models_and_its_image(model_stack: Synthesis) -> None:
+    """models/ rather than the one run's folder: a replaced model is retained, and one a rollback put back into
+    service must stay downloadable when an instance is launched for it (tests/infra/test_rollout.py)."""
     allowed = statements(model_stack, "serving-sagemaker")
     artifacts = model_stack.one(BUCKET, "store-artifacts").outputs["arn"]
-    assert allowed["ReadModel"]["Resource"] == [f"{artifacts}/models/job-1/*"]
-    assert allowed["ListModel"]["Condition"] == {"StringLike": {"s3:prefix": ["models/job-1/*"]}}
+    assert allowed["ReadModels"]["Resource"] == [f"{artifacts}/models/*"]
+    assert allowed["ListModels"]["Condition"] == {"StringLike": {"s3:prefix": ["models/*"]}}
+    data = model_stack.one(BUCKET, "store-data").outputs["arn"]
+    s3 = [s for s in allowed.values() if any(a.startswith("s3:") for a in s["Action"])]
+    assert [s["Sid"] for s in s3] == ["ReadModels", "ListModels"], "no other S3 access"
+    assert not any(data in str(s["Resource"]) for s in allowed.values()), "no access to the training data"
+    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for s in s3 for a in s["Action"])
     serving_repo = model_stack.one("aws:ecr/repository:Repository", "serving").outputs["arn"]
     assert allowed["EcrPull"]["Resource"] == [serving_repo]
     assert allowed["WriteLogs"]["Resource"][0].endswith(":log-group:/aws/sagemaker/Endpoints/deepcloud-prod")
@@ -443,9 +496,12 @@ def test_linear_and_all_at_once_rollouts() -> None:
 
 
 def test_infra_imports_only_pulumi_and_its_own_package() -> None:
-    """The room's rule (GUIDE.md): infra/ may import pulumi and pulumi_aws (and pulumi_policy for the pack)."""
-    allowed = {"pulumi", "pulumi_aws", "pulumi_policy", "infra"}
+    """The room's rule (GUIDE.md): infra/ may import pulumi and pulumi_aws (and pulumi_policy for the pack); the
+    Lambda code under infra/functions/ runs in AWS Lambda's Python runtime, which provides boto3 and nothing else."""
+    functions = REPO / "infra" / "functions"
     for path in (REPO / "infra").rglob("*.py"):
+        lambda_code = functions in path.parents
+        allowed = {"boto3", "botocore"} if lambda_code else {"pulumi", "pulumi_aws", "pulumi_policy", "infra"}
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])

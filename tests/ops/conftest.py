@@ -50,12 +50,27 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     return env
 
 
+STANDS_IN_FOR = ("docker", "pulumi")
+
+
+@pytest.fixture(scope="session")
+def system_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The system's tools (/usr/bin, /bin) without a real docker or pulumi CLI, which a machine may have installed:
+    a test that removes a stand-in must find none."""
+    folder = tmp_path_factory.mktemp("system-bin")
+    for directory in ("/usr/bin", "/bin"):
+        for entry in os.scandir(directory):
+            if entry.name not in STANDS_IN_FOR and not (folder / entry.name).exists():
+                (folder / entry.name).symlink_to(entry.path)
+    return folder
+
+
 @pytest.fixture
-def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str]) -> StandIns:
+def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str], system_bin: Path) -> StandIns:
     """`pulumi` and `docker` stand-ins first on a PATH that has nothing else but the system's tools."""
     fakes = StandIns(tmp_path / "standins")
     monkeypatch.setenv("STANDIN_STATE", str(fakes.state_path))
-    monkeypatch.setenv("PATH", f"{fakes.bin}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{fakes.bin}:{system_bin}")
     return fakes
 
 
@@ -160,8 +175,8 @@ def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge
     tag = f"deepcloud/{name}"
     tags = [{"Key": "deepcloud:stack", "Value": tag}]
     s3, ecr, ec2, kms = client("s3"), client("ecr"), client("ec2"), client("kms")
-    data, artifacts = f"deepcloud-data-{sfx}", f"deepcloud-artifacts-{sfx}"
-    for bucket in (data, artifacts):
+    data, artifacts, access_logs = f"deepcloud-data-{sfx}", f"deepcloud-artifacts-{sfx}", f"deepcloud-logs-{sfx}"
+    for bucket in (data, artifacts, access_logs):
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})
     key = kms.create_key(Tags=[{"TagKey": "deepcloud:stack", "TagValue": tag}])["KeyMetadata"]["Arn"]
@@ -193,7 +208,7 @@ def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge
     ecs.create_capacity_provider(name=f"gpu-{sfx}", autoScalingGroupProvider={
         "autoScalingGroupArn": asg_arn, "managedScaling": {"status": "ENABLED", "targetCapacity": 100},
         "managedTerminationProtection": "DISABLED"})
-    log_group = f"/deepcloud/{sfx}/trainer"
+    log_group = f"/deepcloud/deepcloud-{name}/trainer"  # infra's StackConfig.log_group("trainer")
     client("logs").create_log_group(logGroupName=log_group, tags={"deepcloud:stack": tag})
     task_definition = ecs.register_task_definition(
         family=f"trainer-{sfx}", networkMode="awsvpc", requiresCompatibilities=["EC2"],
@@ -209,6 +224,8 @@ def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge
         "cluster_name": cluster, "capacity_provider_name": f"gpu-{sfx}", "task_definition_family": f"trainer-{sfx}",
         "subnet_ids": subnets, "security_group_id": sg,
         "training_role_arn": f"arn:aws:iam::123456789012:role/deepcloud-{sfx}-training",
+        "endpoint_instance_type": "ml.m5.large", "endpoint_max_instances": 4,
+        "access_logs_bucket": access_logs, "force_destroy": False, "protect_data_bucket": True,  # infra's defaults
     }
     standins.update(stack=name, outputs=outputs, config={"aws:region": REGION})
     return FakeStack(name=name, sfx=sfx, outputs=outputs, standins=standins, log_group=log_group, asg_name=asg_name)
@@ -221,14 +238,17 @@ def stack(standins: StandIns) -> FakeStack:
 
 @pytest.fixture
 def use_clients(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Make every Aws session ops opens hand out these clients (stubbed ones) for their services."""
+    """Make every Aws session ops opens hand out these clients (stubbed ones) for their services; each call adds to
+    (or replaces, per service) what earlier calls installed."""
+    installed: dict[str, Any] = {}
+
+    def connect(region: str) -> Aws:
+        aws = Aws(region)
+        aws.clients.update(installed)
+        return aws
 
     def install(**clients: Any) -> None:
-        def connect(region: str) -> Aws:
-            aws = Aws(region)
-            aws.clients.update({name.replace("_", "-"): c for name, c in clients.items()})
-            return aws
-
+        installed.update({name.replace("_", "-"): c for name, c in clients.items()})
         monkeypatch.setattr(aws_context, "connect", connect)
 
     return install
@@ -246,6 +266,20 @@ def ops_aws(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
         return code, out, err
 
     return run
+
+
+POLICY_PACK = str(REPO / "infra" / "policy")
+
+
+def pulumi_ups(stack: FakeStack) -> list[list[str]]:
+    """Every `pulumi up` the stand-in ran, each checked to be gated by the policy pack (README: the stack is gated
+    by it): `--policy-pack infra/policy`, and the preview, where the pack's rules run before any change, not skipped."""
+    ups = [argv for argv in stack.standins.calls("pulumi") if argv[:1] == ["up"]]
+    for argv in ups:
+        assert "--skip-preview" not in argv, f"`pulumi {' '.join(argv)}` skips the preview the policy pack runs in"
+        assert "--policy-pack" in argv, f"`pulumi {' '.join(argv)}` is not gated by the policy pack"
+        assert argv[argv.index("--policy-pack") + 1] == POLICY_PACK, f"`pulumi {' '.join(argv)}` names another pack"
+    return ups
 
 
 def one_line_error(code: int, err: str, starts: str) -> str:

@@ -7,7 +7,8 @@ argv to calls.jsonl and answer from one JSON state file that the test controls:
      "fail": {"up": "error: ...", "destroy": "...", "docker_info": "...", "docker_build": "..."},
      "hooks": {"up": "<python>", "destroy": "<python>"}}
 
-A hook is Python the stand-in runs with `state` (the dict; changes are saved) and boto3 (pointed at
+`--policy-pack PATH` must name a folder with PulumiPolicy.yaml and __main__.py, or the stand-in fails as the CLI
+does. A hook is Python the stand-in runs with `state` (the dict; changes are saved) and boto3 (pointed at
 moto_server by AWS_ENDPOINT_URL): `pulumi up` creates the endpoint there, `pulumi destroy` deletes what the
 stack made. `docker push` registers the image in moto's ECR, so ops finds it there as it would in AWS.
 """
@@ -42,6 +43,14 @@ argv = sys.argv[1:]
 record("pulumi", argv)
 state = load()
 args = [a for a in argv if a not in ("--non-interactive", "--yes", "--skip-preview", "--exclude-protected", "--json")]
+if "--policy-pack" in args:
+    i = args.index("--policy-pack")
+    pack = args[i + 1]
+    del args[i:i + 2]
+    # what the real CLI needs to load a Python policy pack: its PulumiPolicy.yaml and __main__.py
+    if not all(os.path.isfile(os.path.join(pack, name)) for name in ("PulumiPolicy.yaml", "__main__.py")):
+        print(f"error: could not load policy pack {pack}", file=sys.stderr)
+        sys.exit(255)
 if "--stack" in args:
     i = args.index("--stack")
     wanted = args[i + 1]

@@ -17,38 +17,64 @@ import pytest
 
 from ops.aws import images
 from ops.aws.deploy import EndpointWatcher, torch_index
+from ops.errors import OpsError
 from tests.conftest import REPO
-from tests.ops.conftest import client, one_line_error, stubbed
+from tests.ops.conftest import client, one_line_error, pulumi_ups, stubbed
 
 RUN_A = "train-20260101-120000-aaaa"
 RUN_B = "train-20260102-120000-bbbb"
 
 HOOK_UP = '''
+# What `pulumi up` of infra/ does to SageMaker for a new model (tests/infra/test_rollout.py models it in full): the
+# provider creates a new Model and EndpointConfiguration (auto-named, tagged by the default tags), then UpdateEndpoint
+# onto the configuration and waits; the replaced ones are retained, not deleted (retain_on_delete). The stack's state
+# then holds the new two, which `pulumi stack export` lists ("remaining"), and its outputs name the new configuration.
 sm = boto3.session.Session().client("sagemaker")
 cfg, out = state["config"], state["outputs"]
 n = state["n"] = state.get("n", 0) + 1
 name = out.get("endpoint_name") or "deepcloud-" + state["stack"]
+tags = [{"Key": "deepcloud:stack", "Value": "deepcloud/" + state["stack"]}]
 model = f"{name}-model-{n}"
-sm.create_model(ModelName=model, ExecutionRoleArn="arn:aws:iam::123456789012:role/endpoint",
-                PrimaryContainer={
-                    "Image": out["serving_repository_url"] + ":" + cfg["deepcloud:servingImageTag"],
-                    "ModelDataUrl": "s3://" + out["artifacts_bucket"] + "/" + cfg["deepcloud:modelArtifact"]})
-sm.create_endpoint_config(EndpointConfigName=f"{name}-config-{n}", ProductionVariants=[{
-    "VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 2, "InstanceType": "ml.m5.large"}])
+container = {"Image": out["serving_repository_url"] + ":" + cfg["deepcloud:servingImageTag"],
+             "ModelDataUrl": "s3://" + out["artifacts_bucket"] + "/" + cfg["deepcloud:modelArtifact"]}
+model_arn = sm.create_model(ModelName=model, ExecutionRoleArn="arn:aws:iam::123456789012:role/endpoint", Tags=tags,
+                            PrimaryContainer=container)["ModelArn"]
+config = f"{name}-config-{n}"
+config_arn = sm.create_endpoint_config(EndpointConfigName=config, Tags=tags, ProductionVariants=[{
+    "VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 2,
+    "InstanceType": "ml.m5.large"}])["EndpointConfigArn"]
 try:
     sm.describe_endpoint(EndpointName=name)
-    sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config-{n}")
+    if not state.get("roll_back"):  # SageMaker's blue/green rollback leaves the endpoint on its old configuration
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
 except sm.exceptions.ClientError:
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config-{n}",
-                       Tags=[{"Key": "deepcloud:stack", "Value": "deepcloud/" + state["stack"]}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config, Tags=tags)
 out["endpoint_name"] = name
+out["endpoint_config_name"] = config
+state["remaining"] = [a for a in state.get("remaining", []) if ":sagemaker:" not in a] + [model_arn, config_arn]
 '''
 
 
+ENDPOINT_QUOTA = "ml.m5.large for endpoint usage"
+
+
+def endpoint_quotas(value: float, calls: int):
+    """Service Quotas, stubbed (moto has no SageMaker quotas): ListServiceQuotas for SageMaker, `calls` times."""
+    quotas, stub = stubbed("service-quotas")
+    for _ in range(calls):
+        stub.add_response("list_service_quotas", {"Quotas": [
+            {"ServiceCode": "sagemaker", "QuotaCode": "L-11111111", "QuotaName": "ml.g5.xlarge for endpoint usage",
+             "Value": 100.0},
+            {"ServiceCode": "sagemaker", "QuotaCode": "L-22222222", "QuotaName": ENDPOINT_QUOTA, "Value": value}]},
+            {"ServiceCode": "sagemaker"})
+    return quotas, stub
+
+
 @pytest.fixture
-def deployable(stack, moto_server):
-    """Two trained runs in the artifacts bucket, the stand-in's `pulumi up` making the endpoint, and moto's runtime
-    answering invocations with a prediction."""
+def deployable(stack, moto_server, use_clients):
+    """Two trained runs in the artifacts bucket, the stand-in's `pulumi up` making the endpoint, moto's runtime
+    answering invocations with a prediction, and an endpoint quota enough for a rollout (for up to four deploys)."""
+    use_clients(service_quotas=endpoint_quotas(8.0, calls=4)[0])
     stack.put_model(RUN_A)
     stack.put_model(RUN_B)
     stack.standins.update(hooks={"up": HOOK_UP})
@@ -80,7 +106,7 @@ def test_deploy_sets_the_config_runs_pulumi_up_waits_and_smoke_tests(deployable,
     assert code == 0, err
     assert config_sets(stack) == [("deepcloud:modelArtifact", f"models/{RUN_B}/model.tar.gz"),
                                   ("deepcloud:servingImageTag", serving_tag())], "the newest run, the built image"
-    assert ["up", "--yes", "--skip-preview", "--non-interactive"] in stack.standins.calls("pulumi")
+    assert len(pulumi_ups(stack)) == 1
     build = next(c for c in stack.standins.calls("docker") if c[0] == "build")
     assert "TORCH_INDEX=cpu" in build, "a CPU endpoint (ml.m5.large by default) gets the CPU torch build"
     name = f"deepcloud-{stack.name}"
@@ -111,6 +137,7 @@ def test_deploy_a_chosen_run_then_rollback_to_it(deployable, ops_aws, monkeypatc
     assert len(stack.standins.calls("docker")) == docker_calls, "rollback builds nothing"
     assert [(e["kind"], e["run_id"]) for e in history(stack)] == [("deploy", RUN_A), ("deploy", RUN_B),
                                                                   ("rollback", RUN_A)]
+    assert len(pulumi_ups(stack)) == 3, "deploy, deploy, rollback: each pulumi up gated by the policy pack"
     assert f"serving s3://{stack.artifacts_bucket}/models/{RUN_A}/model.tar.gz" in out
 
 
@@ -123,17 +150,89 @@ def test_rollback_with_nothing_to_go_back_to(deployable, ops_aws) -> None:
     one_line_error(code, err, f"nothing to roll back to: every deploy in the history served models/{RUN_B}/")
 
 
+def sagemaker_names(kind: str) -> set[str]:
+    sagemaker = client("sagemaker")
+    if kind == "model":
+        return {m["ModelName"] for m in sagemaker.list_models()["Models"]}
+    return {c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+
+
+def test_a_deploy_deletes_what_the_one_before_left_once_the_new_one_serves(deployable, ops_aws) -> None:
+    """infra/ retains replaced models and configurations (tests/infra/test_rollout.py); ops deletes them once
+    DescribeEndpoint shows the endpoint on the new configuration."""
+    stack = deployable
+    name = f"deepcloud-{stack.name}"
+    assert ops_aws("deploy", "--model", RUN_A)[0] == 0
+    code, out, err = ops_aws("deploy", "--model", RUN_B)
+    assert code == 0, err
+    assert f"deleted      superseded endpoint-config {name}-config-1" in out
+    assert f"deleted      superseded model {name}-model-1" in out
+    configs, models = sagemaker_names("config"), sagemaker_names("model")
+    assert f"{name}-config-2" in configs
+    assert f"{name}-config-1" not in configs
+    assert f"{name}-model-2" in models
+    assert f"{name}-model-1" not in models
+
+
 def test_an_update_that_was_rolled_back_is_a_failure(deployable, ops_aws) -> None:
     stack = deployable
+    name = f"deepcloud-{stack.name}"
     assert ops_aws("deploy", "--model", RUN_A)[0] == 0
-    state = stack.standins.read()
-    state["hooks"]["up"] = ""  # SageMaker's blue/green rollback: the endpoint stays on the old config
-    stack.standins.write(state)
+    stack.standins.update(roll_back=True)  # SageMaker's blue/green rollback: the endpoint stays on the old config
     code, _, err = ops_aws("deploy", "--model", RUN_B)
-    one_line_error(code, err, f"deploy of run {RUN_B} failed: endpoint deepcloud-{stack.name} is InService but "
-                              f"serves s3://{stack.artifacts_bucket}/models/{RUN_A}/model.tar.gz")
+    one_line_error(code, err, f"deploy of run {RUN_B} failed: endpoint {name} is InService on configuration "
+                              f"{name}-config-1, not {name}-config-2 that pulumi up applied: the rollout was "
+                              "rolled back")
     assert stack.standins.read()["config"]["deepcloud:modelArtifact"] == f"models/{RUN_A}/model.tar.gz", \
         "the config is put back to what is serving"
+    assert {f"{name}-config-1", f"{name}-config-2"} <= sagemaker_names("config"), \
+        "the serving configuration and the one in the stack's state are both kept"
+    assert {f"{name}-model-1", f"{name}-model-2"} <= sagemaker_names("model")
+
+
+def test_a_deploy_that_cannot_delete_the_superseded_ones_still_stands(deployable, ops_aws, monkeypatch) -> None:
+    """They cost nothing and the next deploy or destroy tries again: a warning, not a failed deploy."""
+    from botocore.exceptions import ClientError
+
+    from ops.aws import superseded
+
+    def denied(ctx, endpoint):
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "DeleteModel")
+
+    monkeypatch.setattr(superseded, "prune", denied)
+    code, out, err = ops_aws("deploy", "--model", RUN_A)
+    assert code == 0, err
+    assert "warning      superseded models and configurations kept: AWS denied DeleteModel: not allowed" in out
+    assert history(deployable)[-1]["result"] == "InService"
+
+
+def test_a_rolled_back_update_of_the_same_model_is_a_failure(deployable, ops_aws) -> None:
+    """A new endpoint configuration for the same model and image (another instance type or count, say) rolled back
+    looks served by model and image alone; DescribeEndpoint.EndpointConfigName tells."""
+    stack = deployable
+    name = f"deepcloud-{stack.name}"
+    assert ops_aws("deploy", "--model", RUN_A)[0] == 0
+    stack.standins.update(roll_back=True)
+    code, _, err = ops_aws("deploy", "--model", RUN_A)
+    one_line_error(code, err, f"deploy of run {RUN_A} failed: endpoint {name} is InService on configuration "
+                              f"{name}-config-1, not {name}-config-2 that pulumi up applied")
+    assert [e["result"] for e in history(stack)] == ["InService", "Failed"]
+
+
+def test_an_endpoint_whose_last_update_failed_is_not_served(stack, tmp_path) -> None:
+    """After a failed update SageMaker can leave the endpoint InService with a FailureReason (terraform-provider-aws
+    #39099); DescribeEndpoint is stubbed: moto never fails an update."""
+    name = f"deepcloud-{stack.name}"
+    sagemaker, stub = stubbed("sagemaker")
+    stub.add_response("describe_endpoint", {
+        "EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
+        "EndpointConfigName": f"{name}-config-2", "EndpointStatus": "InService", "CreationTime": datetime.now(UTC),
+        "LastModifiedTime": datetime.now(UTC), "FailureReason": "Failed to update endpoint."}, {"EndpointName": name})
+    watcher = EndpointWatcher(stack.context(tmp_path, {"sagemaker": sagemaker}), name)
+    with pytest.raises(OpsError, match=rf"^endpoint {name} is InService but its last update failed: Failed to"):
+        watcher.check_serves(f"models/{RUN_A}/model.tar.gz", "abc", f"{name}-config-2")
+    watcher.close()
+    stub.assert_no_pending_responses()
 
 
 def test_a_failing_endpoint_prints_its_first_traceback(deployable, ops_aws, use_clients, capsys) -> None:
@@ -196,6 +295,30 @@ def test_the_first_deploy_finds_the_endpoint_by_the_stack_tag(deployable, tmp_pa
     assert watcher.name == name
     watcher.close()
     assert f"endpoint {name} InService" in capsys.readouterr().out
+
+
+def test_deploy_checks_the_endpoint_quota_for_two_fleets_first(deployable, use_clients, ops_aws) -> None:
+    """A blue/green rollout runs the new fleet beside the old (as large as auto scaling made it, up to
+    endpointMaxInstances=4): 8 instances at most, before anything is built or changed."""
+    stack = deployable
+    quotas, stub = endpoint_quotas(4.0, calls=1)
+    use_clients(service_quotas=quotas)
+    code, _, err = ops_aws("deploy")
+    one_line_error(code, err, f"quota '{ENDPOINT_QUOTA}' (L-22222222) in us-east-1 is 4 instances, below the 8 a "
+                              "blue/green rollout can need (the new fleet beside the old, each up to "
+                              "endpointMaxInstances=4): request 8 with `aws service-quotas "
+                              "request-service-quota-increase --service-code sagemaker --quota-code L-22222222 "
+                              "--desired-value 8 --region us-east-1`")
+    assert not stack.standins.calls("docker"), "nothing built"
+    assert not pulumi_ups(stack), "nothing changed"
+    stub.assert_no_pending_responses()
+
+
+def test_deploy_with_enough_endpoint_quota_says_so(deployable, ops_aws) -> None:
+    code, out, err = ops_aws("deploy")
+    assert code == 0, err
+    assert (f"ok    endpoint quota   '{ENDPOINT_QUOTA}' (L-22222222) in us-east-1 is 8 instances; a rollout of up "
+            "to 4 needs 8") in out
 
 
 def test_deploy_before_any_training(stack, ops_aws) -> None:

@@ -10,6 +10,7 @@ moto's training jobs are Completed as soon as they are created.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from tests.ops.conftest import REGION, client, one_line_error, stubbed
@@ -19,11 +20,12 @@ session = boto3.session.Session()
 out = state["outputs"]
 keep = state.get("keep", [])
 s3 = session.client("s3")
-if "artifacts" not in keep:
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=out["artifacts_bucket"]):
-        for v in page.get("Versions", []):
-            s3.delete_object(Bucket=out["artifacts_bucket"], Key=v["Key"], VersionId=v["VersionId"])
-    s3.delete_bucket(Bucket=out["artifacts_bucket"])
+for role in ("artifacts", "access_logs"):  # emptied first, as force_destroy does (the stand-in runs only then)
+    if role not in keep:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=out[role + "_bucket"]):
+            for v in page.get("Versions", []):
+                s3.delete_object(Bucket=out[role + "_bucket"], Key=v["Key"], VersionId=v["VersionId"])
+        s3.delete_bucket(Bucket=out[role + "_bucket"])
 ecr = session.client("ecr")
 for url in (out["trainer_repository_url"], out["serving_repository_url"]):
     ecr.delete_repository(repositoryName=url.split("/", 1)[1], force=True)
@@ -35,6 +37,8 @@ if "log-group" not in keep:
     session.client("logs").delete_log_group(logGroupName=state["log_group"])
 if "key" not in keep:
     session.client("kms").schedule_key_deletion(KeyId=out["kms_key_arn"].rsplit("/", 1)[1], PendingWindowInDays=7)
+if out.get("endpoint_name"):  # the endpoint goes; its models and configurations are retained on delete (infra/)
+    session.client("sagemaker").delete_endpoint(EndpointName=out["endpoint_name"])
 state["outputs"] = {}
 '''
 
@@ -107,9 +111,95 @@ def test_destroy_stops_the_stacks_sagemaker_job_only(stack, ops_aws, use_clients
     stub.add_response("stop_training_job", {}, {"TrainingJobName": "ours"})
     stub.add_response("list_tags", {"Tags": [{"Key": "deepcloud:stack", "Value": "deepcloud/other"}]},
                       {"ResourceArn": jobs[1]["TrainingJobArn"]})
+    stub.add_response("list_endpoint_configs", {"EndpointConfigs": []}, {})  # nothing retained to delete afterwards
+    stub.add_response("list_models", {"Models": []}, {})
     use_clients(sagemaker=sagemaker)
     code, out, err = ops_aws("destroy")
     assert code == 0, out + err
     assert "stopping SageMaker training job ours" in out
     assert "theirs" not in out
     stub.assert_no_pending_responses()
+
+
+def test_destroy_deletes_the_models_and_configurations_infra_retains(stack, ops_aws) -> None:
+    """infra/ retains replaced SageMaker models and endpoint configurations, so `pulumi destroy` leaves them; once
+    the endpoint is gone nothing can use them, and make destroy deletes the stack's (and only the stack's)."""
+    sagemaker = client("sagemaker")
+    name = f"deepcloud-{stack.name}"
+    for n in (1, 2):
+        sagemaker.create_model(ModelName=f"{name}-model-{n}", ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
+                               PrimaryContainer={"Image": f"{stack.serving_repository_url}:{n}"}, Tags=stack.tags)
+        sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-config-{n}", Tags=stack.tags, ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": f"{name}-model-{n}", "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large"}])
+    sagemaker.create_model(ModelName=f"other-{stack.sfx}", ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
+                           PrimaryContainer={"Image": "other:1"}, Tags=[{"Key": "deepcloud:stack", "Value": "x/y"}])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config-2", Tags=stack.tags)
+    stack.standins.update(outputs={**stack.outputs, "endpoint_name": name})
+    prepare(stack, keep=("key",), remaining=(stack.kms_key_arn,))
+
+    code, out, err = ops_aws("destroy")
+
+    assert code == 0, out + err
+    assert f"deleted      superseded endpoint-config {name}-config-1" in out
+    assert f"deleted      superseded model {name}-model-2" in out
+    models = {m["ModelName"] for m in sagemaker.list_models()["Models"]}
+    configs = {c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+    assert not {f"{name}-model-1", f"{name}-model-2"} & models
+    assert not {f"{name}-config-1", f"{name}-config-2"} & configs
+    assert f"other-{stack.sfx}" in models, "another stack's model is not touched"
+
+
+def hold_data(stack) -> str:
+    """What real use leaves: a model, access logs, a pushed image; the trainer repository's name."""
+    stack.put_model("train-1")
+    client("s3").put_object(Bucket=stack.access_logs_bucket, Key="artifacts/2026-01-01-12-00-00-ABCD", Body=b"log")
+    repository = stack.trainer_repository_url.split("/", 1)[1]
+    client("ecr").put_image(repositoryName=repository, imageTag="v1", imageManifest=json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"digest": "sha256:" + "0" * 64, "mediaType": "application/vnd.docker.container.image.v1+json",
+                   "size": 1}, "layers": []}))
+    return repository
+
+
+def test_destroy_stops_before_anything_while_buckets_and_repositories_hold_data(stack, ops_aws) -> None:
+    """With forceDestroy false `pulumi destroy` would delete the rest and then fail on BucketNotEmpty (the
+    access-log bucket is never empty after real use) and RepositoryNotEmpty: say so before deleting anything."""
+    hold_data(stack)
+    task = stack.start_task()
+    prepare(stack)
+    code, out, err = ops_aws("destroy")
+    line = one_line_error(code, err, "destroy stopped before deleting anything: ")
+    assert f"s3://{stack.artifacts_bucket} (artifacts: 1 object versions)" in line, "the model.tar.gz"
+    assert f"s3://{stack.access_logs_bucket} (access logs: 1 object versions)" in line
+    assert f"{stack.trainer_repository_url} (trainer: 1 images)" in line
+    assert "deepcloud:forceDestroy=false" in line
+    assert "`pulumi config set deepcloud:forceDestroy true`, `python -m infra.cli up`, and `make destroy TARGET=aws` " \
+           "again" in line
+    assert not [c for c in stack.standins.calls("pulumi") if c[:1] == ["destroy"]], "nothing deleted"
+    assert client("ecs").describe_tasks(cluster=stack.cluster_name, tasks=[task])["tasks"][0]["desiredStatus"] == \
+        "RUNNING", "nothing stopped"
+    assert "left over (billable or still part of the stack):" in out, "the audit still runs"
+
+
+def test_with_force_destroy_the_data_goes_with_the_stack(stack, ops_aws) -> None:
+    hold_data(stack)
+    stack.standins.update(outputs={**stack.outputs, "force_destroy": True})
+    prepare(stack, keep=("key",), remaining=(stack.kms_key_arn,))
+    code, out, err = ops_aws("destroy")
+    assert code == 0, out + err
+    assert ["destroy", "--yes", "--skip-preview", "--exclude-protected", "--non-interactive"] in \
+        stack.standins.calls("pulumi")
+
+
+def test_a_not_empty_error_from_pulumi_names_the_setting(stack, ops_aws) -> None:
+    """A stack whose outputs do not say (applied before force_destroy was exported): pulumi's own error, then."""
+    outputs = {k: v for k, v in stack.outputs.items() if k != "force_destroy"}
+    stack.standins.update(outputs=outputs, fail={"destroy": (
+        f"error: deleting S3 Bucket ({stack.access_logs_bucket}): operation error S3: DeleteBucket, https response "
+        "error StatusCode: 409, api error BucketNotEmpty: The bucket you tried to delete is not empty")})
+    code, _, err = ops_aws("destroy")
+    line = one_line_error(code, err, "pulumi destroy failed (pulumi: deleting S3 Bucket")
+    assert "BucketNotEmpty" in line
+    assert "deepcloud:forceDestroy is false; to delete them with the stack, copy out what you want to keep, then " \
+           "`pulumi config set deepcloud:forceDestroy true`" in line

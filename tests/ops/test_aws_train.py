@@ -13,13 +13,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from ops.aws import images, runs, train
 from ops.aws.train import TrainOptions
 from ops.errors import OpsError
 from tests.conftest import REPO
-from tests.ops.conftest import client, stubbed
+from tests.ops.conftest import client, pulumi_ups, stubbed
 
 RUN_ID = "train-20260101-120000-abcd"
 TASK_ID = "0123456789abcdef0123456789abcdef"
@@ -218,6 +219,8 @@ def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
         "[0:03:00] running: log stream trainer/trainer/" + TASK_ID,
         "  | epoch 2/2 validation_accuracy=0.97",
         "stopped      Completed, exit code 0: the trainer finished; 30 min 00 s billed, at most $0.50",
+        "afterwards   the GPU instance stays up about 15 min more until ECS managed scaling removes it (AWS sets that "
+        "delay): at most $0.25 (g5.xlarge on-demand)",
         f"run record   s3://{stack.artifacts_bucket}/models/{RUN_ID}/run.json",
         f"model        s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz",
     ]
@@ -227,6 +230,7 @@ def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
         position = out.index(expected, position)
     assert ["config", "set", "deepcloud:trainerImageTag", image_uri(stack).rsplit(":", 1)[1], "--non-interactive"] \
         in stack.standins.calls("pulumi")
+    assert len(pulumi_ups(stack)) == 1, "the task definition's new image, through the policy pack"
     saved = record(stack)
     assert saved["status"] == "Completed"
     assert saved["exit_code"] == 0
@@ -302,6 +306,31 @@ def test_max_cost_caps_the_runtime_and_stops_the_task(ready, tmp_path, capsys) -
     assert (saved["status"], saved["exit_code"], saved["max_runtime_s"]) == ("Stopped", 143, 1789)
 
 
+def test_a_spot_interruption_ends_the_run_interrupted_and_resumable(ready, tmp_path) -> None:
+    """infra's spot-interruption function stops the task with its own reason (tests/infra/test_spot_interruption.py);
+    DescribeTasks reports it as stoppedReason."""
+    from infra.functions.spot_interruption.handler import stop_reason
+
+    stack = ready
+    script = EcsScript.launched(stack, {})
+    script.poll("RUNNING")
+    script.stopped(143, stop_reason("i-0abc"), stop_code="UserInitiated")
+    clock = Clock()
+    ctx = stack.context(tmp_path, script.clients(), clock=clock, sleep=clock.sleep)
+
+    with pytest.raises(OpsError) as interrupted:
+        train.run(ctx, TrainOptions(hyperparameters={}))
+
+    message = str(interrupted.value)
+    assert message.startswith(f"run {RUN_ID} was interrupted: EC2 reclaimed its spot instance (EC2 spot interruption "
+                              "of i-0abc")
+    assert f"`make train TARGET=aws RESUME={RUN_ID}` continues it" in message
+    assert f"checkpoints are in s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/" in message
+    script.done()
+    saved = record(stack)
+    assert (saved["status"], saved["exit_code"]) == ("Interrupted", 143)
+
+
 def test_ctrl_c_asks_and_stops_the_task(ready, tmp_path, capsys) -> None:
     stack = ready
     script = EcsScript.launched(stack, {})
@@ -346,10 +375,29 @@ def test_no_dataset_in_the_bucket(stack, tmp_path) -> None:
         train.run(stack.context(tmp_path), TrainOptions(hyperparameters={}, backend="sagemaker"))
 
 
+LOCAL_STORAGE_NAMED_BY_AWS = ("ml.p4d.", "ml.g4dn.", "ml.g5.")
+"""The ML families the SageMaker guide ("Managing storage paths for different types of instance local storage") and
+botocore's ResourceConfig.VolumeSizeInGB text name as having NVMe instance storage."""
+
+
+def refuse_volume_key_on_local_storage(sagemaker) -> None:
+    """Answer CreateTrainingJob as SageMaker does and moto does not: botocore's model of ResourceConfig.VolumeKmsKeyId
+    says "You can't request a VolumeKmsKeyId when using an instance type with local storage"."""
+    def check(params, **_kwargs) -> None:
+        resources = params.get("ResourceConfig", {})
+        if resources.get("VolumeKmsKeyId") and resources.get("InstanceType", "").startswith(LOCAL_STORAGE_NAMED_BY_AWS):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "You can't request a "
+                                         "VolumeKmsKeyId when using an instance type with local storage."}},
+                              "CreateTrainingJob")
+
+    sagemaker.meta.events.register("before-parameter-build.sagemaker.CreateTrainingJob", check)
+
+
 def test_sagemaker_job_with_spot_checkpoints_kms_isolation_and_vpc(ready, tmp_path, capsys) -> None:
     stack = ready
     stack.put_model(RUN_ID, key=f"models/{RUN_ID}/output/model.tar.gz")  # what SageMaker uploads at the end
     ctx = stack.context(tmp_path)
+    refuse_volume_key_on_local_storage(ctx.aws.client("sagemaker"))
 
     result = train.run(ctx, TrainOptions(hyperparameters={"epochs": "3"}, backend="sagemaker", max_cost=2.0))
 
@@ -364,7 +412,7 @@ def test_sagemaker_job_with_spot_checkpoints_kms_isolation_and_vpc(ready, tmp_pa
     assert job["CheckpointConfig"] == {"S3Uri": f"s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/",
                                        "LocalPath": "/opt/ml/checkpoints"}
     assert job["OutputDataConfig"]["KmsKeyId"] == stack.kms_key_arn
-    assert job["ResourceConfig"]["VolumeKmsKeyId"] == stack.kms_key_arn
+    assert "VolumeKmsKeyId" not in job["ResourceConfig"], "ml.g5 has NVMe storage: SageMaker refuses a volume key"
     assert job["EnableNetworkIsolation"] is True
     assert job["VpcConfig"] == {"SecurityGroupIds": [stack.security_group_id], "Subnets": stack.subnet_ids}
     assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["train", "validation", "test"]
@@ -376,6 +424,17 @@ def test_sagemaker_job_with_spot_checkpoints_kms_isolation_and_vpc(ready, tmp_pa
     out = capsys.readouterr().out
     assert "capacity     ml.g5.xlarge (SageMaker managed spot): at most $1.41/h (ml.g5.xlarge on-demand)" in out
     assert "[0:00:00] waiting for capacity: Preparing the instances for training" in out
+
+
+def test_sagemaker_job_on_an_ebs_instance_type_encrypts_its_volume_with_the_stack_key(ready, tmp_path) -> None:
+    stack = ready
+    stack.put_model(RUN_ID, key=f"models/{RUN_ID}/output/model.tar.gz")
+    ctx = stack.context(tmp_path)
+    refuse_volume_key_on_local_storage(ctx.aws.client("sagemaker"))
+    train.run(ctx, TrainOptions(hyperparameters={}, backend="sagemaker", instance_type="ml.p3.2xlarge"))
+    job = client("sagemaker").describe_training_job(TrainingJobName=RUN_ID)
+    assert job["ResourceConfig"]["InstanceType"] == "ml.p3.2xlarge"
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == stack.kms_key_arn
 
 
 def test_sagemaker_backend_needs_the_training_role_output(ready, tmp_path) -> None:

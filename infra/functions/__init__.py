@@ -1,0 +1,1 @@
+"""Code the Pulumi program packages into AWS Lambda functions; each folder is one function's whole package."""
