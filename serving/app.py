@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -220,6 +220,8 @@ async def _run(state: ServerState, request: Request, served: Served, request_id:
         reply = runner.encode(result, accept)
     except ClientError as exc:  # the client's mistake, found by our decoders or by the model's own input code
         return error(exc.status, exc.code, str(exc), request_id)
+    except ClientDisconnect:  # the client went, or a limit closed the connection: nothing to answer or log
+        return Response(status_code=400)
     except (QueueFull, BodiesFull) as exc:
         return error(503, "overloaded", f"model {served.label} is busy ({exc}): retry shortly", request_id,
                      {"Retry-After": "1"})

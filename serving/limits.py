@@ -91,19 +91,35 @@ class _Throttled:
             self.last[reason] = now
 
 
+HEAD_SLICE = 1024
+"""While a head is arriving, bytes are fed to the parser this many at a time, so the head's size is known
+to this granularity whatever the read sizes and however requests follow one another on a connection."""
+LINGER_S, LINGER_BYTES = 1.0, 256 * 1024
+"""How long and how much a refused connection keeps reading (and dropping) of the client's bytes before it
+closes, so the client reads the answer before the connection ends."""
+MAX_PIPELINED = 1
+"""Requests a client may queue behind the one running on its connection (HTTP/1.1 pipelining)."""
+
+
 def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: None) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol class with ``limits`` enforced; ``on_reject(reason)`` counts refusals."""
     warnings = _Throttled()
     idle: collections.OrderedDict[Any, None] = collections.OrderedDict()
-    """Connections not running a request, oldest first: what a new connection past the limit may close."""
+    """Connections running no request (connecting, sending a head, kept alive between requests), oldest first:
+    the first a new connection past the limit closes."""
+    receiving: collections.OrderedDict[Any, None] = collections.OrderedDict()
+    """Connections whose request body is still arriving, oldest first: closed next, so slow bodies cannot
+    shut out /ping either. A request whose body is in is never closed to make room."""
+    framing = 64 * 1024  # chunk headers and trailers a request may add to its body, plus one eighth of the body
 
     class LimitedProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._head_bytes = 0
-            self._header_count = 0
-            self._in_head = True
+            self._in_head = True  # from the connection or the end of a message to the end of the next head
+            self._head_bytes = self._header_count = 0
+            self._after_head = self._body_bytes = 0  # fed since the head ended; delivered as body
             self._refused = False
+            self._linger = 0
             self._deadline: Any = None
 
         # ---------------------------------------------------------------------------------- connections
@@ -111,40 +127,50 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
-                oldest = next(iter(idle), None)
+                oldest = next(iter(idle), None) or next(iter(receiving), None)
                 if oldest is None:
                     self._refuse(503, "too_many_connections", f"the server holds {limits.max_connections} "
                                  "connections, all running requests: retry shortly")
                     return
                 oldest._refuse(503, "too_many_connections", f"the server is at its {limits.max_connections}-"
-                               "connection limit and closed this idle connection: reconnect to send a request")
+                               "connection limit and closed this connection, which was running no request")
             idle[self] = None
-            self._arm(limits.header_timeout, "header_timeout",
-                      f"the request line and headers did not arrive within {limits.header_timeout:g} s")
+            self._arm_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
             idle.pop(self, None)
+            receiving.pop(self, None)
             self._disarm()
             super().connection_lost(exc)
 
         # ---------------------------------------------------------------------------------- bytes
 
         def data_received(self, data: bytes) -> None:
-            if self._refused:
+            if self._refused:  # lingering: drop what still comes, up to LINGER_BYTES, then close
+                self._linger -= len(data)
+                if self._linger < 0:
+                    self.transport.close()
                 return
-            if self._in_head:
-                room = limits.max_header_bytes - self._head_bytes
-                if len(data) > room:  # feed what fits; past it, only a finished head lets the rest through
-                    self._feed(data[:room])
-                    if self._in_head and not self._refused:
+            view = memoryview(data)
+            while view and not self._refused:
+                if self._in_head:  # a slice at a time: the head's size is known whatever the read sizes
+                    if self._deadline is None:  # bytes between requests (even bare CRLFs) start the clock
+                        self._arm_head_timer()
+                    piece, view = view[:HEAD_SLICE], view[HEAD_SLICE:]
+                    self._head_bytes += len(piece)
+                    if self._head_bytes > limits.max_header_bytes:
                         self._refuse(431, "header_too_large", f"the request line and headers exceed "
                                      f"{limits.max_header_bytes} bytes")
-                    data = data[room:]
-                    if self._refused or not data:
                         return
-                else:
-                    self._head_bytes += len(data)
-            self._feed(data)
+                    self._feed(bytes(piece))
+                    continue
+                before = self._body_bytes
+                self._feed(bytes(view))
+                self._after_head += len(view) - (self._body_bytes - before)  # framing, trailers, next heads
+                if self._after_head > framing + self._body_bytes // 8 and not self._refused:
+                    self._refuse(400, "framing_too_large", "the body's chunk headers and trailers exceed "
+                                 f"{framing} bytes plus an eighth of the body")
+                return
 
         def _feed(self, data: bytes) -> None:
             """uvicorn's data_received, with a JSON 400 and our own refusals from the parser callbacks."""
@@ -167,9 +193,8 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_head, self._header_count = True, 0
-            if self._deadline is None:  # a kept-alive connection's next request: its head has a deadline too
-                self._arm(limits.header_timeout, "header_timeout",
-                          f"the request line and headers did not arrive within {limits.header_timeout:g} s")
+            if self._deadline is None:
+                self._arm_head_timer()
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
@@ -178,33 +203,51 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
                                "bytes")
 
         def on_header(self, name: bytes, value: bytes) -> None:
+            if not self._in_head:  # a chunked body's trailer section
+                raise _Refused(400, "trailers_not_accepted", "this server takes no trailers after a chunked body")
             self._header_count += 1
             if self._header_count > limits.max_headers:
                 raise _Refused(431, "too_many_headers", f"the request has more than {limits.max_headers} headers")
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
-            self._in_head, self._head_bytes = False, 0
+            running = self.cycle is not None and not self.cycle.response_complete
+            self._in_head, self._head_bytes, self._after_head, self._body_bytes = False, 0, 0, 0
             idle.pop(self, None)
+            if not running:
+                receiving[self] = None
+            elif len(self.pipeline) >= MAX_PIPELINED:
+                raise _Refused(503, "too_many_pipelined", f"more than {MAX_PIPELINED} request(s) queued behind "
+                               "the one running on this connection: wait for the answers")
             self._arm(limits.body_timeout, "body_timeout",
                       f"the request body did not arrive within {limits.body_timeout:g} s")
             super().on_headers_complete()
 
+        def on_body(self, body: bytes) -> None:
+            self._body_bytes += len(body)
+            super().on_body(body)
+
         def on_message_complete(self) -> None:
             self._disarm()
+            receiving.pop(self, None)
+            self._in_head, self._head_bytes = True, 0  # what comes next on this connection is a new head
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
+            queued = bool(self.pipeline)
             super().on_response_complete()
-            if not self.transport.is_closing():
+            if not queued and not self.transport.is_closing():
                 idle[self] = None  # kept alive: uvicorn's keep-alive timeout closes it if nothing comes
 
         # ---------------------------------------------------------------------------------- refusing
 
+        def _arm_head_timer(self) -> None:
+            self._arm(limits.header_timeout, "header_timeout",
+                      f"the request line and headers did not arrive within {limits.header_timeout:g} s")
+
         def _arm(self, seconds: float, reason: str, message: str) -> None:
             self._disarm()
-            status = 408
-            self._deadline = self.loop.call_later(seconds, self._refuse, status, reason, message)
+            self._deadline = self.loop.call_later(seconds, self._refuse, 408, reason, message)
 
         def _disarm(self) -> None:
             if self._deadline is not None:
@@ -218,19 +261,31 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
             self._refused = True
             self._disarm()
             idle.pop(self, None)
+            receiving.pop(self, None)
             on_reject(reason)
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
             warnings.warn(reason, f"{message} (last from {client})")
             cycle = self.cycle
-            if cycle is None or not cycle.response_started:
+            running = cycle is not None and not cycle.response_complete
+            # the request arriving has an answer already (begun, or sent before its body was all in): no second one
+            answered = cycle is not None and cycle.response_started and not (self._in_head and not running)
+            if not answered:
                 body = json.dumps({"code": reason, "message": message}).encode()
                 self.transport.write(b"".join([
                     STATUS_LINE[status], b"content-type: application/json\r\n",
                     b"content-length: %d\r\n" % len(body), b"connection: close\r\n",
                     *([b"retry-after: 1\r\n"] if status == 503 else []), b"\r\n", body]))
-            if cycle is not None:  # a running request sees a disconnect; what it sends is dropped
+            if running:  # the running request sees a disconnect; what it sends is dropped
                 cycle.disconnected = True
                 cycle.message_event.set()
-            self.transport.close()
+            # A lingering close, as nginx does: closing with the client's bytes unread makes the kernel reset the
+            # connection, and the client may lose the answer. Send FIN after the answer, read and drop what
+            # still comes (data_received ignores it now) for up to a second, then close.
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+                self._linger = LINGER_BYTES
+                self.loop.call_later(LINGER_S, self.transport.close)
+            else:
+                self.transport.close()
 
     return LimitedProtocol

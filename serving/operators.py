@@ -14,8 +14,19 @@ data, so the graph may only call operators from the allow-list below, chosen by 
   one of the values listed there (``gelu(approximate="tanh")``, ``pad(mode="reflect")``, an ``einsum``
   equation);
 - a device argument may only name ``cpu`` or ``cuda``;
-- the operators of :data:`ZERO_FILLED` allocate without initialising; they run, then the result is zeroed,
-  so a program can never read memory it did not write (earlier requests, the process's secrets).
+- the operators of :data:`ZERO_FILLED` allocate without initialising; they run, then the result's whole
+  storage is zeroed, so a program can never read memory it did not write (earlier requests, the
+  process's secrets), not even through the gaps of a strided allocation;
+- :func:`check_call` refuses the calls whose kernels trust an argument or write what their schema does not
+  declare: ``repeat_interleave`` with an ``output_size`` (ATen then skips its checks and writes out of
+  bounds), ``batch_norm`` or ``instance_norm`` that would update their running statistics (a write into
+  the model's state), memory pinning and non-strided layouts; integer division with a rounding mode is
+  checked for the one case the CPU traps on (the minimum integer divided by -1).
+
+Some operators were left out because a review found their kernels unsafe with hostile arguments:
+``embedding_bag`` (negative offsets read before its buffer) and the anti-aliased resampling ops
+(``_upsample_*_aa``: tiny scales write out of bounds). ATen's kernels are not hardened against hostile
+arguments in general: see docs/serving.md, "Threat model", for what that leaves.
 
 Everything else is refused with a message that names the operator. The list covers what ``torch.export``
 emits for the layers of ``torch.nn`` (convolutions, norms, pooling, attention, recurrent layers,
@@ -65,13 +76,13 @@ batch_norm native_batch_norm _native_batch_norm_legit _native_batch_norm_legit_n
 _native_batch_norm_legit_functional instance_norm layer_norm native_layer_norm group_norm native_group_norm
 rms_norm _fused_rms_norm
 dropout native_dropout feature_dropout alpha_dropout feature_alpha_dropout
-embedding embedding_bag _embedding_bag one_hot
+embedding one_hot
 max_pool1d max_pool2d max_pool3d max_pool2d_with_indices max_pool3d_with_indices
 avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d
 _adaptive_avg_pool2d _adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d
 upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
 _upsample_nearest_exact3d upsample_linear1d upsample_bilinear2d upsample_bicubic2d upsample_trilinear3d
-_upsample_bilinear2d_aa _upsample_bicubic2d_aa pixel_shuffle pixel_unshuffle channel_shuffle
+pixel_shuffle pixel_unshuffle channel_shuffle
 pad constant_pad_nd reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d
 replication_pad3d _pad_circular grid_sampler grid_sampler_2d grid_sampler_3d affine_grid_generator
 scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu
@@ -188,13 +199,60 @@ def check_argument(op: torch._ops.OpOverload, name: str, value: Any) -> None:
             raise Refused(f"{target}: '{name}' names device {item}, not cpu or cuda")
 
 
+_STATE_UPDATES = {"batch_norm": "training", "native_batch_norm": "training"}
+"""Operators that update their running-statistics arguments in place when this flag is true, though their
+schema declares no write (ATen's composite batch norms)."""
+
+
+def check_call(op: torch._ops.OpOverload, constants: dict[str, Any], references: set[str]) -> None:
+    """Refused unless a call's arguments are ones its kernel handles safely: ``constants`` are the decoded
+    constant arguments by name, ``references`` the names of those that are computed values."""
+    packet, target = _base(_packet_name(op)), f"aten.{_packet_name(op)}.{op._overloadname}"
+    if packet in _STATE_UPDATES and constants.get(_STATE_UPDATES[packet], True) is not False:
+        raise Refused(f"{target} must have {_STATE_UPDATES[packet]}=False: in training mode it updates the "
+                      "model's running statistics in place; export the model in eval mode (model.eval())")
+    if packet == "instance_norm" and references & {"running_mean", "running_var"} and (
+            constants.get("use_input_stats", True) is not False):
+        raise Refused(f"{target} with running statistics must have use_input_stats=False: else it updates them "
+                      "in place; export the model in eval mode (model.eval())")
+    if packet == "repeat_interleave" and ("output_size" in references or constants.get("output_size") is not None):
+        raise Refused(f"{target} may not be given an output_size: ATen trusts it without checking the repeats")
+    if constants.get("pin_memory"):
+        raise Refused(f"{target}: pin_memory=True is device management, which a model file may not do")
+    layout = constants.get("layout")
+    if layout is not None and layout != torch.strided:
+        raise Refused(f"{target}: layout {layout} is not a strided tensor")
+
+
 def runnable(op: torch._ops.OpOverload) -> Callable[..., Any]:
-    """What the interpreter calls for ``op``: the operator itself, or for an uninitialised allocation,
-    the operator with its result zeroed."""
-    if _packet_name(op) not in ZERO_FILLED:
-        return op
+    """What the interpreter calls for ``op``: the operator itself; for an uninitialised allocation, the
+    operator with its whole storage zeroed; for integer division with a rounding mode, the operator after
+    a check for the one quotient the CPU traps on."""
+    packet = _packet_name(op)
+    if packet in ZERO_FILLED:
+        def zero_filled(*args: Any, **kwargs: Any) -> torch.Tensor:
+            result = op(*args, **kwargs)
+            result.untyped_storage().fill_(0)
+            return result
 
-    def zero_filled(*args: Any, **kwargs: Any) -> torch.Tensor:
-        return op(*args, **kwargs).zero_()
+        return zero_filled
+    if _base(packet) in ("div", "divide") and "rounding_mode" in {a.name for a in op._schema.arguments}:
+        def checked_division(*args: Any, **kwargs: Any) -> Any:
+            _check_integer_division(args[0], args[1] if len(args) > 1 else kwargs.get("other"))
+            return op(*args, **kwargs)
 
-    return zero_filled
+        return checked_division
+    return op
+
+
+def _check_integer_division(dividend: Any, divisor: Any) -> None:
+    """The minimum of an integer type divided by -1 overflows, and x86 traps (SIGFPE) in ATen's kernel."""
+    if not isinstance(dividend, torch.Tensor) or dividend.is_floating_point() or dividend.is_complex() or (
+            isinstance(divisor, torch.Tensor) and (divisor.is_floating_point() or divisor.is_complex())) or (
+            isinstance(divisor, float)):
+        return
+    if dividend.dtype == torch.bool:
+        return
+    smallest = torch.iinfo(torch.result_type(dividend, divisor)).min
+    if bool(((dividend == smallest) & (torch.as_tensor(divisor) == -1)).any()):
+        raise RuntimeError("integer division of the type's minimum by -1 overflows")

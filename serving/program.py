@@ -18,8 +18,8 @@ A model file is data, so this reader is also the one place that decides what a `
   torch.export.save adds are never read);
 - every node calls an operator from the allow-list in serving/operators.py, with string and device
   arguments checked against the operator's schema, or the integer arithmetic of dynamic shapes;
-- the program may not write to its own weights, buffers or constants (checked on every in-place call),
-  so one request cannot change the answer to another or carry its data over;
+- the program may not write to its own weights, buffers or constants (checked at load, and on every
+  in-place call), so nothing is carried from one forward pass to the next;
 - inputs are a flat list of tensors, outputs a tensor or a flat tuple or list of them.
 
 Anything else (control flow such as ``torch.cond``, custom operators, state updates, nested inputs,
@@ -370,6 +370,9 @@ class ArchiveProgram(nn.Module):
         sym_op = SYM_OPS.get(target)
         if sym_op is not None:
             args = [self._value(i["arg"]) for i in node["inputs"]]
+            # size arithmetic takes numbers only: no device, dtype or string can be laundered through it
+            if not all(isinstance(c, int | float | bool) for c in _flat_constants(args)):
+                raise Unsupported(f"{target} takes a constant that is not a number")
             store, output = self._compile_outputs(target, node["outputs"])
             return _Step(sym_op, args, {}, store, target, output)
         match = _ATEN_TARGET.fullmatch(target)
@@ -385,12 +388,18 @@ class ArchiveProgram(nn.Module):
         args, kwargs = [], {}
         written: list[tuple[str, Any]] = []  # (argument name, compiled value) of what the op writes to
         views_state = False
+        constants: dict[str, Any] = {}
+        references: set[str] = set()
         for named in node["inputs"]:
             name, value = named["name"], self._value(named["arg"])
             try:
                 operators.check_argument(op, name, _constants(value))
             except operators.Refused as why:
                 raise Unsupported(str(why)) from None
+            if value[0] == "const":
+                constants[name] = value[1]
+            else:
+                references.add(name)
             alias = schema[name].alias_info
             if alias is not None and alias.is_write and _refs([value]):
                 written.append((name, value))
@@ -402,6 +411,10 @@ class ArchiveProgram(nn.Module):
                 raise Unsupported(f"{target}: a positional argument after a keyword one")
             else:
                 args.append(value)
+        try:
+            operators.check_call(op, constants, references)
+        except operators.Refused as why:
+            raise Unsupported(str(why)) from None
         for name, value in written:
             if any(slot in self._aliases_state for slot in _refs([value])):
                 raise Unsupported(f"{target} writes to the program's own weights, buffers or constants ('{name}'): "
@@ -559,6 +572,17 @@ def _constants(compiled: tuple[str, Any]) -> Any:
     if kind == "list":
         return [item for item in (_constants(entry) for entry in value) if item is not None]
     return None
+
+
+def _flat_constants(compiled: list[tuple[str, Any]]) -> list[Any]:
+    """Every constant in a list of compiled arguments, lists flattened."""
+    found = []
+    for kind, value in compiled:
+        if kind == "const":
+            found.extend(value if isinstance(value, list) else [value])
+        elif kind == "list":
+            found.extend(_flat_constants(value))
+    return found
 
 
 def _guard_writes(op: Callable[..., Any], target: str, positions: list[int], names: list[str],

@@ -96,7 +96,15 @@ def _inside(store: Path, path: Path) -> Path:
     if not resolved.is_relative_to(root):
         raise LayoutError(f"{path} is outside the model store {store}: models are only loaded from inside it")
     if resolved.is_dir():
-        for folder, dirs, files in os.walk(resolved):  # links are not followed: each is checked instead
+        seen: set[Path] = set()
+        # Links are followed (each is checked first), so a link to a folder inside the store that links out
+        # again is caught too; each real folder is walked once, which also ends link cycles.
+        for folder, dirs, files in os.walk(resolved, followlinks=True):
+            real = Path(folder).resolve()
+            if real in seen:
+                dirs[:] = []
+                continue
+            seen.add(real)
             for entry in (*dirs, *files):
                 if not (Path(folder) / entry).resolve().is_relative_to(root):
                     raise LayoutError(f"{Path(folder) / entry} links outside the model store {store}: models are "

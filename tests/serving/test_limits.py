@@ -179,15 +179,29 @@ def test_a_connection_flood_cannot_shut_out_ping(server) -> None:
         sock.close()
 
 
-def test_when_every_connection_runs_a_request_a_new_one_gets_503(server) -> None:
-    srv = server("--max-connections", "8", "--body-timeout-s", "2")
-    busy = [connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+def test_slow_bodies_cannot_shut_out_ping_either(server) -> None:
+    """A connection whose body is still arriving is closed to make room, after the idle ones: the review's
+    32 slow bodies against --max-connections 32 made every /ping a 503 until the body timeout."""
+    srv = server("--max-connections", "8")
+    slow = [connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
                              b"Content-Length: 100\r\n\r\n[") for _ in range(8)]
     time.sleep(0.2)
-    status, _, body = http_request(srv.port, "GET", "/ping")
-    assert (status, json.loads(body)["code"]) == (503, "too_many_connections")
-    for sock in busy:  # the body timeout frees them
-        assert answer(sock)[0] == 408
+    ping_ok(srv)
+    assert answer(slow[0]) == (503, {"code": "too_many_connections", "message": "the server is at its 8-connection "
+                                     "limit and closed this connection, which was running no request"})
+
+
+def test_when_every_connection_runs_a_request_a_new_one_gets_503(server) -> None:
+    srv = server("--max-connections", "8", "--max-batch-delay-ms", "2000", "--max-batch-size", "64")
+    body = json.dumps({"instances": [[[0] * 8] * 8]}).encode()
+    busy = [connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)) for _ in range(8)]
+    time.sleep(0.3)  # every request is in, waiting in the batcher for its batch to fill
+    status, _, reply = http_request(srv.port, "GET", "/ping")
+    assert (status, json.loads(reply)["code"]) == (503, "too_many_connections")
+    for sock in busy:  # none of them was closed: all get their answer
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
     ping_ok(srv)
 
 
@@ -210,6 +224,77 @@ def test_bodies_held_open_are_bounded_by_the_body_budget_and_then_closed(server)
     assert statuses.count(503) >= 40 - 32 // 6  # the budget took about five bodies; the rest were refused
     assert grown < 32 + 16, f"grew by {grown:.0f} MiB"  # the budget plus per-connection buffers
     ping_ok(srv)
+
+
+def _status_line(sock: socket.socket) -> bytes:
+    """The status line of the next response on a kept-alive connection (its body read and dropped)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data.split(b"\r\n", 1)[0]
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head.split(b"\r\n", 1)[0]
+
+
+def test_pipelined_requests_cannot_pile_up(server) -> None:
+    """The review pipelined 60 KB POSTs to a route that never reads them on one connection: +1.7 GiB in 12 s.
+    At most one request may wait behind the running one; the connection is closed past that."""
+    srv = server()
+    before = rss_mib(srv)
+    body = 60000
+    request = b"POST /ping HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % body + b"x" * body
+    sock = connect(srv)
+    sent = send_until_closed(sock, (request * 8 for _ in range(400)))  # 190 MB if nothing stopped it
+    assert sent < 16 * 1024 * 1024
+    ping_ok(srv)
+    assert rss_mib(srv) - before < 16
+
+
+def test_trailers_and_chunk_framing_are_bounded(server) -> None:
+    """The review's chunked body ending in a trailer of 100 MiB: +136 MiB, 15.8 s of the event loop's CPU and
+    /ping timing out throughout. Framing and trailers may add 64 KiB (plus an eighth of the body)."""
+    srv = server()
+    before = rss_mib(srv)
+    sock = connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\nX-Trailer: ")
+    sent = send_until_closed(sock, (b"a" * 65536 for _ in range(1600)))
+    status, body = answer(sock)
+    assert (status, body["code"]) == (400, "framing_too_large")
+    assert sent < 8 * 1024 * 1024
+    ping_ok(srv)
+    assert rss_mib(srv) - before < 8
+    trailer = connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\nX-T: 1\r\n\r\n")
+    assert answer(trailer)[1]["code"] == "trailers_not_accepted"
+
+
+def test_the_header_limit_holds_for_every_request_of_a_kept_alive_connection(server) -> None:
+    srv = server()
+    big = b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (90 * 1024) + b"\r\n\r\n"
+    sock = connect_and(srv, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _status_line(sock) == b"HTTP/1.1 200 OK"
+    time.sleep(0.1)
+    sock.sendall(big)  # in one write: the review saw it served (200) as a kept-alive second request
+    assert _status_line(sock) == b"HTTP/1.1 431 Request Header Fields Too Large"
+
+
+def test_bare_line_breaks_between_requests_do_not_keep_a_connection_open(server) -> None:
+    srv = server("--header-timeout-s", "1")
+    sock = connect_and(srv, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _status_line(sock) == b"HTTP/1.1 200 OK"
+    start = time.monotonic()
+    with contextlib.suppress(OSError):
+        while time.monotonic() - start < 8:  # uvicorn's keep-alive timer is cancelled by every byte
+            sock.sendall(b"\r\n")
+            time.sleep(0.2)
+    assert time.monotonic() - start < 3
+    assert _status_line(sock) == b"HTTP/1.1 408 Request Timeout"
 
 
 def _bomb_png(side: int) -> bytes:

@@ -76,6 +76,20 @@ def output_plus(graph: dict[str, Any], nodes: list[dict[str, Any]], extra: str) 
     graph["outputs"] = [t("leaked")]
 
 
+def refused_after_the_first_node(model_dir: Path, nodes: list[dict[str, Any]], message: str) -> None:
+    """``nodes`` inserted after the graph's first node, each reading its output where it names "x": refused."""
+    def edit(graph: dict[str, Any]) -> None:
+        first = graph["nodes"][0]["outputs"][0]["as_tensor"]["name"]
+        for n in nodes:
+            for named in n["inputs"]:
+                if named["arg"] == t("x"):
+                    named["arg"] = t(first)
+        graph["nodes"][1:1] = nodes
+
+    with pytest.raises(ArtifactError, match=message):
+        load_artifact(hostile(model_dir, edit))
+
+
 def test_a_pre_2_7_layout_with_a_pickle_is_refused_and_the_pickle_never_runs(trained_model: Path,
                                                                               tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
@@ -182,16 +196,7 @@ def test_the_server_refuses_a_hostile_model_in_one_line_and_touches_nothing(trai
 def test_file_storage_and_device_operators_and_stray_strings_are_refused(trained_model: Path,
                                                                          nodes: list[dict[str, Any]],
                                                                          message: str) -> None:
-    def edit(graph: dict[str, Any]) -> None:
-        first = graph["nodes"][0]["outputs"][0]["as_tensor"]["name"]
-        for n in nodes:  # each reads the first node's output, "x"
-            for named in n["inputs"]:
-                if named["arg"] == t("x"):
-                    named["arg"] = t(first)
-        graph["nodes"][1:1] = nodes
-
-    with pytest.raises(ArtifactError, match=message):
-        load_artifact(hostile(trained_model, edit))
+    refused_after_the_first_node(trained_model, nodes, message)
 
 
 def _first_parameter(graph: dict[str, Any]) -> str:
@@ -299,3 +304,149 @@ def test_every_operator_on_the_allow_list_exists_and_computes_on_tensors() -> No
                 if types & {"str", "Optional[str]"}:
                     assert any((operators._base(name), a.name) in operators.STRING_ARGUMENTS
                                for a in op._schema.arguments if str(a.type) in ("str", "Optional[str]")), op
+
+
+# The findings of a second, adversarial review (each built the same way; each passed the reader before).
+
+_CRASH = r'''
+import json, sys, torch
+from pathlib import Path
+from serving.artifact import ArtifactError, load_artifact
+try:
+    module = load_artifact(Path(sys.argv[1])).module
+except ArtifactError as exc:
+    print("refused:", exc)
+    sys.exit(0)
+try:
+    module(torch.zeros(1, 1, 8, 8) + float(sys.argv[2]))
+except RuntimeError as exc:
+    print("error:", exc)
+    sys.exit(0)
+print("ran")
+'''
+
+
+def _outcome(model_dir: Path, pixel: float = 0.0) -> str:
+    """What loading and running ``model_dir`` in a fresh process does: a signal shows as 'killed by ...'."""
+    import signal
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CRASH, str(model_dir), str(pixel)], cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode < 0:
+        return f"killed by {signal.Signals(-done.returncode).name}"
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if lines else f"exit {done.returncode}: {done.stderr[-300:]}"
+
+
+def test_repeat_interleave_with_an_output_size_is_refused(trained_model: Path) -> None:
+    """ATen trusts output_size and skips its negative-repeats check: the review's model wrote past a two-element
+    buffer (SIGSEGV) on the request whose largest pixel was 123."""
+    def edit(graph: dict[str, Any]) -> None:
+        graph["nodes"][:0] = [
+            node("full.default", [("size", {"as_ints": [2]}, 1), ("fill_value", {"as_int": 0}, 1),
+                                  ("dtype", {"as_scalar_type": 5}, 2)], "zero"),
+            node("add.Tensor", [("self", t("zero"), 1), ("other", {"as_int": 1000000}, 1)], "big"),
+            node("mul.Tensor", [("self", t("big"), 1), ("other", {"as_int": -1}, 1)], "negative"),
+            node("cat.default", [("tensors", {"as_tensors": [{"name": "big"}, {"name": "negative"}]}, 1)], "r4"),
+            node("slice.Tensor", [("self", t("r4"), 1), ("dim", {"as_int": 0}, 1), ("start", {"as_int": 1}, 1),
+                                  ("end", {"as_int": 3}, 1)], "repeats"),  # [1e6, -1e6]: sums to 0
+            node("repeat_interleave.Tensor", [("repeats", t("repeats"), 1), ("output_size", {"as_int": 0}, 2)], "ri"),
+        ]
+
+    assert _outcome(hostile(trained_model, edit)) == (
+        "refused: " + str(trained_model / "model.pt2") + " is refused: aten.repeat_interleave.Tensor may not be given "
+        "an output_size: ATen trusts it without checking the repeats (a model file may only hold a plain "
+        "torch.export program; see docs/serving.md, 'Threat model')")
+
+
+@pytest.mark.parametrize("operand", ["tensor", "scalar"])
+def test_integer_division_of_the_minimum_by_minus_one_is_an_error_not_a_crash(trained_model: Path,
+                                                                               operand: str) -> None:
+    def edit(graph: dict[str, Any]) -> None:
+        divisor = ({"as_int": -1} if operand == "scalar" else t("minus_one"))
+        output_plus(graph, [
+            node("full.default", [("size", {"as_ints": [10]}, 1), ("fill_value", {"as_int": -2 ** 63}, 1),
+                                  ("dtype", {"as_scalar_type": 5}, 2)], "smallest"),
+            node("full.default", [("size", {"as_ints": [10]}, 1), ("fill_value", {"as_int": -1}, 1),
+                                  ("dtype", {"as_scalar_type": 5}, 2)], "minus_one"),
+            node("div.Scalar_mode" if operand == "scalar" else "div.Tensor_mode",
+                 [("self", t("smallest"), 1), ("other", divisor, 1), ("rounding_mode", {"as_string": "trunc"}, 2)],
+                 "quotient"),
+            node("_to_copy.default", [("self", t("quotient"), 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)], "q"),
+        ], "q")
+
+    # the forward raises (the server answers 500, or refuses the model at its warm-up) and the process lives
+    assert _outcome(hostile(trained_model, edit)) == "error: integer division of the type's minimum by -1 overflows"
+
+
+@pytest.mark.parametrize(("target", "inputs", "message"), [
+    ("batch_norm.default", lambda rm, rv: [
+        ("input", t("flat"), 1), ("weight", {"as_none": ()}, 1), ("bias", {"as_none": ()}, 1),
+        ("running_mean", t(rm), 1), ("running_var", t(rv), 1), ("training", {"as_bool": True}, 1),
+        ("momentum", {"as_float": 1.0}, 1), ("eps", {"as_float": 1e-5}, 1), ("cudnn_enabled", {"as_bool": False}, 1)],
+     r"batch_norm\.default must have training=False"),
+    ("instance_norm.default", lambda rm, rv: [
+        ("input", t("flat3"), 1), ("weight", {"as_none": ()}, 1), ("bias", {"as_none": ()}, 1),
+        ("running_mean", t(rm), 1), ("running_var", t(rv), 1), ("use_input_stats", {"as_bool": True}, 1),
+        ("momentum", {"as_float": 1.0}, 1), ("eps", {"as_float": 1e-5}, 1), ("cudnn_enabled", {"as_bool": False}, 1)],
+     r"instance_norm\.default with running statistics must have use_input_stats=False"),
+])
+def test_a_norm_that_would_update_its_running_statistics_is_refused(trained_model: Path, target: str, inputs,
+                                                                    message: str) -> None:
+    """The review recorded each request into batch_norm's running_mean (a write its schema does not declare)
+    and returned it in the answer to the next client."""
+    def edit(graph: dict[str, Any]) -> None:
+        buffers = [i["as_tensor"]["name"] for i in graph["inputs"] if "running_mean" in i["as_tensor"]["name"]
+                   or "running_var" in i["as_tensor"]["name"]]
+        rm, rv = buffers[0], buffers[1]
+        user = graph["inputs"][-1]["as_tensor"]["name"]
+        graph["nodes"][:0] = [
+            node("view.default", [("self", t(user), 1), ("size", {"as_ints": [-1, 64]}, 1)], "flat"),
+            node("unsqueeze.default", [("self", t("flat"), 1), ("dim", {"as_int": 2}, 1)], "flat3"),
+            node(target, inputs(rm, rv), "recorded"),
+        ]
+
+    with pytest.raises(ArtifactError, match=message):
+        load_artifact(hostile(trained_model, edit))
+
+
+def test_a_strided_allocation_is_zeroed_in_its_gaps_too(trained_model: Path) -> None:
+    def edit(graph: dict[str, Any]) -> None:
+        output_plus(graph, [
+            node("empty_strided.default", [("size", {"as_ints": [2]}, 1), ("stride", {"as_ints": [9]}, 1),
+                                           ("dtype", {"as_scalar_type": FLOAT32}, 2)], "gappy"),
+            node("as_strided.default", [("self", t("gappy"), 1), ("size", {"as_ints": [10]}, 1),
+                                        ("stride", {"as_ints": [1]}, 1)], "heap"),
+        ], "heap")
+
+    plain = load_artifact(trained_model).module
+    x = torch.rand(4, 1, 8, 8) * 255
+    with torch.inference_mode():
+        for _ in range(3):  # whatever the heap held from the request before
+            assert torch.equal(load_artifact(hostile(trained_model, edit)).module(x), plain(x))
+
+
+def test_a_device_laundered_through_size_arithmetic_is_refused(trained_model: Path) -> None:
+    def edit(graph: dict[str, Any]) -> None:
+        meta = {"as_device": {"type": "meta"}}
+        graph["nodes"][:0] = [{"target": "torch.sym_ite", "inputs": [
+            {"name": "a", "arg": {"as_bool": True}, "kind": 1}, {"name": "b", "arg": meta, "kind": 1},
+            {"name": "c", "arg": meta, "kind": 1}], "outputs": [{"as_sym_int": {"as_name": "dev"}}], "metadata": {},
+            "is_hop_single_tensor_return": None}]
+
+    with pytest.raises(ArtifactError, match=r"torch\.sym_ite takes a constant that is not a number"):
+        load_artifact(hostile(trained_model, edit))
+
+
+@pytest.mark.parametrize(("nodes", "message"), [
+    ([node("full.default", [("size", {"as_ints": [2]}, 1), ("fill_value", {"as_int": 0}, 1),
+                            ("pin_memory", {"as_bool": True}, 2)], "pinned")], r"pin_memory=True is device management"),
+    ([node("full.default", [("size", {"as_ints": [2]}, 1), ("fill_value", {"as_int": 0}, 1),
+                            ("layout", {"as_layout": 2}, 2)], "sparse")], r"layout torch\.sparse_csr is not a strided"),
+    ([node("embedding_bag.padding_idx", [("weight", t("x"), 1)], "bag")], r"aten\.embedding_bag is not one"),
+    ([node("_upsample_bilinear2d_aa.default", [("self", t("x"), 1)], "aa")], r"aten\._upsample_bilinear2d_aa is not"),
+])
+def test_pinning_other_layouts_and_the_kernels_found_unsafe_are_refused(trained_model: Path, nodes, message) -> None:
+    refused_after_the_first_node(trained_model, nodes, message)

@@ -155,3 +155,19 @@ def test_links_out_of_the_store_anywhere_inside_a_model_are_refused(store: Path,
 def test_a_link_that_stays_inside_the_store_is_fine(store: Path) -> None:
     (store / "digits" / "3").symlink_to(store / "mnist")
     assert [r.version for r in plan(Path("/unused"), store, "d=digits")] == ["1", "2", "3"]
+
+
+def test_a_link_to_a_folder_inside_the_store_that_links_out_again_is_refused(store: Path, tmp_path: Path) -> None:
+    """The review's chain: digits/3 -> ../.hidden (inside the store), .hidden/model.pt2 -> a file outside."""
+    outside = tmp_path / "outside"
+    shutil.copytree(store / "mnist", outside)
+    hidden = store / ".hidden"
+    shutil.copytree(store / "mnist", hidden)
+    (hidden / "model.pt2").unlink()
+    (hidden / "model.pt2").symlink_to(outside / "model.pt2")
+    (store / "digits" / "3").symlink_to(Path("..") / ".hidden")
+    (store / "loop").mkdir()
+    (store / "loop" / "self").symlink_to(Path(".."))  # a cycle inside the store ends, and is not an escape
+    for models in (None, "d=digits"):
+        with pytest.raises(LayoutError, match=r"links outside the model store"):
+            plan(Path("/unused"), store, models)
