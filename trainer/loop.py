@@ -162,6 +162,10 @@ def make_loader(split: Split, sampler: EpochSampler, cfg: TrainConfig, device: t
     )
 
 
+EVENTS = frozenset({"resumed", "checkpoint"})
+"""Kinds whose echoed line starts with their name: 'resumed path=... step=120', 'checkpoint step=... reason=sigusr1'."""
+
+
 class MetricsLog:
     """metrics.jsonl (one JSON object a line) and key=value lines a SageMaker metric regex can read."""
 
@@ -178,6 +182,8 @@ class MetricsLog:
                 fh.write(json.dumps({"type": kind, "time": round(time.time(), 3), **values}) + "\n")
         if echo:
             line = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+            if kind in EVENTS:  # a metric line is key=value only (SageMaker's regexes); an event says what it is
+                line = f"{kind} {line}"
             if bar is not None and not bar.disable:
                 bar.write(line)
             else:

@@ -118,7 +118,9 @@ def test_sigterm_checkpoints_and_exits_within_budget_without_failure(tmp_path: P
         "restart the job to resume")
     resumed = run_trainer(base)
     assert resumed.returncode == 0
-    assert f"path={base / 'checkpoints' / checkpoints[0]} step={step}" in resumed.stdout
+    said = [line for line in resumed.stdout.splitlines() if line.startswith("resumed ")]
+    assert len(said) == 1  # one line that says it resumed, and from where
+    assert said[0].startswith(f"resumed path={base / 'checkpoints' / checkpoints[0]} step={step} ")
 
 
 def test_sigusr1_writes_a_checkpoint_and_training_goes_on(tmp_path: Path, dataset: Path) -> None:
@@ -128,7 +130,9 @@ def test_sigusr1_writes_a_checkpoint_and_training_goes_on(tmp_path: Path, datase
     proc.send_signal(signal.SIGUSR1)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "reason=sigusr1" in out
+    lines = [line for line in out.splitlines() if "reason=sigusr1" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("checkpoint step=")  # one line that says what happened
     assert len(list((base / "checkpoints").glob("step-*"))) == 1
     assert (base / "model" / "manifest.json").exists()
 
