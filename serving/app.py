@@ -31,11 +31,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving import openapi
+from serving import oip, openapi
 from serving.batching import Batcher, BatchPolicy, QueueFull
-from serving.errors import ClientError, UnsupportedMediaType
+from serving.errors import ClientError, InvalidInput, UnsupportedMediaType
 from serving.limits import BodyBudget
 from serving.metrics import Metrics
+from serving.runner import Reply
 
 if TYPE_CHECKING:
     from serving.accesslog import AccessLog
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("serving")
 
+SERVER_VERSION = "0.1.0"
+"""What GET /v2 reports (pyproject.toml's version)."""
 MAX_BODY_BYTES = 6 * 1024 * 1024
 """SageMaker's invocation payload cap."""
 DEFAULT_PENDING_BODY_BYTES = 128 * 1024 * 1024
@@ -163,9 +166,9 @@ class BodiesFull(Exception):
     """The body budget (--max-pending-body-bytes) is spent: a 503 to retry."""
 
 
-def _too_large(state: ServerState, request_id: str) -> Response:
-    return error(413, "payload_too_large",
-                 f"body is larger than {state.max_body_bytes} bytes: send fewer instances per request", request_id)
+def _too_large(state: ServerState, request_id: str, codec: Codec) -> Response:
+    return codec.error(413, "payload_too_large", f"body is larger than {state.max_body_bytes} bytes: send fewer "
+                       "instances per request", request_id)
 
 
 # A random prefix per process and a counter: unique, without uuid4's getrandom() syscall on every request.
@@ -177,61 +180,115 @@ def _new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_ids):016x}"
 
 
-async def _infer(state: ServerState, request: Request, name: str | None, version: str | None) -> Response:
-    request_id = request.headers.get("x-amzn-requestid") or request.headers.get("x-request-id") or _new_request_id()
-    if not state.ready:
-        return error(503, "not_ready", "the model is still loading: retry after /ping answers 200",
-                     request_id, {"Retry-After": "1"})
-    try:
-        served = state.find(name, version)
-    except LookupError as exc:
-        return error(404, "model_not_found", str(exc), request_id)
-    request.scope["deepcloud.model"] = served.label
-    request.scope["deepcloud.request_id"] = request_id
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > state.max_body_bytes:
-        return _too_large(state, request_id)
-    held = [0]  # body bytes this request holds in state.bodies: reserved as read, released with the answer
-    try:
-        return await _run(state, request, served, request_id, held)
-    finally:
-        state.bodies.release(held[0])
+class Codec:
+    """How a family of routes reads a request and writes its answer and its errors. The default is the
+    runner's own (SageMaker's /invocations and TorchServe's /predictions); serving/oip.py's is the Open
+    Inference Protocol's."""
 
+    def error(self, status: int, code: str, message: str, request_id: str | None = None,
+              headers: dict[str, str] | None = None) -> Response:
+        return error(status, code, message, request_id, headers)
 
-async def _run(state: ServerState, request: Request, served: Served, request_id: str, held: list[int]) -> Response:
-    runner = served.runner
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    accept = request.headers.get("accept")
-    try:
+    def check(self, runner: Runner, media_type: str, accept: str | None) -> None:
+        """Before the body is read: 415 and 406 from the headers alone."""
         if runner.request_types is not None and media_type not in runner.request_types:
             raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not supported: send one of "
                                        f"{', '.join(runner.request_types)}")
         runner.check_accept(accept)
-        body = await _read_body(request, state.max_body_bytes, state.bodies, held)
-        if body is None:
-            return _too_large(state, request_id)
+
+    def decode(self, runner: Runner, body: bytes, media_type: str, request: Request,
+               request_id: str) -> tuple[Any, Any]:
+        """(what the batcher runs, what encode needs besides the result)."""
         # Only handler-style models read the headers: no per-request copy of them for tensor models.
         headers = {**request.headers, "x-request-id": request_id} if runner.reads_headers else {}
+        return runner.decode(body, media_type, headers), None
+
+    def encode(self, served: Served, result: Any, context: Any, accept: str | None) -> Reply:
+        return served.runner.encode(result, accept)
+
+
+class OipCodec(Codec):
+    """The Open Inference Protocol (serving/oip.py): ``{"error": ...}`` bodies, and tensors in and out."""
+
+    def error(self, status: int, code: str, message: str, request_id: str | None = None,
+              headers: dict[str, str] | None = None) -> Response:
+        return JSONResponse({"error": message}, status_code=status,
+                            headers={**(headers or {}), **({"X-Request-Id": request_id} if request_id else {})})
+
+    def check(self, runner: Runner, media_type: str, accept: str | None) -> None:
+        if not hasattr(runner, "artifact"):
+            raise InvalidInput(f"a {runner.kind} model is served on /predictions and /invocations only: the Open "
+                               "Inference Protocol serves torch.export artifacts, whose tensors the manifest describes")
+
+    def decode(self, runner: Runner, body: bytes, media_type: str, request: Request,
+               request_id: str) -> tuple[Any, Any]:
+        decoded = oip.decode(body, media_type, request.headers.get("content-type", ""), request.headers,
+                             runner.artifact)  # type: ignore[attr-defined]
+        return decoded.batch, decoded
+
+    def encode(self, served: Served, result: Any, context: Any, accept: str | None) -> Reply:
+        body, headers, media_type = oip.encode(context, result, served.runner.artifact,  # type: ignore[attr-defined]
+                                               served.name, served.version)
+        return Reply(body, media_type, headers=headers)
+
+
+RUNNER_CODEC, OIP_CODEC = Codec(), OipCodec()
+
+
+async def _infer(state: ServerState, request: Request, name: str | None, version: str | None,
+                 codec: Codec = RUNNER_CODEC) -> Response:
+    request_id = request.headers.get("x-amzn-requestid") or request.headers.get("x-request-id") or _new_request_id()
+    if name is None and request.headers.get("content-type", "").split(";")[0].strip().lower() == oip.SAGEMAKER_TRITON:
+        codec = OIP_CODEC  # Triton's SageMaker mode: an Open Inference Protocol body on /invocations
+    if not state.ready:
+        return codec.error(503, "not_ready", "the model is still loading: retry after /ping answers 200",
+                           request_id, {"Retry-After": "1"})
+    try:
+        served = state.find(name, version)
+    except LookupError as exc:
+        return codec.error(404, "model_not_found", str(exc), request_id)
+    request.scope["deepcloud.model"] = served.label
+    request.scope["deepcloud.request_id"] = request_id
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > state.max_body_bytes:
+        return _too_large(state, request_id, codec)
+    held = [0]  # body bytes this request holds in state.bodies: reserved as read, released with the answer
+    try:
+        return await _run(state, request, served, request_id, held, codec)
+    finally:
+        state.bodies.release(held[0])
+
+
+async def _run(state: ServerState, request: Request, served: Served, request_id: str, held: list[int],
+               codec: Codec) -> Response:
+    runner = served.runner
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    accept = request.headers.get("accept")
+    try:
+        codec.check(runner, media_type, accept)
+        body = await _read_body(request, state.max_body_bytes, state.bodies, held)
+        if body is None:
+            return _too_large(state, request_id, codec)
         if len(body) <= INLINE_DECODE_BYTES:
-            payload = runner.decode(body, media_type, headers)
+            payload, context = codec.decode(runner, body, media_type, request, request_id)
         else:  # a 6 MB JSON body takes ~100 ms to parse: not on the loop every other request waits on
-            payload = await asyncio.to_thread(runner.decode, body, media_type, headers)
+            payload, context = await asyncio.to_thread(codec.decode, runner, body, media_type, request, request_id)
         result = await served.batcher.submit(payload, state.timeout)
-        reply = runner.encode(result, accept)
+        reply = codec.encode(served, result, context, accept)
     except ClientError as exc:  # the client's mistake, found by our decoders or by the model's own input code
-        return error(exc.status, exc.code, str(exc), request_id)
+        return codec.error(exc.status, exc.code, str(exc), request_id)
     except ClientDisconnect:  # the client went, or a limit closed the connection: nothing to answer or log
         return Response(status_code=400)
     except (QueueFull, BodiesFull) as exc:
-        return error(503, "overloaded", f"model {served.label} is busy ({exc}): retry shortly", request_id,
-                     {"Retry-After": "1"})
+        return codec.error(503, "overloaded", f"model {served.label} is busy ({exc}): retry shortly", request_id,
+                           {"Retry-After": "1"})
     except TimeoutError:
-        return error(504, "timeout", f"no answer within {state.timeout:g} s: send smaller batches or retry later",
-                     request_id)
+        return codec.error(504, "timeout", f"no answer within {state.timeout:g} s: send smaller batches or retry "
+                           "later", request_id)
     except Exception:
         log.exception("inference failed model=%s request_id=%s", served.label, request_id)
-        return error(500, "internal_error", f"inference failed; see the server log for request {request_id}",
-                     request_id)
+        return codec.error(500, "internal_error", f"inference failed; see the server log for request {request_id}",
+                           request_id)
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type,
                     headers={**reply.headers, "X-Request-Id": request_id})
 
@@ -300,6 +357,40 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
         image = any(s.runner.image_input for vs in state.models.values() for s in vs.values())
         return JSONResponse(openapi.document(models, image))
 
+    # The Open Inference Protocol's health and metadata (serving/oip.py); /infer takes the fast path below.
+    async def v2_server(request: Request) -> Response:
+        return JSONResponse({"name": "deepcloud", "version": SERVER_VERSION, "extensions": list(oip.EXTENSIONS)})
+
+    async def v2_live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def v2_ready(request: Request) -> Response:  # the spec: 200 for true, a 4xx for false
+        return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 400)
+
+    def v2_find(request: Request) -> Served | Response:
+        params = request.path_params
+        try:
+            served = state.find(params["model_name"], params.get("model_version"))
+        except LookupError as exc:
+            return OIP_CODEC.error(404, "model_not_found", str(exc))
+        if not hasattr(served.runner, "artifact"):
+            return OIP_CODEC.error(400, "invalid_input", f"model {served.label} is a {served.runner.kind} model: "
+                                   "the Open Inference Protocol serves torch.export artifacts only")
+        return served
+
+    async def v2_model(request: Request) -> Response:
+        served = v2_find(request)
+        if isinstance(served, Response):
+            return served
+        return JSONResponse(oip.metadata(served.name, sorted(state.models[served.name], key=_version_key),
+                                         served.runner.artifact))  # type: ignore[attr-defined]
+
+    async def v2_model_ready(request: Request) -> Response:
+        served = v2_find(request)
+        if isinstance(served, Response):
+            return served
+        return JSONResponse({"name": served.name, "ready": served.runner.kind != "failed"})
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         executor = ThreadPoolExecutor(1, thread_name_prefix="inference")  # torch spreads one pass over all cores
@@ -325,6 +416,13 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
             Route("/predictions/{model_name}/{model_version}", predictions, methods=["POST", "PUT"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi_document, methods=["GET"]),
+            Route("/v2", v2_server, methods=["GET"]),
+            Route("/v2/health/live", v2_live, methods=["GET"]),
+            Route("/v2/health/ready", v2_ready, methods=["GET"]),
+            Route("/v2/models/{model_name}", v2_model, methods=["GET"]),
+            Route("/v2/models/{model_name}/ready", v2_model_ready, methods=["GET"]),
+            Route("/v2/models/{model_name}/versions/{model_version}", v2_model, methods=["GET"]),
+            Route("/v2/models/{model_name}/versions/{model_version}/ready", v2_model_ready, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
@@ -340,30 +438,38 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
             if (route := _inference_route(scope)) is not None:
                 # The hot path skips Starlette's middleware and router matching (~10% of a tiny model's
                 # request); every other path, and every method these routes refuse, goes through Starlette.
-                scope["deepcloud.route"], name, version = route
-                await _answer(state, scope, receive, send, name, version)
+                scope["deepcloud.route"], name, version, codec = route
+                await _answer(state, scope, receive, send, name, version, codec)
                 return
         await starlette(scope, receive, send)
 
     return ObservedApp(dispatch, state.metrics, access_log)
 
 
-def _inference_route(scope) -> tuple[str, str | None, str | None] | None:
-    """(route label, model, version) for an inference request the fast path takes, else None."""
+def _inference_route(scope) -> tuple[str, str | None, str | None, Codec] | None:
+    """(route label, model, version, codec) for an inference request the fast path takes, else None."""
     path, method = scope["path"], scope["method"]
     if path == "/invocations":
-        return ("/invocations", None, None) if method == "POST" else None
+        return ("/invocations", None, None, RUNNER_CODEC) if method == "POST" else None
+    if path.startswith("/v2/models/") and path.endswith("/infer") and method == "POST":
+        parts = path[len("/v2/models/"):-len("/infer")].split("/")
+        if len(parts) == 1 and parts[0]:
+            return "/v2/models/{model_name}/infer", parts[0], None, OIP_CODEC
+        if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+            return "/v2/models/{model_name}/versions/{model_version}/infer", parts[0], parts[2], OIP_CODEC
+        return None
     if not path.startswith("/predictions/") or method not in ("POST", "PUT"):
         return None
     parts = path[len("/predictions/"):].split("/")
     if len(parts) == 1 and parts[0]:
-        return "/predictions/{model_name}", parts[0], None
+        return "/predictions/{model_name}", parts[0], None, RUNNER_CODEC
     if len(parts) == 2 and parts[0] and parts[1]:
-        return "/predictions/{model_name}/{model_version}", parts[0], parts[1]
+        return "/predictions/{model_name}/{model_version}", parts[0], parts[1], RUNNER_CODEC
     return None
 
 
-async def _answer(state: ServerState, scope, receive, send, name: str | None, version: str | None) -> None:
+async def _answer(state: ServerState, scope, receive, send, name: str | None, version: str | None,
+                  codec: Codec) -> None:
     started = [False]
 
     async def tracking_send(message) -> None:
@@ -371,7 +477,7 @@ async def _answer(state: ServerState, scope, receive, send, name: str | None, ve
         await send(message)
 
     try:
-        response = await _infer(state, Request(scope, receive), name, version)
+        response = await _infer(state, Request(scope, receive), name, version, codec)
         await response(scope, receive, tracking_send)
     except Exception:  # what Starlette's ServerErrorMiddleware would do: a 500, and the server goes on
         log.exception("unhandled error on %s %s", scope["method"], scope["path"])
