@@ -30,6 +30,7 @@ class LocalImage:
 
     built: bool
     seconds: float
+    """Of the wheelhouse and the build (or of finding the image), not of making the base."""
 
 
 def repository(spec: ImageSpec) -> str:
@@ -43,8 +44,8 @@ def build_args(base: str) -> dict[str, str]:
 def ensure(engine: Engine, repo: Path, spec: ImageSpec, say: Callable[[str], None] = print,
            force: bool = False) -> LocalImage:
     """The image of the current sources in the engine: found by its content digest, else (or when ``force``) built."""
+    args = build_args(container_base.ensure_base(engine, say))  # says so, with its time, when it makes one
     started = time.monotonic()
-    args = build_args(container_base.ensure_base(engine, say))
     digest12 = content_digest(repo, spec, args)[:12]
     ref = f"{repository(spec)}:{digest12}"
     if not force and engine.image_exists(ref):
