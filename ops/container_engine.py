@@ -292,16 +292,19 @@ def stop(owner: str | None = None, folder: Path | None = None) -> bool:
         if state is None or (owner is not None and state.get("owner") != owner):
             return False
         _terminate(state["pid"], folder / "data")
-        _unmount_leftovers(_run_dir(folder / "data"))
+        _remove_run_dir(_run_dir(folder / "data"))
         _state_path(folder).unlink(missing_ok=True)
         return True
 
 
-def _unmount_leftovers(run_dir: Path) -> None:
-    """dockerd leaves its default network namespace bind-mounted under the exec root when it exits; unmount it."""
+def _remove_run_dir(run_dir: Path) -> None:
+    """What a stopped dockerd leaves under /run: its default network namespace, still bind-mounted under the exec
+    root, and the empty folders and socket files around it."""
     netns = run_dir / "exec" / "netns" / "default"
     if os.path.ismount(netns):
         subprocess.run(["umount", str(netns)], capture_output=True, timeout=30, check=False)
+    if not os.path.ismount(netns):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def owner_of(folder: Path | None = None) -> str | None:

@@ -86,6 +86,7 @@ def test_ops_engine_is_stopped_by_its_owner_only(tmp_path: Path, monkeypatch: py
     assert processes_mentioning(str(folder / "data")) == [], "dockerd (and its containerd) are gone"
     run_dir = str(Path(second.host.removeprefix("unix://")).parent)
     assert [m for m in Path("/proc/mounts").read_text().splitlines() if run_dir in m] == [], "a mount left behind"
+    assert not Path(run_dir).exists(), "the engine's run folder is left behind"
 
     monkeypatch.setenv("DOCKER_HOST", engine.host)
     external, started = container_engine.ensure("test-owner", folder=folder)
