@@ -1,5 +1,6 @@
 # deepcloud: `make demo` runs the whole loop on this machine; `make test` runs the suite.
-# TARGET=local (default) runs everything as local processes; TARGET=aws drives the Pulumi stack in infra/
+# TARGET=local (default) runs everything as local processes; TARGET=container runs the same loop in the two images
+# under Docker (`make images` builds them here); TARGET=aws drives the Pulumi stack in infra/
 # (pulumi up first; see the README's AWS walkthrough). Settings such as BACKEND, MAX_COST, RUN or RESUME reach
 # ops/ as environment variables: make exports command-line variables.
 
@@ -17,7 +18,7 @@ HP_ARGS := $(if $(strip $(HP)),--hp '$(HP)')
 
 .PHONY: help
 help:  ## Show this help
-	@printf 'Usage: make <target> [TARGET=local|aws] [HP="epochs=10 lr=0.002"] [BACKEND=ecs|sagemaker] [MAX_COST=5]\n\n'
+	@printf 'Usage: make <target> [TARGET=local|container|aws] [HP="epochs=10 lr=0.002"] [BACKEND=ecs|sagemaker] [MAX_COST=5]\n\n'
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/dev.txt requirements/constraints.txt requirements/bench.txt trainer/requirements.txt \
@@ -35,12 +36,16 @@ setup: $(VENV)/.installed  ## Create .venv with pip and install the pinned depen
 data: setup  ## Write the demo dataset (scikit-learn 8x8 digits as PNG train/validation/test channels)
 	@$(OPS) data
 
+.PHONY: images
+images: setup  ## Build both images here from their Dockerfiles: local Debian base, CPU torch, no network in the build
+	@$(PY) -m ops --target container images
+
 .PHONY: train
-train: data  ## Train: a local SageMaker-style job, or TARGET=aws on the stack's GPU capacity (HP="name=value ...")
+train: data  ## Train: a local SageMaker-style job (TARGET=container: in the image), or TARGET=aws on GPU capacity (HP="name=value ...")
 	@$(OPS) train $(HP_ARGS)
 
 .PHONY: deploy
-deploy: setup  ## Serve the latest model: on 127.0.0.1:8080, or TARGET=aws on the SageMaker endpoint (smoke-tested)
+deploy: setup  ## Serve the latest model on 127.0.0.1:8080 (TARGET=container: in the image), or TARGET=aws on the SageMaker endpoint
 	@$(OPS) deploy
 
 .PHONY: predict
@@ -48,7 +53,7 @@ predict: setup  ## Send the held-out test images to the endpoint; print accuracy
 	@$(OPS) predict
 
 .PHONY: destroy
-destroy: setup  ## Stop what runs and remove it (local state, or TARGET=aws: the stack, then audit leftovers)
+destroy: setup  ## Stop what runs and remove it (local or container state, or TARGET=aws: the stack, then audit leftovers)
 	@$(OPS) destroy
 
 .PHONY: preflight

@@ -9,6 +9,10 @@ TARGET=local (the default):
     destroy   stop the server and remove .deepcloud/local (the dataset is kept); a no-op when clean
     demo      all of the above in order, destroy always last, and a summary
 
+TARGET=container (ops/container.py): data, train, deploy, predict, destroy and demo as for local, with the trainer
+and the server in their images under Docker, run the way SageMaker runs them (jobs in .deepcloud/container/);
+`images` builds both images here without network (`make images`).
+
 TARGET=aws (ops/aws/): preflight, data, train, deploy, rollback, status, logs, destroy against the Pulumi
 stack; see ops/aws/__init__.py.
 
@@ -24,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from ops import local_server
+from ops import container, local_server
 from ops.data import prepare_digits
 from ops.errors import OpsError
 from ops.local_train import latest_model, parse_hyperparameters, run_training
@@ -32,7 +36,7 @@ from ops.paths import Paths
 from ops.predict import run_predictions
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ("local", "aws")
+TARGETS = ("local", "container", "aws")
 DEMO_MIN_ACCURACY = 0.95
 """The demo's promise: the digits model reaches this test accuracy."""
 
@@ -48,9 +52,18 @@ def cmd_data(paths: Paths, args: argparse.Namespace) -> dict:
     return sizes
 
 
+def _session(args: argparse.Namespace) -> container.Session | None:
+    return getattr(args, "session", None)
+
+
 def cmd_train(paths: Paths, args: argparse.Namespace):
-    _header("train (local)")
-    result = run_training(paths, paths.dataset, parse_hyperparameters(args.hp), REPO)
+    session = _session(args)
+    _header(f"train ({'container' if session else 'local'})")
+    hyperparameters = parse_hyperparameters(args.hp)
+    if session:
+        result = container.train(session, paths.dataset, hyperparameters)
+    else:
+        result = run_training(paths, paths.dataset, hyperparameters, REPO)
     val = result.metrics["validation"]
     print(f"validation accuracy {val['accuracy']:.4f} loss {val['loss']:.4f}")
     if "test" in result.metrics:
@@ -61,17 +74,25 @@ def cmd_train(paths: Paths, args: argparse.Namespace):
 
 
 def cmd_deploy(paths: Paths, args: argparse.Namespace):
-    model = Path(args.model) if args.model else latest_model(paths)
-    _header(f"deploy (local): {model}")
-    deployment = local_server.deploy(paths, model, REPO, port=args.port)
-    print(f"serving {deployment.url}/invocations  pid {deployment.pid}  log {deployment.log}", flush=True)
+    session = _session(args)
+    model = Path(args.model) if args.model else latest_model(session.paths if session else paths)
+    _header(f"deploy ({'container' if session else 'local'}): {model}")
+    if session:
+        deployment = container.deploy(session, model, port=args.port)
+        print(f"serving {deployment.url}/invocations  container {deployment.container}  image {deployment.image}",
+              flush=True)
+    else:
+        deployment = local_server.deploy(paths, model, REPO, port=args.port)
+        print(f"serving {deployment.url}/invocations  pid {deployment.pid}  log {deployment.log}", flush=True)
     return deployment
 
 
 def cmd_predict(paths: Paths, args: argparse.Namespace):
-    deployment = local_server.read_deployment(paths)
+    session = _session(args)
+    deployment = container.read_deployment(paths) if session else local_server.read_deployment(paths)
     if deployment is None:
-        raise OpsError("nothing is deployed: run `make deploy` first")
+        target = " TARGET=container" if session else ""
+        raise OpsError(f"nothing is deployed: run `make deploy{target}` first")
     _header(f"predict: {paths.dataset / 'test'} -> {deployment.url}/invocations")
     report = run_predictions(deployment.host, deployment.port, paths.dataset / "test", Path(deployment.model_dir))
     for line in report.lines():
@@ -83,10 +104,19 @@ def cmd_predict(paths: Paths, args: argparse.Namespace):
 
 
 def cmd_destroy(paths: Paths, args: argparse.Namespace) -> list[str]:
-    _header("destroy (local)")
-    done = local_server.destroy(paths)
+    session = _session(args)
+    _header(f"destroy ({'container' if session else 'local'})")
+    done = container.destroy(session) if session else local_server.destroy(paths)
     print("\n".join(done) if done else "nothing to destroy", flush=True)
     return done
+
+
+def cmd_images(paths: Paths, args: argparse.Namespace) -> None:
+    session = _session(args)
+    if session is None:
+        raise OpsError("`images` builds the images here: run make images (TARGET=aws builds and pushes them itself)")
+    _header("images: trainer and serving, built here without network")
+    container.build_images(session)
 
 
 def cmd_demo(paths: Paths, args: argparse.Namespace) -> None:
@@ -115,6 +145,10 @@ def cmd_demo(paths: Paths, args: argparse.Namespace) -> None:
     print(f"test accuracy (HTTP)        {report.accuracy:.4f}  ({report.correct}/{report.samples}, "
           f"{'equal' if report.matches else 'DIFFERENT'})")
     print(f"median latency              {p50:.2f} ms")
+    if session := _session(args):
+        print("images                      " + "  ".join(
+            f"{image.ref} ({f'built in {image.seconds:.0f} s' if image.built else 'up to date'})"
+            for image in session.images.values()))
     print("step seconds                " + "  ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"total                       {sum(timings.values()):.1f} s")
     print(f"report                      {kept_report}")
@@ -124,14 +158,15 @@ def cmd_demo(paths: Paths, args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
-            "destroy": cmd_destroy, "demo": cmd_demo}
+            "destroy": cmd_destroy, "demo": cmd_demo, "images": cmd_images}
 AWS_ONLY = ("preflight", "rollback", "status", "logs")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default=os.environ.get("TARGET") or "local",
-                        help="where to run: local (default) or aws (the Pulumi stack, see ops/aws/)")
+                        help="where to run: local (default), container (the images under Docker, see "
+                             "ops/container.py) or aws (the Pulumi stack, see ops/aws/)")
     parser.add_argument("command", choices=sorted({*COMMANDS, *AWS_ONLY}))
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE ...",
                         help="hyperparameters for train/demo, e.g. --hp 'epochs=10 lr=0.002'")
@@ -155,13 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.target not in TARGETS:
-            raise OpsError(f"TARGET={args.target} is not a target: use local (default) or aws")
+            raise OpsError(f"TARGET={args.target} is not a target: use local (default), container or aws")
         if args.target == "aws":
             from ops import aws
 
             aws.run(args.command, args, Paths.from_environ(), REPO)
         elif args.command in AWS_ONLY:
             raise OpsError(f"`{args.command}` is for TARGET=aws: run make {args.command} TARGET=aws")
+        elif args.target == "container":
+            args.session = container.Session(Paths.from_environ(), REPO)
+            try:
+                COMMANDS[args.command](Paths.from_environ(), args)
+            finally:
+                args.session.close()
         else:
             COMMANDS[args.command](Paths.from_environ(), args)
     except OpsError as exc:

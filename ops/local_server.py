@@ -18,11 +18,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ops.errors import OpsError
 from ops.paths import Paths
 
 READY_TIMEOUT_S = 120.0
+_T = TypeVar("_T")
 STOP_TIMEOUT_S = 30.0  # SageMaker's grace period between SIGTERM and SIGKILL
 
 
@@ -44,12 +46,17 @@ def _state_file(paths: Paths) -> Path:
 
 
 def read_deployment(paths: Paths) -> Deployment | None:
+    return read_state(_state_file(paths), Deployment, paths.local)
+
+
+def read_state(state_file: Path, kind: type[_T], local: Path) -> _T | None:
+    """The deployment recorded in ``state_file``, None when there is none; unreadable: remove ``local`` by hand."""
     try:
-        return Deployment(**json.loads(_state_file(paths).read_text()))
+        return kind(**json.loads(state_file.read_text()))
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, TypeError) as exc:
-        raise OpsError(f"{_state_file(paths)} is unreadable ({exc}): remove {paths.local} by hand") from None
+        raise OpsError(f"{state_file} is unreadable ({exc}): remove {local} by hand") from None
 
 
 def _alive(pid: int) -> bool:

@@ -110,6 +110,11 @@ def run_training(paths: Paths, dataset: Path, hyperparameters: dict[str, str], r
            "DEEPCLOUD_GIT_REVISION": git_revision(repo)}
     # Exactly the container's command; stdio is inherited so the progress bar sees the terminal.
     code = subprocess.run([sys.executable, "-m", "trainer", "train"], cwd=repo, env=env, check=False).returncode
+    return finish_job(job, code)
+
+
+def finish_job(job: Path, code: int) -> TrainResult:
+    """After the trainer exited with ``code``: its failure as an OpsError, or the model, packed as SageMaker would."""
     failure = job / "output" / "failure"
     if code != 0:
         reason = failure.read_text().strip() if failure.exists() else f"exit code {code}"

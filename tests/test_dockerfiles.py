@@ -1,9 +1,10 @@
-"""The two Dockerfiles and .dockerignore: hadolint, then the contract each image has to keep.
+"""The two Dockerfiles and .dockerignore: hadolint, then the contract each image has to keep, read from the text.
 
-There is no Docker engine in CI, so nothing here builds an image. Instead the Dockerfiles are linted
-(hadolint, warnings fail) and parsed, and the parts SageMaker and the rooms depend on are asserted:
-exec-form ENTRYPOINT/CMD, port and health check for the server, pinned bases, and that each image copies
-only its own room out of the build context (the repository root).
+tests/container builds both images and runs them as SageMaker and ECS do; these are the checks that need no engine
+and say precisely which line is wrong: the Dockerfiles linted (hadolint, warnings fail) and parsed, and the parts
+SageMaker and the rooms depend on asserted: exec-form ENTRYPOINT/CMD, port and health check for the server, a
+pinned default base, the torch build check, and that each image reads only its own room (and its wheelhouse) out
+of the build context (the repository root).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 ROOMS = ("trainer", "serving")
 COMMAND = {"trainer": "train", "serving": "serve"}
 SHARED_CONTEXT = ("requirements/constraints.txt",)
-"""Context paths both images may read besides their own room."""
+"""Context paths both images may read besides their own room and its wheelhouse."""
+WHEELHOUSE = ".wheelhouse"
+"""Where ops/container_build.py downloads each image's wheels: ``.wheelhouse/<room>/``."""
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 EXACT_TAG = re.compile(r"\d+\.\d+\.\d+")
 """A tag names one release when it carries a full x.y.z version (3.11.15-slim-bookworm, not 3.11-slim)."""
@@ -55,6 +58,24 @@ class Stage:
     def last(self, keyword: str) -> Instruction | None:
         found = self.all(keyword)
         return found[-1] if found else None
+
+
+def global_args(text: str) -> dict[str, str]:
+    """The ``ARG name=default`` lines before the first FROM: the only variables a FROM line can use."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            break
+        if words[:1] == ["ARG"] and len(words) == 2:
+            name, _, default = words[1].partition("=")
+            found[name] = default
+    return found
+
+
+def resolve(base: str, args: dict[str, str]) -> str:
+    """A FROM image with ``${NAME}`` / ``$NAME`` replaced by the global ARG's default."""
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), base)
 
 
 def parse_dockerfile(text: str) -> list[Stage]:
@@ -188,16 +209,20 @@ def test_hadolint_finds_no_warning(dockerfile: Path) -> None:
     )
 
 
-def test_every_base_image_is_pinned(stages: list[Stage]) -> None:
+def test_every_base_image_is_pinned(dockerfile: Path, stages: list[Stage]) -> None:
+    """By its default: a FROM may name a global ARG (ops passes a local base where no registry answers), and then
+    that ARG's default is what ships and what must be pinned."""
+    defaults = global_args(dockerfile.read_text())
     names: set[str] = set()
     for stage in stages:
         if stage.base in names:
             continue  # FROM an earlier stage
-        image, _, digest = stage.base.partition("@")
+        base = resolve(stage.base, defaults)
+        image, _, digest = base.partition("@")
         last_part = image.rsplit("/", 1)[-1]
         tag = last_part.partition(":")[2]
-        where = f"line {stage.line}: FROM {stage.base}"
-        assert "$" not in stage.base, f"{where}: a base given by a variable cannot be checked; write it out"
+        where = f"line {stage.line}: FROM {stage.base}" + (f" (default {base})" if base != stage.base else "")
+        assert "$" not in base, f"{where}: a variable without a default in a global ARG cannot be checked"
         assert tag != "latest", f"{where}: `latest` moves; pin an exact tag and its digest"
         if digest:
             assert DIGEST.match(digest), f"{where}: the digest must be sha256: and 64 hex digits, not {digest!r}"
@@ -207,6 +232,46 @@ def test_every_base_image_is_pinned(stages: list[Stage]) -> None:
             )
         if stage.name:
             names.add(stage.name)
+
+
+def test_both_images_default_to_one_base() -> None:
+    defaults = [global_args((REPO / room / "Dockerfile").read_text()).get("BASE_IMAGE") for room in ROOMS]
+    assert defaults[0], "trainer/Dockerfile has no `ARG BASE_IMAGE=<pinned image>` before its first FROM"
+    assert len(set(defaults)) == 1, f"the Dockerfiles default to different bases {defaults}: keep them the same"
+
+
+_TORCH_CHECK = re.compile(r'/opt/venv/bin/python -c "(import [^"]*torch[^"]*)"')
+
+
+def _torch_check(room: str) -> str:
+    found = _TORCH_CHECK.search((REPO / room / "Dockerfile").read_text())
+    assert found, f"{room}/Dockerfile has no `python -c \"import torch ...\"` check of the installed torch build"
+    return found.group(1)
+
+
+@pytest.mark.parametrize(("room", "torch_index", "version", "cuda", "accepted"), [
+    ("trainer", "cu126", "2.13.0+cu126", "12.6", True),
+    ("trainer", "cu126", "2.13.0+cpu", None, False),  # CPU only when asked for
+    ("trainer", "cu126", "2.13.0", "13.0", False),  # PyPI's own Linux wheel: CUDA 13, drivers 580+
+    ("trainer", "cpu", "2.13.0+cpu", None, True),  # asked for: `make images`
+    ("trainer", "cpu", "2.13.0+cu126", "12.6", False),
+    ("serving", "cpu", "2.13.0+cpu", None, True),
+    ("serving", "cpu", "2.13.0+cu126", "12.6", False),
+    ("serving", "cu126", "2.13.0+cu126", "12.6", True),
+])
+def test_the_torch_build_check(room: str, torch_index: str, version: str, cuda: str | None, accepted: bool,
+                               tmp_path: Path) -> None:
+    """The build's own check, run against a stand-in torch module: the build TORCH_INDEX asks for, or a failed build."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(
+        f"__version__ = {version!r}\nclass version:\n    cuda = {cuda!r}\n")
+    code = _torch_check(room).replace("${TORCH_INDEX}", torch_index)
+    done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode == 0) is accepted, (
+        f"TORCH_INDEX={torch_index} with torch {version} (CUDA {cuda}): exit {done.returncode} {done.stderr}")
+    if not accepted:
+        assert version in done.stderr, "the failed build says which torch it found"
 
 
 def test_builder_and_runtime_share_one_base(stages: list[Stage]) -> None:
@@ -263,9 +328,9 @@ def test_copies_only_its_own_room(room: str, stages: list[Stage]) -> None:
                 f"{room}/Dockerfile {instruction} reads {other}/: the images ship separately and may share "
                 "only the artifact format"
             )
-        assert inside(path, room) or path in SHARED_CONTEXT, (
+        assert inside(path, room) or path in SHARED_CONTEXT or path == f"{WHEELHOUSE}/{room}", (
             f"{room}/Dockerfile {instruction} reads {source!r} from the build context; an image may read "
-            f"only {room}/ and {', '.join(SHARED_CONTEXT)} (and `.` would take every room)"
+            f"only {room}/, {WHEELHOUSE}/{room}/ and {', '.join(SHARED_CONTEXT)} (and `.` would take every room)"
         )
 
 
@@ -394,7 +459,8 @@ def is_sent(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
     [".venv/bin/python", ".deepcloud/local/jobs/1/model/model.pt2", ".git/HEAD", "tests/conftest.py",
      ".pytest_cache/v/cache/nodeids", ".ruff_cache/CACHEDIR.TAG", "trainer/__pycache__/loop.cpython-311.pyc",
      "serving/__pycache__/app.cpython-311.pyc", "trainer/.pytest_cache/README.md", "ops/__main__.py",
-     "infra/__main__.py", "trainer/Dockerfile", "serving/Dockerfile", ".env"],
+     "infra/__main__.py", "trainer/Dockerfile", "serving/Dockerfile", ".env", ".engine/data/overlay2/l/x",
+     ".wheelhouse/.trainer.tmp-42/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"],
 )
 def test_dockerignore_keeps_out(path: str) -> None:
     assert (REPO / ".dockerignore").is_file(), ".dockerignore is missing: the whole repository would be sent"
@@ -405,6 +471,11 @@ def test_dockerignore_sends_what_the_dockerfiles_read(room: str, stages: list[St
     rules = _dockerignore()
     for source, instruction in context_sources(stages):
         path = normalize(source)
+        if path.startswith(f"{WHEELHOUSE}/"):  # filled by ops before each build: absent in a fresh clone
+            wheel = f"{path}/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+            assert is_sent(wheel, rules), (
+                f".dockerignore keeps {wheel} out, but {room}/Dockerfile {instruction} needs it")
+            continue
         target = REPO / path
         assert target.exists(), f"{room}/Dockerfile {instruction} reads {path}, which does not exist"
         files = [target] if target.is_file() else [p for p in target.rglob("*.py") if "__pycache__" not in p.parts]

@@ -57,7 +57,7 @@ from trainer.distributed import compute_cleanup, compute_init, torchrun_command,
 from trainer.errors import TrainerError
 from trainer.loop import Checkpointing, Stopped, evaluate, train
 from trainer.model import build_model, check_exportable_isolated
-from trainer.privileges import drop_privileges
+from trainer.privileges import drop_privileges, write_file
 from trainer.sagemaker_env import SageMakerEnv
 from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
 
@@ -180,9 +180,8 @@ def _pull_checkpoints(uri: str, root, runtime) -> None:
 
 def _fail(env: SageMakerEnv, message: str) -> int:
     try:
-        env.failure_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(env.failure_path, (message + "\n").encode())
-    except OSError as exc:
+        write_file(env.base_dir, env.failure_path, (message + "\n").encode())
+    except (OSError, TrainerError) as exc:  # e.g. output/ is a link: not followed, as this may still be root
         print(f"error: could not write {env.failure_path}: {exc}", file=sys.stderr)
     print(f"error: {message}", file=sys.stderr, flush=True)
     return 1

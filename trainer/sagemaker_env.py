@@ -73,7 +73,7 @@ class SageMakerEnv:
         if env.get(var, "").startswith("s3://"):
             from trainer import s3  # boto3 is imported only when a channel lives on S3
 
-            local = self.base_dir / "input" / "data" / name
+            local = self.download_dir(name)
             s3.download_prefix(env[var], local, progress=True)
             return local
         path = Path(env[var]) if var in env else self.base_dir / "input" / "data" / name
@@ -83,6 +83,16 @@ class SageMakerEnv:
                 f"pass a '{name}' channel to the job (or set {var})"
             )
         return path
+
+    def download_dir(self, name: str) -> Path:
+        """Where an ``s3://`` channel is downloaded: ``<base>/input/data/<name>``, as SageMaker's File mode puts it."""
+        return self.base_dir / "input" / "data" / name
+
+    def s3_channels(self, environ: dict[str, str] | None = None) -> list[str]:
+        """The names of the channels that ``SM_CHANNEL_<NAME>`` puts on S3 (lower case, as the trainer asks)."""
+        env = os.environ if environ is None else environ
+        return sorted(var.removeprefix("SM_CHANNEL_").lower() for var, value in env.items()
+                      if var.startswith("SM_CHANNEL_") and value.startswith("s3://"))
 
     def has_channel(self, name: str, environ: dict[str, str] | None = None) -> bool:
         env = os.environ if environ is None else environ

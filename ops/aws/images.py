@@ -1,6 +1,11 @@
 """The trainer and serving images: built with `docker build`, pushed to the stack's ECR repositories under an
 immutable tag, and not built again when their sources have not changed.
 
+The build is ops/container_build.py's, the one `make images` runs here and the container tests test: a
+wheelhouse filled by `pip download` on this machine, then `docker build --network=none`. For AWS the base is the
+Dockerfiles' pinned python image and torch comes from https://download.pytorch.org/whl/<TORCH_INDEX> (the
+trainer's default cu126, the server's cpu unless deploy asks for cu126).
+
 The tag is ``<git revision, 12 hex>-<content digest, 12 hex>``. The content digest covers what the image is
 built from: the room's folder, requirements/constraints.txt, the Dockerfile, .dockerignore and the build
 arguments, with the files .dockerignore keeps out of the context left out here too. When the repository
@@ -11,36 +16,20 @@ that leaves an image's sources alone reuses its image.
 from __future__ import annotations
 
 import base64
-import hashlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops import container_build
 from ops.aws import proc
 from ops.aws.clients import Aws
 from ops.aws.console import say
+from ops.container_build import IMAGES, PLATFORM, ImageSpec, content_digest, git_short
 from ops.errors import OpsError
 
+__all__ = ["IMAGES", "PLATFORM", "Image", "ImageSpec", "check_docker", "content_digest", "ensure", "git_short"]
+
 DOCKER_INSTALL = "install Docker Engine (https://docs.docker.com/engine/install/) and start it"
-PLATFORM = "linux/amd64"
-"""SageMaker and the ECS GPU AMI run x86_64."""
-_SKIP_DIRS = frozenset({"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".venv", ".deepcloud"})
-_SKIP_SUFFIXES = (".pyc", ".pyo", ".pyd", ".swp", ".Dockerfile")
-_SKIP_NAMES = frozenset({"Dockerfile", ".DS_Store", ".env"})
-
-
-@dataclass(frozen=True, slots=True)
-class ImageSpec:
-    name: str
-    dockerfile: str
-    sources: tuple[str, ...]
-    """Paths in the build context the Dockerfile reads (folders or files, relative to the repository)."""
-
-
-IMAGES = {
-    "trainer": ImageSpec("trainer", "trainer/Dockerfile", ("trainer", "requirements/constraints.txt")),
-    "serving": ImageSpec("serving", "serving/Dockerfile", ("serving", "requirements/constraints.txt")),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,42 +42,6 @@ class Image:
     @property
     def uri(self) -> str:
         return f"{self.repository_url}:{self.tag}"
-
-
-def content_digest(repo: Path, spec: ImageSpec, build_args: dict[str, str]) -> str:
-    """sha256 over the relative path and bytes of every file the build context gives the image."""
-    h = hashlib.sha256()
-    files: list[Path] = [repo / spec.dockerfile, repo / ".dockerignore"]
-    for source in spec.sources:
-        path = repo / source
-        if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and _in_context(p.relative_to(path)))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise OpsError(f"{path} is missing: the {spec.name} image is built from it")
-    for path in files:
-        if path.exists():
-            h.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    for key in sorted(build_args):
-        h.update(f"--build-arg {key}={build_args[key]}\0".encode())
-    return h.hexdigest()
-
-
-def _in_context(rel: Path) -> bool:
-    parts = rel.parts
-    if any(part in _SKIP_DIRS or part.endswith(".egg-info") for part in parts[:-1]):
-        return False
-    return parts[-1] not in _SKIP_NAMES and not parts[-1].endswith(_SKIP_SUFFIXES)
-
-
-def git_short(repo: Path) -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "nogit"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "nogit"
 
 
 def repository_name(url: str) -> str:
@@ -146,11 +99,9 @@ def ensure(aws: Aws, repo: Path, spec: ImageSpec, repository_url: str,
     say(f"building {spec.name} image {uri} (Docker {version}, {PLATFORM})")
     docker = proc.require("docker", DOCKER_INSTALL)
     _login(aws, repo, docker, repository_url)
-    build = [docker, "build", "--platform", PLATFORM, "-f", spec.dockerfile, "-t", uri,
-             "--build-arg", f"VERSION={tag}", "--build-arg", f"REVISION={revision}"]
-    for key in sorted(args):
-        build += ["--build-arg", f"{key}={args[key]}"]
-    _run([*build, "."], repo, f"docker build of the {spec.name} image failed")
+    torch = container_build.TorchSource.pytorch(
+        args.get("TORCH_INDEX") or container_build.dockerfile_default(repo, spec, "TORCH_INDEX"))
+    container_build.build(docker, {}, repo, spec, [uri], tag, revision, args, torch, lambda line: say(f"  {line}"))
     _run([docker, "push", uri], repo, f"docker push of {uri} failed")
     pushed = aws.client("ecr").batch_get_image(repositoryName=repository_name(repository_url),
                                                imageIds=[{"imageTag": tag}]).get("images", [])
@@ -172,8 +123,4 @@ def _login(aws: Aws, repo: Path, docker: str, repository_url: str) -> None:
 
 
 def _run(argv: list[str], repo: Path, what: str) -> None:
-    code, lines = proc.stream(argv, repo, lambda line: say(f"  {line}"))
-    if code != 0:
-        said = next((line.strip() for line in reversed(lines) if "error" in line.lower()),
-                    lines[-1].strip() if lines else f"exit code {code}")
-        raise OpsError(f"{what}: {said}")
+    container_build.run_streamed(argv, repo, what, lambda line: say(f"  {line}"))

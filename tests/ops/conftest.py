@@ -17,6 +17,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from ops import container_build
 from ops.aws import context as aws_context
 from ops.aws.clients import Aws
 from ops.aws.context import Context
@@ -50,27 +51,28 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     return env
 
 
-STANDS_IN_FOR = ("docker", "pulumi")
-
-
 @pytest.fixture(scope="session")
-def system_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The system's tools (/usr/bin, /bin) without a real docker or pulumi CLI, which a machine may have installed:
-    a test that removes a stand-in must find none."""
-    folder = tmp_path_factory.mktemp("system-bin")
-    for directory in ("/usr/bin", "/bin"):
-        for entry in os.scandir(directory):
-            if entry.name not in STANDS_IN_FOR and not (folder / entry.name).exists():
-                (folder / entry.name).symlink_to(entry.path)
+def system_tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of links to the programs in /usr/bin and /bin but any docker or pulumi CLI: where `make images` and
+    CI run, /usr/bin has Debian's docker, and a test that removes the docker stand-in must find none."""
+    folder = tmp_path_factory.mktemp("system-tools")
+    for system in (Path("/bin"), Path("/usr/bin")):
+        for program in system.iterdir():
+            link = folder / program.name
+            if program.name not in ("docker", "pulumi") and not link.exists():
+                link.symlink_to(program)
     return folder
 
 
 @pytest.fixture
-def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str], system_bin: Path) -> StandIns:
-    """`pulumi` and `docker` stand-ins first on a PATH that has nothing else but the system's tools."""
+def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str], system_tools: Path) -> StandIns:
+    """`pulumi` and `docker` stand-ins first on a PATH that has nothing else but the system's tools, and the `pip`
+    stand-in as what fills the images' wheelhouses (in a wheelhouse folder of the test's own)."""
     fakes = StandIns(tmp_path / "standins")
     monkeypatch.setenv("STANDIN_STATE", str(fakes.state_path))
-    monkeypatch.setenv("PATH", f"{fakes.bin}:{system_bin}")
+    monkeypatch.setenv("PATH", f"{fakes.bin}:{system_tools}")
+    monkeypatch.setattr(container_build, "PIP", (str(fakes.bin / "pip"),))
+    monkeypatch.setattr(container_build, "WHEELHOUSE", str(tmp_path / "wheelhouse"))
     return fakes
 
 

@@ -1,10 +1,13 @@
-"""Recording stand-ins for the `pulumi` and `docker` CLIs, which cannot run here (no Pulumi, no Docker engine).
+"""Recording stand-ins for the `pulumi` and `docker` CLIs, which cannot run here (no Pulumi, no AWS registry),
+and for the `pip download` that fills an AWS image's wheelhouse (its CUDA torch would be GBs from
+download.pytorch.org, which cannot be reached here).
 
-`install` writes two small Python scripts into a bin folder that the tests put first on PATH. Both log their
-argv to calls.jsonl and answer from one JSON state file that the test controls:
+`install` writes three small Python scripts into a bin folder that the tests put first on PATH (the pip one is
+what ops.container_build.PIP runs, set by the `standins` fixture). All log their argv to calls.jsonl and answer
+from one JSON state file that the test controls:
 
     {"stack": "t1a2b", "outputs": {...}, "config": {"aws:region": "us-east-1"}, "remaining": [ARNs in the state],
-     "fail": {"up": "error: ...", "destroy": "...", "docker_info": "...", "docker_build": "..."},
+     "fail": {"up": "error: ...", "destroy": "...", "docker_info": "...", "docker_build": "...", "pip_download": "..."},
      "hooks": {"up": "<python>", "destroy": "<python>"}}
 
 `--policy-pack PATH` must name a folder with PulumiPolicy.yaml and __main__.py, or the stand-in fails as the CLI
@@ -131,9 +134,31 @@ else:
 '''
 
 
+PIP = _COMMON + r'''
+argv = sys.argv[1:]
+record("pip", argv)
+state = load()
+if argv[:1] != ["download"]:
+    print(f"the stand-in does not know `pip {' '.join(argv)}`", file=sys.stderr)
+    sys.exit(2)
+if state.get("fail", {}).get("pip_download"):
+    print(state["fail"]["pip_download"], file=sys.stderr)
+    sys.exit(1)
+dest = argv[argv.index("--dest") + 1]
+if "--no-deps" in argv:  # torch alone, named as PyTorch's index names its builds
+    index = argv[argv.index("--index-url") + 1].rstrip("/").rsplit("/", 1)[-1] if "--index-url" in argv else "cpu"
+    name = f"torch-2.13.0+{index}-cp311-cp311-manylinux_2_28_x86_64.whl"
+else:
+    name = "numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"
+with open(os.path.join(dest, name), "wb") as fh:
+    fh.write(b"not a wheel")
+print(f"Saved {dest}/{name}")
+'''
+
+
 def install(bin_dir: Path, state_path: Path) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
-    for name, body in (("pulumi", PULUMI), ("docker", DOCKER)):
+    for name, body in (("pulumi", PULUMI), ("docker", DOCKER), ("pip", PIP)):
         path = bin_dir / name
         path.write_text(f"#!{sys.executable}\n{body}")
         path.chmod(0o755)

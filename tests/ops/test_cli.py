@@ -50,7 +50,8 @@ tests/ops/test_aws_cli.py checks every aws command on such a machine."""
 
 
 def test_unknown_target(tmp_path: Path) -> None:
-    _one_line_error(ops(tmp_path, "train", target="gcp"), "TARGET=gcp is not a target: use local (default) or aws")
+    _one_line_error(ops(tmp_path, "train", target="gcp"),
+                    "TARGET=gcp is not a target: use local (default), container or aws")
 
 
 def test_make_aws_target_gives_the_same_line(tmp_path: Path) -> None:
