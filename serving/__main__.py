@@ -53,7 +53,8 @@ some models apart: ``16,digits=1`` (see serving/store.py for the model store's l
 The socket is bound first, before torch is imported, so ``/ping`` answers 503 while the models load and
 200 once every one is loaded, verified and warmed up. SIGTERM/SIGINT drain in-flight requests (up to
 25 s: SageMaker kills 30 s after SIGTERM), then the process ends by that signal (status 143/130 in a
-shell). Exit codes otherwise: 1 the port is taken or a model cannot be served (one line on stderr
+shell; as a container's PID 1, whose own signals with the default action the kernel ignores, it exits 0).
+Exit codes otherwise: 1 the port is taken or a model cannot be served (one line on stderr
 says which); 2 bad command line.
 """
 

@@ -31,19 +31,21 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving import oip, openapi
+from serving import openapi
 from serving.batching import Batcher, BatchPolicy, QueueFull
 from serving.errors import ClientError, InvalidInput, UnsupportedMediaType
 from serving.limits import BodyBudget
 from serving.metrics import Metrics
-from serving.runner import Reply
 
 if TYPE_CHECKING:
     from serving.accesslog import AccessLog
-    from serving.runner import Runner
+    from serving.runner import Reply, Runner
 
 log = logging.getLogger("serving")
 
+SAGEMAKER_TRITON = "application/vnd.sagemaker-triton.binary+json"
+"""serving/oip.py's content type of Triton's SageMaker mode (a test checks they agree): oip is imported
+lazily, so numpy is not on the path from binding the port to answering /ping."""
 SERVER_VERSION = "0.1.0"
 """What GET /v2 reports (pyproject.toml's version)."""
 MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -222,11 +224,16 @@ class OipCodec(Codec):
 
     def decode(self, runner: Runner, body: bytes, media_type: str, request: Request,
                request_id: str) -> tuple[Any, Any]:
+        from serving import oip
+
         decoded = oip.decode(body, media_type, request.headers.get("content-type", ""), request.headers,
                              runner.artifact)  # type: ignore[attr-defined]
         return decoded.batch, decoded
 
     def encode(self, served: Served, result: Any, context: Any, accept: str | None) -> Reply:
+        from serving import oip
+        from serving.runner import Reply
+
         body, headers, media_type = oip.encode(context, result, served.runner.artifact,  # type: ignore[attr-defined]
                                                served.name, served.version)
         return Reply(body, media_type, headers=headers)
@@ -238,7 +245,7 @@ RUNNER_CODEC, OIP_CODEC = Codec(), OipCodec()
 async def _infer(state: ServerState, request: Request, name: str | None, version: str | None,
                  codec: Codec = RUNNER_CODEC) -> Response:
     request_id = request.headers.get("x-amzn-requestid") or request.headers.get("x-request-id") or _new_request_id()
-    if name is None and request.headers.get("content-type", "").split(";")[0].strip().lower() == oip.SAGEMAKER_TRITON:
+    if name is None and request.headers.get("content-type", "").split(";")[0].strip().lower() == SAGEMAKER_TRITON:
         codec = OIP_CODEC  # Triton's SageMaker mode: an Open Inference Protocol body on /invocations
     if not state.ready:
         return codec.error(503, "not_ready", "the model is still loading: retry after /ping answers 200",
@@ -359,6 +366,8 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
 
     # The Open Inference Protocol's health and metadata (serving/oip.py); /infer takes the fast path below.
     async def v2_server(request: Request) -> Response:
+        from serving import oip
+
         return JSONResponse({"name": "deepcloud", "version": SERVER_VERSION, "extensions": list(oip.EXTENSIONS)})
 
     async def v2_live(request: Request) -> Response:
@@ -382,6 +391,8 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
         served = v2_find(request)
         if isinstance(served, Response):
             return served
+        from serving import oip
+
         return JSONResponse(oip.metadata(served.name, sorted(state.models[served.name], key=_version_key),
                                          served.runner.artifact))  # type: ignore[attr-defined]
 
@@ -506,17 +517,20 @@ async def retire_model(state: ServerState, name: str, version: str) -> None:
 
 async def _start(state: ServerState, load: Loader, executor: ThreadPoolExecutor,
                  on_failure: Callable[[str], None] | None) -> None:
-    from serving.artifact import ArtifactError
-    from serving.store import LayoutError
-
     loop = asyncio.get_running_loop()
     try:
         loaded = await loop.run_in_executor(executor, load)
-    except (ArtifactError, LayoutError) as exc:
-        message = str(exc)
     except Exception as exc:
-        log.exception("model load failed")
-        message = f"model load failed: {type(exc).__name__}: {exc}"
+        # Imported only now: serving.artifact imports torch, which takes seconds on the event loop and would
+        # hold /ping that long (the load has imported it by now, off the loop).
+        from serving.artifact import ArtifactError
+        from serving.store import LayoutError
+
+        if isinstance(exc, ArtifactError | LayoutError):
+            message = str(exc)
+        else:
+            log.exception("model load failed")
+            message = f"model load failed: {type(exc).__name__}: {exc}"
     else:
         for model in loaded:
             serve_model(state, model)  # versions come in ascending order: the highest becomes the default

@@ -285,3 +285,9 @@ def test_a_handler_model_is_not_served_on_the_protocol(tmp_path: Path) -> None:
     assert status == 400
     assert "a torchserve model is served on /predictions and /invocations only" in got["error"]
 
+
+
+def test_the_app_and_the_codec_agree_on_the_sagemaker_content_type() -> None:
+    from serving import app, oip
+
+    assert app.SAGEMAKER_TRITON == oip.SAGEMAKER_TRITON
