@@ -18,7 +18,7 @@ HP_ARGS := $(if $(strip $(HP)),--hp '$(HP)')
 
 .PHONY: help
 help:  ## Show this help
-	@printf 'Usage: make <target> [TARGET=local|container|aws] [HP="epochs=10 lr=0.002"] [BACKEND=ecs|sagemaker] [MAX_COST=5]\n\n'
+	@printf 'Usage: make <target> [TARGET=local|container|aws] [HP="epochs=10 lr=0.002"] [BACKEND=ecs|sagemaker] [MAX_COST=5] [PORT=8080]\n\n'
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/dev.txt requirements/constraints.txt requirements/bench.txt trainer/requirements.txt \
@@ -45,7 +45,7 @@ train: data  ## Train: a local SageMaker-style job (TARGET=container: in the ima
 	@$(OPS) train $(HP_ARGS)
 
 .PHONY: deploy
-deploy: setup  ## Serve the latest model on 127.0.0.1:8080 (TARGET=container: in the image), or TARGET=aws on the SageMaker endpoint
+deploy: setup  ## Serve the latest model on 127.0.0.1:8080 (PORT= moves it; TARGET=container: in the image), or TARGET=aws on the SageMaker endpoint
 	@$(OPS) deploy
 
 .PHONY: predict

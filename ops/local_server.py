@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,11 +103,23 @@ def _last_error(log: Path) -> str:
     return (errors or lines or ["empty log"])[-1].removeprefix("error: ")
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """The advice the server's own message cannot give: make deploy sets the server's port from PORT."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is not taken
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise OpsError(f"port {port} on {host} is already in use: stop whatever listens there, or pick another "
+                           f"port with make deploy PORT={port + 1}") from None
+
+
 def deploy(paths: Paths, model_dir: Path, repo: Path, host: str = "127.0.0.1", port: int = 8080) -> Deployment:
     """Start the server in the background and return once GET /ping answers 200."""
     if read_deployment(paths) is not None:
         print("replacing the running deployment", flush=True)
         stop(paths)
+    _check_port_free(host, port)
     paths.server.mkdir(parents=True, exist_ok=True)
     log = paths.server / "server.log"
     env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port),

@@ -133,7 +133,8 @@ def test_deploy_on_a_taken_port_fails_cleanly(home: Path, trained_job: Path) -> 
         squatter.listen(1)
         port = squatter.getsockname()[1]
         result = ops(home, "deploy", "--model", str(trained_job / "model"), port=port)
-    _one_line_error(result, f"server exited with code 1: port {port} on 127.0.0.1 is already in use")
+    line = _one_line_error(result, f"port {port} on 127.0.0.1 is already in use")
+    assert line.endswith(f"pick another port with make deploy PORT={port + 1}")  # what make deploy reads
     assert processes_mentioning(str(trained_job / "model")) == []
     assert not (home / "local" / "server").exists()
 
