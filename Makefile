@@ -25,9 +25,12 @@ $(VENV)/.installed: requirements/dev.txt requirements/constraints.txt requiremen
 		serving/requirements.txt ops/requirements.txt infra/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 and re-run make setup"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(PYTHON) is not Python 3.11 (torch 2.13.0 is pinned for 3.11): run make setup PYTHON=python3.11"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	@echo "setup: creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setup: installing torch 2.13.0 (the CPU build here) and the pinned packages of requirements/dev.txt; pip names each as it goes (about 2.5 min on a fresh machine)"
+	@$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -r requirements/dev.txt
 	@touch $@
+	@echo "setup: done ($(VENV))"
 
 .PHONY: setup
 setup: $(VENV)/.installed  ## Create .venv with pip and install the pinned dependencies (CPU torch here)
