@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ops import container, local_server
-from ops.data import prepare_digits
+from ops.data import dataset_is_complete, prepare_digits
 from ops.errors import OpsError
 from ops.local_train import latest_model, parse_hyperparameters, run_training
 from ops.paths import Paths
@@ -47,6 +47,8 @@ def _header(text: str) -> None:
 
 def cmd_data(paths: Paths, args: argparse.Namespace) -> dict:
     _header(f"data: digits -> {paths.dataset}")
+    if dataset_is_complete(paths.dataset):
+        print(f"reusing the dataset already at {paths.dataset} (delete the folder to write it again)", flush=True)
     sizes = prepare_digits(paths.dataset)
     print("splits " + " ".join(f"{k}={v}" for k, v in sizes.items()), flush=True)
     return sizes
@@ -64,12 +66,12 @@ def cmd_train(paths: Paths, args: argparse.Namespace):
         result = container.train(session, paths.dataset, hyperparameters)
     else:
         result = run_training(paths, paths.dataset, hyperparameters, REPO)
-    val = result.metrics["validation"]
-    print(f"validation accuracy {val['accuracy']:.4f} loss {val['loss']:.4f}")
-    if "test" in result.metrics:
-        print(f"test accuracy {result.metrics['test']['accuracy']:.4f} (in-process, exported model)")
-    print(f"artifact {result.model_dir}  (packed: {result.archive})")
-    print(f"report {result.report}", flush=True)
+    # The trainer printed its metrics, artifact and report already (as paths inside the job, which are these
+    # paths here and /opt/ml/... in a container): add only what it could not say.
+    if session:
+        print(f"artifact {result.model_dir}", flush=True)
+        print(f"report {result.report}", flush=True)
+    print(f"packed {result.archive}", flush=True)
     return result
 
 

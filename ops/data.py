@@ -30,12 +30,17 @@ def _write_channel(channel: Path, images: np.ndarray, labels: np.ndarray, classe
     (channel / "classes.txt").write_text("\n".join(classes) + "\n")
 
 
+def dataset_is_complete(dest: Path) -> bool:
+    """Whether a whole dataset is already at ``dest`` (its completion marker is written last)."""
+    return (dest / COMPLETE).exists()
+
+
 def prepare_digits(dest: Path, seed: int = 0) -> dict[str, int]:
     """Write the dataset to ``dest`` atomically (build beside it, then rename); returns split sizes.
 
     A complete dataset already at ``dest`` is kept as is, so `make data` is cheap to repeat.
     """
-    if (dest / COMPLETE).exists():
+    if dataset_is_complete(dest):
         return {name: sum(1 for _ in (dest / name / "images").iterdir()) for name in SPLITS}
     digits = load_digits()
     # 0..16 intensities to the 0..255 range of an 8-bit grayscale PNG.

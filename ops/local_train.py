@@ -84,10 +84,22 @@ def layout_job(paths: Paths, dataset: Path, hyperparameters: dict[str, str]) -> 
     (config / "resourceconfig.json").write_text(json.dumps(
         {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"}) + "\n")
     for channel in channels:
-        shutil.copytree(dataset / channel, job / "input" / "data" / channel)
+        _link_tree(dataset / channel, job / "input" / "data" / channel)
     for sub in ("model", "output/data", "checkpoints"):
         (job / sub).mkdir(parents=True)
     return job
+
+
+def _link_tree(source: Path, dest: Path) -> None:
+    """A channel as SageMaker lays it out, its files hard-linked (no second copy of the dataset per job; the
+    trainer only reads them), copied where links cannot be made (another filesystem)."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, copy_function=link)
 
 
 def pack_model(model_dir: Path, archive: Path) -> Path:
@@ -117,8 +129,9 @@ def finish_job(job: Path, code: int) -> TrainResult:
     """After the trainer exited with ``code``: its failure as an OpsError, or the model, packed as SageMaker would."""
     failure = job / "output" / "failure"
     if code != 0:
-        reason = failure.read_text().strip() if failure.exists() else f"exit code {code}"
-        raise OpsError(f"training job {job.name} failed: {reason}")
+        # The trainer said why on stderr already (and in output/failure): say where, not the reason again.
+        said = "its error is above" if failure.exists() else "no output/failure written"
+        raise OpsError(f"training job {job.name} failed with exit code {code} ({said}); its folder is {job}")
     model_dir = job / "model"
     manifest = json.loads((model_dir / "manifest.json").read_text())
     archive = pack_model(model_dir, job / "output" / "model.tar.gz")

@@ -118,7 +118,9 @@ class Batcher:
     async def submit(self, payload: Any, timeout: float) -> Any:
         """The result for ``payload``: raises QueueFull, TimeoutError, or what the model raised for it."""
         if len(self._pending) >= self.policy.max_queue:
-            raise QueueFull(f"{len(self._pending)} requests are already waiting")
+            waiting = len(self._pending)
+            raise QueueFull(f"{waiting} request{'' if waiting == 1 else 's'} {'is' if waiting == 1 else 'are'} already "
+                            "waiting")
         loop = asyncio.get_running_loop()
         item = _Item(payload, self._size(payload), loop.create_future(), loop.time())
         self._pending.append(item)

@@ -239,7 +239,7 @@ class _Progress:
                          desc=f"download {uri}", disable=not enabled or self._plain or not todo)
         if self._plain:
             present = len(plan) - len(todo)
-            print(f"s3 download {uri} -> {dest}: {len(todo)} objects ({_size(self._total)}) to fetch, "
+            print(f"s3 download {uri} -> {dest}: {_count(len(todo), 'object')} ({_size(self._total)}) to fetch, "
                   f"{present} already present", flush=True)
 
     def add(self, count: int) -> None:
@@ -254,14 +254,19 @@ class _Progress:
             tenth = 10 * done // total
             if self._plain and tenth >= self._next_tenth and self._done_files < self._files:
                 self._next_tenth = tenth + 1
-                print(f"s3 download {self._uri}: {self._done_files}/{self._files} objects, "
+                print(f"s3 download {self._uri}: {self._done_files}/{_count(self._files, 'object')}, "
                       f"{_size(self._done_bytes)}/{_size(self._total)}", flush=True)
 
     def close(self) -> None:
         self._bar.close()
         if self._plain and self._files:
-            print(f"s3 download {self._uri}: {self._done_files}/{self._files} objects, {_size(self._done_bytes)} "
-                  f"in {time.monotonic() - self._start:.1f}s", flush=True)
+            print(f"s3 download {self._uri}: {self._done_files}/{_count(self._files, 'object')}, "
+                  f"{_size(self._done_bytes)} in {time.monotonic() - self._start:.1f}s", flush=True)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 object', '3 objects'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _size(count: float) -> str:

@@ -78,10 +78,10 @@ class SageMakerEnv:
             return local
         path = Path(env[var]) if var in env else self.base_dir / "input" / "data" / name
         if not path.is_dir():
-            raise DataError(
-                f"input channel '{name}' not found at {path}: "
-                f"pass a '{name}' channel to the job (or set {var})"
-            )
+            # where SM_CHANNEL_<NAME> already names the folder, setting it is not the fix: pointing it right is
+            fix = (f"{var} names it: point it at the channel's folder" if var in env
+                   else f"pass a '{name}' channel to the job (or set {var})")
+            raise DataError(f"input channel '{name}' not found at {path}: {fix}")
         return path
 
     def download_dir(self, name: str) -> Path:

@@ -56,7 +56,9 @@ def test_failures_are_one_line(engine: Engine, images: dict[str, str], home: Pat
     bad = _ops(home, "train", "--hp", "epochs=3 lr=fast")
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1].startswith("error: training job train-")
-    assert bad.stderr.strip().endswith("failed: hyperparameter 'lr' must be a finite number, got 'fast'")
+    assert bad.stderr.strip().endswith("failed with exit code 1 (its error is above); its folder is "
+                                       f"{next((home / 'container' / 'jobs').iterdir())}")
+    assert bad.stderr.count("hyperparameter 'lr' must be a finite number, got 'fast'") == 1  # said once
     assert "Traceback" not in bad.stderr
     nothing = _ops(home, "predict")
     assert nothing.returncode == 1

@@ -78,10 +78,14 @@ def test_bad_hyperparameter_fails_the_job_with_the_trainer_message(home: Path) -
     # The job's own log (the trainer's stderr, as the container would print it), then ops' one-line verdict.
     job_log, verdict = result.stderr.strip().splitlines()
     assert job_log == "error: hyperparameter 'lr' must be a finite number, got 'fast'"
-    assert verdict.startswith("error: training job train-")
-    assert verdict.endswith("failed: hyperparameter 'lr' must be a finite number, got 'fast'")
     failures = list((home / "local" / "jobs").glob("*/output/failure"))
     assert len(failures) == 1
+    job = failures[0].parents[1]
+    # said once: the verdict says where, not the reason again (issue 19: it was printed twice)
+    assert verdict == f"error: training job {job.name} failed with exit code 1 (its error is above); its folder is {job}"
+    # the job's channels are hard links to the dataset, not a second copy of it
+    assert (job / "input" / "data" / "train").is_dir()
+    assert all(p.stat().st_nlink >= 2 for p in (job / "input" / "data" / "train").rglob("*.png"))
     assert not list((home / "local" / "jobs").glob("*/model/manifest.json"))
 
 
@@ -96,9 +100,11 @@ def test_train_deploy_predict_destroy(home: Path) -> None:
     for sub in ("input/data/train", "input/data/validation", "input/data/test", "model", "output/data",
                 "checkpoints"):
         assert (job / sub).is_dir(), sub
-    assert f"artifact {job / 'model'}" in trained.stdout
-    assert f"report {job / 'output' / 'data' / 'report.png'}" in trained.stdout
-    assert "validation accuracy" in trained.stdout
+    lines = trained.stdout.splitlines()
+    for said in (f"artifact {job / 'model'}", f"report {job / 'output' / 'data' / 'report.png'}",
+                 f"packed {job / 'output' / 'model.tar.gz'}"):
+        assert lines.count(said) == 1, said  # once each: the trainer's lines are not repeated by ops
+    assert any(line.startswith("validation_loss=") and "validation_accuracy=" in line for line in lines)
     assert (job / "output" / "model.tar.gz").is_file()
 
     deployed = ops(home, "deploy", port=port)
@@ -149,3 +155,10 @@ def test_deploy_of_a_corrupted_artifact_fails_cleanly(home: Path, trained_model:
     assert processes_mentioning(str(trained_model)) == []
     assert port_is_free(port)
     assert ops(home, "destroy").stdout.strip().splitlines()[-1] == "nothing to destroy"
+
+
+def test_make_data_on_an_existing_dataset_says_it_reuses_it(home: Path) -> None:
+    again = ops(home, "data")  # the home fixture holds a complete dataset already
+    assert again.returncode == 0, again.stderr
+    assert f"reusing the dataset already at {home / 'data' / 'digits'} (delete the folder to write it again)" in (
+        again.stdout.splitlines())

@@ -46,6 +46,14 @@ def test_missing_channel_writes_failure(tmp_path: Path, dataset: Path) -> None:
                           "input channel 'validation' not found at " + str(base / "input" / "data" / "validation"))
 
 
+def test_a_channel_variable_naming_a_missing_folder_says_to_point_it_right(tmp_path: Path, dataset: Path) -> None:
+    base = make_job(tmp_path / "job", dataset, {"epochs": "1"}, channels=("train",))
+    missing = tmp_path / "nowhere"
+    result = run_trainer(base, env={"SM_CHANNEL_VALIDATION": str(missing)})
+    _assert_clean_failure(base, result, f"input channel 'validation' not found at {missing}: SM_CHANNEL_VALIDATION "
+                                        "names it: point it at the channel's folder")  # not 'or set' it
+
+
 def test_corrupt_sample_is_named_in_the_failure(tmp_path: Path, dataset: Path) -> None:
     base = make_job(tmp_path / "job", dataset, {"epochs": "1"})
     victim = sorted((base / "input" / "data" / "validation" / "images").iterdir())[3]

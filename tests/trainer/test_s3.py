@@ -61,7 +61,8 @@ def test_download_prefix_mirrors_a_folder_and_resumes(bucket: str, tmp_path: Pat
 
     partial = dest / "images" / "00000.png"
     partial.write_bytes(b"a" * 1000)  # an interrupted earlier copy
-    s3.download_prefix(f"s3://{bucket}/data/train", dest)
+    s3.download_prefix(f"s3://{bucket}/data/train", dest, progress=True)
+    assert "1 object (" in capsys.readouterr().out  # one, not "1 objects"
     assert partial.read_bytes() == OBJECTS["data/train/images/00000.png"]
     after = _fingerprint(paths)
     assert after[partial] != before[partial]
