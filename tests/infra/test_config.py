@@ -185,7 +185,8 @@ def test_each_endpoint_mode_has_its_own_endpoint_name() -> None:
     """SageMaker cannot turn a real-time endpoint into a serverless one in place; a change of mode is a new endpoint,
     created (under its own name) before Pulumi deletes the old one."""
     names = {mode: load({"endpointMode": mode}).endpoint_name for mode in ("realtime", "serverless", "async")}
-    assert names == {"realtime": "deepcloud-dev", "serverless": "deepcloud-dev-serverless", "async": "deepcloud-dev-async"}
+    assert names == {"realtime": "deepcloud-dev", "serverless": "deepcloud-dev-serverless",
+                     "async": "deepcloud-dev-async"}
     assert all(_sagemaker_name_pattern().fullmatch(name) for name in names.values())
 
 
@@ -206,7 +207,8 @@ def test_network_profiles() -> None:
     assert load({}).interface_endpoints
     assert not load({"networkProfile": "on-demand"}).interface_endpoints
     assert load({"networkProfile": "on-demand", "interfaceEndpointsUp": "true"}).interface_endpoints
-    existing = load({"vpcId": "vpc-0abc1234def567890", "subnetIds": "subnet-0aaa1111bbbb22223,subnet-0ccc3333dddd44445"})
+    existing = load({"vpcId": "vpc-0abc1234def567890",
+                     "subnetIds": "subnet-0aaa1111bbbb22223,subnet-0ccc3333dddd44445"})
     assert not existing.interface_endpoints, "an existing VPC brings its own"
 
 

@@ -541,7 +541,8 @@ def test_serverless_endpoint_bills_per_request_outside_the_vpc(serverless_stack:
     assert model.inputs["enableNetworkIsolation"] is False
     (variant,) = serverless_stack.one(CONFIG).inputs["productionVariants"]
     assert variant["serverlessConfig"] == {"memorySizeInMb": 3072, "maxConcurrency": 8}
-    assert "instanceType" not in variant and "initialInstanceCount" not in variant
+    assert "instanceType" not in variant
+    assert "initialInstanceCount" not in variant
     assert "kmsKeyArn" not in serverless_stack.one(CONFIG).inputs
     endpoint = serverless_stack.one("aws:sagemaker/endpoint:Endpoint")
     assert endpoint.inputs["name"] == "deepcloud-lean-serverless" == serverless_stack.outputs["endpoint_name"]
@@ -549,7 +550,8 @@ def test_serverless_endpoint_bills_per_request_outside_the_vpc(serverless_stack:
     for kind in ("aws:cloudwatch/metricAlarm:MetricAlarm", "aws:appautoscaling/target:Target"):
         assert not serverless_stack.of_type(kind), f"a serverless endpoint has no {kind}: nothing bills while idle"
     allowed = statements(serverless_stack, "serving-serverless-sagemaker")
-    assert "VpcInterfaces" not in allowed and "EncryptVolumes" not in allowed
+    assert "VpcInterfaces" not in allowed
+    assert "EncryptVolumes" not in allowed
     assert allowed["ReadModels"]["Resource"][0].endswith("/models/*")
     assert serverless_stack.outputs["endpoint_mode"] == "serverless"
 
@@ -565,7 +567,8 @@ def test_async_endpoint_writes_results_with_the_key_and_scales_to_zero(async_sta
     assert config["productionVariants"][0]["initialInstanceCount"] == 1, "SageMaker's minimum; scaling takes it to 0"
     assert config["kmsKeyArn"] == key
     model = async_stack.one("aws:sagemaker/model:Model").inputs
-    assert model["enableNetworkIsolation"] is True and model["vpcConfig"]["subnets"]
+    assert model["enableNetworkIsolation"] is True
+    assert model["vpcConfig"]["subnets"]
     endpoint = async_stack.one("aws:sagemaker/endpoint:Endpoint").inputs
     assert endpoint["name"] == "deepcloud-queue-async"
     routing = endpoint["deploymentConfig"]["blueGreenUpdatePolicy"]["trafficRoutingConfiguration"]

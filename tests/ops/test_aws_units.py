@@ -27,8 +27,12 @@ def test_price_table_has_its_date_source_and_sane_prices() -> None:
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw["as_of"])
     assert raw["region"] == "us-east-1"
     assert raw["currency"] == "USD"
-    assert text.count("# Source: https://aws.amazon.com/") == 3, "each section names where its prices come from"
     table = PriceTable.load()
+    for section in ("ec2", "ec2_spot", "sagemaker_training", "sagemaker_hosting", "sagemaker_serverless", "rates"):
+        source = table.source(section)
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", source.as_of), f"[sources.{section}] needs its date"
+        assert source.source != "unknown source", f"[sources.{section}] names where its prices come from"
+    assert raw["as_of"] == min(s.as_of for s in table.sources.values()), "as_of is the oldest section's date"
     for kind in prices.KINDS:
         assert table.prices[kind], kind
         for price in table.prices[kind].values():
