@@ -503,6 +503,8 @@ def test_infra_imports_only_pulumi_and_its_own_package() -> None:
     for path in (REPO / "infra").rglob("*.py"):
         lambda_code = functions in path.parents
         allowed = {"boto3", "botocore"} if lambda_code else {"pulumi", "pulumi_aws", "pulumi_policy", "infra"}
+        if path == REPO / "infra" / "cli.py":
+            allowed = allowed | {"yaml"}  # Pulumi.<stack>.yaml, read by `cost`; PyYAML is a dependency of pulumi
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
