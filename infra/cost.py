@@ -112,39 +112,42 @@ def price(resources: Sequence[Registered], prices: PriceTable, outputs: dict[str
     def add(r: Registered, item: str, idle: float, running: float, section: str) -> None:
         bill.lines.append(Line(owners[r.urn], item, idle, running, section))
 
+    def rated(r: Registered, item: str, name: str, quantity: float, per_hour: bool = False) -> None:
+        """A line of `quantity` x the rate `name` (a monthly rate unless `per_hour`), from the rate's own section."""
+        rate = prices.rate(name)
+        hourly = quantity * rate.usd * (1 if per_hour else month)
+        add(r, item, hourly, hourly, rate.section)
+
     targets = {str(r.inputs.get("resourceId")): r for r in resources if r.type == "aws:appautoscaling/target:Target"}
     endpoints = {dep: r for r in resources if r.type == "aws:sagemaker/endpoint:Endpoint"
                  for dep in r.property_dependencies.get("endpointConfigName", [])}
     for r in resources:
         kind = r.type
         if kind == "aws:kms/key:Key":
-            rate = prices.rate("kms_key").usd * month
-            add(r, "KMS customer managed key", rate, rate, "rates")
+            rated(r, "KMS customer managed key", "kms_key", 1)
             bill.per_use.append(Line(owners[r.urn], f"KMS requests ${prices.rate('kms_requests').usd:g} per 10k",
                                      0, 0, "rates"))
         elif kind == "aws:cloudwatch/metricAlarm:MetricAlarm":
-            rate = prices.rate("cloudwatch_alarm").usd * month
-            add(r, f"alarm {r.name}", rate, rate, "rates")
+            rated(r, f"alarm {r.name}", "cloudwatch_alarm", 1)
         elif kind == "aws:appautoscaling/policy:Policy" and r.inputs.get("policyType") == "TargetTrackingScaling":
-            rate = ALARMS_PER_TARGET_TRACKING * prices.rate("cloudwatch_alarm").usd * month
-            add(r, f"{ALARMS_PER_TARGET_TRACKING} alarms of target tracking {r.name}", rate, rate, "rates")
+            rated(r, f"{ALARMS_PER_TARGET_TRACKING} alarms of target tracking {r.name}", "cloudwatch_alarm",
+                  ALARMS_PER_TARGET_TRACKING)
         elif kind == "aws:ecs/capacityProvider:CapacityProvider":
             managed = (r.inputs.get("autoScalingGroupProvider") or {}).get("managedScaling") or {}
             if managed.get("status") == "ENABLED":
-                rate = ALARMS_PER_TARGET_TRACKING * prices.rate("cloudwatch_alarm").usd * month
-                add(r, f"{ALARMS_PER_TARGET_TRACKING} alarms of ECS managed scaling", rate, rate, "rates")
+                rated(r, f"{ALARMS_PER_TARGET_TRACKING} alarms of ECS managed scaling", "cloudwatch_alarm",
+                      ALARMS_PER_TARGET_TRACKING)
         elif kind == "aws:ec2/vpcEndpoint:VpcEndpoint":
             service = str(r.inputs.get("serviceName", "")).rsplit(".", 1)[-1] if r.inputs.get(
                 "vpcEndpointType") == "Gateway" else ".".join(str(r.inputs.get("serviceName", "")).split(".")[3:])
             if r.inputs.get("vpcEndpointType") == "Interface":
                 zones = len(r.inputs.get("subnetIds") or [])
-                rate = zones * prices.rate("vpc_interface_endpoint").usd
-                add(r, f"interface endpoint {service} x {zones} zones", rate, rate, "rates")
+                rated(r, f"interface endpoint {service} x {zones} zones", "vpc_interface_endpoint", zones,
+                      per_hour=True)
             else:
                 add(r, f"gateway endpoint {service} (free)", 0, 0, "")
         elif kind == "aws:ec2/natGateway:NatGateway":
-            rate = prices.rate("nat_gateway").usd
-            add(r, "NAT gateway", rate, rate, "rates")
+            rated(r, "NAT gateway", "nat_gateway", 1, per_hour=True)
         elif kind == "aws:autoscaling/group:Group":
             overrides = ((r.inputs.get("mixedInstancesPolicy") or {}).get("launchTemplate") or {}).get("overrides", [])
             types = [o["instanceType"] for o in overrides if "instanceType" in o]
@@ -155,16 +158,15 @@ def price(resources: Sequence[Registered], prices: PriceTable, outputs: dict[str
         elif kind == "aws:sagemaker/endpointConfiguration:EndpointConfiguration":
             _price_endpoint(r, endpoints.get(r.urn), targets, prices, bill, owners[r.urn])
         elif kind == "aws:s3/bucket:Bucket" and r.name.endswith("-data"):
-            rate = STORED_GB["s3"] * prices.rate("s3_standard").usd * month
-            add(r, f"S3 storage, {STORED_GB['s3']:g} GB assumed (all buckets)", rate, rate, "rates")
+            rated(r, f"S3 storage, {STORED_GB['s3']:g} GB assumed (all buckets)", "s3_standard", STORED_GB["s3"])
         elif kind == "aws:ecr/repository:Repository" and r.name.endswith("-trainer"):
-            rate = STORED_GB["ecr"] * prices.rate("ecr_storage").usd * month
-            add(r, f"ECR storage, {STORED_GB['ecr']:g} GB assumed (both repositories)", rate, rate, "rates")
+            rated(r, f"ECR storage, {STORED_GB['ecr']:g} GB assumed (both repositories)", "ecr_storage",
+                  STORED_GB["ecr"])
         elif kind == "aws:cloudwatch/logGroup:LogGroup" and r.name.startswith("training-"):
-            rate = STORED_GB["logs"] * prices.rate("logs_storage").usd * month
-            add(r, f"CloudWatch Logs storage, {STORED_GB['logs']:g} GB assumed (all groups)", rate, rate, "rates")
+            rated(r, f"CloudWatch Logs storage, {STORED_GB['logs']:g} GB assumed (all groups)", "logs_storage",
+                  STORED_GB["logs"])
             bill.per_use.append(Line(owners[r.urn], f"log ingestion ${prices.rate('logs_ingestion').usd:g} per GB",
-                                     0, 0, "rates"))
+                                     0, 0, prices.rate("logs_ingestion").section))
         elif kind == "aws:budgets/budget:Budget":
             bill.notes.append("the budget has no actions: AWS Budgets bills action-enabled budgets only")
     if any(line.item.startswith("interface endpoint") for line in bill.lines):

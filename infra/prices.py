@@ -7,7 +7,7 @@ API (ops/aws/pricelist.py); nothing here needs credentials or a network.
 Sections:
     [ec2], [ec2_spot], [sagemaker_training], [sagemaker_hosting]   "<instance type>" = { usd_per_hour = ... }
     [sagemaker_serverless]                                         "<memory MB>" = { usd_per_second = ... }
-    [rates]                                                        "<name>" = { usd = ..., unit = "..." }
+    [rates], [rates_by_hand]                                       "<name>" = { usd = ..., unit = "..." }
     [sources.<section>]                                            as_of = "YYYY-MM-DD", source = "..."
 """
 
@@ -21,7 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 PRICE_FILE = REPO / "ops" / "aws" / "prices.toml"
 """Kept in the repository, so nothing needs credentials to read a price."""
 INSTANCE_SECTIONS = ("ec2", "ec2_spot", "sagemaker_training", "sagemaker_hosting")
-SECTIONS = (*INSTANCE_SECTIONS, "sagemaker_serverless", "rates")
+RATE_SECTIONS = ("rates", "rates_by_hand")
+"""[rates] are what `make prices` fetches (VPC endpoints, NAT, KMS); [rates_by_hand] the rest (storage, logs, alarms,
+serverless data), transcribed from AWS's pricing pages with their source."""
+SECTIONS = (*INSTANCE_SECTIONS, "sagemaker_serverless", *RATE_SECTIONS)
 HOURS_PER_MONTH = 730
 """AWS's own month for per-month prices (its pricing pages and calculator count 730 hours)."""
 
@@ -44,6 +47,7 @@ class Rate:
     usd: float
     unit: str
     """What one `usd` buys: "AZ-hour", "GB-month", "key-month", "GB", ..."""
+    section: str = "rates"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +81,8 @@ class PriceTable:
                              for name, entry in raw.get(kind, {}).items()} for kind in INSTANCE_SECTIONS}
             serverless = {int(mb): float(entry["usd_per_second"])
                           for mb, entry in raw.get("sagemaker_serverless", {}).items()}
-            rates = {name: Rate(name, float(entry["usd"]), str(entry["unit"]))
-                     for name, entry in raw.get("rates", {}).items()}
+            rates = {name: Rate(name, float(entry["usd"]), str(entry["unit"]), section)
+                     for section in RATE_SECTIONS for name, entry in raw.get(section, {}).items()}
             sources = {name: Source(str(entry["as_of"]), str(entry["source"]))
                        for name, entry in raw.get("sources", {}).items()}
             return cls(as_of=str(raw["as_of"]), region=str(raw["region"]), prices=prices, serverless=serverless,
