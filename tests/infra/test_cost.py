@@ -128,3 +128,19 @@ def test_the_readmes_cost_figures_are_what_make_cost_prints(run: str) -> None:
     summary = [line for line in cost_lines("dev", README_RUNS[run]) if line.startswith(("idle ", "running "))]
     for line in summary:
         assert line in text, f"README's {run} figures are stale: expected\n{line}"
+
+
+def test_preview_and_up_print_the_cost_first(tmp_path) -> None:
+    """The first lines of `python -m infra.cli preview`: the summary, then pulumi's own output (a stand-in here)."""
+    fake = tmp_path / "pulumi"
+    fake.write_text("#!/bin/sh\necho \"pulumi $*\"\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "preview", "--stack", "dev"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("==> cost: stack dev (")
+    assert lines[1].startswith("idle      $")
+    assert lines[2].startswith("running   at most $")
+    assert lines[3] == f"pulumi preview --policy-pack {REPO / 'infra' / 'policy'} --stack dev"
