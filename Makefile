@@ -75,6 +75,14 @@ status: setup  ## TARGET=aws: what runs in the stack and what it costs per hour
 logs: setup  ## TARGET=aws: the newest run's log (RUN=<run-id>; ENDPOINT=1 for the endpoint)
 	@$(OPS) logs
 
+.PHONY: cost
+cost: setup  ## The stack's idle cost a month and running cost an hour, by component, before anything exists (SET="k=v ...")
+	@$(PY) -m infra.cli cost $(if $(strip $(SET)),--set '$(SET)')
+
+.PHONY: prices
+prices: setup  ## Refresh ops/aws/prices.toml from the AWS Price List API for the stack's region and instance types
+	@$(PY) -m ops.aws.pricelist
+
 .PHONY: demo
 demo: setup  ## setup, data, train, deploy, predict, destroy in one go, with a summary
 	@$(OPS) demo $(HP_ARGS)

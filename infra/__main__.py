@@ -5,7 +5,9 @@ ArtifactStore (KMS key; data, artifacts and access-log buckets), ImageRepos (tra
 repositories), Network (a private VPC, or the one named in config), GpuCapacity (ECS cluster, scale-to-zero
 spot GPU Auto Scaling group, capacity provider), SpotInterruption (an EventBridge rule and function that stop the
 training tasks on a spot instance about to be reclaimed), TrainingTask (the trainer's task definition and roles) and,
-when `deepcloud:modelArtifact` is set, InferenceEndpoint (a SageMaker endpoint with blue/green rollout).
+when `deepcloud:modelArtifact` is set, InferenceEndpoint (a SageMaker endpoint: real-time with blue/green rollout,
+serverless, or asynchronous scaling to zero) and, when `deepcloud:monthlyBudget` is set, MonthlyBudget (an AWS Budgets
+budget on the stack's tag).
 Every taggable resource carries `deepcloud:stack=<project>/<stack>` through the provider's default tags.
 """
 
@@ -30,6 +32,8 @@ from infra.components import (  # noqa: E402
     ImageReposArgs,
     InferenceEndpoint,
     InferenceEndpointArgs,
+    MonthlyBudget,
+    MonthlyBudgetArgs,
     Network,
     NetworkArgs,
     SpotInterruption,
@@ -58,7 +62,8 @@ images = ImageRepos("images", ImageReposArgs(kms_key_arn=store.key_arn, force_de
                     opts=on_provider)
 
 network = Network("network", NetworkArgs(region=cfg.region, vpc_id=cfg.vpc_id, subnet_ids=cfg.subnet_ids,
-                                         vpc_cidr=cfg.vpc_cidr, az_count=cfg.az_count), opts=on_provider)
+                                         vpc_cidr=cfg.vpc_cidr, az_count=cfg.az_count,
+                                         interface_endpoints=cfg.interface_endpoints), opts=on_provider)
 
 capacity = GpuCapacity("gpu", GpuCapacityArgs(
     partition=account.partition, subnet_ids=network.subnet_ids, security_group_id=network.security_group_id,
@@ -84,7 +89,9 @@ training = TrainingTask("training", TrainingTaskArgs(
 
 endpoint = None
 if cfg.model_artifact is not None:
-    endpoint = InferenceEndpoint("serving", InferenceEndpointArgs(
+    # realtime keeps the logical name it always had; each other mode has its own (its own endpoint name too).
+    endpoint = InferenceEndpoint("serving" if cfg.endpoint_mode == "realtime" else f"serving-{cfg.endpoint_mode}",
+                                 InferenceEndpointArgs(
         aws=account, endpoint_name=cfg.endpoint_name, artifacts_bucket=store.artifacts_bucket,
         artifacts_bucket_arn=store.artifacts_bucket_arn, model_key=cfg.model_artifact,
         image=pulumi.Output.concat(images.repository_urls["serving"], ":", cfg.serving_image_tag),
@@ -93,7 +100,15 @@ if cfg.model_artifact is not None:
         instance_count=cfg.endpoint_instance_count, min_instances=cfg.endpoint_min_instances,
         max_instances=cfg.endpoint_max_instances, invocations_per_instance=cfg.invocations_per_instance,
         rollout=cfg.rollout, rollout_step_instances=cfg.rollout_step_instances, bake_seconds=cfg.bake_seconds,
-        latency_alarm_ms=cfg.latency_alarm_ms, errors_5xx_alarm=cfg.errors_5xx_alarm), opts=on_provider)
+        latency_alarm_ms=cfg.latency_alarm_ms, errors_5xx_alarm=cfg.errors_5xx_alarm, mode=cfg.endpoint_mode,
+        serverless_memory_mb=cfg.serverless_memory_mb, serverless_max_concurrency=cfg.serverless_max_concurrency,
+        async_backlog_per_instance=cfg.async_backlog_per_instance), opts=on_provider)
+
+budget = None
+if cfg.monthly_budget > 0:
+    budget = MonthlyBudget("cost", MonthlyBudgetArgs(
+        name=f"{cfg.name_prefix}-monthly", limit_usd=cfg.monthly_budget, tag_key=STACK_TAG, tag_value=cfg.stack_tag,
+        emails=cfg.budget_emails, sns_topic_arn=cfg.budget_sns_topic_arn), opts=on_provider)
 
 # What `make train` / `make deploy TARGET=aws` read with `pulumi stack output --json` (ops/aws/stack.py names the
 # keys it needs); ops never builds a resource name itself.
@@ -124,6 +139,12 @@ OUTPUTS = {
     "endpoint_instance_type": cfg.endpoint_instance_type,
     "endpoint_max_instances": cfg.endpoint_max_instances,
     "model_data_url": endpoint.model_data_url if endpoint else None,
+    "endpoint_mode": cfg.endpoint_mode,
+    "async_prefix": endpoint.async_prefix if endpoint else None,
+    "network_profile": "existing-vpc" if cfg.uses_existing_vpc else cfg.network_profile,
+    "interface_endpoints_up": cfg.interface_endpoints,
+    "monthly_budget": cfg.monthly_budget or None,
+    "budget_name": budget.budget_name if budget else None,
 }
 for key, value in OUTPUTS.items():
     pulumi.export(key, value)

@@ -34,6 +34,15 @@ SPOT_ALLOCATION_STRATEGIES = ("capacity-optimized", "capacity-optimized-prioriti
 """Auto Scaling's InstancesDistribution.SpotAllocationStrategy values."""
 ROLLOUTS = ("CANARY", "LINEAR", "ALL_AT_ONCE")
 """SageMaker blue/green traffic routing (TrafficRoutingConfigType)."""
+ENDPOINT_MODES = ("realtime", "serverless", "async")
+"""How the model is hosted: instances behind a real-time endpoint (blue/green), a serverless endpoint (billed per
+request, CPU only, not in the VPC), or an asynchronous endpoint whose instances scale to zero on its backlog."""
+NETWORK_PROFILES = ("endpoints", "on-demand")
+"""The managed VPC's interface endpoints: always there (`endpoints`), or only while ops needs them (`on-demand`)."""
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+"""The memory sizes a serverless variant may have (botocore ProductionVariantServerlessConfig.MemorySizeInMB)."""
+SERVERLESS_MAX_CONCURRENCY = 200
+"""The most concurrent invocations a serverless variant may take (botocore ServerlessMaxConcurrency)."""
 VOLUME_TYPES = ("gp3", "gp2", "io1", "io2")
 """EBS volume types a root volume may use (the SSD ones)."""
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
@@ -55,6 +64,8 @@ _GPU_TYPE = re.compile(r"[gp]\d+[a-z]*\.[0-9a-z]+")
 _ARM_GPU_TYPE = re.compile(r"g\d+g\.")  # Graviton GPU families: the ECS GPU AMI is x86_64 only
 _ENDPOINT_TYPE = re.compile(r"ml\.[a-z0-9-]+\.[0-9a-z]+")
 _IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_SNS_TOPIC = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}")
 _MODEL_KEY = re.compile(r"models/[A-Za-z0-9!_.*'()/-]+\.tar\.gz")
 _TRUE = ("true", "yes", "1")
 _FALSE = ("false", "no", "0")
@@ -102,6 +113,15 @@ class StackConfig:
     subnet_ids: tuple[str, ...] = ()
     """Private subnets of vpcId in at least two AZs (JSON list or comma-separated). They need a route to
     ECR, S3, CloudWatch Logs, STS and ECS (a NAT gateway or VPC endpoints): the stack creates none there."""
+
+    network_profile: str = "endpoints"
+    """The managed VPC's interface endpoints (7 services in each zone, billed per hour): `endpoints` keeps them,
+    about $100 a month at us-east-1 prices for 2 zones; `on-demand` creates them only while interfaceEndpointsUp
+    is true, which ops sets for a training run (and for an endpoint in the VPC) and clears afterwards: $0 while
+    idle. Ignored with vpcId (an existing VPC brings its own routes)."""
+
+    interface_endpoints_up: bool = False
+    """With networkProfile on-demand: whether the interface endpoints exist now. ops sets it; leave it alone."""
 
     vpc_cidr: str = "10.42.0.0/16"
     """CIDR of the managed VPC (prefix /16 to /22); each AZ gets one private subnet of a sixteenth of it."""
@@ -161,6 +181,22 @@ class StackConfig:
     serving_image_tag: str = "0.1.0"
     """Tag of the serving image in its ECR repository."""
 
+    endpoint_mode: str = "realtime"
+    """realtime: instances behind a blue/green endpoint, always on (endpointMinInstances of them). serverless: billed
+    per request and nothing while idle; CPU only, at most 6 GB, no VPC, no network isolation, one variant, so no
+    canary (policy waivers say so). async: requests queue in S3, instances scale to zero on the backlog and back out
+    when one arrives; results land in the artifacts bucket. Changing it creates a new endpoint (its own name) and
+    deletes the old one: SageMaker cannot turn one kind into another in place."""
+
+    serverless_memory_mb: int = 2048
+    """Memory of a serverless endpoint: 1024 to 6144 in steps of 1024 MB (SageMaker's sizes); price scales with it."""
+
+    serverless_max_concurrency: int = 5
+    """Most concurrent invocations of a serverless endpoint (1 to 200); more are throttled."""
+
+    async_backlog_per_instance: int = 5
+    """Async endpoints: the backlog per instance auto scaling keeps (ApproximateBacklogSizePerInstance target)."""
+
     endpoint_instance_type: str = "ml.m5.large"
     """SageMaker instance type of the endpoint. Changing it on a live endpoint needs auto scaling
     deregistered first (SageMaker refuses the update otherwise)."""
@@ -194,9 +230,20 @@ class StackConfig:
     errors_5xx_alarm: int = 1
     """Roll back when a minute has at least this many 5XX invocation errors (>= 1)."""
 
+    # --- cost ----------------------------------------------------------------------------------------------
+    monthly_budget: int = 0
+    """An AWS Budgets cost budget, in whole USD a month, on the stack's tag, with alerts at 80 % and 100 % of actual
+    and forecast spend; `make train` refuses a run whose worst case exceeds what is left of it. 0: no budget."""
+
+    budget_emails: tuple[str, ...] = ()
+    """Who the budget alerts email (JSON list or comma-separated; up to 10). The budget needs these or an SNS topic."""
+
+    budget_sns_topic_arn: str | None = None
+    """An SNS topic the budget alerts publish to (its policy must let budgets.amazonaws.com publish)."""
+
     def __post_init__(self) -> None:
         for check in (self._check_storage, self._check_network, self._check_capacity, self._check_task,
-                      self._check_endpoint):
+                      self._check_endpoint, self._check_budget):
             check()
 
     # --- derived values ------------------------------------------------------------------------------------
@@ -214,8 +261,21 @@ class StackConfig:
 
     @property
     def endpoint_name(self) -> str:
-        """The SageMaker endpoint's fixed name; it stays while models and endpoint configs are replaced."""
-        return self.name_prefix
+        """The SageMaker endpoint's fixed name; it stays while models and endpoint configs are replaced. Each mode
+        has its own (`<prefix>`, `<prefix>-serverless`, `<prefix>-async`), so a change of mode creates the new endpoint
+        before the old one is deleted (Pulumi's create-before-delete; SageMaker names are unique)."""
+        return self.name_prefix if self.endpoint_mode == "realtime" else f"{self.name_prefix}-{self.endpoint_mode}"
+
+    @property
+    def endpoint_rollout(self) -> str:
+        """The blue/green traffic routing the endpoint updates with: the configured one for realtime; ALL_AT_ONCE for
+        async, whose fleet may be scaled to zero (a canary needs instances to shift traffic to)."""
+        return "ALL_AT_ONCE" if self.endpoint_mode == "async" else self.rollout
+
+    @property
+    def interface_endpoints(self) -> bool:
+        """Whether the managed VPC has its interface endpoints now (never for an existing VPC)."""
+        return not self.uses_existing_vpc and (self.network_profile == "endpoints" or self.interface_endpoints_up)
 
     def log_group(self, what: str) -> str:
         """`/deepcloud/<name_prefix>/<what>`: the stack's CloudWatch log groups, one per workload."""
@@ -230,7 +290,7 @@ class StackConfig:
         """Baking periods of one blue/green rollout (SageMaker's deployment guardrails): ALL_AT_ONCE and CANARY bake
         once after their traffic shift, LINEAR after each of its steps over a fleet that auto scaling may have grown
         to endpointMaxInstances; then every rollout waits TerminationWaitInSeconds (bakeSeconds too) more."""
-        if self.rollout == "LINEAR":
+        if self.endpoint_rollout == "LINEAR":
             return math.ceil(self.endpoint_max_instances / self.rollout_step_instances) + 1
         return 2
 
@@ -248,6 +308,8 @@ class StackConfig:
     def _check_network(self) -> None:
         _require(bool(_REGION.fullmatch(self.region)), None,
                  f"aws:region {self.region!r} is not a region name like us-east-1")
+        _require(self.network_profile in NETWORK_PROFILES, "network_profile",
+                 f"must be one of {', '.join(NETWORK_PROFILES)} (an existing VPC: set deepcloud:vpcId instead)")
         if self.vpc_id is None:
             _require(not self.subnet_ids, "subnet_ids", "needs deepcloud:vpcId as well (the VPC they belong to)")
             try:
@@ -304,6 +366,14 @@ class StackConfig:
                  f"{self.serving_image_tag!r} is not a Docker image tag")
         _require(bool(_ENDPOINT_TYPE.fullmatch(self.endpoint_instance_type)), "endpoint_instance_type",
                  f"{self.endpoint_instance_type!r} is not a SageMaker instance type like ml.m5.large")
+        _require(self.endpoint_mode in ENDPOINT_MODES, "endpoint_mode", f"must be one of {', '.join(ENDPOINT_MODES)}")
+        _require(self.serverless_memory_mb in SERVERLESS_MEMORY_MB, "serverless_memory_mb",
+                 f"must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} MB (SageMaker's serverless sizes)")
+        _require(1 <= self.serverless_max_concurrency <= SERVERLESS_MAX_CONCURRENCY, "serverless_max_concurrency",
+                 f"must be 1 to {SERVERLESS_MAX_CONCURRENCY} concurrent invocations")
+        _require(self.async_backlog_per_instance >= 1, "async_backlog_per_instance", "must be >= 1 request")
+        _require(self.latency_alarm_ms >= 1, "latency_alarm_ms", "must be >= 1 ms")
+        _require(self.errors_5xx_alarm >= 1, "errors_5xx_alarm", "must be >= 1 error per minute")
         _require(self.endpoint_min_instances >= 1, "endpoint_min_instances", "must be >= 1")
         _require(self.endpoint_max_instances >= self.endpoint_min_instances, "endpoint_max_instances",
                  f"must be >= endpointMinInstances ({self.endpoint_min_instances})")
@@ -313,20 +383,32 @@ class StackConfig:
         _require(self.invocations_per_instance >= 1, "invocations_per_instance", "must be >= 1 per minute")
         _require(self.rollout in ROLLOUTS, "rollout", f"must be one of {', '.join(ROLLOUTS)}")
         _require(self.rollout_step_instances >= 1, "rollout_step_instances", "must be >= 1")
-        if self.rollout != "ALL_AT_ONCE":
+        if self.endpoint_rollout != "ALL_AT_ONCE" and self.endpoint_mode == "realtime":
             _require(2 * self.rollout_step_instances <= self.endpoint_min_instances, "rollout_step_instances",
                      f"a {self.rollout} step may be at most half the fleet: with {self.rollout_step_instances} "
                      f"the endpoint needs endpointMinInstances >= {2 * self.rollout_step_instances}")
         _require(0 <= self.bake_seconds <= 3600, "bake_seconds", "must be 0 to 3600 seconds")
+        if self.endpoint_mode == "serverless":
+            return  # no deployment guardrails: nothing bakes, no alarms (SageMaker guide, "Deployment guardrails")
         longest = (PROVIDER_ENDPOINT_WAIT_S - GREEN_FLEET_ALLOWANCE_S) // self.rollout_bakes
         _require(self.rollout_seconds <= PROVIDER_ENDPOINT_WAIT_S, "bake_seconds",
-                 f"{self.bake_seconds} makes a {self.rollout} rollout take about {self.rollout_seconds} s "
+                 f"{self.bake_seconds} makes a {self.endpoint_rollout} rollout take about {self.rollout_seconds} s "
                  f"({GREEN_FLEET_ALLOWANCE_S} s for the new fleet + {self.rollout_bakes} bakes of "
                  f"{self.bake_seconds} s), "
                  f"longer than the {PROVIDER_ENDPOINT_WAIT_S} s pulumi-aws waits for an endpoint update: `pulumi up` "
                  f"would fail while SageMaker carries on. Set it to at most {longest}")
-        _require(self.latency_alarm_ms >= 1, "latency_alarm_ms", "must be >= 1 ms")
-        _require(self.errors_5xx_alarm >= 1, "errors_5xx_alarm", "must be >= 1 error per minute")
+
+    def _check_budget(self) -> None:
+        _require(self.monthly_budget >= 0, "monthly_budget", "must be 0 (no budget) or a whole number of USD")
+        for address in self.budget_emails:
+            _require(bool(_EMAIL.fullmatch(address)), "budget_emails", f"{address!r} is not an email address")
+        _require(len(self.budget_emails) <= 10, "budget_emails", "takes at most 10 addresses (AWS Budgets' limit)")
+        if self.budget_sns_topic_arn is not None:
+            _require(bool(_SNS_TOPIC.fullmatch(self.budget_sns_topic_arn)), "budget_sns_topic_arn",
+                     f"{self.budget_sns_topic_arn!r} is not an SNS topic ARN like arn:aws:sns:us-east-1:123456789012:x")
+        if self.monthly_budget > 0:
+            _require(bool(self.budget_emails) or self.budget_sns_topic_arn is not None, "monthly_budget",
+                     "needs someone to alert: set deepcloud:budgetEmails or deepcloud:budgetSnsTopicArn")
 
 
 _FIXED = ("project", "stack", "region")

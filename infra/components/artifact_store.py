@@ -28,6 +28,8 @@ ARTIFACT_PREFIXES = ("models/", "checkpoints/", "runs/")
 """Where the trainer writes in the artifacts bucket: exported models, checkpoints, run records."""
 ABORT_MULTIPART_DAYS = 7
 """Incomplete multipart uploads (a killed upload of a checkpoint) are deleted after this many days."""
+ASYNC_DAYS = 7
+"""Requests, results and failures of an async endpoint (async/) expire after this many days: they are transient."""
 
 
 @dataclass
@@ -66,7 +68,8 @@ class ArtifactStore(Component[ArtifactStoreArgs]):
         artifacts = self._create_bucket(
             "artifacts", key=key, force_destroy=args.force_destroy,
             lifecycle=[_noncurrent_rule("noncurrent", "", 90),
-                       _noncurrent_rule("noncurrent-checkpoints", "checkpoints/", args.checkpoint_noncurrent_days)])
+                       _noncurrent_rule("noncurrent-checkpoints", "checkpoints/", args.checkpoint_noncurrent_days),
+                       _expire_rule("expire-async", days=ASYNC_DAYS, prefix="async/")])
         logs = self._create_bucket("access-logs", key=None, force_destroy=args.force_destroy,
                                    lifecycle=[_expire_rule("expire-logs", days=365)],
                                    policy_statements=lambda arn: [_log_delivery(arn, [data, artifacts], args.aws)])
@@ -184,6 +187,6 @@ def _noncurrent_rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
             "noncurrent_version_expiration": {"noncurrent_days": days}}
 
 
-def _expire_rule(rule_id: str, days: int) -> dict[str, Any]:
-    return {"id": rule_id, "status": "Enabled", "filter": {"prefix": ""}, "expiration": {"days": days},
+def _expire_rule(rule_id: str, days: int, prefix: str = "") -> dict[str, Any]:
+    return {"id": rule_id, "status": "Enabled", "filter": {"prefix": prefix}, "expiration": {"days": days},
             "noncurrent_version_expiration": {"noncurrent_days": 7}}

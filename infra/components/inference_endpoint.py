@@ -16,6 +16,20 @@ deletes a superseded one once DescribeEndpoint shows the endpoint on another con
 The model runs with network isolation inside the stack's private subnets; the execution role can read only the
 trained models (models/ of the artifacts bucket), pull only the serving repository and write only this endpoint's
 logs. Application Auto Scaling tracks invocations per instance between the configured bounds.
+
+Three modes (`deepcloud:endpointMode`, docs/aws-behaviours.md S13-S17):
+
+- realtime: the above; instances always on, at least endpointMinInstances of them.
+- serverless: a ServerlessConfig variant (memory and maximum concurrency), billed per request and nothing while idle.
+  SageMaker offers it on CPU only and without a VPC, network isolation, a second variant or deployment guardrails, so
+  its model is outside the VPC, without isolation, its configuration has no volume key (no instance of ours to hold
+  one) and its endpoint has no blue/green policy or alarms: waivers.toml names each exception. Its role gets no VPC
+  statements.
+- async: an AsyncInferenceConfig writing results and failures under async/ of the artifacts bucket with the stack's
+  key; Application Auto Scaling between 0 and endpointMaxInstances on ApproximateBacklogSizePerInstance, plus a step
+  policy on a HasBacklogWithoutCapacity alarm that adds the first instance when a request waits at zero (target
+  tracking alone never scales out from zero: with no instance there is no backlog per instance). Updates are
+  blue/green ALL_AT_ONCE (a canary needs instances to shift traffic to) with the same rollback alarms.
 """
 
 from __future__ import annotations
@@ -36,6 +50,12 @@ MODELS_PREFIX = "models/"
 """Where trained models live in the artifacts bucket (ops/aws/runs.py writes models/<run-id>/model.tar.gz)."""
 VARIANT = "AllTraffic"
 """The one production variant; blue/green requires the same variant name in old and new configurations."""
+ASYNC_PREFIX = "async/"
+"""Where async requests (input/), results (output/) and failures (failures/) live in the artifacts bucket."""
+ASYNC_SCALE_IN_COOLDOWN_S = 600
+"""Async: seconds after a scale-in before the next one (the value of the SageMaker guide's example policy)."""
+ASYNC_SCALE_OUT_COOLDOWN_S = 300
+"""Async: seconds after a scale-out before the next one (the SageMaker guide's example policy)."""
 
 
 @dataclass
@@ -66,6 +86,12 @@ class InferenceEndpointArgs:
     bake_seconds: int
     latency_alarm_ms: int
     errors_5xx_alarm: int
+    mode: str = "realtime"
+    """realtime, serverless or async (module docstring)."""
+
+    serverless_memory_mb: int = 2048
+    serverless_max_concurrency: int = 5
+    async_backlog_per_instance: int = 5
 
 
 class InferenceEndpoint(Component[InferenceEndpointArgs]):
@@ -74,22 +100,30 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
     model_name: pulumi.Output[str]
     model_data_url: pulumi.Output[str]
     role_arn: pulumi.Output[str]
+    async_prefix: pulumi.Output[str] | None
+    """s3://<artifacts>/async/ for an async endpoint (requests under input/, results under output/), else None."""
 
     def __init__(self, name: str, args: InferenceEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, args, opts)
         self.model_data_url = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", args.model_key)
-        alarms = self._create_alarms()
+        self.async_prefix = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", ASYNC_PREFIX) \
+            if args.mode == "async" else None
+        alarms = [] if args.mode == "serverless" else self._create_alarms()
         role, role_policy = self._create_role(alarms)
         model = self._create_model(role, role_policy)
         config = self._create_endpoint_config(model)
         endpoint = self._create_endpoint(config, alarms)
-        self._create_autoscaling(endpoint)
+        if args.mode == "realtime":
+            self._create_autoscaling(endpoint)
+        elif args.mode == "async":
+            self._create_async_autoscaling(endpoint)
         self.endpoint_name = endpoint.name
         self.endpoint_config_name = config.name
         self.model_name = model.name
         self.role_arn = role.arn
         self.register_outputs({"endpoint_name": self.endpoint_name, "endpoint_config_name": self.endpoint_config_name,
-                               "model_name": self.model_name, "model_data_url": self.model_data_url})
+                               "model_name": self.model_name, "model_data_url": self.model_data_url,
+                               "async_prefix": self.async_prefix})
 
     def _create_alarms(self) -> list[aws.cloudwatch.MetricAlarm]:
         """The rollback triggers, on the fixed endpoint name so they exist before the endpoint does."""
@@ -113,18 +147,34 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         args = self._args
         # Every trained model, not only the configured one: a retained model that a rollback put back into service
         # must still be downloadable when auto scaling or a SageMaker patch launches an instance for it.
-        policy = _iam.document(
-            _iam.statement("ReadModels", ["s3:GetObject"],
-                           [pulumi.Output.concat(args.artifacts_bucket_arn, "/", MODELS_PREFIX, "*")]),
+
+        def under(prefix: str) -> pulumi.Output[str]:
+            return pulumi.Output.concat(args.artifacts_bucket_arn, "/", prefix, "*")
+
+        statements = [
+            _iam.statement("ReadModels", ["s3:GetObject"], [under(MODELS_PREFIX)]),
             _iam.statement("ListModels", ["s3:ListBucket"], [args.artifacts_bucket_arn],
                            {"StringLike": {"s3:prefix": [f"{MODELS_PREFIX}*"]}}),
-            _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt"]),
-            _iam.kms_volume_statement(args.key_arn),
             *_iam.ecr_pull_statements(args.repository_arn),
             *_iam.sagemaker_observability_statements(args.aws, f"/aws/sagemaker/Endpoints/{args.endpoint_name}"),
-            _iam.statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], [alarm.arn for alarm in alarms]),
-            *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
-        )
+        ]
+        if args.mode == "async":
+            # SageMaker reads a request from input/ and writes its result or failure, encrypted with the stack's key.
+            statements += [
+                _iam.statement("ReadAsyncRequests", ["s3:GetObject"], [under(f"{ASYNC_PREFIX}input/")]),
+                _iam.statement("WriteAsyncResults", ["s3:PutObject"],
+                               [under(f"{ASYNC_PREFIX}output/"), under(f"{ASYNC_PREFIX}failures/")]),
+                _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
+            ]
+        else:
+            statements.append(_iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt"]))
+        if args.mode != "serverless":  # a serverless endpoint has no volume of ours, no alarms and no VPC
+            statements += [
+                _iam.kms_volume_statement(args.key_arn),
+                _iam.statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], [alarm.arn for alarm in alarms]),
+                *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
+            ]
+        policy = _iam.document(*statements)
         role = aws.iam.Role(f"{self._name}-sagemaker",
                             description=f"SageMaker endpoint {args.endpoint_name}: trained models, one image, its logs",
                             assume_role_policy=_iam.assume_role_policy("sagemaker.amazonaws.com"), opts=self._child())
@@ -133,64 +183,124 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
 
     def _create_model(self, role: aws.iam.Role, role_policy: aws.iam.RolePolicy) -> aws.sagemaker.Model:
         args = self._args
+        serverless = args.mode == "serverless"
         # No name: auto-naming lets a changed model be created beside the old one.
         return aws.sagemaker.Model(
             f"{self._name}-model",
             execution_role_arn=role.arn,
             primary_container={"image": args.image, "model_data_url": self.model_data_url, "mode": "SingleModel"},
-            enable_network_isolation=True,
-            vpc_config={"subnets": args.subnet_ids, "security_group_ids": [args.security_group_id]},
+            # serverless: SageMaker offers neither network isolation nor a VPC there (waivers.toml says so).
+            enable_network_isolation=not serverless,
+            vpc_config=None if serverless else {"subnets": args.subnet_ids,
+                                                "security_group_ids": [args.security_group_id]},
             # depends_on the role's policy: SageMaker checks the role can read the model and image at creation.
             # retain_on_delete: a replaced model may be the one a rolled-back endpoint serves (module docstring).
             opts=self._child(depends_on=[role_policy], retain_on_delete=True))
 
     def _create_endpoint_config(self, model: aws.sagemaker.Model) -> aws.sagemaker.EndpointConfiguration:
         args = self._args
+        variant: dict[str, Any] = {"variant_name": VARIANT, "model_name": model.name}
+        asynchronous = None
+        key: pulumi.Input[str] | None = None
+        if args.mode == "serverless":
+            variant["serverless_config"] = {"memory_size_in_mb": args.serverless_memory_mb,
+                                            "max_concurrency": args.serverless_max_concurrency}
+        else:
+            # async starts with one instance (SageMaker's minimum) and auto scaling takes it to zero when idle.
+            variant.update(instance_type=args.instance_type,
+                           initial_instance_count=1 if args.mode == "async" else args.instance_count)
+            # no key for local NVMe storage: SageMaker refuses one (hardware-encrypted; infra/instance_storage.py)
+            key = None if has_instance_storage(args.instance_type) else args.key_arn
+        if args.mode == "async":
+            prefix = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", ASYNC_PREFIX)
+            asynchronous = {"output_config": {"s3_output_path": pulumi.Output.concat(prefix, "output/"),
+                                              "s3_failure_path": pulumi.Output.concat(prefix, "failures/"),
+                                              "kms_key_id": args.key_arn}}
         # No name: auto-naming creates the replacement configuration beside the old one.
         return aws.sagemaker.EndpointConfiguration(
             f"{self._name}-config",
-            # no key for local NVMe storage: SageMaker refuses one there (hardware-encrypted; infra/instance_storage.py)
-            kms_key_arn=None if has_instance_storage(args.instance_type) else args.key_arn,
-            production_variants=[{"variant_name": VARIANT, "model_name": model.name,
-                                  "instance_type": args.instance_type,
-                                  "initial_instance_count": args.instance_count}],
+            kms_key_arn=key,
+            production_variants=[variant],
+            async_inference_config=asynchronous,
             # retain_on_delete: a replaced configuration may be the one a rolled-back endpoint serves (docstring).
             opts=self._child(retain_on_delete=True))
 
     def _create_endpoint(self, config: aws.sagemaker.EndpointConfiguration,
                          alarms: Sequence[aws.cloudwatch.MetricAlarm]) -> aws.sagemaker.Endpoint:
         args = self._args
-        routing: dict[str, Any] = {"type": args.rollout, "wait_interval_in_seconds": args.bake_seconds}
-        step = {"type": "INSTANCE_COUNT", "value": args.rollout_step_instances}
-        if args.rollout == "CANARY":
-            routing["canary_size"] = step
-        elif args.rollout == "LINEAR":
-            routing["linear_step_size"] = step
+        deployment = None
+        if args.mode != "serverless":  # guardrails apply to real-time and async endpoints only (SageMaker guide)
+            rollout = "ALL_AT_ONCE" if args.mode == "async" else args.rollout
+            routing: dict[str, Any] = {"type": rollout, "wait_interval_in_seconds": args.bake_seconds}
+            step = {"type": "INSTANCE_COUNT", "value": args.rollout_step_instances}
+            if rollout == "CANARY":
+                routing["canary_size"] = step
+            elif rollout == "LINEAR":
+                routing["linear_step_size"] = step
+            deployment = {
+                "blue_green_update_policy": {"traffic_routing_configuration": routing,
+                                             "termination_wait_in_seconds": args.bake_seconds},
+                "auto_rollback_configuration": {"alarms": [{"alarm_name": alarm.name} for alarm in alarms]},
+            }
         return aws.sagemaker.Endpoint(
             f"{self._name}-endpoint",
             name=args.endpoint_name,  # fixed: updated in place (blue/green), never replaced
             endpoint_config_name=config.name,
-            deployment_config={
-                "blue_green_update_policy": {"traffic_routing_configuration": routing,
-                                             "termination_wait_in_seconds": args.bake_seconds},
-                "auto_rollback_configuration": {"alarms": [{"alarm_name": alarm.name} for alarm in alarms]},
-            },
+            deployment_config=deployment,
             opts=self._child())
 
-    def _create_autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
+    def _create_scaling(self, endpoint: aws.sagemaker.Endpoint, min_capacity: int, policy: str,
+                        tracking: dict[str, Any]) -> tuple[aws.appautoscaling.Target, dict[str, Any]]:
+        """The variant's scalable target between `min_capacity` and max_instances, with a target tracking policy named
+        `<endpoint>-<policy>`; the target and the keyword arguments that attach another policy to it."""
         args = self._args
         target = aws.appautoscaling.Target(
             f"{self._name}-scaling", service_namespace="sagemaker",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             resource_id=pulumi.Output.concat("endpoint/", endpoint.name, "/variant/", VARIANT),
-            min_capacity=args.min_instances, max_capacity=args.max_instances, opts=self._child())
-        aws.appautoscaling.Policy(
-            f"{self._name}-scaling", name=f"{args.endpoint_name}-invocations", policy_type="TargetTrackingScaling",
-            service_namespace=target.service_namespace, scalable_dimension=target.scalable_dimension,
-            resource_id=target.resource_id,
-            target_tracking_scaling_policy_configuration={
-                "target_value": args.invocations_per_instance,
-                "predefined_metric_specification": {"predefined_metric_type": "SageMakerVariantInvocationsPerInstance"},
-                "scale_in_cooldown": 300, "scale_out_cooldown": 60,
+            min_capacity=min_capacity, max_capacity=args.max_instances, opts=self._child())
+        on_target = {"service_namespace": target.service_namespace, "scalable_dimension": target.scalable_dimension,
+                     "resource_id": target.resource_id}
+        aws.appautoscaling.Policy(f"{self._name}-scaling", name=f"{args.endpoint_name}-{policy}",
+                                  policy_type="TargetTrackingScaling",
+                                  target_tracking_scaling_policy_configuration=tracking, opts=self._child(),
+                                  **on_target)
+        return target, on_target
+
+    def _create_autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
+        args = self._args
+        self._create_scaling(endpoint, args.min_instances, "invocations", {
+            "target_value": args.invocations_per_instance,
+            "predefined_metric_specification": {"predefined_metric_type": "SageMakerVariantInvocationsPerInstance"},
+            "scale_in_cooldown": 300, "scale_out_cooldown": 60,
+        })
+
+    def _create_async_autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
+        """Between 0 and max_instances: target tracking on the backlog per instance scales in (to zero) and out while
+        there are instances; a step policy, fired by an alarm on HasBacklogWithoutCapacity, adds the first one when a
+        request waits at zero. Both as in the SageMaker guide, "Autoscale an asynchronous endpoint"."""
+        args = self._args
+        # min 0: async endpoints may scale to zero instances; requests queue meanwhile.
+        _, on_target = self._create_scaling(endpoint, 0, "backlog", {
+            "target_value": args.async_backlog_per_instance,
+            "customized_metric_specification": {
+                "metric_name": "ApproximateBacklogSizePerInstance", "namespace": "AWS/SageMaker",
+                "dimensions": [{"name": "EndpointName", "value": args.endpoint_name}], "statistic": "Average"},
+            "scale_in_cooldown": ASYNC_SCALE_IN_COOLDOWN_S, "scale_out_cooldown": ASYNC_SCALE_OUT_COOLDOWN_S,
+        })
+        from_zero = aws.appautoscaling.Policy(
+            f"{self._name}-from-zero", name=f"{args.endpoint_name}-from-zero", policy_type="StepScaling",
+            step_scaling_policy_configuration={
+                "adjustment_type": "ChangeInCapacity", "metric_aggregation_type": "Average",
+                "cooldown": ASYNC_SCALE_OUT_COOLDOWN_S,
+                "step_adjustments": [{"metric_interval_lower_bound": "0", "scaling_adjustment": 1}],
             },
-            opts=self._child())
+            opts=self._child(), **on_target)
+        aws.cloudwatch.MetricAlarm(
+            f"{self._name}-backlog-without-capacity",
+            alarm_description=f"{args.endpoint_name}: a request waits with no instance; adds the first one",
+            namespace="AWS/SageMaker", metric_name="HasBacklogWithoutCapacity",
+            dimensions={"EndpointName": args.endpoint_name}, statistic="Average", period=60, evaluation_periods=2,
+            threshold=1, comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="missing",  # no datapoints while idle: keep the last state, do not fire
+            alarm_actions=[from_zero.arn], opts=self._child())

@@ -6,6 +6,11 @@ workloads call is reached through VPC endpoints instead: S3 (gateway), ECR api a
 CloudWatch Logs, STS, and the three ECS endpoints the container agent needs to register the GPU instances.
 Security groups take no ingress from 0.0.0.0/0: the workload group only admits itself (multi-node
 training), the endpoint group only HTTPS from inside the VPC.
+
+The interface endpoints bill per hour in every zone (about $100 a month for 7 of them in 2 zones at us-east-1 prices),
+whether anything uses them or not; the S3 gateway endpoint is free. With `interface_endpoints` false (the on-demand
+network profile while nothing runs) the managed VPC has only the gateway endpoint, and ops brings the others up before
+a training run needs them and removes them after (ops/aws/network.py).
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class NetworkArgs:
 
     az_count: int
     """Availability zones of the managed VPC."""
+
+    interface_endpoints: bool = True
+    """Whether the managed VPC has its interface endpoints now (the S3 gateway endpoint is always there)."""
 
 
 class Network(Component[NetworkArgs]):
@@ -110,6 +118,8 @@ class Network(Component[NetworkArgs]):
                           routes: aws.ec2.RouteTable) -> None:
         aws.ec2.VpcEndpoint(f"{self._name}-s3", vpc_id=vpc.id, service_name=f"com.amazonaws.{self._args.region}.s3",
                             vpc_endpoint_type="Gateway", route_table_ids=[routes.id], opts=self._child())
+        if not self._args.interface_endpoints:
+            return
         group = aws.ec2.SecurityGroup(
             f"{self._name}-endpoints", vpc_id=vpc.id, description="deepcloud VPC endpoints: HTTPS from the VPC",
             ingress=[{"description": "HTTPS from inside the VPC", "protocol": "tcp", "from_port": 443,

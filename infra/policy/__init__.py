@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pulumi_policy import Policy
 
-from infra.policy import compute, iam, s3, sagemaker, tags  # noqa: F401 - importing registers the rules
+from infra.policy import compute, cost, iam, s3, sagemaker, tags  # noqa: F401 - importing registers the rules
 from infra.policy._core import RULES, Rule, Waiver, load_waivers, to_policy
 
 PACK_NAME = "deepcloud-aws"

@@ -4,6 +4,7 @@
     data       the demo dataset, copied to the stack's data bucket (dataset.py)
     train      the trainer image as an ECS task (BACKEND=ecs) or a SageMaker job (BACKEND=sagemaker) (train.py)
     deploy     a trained run behind the SageMaker endpoint via `pulumi up` (deploy.py)
+    predict    the test images through the endpoint, in its mode (predict.py)
     rollback   the previous deploy again (deploy.py)
     status     what runs and what it costs per hour (status.py)
     logs       a run's log, or the endpoint's (status.py)
@@ -24,7 +25,7 @@ from pathlib import Path
 from ops.errors import OpsError
 from ops.paths import Paths
 
-COMMANDS = ("preflight", "data", "train", "deploy", "rollback", "status", "logs", "destroy")
+COMMANDS = ("preflight", "data", "train", "deploy", "rollback", "predict", "status", "logs", "destroy")
 
 
 def _setting(args: argparse.Namespace, name: str, env: str, default: str | None = None) -> str | None:
@@ -59,9 +60,8 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
     from ops.aws.context import open_context
 
     if command not in COMMANDS:
-        hint = "`make deploy TARGET=aws` ends with a smoke request" if command == "predict" else \
-            "run make train, make deploy and make destroy with TARGET=aws"
-        raise OpsError(f"`{command}` runs on TARGET=local only: {hint}")
+        raise OpsError(f"`{command}` runs on TARGET=local only: run make train, make deploy and make destroy with "
+                       "TARGET=aws")
     stack = _setting(args, "stack", "STACK")
     backend = _setting(args, "backend", "BACKEND", "ecs") or "ecs"
     instance_type = _setting(args, "instance_type", "INSTANCE_TYPE", "ml.g5.xlarge") or "ml.g5.xlarge"
@@ -103,6 +103,10 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
         from ops.aws.status import status
 
         return status(ctx)
+    if command == "predict":
+        from ops.aws.predict import predict
+
+        return predict(ctx)
     from ops.aws.status import logs
 
     endpoint = bool(getattr(args, "endpoint", False)) or os.environ.get("ENDPOINT", "") in ("1", "true", "yes")

@@ -9,7 +9,10 @@ applied, report no failure, and serve that model and image. A failed endpoint pr
 traceback in its logs, and the config is put back to what it was (the endpoint keeps serving the old model:
 SageMaker's blue/green rollout never shifted traffic to the failed one). Either way, once the endpoint is InService,
 the models and configurations it no longer uses, which infra/ retains on replacement, are deleted
-(ops/aws/superseded.py). A healthy one gets a smoke request through sagemaker-runtime and its latency is printed.
+(ops/aws/superseded.py). A healthy one gets a smoke request through sagemaker-runtime and its latency is printed: a
+real-time or serverless endpoint `InvokeEndpoint`; an async one `InvokeEndpointAsync` on a request put under
+async/input/ of the artifacts bucket, then the result read from the OutputLocation SageMaker answered with (or the
+failure from FailureLocation), waiting while a scaled-to-zero endpoint brings an instance up.
 
 Every deploy and rollback is appended to ``s3://<artifacts>/deploys/history.json``; rollback deploys the
 newest successful entry that serves something else than the current one.
@@ -41,6 +44,9 @@ ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{name}"
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 FAILED = ("Failed", "UpdateRollbackFailed", "OutOfService")
 SMOKE_REQUESTS = 5
+ASYNC_WAIT_S = 1200
+"""How long to wait for an async result: an endpoint at zero instances first launches one (the HasBacklogWithoutCapacity
+alarm needs two one-minute periods, then the instance boots and loads the model), so minutes, not seconds."""
 WAIT_LIMIT_S = 3600
 """How long to wait for the endpoint after `pulumi up` returned (blue/green bake time included)."""
 _GPU_ENDPOINT = re.compile(r"ml\.(g|p)\d")
@@ -257,17 +263,66 @@ class EndpointWatcher:
         say(f"endpoint     {self.name} InService, serving {data} (configuration {serving})")
 
 
+def invoke(ctx: Context, endpoint: str, body: bytes, request_id: str) -> bytes:
+    """One request to the endpoint of the stack's mode; the response body. Real-time and serverless endpoints answer
+    InvokeEndpoint; an async one takes InvokeEndpointAsync on a request stored in S3 and writes the result (or the
+    failure) to S3 later (docs/aws-behaviours.md S16)."""
+    runtime = ctx.aws.client("sagemaker-runtime")
+    if ctx.outputs.endpoint_mode != "async":
+        response = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
+                                           Accept="application/json", Body=body)
+        return response["Body"].read()
+    return _invoke_async(ctx, endpoint, body, request_id)
+
+
+def _s3_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _invoke_async(ctx: Context, endpoint: str, body: bytes, request_id: str) -> bytes:
+    prefix = ctx.outputs.async_prefix
+    if not prefix:
+        raise OpsError("the stack exports no async_prefix for its async endpoint: run `pulumi up` with the current "
+                       "infra/ program")
+    s3 = ctx.aws.client("s3")
+    bucket, key = _s3_uri(f"{prefix}input/{request_id}.json")
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    answer = ctx.aws.client("sagemaker-runtime").invoke_endpoint_async(
+        EndpointName=endpoint, ContentType="application/json", Accept="application/json",
+        InputLocation=f"s3://{bucket}/{key}", InferenceId=request_id)
+    output, failure = answer["OutputLocation"], answer.get("FailureLocation")
+    deadline = ctx.clock() + ASYNC_WAIT_S
+    while True:
+        for uri, failed in ((output, False), (failure, True)):
+            if not uri:
+                continue
+            found_bucket, found_key = _s3_uri(uri)
+            try:
+                data = s3.get_object(Bucket=found_bucket, Key=found_key)["Body"].read()
+            except ClientError as exc:
+                if error_code(exc) not in ("NoSuchKey", "404"):
+                    raise
+                continue
+            if failed:
+                raise OpsError(f"async request {request_id} to {endpoint} failed: {data[:300].decode(errors='replace')}"
+                               f" ({uri})")
+            return data
+        if ctx.clock() > deadline:
+            raise OpsError(f"no result for async request {request_id} after {ASYNC_WAIT_S} s at {output}: "
+                           "`make status TARGET=aws` shows the endpoint's instances, `make logs TARGET=aws ENDPOINT=1` "
+                           "its log")
+        ctx.wait()
+
+
 def smoke(ctx: Context, endpoint: str, run_id: str) -> dict:
     """Send one zero image of the model's input shape SMOKE_REQUESTS times; print the answer and latency."""
     shape = input_shape(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket, run_id)
     body = json.dumps({"instances": [_zeros(shape)]}).encode()
-    runtime = ctx.aws.client("sagemaker-runtime")
-    latencies, answer = [], None
-    for _ in range(SMOKE_REQUESTS):
+    latencies, answer = [], b""
+    for n in range(SMOKE_REQUESTS):
         start = time.perf_counter()
-        response = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
-                                           Accept="application/json", Body=body)
-        answer = response["Body"].read()
+        answer = invoke(ctx, endpoint, body, f"smoke-{run_id}-{n}")
         latencies.append((time.perf_counter() - start) * 1000)
     try:
         prediction = json.loads(answer)["predictions"][0]
@@ -275,7 +330,8 @@ def smoke(ctx: Context, endpoint: str, run_id: str) -> dict:
         raise OpsError(f"the smoke request to {endpoint} did not get predictions back: {answer[:200]!r}") from None
     p50 = statistics.median(latencies)
     say(f"smoke        {SMOKE_REQUESTS} requests of shape {shape}: label {prediction.get('label')!r}; "
-        f"latency first {latencies[0]:.0f} ms, median {p50:.0f} ms, max {max(latencies):.0f} ms (round trip from here)")
+        f"latency first {latencies[0]:.0f} ms, median {p50:.0f} ms, max {max(latencies):.0f} ms (round trip from here"
+        + (", through S3)" if ctx.outputs.endpoint_mode == "async" else ")"))
     return {"label": prediction.get("label"), "first_ms": round(latencies[0], 1), "median_ms": round(p50, 1)}
 
 

@@ -155,6 +155,10 @@ def check_endpoint_quota(ctx: Context) -> None:
     """The endpoint-usage quota of the endpoint's instance type, for twice its maximum instance count: a blue/green
     rollout runs the new fleet beside the old one (as large as auto scaling made it) until the old one goes."""
     kind, most = ctx.outputs.endpoint_instance_type, ctx.outputs.endpoint_max_instances
+    if ctx.outputs.endpoint_mode == "serverless":
+        ok("endpoint quota", "serverless endpoint: no instances, so no endpoint-usage quota (SageMaker limits its "
+                             "concurrency per account instead)")
+        return
     if not kind or not most:
         warn("endpoint quota", "the stack exports no endpoint_instance_type/endpoint_max_instances: run `pulumi up` "
                                "with the current infra/ program to have it checked")

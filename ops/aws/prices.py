@@ -1,65 +1,44 @@
-"""Hourly prices from ops/aws/prices.toml (with its date and source), and the cost arithmetic built on them."""
+"""Hourly prices from ops/aws/prices.toml (with its date and source), and the cost arithmetic built on them.
+
+The table and its loader are infra/prices.py's (`python -m infra.cli cost` reads the same file); `make prices`
+refreshes it from the AWS Price List API (ops/aws/pricelist.py).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
+from infra import prices
+from infra.prices import PRICE_FILE, Price
 from ops.errors import OpsError
 
-PRICE_FILE = Path(__file__).with_name("prices.toml")
+__all__ = ["KINDS", "MIN_RUNTIME_S", "PRICE_FILE", "Price", "PriceTable", "duration", "max_runtime_s", "usd"]
 KINDS = ("ec2", "sagemaker_training", "sagemaker_hosting")
 MIN_RUNTIME_S = 60
 """A training run shorter than this is not worth starting (and SageMaker bills a minute anyway)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
-    instance_type: str
-    usd_per_hour: float
-    vcpus: int | None = None
-    gpus: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PriceTable:
-    as_of: str
-    region: str
-    prices: dict[str, dict[str, Price]]
-    path: Path = PRICE_FILE
+class PriceTable(prices.PriceTable):
+    """The price table, whose missing prices are ops' one-line errors."""
 
     @classmethod
     def load(cls, path: Path = PRICE_FILE) -> PriceTable:
         try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise OpsError(f"cannot read the price table {path}: {exc}") from None
-        prices = {kind: {name: Price(name, float(entry["usd_per_hour"]), entry.get("vcpus"), entry.get("gpus"))
-                         for name, entry in raw.get(kind, {}).items()} for kind in KINDS}
-        return cls(as_of=str(raw["as_of"]), region=str(raw["region"]), prices=prices, path=path)
-
-    def find(self, kind: str, instance_type: str) -> Price | None:
-        return self.prices[kind].get(instance_type)
+            table = prices.PriceTable.load(path)
+        except prices.PriceError as exc:
+            raise OpsError(str(exc)) from None
+        return cls(**{f.name: getattr(table, f.name) for f in dataclasses.fields(table)})
 
     def get(self, kind: str, instance_type: str) -> Price:
-        price = self.find(kind, instance_type)
-        if price is None:
-            raise OpsError(f"no price for {instance_type} in [{kind}] of {self._name()}: add it (with its source) "
-                           "so the cost can be shown and MAX_COST honoured")
-        return price
-
-    def note(self, region: str) -> str:
-        """Where the numbers come from, said next to every cost ops prints."""
-        where = "" if region == self.region else f"; the stack is in {region}, where prices differ"
-        return f"{self.region} on-demand list prices as of {self.as_of} ({self._name()}{where})"
+        try:
+            return super().get(kind, instance_type)
+        except prices.PriceError as exc:
+            raise OpsError(str(exc)) from None
 
     def _name(self) -> str:
-        try:
-            return str(self.path.relative_to(Path(__file__).resolve().parent.parent.parent))
-        except ValueError:
-            return str(self.path)
+        return self.name
 
 
 def max_runtime_s(usd_per_hour: float, max_hours: float, max_cost: float | None) -> int:

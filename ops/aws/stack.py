@@ -71,6 +71,18 @@ class StackOutputs:
     """deepcloud:forceDestroy as applied: may `pulumi destroy` delete buckets and repositories that hold data?"""
     protect_data_bucket: bool | None = None
     """deepcloud:protectDataBucket as applied: `make destroy` keeps the data bucket while it is true."""
+    endpoint_mode: str | None = None
+    """realtime, serverless or async (deepcloud:endpointMode; absent from stacks older than the modes: realtime)."""
+    async_prefix: str | None = None
+    """s3://<artifacts>/async/ of an async endpoint: requests go under input/, results come back under output/."""
+    network_profile: str | None = None
+    """endpoints, on-demand or existing-vpc (deepcloud:networkProfile)."""
+    interface_endpoints_up: bool | None = None
+    """Whether the managed VPC's interface endpoints exist now (always with the endpoints profile)."""
+    monthly_budget: int | None = None
+    """deepcloud:monthlyBudget in USD, when there is a budget."""
+    budget_name: str | None = None
+    """The AWS Budgets budget of the stack's tag, when there is one (`make train` reads what is left of it)."""
 
     @classmethod
     def parse(cls, raw: dict, stack: str) -> StackOutputs:
@@ -93,7 +105,8 @@ class StackOutputs:
 
 OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
                     "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
-                    "protect_data_bucket")
+                    "protect_data_bucket", "endpoint_mode", "async_prefix", "network_profile",
+                    "interface_endpoints_up", "monthly_budget", "budget_name")
 OUTPUT_KEYS = tuple(f.name for f in fields(StackOutputs))
 """Every stack output key ops reads, for the README and for reconciling with infra/__main__.py."""
 
@@ -107,6 +120,7 @@ class ConfigKeys:
     model_artifact: str = "deepcloud:modelArtifact"
     endpoint_instance_type: str = "deepcloud:endpointInstanceType"
     protect_data_bucket: str = "deepcloud:protectDataBucket"
+    interface_endpoints_up: str = "deepcloud:interfaceEndpointsUp"
 
 
 CONFIG = ConfigKeys()

@@ -98,10 +98,22 @@ def _endpoint_rows(ctx: Context, add, rows: list) -> None:
     variants = {v["VariantName"]: v for v in endpoint.get("ProductionVariants", [])}
     config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     for variant in config.get("ProductionVariants", []):
+        serverless = variant.get("ServerlessConfig")
+        if serverless:  # billed per request: nothing per hour (docs/aws-behaviours.md C6)
+            memory = int(serverless.get("MemorySizeInMB", 0))
+            per_second = ctx.prices.serverless.get(memory)
+            rows.append(("endpoint", f"{name}/{variant['VariantName']}", f"{endpoint.get('EndpointStatus', '?')}, "
+                         "serverless", f"{memory} MB, up to {serverless.get('MaxConcurrency', '?')} at once",
+                         f"$0/h idle; ${per_second:.7f} per second of each request" if per_second is not None
+                         else "per request (no price in table)"))
+            continue
         count = variants.get(variant["VariantName"], {}).get("CurrentInstanceCount",
                                                                variant.get("InitialInstanceCount", 0))
-        add("endpoint", f"{name}/{variant['VariantName']}", endpoint.get("EndpointStatus", "?"),
-            variant.get("InstanceType", "?"), int(count), "sagemaker_hosting")
+        state = endpoint.get("EndpointStatus", "?")
+        if config.get("AsyncInferenceConfig"):
+            state += ", async (scales to zero)"
+        add("endpoint", f"{name}/{variant['VariantName']}", state, variant.get("InstanceType", "?"), int(count),
+            "sagemaker_hosting")
 
 
 def _recent_runs(ctx: Context) -> None:

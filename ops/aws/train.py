@@ -8,7 +8,9 @@ at ``s3://<artifacts>/models/<run-id>/model.tar.gz`` with the run record ``run.j
 
 Before launching, the hourly price of the chosen capacity and the worst-case cost for the maximum runtime
 are printed; ``MAX_COST=<dollars>`` lowers the maximum runtime to what that sum buys (``MAX_HOURS``, default
-24, is the ceiling). Ctrl-C asks whether to stop the task or job; a stopped trainer checkpoints first.
+24, is the ceiling). With a stack budget (``deepcloud:monthlyBudget``), a run whose worst case exceeds what is left
+of it this month is refused before anything is built or started (budget.py). Ctrl-C asks whether to stop the task
+or job; a stopped trainer checkpoints first.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ops.aws import dataset, images, runs
+from ops.aws import budget, dataset, images, network, runs
 from ops.aws.console import Phases, ask, header, say
 from ops.aws.context import Context
 from ops.aws.prices import duration, max_runtime_s, usd
@@ -99,10 +101,22 @@ def run(ctx: Context, options: TrainOptions) -> dict:
     limit = f"MAX_COST={options.max_cost:g}" if options.max_cost is not None and \
         max_runtime < options.max_hours * 3600 else f"MAX_HOURS={options.max_hours:g}"
     say(f"capacity     {purchase}: at most {usd(hourly)}/h ({priced_type} on-demand)")
-    say(f"max runtime  {duration(max_runtime)} ({limit}); worst case {usd(hourly * max_runtime / 3600)}")
+    worst = hourly * max_runtime / 3600
+    say(f"max runtime  {duration(max_runtime)} ({limit}); worst case {usd(worst)}")
     say(f"prices       {ctx.prices.note(out.region)}")
+    budget.check(ctx, worst)
     if options.resume and runs.read_record(s3, out.artifacts_bucket, options.resume) is None:
         raise OpsError(f"no run {options.resume} to resume: `make status TARGET=aws` lists the runs")
+    with network.endpoints_for_run(ctx):
+        record, outcome = _launch_and_watch(ctx, backend, options, run_id, channels, max_runtime, hourly,
+                                            priced_type)
+        return _finish(ctx, backend, record, outcome, hourly)
+
+
+def _launch_and_watch(ctx: Context, backend: Backend, options: TrainOptions, run_id: str, channels: dict[str, str],
+                      max_runtime: int, hourly: float, priced_type: str) -> tuple[dict, Outcome]:
+    out = ctx.outputs
+    s3 = ctx.aws.client("s3")
     image = images.ensure(ctx.aws, ctx.repo, images.IMAGES["trainer"], out.trainer_repository_url)
     backend.prepare(image)
     record = {
@@ -122,7 +136,13 @@ def run(ctx: Context, options: TrainOptions) -> dict:
         outcome = _watch(backend, record, max_runtime, phases)
     finally:
         phases.close()
-    return _finish(ctx, backend, record, outcome, hourly)
+    return record, outcome
+
+
+class LeftRunning(OpsError):
+    """The run was left running on purpose (Ctrl-C, then no): what it needs, such as the network, must stay."""
+
+    keeps_network = True
 
 
 def _watch(backend: Backend, record: dict, max_runtime: int, phases: Phases) -> Outcome:
@@ -132,14 +152,14 @@ def _watch(backend: Backend, record: dict, max_runtime: int, phases: Phases) -> 
     except KeyboardInterrupt:
         say("")
         if not ask(f"stop {what}? (the trainer checkpoints first)", default=True):
-            raise OpsError(f"left {what} running: `make logs TARGET=aws RUN={record['run_id']}` follows it, "
+            raise LeftRunning(f"left {what} running: `make logs TARGET=aws RUN={record['run_id']}` follows it, "
                            "`make status TARGET=aws` shows its cost, `make destroy TARGET=aws` stops it") from None
     backend.stop(record, "stopped from make train (Ctrl-C)")
     say(f"asked to stop {what}; waiting for it to checkpoint and exit (Ctrl-C again to leave it)")
     try:
         return backend.watch(record, max_runtime, phases)
     except KeyboardInterrupt:
-        raise OpsError(f"left {what} stopping: `make status TARGET=aws` shows when it is gone") from None
+        raise LeftRunning(f"left {what} stopping: `make status TARGET=aws` shows when it is gone") from None
 
 
 def _finish(ctx: Context, backend: Backend, record: dict, outcome: Outcome, hourly: float) -> dict:

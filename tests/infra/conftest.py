@@ -29,6 +29,20 @@ def existing_vpc_stack() -> Synthesis:
     return synthesize(EXISTING_VPC, stack="shared")
 
 
+@pytest.fixture(scope="session")
+def serverless_stack() -> Synthesis:
+    """A model served serverless, the managed VPC with its interface endpoints only on demand (none now)."""
+    return synthesize({"modelArtifact": MODEL_KEY, "endpointMode": "serverless", "networkProfile": "on-demand",
+                       "serverlessMemoryMb": "3072", "serverlessMaxConcurrency": "8"}, stack="lean")
+
+
+@pytest.fixture(scope="session")
+def async_stack() -> Synthesis:
+    """A model behind an async endpoint that scales to zero, and a monthly budget."""
+    return synthesize({"modelArtifact": MODEL_KEY, "endpointMode": "async", "endpointMaxInstances": "3",
+                       "monthlyBudget": "40", "budgetEmails": "ops@example.com"}, stack="queue")
+
+
 @pytest.fixture(scope="session", params=["default", "model", "existing-vpc"])
 def any_stack(request: pytest.FixtureRequest) -> Synthesis:
     """Each of the three configurations in turn."""

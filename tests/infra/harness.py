@@ -11,58 +11,17 @@ policy pack receives from `pulumi preview --policy-pack infra/policy`.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import json
-import re
-import runpy
-import time
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import pulumi
-from pulumi.runtime import rpc, settings
-from pulumi.runtime.mocks import MockMonitor
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 from pulumi_policy import PolicyCustomTimeouts, PolicyProviderResource, PolicyResource, PolicyResourceOptions
 
-# Importing a pulumi-aws service package imports all its modules, and the deprecated ones (s3.BucketV2, ...) warn
-# at import; the program uses none of them, so import the packages it uses here, quietly, once.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    for _service in ("appautoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs", "iam", "kms", "lambda_", "s3",
-                     "sagemaker"):
-        hasattr(importlib.import_module(f"pulumi_aws.{_service}"), "load")  # the first attribute lookup loads it
+from infra.synth import ACCOUNT, ECS_SERVICE_LINKED_ROLE, PROJECT, REPO, AwsMocks, Registered, run_program
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = ["ACCOUNT", "ECS_SERVICE_LINKED_ROLE", "PROJECT", "REPO", "AwsMocks", "Registered", "Synthesis",
+           "options_of", "policy_json", "synthesize"]
 PROGRAM = REPO / "infra" / "__main__.py"
-PROJECT = "deepcloud"
-ACCOUNT = "123456789012"
-ZONES = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
-
-
-@dataclass
-class Registered:
-    """One RegisterResource request and the mock's answer."""
-
-    urn: str
-    type: str
-    name: str
-    custom: bool
-    inputs: dict[str, Any]
-    parent: str
-    provider: str
-    protect: bool
-    retain_on_delete: bool
-    ignore_changes: list[str]
-    dependencies: list[str]
-    property_dependencies: dict[str, list[str]]
-    id: str = ""
-    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,126 +72,12 @@ def options_of(r: Registered) -> PolicyResourceOptions:
                                  additional_secret_outputs=[], parent=r.parent or None)
 
 
-def _short_hash(text: str, length: int = 17) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-class AwsMocks(pulumi.runtime.Mocks):
-    """Answers like AWS would, deterministically: physical names are `<logical name>-<7 hex>`. `roles` are the IAM
-    roles the account already has (aws.iam.get_roles answers from them: a fresh account has none)."""
-
-    def __init__(self, region: str, roles: tuple[str, ...] = ()) -> None:
-        self.region = region
-        self.roles = roles
-        self.invokes: list[str] = []
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        self.invokes.append(args.token)
-        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDA",
-                    "id": ACCOUNT}
-        if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsPrefix": "com.amazonaws",
-                    "id": "aws"}
-        if args.token == "aws:iam/getRoles:getRoles":
-            # IAM ListRoles filtered by path prefix, then the provider's name_regex (data_source_iam_roles.go)
-            prefix, pattern = args.args.get("pathPrefix", "/"), args.args.get("nameRegex", "")
-            names = sorted(name.rsplit("/", 1)[1] for name in self.roles if name.startswith(prefix)
-                           and re.search(pattern, name.rsplit("/", 1)[1]))
-            return {"names": names, "arns": [f"arn:aws:iam::{ACCOUNT}:role{prefix}{n}" for n in names],
-                    "id": self.region}
-        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": list(ZONES), "zoneIds": [f"euw1-az{i + 1}" for i in range(len(ZONES))],
-                    "id": self.region}
-        raise NotImplementedError(f"the mocks do not answer the invoke {args.token}; add it to tests/infra/harness.py")
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        state = dict(args.inputs)
-        if args.typ.startswith("pulumi:providers:"):
-            return f"{args.name}-provider-id", state
-        physical = f"{args.name}-{_short_hash(args.typ + args.name, 7)}"
-        module, kind = args.typ.split(":")[1].split("/")[0], args.typ.rsplit(":", 1)[-1]
-        ident = f"{args.name}-id"
-        region, account = self.region, ACCOUNT
-        if kind == "Bucket":
-            bucket = state.setdefault("bucket", physical)
-            return bucket, {**state, "arn": f"arn:aws:s3:::{bucket}", "id": bucket}
-        if kind in ("Vpc", "Subnet", "SecurityGroup", "DefaultSecurityGroup", "RouteTable", "LaunchTemplate",
-                    "VpcEndpoint"):
-            prefix = {"Vpc": "vpc", "Subnet": "subnet", "SecurityGroup": "sg", "DefaultSecurityGroup": "sg",
-                      "RouteTable": "rtb", "LaunchTemplate": "lt", "VpcEndpoint": "vpce"}[kind]
-            ident = f"{prefix}-{_short_hash(args.name)}"
-            arn = f"arn:aws:ec2:{region}:{account}:{kind.lower()}/{ident}"
-            return ident, {**state, "id": ident, "arn": arn, "latestVersion": 1}
-        name = state.get("name") or physical
-        state["name"] = name
-        arn = {
-            "iam": f"arn:aws:iam::{account}:{kind[0].lower() + kind[1:]}/{name}",
-            "s3": f"arn:aws:s3:::{name}",
-        }.get(module, f"arn:aws:{module}:{region}:{account}:{kind.lower()}/{name}")
-        if kind == "Key":
-            key_id = _short_hash(args.name, 32)
-            return key_id, {**state, "keyId": key_id, "arn": f"arn:aws:kms:{region}:{account}:key/{key_id}"}
-        if kind == "Repository":
-            state["repositoryUrl"] = f"{account}.dkr.ecr.{region}.amazonaws.com/{name}"
-        if kind == "TaskDefinition":
-            arn = f"arn:aws:ecs:{region}:{account}:task-definition/{state['family']}:1"
-            state["revision"] = 1
-        if kind == "LogGroup":
-            arn = f"arn:aws:logs:{region}:{account}:log-group:{name}"
-        return ident, {**state, "arn": arn, "id": ident}
-
-
-class RecordingMonitor(MockMonitor):
-    """The mock monitor, keeping every RegisterResource request it answers."""
-
-    def __init__(self, mocks: AwsMocks) -> None:
-        super().__init__(mocks)
-        self.registered: list[Registered] = []
-
-    def RegisterResource(self, request):
-        response = super().RegisterResource(request)
-        if request.type != "pulumi:pulumi:Stack":
-            registration = self.resources[response.urn]
-            self.registered.append(Registered(
-                urn=response.urn, type=request.type, name=request.name, custom=request.custom,
-                inputs=rpc.deserialize_properties(request.object), parent=request.parent, provider=request.provider,
-                protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
-                ignore_changes=list(request.ignoreChanges),
-                dependencies=list(request.dependencies),
-                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
-                id=registration.id or "", outputs=dict(registration.state)))
-        return response
-
-
-ECS_SERVICE_LINKED_ROLE = "/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"
-"""Path and name of the role ECS uses in an account that has already used ECS."""
-
-
-def synthesize(values: Mapping[str, str], stack: str = "dev", region: str = "eu-west-1",
+def synthesize(values: dict[str, str], stack: str = "dev", region: str = "eu-west-1",
                roles: tuple[str, ...] = (ECS_SERVICE_LINKED_ROLE,)) -> Synthesis:
-    """Run infra/__main__.py once under mocks with `deepcloud:` config `values` (keys without namespace), in an
-    account that has the IAM `roles` (path and name; the default: one that has used ECS before)."""
-    config = {f"{PROJECT}:{key}": value for key, value in values.items()}
-    if region:
-        config["aws:region"] = region
-    mocks = AwsMocks(region, roles)
-    monitor = RecordingMonitor(mocks)
-    settings.ROOT.set(None)  # a fresh Stack resource for each run
-    pulumi.runtime.set_all_config(config)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-    outputs: dict[str, Any] = {}
-
-    def program() -> None:
-        runpy.run_path(str(PROGRAM.parent), run_name="__main__")
-        exported = settings.get_root_resource().outputs
-        outputs.update(_sync_await(pulumi.Output.from_input(exported).future()) or {})
-
-    start = time.perf_counter()
-    _sync_await(run_pulumi_func(program))
-    seconds = time.perf_counter() - start
-    return Synthesis(resources=monitor.registered, outputs=outputs, invokes=mocks.invokes, seconds=seconds,
-                     stack=stack)
+    """Run infra/__main__.py once under mocks (infra/synth.py) with `deepcloud:` config `values`, in an account that
+    has the IAM `roles` (the default: one that has used ECS before)."""
+    resources, outputs, invokes, seconds = run_program(values, stack, region, roles)
+    return Synthesis(resources=resources, outputs=outputs, invokes=invokes, seconds=seconds, stack=stack)
 
 
 def policy_json(value: Any) -> Any:

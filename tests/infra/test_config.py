@@ -79,6 +79,15 @@ def test_values_are_parsed_from_pulumi_strings() -> None:
      "deepcloud:rolloutStepInstances a CANARY step may be at most half the fleet"),
     ({"trainerImageTag": "has space"}, "deepcloud:trainerImageTag 'has space' is not a Docker image tag"),
     ({"servingImageTag": " "}, "deepcloud:servingImageTag is set but empty"),
+    ({"endpointMode": "batch"}, "deepcloud:endpointMode must be one of realtime, serverless, async"),
+    ({"serverlessMemoryMb": "1500"}, "deepcloud:serverlessMemoryMb must be one of 1024, 2048, 3072, 4096, 5120, 6144"),
+    ({"serverlessMaxConcurrency": "201"}, "deepcloud:serverlessMaxConcurrency must be 1 to 200"),
+    ({"asyncBacklogPerInstance": "0"}, "deepcloud:asyncBacklogPerInstance must be >= 1"),
+    ({"networkProfile": "nat"}, "deepcloud:networkProfile must be one of endpoints, on-demand"),
+    ({"monthlyBudget": "50"}, "deepcloud:monthlyBudget needs someone to alert: set deepcloud:budgetEmails"),
+    ({"monthlyBudget": "-1"}, "deepcloud:monthlyBudget must be 0 (no budget) or a whole number"),
+    ({"budgetEmails": "ops"}, "deepcloud:budgetEmails 'ops' is not an email address"),
+    ({"budgetSnsTopicArn": "alerts"}, "deepcloud:budgetSnsTopicArn 'alerts' is not an SNS topic ARN"),
 ])
 def test_errors_name_the_key(values: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as error:
@@ -120,11 +129,12 @@ def test_example_comments_give_working_values() -> None:
     """The commented-out settings (existing VPC, model) are valid when uncommented."""
     text = EXAMPLE.read_text()
     commented = dict(re.findall(rf"^\s*# {NAMESPACE}:(\w+): (.+)$", text, flags=re.M))
-    assert set(commented) == {"vpcId", "subnetIds", "modelArtifact"}
+    assert set(commented) == {"vpcId", "subnetIds", "modelArtifact", "budgetSnsTopicArn"}
     values = {k: json.dumps(yaml.safe_load(v)) if k == "subnetIds" else v for k, v in commented.items()}
-    cfg = load(values)
+    cfg = load({**values, "monthlyBudget": "25"})
     assert cfg.uses_existing_vpc
     assert cfg.model_artifact == "models/job-1/model.tar.gz"
+    assert cfg.budget_sns_topic_arn == "arn:aws:sns:us-east-1:123456789012:deepcloud-budget"
 
 
 def _run(args: list[str], path: str) -> subprocess.CompletedProcess:
@@ -169,6 +179,37 @@ def test_name_prefix_is_a_name_sagemaker_accepts(stack: str) -> None:
     cfg = parse({}, project="deepcloud", stack=stack, region="eu-west-1")
     assert len(cfg.name_prefix) <= 40
     assert _sagemaker_name_pattern().fullmatch(cfg.endpoint_name), cfg.endpoint_name
+
+
+def test_each_endpoint_mode_has_its_own_endpoint_name() -> None:
+    """SageMaker cannot turn a real-time endpoint into a serverless one in place; a change of mode is a new endpoint,
+    created (under its own name) before Pulumi deletes the old one."""
+    names = {mode: load({"endpointMode": mode}).endpoint_name for mode in ("realtime", "serverless", "async")}
+    assert names == {"realtime": "deepcloud-dev", "serverless": "deepcloud-dev-serverless",
+                     "async": "deepcloud-dev-async"}
+    assert all(_sagemaker_name_pattern().fullmatch(name) for name in names.values())
+
+
+def test_mode_specific_checks() -> None:
+    """A serverless endpoint has no instances, so no canary to size; an async one rolls out ALL_AT_ONCE (its fleet may
+    be at zero), so the canary's half-the-fleet rule does not apply to it either."""
+    serverless = load({"endpointMode": "serverless", "endpointMinInstances": "1", "endpointInstanceCount": "1",
+                       "bakeSeconds": "3600"})
+    assert serverless.endpoint_rollout == "CANARY"  # configured, unused: serverless endpoints have no guardrails
+    queued = load({"endpointMode": "async", "endpointMinInstances": "1", "endpointInstanceCount": "1"})
+    assert queued.endpoint_rollout == "ALL_AT_ONCE"
+    assert queued.rollout_seconds == 600 + 2 * 600
+    with pytest.raises(ConfigError, match="deepcloud:bakeSeconds 3600 makes a ALL_AT_ONCE rollout"):
+        load({"endpointMode": "async", "bakeSeconds": "3600"})
+
+
+def test_network_profiles() -> None:
+    assert load({}).interface_endpoints
+    assert not load({"networkProfile": "on-demand"}).interface_endpoints
+    assert load({"networkProfile": "on-demand", "interfaceEndpointsUp": "true"}).interface_endpoints
+    existing = load({"vpcId": "vpc-0abc1234def567890",
+                     "subnetIds": "subnet-0aaa1111bbbb22223,subnet-0ccc3333dddd44445"})
+    assert not existing.interface_endpoints, "an existing VPC brings its own"
 
 
 def test_rollout_duration_of_the_defaults() -> None:

@@ -167,16 +167,45 @@ def test_a_fresh_account_stack_passes_every_rule() -> None:
     assert stack_violations(synthesize({}, stack="fresh", roles=())) == []
 
 
-def test_each_waiver_is_needed_and_explained(default_stack: Synthesis) -> None:
+def test_the_endpoint_modes_and_network_profiles_pass_every_rule(serverless_stack: Synthesis,
+                                                                async_stack: Synthesis) -> None:
+    """serverless on the on-demand network profile (with the serverless waivers), async scaling to zero with a budget;
+    and the on-demand profile while its endpoints are up."""
+    assert stack_violations(serverless_stack) == []
+    assert stack_violations(async_stack) == []
+    up = synthesize({"networkProfile": "on-demand", "interfaceEndpointsUp": "true"}, stack="up")
+    assert stack_violations(up) == []
+
+
+def test_each_waiver_is_needed_and_explained(default_stack: Synthesis, serverless_stack: Synthesis,
+                                             async_stack: Synthesis) -> None:
+    """Over the stacks the waivers exist for: every violation is covered by exactly one waiver, and every waiver
+    covers at least one violation (the serverless ones only the serverless stack's, the async one the async's)."""
     waivers = load_waivers()
-    unwaived = stack_violations(default_stack, waivers=[])
+    unwaived = [v for stack in (default_stack, serverless_stack, async_stack) for v in stack_violations(stack, [])]
+
+    def covering(rule: str, urn: str) -> list[Waiver]:
+        return [w for w in waivers if w.covers(rule, urn.split("::")[-2].split("$")[-1], urn.rsplit("::", 1)[1])]
+
     for waiver in waivers:
         assert waiver.rule in RULE_NAMES, f"waiver for unknown rule {waiver.rule}"
         assert len(waiver.reason) > 40, f"waiver of {waiver.rule} needs a reason"
-        hits = [(rule, urn) for rule, urn, _ in unwaived if rule == waiver.rule
-                and waiver.covers(rule, urn.split("::")[-2].split("$")[-1], urn.rsplit("::", 1)[1])]
-        assert hits, f"waiver of {waiver.rule} for {waiver.name} matches no violation: remove it"
-    assert len(unwaived) == len(waivers), "every violation of the unwaived stack is covered by exactly one waiver"
+        assert any(waiver in covering(rule, urn) for rule, urn, _ in unwaived), \
+            f"waiver of {waiver.rule} for {waiver.name} matches no violation: remove it"
+    for rule, urn, message in unwaived:
+        assert len(covering(rule, urn)) == 1, f"{rule}: {message} is covered by {len(covering(rule, urn))} waivers"
+
+
+def test_serverless_waivers_cover_only_the_serverless_endpoint(model_stack: Synthesis) -> None:
+    """A realtime model outside the VPC is still refused: the waivers name the serverless resources only."""
+    import copy
+
+    weakened = copy.deepcopy(model_stack)
+    model = weakened.one("aws:sagemaker/model:Model")
+    del model.inputs["vpcConfig"]
+    model.inputs["enableNetworkIsolation"] = False
+    rules = {rule for rule, _, _ in stack_violations(weakened)}
+    assert rules == {"sagemaker-model-in-vpc", "sagemaker-network-isolation"}
 
 
 def test_a_weakened_stack_is_caught(default_stack: Synthesis) -> None:
@@ -190,3 +219,15 @@ def test_a_weakened_stack_is_caught(default_stack: Synthesis) -> None:
     repo.inputs["imageTagMutability"] = "MUTABLE"
     rules = {rule for rule, _, _ in stack_violations(weakened)}
     assert rules == {"ec2-imdsv2", "ecr-immutable-tags"}
+
+
+def test_an_async_endpoint_that_could_not_scale_back_out_is_caught(async_stack: Synthesis) -> None:
+    """Without the HasBacklogWithoutCapacity alarm, an async endpoint at zero instances would stay there."""
+    import copy
+
+    weakened = copy.deepcopy(async_stack)
+    weakened.resources = [r for r in weakened.resources if not r.name.endswith("backlog-without-capacity")]
+    config = weakened.one("aws:sagemaker/endpointConfiguration:EndpointConfiguration")
+    del config.inputs["asyncInferenceConfig"]["outputConfig"]["kmsKeyId"]
+    rules = {rule for rule, _, _ in stack_violations(weakened)}
+    assert rules == {"sagemaker-scale-out-from-zero", "sagemaker-async-output-encrypted"}

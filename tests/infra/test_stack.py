@@ -82,7 +82,8 @@ OPS_OUTPUTS = ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trai
                "serving_repository_url", "cluster_name", "capacity_provider_name", "task_definition_family",
                "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn", "endpoint_config_name",
                "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
-               "protect_data_bucket")
+               "protect_data_bucket", "endpoint_mode", "async_prefix", "network_profile", "interface_endpoints_up",
+               "monthly_budget", "budget_name")
 """The outputs ops/aws/stack.py (StackOutputs) reads: `make train` and `make deploy TARGET=aws` need every one."""
 
 
@@ -502,6 +503,8 @@ def test_infra_imports_only_pulumi_and_its_own_package() -> None:
     for path in (REPO / "infra").rglob("*.py"):
         lambda_code = functions in path.parents
         allowed = {"boto3", "botocore"} if lambda_code else {"pulumi", "pulumi_aws", "pulumi_policy", "infra"}
+        if path == REPO / "infra" / "cli.py":
+            allowed = allowed | {"yaml"}  # Pulumi.<stack>.yaml, read by `cost`; PyYAML is a dependency of pulumi
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
@@ -524,3 +527,139 @@ def test_pulumi_yaml_runs_infra_in_the_project_venv() -> None:
     assert project["main"] == "infra/"
     assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}}
     assert Path(REPO / project["main"] / "__main__.py").is_file()
+
+
+# --- endpoint modes (deepcloud:endpointMode) -----------------------------------------------------------------------
+CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
+
+
+def test_serverless_endpoint_bills_per_request_outside_the_vpc(serverless_stack: Synthesis) -> None:
+    """ServerlessConfig (memory, concurrency) and nothing SageMaker refuses for serverless: no instance type or count,
+    no VPC or network isolation, no deployment guardrails (SageMaker guide, "Serverless Inference";
+    docs/aws-behaviours.md S13)."""
+    model = serverless_stack.one("aws:sagemaker/model:Model")
+    assert model.name == "serving-serverless-model"
+    assert "vpcConfig" not in model.inputs
+    assert model.inputs["enableNetworkIsolation"] is False
+    (variant,) = serverless_stack.one(CONFIG).inputs["productionVariants"]
+    assert variant["serverlessConfig"] == {"memorySizeInMb": 3072, "maxConcurrency": 8}
+    assert "instanceType" not in variant
+    assert "initialInstanceCount" not in variant
+    assert "kmsKeyArn" not in serverless_stack.one(CONFIG).inputs
+    endpoint = serverless_stack.one("aws:sagemaker/endpoint:Endpoint")
+    assert endpoint.inputs["name"] == "deepcloud-lean-serverless" == serverless_stack.outputs["endpoint_name"]
+    assert "deploymentConfig" not in endpoint.inputs
+    for kind in ("aws:cloudwatch/metricAlarm:MetricAlarm", "aws:appautoscaling/target:Target"):
+        assert not serverless_stack.of_type(kind), f"a serverless endpoint has no {kind}: nothing bills while idle"
+    allowed = statements(serverless_stack, "serving-serverless-sagemaker")
+    assert "VpcInterfaces" not in allowed
+    assert "EncryptVolumes" not in allowed
+    assert allowed["ReadModels"]["Resource"][0].endswith("/models/*")
+    assert serverless_stack.outputs["endpoint_mode"] == "serverless"
+
+
+def test_async_endpoint_writes_results_with_the_key_and_scales_to_zero(async_stack: Synthesis) -> None:
+    """AsyncInferenceConfig output and failure paths under async/ of the artifacts bucket, encrypted with the stack's
+    key; auto scaling between 0 and endpointMaxInstances (SageMaker guide, "Autoscale an asynchronous endpoint")."""
+    artifacts, key = async_stack.outputs["artifacts_bucket"], async_stack.outputs["kms_key_arn"]
+    config = async_stack.one(CONFIG).inputs
+    assert config["asyncInferenceConfig"]["outputConfig"] == {
+        "s3OutputPath": f"s3://{artifacts}/async/output/", "s3FailurePath": f"s3://{artifacts}/async/failures/",
+        "kmsKeyId": key}
+    assert config["productionVariants"][0]["initialInstanceCount"] == 1, "SageMaker's minimum; scaling takes it to 0"
+    assert config["kmsKeyArn"] == key
+    model = async_stack.one("aws:sagemaker/model:Model").inputs
+    assert model["enableNetworkIsolation"] is True
+    assert model["vpcConfig"]["subnets"]
+    endpoint = async_stack.one("aws:sagemaker/endpoint:Endpoint").inputs
+    assert endpoint["name"] == "deepcloud-queue-async"
+    routing = endpoint["deploymentConfig"]["blueGreenUpdatePolicy"]["trafficRoutingConfiguration"]
+    assert routing["type"] == "ALL_AT_ONCE", "a canary needs instances to shift traffic to; async may have none"
+    target = async_stack.one("aws:appautoscaling/target:Target").inputs
+    assert (target["minCapacity"], target["maxCapacity"]) == (0, 3)
+    assert target["resourceId"] == "endpoint/deepcloud-queue-async/variant/AllTraffic"
+    assert async_stack.outputs["async_prefix"] == f"s3://{artifacts}/async/"
+    allowed = statements(async_stack, "serving-async-sagemaker")
+    assert allowed["ReadAsyncRequests"]["Resource"] == [f"arn:aws:s3:::{artifacts}/async/input/*"]
+    assert sorted(allowed["WriteAsyncResults"]["Resource"]) == [f"arn:aws:s3:::{artifacts}/async/failures/*",
+                                                                 f"arn:aws:s3:::{artifacts}/async/output/*"]
+    (lifecycle,) = settings_of(async_stack, "BucketLifecycleConfiguration", "store-artifacts")
+    expiry = {r["id"]: r for r in lifecycle.inputs["rules"]}["expire-async"]
+    assert (expiry["filter"], expiry["expiration"]) == ({"prefix": "async/"}, {"days": 7})
+
+
+def test_async_endpoint_scales_on_its_backlog_and_out_from_zero(async_stack: Synthesis) -> None:
+    """Target tracking on ApproximateBacklogSizePerInstance, and a step policy fired by a HasBacklogWithoutCapacity
+    alarm: with zero instances there is no backlog per instance, so target tracking alone never adds the first one."""
+    policies = {p.name: p for p in async_stack.of_type("aws:appautoscaling/policy:Policy")}
+    tracking = policies["serving-async-scaling"].inputs["targetTrackingScalingPolicyConfiguration"]
+    assert tracking["targetValue"] == 5
+    assert tracking["customizedMetricSpecification"] == {
+        "metricName": "ApproximateBacklogSizePerInstance", "namespace": "AWS/SageMaker",
+        "dimensions": [{"name": "EndpointName", "value": "deepcloud-queue-async"}], "statistic": "Average"}
+    assert (tracking["scaleInCooldown"], tracking["scaleOutCooldown"]) == (600, 300)
+    step = policies["serving-async-from-zero"]
+    assert step.inputs["policyType"] == "StepScaling"
+    assert step.inputs["stepScalingPolicyConfiguration"]["stepAdjustments"] == [
+        {"metricIntervalLowerBound": "0", "scalingAdjustment": 1}]
+    alarm = async_stack.one("aws:cloudwatch/metricAlarm:MetricAlarm", "backlog-without-capacity")
+    assert alarm.inputs["metricName"] == "HasBacklogWithoutCapacity"
+    assert alarm.inputs["dimensions"] == {"EndpointName": "deepcloud-queue-async"}
+    assert alarm.inputs["alarmActions"] == [step.outputs["arn"]]
+    assert (alarm.inputs["threshold"], alarm.inputs["comparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+
+
+def test_changing_the_mode_creates_a_new_endpoint_beside_the_old(model_stack: Synthesis,
+                                                                 serverless_stack: Synthesis) -> None:
+    """Different logical names and endpoint names: Pulumi creates the new endpoint, then deletes the old one."""
+    realtime = {r.name for r in model_stack.resources if r.type.startswith("aws:sagemaker/")}
+    serverless = {r.name for r in serverless_stack.resources if r.type.startswith("aws:sagemaker/")}
+    assert not realtime & serverless
+    assert realtime == {"serving-model", "serving-config", "serving-endpoint"}, "realtime keeps its URNs"
+
+
+# --- network profiles ----------------------------------------------------------------------------------------------
+def test_on_demand_network_has_only_the_gateway_endpoint_while_idle(serverless_stack: Synthesis) -> None:
+    (gateway,) = serverless_stack.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert gateway.inputs["vpcEndpointType"] == "Gateway"
+    assert serverless_stack.outputs["network_profile"] == "on-demand"
+    assert serverless_stack.outputs["interface_endpoints_up"] is False
+    assert [g.name for g in serverless_stack.of_type(SG)] == ["network-workload"]
+    up = synthesize({"networkProfile": "on-demand", "interfaceEndpointsUp": "true"}, stack="up")
+    assert len(up.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")) == 8
+    assert up.outputs["interface_endpoints_up"] is True
+
+
+def test_whatever_the_profile_nothing_is_public(serverless_stack: Synthesis, existing_vpc_stack: Synthesis) -> None:
+    """No inbound from anywhere, IMDSv2, encrypted disks, no public IPs: the same in every profile."""
+    for stack in (serverless_stack, existing_vpc_stack):
+        for group in stack.of_type(SG):
+            assert not any("0.0.0.0/0" in r.get("cidrBlocks", []) for r in group.inputs.get("ingress", []))
+        template = stack.one("aws:ec2/launchTemplate:LaunchTemplate").inputs
+        assert template["metadataOptions"]["httpTokens"] == "required"
+        assert template["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"
+        assert template["networkInterfaces"][0]["associatePublicIpAddress"] == "false"
+    assert existing_vpc_stack.outputs["network_profile"] == "existing-vpc"
+
+
+# --- MonthlyBudget -------------------------------------------------------------------------------------------------
+def test_monthly_budget_on_the_stack_tag_alerts_at_80_and_100_percent(async_stack: Synthesis) -> None:
+    budget = async_stack.one("aws:budgets/budget:Budget").inputs
+    assert budget["name"] == "deepcloud-queue-monthly" == async_stack.outputs["budget_name"]
+    assert (budget["budgetType"], budget["timeUnit"], budget["limitAmount"], budget["limitUnit"]) == (
+        "COST", "MONTHLY", "40.00", "USD")
+    assert budget["costFilters"] == [{"name": "TagKeyValue", "values": ["user:deepcloud:stack$deepcloud/queue"]}]
+    alerts = sorted((n["notificationType"], n["threshold"]) for n in budget["notifications"])
+    assert alerts == [("ACTUAL", 80), ("ACTUAL", 100), ("FORECASTED", 80), ("FORECASTED", 100)]
+    assert all(n["subscriberEmailAddresses"] == ["ops@example.com"] and n["thresholdType"] == "PERCENTAGE"
+               for n in budget["notifications"])
+    assert async_stack.outputs["monthly_budget"] == 40
+
+
+def test_budget_alerts_to_sns_and_none_without_a_limit(default_stack: Synthesis) -> None:
+    assert not default_stack.of_type("aws:budgets/budget:Budget")
+    assert default_stack.outputs["budget_name"] is None
+    topic = "arn:aws:sns:us-east-1:123456789012:alerts"
+    stack = synthesize({"monthlyBudget": "10", "budgetSnsTopicArn": topic}, stack="sns")
+    notes = stack.one("aws:budgets/budget:Budget").inputs["notifications"]
+    assert all(n["subscriberSnsTopicArns"] == [topic] and "subscriberEmailAddresses" not in n for n in notes)

@@ -291,3 +291,14 @@ def one_line_error(code: int, err: str, starts: str) -> str:
     assert lines[0].startswith(f"error: {starts}"), lines[0]
     assert "Traceback" not in err
     return lines[0]
+
+
+def endpoint_quotas_stub(value: float, calls: int, quota: str = "ml.m5.large for endpoint usage"):
+    """Service Quotas, stubbed (moto has no SageMaker quotas): ListServiceQuotas for SageMaker, `calls` times, answering
+    the endpoint-usage quota `quota` with `value`."""
+    quotas, stub = stubbed("service-quotas")
+    for _ in range(calls):
+        stub.add_response("list_service_quotas", {"Quotas": [
+            {"ServiceCode": "sagemaker", "QuotaCode": "L-22222222", "QuotaName": quota, "Value": value}]},
+            {"ServiceCode": "sagemaker"})
+    return quotas, stub

@@ -37,7 +37,7 @@ def bare(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys):
     # these run the preflight checks, credentials first
     *[pytest.param(c, NO_CREDENTIALS, id=c) for c in ("preflight", "train", "deploy", "rollback", "destroy")],
     # these start by reading the stack outputs
-    *[pytest.param(c, NO_PULUMI, id=c) for c in ("data", "status", "logs")]])
+    *[pytest.param(c, NO_PULUMI, id=c) for c in ("data", "status", "logs", "predict")]])
 def test_a_bare_machine_gets_one_line(bare, tmp_path, command: str, first_missing: str) -> None:
     code, _, err = bare("--target", "aws", command)
     line = one_line_error(code, err, first_missing)
@@ -45,7 +45,7 @@ def test_a_bare_machine_gets_one_line(bare, tmp_path, command: str, first_missin
     assert not (tmp_path / "local").exists()
 
 
-@pytest.mark.parametrize("command", ["predict", "demo"])
+@pytest.mark.parametrize("command", ["demo"])
 def test_local_only_commands_on_aws(bare, command: str) -> None:
     one_line_error(*bare("--target", "aws", command)[::2], f"`{command}` runs on TARGET=local only: ")
 

@@ -27,8 +27,12 @@ def test_price_table_has_its_date_source_and_sane_prices() -> None:
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw["as_of"])
     assert raw["region"] == "us-east-1"
     assert raw["currency"] == "USD"
-    assert text.count("# Source: https://aws.amazon.com/") == 3, "each section names where its prices come from"
     table = PriceTable.load()
+    for section in ("ec2", "ec2_spot", "sagemaker_training", "sagemaker_hosting", "sagemaker_serverless", "rates"):
+        source = table.source(section)
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", source.as_of), f"[sources.{section}] needs its date"
+        assert source.source != "unknown source", f"[sources.{section}] names where its prices come from"
+    assert raw["as_of"] == min(s.as_of for s in table.sources.values()), "as_of is the oldest section's date"
     for kind in prices.KINDS:
         assert table.prices[kind], kind
         for price in table.prices[kind].values():
@@ -115,13 +119,15 @@ def test_stack_outputs_are_named_in_one_place() -> None:
                                  "task_definition_family", "subnet_ids", "security_group_id", "endpoint_name",
                                  "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
                                  "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket",
-                                 "force_destroy", "protect_data_bucket")
+                                 "force_destroy", "protect_data_bucket", "endpoint_mode", "async_prefix",
+                                 "network_profile", "interface_endpoints_up", "monthly_budget", "budget_name")
     raw = {key: f"v-{key}" for key in stack.OUTPUT_KEYS} | {"subnet_ids": "subnet-a, subnet-b", "endpoint_name": ""}
     outputs = stack.StackOutputs.parse(raw, "dev")
     assert outputs.subnet_ids == ("subnet-a", "subnet-b")
     assert outputs.endpoint_name is None, "an empty endpoint name means none yet"
     applied = stack.StackOutputs.parse({**raw, "force_destroy": False, "protect_data_bucket": True}, "dev")
     assert (applied.force_destroy, applied.protect_data_bucket) == (False, True), "false is a value, not absence"
+    assert stack.StackOutputs.parse({**raw, "interface_endpoints_up": False}, "dev").interface_endpoints_up is False
     assert stack.StackOutputs.parse({**raw, "subnet_ids": ["subnet-c"]}, "dev").subnet_ids == ("subnet-c",)
     del raw["region"], raw["training_role_arn"], raw["stack_tag"]
     with pytest.raises(OpsError, match=r"^stack 'dev' has no output region: run `pulumi up`"):

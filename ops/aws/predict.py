@@ -1,0 +1,70 @@
+"""`make predict TARGET=aws`: the held-out test images through the stack's endpoint, whatever its mode.
+
+Each image is one request, sent as `make deploy`'s smoke request is (ops/aws/deploy.py `invoke`): InvokeEndpoint for
+a real-time or serverless endpoint, InvokeEndpointAsync and the result from S3 for an async one. The report is the
+local target's (accuracy, latency percentiles, throughput) next to the accuracy the trainer measured in-process on the
+same images, read from the deployed model's manifest.json.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from typing import Any
+
+from ops.aws import deploy, runs
+from ops.aws.console import header, say
+from ops.aws.context import Context
+from ops.errors import OpsError
+from ops.predict import PredictReport, read_test_set
+
+
+def deployed_run(ctx: Context) -> str:
+    """The run the endpoint serves: the newest successful deploy in the history."""
+    if not ctx.outputs.endpoint_name:
+        raise OpsError("no endpoint is deployed: run `make deploy TARGET=aws` first")
+    served = [e for e in deploy.read_history(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket)
+              if e.get("result") == "InService"]
+    if not served:
+        raise OpsError("no successful deploy in the history: run `make deploy TARGET=aws` first")
+    return served[-1]["run_id"]
+
+
+def _manifest(s3: Any, bucket: str, run_id: str) -> dict:
+    body = s3.get_object(Bucket=bucket, Key=runs.model_key(run_id))["Body"]
+    with tarfile.open(fileobj=body, mode="r|gz") as tar:
+        for member in tar:
+            if member.isfile() and member.name.lstrip("./") == "manifest.json":
+                return json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+    raise OpsError(f"s3://{bucket}/{runs.model_key(run_id)} has no manifest.json (docs/artifact.md)")
+
+
+def predict(ctx: Context) -> PredictReport:
+    endpoint = ctx.outputs.endpoint_name or ""
+    run_id = deployed_run(ctx)
+    channel = ctx.paths.dataset / "test"
+    images, labels = read_test_set(channel)
+    mode = ctx.outputs.endpoint_mode or "realtime"
+    header(f"predict (aws, {mode}): {channel} -> endpoint {endpoint} (run {run_id})")
+    manifest = _manifest(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket, run_id)
+    in_process = manifest.get("metrics", {}).get("test", {}).get("accuracy")
+    latencies, correct = [], 0
+    started = time.perf_counter()
+    for n, (image, label) in enumerate(zip(images, labels, strict=True)):
+        body = json.dumps({"instances": [image.tolist()]}).encode()
+        t0 = time.perf_counter()
+        answer = deploy.invoke(ctx, endpoint, body, f"predict-{run_id}-{n}")
+        latencies.append((time.perf_counter() - t0) * 1000)
+        try:
+            correct += json.loads(answer)["predictions"][0]["label"] == label
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise OpsError(f"endpoint {endpoint} did not answer with predictions: {answer[:200]!r}") from None
+    report = PredictReport(samples=len(labels), correct=correct, in_process_accuracy=in_process,
+                           latencies_ms=latencies, seconds=time.perf_counter() - started)
+    for line in report.lines():
+        say(line)
+    if in_process is not None and not report.matches:
+        raise OpsError("accuracy through the endpoint differs from the in-process accuracy of the same artifact: "
+                       "the server and trainer disagree on the model's input; see docs/artifact.md")
+    return report
