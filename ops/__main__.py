@@ -1,10 +1,10 @@
-"""The commands behind the Make targets: ``python -m ops [--target local|aws] COMMAND``.
+"""The commands behind the Make targets: ``python -m ops [--target local|container|aws] COMMAND``.
 
 TARGET=local (the default):
 
     data      write the demo dataset (scikit-learn digits as PNG channels)
     train     run a training job: SageMaker layout under .deepcloud/local/jobs/<id>/
-    deploy    start the server on 127.0.0.1:8080 with the latest artifact; return once /ping is 200
+    deploy    start the server on 127.0.0.1:8080 (PORT= moves it) with the latest artifact; return once /ping is 200
     predict   send the test images to the endpoint; accuracy and latency
     destroy   stop the server and remove .deepcloud/local (the dataset is kept); a no-op when clean
     demo      all of the above in order, destroy always last, and a summary
@@ -13,8 +13,8 @@ TARGET=container (ops/container.py): data, train, deploy, predict, destroy and d
 and the server in their images under Docker, run the way SageMaker runs them (jobs in .deepcloud/container/);
 `images` builds both images here without network (`make images`).
 
-TARGET=aws (ops/aws/): preflight, data, train, deploy, rollback, status, logs, destroy against the Pulumi
-stack; see ops/aws/__init__.py.
+TARGET=aws (ops/aws/): preflight, data, train, deploy, predict, rollback, status, logs, destroy against the
+Pulumi stack; see ops/aws/__init__.py.
 
 Expected failures print one line, ``error: ...``, and exit 1; so do AWS errors (credentials, permissions).
 """

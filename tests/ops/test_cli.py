@@ -82,7 +82,8 @@ def test_bad_hyperparameter_fails_the_job_with_the_trainer_message(home: Path) -
     assert len(failures) == 1
     job = failures[0].parents[1]
     # said once: the verdict says where, not the reason again (issue 19: it was printed twice)
-    assert verdict == f"error: training job {job.name} failed with exit code 1 (its error is above); its folder is {job}"
+    assert verdict == (f"error: training job {job.name} failed with exit code 1 (its error is above); "
+                       f"its folder is {job}")
     # the job's channels are hard links to the dataset, not a second copy of it
     assert (job / "input" / "data" / "train").is_dir()
     assert all(p.stat().st_nlink >= 2 for p in (job / "input" / "data" / "train").rglob("*.png"))

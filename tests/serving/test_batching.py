@@ -132,7 +132,7 @@ def test_full_queue_and_timeout_are_immediate_errors(artifact: Artifact) -> None
                 await asyncio.sleep(0)
                 assert batcher.depth == 2
                 started = time.monotonic()
-                with pytest.raises(QueueFull, match="^2 requests are already waiting$"):
+                with pytest.raises(QueueFull, match=r"^2 requests are already waiting$"):
                     await batcher.submit(one, 30)
                 assert time.monotonic() - started < 0.5
                 gate.set()
