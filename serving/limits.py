@@ -97,6 +97,8 @@ to this granularity whatever the read sizes and however requests follow one anot
 LINGER_S, LINGER_BYTES = 1.0, 256 * 1024
 """How long and how much a refused connection keeps reading (and dropping) of the client's bytes before it
 closes, so the client reads the answer before the connection ends."""
+SWEEP_S = 0.25
+"""How often the deadlines of the connections are checked: a timeout fires up to this much late."""
 MAX_PIPELINED = 1
 """Requests a client may queue behind the one running on its connection (HTTP/1.1 pipelining)."""
 
@@ -111,16 +113,34 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
     """Connections whose request body is still arriving, oldest first: closed next, so slow bodies cannot
     shut out /ping either. A request whose body is in is never closed to make room."""
     framing = 64 * 1024  # chunk headers and trailers a request may add to its body, plus one eighth of the body
+    messages = {"header_timeout": f"the request line and headers did not arrive within {limits.header_timeout:g} s",
+                "body_timeout": f"the request body did not arrive within {limits.body_timeout:g} s"}
+    sweeping: list[Any] = []  # the scheduled sweep, while connections have deadlines
+
+    def _sweep(loop, connections) -> None:  # the event loop, and uvicorn's set of protocols
+        sweeping.clear()
+        now, pending = loop.time(), False
+        for connection in list(connections):
+            deadline = getattr(connection, "_deadline", None)
+            if deadline is None:
+                continue
+            if deadline <= now:
+                connection._refuse(408, connection._deadline_reason, messages[connection._deadline_reason])
+            else:
+                pending = True
+        if pending:
+            sweeping.append(loop.call_later(SWEEP_S, _sweep, loop, connections))
 
     class LimitedProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._in_head = True  # from the connection or the end of a message to the end of the next head
-            self._head_bytes = self._header_count = 0
+            self._head_bytes = self._header_lines = 0
             self._after_head = self._body_bytes = 0  # fed since the head ended; delivered as body
             self._refused = False
             self._linger = 0
-            self._deadline: Any = None
+            self._deadline: float | None = None  # loop time past which _sweep refuses the connection
+            self._deadline_reason = ""
 
         # ---------------------------------------------------------------------------------- connections
 
@@ -135,12 +155,12 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
                 oldest._refuse(503, "too_many_connections", f"the server is at its {limits.max_connections}-"
                                "connection limit and closed this connection, which was running no request")
             idle[self] = None
-            self._arm_head_timer()
+            self._expire(limits.header_timeout, "header_timeout")
 
         def connection_lost(self, exc: Exception | None) -> None:
             idle.pop(self, None)
             receiving.pop(self, None)
-            self._disarm()
+            self._deadline = None
             super().connection_lost(exc)
 
         # ---------------------------------------------------------------------------------- bytes
@@ -155,7 +175,7 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
             while view and not self._refused:
                 if self._in_head:  # a slice at a time: the head's size is known whatever the read sizes
                     if self._deadline is None:  # bytes between requests (even bare CRLFs) start the clock
-                        self._arm_head_timer()
+                        self._expire(limits.header_timeout, "header_timeout")
                     piece, view = view[:HEAD_SLICE], view[HEAD_SLICE:]
                     self._head_bytes += len(piece)
                     if self._head_bytes > limits.max_header_bytes:
@@ -192,9 +212,9 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_head, self._header_count = True, 0
+            self._in_head = True
             if self._deadline is None:
-                self._arm_head_timer()
+                self._expire(limits.header_timeout, "header_timeout")
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
@@ -202,25 +222,21 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
                 raise _Refused(414, "uri_too_long", f"the request target exceeds {limits.max_request_line_bytes} "
                                "bytes")
 
-        def on_header(self, name: bytes, value: bytes) -> None:
-            if not self._in_head:  # a chunked body's trailer section
-                raise _Refused(400, "trailers_not_accepted", "this server takes no trailers after a chunked body")
-            self._header_count += 1
-            if self._header_count > limits.max_headers:
-                raise _Refused(431, "too_many_headers", f"the request has more than {limits.max_headers} headers")
-            super().on_header(name, value)
-
         def on_headers_complete(self) -> None:
+            # The count is checked here, not per header: the head's bytes are bounded already, so counting at
+            # the end costs nothing per header and lets no more than max_header_bytes in.
+            if len(self.headers) > limits.max_headers:
+                raise _Refused(431, "too_many_headers", f"the request has more than {limits.max_headers} headers")
             running = self.cycle is not None and not self.cycle.response_complete
             self._in_head, self._head_bytes, self._after_head, self._body_bytes = False, 0, 0, 0
+            self._header_lines = len(self.headers)
             idle.pop(self, None)
             if not running:
                 receiving[self] = None
             elif len(self.pipeline) >= MAX_PIPELINED:
                 raise _Refused(503, "too_many_pipelined", f"more than {MAX_PIPELINED} request(s) queued behind "
                                "the one running on this connection: wait for the answers")
-            self._arm(limits.body_timeout, "body_timeout",
-                      f"the request body did not arrive within {limits.body_timeout:g} s")
+            self._expire(limits.body_timeout, "body_timeout")
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:
@@ -228,7 +244,9 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
             super().on_body(body)
 
         def on_message_complete(self) -> None:
-            self._disarm()
+            if len(self.headers) != self._header_lines:  # uvicorn's on_header added a chunked body's trailers
+                raise _Refused(400, "trailers_not_accepted", "this server takes no trailers after a chunked body")
+            self._deadline = None
             receiving.pop(self, None)
             self._in_head, self._head_bytes = True, 0  # what comes next on this connection is a new head
             super().on_message_complete()
@@ -241,25 +259,19 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
 
         # ---------------------------------------------------------------------------------- refusing
 
-        def _arm_head_timer(self) -> None:
-            self._arm(limits.header_timeout, "header_timeout",
-                      f"the request line and headers did not arrive within {limits.header_timeout:g} s")
-
-        def _arm(self, seconds: float, reason: str, message: str) -> None:
-            self._disarm()
-            self._deadline = self.loop.call_later(seconds, self._refuse, 408, reason, message)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+        def _expire(self, seconds: float, reason: str) -> None:
+            """Refuse with 408 ``reason`` unless the head or body is in within ``seconds``: the connection's
+            deadline, which one sweep a second checks for every connection (no timer per request)."""
+            self._deadline, self._deadline_reason = self.loop.time() + seconds, reason
+            if not sweeping:
+                sweeping.append(self.loop.call_later(SWEEP_S, _sweep, self.loop, self.connections))
 
         def _refuse(self, status: int, reason: str, message: str) -> None:
             """Answer ``status`` (unless a response has begun) and close the connection."""
             if self._refused or self.transport.is_closing():
                 return
             self._refused = True
-            self._disarm()
+            self._deadline = None
             idle.pop(self, None)
             receiving.pop(self, None)
             on_reject(reason)
