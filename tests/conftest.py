@@ -19,6 +19,14 @@ from pathlib import Path
 
 import pytest
 
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Begin installing the OIP clients' venv now, in the background, when a collected test will need it."""
+    if any("clients_python" in getattr(item, "fixturenames", ()) for item in session.items):
+        from tests.serving import oip_venv
+
+        oip_venv.start()
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CHANNELS = ("train", "validation", "test")

@@ -2,19 +2,17 @@
 SageMaker body through boto3's invoke_endpoint; OIP requests batched with the other routes' requests.
 
 The clients run in their own venv, .venv-clients (requirements/clients.txt: kserve pins fastapi, kubernetes and
-grpcio, which the server's venv must not take), made here on first use and reused while the requirements file
-is unchanged.
+grpcio, which the server's venv must not take), made by tests/serving/oip_venv.py in the background from the
+start of the session and reused while the requirements file is unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import json
 import struct
 import subprocess
 import threading
-import venv
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,26 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, Server, http_request
+from tests.conftest import Server, http_request
+from tests.serving import oip_venv
 from tests.serving.conftest import app_client
 from tests.serving.live import images, reference_indices, write_store
-
-CLIENTS = REPO / ".venv-clients"
-REQUIREMENTS = REPO / "requirements" / "clients.txt"
 
 
 @pytest.fixture(scope="session")
 def clients_python() -> Path:
-    """The interpreter of .venv-clients, (re)made when requirements/clients.txt changed."""
-    python, marker = CLIENTS / "bin" / "python", CLIENTS / ".installed"
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    if not (python.exists() and marker.exists() and marker.read_text() == digest):
-        venv.create(CLIENTS, with_pip=True, clear=True)
-        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
-                               str(REQUIREMENTS)], capture_output=True, text=True, timeout=900, check=False)
-        assert done.returncode == 0, f"installing the OIP clients failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-        marker.write_text(digest)
-    return python
+    """The interpreter of .venv-clients (tests/serving/oip_venv.py; its install began with the session)."""
+    return oip_venv.python()
 
 
 @pytest.fixture(scope="module")
