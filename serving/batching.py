@@ -10,9 +10,10 @@ to start the moment the running pass ends: under load the thread then never wait
 loop between two passes (up to two batches are with it, one running and one full one waiting).
 
 Requests are opaque items with a size (instances): ``forward`` takes a list of them and returns one
-result per item, in order, where a result that is an exception fails only its own request. Tensor
-models use :func:`array_forward`, which concatenates the arrays into one batch and splits the output;
-TorchServe handlers get the list itself, as TorchServe's ``handle(data, context)`` does.
+result per item, in order, where a result that is an exception fails only its own request. A runner's
+``forward`` does that (serving/runner.py: the native runner concatenates the arrays into one batch and
+splits the output; TorchServe handlers get the list itself, as TorchServe's ``handle(data, context)``
+does); :func:`array_forward` wraps a plain array function the same way, for tests.
 
 Overload and slowness are answered, never absorbed: a full queue raises :class:`QueueFull` (503 with
 Retry-After) at once, and a request that waits longer than its timeout gets :class:`asyncio.TimeoutError`

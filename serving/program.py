@@ -505,7 +505,7 @@ class ArchiveProgram(nn.Module):
     def fuse_conv_relu(self, enable: bool = True) -> int:
         """Run each 2-D convolution whose one use is a ReLU as a single oneDNN call with the ReLU as its
         post-op (``mkldnn::_convolution_pointwise``, what torch.compile's CPU backend emits): one pass over
-        the activation instead of two, 1.09x the samples/s of the bench CNN. CPU only: serving/layout.py
+        the activation instead of two (docs/serving.md, "How a model runs"). CPU only: serving/tuning.py
         checks the outputs on a batch before keeping it. ``enable=False`` restores the graph as exported.
         Returns how many pairs were fused."""
         fused_op = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if hasattr(torch.ops, "mkldnn") else None

@@ -1,7 +1,7 @@
 """The Pulumi stack as ops sees it: its outputs and config, read and changed through the `pulumi` CLI.
 
 This is the one place that names the stack outputs and config keys ops depends on. The infra program
-(infra/, issue 6) exports the outputs; ops never builds a resource name itself.
+(infra/) exports the outputs; ops never builds a resource name itself.
 """
 
 from __future__ import annotations
