@@ -17,6 +17,7 @@ batch together: the decoded input is the same float32 batch the SageMaker and To
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,12 +98,20 @@ def decode(body: bytes, media_type: str, content_type: str, headers: Mapping[str
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput('"id" must be a string')
-    parameters = request.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidInput('"parameters" must be an object')
+    parameters = _parameters(request, "the request")
     return InferRequest(predictor.to_batch(array, artifact), request_id,
                         _outputs(request.get("outputs"), bool(parameters.get("binary_data_output"))),
                         sagemaker=media_type == SAGEMAKER_TRITON)
+
+
+def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
+    """The "parameters" object of a request, input or output: absent is empty; anything but an object is refused."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f'{what}: "parameters" must be an object')
+    return parameters
 
 
 def _tensor(spec: dict[str, Any], binary: memoryview | None) -> np.ndarray:
@@ -110,13 +119,12 @@ def _tensor(spec: dict[str, Any], binary: memoryview | None) -> np.ndarray:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise InvalidInput(f'input {INPUT!r}: "shape" must be a list of non-negative integers, got {shape!r}')
-    dtype = DATATYPES.get(datatype)
+    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None or datatype == "BOOL":
         raise InvalidInput(f'input {INPUT!r}: datatype {datatype!r} is not a number type this model takes: send '
                            "FP32, FP16, FP64, or an INT or UINT type")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    parameters = spec.get("parameters") or {}
-    binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    count = math.prod(shape)  # Python ints: a huge shape cannot wrap around to a small count
+    binary_size = _parameters(spec, f"input {INPUT!r}").get("binary_data_size")
     if binary_size is not None:
         if binary is None:
             raise InvalidInput(f"input {INPUT!r} has binary_data_size but the request has no "
@@ -149,9 +157,7 @@ def _outputs(requested: Any, binary_default: bool) -> tuple[tuple[str, bool], ..
         name = output.get("name") if isinstance(output, dict) else None
         if name not in OUTPUTS:
             raise InvalidInput(f"output {name!r} is not one of this model's: {', '.join(OUTPUTS)}")
-        parameters = output.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise InvalidInput(f'output {name!r}: "parameters" must be an object')
+        parameters = _parameters(output, f"output {name!r}")
         if parameters.get("classification"):
             raise InvalidInput("the classification extension is not supported: ask for 'probabilities' and 'label'")
         chosen.append((name, bool(parameters.get("binary_data", binary_default))))

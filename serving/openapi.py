@@ -67,6 +67,94 @@ def _inference(summary: str, parameters: list[dict], image_input: bool) -> dict[
             "requestBody": {"required": True, "content": content}, "responses": responses}
 
 
+# ------------------------------------------------------------------------------- the Open Inference Protocol
+# Schemas from kserve/open-inference-protocol inference_rest.md, as permissive as serving/oip.py is (so a
+# body the schema refuses is one the server refuses), and its errors' {"error": ...} body.
+
+_OIP_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_TENSOR_META = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+    "name": {"type": "string"}, "datatype": {"type": "string"},
+    "shape": {"type": "array", "items": {"type": "integer"}}}}
+_INFER_REQUEST = {"type": "object", "required": ["inputs"], "properties": {
+    "id": {"type": "string"},
+    "parameters": {"type": "object"},
+    "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+        "type": "object", "required": ["name", "shape", "datatype"], "properties": {
+            "name": {"type": "string", "enum": ["input"]},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "datatype": {"type": "string", "enum": ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                                                    "INT64", "FP16", "FP32", "FP64"]},
+            "parameters": {"type": "object"},
+            "data": {"type": "array"}}}},
+    "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", "enum": ["probabilities", "index", "label"]},
+        "parameters": {"type": "object"}}}}}}
+_INFER_RESPONSE = {"type": "object", "required": ["model_name", "outputs"], "properties": {
+    "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+    "outputs": {"type": "array", "items": {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+        "name": {"type": "string"}, "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "parameters": {"type": "object"}, "data": {"type": "array"}}}}}}
+
+
+def _oip_error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": {"$ref": "#/components/schemas/OipError"}}}}
+
+
+def _oip_get(summary: str, schema: dict[str, Any], parameters: list[dict], false_status: str | None) -> dict:
+    responses: dict[str, Any] = {"200": {"description": "Yes.", "content": {JSON: {"schema": schema}}}}
+    if parameters:
+        responses["404"] = _oip_error("No model (or version) of that name is loaded.")
+        responses["400"] = _oip_error("The model is not one the protocol serves (a handler model).")
+    if false_status:
+        responses[false_status] = {"description": "No.", "content": {JSON: {"schema": schema}}}
+    return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
+
+
+def _oip_paths(name_param: dict, version_param: dict) -> dict[str, Any]:
+    ready = {"type": "object", "required": ["name", "ready"],
+             "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}}
+    metadata = {"type": "object", "required": ["name", "platform", "inputs", "outputs"], "properties": {
+        "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"}, "inputs": {"type": "array", "items": _TENSOR_META},
+        "outputs": {"type": "array", "items": _TENSOR_META}}}
+    infer = {"summary": "Open Inference Protocol inference (JSON tensors; binary ones after the JSON with "
+                        "Inference-Header-Content-Length).",
+             "requestBody": {"required": True, "content": {JSON: {"schema": {
+                 "$ref": "#/components/schemas/InferenceRequest"}}}},
+             "responses": {
+                 "200": {"description": "The outputs.", "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+                         "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
+                                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                 "400": _oip_error("The request is not one the model takes."),
+                 "404": _oip_error("No model (or version) of that name is loaded."),
+                 "413": _oip_error("The body is larger than the limit."),
+                 "415": _oip_error("The Content-Type is not an inference request."),
+                 "500": _oip_error("The model failed; the message names the request id."),
+                 "503": _oip_error("Not ready yet, or busy: retry after Retry-After seconds."),
+                 "504": _oip_error("The request waited longer than the server's inference timeout.")}}
+    server = {"type": "object", "required": ["name", "version", "extensions"], "properties": {
+        "name": {"type": "string"}, "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}}}}
+    live = {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
+    server_ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+    return {
+        "/v2": _oip_get("Open Inference Protocol: the server's metadata.", server, [], None),
+        "/v2/health/live": _oip_get("Open Inference Protocol: liveness.", live, [], None),
+        "/v2/health/ready": _oip_get("Open Inference Protocol: readiness (400 while loading).", server_ready, [],
+                                     "400"),
+        "/v2/models/{model_name}": _oip_get("A model's tensors, from its manifest.", metadata, [name_param], None),
+        "/v2/models/{model_name}/ready": _oip_get("Whether a model is ready.", ready, [name_param], None),
+        "/v2/models/{model_name}/versions/{model_version}": _oip_get(
+            "One version's tensors.", metadata, [name_param, version_param], None),
+        "/v2/models/{model_name}/versions/{model_version}/ready": _oip_get(
+            "Whether one version is ready.", ready, [name_param, version_param], None),
+        "/v2/models/{model_name}/infer": {"post": {**infer, "parameters": [name_param]}},
+        "/v2/models/{model_name}/versions/{model_version}/infer": {"post": {**infer,
+                                                                            "parameters": [name_param, version_param]}},
+    }
+
+
 def document(models: dict[str, list[str]], image_input: bool) -> dict[str, Any]:
     """``models``: name -> versions loaded; ``image_input``: any model reads PNG/JPEG."""
     names = sorted(models) or ["model"]
@@ -79,7 +167,8 @@ def document(models: dict[str, list[str]], image_input: bool) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "deepcloud inference server", "version": "1",
-                 "description": "SageMaker's hosting contract and TorchServe's inference API."},
+                 "description": "SageMaker's hosting contract, TorchServe's inference API and the Open Inference "
+                                "Protocol (KServe v2)."},
         "paths": {
             "/ping": {"get": {"summary": "Health: 200 once every model is loaded and warmed up, 503 before.",
                               "responses": {"200": {"description": "Ready.", "content": {JSON: {"schema": status}}},
@@ -96,6 +185,8 @@ def document(models: dict[str, list[str]], image_input: bool) -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {
                 "description": "Text exposition format.",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            **_oip_paths(name_param, version_param),
         },
-        "components": {"schemas": {"Error": _ERROR, "Predictions": _PREDICTIONS}},
+        "components": {"schemas": {"Error": _ERROR, "Predictions": _PREDICTIONS, "OipError": _OIP_ERROR,
+                                   "InferenceRequest": _INFER_REQUEST, "InferenceResponse": _INFER_RESPONSE}},
     }

@@ -217,6 +217,8 @@ def _tensor(**overrides: object) -> bytes:
     (_tensor(name="x"), {}, 400, "this model takes one input named 'input', got ['x']"),
     (_tensor(datatype="BYTES"), {}, 400, "datatype 'BYTES' is not a number type"),
     (_tensor(datatype="BOOL"), {}, 400, "datatype 'BOOL' is not a number type"),
+    (_tensor(datatype={}), {}, 400, "datatype {} is not a number type"),  # found by test_openapi_fuzz.py: was a 500
+    (_tensor(parameters=[]), {}, 400, """input 'input': "parameters" must be an object"""),
     (_tensor(shape=[1, 1, 8]), {}, 400, '"data" has 64 values but shape [1, 1, 8] needs 8'),
     (_tensor(shape=[1, 1, 8, -8]), {}, 400, '"shape" must be a list of non-negative integers'),
     (_tensor(data=["a"] * 64), {}, 400, '"data" must be numbers'),
@@ -248,6 +250,12 @@ def test_binary_inputs_must_add_up(client) -> None:
     status, got = _infer(client, header + pixels[:-4], {"Inference-Header-Content-Length": str(len(header))})
     assert status == 400
     assert "binary_data_size 256 does not match shape [1, 1, 8, 8] of FP32 (256 bytes, 252 sent)" in got["error"]
+    # 2**64 elements wrap to 0 in int64 arithmetic, which once matched an empty binary tensor and failed with a 500.
+    huge = json.dumps({"inputs": [{"name": "input", "shape": [2**16] * 4, "datatype": "UINT8",
+                                   "parameters": {"binary_data_size": 0}}]}).encode()
+    status, got = _infer(client, huge, {"Inference-Header-Content-Length": str(len(huge))})
+    assert status == 400
+    assert "binary_data_size 0 does not match shape" in got["error"]
 
 
 def test_unknown_models_and_readiness(client) -> None:

@@ -54,6 +54,8 @@ CONFIG = {
 INFERENCE = ("POST /invocations", "POST /predictions/{model_name}", "POST /predictions/{model_name}/{model_version}",
              "PUT /predictions/{model_name}", "PUT /predictions/{model_name}/{model_version}")
 
+OIP_INFERENCE = ("POST /v2/models/{model_name}/infer", "POST /v2/models/{model_name}/versions/{model_version}/infer")
+
 # .npy bodies are opaque bytes (format: binary) to schemathesis: send them as it sends application/octet-stream.
 schemathesis.serializer.alias(NPY, "application/octet-stream")
 
@@ -61,6 +63,9 @@ _pixels = st.integers(0, 255)
 _image = st.lists(st.lists(_pixels, min_size=8, max_size=8), min_size=8, max_size=8)
 _instances = st.lists(st.one_of(_image, _image.map(lambda image: [image])), min_size=1, max_size=4)
 VALID_JSON = st.one_of(_image, _instances, _instances.map(lambda batch: {"instances": batch}))
+VALID_OIP = st.tuples(st.integers(1, 4), st.sampled_from(["UINT8", "FP32", "INT64"]), st.randoms()).map(
+    lambda spec: {"inputs": [{"name": "input", "shape": [spec[0], 1, 8, 8], "datatype": spec[1],
+                              "data": spec[2].choices(range(256), k=spec[0] * 64)}]})
 VALID_NPY = st.tuples(st.integers(1, 4), st.sampled_from(["uint8", "float32", "float64", "int64"]), st.randoms()).map(
     lambda spec: _npy(spec[2].choices(range(256), k=spec[0] * 64), spec[0], spec[1]))
 
@@ -110,7 +115,8 @@ def served_schema(model_store: Path, start_server, request: pytest.FixtureReques
     @schema.hook
     def flatmap_case(context, case):
         meta = case.meta
-        valid = {JSON: VALID_JSON, NPY: VALID_NPY}.get(case.media_type)
+        valid = VALID_OIP if case.operation.path.endswith("/infer") else {JSON: VALID_JSON, NPY: VALID_NPY}.get(
+            case.media_type)
         fuzzed_positive = meta is not None and (meta.phase.name.value, meta.generation.mode.value) == (
             "fuzzing", "positive")
         if valid is None or not fuzzed_positive:
@@ -142,8 +148,13 @@ def served_schema(model_store: Path, start_server, request: pytest.FixtureReques
         assert STATUSES[(operation, 400)] >= 30, f"{operation}: too few invalid inputs were sent ({summary})"
     for operation in INFERENCE[1:]:
         assert STATUSES[(operation, 404)] >= 30, f"{operation}: too few unknown models or versions ({summary})"
-    for operation in ("GET /ping", "GET /metrics"):
+    for operation in ("GET /ping", "GET /metrics", "GET /v2", "GET /v2/health/ready", "GET /v2/models/{model_name}",
+                      "GET /v2/models/{model_name}/versions/{model_version}/ready"):
         assert STATUSES[(operation, 200)] >= 1, summary
+    for operation in OIP_INFERENCE:  # the Open Inference Protocol's: real inputs get through, broken ones are 400s
+        assert STATUSES[(operation, 200)] >= 10, f"{operation}: too few valid inputs got through ({summary})"
+        assert STATUSES[(operation, 400)] >= 30, f"{operation}: too few invalid inputs were sent ({summary})"
+        assert STATUSES[(operation, 404)] >= 10, f"{operation}: too few unknown models or versions ({summary})"
     bodies = ", ".join(f"{media} {status}: {count}" for (media, status), count in sorted(BODIES.items(), key=str))
     for media, status in ((JSON, 200), (NPY, 200), (JSON, 400), (NPY, 400), ("image/png", 400), ("image/jpeg", 400)):
         assert BODIES[(media, status)] >= 1, f"no {media} body got a {status} ({bodies})"
