@@ -43,6 +43,11 @@ flag                   environment                        default
 --max-pending-body-    DEEPCLOUD_MAX_PENDING_BODY_BYTES   134217728: bodies held at once, then 503
   bytes
 --max-image-pixels     DEEPCLOUD_MAX_IMAGE_PIXELS         16777216 (4096x4096) per decoded image, then 400
+--multi-model          SAGEMAKER_MULTI_MODEL=true         off: SageMaker sets it on a multi-model
+                                                          endpoint (serving/multimodel.py)
+--multi-model-dir      DEEPCLOUD_MULTI_MODEL_DIR          /opt/ml/models: the only place it loads from
+--multi-model-memory-  DEEPCLOUD_MULTI_MODEL_MEMORY_      70 % of the memory available at startup,
+  bytes                  BYTES                            then least recently used models unload (507)
 =====================  =================================  ==========================================
 
 serving/limits.py says why each limit is there; docs/serving.md ("Threat model") what each one bounds.
@@ -62,7 +67,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -130,6 +134,17 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                              "code from them (default: off, they are refused)")
     for flag, env, default, text in LIMIT_FLAGS:
         parser.add_argument(flag, default=_env(env, default), help=text)
+    parser.add_argument("--multi-model", action="store_true",
+                        default=os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() in ("true", "1"),
+                        help="serve SageMaker's multi-model container API: models are loaded and unloaded when "
+                             "SageMaker asks (default: off; SageMaker sets SAGEMAKER_MULTI_MODEL=true)")
+    parser.add_argument("--multi-model-dir", type=Path,
+                        default=_env("DEEPCLOUD_MULTI_MODEL_DIR", "/opt/ml/models"),
+                        help="the directory SageMaker unpacks models into, the only one loaded from "
+                             "(default /opt/ml/models)")
+    parser.add_argument("--multi-model-memory-bytes", default=_env("DEEPCLOUD_MULTI_MODEL_MEMORY_BYTES", None),
+                        help="memory the loaded models may take before the least recently used unload "
+                             "(default: 70%% of the memory available at startup)")
     return parser.parse_args(argv)
 
 
@@ -217,13 +232,6 @@ def _load_one(args: argparse.Namespace, ref, policy):
     return LoadedModel(ref.name, ref.version, runner, policy)
 
 
-def _release_freed_heap() -> None:
-    """Hand the heap pages that loading freed (archives read, layout trials) back to the OS: glibc keeps
-    them mapped otherwise, and they would count in the server's resident memory for its whole life."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def _loader(args: argparse.Namespace, refs, policies):
     """What runs on the inference thread at startup: load, verify and warm up every model."""
 
@@ -235,8 +243,10 @@ def _loader(args: argparse.Namespace, refs, policies):
         limit_pixels(args.image_pixels)
         if args.threads:
             torch.set_num_threads(int(args.threads))
+        from serving.loading import release_freed_heap
+
         loaded = [_load_one(args, ref, policies(ref.name)) for ref in refs]
-        _release_freed_heap()
+        release_freed_heap()
         log.info("ready after %.2f s: %d model version(s), %d inference threads", time.perf_counter() - STARTED,
                  len(loaded), torch.get_num_threads())
         return loaded
@@ -259,13 +269,16 @@ def serve(args: argparse.Namespace) -> int:
     args.image_pixels = int(_number("--max-image-pixels", args.max_image_pixels, int, 1))
     if args.threads is not None:
         _number("--threads", args.threads, int, 1)
-    try:
-        refs = plan(args.model_dir, args.model_store, args.models)
-    except LayoutError as exc:
-        raise StartupError(str(exc)) from None
+    if args.multi_model:
+        refs = _multi_model_settings(args)
+    else:
+        try:
+            refs = plan(args.model_dir, args.model_store, args.models)
+        except LayoutError as exc:
+            raise StartupError(str(exc)) from None
     names = {r.name for r in refs}
     for flag, overrides in (("--max-batch-size", sizes), ("--max-batch-delay-ms", delays)):
-        if unknown := sorted(set(overrides) - names):
+        if not args.multi_model and (unknown := sorted(set(overrides) - names)):
             raise StartupError(f"{flag} names {', '.join(unknown)}, which is not a loaded model "
                                f"(loaded: {', '.join(sorted(names))})")
 
@@ -289,6 +302,23 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         for s in sockets:
             s.close()
+
+
+def _multi_model_settings(args: argparse.Namespace) -> list:
+    """No model at startup (SageMaker loads them through the API): check the mode's own settings."""
+    if args.models or args.model_store is not None:
+        raise StartupError("a multi-model endpoint loads its models when SageMaker asks, from "
+                           f"{args.multi_model_dir}: drop --models and --model-store")
+    if not args.multi_model_dir.is_dir():
+        raise StartupError(f"multi-model directory {args.multi_model_dir} is not a directory: create it or set "
+                           "--multi-model-dir")
+    if args.multi_model_memory_bytes is None:
+        from serving.multimodel import default_budget
+
+        args.multi_model_budget = default_budget()
+    else:
+        args.multi_model_budget = int(_number("--multi-model-memory-bytes", args.multi_model_memory_bytes, int, 1))
+    return []
 
 
 def _limits(args: argparse.Namespace):
@@ -320,6 +350,19 @@ def _management(args: argparse.Namespace, state, policies):
     return int(args.management_port), app
 
 
+def _multi_model(args: argparse.Namespace, state, policies):
+    """(paths, app) of the multi-model container API, or None when the server is not in that mode."""
+    if not args.multi_model:
+        return None
+    from serving.multimodel import MultiModelHost, build_multi_model_app, handles
+
+    host = MultiModelHost(state, args.multi_model_dir, args.multi_model_budget,
+                          load=lambda ref: _load_one(args, ref, policies(ref.name)))
+    log.info("multi-model endpoint: models load from %s, up to %d bytes of them", args.multi_model_dir,
+             args.multi_model_budget)
+    return handles, build_multi_model_app(host)
+
+
 def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, policies, timeout: float,
               max_body: int) -> int:
     import uvicorn
@@ -341,7 +384,7 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
 
     access_log = AccessLog(sys.stderr) if args.access_log else None
     app = build_app(state, load=_loader(args, refs, policies), on_failure=on_failure, access_log=access_log,
-                    management=_management(args, state, policies))
+                    management=_management(args, state, policies), multi_model=_multi_model(args, state, policies))
     config = uvicorn.Config(app, log_level="info", access_log=False,  # ours is structured: serving.access
                             timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
                             server_header=False,

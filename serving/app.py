@@ -335,11 +335,14 @@ Loader = Callable[[], Sequence[LoadedModel]]
 
 
 def build_app(state: ServerState, load: Loader | None = None, on_failure: Callable[[str], None] | None = None,
-              access_log: AccessLog | None = None, management: tuple[int, Any] | None = None) -> ObservedApp:
+              access_log: AccessLog | None = None, management: tuple[int, Any] | None = None,
+              multi_model: tuple[Callable[[str], bool], Any] | None = None) -> ObservedApp:
     """The ASGI app. ``load`` runs on the inference thread at startup; its errors go to ``on_failure``.
 
     ``management``: (port, ASGI app) answering connections made to that local port (serving/management.py);
     every other connection gets the inference routes, which have no management route at all.
+    ``multi_model``: (which paths, ASGI app) of a SageMaker multi-model endpoint (serving/multimodel.py),
+    on the inference port; off unless the server runs in that mode.
     """
 
     async def ping(request: Request) -> Response:
@@ -440,11 +443,15 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
     )
     starlette.router.redirect_slashes = False  # "/invocations/" is a JSON 404, not a bodiless 307
     management_port, management_app = management or (None, None)
+    multi_model_paths, multi_model_app = multi_model or (None, None)
 
     async def dispatch(scope, receive, send) -> None:
         if scope["type"] == "http":
             if management_port is not None and (scope.get("server") or (None, None))[1] == management_port:
                 await management_app(scope, receive, send)
+                return
+            if multi_model_paths is not None and multi_model_paths(scope["path"]):
+                await multi_model_app(scope, receive, send)
                 return
             if (route := _inference_route(scope)) is not None:
                 # The hot path skips Starlette's middleware and router matching (~10% of a tiny model's
@@ -508,11 +515,12 @@ def serve_model(state: ServerState, model: LoadedModel, default: bool = True) ->
     return served
 
 
-async def retire_model(state: ServerState, name: str, version: str) -> None:
-    """Stop routing to a model version, then stop its batcher (queued requests get 503)."""
+async def retire_model(state: ServerState, name: str, version: str, keep_history: bool = True) -> None:
+    """Stop routing to a model version, then stop its batcher (queued requests get 503).
+    ``keep_history``: its request counters stay in /metrics (see Metrics.forget)."""
     served = state.remove(name, version)
     await served.batcher.stop()
-    state.metrics.forget(served.label)
+    state.metrics.forget(served.label, history=keep_history)
 
 
 async def _start(state: ServerState, load: Loader, executor: ThreadPoolExecutor,

@@ -102,6 +102,11 @@ class Batcher:
     def depth(self) -> int:
         return len(self._pending)
 
+    @property
+    def busy(self) -> bool:
+        """Requests are queued or running: stopping now would fail them (a multi-model host evicts idle ones)."""
+        return bool(self._pending or self._running)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 from pathlib import Path
 
 from serving.artifact import MANIFEST_FILE, ArtifactError, load_artifact, read_manifest, resolve_model_dir
@@ -46,3 +49,11 @@ def load_runner(ref: ModelRef, device: str | None = None, batch_size: int = 1, t
 
         return load_inference_script(root, device=device)
     raise ArtifactError(f"{ref.path}: no {MANIFEST_FILE}, no {INFERENCE_SCRIPT} and not a .mar: nothing to serve")
+
+
+def release_freed_heap() -> None:
+    """Hand the heap pages that loading (or unloading) freed back to the OS: glibc keeps them mapped
+    otherwise, and they would count in the server's resident memory for its whole life."""
+    gc.collect()  # a model's tensors go with their last reference; reference cycles need a collection
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -53,10 +53,22 @@ class Metrics:
     def track_queue(self, model: str, depth) -> None:
         self.queue_depth.labels(model).set_function(depth)
 
-    def forget(self, model: str) -> None:
-        """Drop a retired model's queue gauge (its counters stay: they are history)."""
+    def forget(self, model: str, history: bool = True) -> None:
+        """Drop a retired model's queue gauge. Its counters stay (they are history) unless ``history`` is
+        False: a multi-model endpoint loads and unloads models without end, and each would leave series."""
         with contextlib.suppress(KeyError):
             self.queue_depth.remove(model)
+        if history:
+            return
+        with contextlib.suppress(KeyError):
+            self.batch_size.remove(model)
+        for route, labelled in [key for key in self._observers if key[1] == model]:
+            _, counters = self._observers.pop((route, labelled))
+            with contextlib.suppress(KeyError):
+                self.latency.remove(route, model)
+            for code in counters:
+                with contextlib.suppress(KeyError):
+                    self.requests.remove(route, model, str(code))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

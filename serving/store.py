@@ -88,13 +88,13 @@ def _versions(name: str, path: Path, store: Path) -> list[ModelRef]:
     return sorted(refs, key=lambda r: _version_key(r.version))
 
 
-def _inside(store: Path, path: Path) -> Path:
+def inside(store: Path, path: Path, what: str = "model store") -> Path:
     """``path`` resolved, when it and everything under it (version folders, the artifact's files, links
-    included) lie inside the model store; else LayoutError."""
+    included) lie inside ``store`` (the model store, or a multi-model endpoint's directory); else LayoutError."""
     root = store.resolve()
     resolved = path.resolve()
     if not resolved.is_relative_to(root):
-        raise LayoutError(f"{path} is outside the model store {store}: models are only loaded from inside it")
+        raise LayoutError(f"{path} is outside the {what} {store}: models are only loaded from inside it")
     if resolved.is_dir():
         seen: set[Path] = set()
         # Links are followed (each is checked first), so a link to a folder inside the store that links out
@@ -107,7 +107,7 @@ def _inside(store: Path, path: Path) -> Path:
             seen.add(real)
             for entry in (*dirs, *files):
                 if not (Path(folder) / entry).resolve().is_relative_to(root):
-                    raise LayoutError(f"{Path(folder) / entry} links outside the model store {store}: models are "
+                    raise LayoutError(f"{Path(folder) / entry} links outside the {what} {store}: models are "
                                       "only loaded from inside it")
     return resolved
 
@@ -116,7 +116,7 @@ def plan_one(store: Path, name: str, path: Path) -> list[ModelRef]:
     """The versions of one model ``name`` at ``path`` inside ``store`` (a registration, or one --models entry)."""
     if not NAME.match(name):
         raise LayoutError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (at most 64)")
-    return _versions(name, _inside(store, path), store)
+    return _versions(name, inside(store, path), store)
 
 
 def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[ModelRef]:
@@ -142,7 +142,7 @@ def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[
             name = _strip_archive_suffix(child.name)
             if child.name.startswith(".") or not NAME.match(name) or not (child.is_dir() or _is_artifact(child)):
                 continue  # hidden entries, READMEs and the like are not models
-            refs += _versions(name, _inside(model_store, child), model_store)  # its versions and files checked too
+            refs += _versions(name, inside(model_store, child), model_store)  # its versions and files checked too
         if not refs:
             raise LayoutError(f"model store {model_store} holds no artifacts: put one directory or model.tar.gz "
                               "per model in it")
