@@ -100,7 +100,7 @@ bench-train: setup  ## Trainer vs a bare PyTorch loop on the same model and data
 	$(PY) -m bench.train
 
 .PHONY: bench-serve
-bench-serve: setup  ## Our server vs TorchServe and a bare Starlette floor on two models: requests/s, p50/p99, memory
+bench-serve: setup  ## Our server vs TorchServe and bare Starlette floors (model, .mar handler, inference.py): requests/s, p50/p99, memory
 	$(PY) -m bench.serve
 
 .PHONY: infra-test

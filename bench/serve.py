@@ -1,4 +1,4 @@
-"""`make bench-serve`: our server against TorchServe 0.12 and a bare Starlette floor, same models and machine.
+"""`make bench-serve`: our server against TorchServe 0.12 and bare Starlette floors, same models and machine.
 
 ::
 
@@ -6,6 +6,7 @@
     python -m bench.serve --duration 30 --threads 2
     python -m bench.serve --models cnn --keep          # one model; keep the work dir (artifacts, .mar, logs)
     python -m bench.serve --servers ours,bare          # without TorchServe (no Java, no pip install)
+    python -m bench.serve --models mlp --servers ours-mar,bare-mar,ours-script,bare-script   # user code only
     python -m bench.serve --ours-args=--no-access-log  # extra flags for our server
 
 What it needs, installed when missing (and printed): ``wrk`` (Debian package, ``apt-get install wrk``) and
@@ -47,6 +48,14 @@ server is given the same number of torch threads (``--threads``, default ``torch
 - **bare**: bench/serve_support/bare_app.py, a Starlette app on uvicorn (one worker, no access log)
   whose one endpoint json-decodes, runs the program under ``torch.inference_mode`` on the event loop
   and returns the same JSON. No validation, no batching: the floor for a Python HTTP server.
+- **ours-mar / bare-mar**, **ours-script / bare-script** (mlp only; the cnn's figures would be its forward
+  pass, whoever calls it): user code served two ways. ``-mar``: the .mar TorchServe gets (the handler
+  above); ``-script``: a SageMaker PyTorch artifact of the same program, ``code/inference.py`` from
+  serve_support/inference_script.py (``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn``, the same
+  checks and JSON) and no manifest. ``ours-*`` is our server at its defaults on
+  ``/predictions/mlp``; ``bare-*`` is serve_support/bare_kinds.py, a Starlette endpoint that calls the same
+  code the way our server does (the handler's ``handle`` with one ``{"body": parsed JSON}`` per call, the
+  script's three functions per request) on the event loop, and nothing else.
 - **raw forward** (cnn only): no server; this process runs the program on batches of ``--batch-size``
   with the same thread count, the ceiling for what batching can reach. Twice: as exported
   (``torch.export.load``, NCHW: what TorchServe and the bare floor run), and the module our server runs,
@@ -72,7 +81,8 @@ a busy neighbour can halve a figure). The raw forward is timed the same way.
 
 Goals: mlp ours/bare requests/s >= 0.85; cnn ours/torchserve requests/s >= 2; cnn ours requests/s
 (one instance each) / raw forward samples/s >= 0.85; ours p99 < torchserve p99 for both models; ours
-peak RSS <= 0.5x TorchServe's for both models. Exit status: 0 when every goal that could be measured
+peak RSS <= 0.5x TorchServe's for both models; for each kind of user code, ours-*/bare-* requests/s >= 0.85
+and p99 no worse (<= 1). Exit status: 0 when every goal that could be measured
 passed, 3 when one was missed (``MISS``; ``--allow-miss`` exits 0 then), 1 when a server or a run
 failed, 2 for a bad command line.
 """
@@ -81,6 +91,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import importlib.util
 import json
@@ -107,12 +118,16 @@ from bench.train import cpu_name
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT = Path(__file__).resolve().parent / "serve_support"
 REQUIREMENTS = REPO / "requirements" / "bench.txt"
-SERVERS = ("ours", "torchserve", "bare")
+SERVERS = ("ours", "torchserve", "bare", "ours-mar", "bare-mar", "ours-script", "bare-script")
+KIND_SERVERS = ("ours-mar", "bare-mar", "ours-script", "bare-script")
+"""User code served by ours and by a bare endpoint calling it the same way: the mlp only, where the serving
+path is the cost (the cnn's figures are its forward pass, whoever calls it)."""
 MODELS = ("mlp", "cnn")
 GOAL_MLP_VS_BARE = 0.85
 GOAL_CNN_VS_TORCHSERVE = 2.0
 GOAL_CNN_VS_RAW = 0.85
 GOAL_MEMORY = 0.5
+GOAL_KIND_VS_BARE = 0.85
 SAMPLE_SECONDS = 0.1
 QUIET = 0.10
 MAX_BATCH = 4096
@@ -458,6 +473,74 @@ def start_bare(ctx: Context, wl: Workload) -> Server:
                   "one at a time")
 
 
+def handler_files(ctx: Context, wl: Workload, home: Path) -> list[Path]:
+    """What the .mar holds: the program, the manifest, the handler and its settings (threads)."""
+    (home / "bench_handler.json").write_text(json.dumps({"threads": ctx.threads}))
+    return [wl.model_dir / "model.pt2", wl.model_dir / "manifest.json", SUPPORT / "torchserve_handler.py",
+            home / "bench_handler.json"]
+
+
+def write_mar(ctx: Context, wl: Workload, home: Path, store: Path, log: Path) -> Path:
+    """The .mar TorchServe serves (torch-model-archiver), with the workload's batch settings."""
+    model, manifest, handler, settings = handler_files(ctx, wl, home)
+    (home / "model-config.yaml").write_text(
+        f"minWorkers: 1\nmaxWorkers: 1\nbatchSize: {wl.batch}\nmaxBatchDelay: {wl.delay_ms}\nresponseTimeout: 120\n")
+    archive = [_venv_script("torch-model-archiver"), "--model-name", wl.name, "--version", "1.0",
+               "--serialized-file", str(model), "--handler", str(handler), "--extra-files", f"{manifest},{settings}",
+               "--config-file", str(home / "model-config.yaml"), "--export-path", str(store), "--force"]
+    with log.open("ab") as out:
+        done = subprocess.run(archive, cwd=home, env=ctx.env, stdout=out, stderr=subprocess.STDOUT, timeout=300,
+                              check=False)
+    if done.returncode != 0:
+        raise BenchError(f"torch-model-archiver exited {done.returncode}:\n{_tail(log)}")
+    return store / f"{wl.name}.mar"
+
+
+def write_script_artifact(wl: Workload, root: Path) -> Path:
+    """A SageMaker PyTorch artifact of the same program: code/inference.py, no manifest.json."""
+    (root / "code").mkdir(parents=True)
+    shutil.copy(wl.model_dir / "model.pt2", root / "model.pt2")
+    shutil.copy(SUPPORT / "inference_script.py", root / "code" / "inference.py")
+    manifest = wl.manifest
+    (root / "bench_model.json").write_text(json.dumps({
+        "labels": manifest["labels"], "shape": manifest["input"]["shape"],
+        "pixel_range": manifest["preprocessing"]["pixel_range"]}))
+    return root
+
+
+def start_ours_kind(ctx: Context, wl: Workload, kind: str) -> Server:
+    """Ours serving the user code: the .mar TorchServe gets, or the inference.py artifact; ours' defaults."""
+    home = ctx.work / f"{kind}-{wl.name}"
+    store = home / "store"
+    store.mkdir(parents=True)
+    log = ctx.work / f"{kind}-{wl.name}.log"
+    entry = (write_mar(ctx, wl, home, store, log).name if kind == "ours-mar"
+             else write_script_artifact(wl, store / wl.name).name)
+    port = free_ports(1)[0]
+    cmd = [sys.executable, "-m", "serving", "serve", "--host", "127.0.0.1", "--port", str(port), "--model-store",
+           str(store), "--models", f"{wl.name}={entry}", "--threads", str(ctx.threads), *ctx.ours_args]
+    return _spawn(kind, wl, cmd, ctx.env, REPO, log, port, f"/predictions/{wl.name}", "defaults: batch<=32, 0 ms",
+                  ping=True)
+
+
+def start_bare_kind(ctx: Context, wl: Workload, kind: str) -> Server:
+    """The same user code called from a bare Starlette endpoint (bench/serve_support/bare_kinds.py)."""
+    home = ctx.work / f"{kind}-{wl.name}"
+    home.mkdir(parents=True)
+    if kind == "bare-mar":
+        for path in handler_files(ctx, wl, home):
+            if path.parent != home:
+                shutil.copy(path, home / path.name)
+        model_dir, style = home, "handler"
+    else:
+        model_dir, style = write_script_artifact(wl, home / wl.name), "script"
+    port = free_ports(1)[0]
+    cmd = [sys.executable, "-m", "bench.serve_support.bare_kinds", "--kind", style, "--model-dir", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--threads", str(ctx.threads)]
+    return _spawn(kind, wl, cmd, ctx.env, REPO, ctx.work / f"{kind}-{wl.name}.log", port, "/predict",
+                  "one at a time")
+
+
 def start_torchserve(ctx: Context, wl: Workload) -> Server:
     home = ctx.work / f"torchserve-{wl.name}"
     store, tmp, logs = home / "model-store", home / "tmp", home / "logs"
@@ -466,20 +549,8 @@ def start_torchserve(ctx: Context, wl: Workload) -> Server:
     if len(str(tmp / ".ts.sock.9000")) > 100:  # its workers' Unix sockets live there: sun_path holds 108 bytes
         tmp = Path(tempfile.mkdtemp(prefix="dc-ts-", dir="/tmp"))
         SCRATCH.append(tmp)
-    (home / "bench_handler.json").write_text(json.dumps({"threads": ctx.threads}))
-    (home / "model-config.yaml").write_text(
-        f"minWorkers: 1\nmaxWorkers: 1\nbatchSize: {wl.batch}\nmaxBatchDelay: {wl.delay_ms}\nresponseTimeout: 120\n")
     log = ctx.work / f"torchserve-{wl.name}.log"
-    archive = [_venv_script("torch-model-archiver"), "--model-name", wl.name, "--version", "1.0",
-               "--serialized-file", str(wl.model_dir / "model.pt2"),
-               "--handler", str(SUPPORT / "torchserve_handler.py"),
-               "--extra-files", f"{wl.model_dir / 'manifest.json'},{home / 'bench_handler.json'}",
-               "--config-file", str(home / "model-config.yaml"), "--export-path", str(store), "--force"]
-    with log.open("ab") as out:
-        done = subprocess.run(archive, cwd=home, env=ctx.env, stdout=out, stderr=subprocess.STDOUT, timeout=300,
-                              check=False)
-    if done.returncode != 0:
-        raise BenchError(f"torch-model-archiver exited {done.returncode}:\n{_tail(log)}")
+    write_mar(ctx, wl, home, store, log)
     ports = free_ports(5)
     inference, management = ports[0], ports[1]
     write_config(home / "config.properties", store, ports)
@@ -492,7 +563,9 @@ def start_torchserve(ctx: Context, wl: Workload) -> Server:
                   f"batch {wl.batch}, {wl.delay_ms} ms", management_port=management)
 
 
-STARTERS = {"ours": start_ours, "torchserve": start_torchserve, "bare": start_bare}
+STARTERS = {"ours": start_ours, "torchserve": start_torchserve, "bare": start_bare,
+            **{kind: functools.partial(start_ours_kind, kind=kind) for kind in ("ours-mar", "ours-script")},
+            **{kind: functools.partial(start_bare_kind, kind=kind) for kind in ("bare-mar", "bare-script")}}
 
 
 def _request(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, bytes]:
@@ -722,14 +795,15 @@ def ensure_tools(servers: list[str], install: bool) -> None:
     """wrk always; TorchServe, its archiver and Java when TorchServe is benchmarked. Installs what is missing."""
     if not shutil.which("wrk") and not (install and _apt_install("wrk") and shutil.which("wrk")):
         raise BenchError("wrk is not installed: apt-get install wrk (Debian/Ubuntu), then re-run")
-    if "torchserve" not in servers:
+    if not {"torchserve", "ours-mar", "bare-mar"} & set(servers):
         return
     if not all(importlib.util.find_spec(m) for m in ("ts", "model_archiver")):
         pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-r", str(REQUIREMENTS)]
         if not install or not _run_loud(pip):
             raise BenchError(f"TorchServe is not installed: {' '.join(pip)} (or leave it out: --servers ours,bare)")
         importlib.invalidate_caches()
-    if not _java() and not (install and _apt_install("openjdk-17-jre-headless") and _java()):
+    if "torchserve" in servers and not _java() and not (install and _apt_install("openjdk-17-jre-headless")
+                                                         and _java()):
         raise BenchError("TorchServe needs Java 11+: apt-get install openjdk-17-jre-headless, or set JAVA_HOME "
                          "(or leave TorchServe out: --servers ours,bare)")
 
@@ -813,6 +887,13 @@ def report(results: list[Result]) -> tuple[str, list[str]]:
         value = ratio(ours and ours.rss_mib, ts and ts.rss_mib)
         goals.append((f"{model} peak RSS ours/torchserve", value, f"<= {GOAL_MEMORY}",
                       None if value is None else value <= GOAL_MEMORY))
+    for kind in ("mar", "script"):  # user code: ours against a bare endpoint calling it the same way
+        ours, bare = get("mlp", f"ours-{kind}"), get("mlp", f"bare-{kind}")
+        value = ratio(ours and ours.rps, bare and bare.rps)
+        goals.append((f"mlp requests/s ours-{kind}/bare-{kind}", value, f">= {GOAL_KIND_VS_BARE}",
+                      None if value is None else value >= GOAL_KIND_VS_BARE))
+        value = ratio(ours and ours.p99_ms, bare and bare.p99_ms)
+        goals.append((f"mlp p99 ours-{kind}/bare-{kind}", value, "<= 1", None if value is None else value <= 1))
     goal_rows = [(name, _cell(value, ".3f"), target, "n/a" if ok is None else ("PASS" if ok else "MISS"))
                  for name, value, target, ok in goals]
     text = f"{measured}\n\n{_table(('goal', 'value', 'target', 'result'), goal_rows, left=(0, 2, 3))}"
@@ -841,7 +922,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=_csv(MODELS), default=list(MODELS), help="mlp,cnn (default both)")
     parser.add_argument("--servers", type=_csv(SERVERS), default=list(SERVERS),
-                        help="ours,torchserve,bare (default all three)")
+                        help=f"{','.join(SERVERS)} (default all; the -mar and -script pairs run the mlp only)")
     parser.add_argument("--duration", type=int, default=10,
                         help="whole seconds of each measured wrk run (default 10; wrk takes whole seconds)")
     parser.add_argument("--warmup", type=int, default=5,
@@ -929,7 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
         for wl in workloads:
             # The raw forward right after our server: this machine's speed drifts by several percent over
             # minutes, and the ratio of those two figures should not measure the drift.
-            order = [*args.servers, "raw forward"] if wl.name == "cnn" else list(args.servers)
+            servers = [s for s in args.servers if wl.name == "mlp" or s not in KIND_SERVERS]
+            order = [*servers, "raw forward"] if wl.name == "cnn" else servers
             if wl.name == "cnn" and "ours" in order:
                 order.remove("raw forward")
                 order.insert(order.index("ours") + 1, "raw forward")
