@@ -9,13 +9,17 @@ SageMaker unpacks each model.tar.gz to /opt/ml/models/<name>/model before it cal
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import json
 import os
 import shutil
+import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -239,3 +243,94 @@ def test_multi_model_settings_fail_with_one_line(tmp_path: Path) -> None:
     assert budget.returncode == 1
     assert "--multi-model-memory-bytes 'lots' is not a whole number" in budget.stderr
     assert "Traceback" not in missing.stderr + store.stderr + budget.stderr
+
+
+def _probabilities(model_dir: Path, batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    module = torch.export.load(model_dir / "model.pt2").module()
+    with torch.inference_mode():
+        return torch.softmax(module(torch.from_numpy(batch)), dim=1).numpy()
+
+
+class _MultiModelFrontEnd(http.server.BaseHTTPRequestHandler):
+    """A stand-in for SageMaker's runtime front end on a multi-model endpoint, as AWS documents it: InvokeEndpoint
+    sends TargetModel as the X-Amzn-SageMaker-Target-Model header (botocore model sagemaker-runtime,
+    InvokeEndpointInput.TargetModel); the platform downloads <prefix>/<TargetModel>, unpacks it to
+    /opt/ml/models/<model_name>/model, calls POST /models with an opaque model_name, then
+    POST /models/<model_name>/invoke with Content-Type, Accept and the header (mms-container-apis.md,
+    invoke-multi-model-endpoint.md). Here the S3 prefix is a local folder and model_name a hash of the target."""
+
+    prefix = Path()
+    models_dir = Path()
+    container_port = 0
+    loads: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        assert self.path.startswith("/endpoints/"), self.path
+        assert self.path.endswith("/invocations"), self.path
+        target = self.headers["X-Amzn-SageMaker-Target-Model"]
+        name = hashlib.sha256(target.encode()).hexdigest()[:32]
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if http_request(self.container_port, "GET", f"/models/{name}")[0] == 404:
+            model = self.models_dir / name / "model"
+            model.mkdir(parents=True)
+            with tarfile.open(self.prefix / target) as archive:
+                archive.extractall(model, filter="data")
+            load = json.dumps({"model_name": name, "url": str(model)}).encode()
+            assert http_request(self.container_port, "POST", "/models", load,
+                                {"Content-Type": "application/json"})[0] == 200
+            self.loads.append(target)
+        status, headers, answer = http_request(self.container_port, "POST", f"/models/{name}/invoke", body, {
+            "Content-Type": self.headers["Content-Type"], "X-Amzn-SageMaker-Target-Model": target})
+        self.send_response(status)
+        self.send_header("Content-Type", headers["content-type"])
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_boto3_invoke_endpoint_with_target_model_reaches_the_model_it_names(tmp_path: Path, start_server) -> None:
+    import boto3
+
+    prefix, models_dir = tmp_path / "s3-models", tmp_path / "opt-ml-models"
+    prefix.mkdir()
+    models_dir.mkdir()
+    sources = {}
+    for seed, run in enumerate(("run-a", "run-b")):  # what make deploy copies under the models/ prefix
+        sources[run] = write_tiny_artifact(tmp_path / "runs" / run, seed=seed + 5)
+        with tarfile.open(prefix / f"{run}.tar.gz", "w:gz") as archive:
+            for path in sorted(sources[run].iterdir()):
+                archive.add(path, arcname=path.name)
+    server = start_server(tmp_path / "unused", env={"SAGEMAKER_MULTI_MODEL": "true",
+                                                    "DEEPCLOUD_MULTI_MODEL_DIR": str(models_dir)})
+    server.wait_ready()
+    _MultiModelFrontEnd.prefix, _MultiModelFrontEnd.models_dir = prefix, models_dir
+    _MultiModelFrontEnd.container_port, _MultiModelFrontEnd.loads = server.port, []
+    front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MultiModelFrontEnd)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    batch = images(4, seed=9)
+    try:
+        runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="test",
+                               aws_secret_access_key="test",  # the stand-in checks no signature
+                               endpoint_url=f"http://127.0.0.1:{front.server_address[1]}")
+        got = {}
+        for run in ("run-a", "run-b", "run-a"):
+            answer = runtime.invoke_endpoint(EndpointName="digits-mme", TargetModel=f"{run}.tar.gz",
+                                             ContentType="application/json",
+                                             Body=json.dumps({"instances": batch.tolist()}))
+            predictions = json.loads(answer["Body"].read())["predictions"]
+            got.setdefault(run, []).append(np.array([p["probabilities"] for p in predictions]))
+    finally:
+        front.shutdown()
+    expected = {run: _probabilities(path, batch) for run, path in sources.items()}
+    for run, answers in got.items():
+        for answer in answers:
+            np.testing.assert_allclose(answer, expected[run], atol=2e-6)  # the server rounds to 6 places
+    assert np.abs(expected["run-a"] - expected["run-b"]).max() > 1e-3, "the two models must tell apart"
+    assert _MultiModelFrontEnd.loads == ["run-a.tar.gz", "run-b.tar.gz"]  # loaded once each, then served
+    assert len(json.loads(server.request("GET", "/models")[2])["models"]) == 2
