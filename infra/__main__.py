@@ -6,8 +6,9 @@ repositories), Network (a private VPC, or the one named in config), GpuCapacity 
 spot GPU Auto Scaling group, capacity provider), SpotInterruption (an EventBridge rule and function that stop the
 training tasks on a spot instance about to be reclaimed), TrainingTask (the trainer's task definition and roles) and,
 when `deepcloud:modelArtifact` is set, InferenceEndpoint (a SageMaker endpoint: real-time with blue/green rollout,
-serverless, or asynchronous scaling to zero) and, when `deepcloud:monthlyBudget` is set, MonthlyBudget (an AWS Budgets
-budget on the stack's tag).
+serverless, or asynchronous scaling to zero; with `deepcloud:endpointMode` multi-model it exists without a model
+artifact and serves what ops copies under its S3 prefix) and, when `deepcloud:monthlyBudget` is set, MonthlyBudget
+(an AWS Budgets budget on the stack's tag).
 Every taggable resource carries `deepcloud:stack=<project>/<stack>` through the provider's default tags.
 """
 
@@ -88,7 +89,7 @@ training = TrainingTask("training", TrainingTaskArgs(
     log_group_name=cfg.log_group("trainer"), log_retention_days=cfg.log_retention_days), opts=on_provider)
 
 endpoint = None
-if cfg.model_artifact is not None:
+if cfg.has_endpoint:
     # realtime keeps the logical name it always had; each other mode has its own (its own endpoint name too).
     endpoint = InferenceEndpoint("serving" if cfg.endpoint_mode == "realtime" else f"serving-{cfg.endpoint_mode}",
                                  InferenceEndpointArgs(
@@ -102,7 +103,8 @@ if cfg.model_artifact is not None:
         rollout=cfg.rollout, rollout_step_instances=cfg.rollout_step_instances, bake_seconds=cfg.bake_seconds,
         latency_alarm_ms=cfg.latency_alarm_ms, errors_5xx_alarm=cfg.errors_5xx_alarm, mode=cfg.endpoint_mode,
         serverless_memory_mb=cfg.serverless_memory_mb, serverless_max_concurrency=cfg.serverless_max_concurrency,
-        async_backlog_per_instance=cfg.async_backlog_per_instance), opts=on_provider)
+        async_backlog_per_instance=cfg.async_backlog_per_instance, model_cache_setting=cfg.multi_model_cache),
+        opts=on_provider)
 
 budget = None
 if cfg.monthly_budget > 0:
@@ -141,6 +143,7 @@ OUTPUTS = {
     "model_data_url": endpoint.model_data_url if endpoint else None,
     "endpoint_mode": cfg.endpoint_mode,
     "async_prefix": endpoint.async_prefix if endpoint else None,
+    "models_prefix": endpoint.models_prefix if endpoint else None,
     "network_profile": "existing-vpc" if cfg.uses_existing_vpc else cfg.network_profile,
     "interface_endpoints_up": cfg.interface_endpoints,
     "monthly_budget": cfg.monthly_budget or None,

@@ -34,9 +34,12 @@ SPOT_ALLOCATION_STRATEGIES = ("capacity-optimized", "capacity-optimized-prioriti
 """Auto Scaling's InstancesDistribution.SpotAllocationStrategy values."""
 ROLLOUTS = ("CANARY", "LINEAR", "ALL_AT_ONCE")
 """SageMaker blue/green traffic routing (TrafficRoutingConfigType)."""
-ENDPOINT_MODES = ("realtime", "serverless", "async")
+ENDPOINT_MODES = ("realtime", "serverless", "async", "multi-model")
 """How the model is hosted: instances behind a real-time endpoint (blue/green), a serverless endpoint (billed per
-request, CPU only, not in the VPC), or an asynchronous endpoint whose instances scale to zero on its backlog."""
+request, CPU only, not in the VPC), an asynchronous endpoint whose instances scale to zero on its backlog, or a
+multi-model endpoint (real-time instances serving every model under an S3 prefix, each chosen per request)."""
+MODEL_CACHE_SETTINGS = ("Enabled", "Disabled")
+"""MultiModelConfig.ModelCacheSetting values (botocore)."""
 NETWORK_PROFILES = ("endpoints", "on-demand")
 """The managed VPC's interface endpoints: always there (`endpoints`), or only while ops needs them (`on-demand`)."""
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
@@ -66,6 +69,7 @@ _ENDPOINT_TYPE = re.compile(r"ml\.[a-z0-9-]+\.[0-9a-z]+")
 _IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _SNS_TOPIC = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}")
+_CPU_ENDPOINT_TYPE = re.compile(r"ml\.(?!(g|p|inf|trn)\d)")  # not GPU (g, p), Inferentia or Trainium
 _MODEL_KEY = re.compile(r"models/[A-Za-z0-9!_.*'()/-]+\.tar\.gz")
 _TRUE = ("true", "yes", "1")
 _FALSE = ("false", "no", "0")
@@ -185,8 +189,15 @@ class StackConfig:
     """realtime: instances behind a blue/green endpoint, always on (endpointMinInstances of them). serverless: billed
     per request and nothing while idle; CPU only, at most 6 GB, no VPC, no network isolation, one variant, so no
     canary (policy waivers say so). async: requests queue in S3, instances scale to zero on the backlog and back out
-    when one arrives; results land in the artifacts bucket. Changing it creates a new endpoint (its own name) and
-    deletes the old one: SageMaker cannot turn one kind into another in place."""
+    when one arrives; results land in the artifacts bucket. multi-model: a real-time endpoint (blue/green, auto
+    scaling) whose container hosts every model under multi-model/models/ of the artifacts bucket, loaded on first use
+    and chosen per request (TargetModel); it exists while this mode is set (no modelArtifact: `make deploy TARGET=aws
+    MODEL=` copies a run there, no `pulumi up`), on CPU instance types only. Changing it creates a new endpoint (its
+    own name) and deletes the old one: SageMaker cannot turn one kind into another in place."""
+
+    multi_model_cache: str = "Enabled"
+    """multi-model: ModelCacheSetting. Enabled (SageMaker's default) keeps loaded models in memory and on disk until
+    room is needed, so repeat requests skip the download; Disabled unloads each after its request (many rare models)."""
 
     serverless_memory_mb: int = 2048
     """Memory of a serverless endpoint: 1024 to 6144 in steps of 1024 MB (SageMaker's sizes); price scales with it."""
@@ -265,6 +276,12 @@ class StackConfig:
         has its own (`<prefix>`, `<prefix>-serverless`, `<prefix>-async`), so a change of mode creates the new endpoint
         before the old one is deleted (Pulumi's create-before-delete; SageMaker names are unique)."""
         return self.name_prefix if self.endpoint_mode == "realtime" else f"{self.name_prefix}-{self.endpoint_mode}"
+
+    @property
+    def has_endpoint(self) -> bool:
+        """Whether the stack has an endpoint: a model is configured, or the mode is multi-model (whose models are the
+        objects under its S3 prefix, not a config value)."""
+        return self.model_artifact is not None or self.endpoint_mode == "multi-model"
 
     @property
     def endpoint_rollout(self) -> str:
@@ -383,7 +400,9 @@ class StackConfig:
         _require(self.invocations_per_instance >= 1, "invocations_per_instance", "must be >= 1 per minute")
         _require(self.rollout in ROLLOUTS, "rollout", f"must be one of {', '.join(ROLLOUTS)}")
         _require(self.rollout_step_instances >= 1, "rollout_step_instances", "must be >= 1")
-        if self.endpoint_rollout != "ALL_AT_ONCE" and self.endpoint_mode == "realtime":
+        if self.endpoint_mode == "multi-model":
+            self._check_multi_model()
+        if self.endpoint_rollout != "ALL_AT_ONCE" and self.endpoint_mode in ("realtime", "multi-model"):
             _require(2 * self.rollout_step_instances <= self.endpoint_min_instances, "rollout_step_instances",
                      f"a {self.rollout} step may be at most half the fleet: with {self.rollout_step_instances} "
                      f"the endpoint needs endpointMinInstances >= {2 * self.rollout_step_instances}")
@@ -397,6 +416,19 @@ class StackConfig:
                  f"{self.bake_seconds} s), "
                  f"longer than the {PROVIDER_ENDPOINT_WAIT_S} s pulumi-aws waits for an endpoint update: `pulumi up` "
                  f"would fail while SageMaker carries on. Set it to at most {longest}")
+
+    def _check_multi_model(self) -> None:
+        """What SageMaker and this mode refuse (SageMaker guide, "Supported algorithms, frameworks, and instances for
+        multi-model endpoints"; docs/aws-behaviours.md S19)."""
+        _require(self.multi_model_cache in MODEL_CACHE_SETTINGS, "multi_model_cache",
+                 f"must be one of {', '.join(MODEL_CACHE_SETTINGS)} (SageMaker's ModelCacheSetting)")
+        _require(bool(_CPU_ENDPOINT_TYPE.match(self.endpoint_instance_type)), "endpoint_instance_type",
+                 f"{self.endpoint_instance_type} cannot host a multi-model endpoint: SageMaker serves GPU and "
+                 "accelerator multi-model endpoints only with its Triton container; use a CPU type like ml.m5.large")
+        _require(self.model_artifact is None, "model_artifact",
+                 "is not used by a multi-model endpoint (it serves every model under multi-model/models/, which "
+                 "`make deploy TARGET=aws MODEL=<run-id>` copies there): remove it with "
+                 "`pulumi config rm deepcloud:modelArtifact`")
 
     def _check_budget(self) -> None:
         _require(self.monthly_budget >= 0, "monthly_budget", "must be 0 (no budget) or a whole number of USD")

@@ -17,7 +17,7 @@ The model runs with network isolation inside the stack's private subnets; the ex
 trained models (models/ of the artifacts bucket), pull only the serving repository and write only this endpoint's
 logs. Application Auto Scaling tracks invocations per instance between the configured bounds.
 
-Three modes (`deepcloud:endpointMode`, docs/aws-behaviours.md S13-S17):
+Four modes (`deepcloud:endpointMode`, docs/aws-behaviours.md S13-S17, S19):
 
 - realtime: the above; instances always on, at least endpointMinInstances of them.
 - serverless: a ServerlessConfig variant (memory and maximum concurrency), billed per request and nothing while idle.
@@ -30,6 +30,11 @@ Three modes (`deepcloud:endpointMode`, docs/aws-behaviours.md S13-S17):
   policy on a HasBacklogWithoutCapacity alarm that adds the first instance when a request waits at zero (target
   tracking alone never scales out from zero: with no instance there is no backlog per instance). Updates are
   blue/green ALL_AT_ONCE (a canary needs instances to shift traffic to) with the same rollback alarms.
+- multi-model: realtime's instances, rollout, alarms and scaling, but the container runs in `MultiModel` mode with an S3
+  prefix as its model data (multi-model/models/ of the artifacts bucket) and the configured ModelCacheSetting: SageMaker
+  loads a model from under it on its first request naming it (TargetModel) and unloads the least used when it needs
+  room. A model is added by copying an archive there (ops/aws/deploy.py), without a new Model or `pulumi up`. The role
+  reads only that prefix: what ops copied there is what can be served, not every trained run.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ from infra.instance_storage import has_instance_storage
 
 MODELS_PREFIX = "models/"
 """Where trained models live in the artifacts bucket (ops/aws/runs.py writes models/<run-id>/model.tar.gz)."""
+MULTI_MODEL_PREFIX = "multi-model/models/"
+"""A multi-model endpoint's model data: `make deploy` copies a run to multi-model/models/<run-id>.tar.gz, which requests
+name as TargetModel "<run-id>.tar.gz". Apart from models/, so only deployed runs are servable."""
 VARIANT = "AllTraffic"
 """The one production variant; blue/green requires the same variant name in old and new configurations."""
 ASYNC_PREFIX = "async/"
@@ -66,8 +74,9 @@ class InferenceEndpointArgs:
 
     artifacts_bucket: pulumi.Input[str]
     artifacts_bucket_arn: pulumi.Input[str]
-    model_key: str
-    """Key of model.tar.gz in the artifacts bucket, under models/ (the only prefix the role may read)."""
+    model_key: str | None
+    """Key of model.tar.gz in the artifacts bucket, under models/ (the only prefix the role may read); None for a
+    multi-model endpoint, whose models are under MULTI_MODEL_PREFIX."""
 
     image: pulumi.Input[str]
     repository_arn: pulumi.Input[str]
@@ -87,7 +96,10 @@ class InferenceEndpointArgs:
     latency_alarm_ms: int
     errors_5xx_alarm: int
     mode: str = "realtime"
-    """realtime, serverless or async (module docstring)."""
+    """realtime, serverless, async or multi-model (module docstring)."""
+
+    model_cache_setting: str = "Enabled"
+    """multi-model: MultiModelConfig.ModelCacheSetting (Enabled or Disabled)."""
 
     serverless_memory_mb: int = 2048
     serverless_max_concurrency: int = 5
@@ -102,10 +114,16 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
     role_arn: pulumi.Output[str]
     async_prefix: pulumi.Output[str] | None
     """s3://<artifacts>/async/ for an async endpoint (requests under input/, results under output/), else None."""
+    models_prefix: pulumi.Output[str] | None
+    """s3://<artifacts>/multi-model/models/ for a multi-model endpoint (what it can serve), else None."""
 
     def __init__(self, name: str, args: InferenceEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, args, opts)
-        self.model_data_url = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", args.model_key)
+        multi = args.mode == "multi-model"
+        self.models_prefix = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", MULTI_MODEL_PREFIX) \
+            if multi else None
+        self.model_data_url = self.models_prefix if self.models_prefix is not None else \
+            pulumi.Output.concat("s3://", args.artifacts_bucket, "/", args.model_key or "")
         self.async_prefix = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", ASYNC_PREFIX) \
             if args.mode == "async" else None
         alarms = [] if args.mode == "serverless" else self._create_alarms()
@@ -113,7 +131,7 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         model = self._create_model(role, role_policy)
         config = self._create_endpoint_config(model)
         endpoint = self._create_endpoint(config, alarms)
-        if args.mode == "realtime":
+        if args.mode in ("realtime", "multi-model"):
             self._create_autoscaling(endpoint)
         elif args.mode == "async":
             self._create_async_autoscaling(endpoint)
@@ -123,7 +141,7 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         self.role_arn = role.arn
         self.register_outputs({"endpoint_name": self.endpoint_name, "endpoint_config_name": self.endpoint_config_name,
                                "model_name": self.model_name, "model_data_url": self.model_data_url,
-                               "async_prefix": self.async_prefix})
+                               "async_prefix": self.async_prefix, "models_prefix": self.models_prefix})
 
     def _create_alarms(self) -> list[aws.cloudwatch.MetricAlarm]:
         """The rollback triggers, on the fixed endpoint name so they exist before the endpoint does."""
@@ -151,10 +169,12 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         def under(prefix: str) -> pulumi.Output[str]:
             return pulumi.Output.concat(args.artifacts_bucket_arn, "/", prefix, "*")
 
+        # multi-model: only its own prefix (least privilege; the trained runs under models/ are not its to read).
+        models = MULTI_MODEL_PREFIX if args.mode == "multi-model" else MODELS_PREFIX
         statements = [
-            _iam.statement("ReadModels", ["s3:GetObject"], [under(MODELS_PREFIX)]),
+            _iam.statement("ReadModels", ["s3:GetObject"], [under(models)]),
             _iam.statement("ListModels", ["s3:ListBucket"], [args.artifacts_bucket_arn],
-                           {"StringLike": {"s3:prefix": [f"{MODELS_PREFIX}*"]}}),
+                           {"StringLike": {"s3:prefix": [f"{models}*"]}}),
             *_iam.ecr_pull_statements(args.repository_arn),
             *_iam.sagemaker_observability_statements(args.aws, f"/aws/sagemaker/Endpoints/{args.endpoint_name}"),
         ]
@@ -184,11 +204,15 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
     def _create_model(self, role: aws.iam.Role, role_policy: aws.iam.RolePolicy) -> aws.sagemaker.Model:
         args = self._args
         serverless = args.mode == "serverless"
+        container: dict[str, Any] = {"image": args.image, "model_data_url": self.model_data_url, "mode": "SingleModel"}
+        if args.mode == "multi-model":  # ContainerDefinition Mode, ModelDataUrl (a prefix), MultiModelConfig
+            container.update(mode="MultiModel",
+                             multi_model_config={"model_cache_setting": args.model_cache_setting})
         # No name: auto-naming lets a changed model be created beside the old one.
         return aws.sagemaker.Model(
             f"{self._name}-model",
             execution_role_arn=role.arn,
-            primary_container={"image": args.image, "model_data_url": self.model_data_url, "mode": "SingleModel"},
+            primary_container=container,
             # serverless: SageMaker offers neither network isolation nor a VPC there (waivers.toml says so).
             enable_network_isolation=not serverless,
             vpc_config=None if serverless else {"subnets": args.subnet_ids,

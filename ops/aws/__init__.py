@@ -3,8 +3,10 @@
     preflight  credentials, pulumi CLI and stack outputs, Docker engine, GPU quotas (preflight.py)
     data       the demo dataset, copied to the stack's data bucket (dataset.py)
     train      the trainer image as an ECS task (BACKEND=ecs) or a SageMaker job (BACKEND=sagemaker) (train.py)
-    deploy     a trained run behind the SageMaker endpoint via `pulumi up` (deploy.py)
-    predict    the test images through the endpoint, in its mode (predict.py)
+    deploy     a trained run behind the SageMaker endpoint via `pulumi up` (deploy.py); on a multi-model
+               endpoint a copy under its S3 prefix instead, no `pulumi up` (multi_model.py)
+    predict    the test images through the endpoint, in its mode (predict.py); MODEL= picks the run on a
+               multi-model endpoint
     rollback   the previous deploy again (deploy.py)
     status     what runs and what it costs per hour (status.py)
     logs       a run's log, or the endpoint's (status.py)
@@ -12,8 +14,8 @@
 
 Settings come from flags or the environment (Make passes its command-line variables on): STACK (the Pulumi
 stack; default the selected one), BACKEND, MAX_COST (dollars), MAX_HOURS, INSTANCE_TYPE (SageMaker), RESUME
-(a run id whose checkpoints to start from), MODEL (the run to deploy), RUN (the run for logs), ENDPOINT=1
-(logs of the endpoint).
+(a run id whose checkpoints to start from), MODEL (the run to deploy; on a multi-model endpoint also the one
+predict sends to), RUN (the run for logs), ENDPOINT=1 (logs of the endpoint).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
     if command == "predict":
         from ops.aws.predict import predict
 
-        return predict(ctx)
+        return predict(ctx, _setting(args, "model", "MODEL"))
     from ops.aws.status import logs
 
     endpoint = bool(getattr(args, "endpoint", False)) or os.environ.get("ENDPOINT", "") in ("1", "true", "yes")

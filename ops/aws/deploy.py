@@ -16,6 +16,9 @@ failure from FailureLocation), waiting while a scaled-to-zero endpoint brings an
 
 Every deploy and rollback is appended to ``s3://<artifacts>/deploys/history.json``; rollback deploys the
 newest successful entry that serves something else than the current one.
+
+A multi-model endpoint (deepcloud:endpointMode multi-model) is deployed to by a copy under its S3 prefix instead, with
+no `pulumi up` and no rollback (every model copied there stays invokable by its TargetModel): ops/aws/multi_model.py.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def read_history(s3: Any, bucket: str) -> list[dict]:
     return history if isinstance(history, list) else []
 
 
-def _append_history(s3: Any, bucket: str, entry: dict) -> None:
+def append_history(s3: Any, bucket: str, entry: dict) -> None:
     history = read_history(s3, bucket)
     history.append(entry)
     s3.put_object(Bucket=bucket, Key=HISTORY_KEY, ContentType="application/json",
@@ -75,8 +78,12 @@ def deploy(ctx: Context, run_id: str | None = None) -> dict:
     run_id = run_id or runs.latest_model(s3, out.artifacts_bucket)
     runs.require_model(s3, out.artifacts_bucket, run_id)
     header(f"deploy (aws): run {run_id} to stack {ctx.stack.name}")
-    check_endpoint_quota(ctx)
     config = ctx.pulumi.config()
+    from ops.aws import multi_model  # it builds on this module
+
+    if multi_model.is_multi_model(ctx, config):
+        return multi_model.deploy_run(ctx, run_id, config)
+    check_endpoint_quota(ctx)
     kind = out.endpoint_instance_type or config.get(CONFIG.endpoint_instance_type)
     image = images.ensure(ctx.aws, ctx.repo, images.IMAGES["serving"], out.serving_repository_url,
                           {"TORCH_INDEX": torch_index(kind)})
@@ -84,6 +91,9 @@ def deploy(ctx: Context, run_id: str | None = None) -> dict:
 
 
 def rollback(ctx: Context) -> dict:
+    if ctx.outputs.endpoint_mode == "multi-model":
+        raise OpsError(f"endpoint {ctx.outputs.endpoint_name} is multi-model: there is nothing to roll back, every run "
+                       "deployed to it stays invokable (`make predict TARGET=aws MODEL=<run-id>`)")
     s3 = ctx.aws.client("s3")
     history = [e for e in read_history(s3, ctx.outputs.artifacts_bucket) if e.get("result") == "InService"]
     if not history:
@@ -129,7 +139,7 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
             reason = watcher.failure() or (str(exc) if isinstance(exc, OpsError) else describe(exc))
             _restore(ctx, before)
             entry.update(result="Failed", endpoint=watcher.name, reason=reason)
-            _append_history(s3, bucket, entry)
+            append_history(s3, bucket, entry)
             if watcher.status == "InService" and watcher.name:
                 _prune(ctx, watcher.name)  # never the configuration it was rolled back onto
             raise OpsError(f"{kind} of run {run_id} failed: {reason}; config put back to "
@@ -139,7 +149,7 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
     _prune(ctx, watcher.name)
     entry.update(result="InService", endpoint=watcher.name)
     entry["smoke"] = smoke(ctx, watcher.name, run_id)
-    _append_history(s3, bucket, entry)
+    append_history(s3, bucket, entry)
     say(f"history      s3://{bucket}/{HISTORY_KEY} ({kind} recorded; `make rollback TARGET=aws` goes back)")
     return entry
 
@@ -263,19 +273,20 @@ class EndpointWatcher:
         say(f"endpoint     {self.name} InService, serving {data} (configuration {serving})")
 
 
-def invoke(ctx: Context, endpoint: str, body: bytes, request_id: str) -> bytes:
-    """One request to the endpoint of the stack's mode; the response body. Real-time and serverless endpoints answer
-    InvokeEndpoint; an async one takes InvokeEndpointAsync on a request stored in S3 and writes the result (or the
-    failure) to S3 later (docs/aws-behaviours.md S16)."""
+def invoke(ctx: Context, endpoint: str, body: bytes, request_id: str, target_model: str | None = None) -> bytes:
+    """One request to the endpoint of the stack's mode; the response body. Real-time, serverless and multi-model
+    endpoints answer InvokeEndpoint (a multi-model one for the model ``target_model`` names: S19); an async one takes
+    InvokeEndpointAsync on a request stored in S3 and writes the result (or the failure) to S3 later (S16)."""
     runtime = ctx.aws.client("sagemaker-runtime")
     if ctx.outputs.endpoint_mode != "async":
+        target = {"TargetModel": target_model} if target_model else {}
         response = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
-                                           Accept="application/json", Body=body)
+                                           Accept="application/json", Body=body, **target)
         return response["Body"].read()
     return _invoke_async(ctx, endpoint, body, request_id)
 
 
-def _s3_uri(uri: str) -> tuple[str, str]:
+def s3_uri(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
 
@@ -286,7 +297,7 @@ def _invoke_async(ctx: Context, endpoint: str, body: bytes, request_id: str) -> 
         raise OpsError("the stack exports no async_prefix for its async endpoint: run `pulumi up` with the current "
                        "infra/ program")
     s3 = ctx.aws.client("s3")
-    bucket, key = _s3_uri(f"{prefix}input/{request_id}.json")
+    bucket, key = s3_uri(f"{prefix}input/{request_id}.json")
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
     answer = ctx.aws.client("sagemaker-runtime").invoke_endpoint_async(
         EndpointName=endpoint, ContentType="application/json", Accept="application/json",
@@ -297,7 +308,7 @@ def _invoke_async(ctx: Context, endpoint: str, body: bytes, request_id: str) -> 
         for uri, failed in ((output, False), (failure, True)):
             if not uri:
                 continue
-            found_bucket, found_key = _s3_uri(uri)
+            found_bucket, found_key = s3_uri(uri)
             try:
                 data = s3.get_object(Bucket=found_bucket, Key=found_key)["Body"].read()
             except ClientError as exc:
@@ -315,14 +326,15 @@ def _invoke_async(ctx: Context, endpoint: str, body: bytes, request_id: str) -> 
         ctx.wait()
 
 
-def smoke(ctx: Context, endpoint: str, run_id: str) -> dict:
-    """Send one zero image of the model's input shape SMOKE_REQUESTS times; print the answer and latency."""
+def smoke(ctx: Context, endpoint: str, run_id: str, target_model: str | None = None) -> dict:
+    """Send one zero image of the model's input shape SMOKE_REQUESTS times (to ``target_model`` of a multi-model
+    endpoint); print the answer and latency."""
     shape = input_shape(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket, run_id)
     body = json.dumps({"instances": [_zeros(shape)]}).encode()
     latencies, answer = [], b""
     for n in range(SMOKE_REQUESTS):
         start = time.perf_counter()
-        answer = invoke(ctx, endpoint, body, f"smoke-{run_id}-{n}")
+        answer = invoke(ctx, endpoint, body, f"smoke-{run_id}-{n}", target_model)
         latencies.append((time.perf_counter() - start) * 1000)
     try:
         prediction = json.loads(answer)["predictions"][0]

@@ -1,7 +1,8 @@
 """`make predict TARGET=aws`: the held-out test images through the stack's endpoint, whatever its mode.
 
 Each image is one request, sent as `make deploy`'s smoke request is (ops/aws/deploy.py `invoke`): InvokeEndpoint for
-a real-time or serverless endpoint, InvokeEndpointAsync and the result from S3 for an async one. The report is the
+a real-time or serverless endpoint, InvokeEndpointAsync and the result from S3 for an async one, InvokeEndpoint with
+TargetModel "<run-id>.tar.gz" for a multi-model one, whose run MODEL= names (ops/aws/multi_model.py). The report is the
 local target's (accuracy, latency percentiles, throughput) next to the accuracy the trainer measured in-process on the
 same images, read from the deployed model's manifest.json.
 """
@@ -13,7 +14,7 @@ import tarfile
 import time
 from typing import Any
 
-from ops.aws import deploy, runs
+from ops.aws import deploy, multi_model, runs
 from ops.aws.console import header, say
 from ops.aws.context import Context
 from ops.errors import OpsError
@@ -40,9 +41,14 @@ def _manifest(s3: Any, bucket: str, run_id: str) -> dict:
     raise OpsError(f"s3://{bucket}/{runs.model_key(run_id)} has no manifest.json (docs/artifact.md)")
 
 
-def predict(ctx: Context) -> PredictReport:
+def predict(ctx: Context, model: str | None = None) -> PredictReport:
     endpoint = ctx.outputs.endpoint_name or ""
-    run_id = deployed_run(ctx)
+    target = None
+    if endpoint and ctx.outputs.endpoint_mode == multi_model.MODE:
+        run_id = multi_model.predicted_run(ctx, model)
+        target = multi_model.target_model(run_id)
+    else:
+        run_id = deployed_run(ctx)
     channel = ctx.paths.dataset / "test"
     images, labels = read_test_set(channel)
     mode = ctx.outputs.endpoint_mode or "realtime"
@@ -54,7 +60,7 @@ def predict(ctx: Context) -> PredictReport:
     for n, (image, label) in enumerate(zip(images, labels, strict=True)):
         body = json.dumps({"instances": [image.tolist()]}).encode()
         t0 = time.perf_counter()
-        answer = deploy.invoke(ctx, endpoint, body, f"predict-{run_id}-{n}")
+        answer = deploy.invoke(ctx, endpoint, body, f"predict-{run_id}-{n}", target)
         latencies.append((time.perf_counter() - t0) * 1000)
         try:
             correct += json.loads(answer)["predictions"][0]["label"] == label

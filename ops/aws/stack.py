@@ -72,9 +72,13 @@ class StackOutputs:
     protect_data_bucket: bool | None = None
     """deepcloud:protectDataBucket as applied: `make destroy` keeps the data bucket while it is true."""
     endpoint_mode: str | None = None
-    """realtime, serverless or async (deepcloud:endpointMode; absent from stacks older than the modes: realtime)."""
+    """realtime, serverless, async or multi-model (deepcloud:endpointMode; absent from stacks older than the modes:
+    realtime)."""
     async_prefix: str | None = None
     """s3://<artifacts>/async/ of an async endpoint: requests go under input/, results come back under output/."""
+    models_prefix: str | None = None
+    """s3://<artifacts>/multi-model/models/ of a multi-model endpoint: the archives it can serve (TargetModel is the key
+    under it)."""
     network_profile: str | None = None
     """endpoints, on-demand or existing-vpc (deepcloud:networkProfile)."""
     interface_endpoints_up: bool | None = None
@@ -105,7 +109,7 @@ class StackOutputs:
 
 OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
                     "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
-                    "protect_data_bucket", "endpoint_mode", "async_prefix", "network_profile",
+                    "protect_data_bucket", "endpoint_mode", "async_prefix", "models_prefix", "network_profile",
                     "interface_endpoints_up", "monthly_budget", "budget_name")
 OUTPUT_KEYS = tuple(f.name for f in fields(StackOutputs))
 """Every stack output key ops reads, for the README and for reconciling with infra/__main__.py."""
@@ -121,6 +125,7 @@ class ConfigKeys:
     endpoint_instance_type: str = "deepcloud:endpointInstanceType"
     protect_data_bucket: str = "deepcloud:protectDataBucket"
     interface_endpoints_up: str = "deepcloud:interfaceEndpointsUp"
+    endpoint_mode: str = "deepcloud:endpointMode"
 
 
 CONFIG = ConfigKeys()

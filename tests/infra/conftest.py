@@ -43,6 +43,12 @@ def async_stack() -> Synthesis:
                        "monthlyBudget": "40", "budgetEmails": "ops@example.com"}, stack="queue")
 
 
+@pytest.fixture(scope="session")
+def multi_model_stack() -> Synthesis:
+    """A multi-model endpoint: no model artifact, its models under an S3 prefix, the model cache off."""
+    return synthesize({"endpointMode": "multi-model", "multiModelCache": "Disabled"}, stack="many")
+
+
 @pytest.fixture(scope="session", params=["default", "model", "existing-vpc"])
 def any_stack(request: pytest.FixtureRequest) -> Synthesis:
     """Each of the three configurations in turn."""

@@ -184,9 +184,10 @@ def test_name_prefix_is_a_name_sagemaker_accepts(stack: str) -> None:
 def test_each_endpoint_mode_has_its_own_endpoint_name() -> None:
     """SageMaker cannot turn a real-time endpoint into a serverless one in place; a change of mode is a new endpoint,
     created (under its own name) before Pulumi deletes the old one."""
-    names = {mode: load({"endpointMode": mode}).endpoint_name for mode in ("realtime", "serverless", "async")}
+    names = {mode: load({"endpointMode": mode}).endpoint_name
+             for mode in ("realtime", "serverless", "async", "multi-model")}
     assert names == {"realtime": "deepcloud-dev", "serverless": "deepcloud-dev-serverless",
-                     "async": "deepcloud-dev-async"}
+                     "async": "deepcloud-dev-async", "multi-model": "deepcloud-dev-multi-model"}
     assert all(_sagemaker_name_pattern().fullmatch(name) for name in names.values())
 
 
@@ -201,6 +202,32 @@ def test_mode_specific_checks() -> None:
     assert queued.rollout_seconds == 600 + 2 * 600
     with pytest.raises(ConfigError, match="deepcloud:bakeSeconds 3600 makes a ALL_AT_ONCE rollout"):
         load({"endpointMode": "async", "bakeSeconds": "3600"})
+
+
+def test_multi_model_endpoints_exist_without_a_model_on_cpu_instances_only() -> None:
+    """Its models are objects under its S3 prefix, not a config value; SageMaker serves GPU multi-model endpoints only
+    with its Triton container (docs/aws-behaviours.md S19), so GPU and accelerator types are refused, naming the key."""
+    multi = load({"endpointMode": "multi-model"})
+    assert multi.has_endpoint
+    assert multi.model_artifact is None
+    assert multi.multi_model_cache == "Enabled", "SageMaker's own default"
+    assert load({"endpointMode": "multi-model", "multiModelCache": "Disabled"}).multi_model_cache == "Disabled"
+    assert not load({}).has_endpoint
+    assert load({"modelArtifact": "models/job-1/model.tar.gz"}).has_endpoint
+    assert load({"endpointMode": "multi-model", "endpointInstanceType": "ml.c5.xlarge"}).endpoint_rollout == "CANARY"
+    for kind in ("ml.g5.xlarge", "ml.p3.2xlarge", "ml.inf2.xlarge", "ml.trn1.2xlarge"):
+        with pytest.raises(ConfigError) as error:
+            load({"endpointMode": "multi-model", "endpointInstanceType": kind})
+        assert str(error.value).startswith(f"deepcloud:endpointInstanceType {kind} cannot host a multi-model endpoint")
+    for values, message in (
+            ({"multiModelCache": "On"}, "deepcloud:multiModelCache must be one of Enabled, Disabled"),
+            ({"modelArtifact": "models/job-1/model.tar.gz"}, "deepcloud:modelArtifact is not used by a multi-model"),
+            ({"endpointMinInstances": "1", "endpointInstanceCount": "1"}, "deepcloud:rolloutStepInstances a CANARY"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            load({"endpointMode": "multi-model", **values})
+        assert str(error.value).startswith(message), str(error.value)
+        assert "\n" not in str(error.value)
 
 
 def test_network_profiles() -> None:

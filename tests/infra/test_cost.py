@@ -95,7 +95,7 @@ def test_cost_needs_no_pulumi_cli_and_bad_input_is_one_line(tmp_path) -> None:
                          timeout=120, check=False)
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == ["error: deepcloud:endpointMode must be one of realtime, serverless, "
-                                               "async"]
+                                               "async, multi-model"]
     bad = subprocess.run([*run, "--set", "endpointMode"], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=120, check=False)
     assert bad.stderr.strip().splitlines() == ["error: --set 'endpointMode' is not key=value: write e.g. "

@@ -177,6 +177,14 @@ def test_the_endpoint_modes_and_network_profiles_pass_every_rule(serverless_stac
     assert stack_violations(up) == []
 
 
+def test_the_multi_model_endpoint_passes_every_rule_without_a_waiver(multi_model_stack: Synthesis) -> None:
+    """In the VPC, isolated, its volume under the stack's key, blue/green with rollback: without waivers, only the
+    access-log bucket's (every stack's) violations remain, none of the endpoint's."""
+    assert stack_violations(multi_model_stack) == []
+    unwaived = {urn.rsplit("::", 1)[1] for _, urn, _ in stack_violations(multi_model_stack, [])}
+    assert unwaived == {"store-access-logs"}
+
+
 def test_each_waiver_is_needed_and_explained(default_stack: Synthesis, serverless_stack: Synthesis,
                                              async_stack: Synthesis) -> None:
     """Over the stacks the waivers exist for: every violation is covered by exactly one waiver, and every waiver

@@ -83,7 +83,7 @@ OPS_OUTPUTS = ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trai
                "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn", "endpoint_config_name",
                "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
                "protect_data_bucket", "endpoint_mode", "async_prefix", "network_profile", "interface_endpoints_up",
-               "monthly_budget", "budget_name")
+               "monthly_budget", "budget_name", "models_prefix")
 """The outputs ops/aws/stack.py (StackOutputs) reads: `make train` and `make deploy TARGET=aws` need every one."""
 
 
@@ -616,6 +616,43 @@ def test_changing_the_mode_creates_a_new_endpoint_beside_the_old(model_stack: Sy
     serverless = {r.name for r in serverless_stack.resources if r.type.startswith("aws:sagemaker/")}
     assert not realtime & serverless
     assert realtime == {"serving-model", "serving-config", "serving-endpoint"}, "realtime keeps its URNs"
+
+
+def test_multi_model_endpoint_serves_a_prefix_and_reads_only_it(multi_model_stack: Synthesis) -> None:
+    """CreateModel's ContainerDefinition: Mode MultiModel, ModelDataUrl an S3 prefix ending in /, MultiModelConfig's
+    ModelCacheSetting (docs/aws-behaviours.md S19); otherwise a real-time endpoint: in the VPC, isolated, blue/green
+    with rollback alarms, scaling on invocations. The role reads only the prefix, not the trained runs under models/."""
+    stack = multi_model_stack
+    artifacts = stack.outputs["artifacts_bucket"]
+    prefix = f"s3://{artifacts}/multi-model/models/"
+    model = stack.one("aws:sagemaker/model:Model")
+    assert model.name == "serving-multi-model-model"
+    assert model.inputs["primaryContainer"] == {
+        "image": f"{stack.outputs['serving_repository_url']}:0.1.0", "mode": "MultiModel", "modelDataUrl": prefix,
+        "multiModelConfig": {"modelCacheSetting": "Disabled"}}
+    assert model.inputs["enableNetworkIsolation"] is True
+    assert model.inputs["vpcConfig"]["subnets"]
+    assert (stack.outputs["models_prefix"], stack.outputs["model_data_url"]) == (prefix, prefix)
+    assert stack.outputs["endpoint_mode"] == "multi-model"
+    assert stack.outputs["endpoint_name"] == "deepcloud-many-multi-model"
+    endpoint = stack.one("aws:sagemaker/endpoint:Endpoint").inputs
+    assert endpoint["deploymentConfig"]["blueGreenUpdatePolicy"]["trafficRoutingConfiguration"]["type"] == "CANARY"
+    assert len(endpoint["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]) == 2
+    target = stack.one("aws:appautoscaling/target:Target").inputs
+    assert (target["minCapacity"], target["maxCapacity"]) == (2, 4)
+    allowed = statements(stack, "serving-multi-model-sagemaker")
+    bucket_arn = stack.one(BUCKET, "store-artifacts").outputs["arn"]
+    assert allowed["ReadModels"]["Resource"] == [f"{bucket_arn}/multi-model/models/*"]
+    assert allowed["ListModels"]["Condition"] == {"StringLike": {"s3:prefix": ["multi-model/models/*"]}}
+    s3 = [s for s in allowed.values() if any(a.startswith("s3:") for a in s["Action"])]
+    assert [s["Sid"] for s in s3] == ["ReadModels", "ListModels"], "no other S3 access"
+
+
+def test_single_model_endpoints_export_no_models_prefix(model_stack: Synthesis, default_stack: Synthesis) -> None:
+    assert model_stack.one("aws:sagemaker/model:Model").inputs["primaryContainer"]["mode"] == "SingleModel"
+    assert "multiModelConfig" not in model_stack.one("aws:sagemaker/model:Model").inputs["primaryContainer"]
+    assert model_stack.outputs["models_prefix"] is None
+    assert default_stack.outputs["models_prefix"] is None
 
 
 # --- network profiles ----------------------------------------------------------------------------------------------

@@ -182,6 +182,34 @@ def test_destroy_stops_before_anything_while_buckets_and_repositories_hold_data(
     assert "left over (billable or still part of the stack):" in out, "the audit still runs"
 
 
+def test_the_models_of_a_multi_model_endpoint_count_as_data_the_bucket_holds(stack, ops_aws) -> None:
+    """A multi-model endpoint's models are objects under multi-model/models/ of the artifacts bucket: destroy treats
+    them as every other stored object (BucketNotEmpty with forceDestroy false), and its endpoint goes with the stack."""
+    stack.put_model("train-1", key="multi-model/models/train-1.tar.gz")
+    stack.standins.update(outputs={**stack.outputs, "endpoint_mode": "multi-model",
+                                   "models_prefix": f"s3://{stack.artifacts_bucket}/multi-model/models/"})
+    prepare(stack)
+    code, _, err = ops_aws("destroy")
+    line = one_line_error(code, err, "destroy stopped before deleting anything: ")
+    assert f"s3://{stack.artifacts_bucket} (artifacts: 1 object versions)" in line, "the deployed copy"
+    sagemaker, name = client("sagemaker"), f"deepcloud-{stack.name}-multi-model"
+    sagemaker.create_model(ModelName=f"{name}-model", ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
+                           Tags=stack.tags, PrimaryContainer={
+                               "Image": f"{stack.serving_repository_url}:1", "Mode": "MultiModel",
+                               "ModelDataUrl": f"s3://{stack.artifacts_bucket}/multi-model/models/"})
+    sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-config", Tags=stack.tags, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": f"{name}-model", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config", Tags=stack.tags)
+    stack.standins.update(outputs={**stack.outputs, "endpoint_mode": "multi-model", "endpoint_name": name,
+                                   "force_destroy": True})
+    prepare(stack, keep=("key",), remaining=(stack.kms_key_arn,))
+    code, out, err = ops_aws("destroy")
+    assert code == 0, out + err  # the audit found nothing billable left
+    assert name not in {e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]}
+    assert f"{name}-model" not in {m["ModelName"] for m in sagemaker.list_models()["Models"]}
+
+
 def test_with_force_destroy_the_data_goes_with_the_stack(stack, ops_aws) -> None:
     hold_data(stack)
     stack.standins.update(outputs={**stack.outputs, "force_destroy": True})

@@ -36,7 +36,7 @@ def test_preflight_passes_and_says_what_it_checked(stack, use_clients, ops_aws) 
     assert lines[0] == "==> preflight (aws)"
     assert lines[1].startswith("ok    AWS credentials  arn:aws:")
     assert "(account 123456789012)" in lines[1]
-    assert lines[2] == (f"ok    Pulumi stack     {stack.name} ({stack.tag}), pulumi v3.140.0, 19/27 outputs, "
+    assert lines[2] == (f"ok    Pulumi stack     {stack.name} ({stack.tag}), pulumi v3.140.0, 19/28 outputs, "
                         "region us-east-1")
     assert lines[3] == "ok    Docker engine    27.3.1"
     assert lines[4] == ("ok    EC2 quota        'All G and VT Spot Instance Requests' (L-3819A6DF) in us-east-1 is 8 "

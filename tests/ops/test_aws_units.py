@@ -120,7 +120,8 @@ def test_stack_outputs_are_named_in_one_place() -> None:
                                  "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
                                  "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket",
                                  "force_destroy", "protect_data_bucket", "endpoint_mode", "async_prefix",
-                                 "network_profile", "interface_endpoints_up", "monthly_budget", "budget_name")
+                                 "models_prefix", "network_profile", "interface_endpoints_up", "monthly_budget",
+                                 "budget_name")
     raw = {key: f"v-{key}" for key in stack.OUTPUT_KEYS} | {"subnet_ids": "subnet-a, subnet-b", "endpoint_name": ""}
     outputs = stack.StackOutputs.parse(raw, "dev")
     assert outputs.subnet_ids == ("subnet-a", "subnet-b")
