@@ -1,17 +1,20 @@
-"""`make bench-serve`: our server against TorchServe 0.12 and bare Starlette floors, same models and machine.
+"""`make bench-serve`: our server against TorchServe 0.12, today's peer servers and bare Starlette floors, same models.
 
 ::
 
     python -m bench.serve                              # both models, all three servers, 5 s warm-up + 10 s each
     python -m bench.serve --duration 30 --threads 2
     python -m bench.serve --models cnn --keep          # one model; keep the work dir (artifacts, .mar, logs)
-    python -m bench.serve --servers ours,bare          # without TorchServe (no Java, no pip install)
+    python -m bench.serve --servers ours,bare          # without TorchServe and the peers (no Java, no pip install)
+    python -m bench.serve --servers ours,litserve,pytriton,mlserver --duration 10   # ours beside today's servers
     python -m bench.serve --models mlp --servers ours-mar,bare-mar,ours-script,bare-script   # user code only
     python -m bench.serve --ours-args=--no-access-log  # extra flags for our server
 
 What it needs, installed when missing (and printed): ``wrk`` (Debian package, ``apt-get install wrk``) and
 ``torchserve`` + ``torch-model-archiver`` (``pip install -r requirements/bench.txt`` into this venv);
-TorchServe also needs Java 11+ on PATH or in ``JAVA_HOME``. ``--no-install`` stops instead.
+TorchServe also needs Java 11+ on PATH or in ``JAVA_HOME``; each peer server gets its own virtual environment,
+``.venv-peers/<name>/``, made from ``requirements/peers/<name>.txt`` after ``torch==2.13.0`` (bench/peers.py:
+torch stays the CPU build, checked after the install). ``--no-install`` stops instead.
 
 Models. The bench writes two artifacts in the format of docs/artifact.md (format_version 1: ``model.pt2``
 from ``torch.export`` with a dynamic batch dimension, ``manifest.json`` with its sha256), weights seeded
@@ -56,6 +59,13 @@ server is given the same number of torch threads (``--threads``, default ``torch
   ``/predictions/mlp``; ``bare-*`` is serve_support/bare_kinds.py, a Starlette endpoint that calls the same
   code the way our server does (the handler's ``handle`` with one ``{"body": parsed JSON}`` per call, the
   script's three functions per request) on the event loop, and nothing else.
+- **litserve**, **pytriton** (Triton through ``nvidia-pytriton``), **mlserver**: today's servers, each in its
+  own venv and deployed as its docs say (bench/peers.py and their apps, serve_support/peer_*.py), with its own
+  dynamic batching at the cnn's ``--batch-size``/``--batch-delay-ms`` and its defaults for the mlp, the same
+  torch threads and the same checks and JSON as the TorchServe handler; loopback only, metrics off. LitServe
+  takes the workload's body on ``/predict``; Triton and MLServer speak the Open Inference Protocol, so they
+  get the same instance as a v2 JSON tensor and their three output tensors are checked as predictions.
+  BentoML and Ray Serve are not in yet.
 - **raw forward** (cnn only): no server; this process runs the program on batches of ``--batch-size``
   with the same thread count, the ceiling for what batching can reach. Twice: as exported
   (``torch.export.load``, NCHW: what TorchServe and the bare floor run), and the module our server runs,
@@ -82,7 +92,11 @@ a busy neighbour can halve a figure). The raw forward is timed the same way.
 Goals: mlp ours/bare requests/s >= 0.85; cnn ours/torchserve requests/s >= 2; cnn ours requests/s
 (one instance each) / raw forward samples/s >= 0.85; ours p99 < torchserve p99 for both models; ours
 peak RSS <= 0.5x TorchServe's for both models; for each kind of user code, ours-*/bare-* requests/s >= 0.85
-and p99 no worse (<= 1). Exit status: 0 when every goal that could be measured
+and p99 no worse (<= 1); against the peers that ran (n/a when none did; the target names the peer): mlp
+requests/s ours/best peer >= 4, cnn >= 1.5, p99 the lowest of all (ours/lowest peer < 1) and peak RSS
+ours <= 0.6x the leanest peer's, per model. The servers run one after another (not alternated), so on a
+machine whose speed drifts a ratio between rows minutes apart measures some of the drift too.
+Exit status: 0 when every goal that could be measured
 passed, 3 when one was missed (``MISS``; ``--allow-miss`` exits 0 then), 1 when a server or a run
 failed, 2 for a bad command line.
 """
@@ -108,17 +122,21 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import peers
 from bench.serve_support.torchserve_config import write_config
 from bench.train import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT = Path(__file__).resolve().parent / "serve_support"
 REQUIREMENTS = REPO / "requirements" / "bench.txt"
-SERVERS = ("ours", "torchserve", "bare", "ours-mar", "bare-mar", "ours-script", "bare-script")
+SERVERS = ("ours", "torchserve", "bare", "ours-mar", "bare-mar", "ours-script", "bare-script", *peers.PEERS)
+PEERS = peers.PEERS
+"""Today's servers (bench/peers.py), each in its own venv: the ratio goals take the best (or leanest) that ran."""
 KIND_SERVERS = ("ours-mar", "bare-mar", "ours-script", "bare-script")
 """User code served by ours and by a bare endpoint calling it the same way: the mlp only, where the serving
 path is the cost (the cnn's figures are its forward pass, whoever calls it)."""
@@ -128,6 +146,9 @@ GOAL_CNN_VS_TORCHSERVE = 2.0
 GOAL_CNN_VS_RAW = 0.85
 GOAL_MEMORY = 0.5
 GOAL_KIND_VS_BARE = 0.85
+GOAL_MLP_VS_PEER = 4.0
+GOAL_CNN_VS_PEER = 1.5
+GOAL_MEMORY_VS_PEER = 0.6
 SAMPLE_SECONDS = 0.1
 QUIET = 0.10
 MAX_BATCH = 4096
@@ -349,6 +370,10 @@ class Server:
     ping: bool = False
     """True when GET /ping answers 503 until loaded (ours): wait for 200 before the first request."""
     management_port: int | None = None
+    body: Path | None = None
+    """The request body when the server speaks another protocol (Triton: KServe v2); None: the workload's."""
+    answer: Callable[[bytes], bytes] | None = None
+    """Turns its answer into ``{"predictions": [...]}`` before the check (Triton's output tensors)."""
 
     @property
     def sid(self) -> int:
@@ -563,7 +588,51 @@ def start_torchserve(ctx: Context, wl: Workload) -> Server:
                   f"batch {wl.batch}, {wl.delay_ms} ms", management_port=management)
 
 
+def start_litserve(ctx: Context, wl: Workload) -> Server:
+    """LitServe (bench/serve_support/peer_litserve.py) in .venv-peers/litserve; its batching for the cnn."""
+    port = free_ports(1)[0]
+    cmd = [str(peers.venv_python("litserve")), str(SUPPORT / "peer_litserve.py"), "--model-dir", str(wl.model_dir),
+           "--port", str(port), "--threads", str(ctx.threads)]
+    settings = "defaults: batch 1"
+    if not wl.ours_defaults:
+        cmd += ["--max-batch-size", str(wl.batch), "--batch-timeout-ms", str(wl.delay_ms)]
+        settings = f"batch {wl.batch}, {wl.delay_ms} ms"
+    return _spawn("litserve", wl, cmd, peers.peer_env("litserve", ctx.env), ctx.work,
+                  ctx.work / f"litserve-{wl.name}.log", port, "/predict", settings)
+
+
+def start_pytriton(ctx: Context, wl: Workload) -> Server:
+    """Triton through nvidia-pytriton (bench/serve_support/peer_pytriton.py); Triton's dynamic batcher for the cnn."""
+    http, grpc = free_ports(2)
+    workspace = peers.short_dir("dc-pt-")  # its sockets live there: keep the path short
+    SCRATCH.append(workspace)
+    cmd = [str(peers.venv_python("pytriton")), str(SUPPORT / "peer_pytriton.py"), "--model-dir", str(wl.model_dir),
+           "--name", wl.name, "--http-port", str(http), "--grpc-port", str(grpc), "--threads", str(ctx.threads),
+           "--workspace", str(workspace / "ws")]
+    settings = "defaults: batch<=4, 0 ms"
+    if not wl.ours_defaults:
+        cmd += ["--max-batch-size", str(wl.batch), "--max-queue-delay-ms", str(wl.delay_ms)]
+        settings = f"batch {wl.batch}, {wl.delay_ms} ms"
+    env = {**peers.peer_env("pytriton", ctx.env), "TMPDIR": str(workspace)}
+    body = peers.v2_body(wl.body, ctx.work / f"body-{wl.name}-v2.json")
+    return _spawn("pytriton", wl, cmd, env, ctx.work, ctx.work / f"pytriton-{wl.name}.log", http,
+                  f"/v2/models/{wl.name}/infer", settings, body=body, answer=peers.v2_predictions)
+
+
+def start_mlserver(ctx: Context, wl: Workload) -> Server:
+    """MLServer with the custom runtime bench/serve_support/peer_mlserver.py; its adaptive batching for the cnn."""
+    ports = free_ports(3)
+    home = peers.write_mlserver_settings(ctx.work / f"mlserver-{wl.name}", wl.name, wl.model_dir, ctx.threads, ports,
+                                         None if wl.ours_defaults else wl.batch, wl.delay_ms)
+    cmd = [str(peers.VENVS / "mlserver" / "bin" / "mlserver"), "start", str(home)]
+    settings = "defaults: no batching" if wl.ours_defaults else f"batch {wl.batch}, {wl.delay_ms} ms"
+    body = peers.v2_body(wl.body, ctx.work / f"body-{wl.name}-v2.json")
+    return _spawn("mlserver", wl, cmd, peers.peer_env("mlserver", ctx.env), home, ctx.work / f"mlserver-{wl.name}.log",
+                  ports[0], f"/v2/models/{wl.name}/infer", settings, body=body, answer=peers.v2_predictions)
+
+
 STARTERS = {"ours": start_ours, "torchserve": start_torchserve, "bare": start_bare,
+            "litserve": start_litserve, "pytriton": start_pytriton, "mlserver": start_mlserver,
             **{kind: functools.partial(start_ours_kind, kind=kind) for kind in ("ours-mar", "ours-script")},
             **{kind: functools.partial(start_bare_kind, kind=kind) for kind in ("bare-mar", "bare-script")}}
 
@@ -581,7 +650,7 @@ def _request(port: int, method: str, path: str, body: bytes | None = None, timeo
 
 def wait_ready(server: Server, wl: Workload, timeout: float) -> None:
     """Poll until the server answers the workload's request with 200, then check the answer is right."""
-    deadline, body, last = time.monotonic() + timeout, wl.body.read_bytes(), "no answer"
+    deadline, body, last = time.monotonic() + timeout, (server.body or wl.body).read_bytes(), "no answer"
     while True:
         if not server.alive():
             raise BenchError(f"{server.kind} exited before it was ready:\n{_tail(server.log)}")
@@ -603,6 +672,12 @@ def wait_ready(server: Server, wl: Workload, timeout: float) -> None:
             break
         last = f"POST {server.path} {status} {answer[:200]!r}"
         time.sleep(0.2)
+    if server.answer is not None:
+        try:
+            answer = server.answer(answer)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise BenchError(f"{server.kind} answered something else than its protocol's outputs ({exc}): "
+                             f"{answer[:300]!r}") from None
     check_answer(server.kind, answer, wl)
 
 
@@ -637,6 +712,23 @@ def torchserve_settings(server: Server, wl: Workload) -> str:
     return f"batch {info.get('batchSize')}, {info.get('maxBatchDelay') if wl.batch > 1 else 0} ms"
 
 
+def pytriton_settings(server: Server, wl: Workload) -> str:
+    """What Triton says it loaded (GET /v2/models/NAME/config): its batch size and queue delay."""
+    try:
+        status, answer = _request(server.port, "GET", f"/v2/models/{server.model}/config", timeout=10)
+        config = json.loads(answer) if status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise BenchError(f"pytriton GET /v2/models/{server.model}/config: {exc}") from None
+    if not isinstance(config, dict) or "dynamic_batching" not in config:
+        raise BenchError(f"pytriton GET /v2/models/{server.model}/config: no dynamic batching: {answer[:300]!r}")
+    size = config.get("max_batch_size")
+    delay_ms = int(config["dynamic_batching"].get("max_queue_delay_microseconds", 0)) / 1000
+    if not wl.ours_defaults and (size != wl.batch or delay_ms != wl.delay_ms):
+        raise BenchError(f"pytriton loaded max_batch_size {size}, max_queue_delay {delay_ms:g} ms, expected "
+                         f"{wl.batch} and {wl.delay_ms}: {answer[:300]!r}")
+    return f"{'defaults: ' if wl.ours_defaults else ''}batch{'<=' if wl.ours_defaults else ' '}{size}, {delay_ms:g} ms"
+
+
 # ---------------------------------------------------------------------------------------------------------- load
 
 
@@ -660,7 +752,8 @@ def run_wrk(server: Server, wl: Workload, seconds: int, threads: int, work: Path
     cmd = ["wrk", "-t", str(min(threads, wl.connections)), "-c", str(wl.connections), "-d", f"{seconds}s",
            "--timeout", "30s", "--latency", "-s", str(SUPPORT / "wrk.lua"), f"http://127.0.0.1:{server.port}{server.path}"]
     try:
-        done = subprocess.run(cmd, env={**os.environ, "BENCH_BODY": str(wl.body)}, capture_output=True, text=True,
+        done = subprocess.run(cmd, env={**os.environ, "BENCH_BODY": str(server.body or wl.body)}, capture_output=True,
+                              text=True,
                               timeout=seconds + 120, check=False, cwd=work)
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish a {seconds} s run within {seconds + 120} s") from None
@@ -690,6 +783,8 @@ def measure(ctx: Context, kind: str, wl: Workload, args: argparse.Namespace) -> 
         wait_ready(server, wl, ctx.startup_timeout)
         if kind == "torchserve":
             result.settings = torchserve_settings(server, wl)
+        if kind == "pytriton":
+            result.settings = pytriton_settings(server, wl)
         with MemorySampler(server.sid) as sampler:
             if args.warmup > 0:
                 run_wrk(server, wl, args.warmup, args.wrk_threads, ctx.work)
@@ -795,6 +890,12 @@ def ensure_tools(servers: list[str], install: bool) -> None:
     """wrk always; TorchServe, its archiver and Java when TorchServe is benchmarked. Installs what is missing."""
     if not shutil.which("wrk") and not (install and _apt_install("wrk") and shutil.which("wrk")):
         raise BenchError("wrk is not installed: apt-get install wrk (Debian/Ubuntu), then re-run")
+    for name in (s for s in servers if s in PEERS):
+        try:
+            version = peers.ensure(name, install)
+        except peers.PeerError as exc:
+            raise BenchError(str(exc)) from None
+        print(f"peer      {name} {peers.package_version(name)} in .venv-peers/{name}, torch {version}", flush=True)
     if not {"torchserve", "ours-mar", "bare-mar"} & set(servers):
         return
     if not all(importlib.util.find_spec(m) for m in ("ts", "model_archiver")):
@@ -894,6 +995,26 @@ def report(results: list[Result]) -> tuple[str, list[str]]:
                       None if value is None else value >= GOAL_KIND_VS_BARE))
         value = ratio(ours and ours.p99_ms, bare and bare.p99_ms)
         goals.append((f"mlp p99 ours-{kind}/bare-{kind}", value, "<= 1", None if value is None else value <= 1))
+    for model in MODELS:  # today's servers: ours against the best (fastest, lowest p99, leanest) peer that ran
+        ours = get(model, "ours")
+        ran = [r for r in (get(model, s) for s in PEERS) if r is not None]
+
+        def vs(pick, key, ran=ran):
+            best = pick(ran, key=key) if ran else None
+            return best, f" (vs {best.server})" if best else ""
+
+        best, name = vs(max, lambda r: r.rps or 0)
+        goal = GOAL_MLP_VS_PEER if model == "mlp" else GOAL_CNN_VS_PEER
+        value = ratio(ours and ours.rps, best and best.rps)
+        goals.append((f"{model} requests/s ours/best peer", value, f">= {goal:g}{name}",
+                      None if value is None else value >= goal))
+        best, name = vs(min, lambda r: r.p99_ms if r.p99_ms is not None else math.inf)
+        value = ratio(ours and ours.p99_ms, best and best.p99_ms)
+        goals.append((f"{model} p99 ours/lowest peer", value, f"< 1{name}", None if value is None else value < 1))
+        best, name = vs(min, lambda r: r.rss_mib if r.rss_mib is not None else math.inf)
+        value = ratio(ours and ours.rss_mib, best and best.rss_mib)
+        goals.append((f"{model} peak RSS ours/leanest peer", value, f"<= {GOAL_MEMORY_VS_PEER}{name}",
+                      None if value is None else value <= GOAL_MEMORY_VS_PEER))
     goal_rows = [(name, _cell(value, ".3f"), target, "n/a" if ok is None else ("PASS" if ok else "MISS"))
                  for name, value, target, ok in goals]
     text = f"{measured}\n\n{_table(('goal', 'value', 'target', 'result'), goal_rows, left=(0, 2, 3))}"
