@@ -597,7 +597,10 @@ def start_litserve(ctx: Context, wl: Workload) -> Server:
     if not wl.ours_defaults:
         cmd += ["--max-batch-size", str(wl.batch), "--batch-timeout-ms", str(wl.delay_ms)]
         settings = f"batch {wl.batch}, {wl.delay_ms} ms"
-    return _spawn("litserve", wl, cmd, peers.peer_env("litserve", ctx.env), ctx.work,
+    tmp = peers.short_dir("dc-ls-")  # multiprocessing's pymp-* socket dirs, which a SIGTERM leaves behind
+    SCRATCH.append(tmp)
+    env = {**peers.peer_env("litserve", ctx.env), "TMPDIR": str(tmp)}
+    return _spawn("litserve", wl, cmd, env, ctx.work,
                   ctx.work / f"litserve-{wl.name}.log", port, "/predict", settings)
 
 
