@@ -94,8 +94,10 @@ Goals: mlp ours/bare requests/s >= 0.85; cnn ours/torchserve requests/s >= 2; cn
 peak RSS <= 0.5x TorchServe's for both models; for each kind of user code, ours-*/bare-* requests/s >= 0.85
 and p99 no worse (<= 1); against the peers that ran (n/a when none did; the target names the peer): mlp
 requests/s ours/best peer >= 4, cnn >= 1.5, p99 the lowest of all (ours/lowest peer < 1) and peak RSS
-ours <= 0.6x the leanest peer's, per model. The servers run one after another (not alternated), so on a
-machine whose speed drifts a ratio between rows minutes apart measures some of the drift too.
+ours <= 0.6x the leanest peer's, per model. Rounds: every server is measured ``--rounds`` (2) times, one
+round of all of them after the other; each goal is computed within each round only (this machine's speed
+drifts by tens of percent over minutes, so rows of different rounds are never divided), the worst round's
+value is the one judged (a goal holds "in every round"), and the goal table gives the range over the rounds.
 Exit status: 0 when every goal that could be measured
 passed, 3 when one was missed (``MISS``; ``--allow-miss`` exits 0 then), 1 when a server or a run
 failed, 2 for a bad command line.
@@ -749,6 +751,8 @@ class Result:
     attempts: int = 0
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    round: int = 1
+    """Which of the ``--rounds`` measured it: goals compare servers of one round, neighbours in time."""
 
 
 def run_wrk(server: Server, wl: Workload, seconds: int, threads: int, work: Path) -> dict[str, Any]:
@@ -948,17 +952,63 @@ EXIT_MISSED = 3
 
 
 def report(results: list[Result]) -> tuple[str, list[str]]:
-    """The two tables, and the names of the goals that were missed."""
+    """The two tables, and the names of the goals that were missed.
+
+    With several rounds every goal is computed within each round (servers measured minutes apart are not
+    compared: this machine's speed drifts by tens of percent), the worst round's value is the one judged
+    ("in every round"), and a column gives the range over the rounds."""
+    rounds = sorted({r.round for r in results}) or [1]
+    several = len(rounds) > 1
     rows = []
     for r in results:
+        first = (str(r.round),) if several else ()
         if r.error:
-            rows.append((r.model, r.server, r.settings, "FAILED", "-", "-", "-", "-"))
+            rows.append((*first, r.model, r.server, r.settings, "FAILED", "-", "-", "-", "-"))
             continue
-        rows.append((r.model, r.server, r.settings, _cell(r.rps, ".1f"), _cell(r.p50_ms, ".2f"), _cell(r.p99_ms, ".2f"),
-                     _cell(r.rss_mib, ".0f"), _cell(None if r.others is None else 100 * r.others, ".0f")))
+        rows.append((*first, r.model, r.server, r.settings, _cell(r.rps, ".1f"), _cell(r.p50_ms, ".2f"),
+                     _cell(r.p99_ms, ".2f"), _cell(r.rss_mib, ".0f"),
+                     _cell(None if r.others is None else 100 * r.others, ".0f")))
     noisy = [r for r in results if not r.error and r.others is not None and r.others > QUIET]
-    measured = _table(("model", "server", "settings", "requests/s", "p50 ms", "p99 ms", "peak RSS MiB", "others %"),
-                      rows, left=(0, 1, 2))
+    header = ("model", "server", "settings", "requests/s", "p50 ms", "p99 ms", "peak RSS MiB", "others %")
+    measured = _table((("round",) if several else ()) + header, rows,
+                      left=(0, 1, 2, 3) if several else (0, 1, 2))
+    per_round = [_goals([r for r in results if r.round == n]) for n in rounds]
+    goals = []
+    for i in range(len(per_round[0])):
+        judged = [g[i] for g in per_round]
+        known = [g for g in judged if g[1] is not None]
+        spread = f"{min(g[1] for g in known):.3f}-{max(g[1] for g in known):.3f}" if len(known) > 1 else ""
+        goals.append((*_worst(judged), spread))
+    if several:
+        goal_rows = [(name, _cell(value, ".3f"), spread or "-", target,
+                      "n/a" if ok is None else ("PASS" if ok else "MISS")) for name, value, target, ok, spread in goals]
+        goal_table = _table(("goal", "worst round", f"range over {len(rounds)} rounds", "target", "result"),
+                            goal_rows, left=(0, 3, 4))
+    else:
+        goal_rows = [(name, _cell(value, ".3f"), target, "n/a" if ok is None else ("PASS" if ok else "MISS"))
+                     for name, value, target, ok, _ in goals]
+        goal_table = _table(("goal", "value", "target", "result"), goal_rows, left=(0, 2, 3))
+    text = f"{measured}\n\n{goal_table}"
+    if noisy:
+        text += (f"\n\nwarning: other processes used more than {100 * QUIET:.0f}% of the CPUs during "
+                 f"{', '.join(f'{r.model} {r.server}' for r in noisy)} (column 'others %'): those figures measure "
+                 "contention as much as the server; re-run on an idle machine")
+    return text, [name for name, _, _, ok, _ in goals if ok is False]
+
+
+def _worst(judged: list[tuple[str, float | None, str, bool | None]]) -> tuple[str, float | None, str, bool | None]:
+    """Of one goal's values over the rounds, the one judged: a failing round if any, else the one closest to
+    failing (the largest for an upper bound such as ``< 1``, the smallest for a lower bound)."""
+    known = [g for g in judged if g[1] is not None]
+    if not known:
+        return judged[0]
+    pool = [g for g in known if g[3] is False] or known
+    upper = pool[0][2].startswith("<")
+    return (max if upper else min)(pool, key=lambda g: g[1])
+
+
+def _goals(results: list[Result]) -> list[tuple[str, float | None, str, bool | None]]:
+    """(name, value, target, passed) of every goal over one round's results; None where not measured."""
 
     def get(model: str, server: str) -> Result | None:
         """The row; of several (the raw forward's two layouts), the fastest: the stricter ratio."""
@@ -1018,14 +1068,7 @@ def report(results: list[Result]) -> tuple[str, list[str]]:
         value = ratio(ours and ours.rss_mib, best and best.rss_mib)
         goals.append((f"{model} peak RSS ours/leanest peer", value, f"<= {GOAL_MEMORY_VS_PEER}{name}",
                       None if value is None else value <= GOAL_MEMORY_VS_PEER))
-    goal_rows = [(name, _cell(value, ".3f"), target, "n/a" if ok is None else ("PASS" if ok else "MISS"))
-                 for name, value, target, ok in goals]
-    text = f"{measured}\n\n{_table(('goal', 'value', 'target', 'result'), goal_rows, left=(0, 2, 3))}"
-    if noisy:
-        text += (f"\n\nwarning: other processes used more than {100 * QUIET:.0f}% of the CPUs during "
-                 f"{', '.join(f'{r.model} {r.server}' for r in noisy)} (column 'others %'): those figures measure "
-                 "contention as much as the server; re-run on an idle machine")
-    return text, [name for name, _, _, ok in goals if ok is False]
+    return goals
 
 
 # ---------------------------------------------------------------------------------------------------------- main
@@ -1062,6 +1105,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="measured runs to add when other processes used more than 10%% of the CPUs during one; "
                              "the quietest is reported (default 2)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (default 1: the server keeps the cores)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="times every server is measured, one round after the other; each goal is judged in "
+                             "every round, between servers measured minutes apart at most (default 2)")
     parser.add_argument("--raw-seconds", type=float, default=None,
                         help="seconds of the raw forward (default --duration)")
     parser.add_argument("--ours-args", default="", help="extra flags for our server, e.g. --ours-args=--no-access-log")
@@ -1076,8 +1122,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.threads or 1, args.connections_mlp, args.connections_cnn, args.batch_size, args.wrk_threads) < 1:
         parser.error("--threads, --connections-*, --batch-size and --wrk-threads must be >= 1")
-    if args.retries < 0:
-        parser.error("--retries must be >= 0")
+    if args.retries < 0 or args.rounds < 1:
+        parser.error("--retries must be >= 0 and --rounds >= 1")
     if args.duration < 1 or args.warmup < 0 or args.batch_delay_ms < 0:
         parser.error("--duration must be >= 1, --warmup and --batch-delay-ms >= 0")
     return args
@@ -1131,7 +1177,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{wl.connections} connections, batch {wl.batch}, delay {wl.delay_ms} ms")
         print(f"runs      one server at a time: ready + answer checked, {args.warmup:g} s warm-up, "
               f"{args.duration:g} s measured", flush=True)
-        for wl in workloads:
+        for round_, wl in ((n, wl) for n in range(1, args.rounds + 1) for wl in workloads):
+            if wl is workloads[0] and args.rounds > 1:
+                print(f"round     {round_} of {args.rounds}", flush=True)
             # The raw forward right after our server: this machine's speed drifts by several percent over
             # minutes, and the ratio of those two figures should not measure the drift.
             servers = [s for s in args.servers if wl.name == "mlp" or s not in KIND_SERVERS]
@@ -1146,9 +1194,11 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"run       cnn  raw forward {raw.rps:8.1f} samples/s ({raw.settings}, "
                               f"{raw.extra['batch_ms']:.2f} ms per batch)  others {100 * raw.others:.0f}%"
                               f"{'' if raw.others <= QUIET else '  (not quiet)'}", flush=True)
+                        raw.round = round_
                         results.append(raw)
                     continue
                 result = measure(ctx, kind, wl, args)
+                result.round = round_
                 if result.error:
                     print(f"error: {wl.name} {kind}: {result.error}", file=sys.stderr, flush=True)
                 else:

@@ -112,7 +112,8 @@ def test_bench_runs_litserve_beside_ours(tmp_path: Path) -> None:
     work.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "bench.serve", "--models", "mlp", "--servers", "ours,litserve", "--duration", "1",
-         "--warmup", "1", "--threads", "1", "--connections-mlp", "4", "--startup-timeout", "120", "--retries", "0"],
+         "--warmup", "1", "--threads", "1", "--connections-mlp", "4", "--startup-timeout", "120", "--retries", "0",
+         "--rounds", "1"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(work)}, timeout=600, check=False)
     out, err = proc.stdout, proc.stderr
     goals = _goals(out) if "goal  " in out else {}
