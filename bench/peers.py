@@ -26,6 +26,18 @@ binary and Python stub) stays in that session, so the peak RSS column sums the w
 - **mlserver**: ``mlserver start DIR`` with a settings.json (HTTP and gRPC on 127.0.0.1, metrics server off)
   and a model-settings.json naming the custom runtime peer_mlserver.BenchModel, its adaptive batching
   ``max_batch_size``/``max_batch_time`` for the cnn; the same v2 body and answer as Triton.
+- **bentoml**: ``bentoml serve peer_bentoml:BenchService --host 127.0.0.1`` (BentoML's CLI, run in-process by
+  peer_bentoml.py so that its workers stay in the server's session: circus calls ``os.setsid()`` in each),
+  a ``@bentoml.service`` (one worker, metrics off) with ``@bentoml.api(batchable=True, max_batch_size,
+  max_latency_ms)`` for the cnn, its defaults for the mlp, on ``POST /predict`` with the workload's body.
+  BentoML has no batch-wait knob (its wait is learnt); ``max_latency_ms`` is a deadline past which it answers
+  503, so the bench passes wrk's 30 s timeout. It answers the list of predictions, which
+  ``bentoml_predictions`` wraps. ``BENTOML_HOME`` is a folder of the work dir.
+- **rayserve**: peer_rayserve.py: ``ray.init(include_dashboard=False, _temp_dir=SCRATCH)``,
+  ``serve.start(http_options={"host": "127.0.0.1"})``, ``serve.run`` of one replica of a
+  ``@serve.deployment`` with ``@serve.batch(max_batch_size, batch_wait_timeout_s)`` for the cnn, defaults for
+  the mlp, on ``POST /predict``. Ray's session dir and sockets go to a short /tmp/dc-ray-* that the bench
+  removes (``TMPDIR`` too, so nothing lands in /tmp/ray); every Ray process stays in the session.
 """
 
 from __future__ import annotations
@@ -47,9 +59,10 @@ VENVS = REPO / ".venv-peers"
 REQUIREMENTS = REPO / "requirements" / "peers"
 TORCH = "torch==2.13.0"
 """Installed first in every peer venv, then repeated as a constraint (requirements/peers/torch.txt): the CPU wheel."""
-PEERS = ("litserve", "pytriton", "mlserver")
+PEERS = ("litserve", "pytriton", "mlserver", "bentoml", "rayserve")
 """In the bench's order; each has requirements/peers/<name>.txt and serve_support/peer_<name>.py."""
-PACKAGE = {"litserve": "litserve", "pytriton": "nvidia-pytriton", "mlserver": "mlserver"}
+PACKAGE = {"litserve": "litserve", "pytriton": "nvidia-pytriton", "mlserver": "mlserver", "bentoml": "bentoml",
+           "rayserve": "ray"}
 MARKER = ".deepcloud-requirements"
 """In each venv: the sha256 of the requirements file it was installed from (a change reinstalls)."""
 
@@ -128,8 +141,12 @@ def peer_env(name: str, env: dict[str, str]) -> dict[str, str]:
     """The bench's environment for a peer: its own venv first on PATH, and no PYTHONPATH into this repo's venv."""
     out = {**env, "VIRTUAL_ENV": str(VENVS / name), "PATH": f"{VENVS / name / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
     out.pop("PYTHONPATH", None)
-    if name == "mlserver":  # model-settings.json names peer_mlserver.BenchModel, which imports peer_common
+    if name in ("mlserver", "rayserve"):  # MLServer's runtime and Ray's replica workers import peer_common
         out["PYTHONPATH"] = str(SUPPORT)
+    if name == "bentoml":  # no usage reports; its home (model store, Prometheus dir) is set by the bench
+        out["BENTOML_DO_NOT_TRACK"] = "True"
+    if name == "rayserve":
+        out["RAY_USAGE_STATS_ENABLED"] = "0"
     if name == "pytriton":
         # Triton's Python stub links libpython3.X.so.1.0 and takes the first on the loader's path; it must be
         # the one of the interpreter the venv was made from, whose standard library the stub then imports.
@@ -163,6 +180,37 @@ def v2_predictions(answer: bytes) -> bytes:
         predictions.append({"label": label["data"][i], "index": index["data"][i],
                             "probabilities": probs["data"][i * width:(i + 1) * width]})
     return json.dumps({"predictions": predictions}).encode()
+
+
+def bentoml_predictions(answer: bytes) -> bytes:
+    """BentoML's answer, the JSON list ``predict`` returned (a prediction per instance), as ``{"predictions": ...}``."""
+    predictions = json.loads(answer)
+    if not isinstance(predictions, list):
+        raise ValueError(f"expected a JSON list, got {type(predictions).__name__}")
+    return json.dumps({"predictions": predictions}).encode()
+
+
+BENTOML_MAX_LATENCY_MS = 30_000
+"""BentoML's ``max_latency_ms`` for the cnn: wrk's ``--timeout 30s``, so BentoML never sheds (503) a request the
+client still waits for. It is a deadline, not a batch window: BentoML learns how long to wait for a batch."""
+
+
+def bentoml_args(model_dir: Path, threads: int, port: int, batch: int | None) -> list[str]:
+    """peer_bentoml.py's arguments (``bentoml serve``'s): loopback and its Bento arguments; ``batch`` None: defaults."""
+    args = ["--host", "127.0.0.1", "--port", str(port),
+            "--arg", f"model_dir={model_dir}", "--arg", f"threads={threads}"]
+    if batch is not None:
+        args += ["--arg", f"max_batch_size={batch}", "--arg", f"max_latency_ms={BENTOML_MAX_LATENCY_MS}"]
+    return args
+
+
+def rayserve_args(model_dir: Path, threads: int, port: int, temp_dir: Path, batch: int | None,
+                  delay_ms: int) -> list[str]:
+    """peer_rayserve.py's arguments; ``batch`` None: the deployment's defaults, no ``@serve.batch``."""
+    args = ["--model-dir", str(model_dir), "--port", str(port), "--threads", str(threads), "--temp-dir", str(temp_dir)]
+    if batch is not None:
+        args += ["--max-batch-size", str(batch), "--batch-wait-ms", str(delay_ms)]
+    return args
 
 
 def write_mlserver_settings(home: Path, name: str, model_dir: Path, threads: int, ports: list[int],

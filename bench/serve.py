@@ -65,7 +65,7 @@ server is given the same number of torch threads (``--threads``, default ``torch
   torch threads and the same checks and JSON as the TorchServe handler; loopback only, metrics off. LitServe
   takes the workload's body on ``/predict``; Triton and MLServer speak the Open Inference Protocol, so they
   get the same instance as a v2 JSON tensor and their three output tensors are checked as predictions.
-  BentoML and Ray Serve are not in yet.
+  **bentoml** and **rayserve** likewise (BentoML's answer, a list of predictions, is wrapped before the check).
 - **raw forward** (cnn only): no server; this process runs the program on batches of ``--batch-size``
   with the same thread count, the ceiling for what batching can reach. Twice: as exported
   (``torch.export.load``, NCHW: what TorchServe and the bare floor run), and the module our server runs,
@@ -636,8 +636,37 @@ def start_mlserver(ctx: Context, wl: Workload) -> Server:
                   ports[0], f"/v2/models/{wl.name}/infer", settings, body=body, answer=peers.v2_predictions)
 
 
+def start_bentoml(ctx: Context, wl: Workload) -> Server:
+    """BentoML (bench/serve_support/peer_bentoml.py: ``bentoml serve``); its adaptive batching for the cnn."""
+    port = free_ports(1)[0]
+    batch = None if wl.ours_defaults else wl.batch
+    cmd = [str(peers.venv_python("bentoml")), str(SUPPORT / "peer_bentoml.py"),
+           *peers.bentoml_args(wl.model_dir, ctx.threads, port, batch)]
+    settings = ("defaults: no batching" if batch is None
+                else f"batch {batch}, adaptive wait (max_latency {peers.BENTOML_MAX_LATENCY_MS} ms)")
+    home = ctx.work / f"bentoml-{wl.name}"
+    home.mkdir()
+    env = {**peers.peer_env("bentoml", ctx.env), "BENTOML_HOME": str(home), "TMPDIR": str(home)}
+    return _spawn("bentoml", wl, cmd, env, ctx.work, ctx.work / f"bentoml-{wl.name}.log", port, "/predict", settings,
+                  answer=peers.bentoml_predictions)
+
+
+def start_rayserve(ctx: Context, wl: Workload) -> Server:
+    """Ray Serve (bench/serve_support/peer_rayserve.py); ``@serve.batch`` for the cnn."""
+    port = free_ports(1)[0]
+    tmp = peers.short_dir("dc-ray-")  # Ray's session dir and its Unix sockets (108-byte paths): removed at the end
+    SCRATCH.append(tmp)
+    batch = None if wl.ours_defaults else wl.batch
+    cmd = [str(peers.venv_python("rayserve")), str(SUPPORT / "peer_rayserve.py"),
+           *peers.rayserve_args(wl.model_dir, ctx.threads, port, tmp, batch, wl.delay_ms)]
+    settings = "defaults: no batching" if batch is None else f"batch {batch}, {wl.delay_ms} ms"
+    env = {**peers.peer_env("rayserve", ctx.env), "TMPDIR": str(tmp), "RAY_TMPDIR": str(tmp)}
+    return _spawn("rayserve", wl, cmd, env, ctx.work, ctx.work / f"rayserve-{wl.name}.log", port, "/predict", settings)
+
+
 STARTERS = {"ours": start_ours, "torchserve": start_torchserve, "bare": start_bare,
             "litserve": start_litserve, "pytriton": start_pytriton, "mlserver": start_mlserver,
+            "bentoml": start_bentoml, "rayserve": start_rayserve,
             **{kind: functools.partial(start_ours_kind, kind=kind) for kind in ("ours-mar", "ours-script")},
             **{kind: functools.partial(start_bare_kind, kind=kind) for kind in ("bare-mar", "bare-script")}}
 

@@ -94,6 +94,57 @@ def test_triton_bodies_carry_the_same_instance_and_answers_come_back_as_predicti
         {"label": "a", "index": 0, "probabilities": [0.9, 0.1]}]}
 
 
+def test_bentoml_answers_come_back_as_predictions() -> None:
+    from bench import peers
+
+    answer = [{"label": "b", "index": 1, "probabilities": [0.25, 0.75]}]
+    assert json.loads(peers.bentoml_predictions(json.dumps(answer).encode())) == {"predictions": answer}
+    with pytest.raises(ValueError, match="expected a JSON list"):
+        peers.bentoml_predictions(b'{"error": "overloaded"}')  # not a list: the bench reports it, never checks it
+
+
+def test_bentoml_serves_on_loopback_with_its_batching_only_for_the_cnn(tmp_path: Path) -> None:
+    from bench import peers
+
+    defaults = peers.bentoml_args(tmp_path, 2, 8123, None)
+    assert defaults == ["--host", "127.0.0.1", "--port", "8123", "--arg", f"model_dir={tmp_path}", "--arg",
+                        "threads=2"]
+    batched = peers.bentoml_args(tmp_path, 2, 8123, 16)
+    assert batched[:len(defaults)] == defaults
+    # max_latency_ms is BentoML's deadline (503 past it), not a batch window: wrk's 30 s timeout
+    assert batched[len(defaults):] == ["--arg", "max_batch_size=16", "--arg", "max_latency_ms=30000"]
+
+
+def test_rayserve_gets_its_batch_settings_and_a_temp_dir(tmp_path: Path) -> None:
+    from bench import peers
+
+    base = ["--model-dir", str(tmp_path / "m"), "--port", "8124", "--threads", "2", "--temp-dir", str(tmp_path)]
+    assert peers.rayserve_args(tmp_path / "m", 2, 8124, tmp_path, None, 10) == base
+    assert peers.rayserve_args(tmp_path / "m", 2, 8124, tmp_path, 16, 10) == [
+        *base, "--max-batch-size", "16", "--batch-wait-ms", "10"]
+
+
+def test_new_peers_are_registered_with_their_own_environment() -> None:
+    from bench import peers, serve
+
+    for name in ("bentoml", "rayserve"):
+        assert name in peers.PEERS
+        assert name in serve.SERVERS
+        assert name in serve.STARTERS
+        assert (peers.REQUIREMENTS / f"{name}.txt").exists()
+        assert (peers.SUPPORT / f"peer_{name}.py").exists()
+        pins = (peers.REQUIREMENTS / f"{name}.txt").read_text().splitlines()
+        assert not any(line.lower().startswith("torch==") for line in pins)  # torch comes first, then a constraint
+    env = {"PATH": "/usr/bin", "PYTHONPATH": "/repo/.venv"}
+    ray_env = peers.peer_env("rayserve", env)
+    assert ray_env["PYTHONPATH"] == str(peers.SUPPORT)  # Ray's replica workers import peer_common
+    assert ray_env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert ray_env["PATH"].startswith(str(peers.VENVS / "rayserve" / "bin"))
+    bento_env = peers.peer_env("bentoml", env)
+    assert "PYTHONPATH" not in bento_env  # bentoml serve --working-dir finds peer_bentoml and peer_common
+    assert bento_env["BENTOML_DO_NOT_TRACK"] == "True"
+
+
 def test_no_install_stops_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bench import peers
 
