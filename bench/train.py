@@ -51,6 +51,7 @@ import random
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -242,7 +243,8 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, timeout: float, do
     """Run ``cmd`` to its end, output to ``log``; peak RSS from wait4 (this child only, not the bench)."""
     started, busy0, self0 = time.perf_counter(), _busy_cpu_seconds(), _self_cpu_seconds()
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # A session of its own: an interrupted bench kills it with everything it started (DataLoader workers).
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     finished = threading.Event()
     hwm: list[int | None] = [None]
 
@@ -260,6 +262,11 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, timeout: float, do
     killer.start()
     try:
         _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # interrupted (SIGTERM, Ctrl-C): the run goes with the bench
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     finally:
         killer.cancel()
         finished.set()
@@ -444,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     bare_cfg = {k: cfg[k] for k in _BARE_FIELDS}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # `timeout` and a closed terminal: the finally below still cleans up
+        signal.signal(sig, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="deepcloud-bench-"))
     try:
         dataset = _dataset(args, work)
@@ -492,10 +501,17 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # run_child has killed the running child and its processes by now
+        print("interrupted: the runs so far are dropped", file=sys.stderr)
+        return 130
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

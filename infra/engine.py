@@ -6,8 +6,9 @@ import shutil
 
 STACK_TAG = "deepcloud:stack"
 """Tag key on every taggable resource; its value is `<project>/<stack>`, so leftovers can be audited by tag."""
-INSTALL_HINT = ("install the Pulumi CLI (curl -fsSL https://get.pulumi.com | sh, or brew install pulumi) "
-                "and log in (pulumi login); README.md, The AWS workflow")
+INSTALL_HINT = ("install it: curl -fsSL https://get.pulumi.com | sh (or brew install pulumi/tap/pulumi), then "
+                "pulumi login (see README, 'The AWS workflow')")
+"""ops/aws/stack.py says the same (it imports this), so both commands give one line, worded alike."""
 
 
 def require_engine() -> None:
@@ -23,5 +24,5 @@ def pulumi_cli() -> str:
     """Path of the `pulumi` executable, or a one-line error that says how to install it."""
     path = shutil.which("pulumi")
     if path is None:
-        raise SystemExit(f"error: the pulumi CLI is not on PATH: {INSTALL_HINT}")
+        raise SystemExit(f"error: the pulumi CLI is not installed (no `pulumi` on PATH): {INSTALL_HINT}")
     return path

@@ -77,7 +77,8 @@ def cmd_train(paths: Paths, args: argparse.Namespace):
 
 def cmd_deploy(paths: Paths, args: argparse.Namespace):
     session = _session(args)
-    model = Path(args.model) if args.model else latest_model(session.paths if session else paths)
+    model = Path(args.model) if args.model else (latest_model(session.paths, "container") if session
+                                                  else latest_model(paths))
     _header(f"deploy ({'container' if session else 'local'}): {model}")
     if session:
         deployment = container.deploy(session, model, port=args.port)

@@ -139,9 +139,10 @@ def finish_job(job: Path, code: int) -> TrainResult:
                        report=job / "output" / "data" / "report.png", metrics=manifest["metrics"])
 
 
-def latest_model(paths: Paths) -> Path:
+def latest_model(paths: Paths, target: str = "local") -> Path:
     """The newest job's model directory that holds a manifest (the trainer writes it last)."""
     jobs = sorted(paths.jobs.glob("train-*/model/manifest.json")) if paths.jobs.is_dir() else []
     if not jobs:
-        raise OpsError("no trained model found: run `make train` first")
+        train = "make train" if target == "local" else f"make train TARGET={target}"
+        raise OpsError(f"no trained model found: run `{train}` first")
     return jobs[-1].parent

@@ -59,8 +59,8 @@ The socket is bound first, before torch is imported, so ``/ping`` answers 503 wh
 200 once every one is loaded, verified and warmed up. SIGTERM/SIGINT drain in-flight requests (up to
 25 s: SageMaker kills 30 s after SIGTERM), then the process ends by that signal (status 143/130 in a
 shell; as a container's PID 1, whose own signals with the default action the kernel ignores, it exits 0).
-Exit codes otherwise: 1 the port is taken or a model cannot be served (one line on stderr
-says which); 2 bad command line.
+Exit codes otherwise: 1 the port is taken or a model cannot be served (the last line on stderr,
+``error: ...``, says which); 2 bad command line.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def _loader(args: argparse.Namespace, refs, policies):
 
         loaded = [_load_one(args, ref, policies(ref.name)) for ref in refs]
         release_freed_heap()
-        log.info("ready after %.2f s: %d model version(s), %d inference threads", time.perf_counter() - STARTED,
+        log.info("ready after %.2f s: %d model version(s), %d torch threads", time.perf_counter() - STARTED,
                  len(loaded), torch.get_num_threads())
         return loaded
 

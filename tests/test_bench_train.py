@@ -46,3 +46,34 @@ def test_bench_train_prints_the_table(dataset: Path) -> None:
     # The whole process includes the loop, on both sides: a peak below the loop's would be a measuring bug.
     assert float(table["peak RSS MiB, whole process"][2]) >= float(table["peak RSS MiB, training loop"][2])
     assert "1 threads (OMP_NUM_THREADS) for both" in result.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_bench_and_leaves_nothing_behind(dataset: Path, tmp_path: Path) -> None:
+    """`timeout` sends SIGTERM: the bench used to die by it, leaving its work dir (and a trainer run) behind."""
+    import os
+    import signal
+    import time
+
+    from tests.conftest import processes_mentioning
+
+    work = tmp_path / "tmp"
+    work.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.train", "--epochs", "30", "--repeats", "1", "--threads", "1",
+                             "--data", str(dataset)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "TMPDIR": str(work)})
+    try:
+        deadline = time.monotonic() + 120
+        while not list(work.glob("deepcloud-bench-*/*")) and time.monotonic() < deadline:  # a run has started
+            time.sleep(0.2)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert list(work.iterdir()) == []
+    assert processes_mentioning(str(work)) == []

@@ -69,6 +69,7 @@ def _open_folder(base: Path, folder: Path, made: list[int]) -> int:
     each part below it is opened relative to the one above and never through a symbolic link."""
     if folder != base and folder.is_relative_to(base):
         trusted, parts = base, folder.relative_to(base).parts
+        base.mkdir(parents=True, exist_ok=True)  # a local job's base (SAGEMAKER_BASE_DIR=/tmp/job) may not exist yet
     else:
         trusted, parts = folder.parent, (folder.name,)
         trusted.mkdir(parents=True, exist_ok=True)

@@ -14,14 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from infra.engine import INSTALL_HINT, STACK_TAG
 from ops.aws import proc
 from ops.errors import OpsError
 
-PULUMI_INSTALL = "install it: curl -fsSL https://get.pulumi.com | sh (see README, 'The AWS workflow')"
+PULUMI_INSTALL = INSTALL_HINT
+"""infra/engine.py's (a dependency-free module): `make ... TARGET=aws` and `python -m infra.cli` say the same."""
 POLICY_PACK = "infra/policy"
 """The policy pack (relative to the repository) that gates every `pulumi up` ops runs, as `python -m infra.cli up`
 attaches it: the engine runs its mandatory rules in the preview and stops before anything changes."""
-STACK_TAG_KEY = "deepcloud:stack"
+STACK_TAG_KEY = STACK_TAG
 """Every taggable resource of the stack carries this tag, valued `<project>/<stack>` (infra's default tags)."""
 
 

@@ -153,7 +153,15 @@ def test_cli_without_pulumi_says_how_to_install_it(tmp_path) -> None:
     result = _run([sys.executable, "-m", "infra.cli", "preview"], str(tmp_path))  # a PATH with no pulumi on it
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: the pulumi CLI is not on PATH: install the Pulumi CLI (curl -fsSL https://get.pulumi")
+    assert line == ("error: the pulumi CLI is not installed (no `pulumi` on PATH): install it: curl -fsSL "
+                    "https://get.pulumi.com | sh (or brew install pulumi/tap/pulumi), then pulumi login (see README, "
+                    "'The AWS workflow')")
+    # make ... TARGET=aws says exactly the same (it used to word it another way, with another install command)
+    home = tmp_path / "home"
+    ops = subprocess.run([sys.executable, "-m", "ops", "--target", "aws", "status"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, check=False,
+                         env={**os.environ, "PATH": str(tmp_path), "DEEPCLOUD_HOME": str(home)})
+    assert ops.stderr.strip().splitlines()[-1] == line, ops.stderr
 
 
 def test_cli_attaches_the_policy_pack() -> None:

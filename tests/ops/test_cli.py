@@ -64,6 +64,15 @@ def test_make_aws_target_gives_the_same_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_no_model_for_the_container_target_says_to_train_on_that_target(tmp_path: Path) -> None:
+    from ops.errors import OpsError
+    from ops.local_train import latest_model
+    from ops.paths import Paths
+
+    with pytest.raises(OpsError, match=r"^no trained model found: run `make train TARGET=container` first$"):
+        latest_model(Paths(tmp_path), "container")  # a local `make train` would not put one where it looks
+
+
 def test_steps_out_of_order_say_what_to_run(tmp_path: Path) -> None:
     _one_line_error(ops(tmp_path, "train"), f"no dataset at {tmp_path / 'data' / 'digits'}: run `make data` first")
     _one_line_error(ops(tmp_path, "deploy"), "no trained model found: run `make train` first")

@@ -54,6 +54,16 @@ def test_a_channel_variable_naming_a_missing_folder_says_to_point_it_right(tmp_p
                                         "names it: point it at the channel's folder")  # not 'or set' it
 
 
+def test_a_base_folder_that_does_not_exist_yet_still_gets_the_failure_file(tmp_path: Path, dataset: Path) -> None:
+    """docs/data.md's own example: SAGEMAKER_BASE_DIR=/tmp/job (not made yet) and channels given by variable."""
+    base = tmp_path / "job"
+    result = run_trainer(base, env={"SM_CHANNEL_TRAIN": str(tmp_path / "nowhere"),
+                                    "SM_CHANNEL_VALIDATION": str(dataset / "validation")})
+    _assert_clean_failure(base, result, f"input channel 'train' not found at {tmp_path / 'nowhere'}: SM_CHANNEL_TRAIN "
+                                        "names it: point it at the channel's folder")
+    assert "could not write" not in result.stderr
+
+
 def test_corrupt_sample_is_named_in_the_failure(tmp_path: Path, dataset: Path) -> None:
     base = make_job(tmp_path / "job", dataset, {"epochs": "1"})
     victim = sorted((base / "input" / "data" / "validation" / "images").iterdir())[3]
