@@ -500,6 +500,11 @@ def start_bare(ctx: Context, wl: Workload) -> Server:
                   "one at a time")
 
 
+def fresh_dir(ctx: Context, name: str) -> Path:
+    """A new folder of the work dir for one server start: each round starts every server afresh."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=ctx.work))
+
+
 def handler_files(ctx: Context, wl: Workload, home: Path) -> list[Path]:
     """What the .mar holds: the program, the manifest, the handler and its settings (threads)."""
     (home / "bench_handler.json").write_text(json.dumps({"threads": ctx.threads}))
@@ -537,7 +542,7 @@ def write_script_artifact(wl: Workload, root: Path) -> Path:
 
 def start_ours_kind(ctx: Context, wl: Workload, kind: str) -> Server:
     """Ours serving the user code: the .mar TorchServe gets, or the inference.py artifact; ours' defaults."""
-    home = ctx.work / f"{kind}-{wl.name}"
+    home = fresh_dir(ctx, f"{kind}-{wl.name}")
     store = home / "store"
     store.mkdir(parents=True)
     log = ctx.work / f"{kind}-{wl.name}.log"
@@ -552,8 +557,7 @@ def start_ours_kind(ctx: Context, wl: Workload, kind: str) -> Server:
 
 def start_bare_kind(ctx: Context, wl: Workload, kind: str) -> Server:
     """The same user code called from a bare Starlette endpoint (bench/serve_support/bare_kinds.py)."""
-    home = ctx.work / f"{kind}-{wl.name}"
-    home.mkdir(parents=True)
+    home = fresh_dir(ctx, f"{kind}-{wl.name}")
     if kind == "bare-mar":
         for path in handler_files(ctx, wl, home):
             if path.parent != home:
@@ -569,7 +573,7 @@ def start_bare_kind(ctx: Context, wl: Workload, kind: str) -> Server:
 
 
 def start_torchserve(ctx: Context, wl: Workload) -> Server:
-    home = ctx.work / f"torchserve-{wl.name}"
+    home = fresh_dir(ctx, f"torchserve-{wl.name}")
     store, tmp, logs = home / "model-store", home / "tmp", home / "logs"
     for folder in (store, tmp, logs):
         folder.mkdir(parents=True)
@@ -627,7 +631,8 @@ def start_pytriton(ctx: Context, wl: Workload) -> Server:
 def start_mlserver(ctx: Context, wl: Workload) -> Server:
     """MLServer with the custom runtime bench/serve_support/peer_mlserver.py; its adaptive batching for the cnn."""
     ports = free_ports(3)
-    home = peers.write_mlserver_settings(ctx.work / f"mlserver-{wl.name}", wl.name, wl.model_dir, ctx.threads, ports,
+    home = peers.write_mlserver_settings(fresh_dir(ctx, f"mlserver-{wl.name}"), wl.name, wl.model_dir, ctx.threads,
+                                         ports,
                                          None if wl.ours_defaults else wl.batch, wl.delay_ms)
     cmd = [str(peers.VENVS / "mlserver" / "bin" / "mlserver"), "start", str(home)]
     settings = "defaults: no batching" if wl.ours_defaults else f"batch {wl.batch}, {wl.delay_ms} ms"
@@ -644,8 +649,7 @@ def start_bentoml(ctx: Context, wl: Workload) -> Server:
            *peers.bentoml_args(wl.model_dir, ctx.threads, port, batch)]
     settings = ("defaults: no batching" if batch is None
                 else f"batch {batch}, adaptive wait (max_latency {peers.BENTOML_MAX_LATENCY_MS} ms)")
-    home = ctx.work / f"bentoml-{wl.name}"
-    home.mkdir()
+    home = fresh_dir(ctx, f"bentoml-{wl.name}")
     env = {**peers.peer_env("bentoml", ctx.env), "BENTOML_HOME": str(home), "TMPDIR": str(home)}
     return _spawn("bentoml", wl, cmd, env, ctx.work, ctx.work / f"bentoml-{wl.name}.log", port, "/predict", settings,
                   answer=peers.bentoml_predictions)

@@ -145,3 +145,26 @@ def test_with_rounds_each_goal_is_judged_within_every_round_and_the_worst_round_
                            row("ours", 400.0, 2), row("bare", 500.0, 2)])
     assert missed == ["mlp requests/s ours/bare"]  # 0.8 in round 2: missed, whatever round 1 says
     assert re.search(r"mlp requests/s ours/bare\s+0\.800\s+0\.800-1\.000\s+>= 0\.85\s+MISS", text), text
+
+
+@pytest.mark.slow
+def test_a_second_round_starts_every_server_afresh(tmp_path: Path) -> None:
+    """Round 2 once failed on the folders round 1 had made (FileExistsError, a traceback, no table)."""
+    if not shutil.which("wrk"):
+        pytest.skip("wrk is not installed")
+    servers = ["ours", "torchserve", "ours-mar", "bare-mar", "ours-script"] if _java() else ["ours", *KINDS[:3]]
+    work = tmp_path / "tmp"
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.serve", "--models", "mlp", "--duration", "1", "--warmup", "0", "--threads", "1",
+         "--connections-mlp", "4", "--startup-timeout", "60", "--retries", "0", "--rounds", "2",
+         "--servers", ",".join(servers)],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(work)}, timeout=300, check=False)
+    assert proc.returncode in (0, 3), f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr
+    header, rows = _table(proc.stdout.splitlines(), "round  model")
+    assert header[:3] == ["round", "model", "server"]
+    assert [(r[0], r[2]) for r in rows] == [(str(n), s) for n in (1, 2) for s in servers]
+    header, _ = _table(proc.stdout.splitlines(), "goal  ")
+    assert header == ["goal", "worst round", "range over 2 rounds", "target", "result"]
+    assert list(work.iterdir()) == []
