@@ -31,7 +31,6 @@ import contextlib
 import logging
 import os
 import re
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,7 +71,6 @@ class Hosted:
     url: str
     charge: int
     """Bytes counted against the budget."""
-    loaded_at: float
 
 
 def files_bytes(path: Path) -> int:
@@ -193,8 +191,9 @@ class MultiModelHost:
                 task.add_done_callback(lambda _: self.loading.pop(name, None))
 
     async def _load(self, name: str, url: str) -> Hosted:
-        path = self.resolve(url)
-        estimate = files_bytes(path)
+        # Directory walks (the link checks, the sizes): off the event loop every other request waits on.
+        path = await asyncio.to_thread(self.resolve, url)
+        estimate = await asyncio.to_thread(files_bytes, path)
         async with self.lock:
             await self._make_room(estimate, name)
             self.reserved += estimate
@@ -204,7 +203,7 @@ class MultiModelHost:
                                                      ModelRef(name, VERSION, path))
         finally:
             self.reserved -= estimate
-        hosted = Hosted(name, url, max(estimate, grew), time.time())
+        hosted = Hosted(name, url, max(estimate, grew))
         serve_model(self.state, model)
         self.hosted[name] = hosted
         async with self.lock:
