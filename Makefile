@@ -18,7 +18,7 @@ HP_ARGS := $(if $(strip $(HP)),--hp '$(HP)')
 
 .PHONY: help
 help:  ## Show this help
-	@printf 'Usage: make <target> [TARGET=local|container|aws] [HP="epochs=10 lr=0.002"] [BACKEND=ecs|sagemaker] [MAX_COST=5] [PORT=8080]\n\n'
+	@printf 'Usage: make <target> [TARGET=local|container|aws] [HP="epochs=10 lr=0.002"] [DATASET=digits|mnist] [BACKEND=ecs|sagemaker] [INSTANCE_COUNT=1] [MAX_COST=5] [PORT=8080]\n\n'
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/dev.txt requirements/constraints.txt requirements/bench.txt trainer/requirements.txt \
@@ -36,7 +36,7 @@ $(VENV)/.installed: requirements/dev.txt requirements/constraints.txt requiremen
 setup: $(VENV)/.installed  ## Create .venv with pip and install the pinned dependencies (CPU torch here)
 
 .PHONY: data
-data: setup  ## Write the demo dataset (scikit-learn 8x8 digits as PNG train/validation/test channels)
+data: setup  ## Write the dataset as PNG train/validation/test channels (DATASET=digits: scikit-learn 8x8, the default; mnist: 5,000 real MNIST digits)
 	@$(OPS) data
 
 .PHONY: images
@@ -44,7 +44,7 @@ images: setup  ## Build both images here from their Dockerfiles: local Debian ba
 	@$(PY) -m ops --target container images
 
 .PHONY: train
-train: data  ## Train: a local SageMaker-style job (TARGET=container: in the image), or TARGET=aws on GPU capacity (HP="name=value ...")
+train: data  ## Train: a local SageMaker-style job (TARGET=container: in the image), or TARGET=aws on GPU capacity (HP="name=value ..."; BACKEND=sagemaker INSTANCE_COUNT=N: N hosts)
 	@$(OPS) train $(HP_ARGS)
 
 .PHONY: deploy
