@@ -77,7 +77,7 @@ class Backend(Protocol):
     name: str
 
     def price(self) -> tuple[str, float, str]:
-        """(instance type priced, worst-case USD per hour, how the capacity is bought)."""
+        """(instance type priced, worst-case USD per hour of one instance, how the capacity is bought)."""
 
     def prepare(self, image: images.Image) -> None:
         """Make the image runnable (ECS: the task definition must name it)."""
