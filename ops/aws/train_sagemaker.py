@@ -15,7 +15,8 @@ lets the instances of one job talk to each other, and the stack's security group
 (docs/aws-behaviours.md S20). The job also names ``MetricDefinitions`` (regexes over the trainer's ``key=value``
 log lines, for SageMaker's charts and CloudWatch) and a ``TensorBoardOutputConfig`` that syncs
 /opt/ml/output/tensorboard to ``models/<run-id>/tensorboard/``. SageMaker writes one log stream per host,
-``<run-id>/algo-<n>-<epoch>``; with more than one host each line shown is labelled with its host.
+``<run-id>/algo-<n>-<epoch>``; with more than one host each line shown is labelled with its host. No
+``MlflowConfig``: a network-isolated container cannot reach an MLflow tracking server (docs/aws-behaviours.md S25).
 """
 
 from __future__ import annotations
