@@ -13,7 +13,8 @@
     destroy    stop runs, `pulumi destroy`, audit what is left by the stack tag (destroy.py)
 
 Settings come from flags or the environment (Make passes its command-line variables on): STACK (the Pulumi
-stack; default the selected one), BACKEND, MAX_COST (dollars), MAX_HOURS, INSTANCE_TYPE (SageMaker), RESUME
+stack; default the selected one), BACKEND, MAX_COST (dollars), MAX_HOURS, INSTANCE_TYPE and INSTANCE_COUNT
+(SageMaker: the instance type, and how many instances the one job runs on; default 1), RESUME
 (a run id whose checkpoints to start from), MODEL (the run to deploy; on a multi-model endpoint also the one
 predict sends to), RUN (the run for logs), ENDPOINT=1 (logs of the endpoint).
 """
@@ -67,8 +68,12 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
     stack = _setting(args, "stack", "STACK")
     backend = _setting(args, "backend", "BACKEND", "ecs") or "ecs"
     instance_type = _setting(args, "instance_type", "INSTANCE_TYPE", "ml.g5.xlarge") or "ml.g5.xlarge"
+    if command in ("preflight", "train"):
+        from ops.aws.train import instance_count as parse_count
+
+        count = parse_count(_setting(args, "instance_count", "INSTANCE_COUNT"), backend)
     if command == "preflight":
-        return preflight.run(repo, paths, stack, backend=backend, instance_type=instance_type)
+        return preflight.run(repo, paths, stack, backend=backend, instance_type=instance_type, instance_count=count)
     if command == "train":
         from ops.aws.train import BACKENDS, DEFAULT_MAX_HOURS, TrainOptions
         from ops.aws.train import run as train
@@ -80,8 +85,9 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
             hyperparameters=parse_hyperparameters(args.hp), backend=backend, instance_type=instance_type,
             max_hours=_number(_setting(args, "max_hours", "MAX_HOURS"), "MAX_HOURS") or DEFAULT_MAX_HOURS,
             max_cost=_number(_setting(args, "max_cost", "MAX_COST"), "MAX_COST"),
-            resume=_setting(args, "resume", "RESUME"))
-        ctx = preflight.run(repo, paths, stack, backend=backend, instance_type=instance_type, docker=False)
+            resume=_setting(args, "resume", "RESUME"), instance_count=count)
+        ctx = preflight.run(repo, paths, stack, backend=backend, instance_type=instance_type, docker=False,
+                            instance_count=count)
         return train(ctx, options)
     if command in ("deploy", "rollback"):
         from ops.aws import deploy

@@ -43,10 +43,13 @@ class StreamTail:
 
 
 class GroupTail:
-    """New lines of every stream in a log group (or those with a name prefix), from ``since_ms`` on."""
+    """New lines of every stream in a log group (or those with a name prefix), from ``since_ms`` on; with
+    ``label_hosts``, each line starts with its host (``[algo-2] ...``), for a SageMaker job on several instances."""
 
-    def __init__(self, logs: Any, group: str, since_ms: int, prefix: str | None = None) -> None:
+    def __init__(self, logs: Any, group: str, since_ms: int, prefix: str | None = None,
+                 label_hosts: bool = False) -> None:
         self.logs, self.group, self.since_ms, self.prefix = logs, group, since_ms, prefix
+        self.label_hosts = label_hosts
         self.seen: set[str] = set()
         self.lines: list[str] = []
 
@@ -60,13 +63,22 @@ class GroupTail:
                 for event in page.get("events", []):
                     if event["eventId"] not in self.seen:
                         self.seen.add(event["eventId"])
-                        new.append(_message(event))
+                        label = f"[{host(event.get('logStreamName', ''))}] " if self.label_hosts else ""
+                        new.append(label + _message(event))
         except ClientError as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 return []
             raise
         self.lines.extend(new)
         return new
+
+
+def host(stream: str) -> str:
+    """The host of a SageMaker training job's log stream: ``<job>/algo-<n>-<epoch seconds>`` (SageMaker guide, "Log
+    Amazon SageMaker AI events with Amazon CloudWatch") is ``algo-<n>``; any other name is kept whole."""
+    name = stream.rsplit("/", 1)[-1]
+    head, _, tail = name.rpartition("-")
+    return head if head.startswith("algo-") and tail.isdigit() else name
 
 
 def _message(event: dict) -> str:

@@ -5,9 +5,10 @@ would otherwise fail after money or a long wait was spent.
 2. The pulumi CLI, a selected stack, and its outputs.
 3. A Docker engine (`make preflight` always; the other commands only when an image must be built).
 4. Service Quotas for the GPU capacity: the EC2 vCPU quotas (on-demand and spot, whichever the Auto Scaling
-   group uses) of every instance family it may launch, or with BACKEND=sagemaker the training quota of the
-   instance type. A quota below one instance stops with its name, its value and how to ask for more; a quota
-   below the group's full size is a warning.
+   group uses) of every instance family it may launch, or with BACKEND=sagemaker the spot training quota of the
+   instance type, for the job's INSTANCE_COUNT instances, and the account's spot training limits on instances per
+   job and across jobs. A quota below one instance (SageMaker: below the job's instances) stops with its name, its
+   value and how to ask for more; a quota below the group's full size is a warning.
 5. `make deploy` and `make rollback`, once the model is known: the endpoint-usage quota of the endpoint's
    instance type, for twice its maximum instance count (check_endpoint_quota: blue/green runs both fleets at once).
 """
@@ -139,16 +140,42 @@ def _sagemaker_quota(ctx: Context, name: str, instance_type: str) -> tuple[float
                    "SageMaker instance type offered there?")
 
 
-def check_sagemaker_quota(ctx: Context, instance_type: str) -> None:
-    """The managed-spot training quota of `instance_type`: one instance per job."""
-    try:
-        value, code, where = _sagemaker_quota(ctx, f"{instance_type} for spot training job usage", instance_type)
-    except OpsError as exc:
-        raise OpsError(f"{exc} (set INSTANCE_TYPE=ml.g5.xlarge, ...)") from None
-    if value < 1:
-        raise OpsError(f"quota {where} is {value:g} instances, below the 1 a job needs: request 1 with "
-                       f"{_increase('sagemaker', code, 1, ctx.outputs.region)}")
-    ok("SageMaker quota", f"{where} is {value:g} instances")
+SPOT_TRAINING_LIMITS = ("Maximum number of instances per spot training job",
+                        "Number of instances across all spot training jobs")
+"""Account-wide SageMaker quotas a managed-spot job of N instances must also fit in, beside the per-type
+'<type> for spot training job usage' (docs/aws-behaviours.md Q1). Matched by name in what ListServiceQuotas answers;
+one that Service Quotas does not list in the region is not checked."""
+
+
+def _sagemaker_quota_table(ctx: Context) -> dict[str, tuple[float, str]]:
+    """Every SageMaker quota Service Quotas lists in the region: name -> (value, quota code); one listing."""
+    quotas = ctx.aws.client("service-quotas")
+    return {quota["QuotaName"]: (float(quota.get("Value", 0)), quota["QuotaCode"])
+            for page in quotas.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker")
+            for quota in page.get("Quotas", []) if "QuotaName" in quota}
+
+
+def check_sagemaker_quota(ctx: Context, instance_type: str, instance_count: int = 1) -> None:
+    """The managed-spot training quota of `instance_type` for the job's `instance_count` instances (a job holds all
+    of them at once), then the account's spot limits per job and across jobs."""
+    region = ctx.outputs.region
+    table = _sagemaker_quota_table(ctx)
+    name = f"{instance_type} for spot training job usage"
+    if name not in table:
+        raise OpsError(f"Service Quotas lists no SageMaker quota '{name}' in {region}: is {instance_type} a "
+                       "SageMaker instance type offered there? (set INSTANCE_TYPE=ml.g5.xlarge, ...)")
+    need = instance_count
+    job = f"a job of {need} x {instance_type}" if need > 1 else "a job"
+    for quota_name in (name, *SPOT_TRAINING_LIMITS):
+        if quota_name not in table:
+            continue
+        value, code = table[quota_name]
+        where = f"'{quota_name}' ({code}) in {region}"
+        if value < need:
+            fewer = " or lower INSTANCE_COUNT" if need > 1 else ""
+            raise OpsError(f"quota {where} is {value:g} instances, below the {need} {job} needs: request {need} "
+                           f"with {_increase('sagemaker', code, need, region)}{fewer}")
+        ok("SageMaker quota", f"{where} is {value:g} instances" + (f"; {job} needs {need}" if need > 1 else ""))
 
 
 def check_endpoint_quota(ctx: Context) -> None:
@@ -174,7 +201,8 @@ def check_endpoint_quota(ctx: Context) -> None:
 
 
 def run(repo: Path, paths: Paths, stack_name: str | None, *, backend: str = "ecs",
-        instance_type: str = "ml.g5.xlarge", docker: bool = True, quotas: bool = True) -> Context:
+        instance_type: str = "ml.g5.xlarge", docker: bool = True, quotas: bool = True,
+        instance_count: int = 1) -> Context:
     """Run the checks in order, printing one line each; the first failure is an OpsError."""
     header("preflight (aws)")
     check_credentials(os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
@@ -185,7 +213,7 @@ def run(repo: Path, paths: Paths, stack_name: str | None, *, backend: str = "ecs
         check_docker(repo)
     if quotas:
         if backend == "sagemaker":
-            check_sagemaker_quota(ctx, instance_type)
+            check_sagemaker_quota(ctx, instance_type, instance_count)
         else:
             check_ec2_quotas(ctx)
     return ctx

@@ -165,8 +165,11 @@ def logs(ctx: Context, run_id: str | None = None, endpoint: bool = False, since_
             header(f"logs (aws): run {run_id}, {record['log_group']} {record['log_stream']}")
             lines = StreamTail(logs_client, record["log_group"], record["log_stream"]).poll()
         elif "log_stream_prefix" in record:
-            header(f"logs (aws): run {run_id}, {record['log_group']} {record['log_stream_prefix']}*")
-            lines = GroupTail(logs_client, record["log_group"], 0, prefix=record["log_stream_prefix"]).poll()
+            hosts = int(record.get("instance_count") or 1)  # SageMaker: one stream per host, all of them shown
+            header(f"logs (aws): run {run_id}, {record['log_group']} {record['log_stream_prefix']}*"
+                   + (f", {hosts} hosts" if hosts > 1 else ""))
+            lines = GroupTail(logs_client, record["log_group"], 0, prefix=record["log_stream_prefix"],
+                              label_hosts=hosts > 1).poll()
         else:
             raise OpsError(f"run {run_id} has no CloudWatch log (its task definition has no awslogs driver)")
     for line in lines:

@@ -4,13 +4,14 @@ Both backends run the same image on the same contract (trainer/__main__.py) and 
 at ``s3://<artifacts>/models/<run-id>/model.tar.gz`` with the run record ``run.json`` beside it.
 
 - ``BACKEND=ecs`` (default, train_ecs.py): ECS ``RunTask`` on the stack's GPU capacity provider.
-- ``BACKEND=sagemaker`` (train_sagemaker.py): a SageMaker training job with managed spot.
+- ``BACKEND=sagemaker`` (train_sagemaker.py): a SageMaker training job with managed spot, on
+  ``INSTANCE_COUNT`` instances (default 1; more than one is SageMaker only: ECS runs one task per run).
 
-Before launching, the hourly price of the chosen capacity and the worst-case cost for the maximum runtime
-are printed; ``MAX_COST=<dollars>`` lowers the maximum runtime to what that sum buys (``MAX_HOURS``, default
-24, is the ceiling). With a stack budget (``deepcloud:monthlyBudget``), a run whose worst case exceeds what is left
-of it this month is refused before anything is built or started (budget.py). Ctrl-C asks whether to stop the task
-or job; a stopped trainer checkpoints first.
+Before launching, the hourly price of the chosen capacity (all its instances) and the worst-case cost for the
+maximum runtime are printed; ``MAX_COST=<dollars>`` lowers the maximum runtime to what that sum buys for all the
+instances (``MAX_HOURS``, default 24, is the ceiling). With a stack budget (``deepcloud:monthlyBudget``), a run
+whose worst case exceeds what is left of it this month is refused before anything is built or started (budget.py).
+Ctrl-C asks whether to stop the task or job; a stopped trainer checkpoints first.
 """
 
 from __future__ import annotations
@@ -40,6 +41,26 @@ class TrainOptions:
     """SageMaker only: the training instance type (ECS uses the stack's GPU capacity)."""
     resume: str | None = None
     """Run id whose checkpoints this run starts from."""
+    instance_count: int = 1
+    """SageMaker only: instances of the one training job (``ResourceConfig.InstanceCount``); from
+    ``instance_count()``, which refuses more than one on ECS."""
+
+
+def instance_count(text: str | None, backend: str) -> int:
+    """``INSTANCE_COUNT`` as given (default 1), checked once for every command that reads it: a positive whole
+    number, and 1 unless the backend is SageMaker."""
+    if text is None or text.strip() == "":
+        return 1
+    try:
+        count = int(text.strip())
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise OpsError(f"INSTANCE_COUNT={text!r} is not a positive whole number: write e.g. INSTANCE_COUNT=2")
+    if count > 1 and backend != "sagemaker":
+        raise OpsError(f"INSTANCE_COUNT={count} needs BACKEND=sagemaker: BACKEND={backend} runs one instance per "
+                       f"run; use `make train TARGET=aws BACKEND=sagemaker INSTANCE_COUNT={count}`")
+    return count
 
 
 @dataclass
@@ -56,7 +77,7 @@ class Backend(Protocol):
     name: str
 
     def price(self) -> tuple[str, float, str]:
-        """(instance type priced, worst-case USD per hour, how the capacity is bought)."""
+        """(instance type priced, worst-case USD per hour of one instance, how the capacity is bought)."""
 
     def prepare(self, image: images.Image) -> None:
         """Make the image runnable (ECS: the task definition must name it)."""
@@ -85,7 +106,7 @@ def make_backend(ctx: Context, options: TrainOptions) -> Backend:
     if options.backend == "sagemaker":
         from ops.aws.train_sagemaker import SageMakerBackend
 
-        return SageMakerBackend(ctx, options.instance_type)
+        return SageMakerBackend(ctx, options.instance_type, options.instance_count)
     raise OpsError(f"BACKEND={options.backend} is not a training backend: use ecs (default) or sagemaker")
 
 
@@ -96,11 +117,14 @@ def run(ctx: Context, options: TrainOptions) -> dict:
     run_id = runs.new_run_id()
     header(f"train (aws, {backend.name}): run {run_id}, stack {ctx.stack.name}")
     channels = dataset.channels(s3, out.data_bucket)
-    priced_type, hourly, purchase = backend.price()
+    priced_type, each, purchase = backend.price()
+    count = options.instance_count
+    hourly = each * count  # every instance of the job bills for its whole runtime
     max_runtime = max_runtime_s(hourly, options.max_hours, options.max_cost)
     limit = f"MAX_COST={options.max_cost:g}" if options.max_cost is not None and \
         max_runtime < options.max_hours * 3600 else f"MAX_HOURS={options.max_hours:g}"
-    say(f"capacity     {purchase}: at most {usd(hourly)}/h ({priced_type} on-demand)")
+    per = f"{count} x {usd(each)}/h, " if count > 1 else ""
+    say(f"capacity     {purchase}: at most {usd(hourly)}/h ({per}{priced_type} on-demand)")
     worst = hourly * max_runtime / 3600
     say(f"max runtime  {duration(max_runtime)} ({limit}); worst case {usd(worst)}")
     say(f"prices       {ctx.prices.note(out.region)}")
@@ -126,7 +150,8 @@ def _launch_and_watch(ctx: Context, backend: Backend, options: TrainOptions, run
         "model_uri": f"s3://{out.artifacts_bucket}/{runs.model_key(run_id)}",
         "checkpoint_uri": runs.checkpoint_uri(out.artifacts_bucket, options.resume or run_id),
         "max_runtime_s": max_runtime, "max_cost_usd": options.max_cost, "usd_per_hour_max": hourly,
-        "priced_instance_type": priced_type, "prices": ctx.prices.note(out.region),
+        "instance_count": options.instance_count, "priced_instance_type": priced_type,
+        "prices": ctx.prices.note(out.region),
     }
     backend.launch(record, image, channels, max_runtime)
     record["status"] = "Running"

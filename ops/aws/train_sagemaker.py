@@ -8,6 +8,15 @@ the default ml.g5.xlarge, which their hardware encrypts: infra/instance_storage.
 stack's subnets and security group (the container reaches nothing, SageMaker moves the data). SageMaker writes
 ``models/<run-id>/output/model.tar.gz``; ops copies it to ``models/<run-id>/model.tar.gz`` so both backends leave the
 model in the same place.
+
+``INSTANCE_COUNT=N`` makes it one job on N instances (``ResourceConfig.InstanceCount``). Every channel stays
+``FullyReplicated``: each host gets the whole channel and the trainer shards it by rank. Network isolation still
+lets the instances of one job talk to each other, and the stack's security group admits itself
+(docs/aws-behaviours.md S20). The job also names ``MetricDefinitions`` (regexes over the trainer's ``key=value``
+log lines, for SageMaker's charts and CloudWatch) and a ``TensorBoardOutputConfig`` that syncs
+/opt/ml/output/tensorboard to ``models/<run-id>/tensorboard/``. SageMaker writes one log stream per host,
+``<run-id>/algo-<n>-<epoch>``; with more than one host each line shown is labelled with its host. No
+``MlflowConfig``: a network-isolated container cannot reach an MLflow tracking server (docs/aws-behaviours.md S25).
 """
 
 from __future__ import annotations
@@ -38,25 +47,54 @@ PHASES = {
     "Restarting": "restarting", "Uploading": "uploading the model", "Stopping": "stopping",
 }
 TERMINAL = ("Completed", "Failed", "Stopped")
+TENSORBOARD_LOCAL = "/opt/ml/output/tensorboard"
+"""Where the trainer writes TensorBoard event files; SageMaker's default TensorBoardOutputConfig.LocalPath (botocore's
+model), named anyway so the request says what the trainer relies on."""
+TENSORBOARD_PREFIX = "tensorboard/"
+"""Under models/<run-id>/: the training role may write there (infra/components/training_task.py, models/ prefix)."""
+
+_NUMBER = r"([-+]?[0-9]*[.]?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+"""One number as the trainer prints it (``f"{v:.6g}"`` or ``f"{v:.4f}"``: 0.375949, 1e-05, 0); nan and inf do not
+match, so no point is published for them."""
+METRIC_DEFINITIONS = (
+    # SageMaker searches each line of the job's stdout and stderr with each Regex and publishes the first group as
+    # a value of the metric Name ("Define training metrics" in the SageMaker guide; botocore's MetricDefinition:
+    # Name up to 255 characters, Regex up to 500, at most 40 definitions). Only character classes, `*`, `+`, `?`
+    # and groups are used, which every regex engine reads alike. The lines come from trainer/loop.py MetricsLog
+    # (`step=...` every log_every_steps, `epoch=...` after each epoch) and the end of trainer/__main__.py run()
+    # (the shipped model's `validation_...` and `test_...`); tests/ops/test_aws_metrics.py runs the real trainer
+    # and checks every regex against what it printed.
+    {"Name": "train:batch_loss", "Regex": rf"step=[0-9]+ epoch=[0-9]+ loss={_NUMBER}"},
+    {"Name": "train:learning_rate", "Regex": rf"step=[0-9]+ epoch=[0-9]+ loss=[^ ]+ lr={_NUMBER}"},
+    {"Name": "train:loss", "Regex": rf"train_loss={_NUMBER}"},
+    {"Name": "train:accuracy", "Regex": rf"train_accuracy={_NUMBER}"},
+    # Per epoch, then once more for the exported model the job ships (its last point).
+    {"Name": "validation:loss", "Regex": rf"validation_loss={_NUMBER}"},
+    {"Name": "validation:accuracy", "Regex": rf"validation_accuracy={_NUMBER}"},
+    {"Name": "test:loss", "Regex": rf"test_loss={_NUMBER}"},
+    {"Name": "test:accuracy", "Regex": rf"test_accuracy={_NUMBER}"},
+)
 
 
 def job_request(out: StackOutputs, record: dict, image: Image, channels: dict[str, str], instance_type: str,
-                max_runtime: int, stack_tag: str) -> dict:
+                max_runtime: int, stack_tag: str, instance_count: int = 1) -> dict:
     """The CreateTrainingJob request (kept apart so tests can read it whole)."""
     run_id = record["run_id"]
     return {
         "TrainingJobName": run_id,
-        "AlgorithmSpecification": {"TrainingImage": image.uri, "TrainingInputMode": "File"},
+        "AlgorithmSpecification": {"TrainingImage": image.uri, "TrainingInputMode": "File",
+                                   "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]},
         "RoleArn": out.training_role_arn,
         "HyperParameters": dict(record["hyperparameters"]),
         "InputDataConfig": [{"ChannelName": name, "InputMode": "File", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
             for name, uri in channels.items()],
         "OutputDataConfig": {"S3OutputPath": f"s3://{out.artifacts_bucket}/{runs.MODELS}", "KmsKeyId": out.kms_key_arn},
-        "ResourceConfig": resource_config(instance_type, out.kms_key_arn),
+        "ResourceConfig": resource_config(instance_type, out.kms_key_arn, instance_count),
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime, "MaxWaitTimeInSeconds": max_runtime + SPOT_WAIT_S},
         "EnableManagedSpotTraining": True,
         "CheckpointConfig": {"S3Uri": record["checkpoint_uri"], "LocalPath": "/opt/ml/checkpoints"},
+        "TensorBoardOutputConfig": {"LocalPath": TENSORBOARD_LOCAL, "S3OutputPath": tensorboard_uri(out, run_id)},
         "VpcConfig": {"SecurityGroupIds": [out.security_group_id], "Subnets": list(out.subnet_ids)},
         "EnableNetworkIsolation": True,
         "EnableInterContainerTrafficEncryption": True,
@@ -65,11 +103,16 @@ def job_request(out: StackOutputs, record: dict, image: Image, channels: dict[st
     }
 
 
-def resource_config(instance_type: str, kms_key_arn: str) -> dict:
-    """One instance; the stack's key for its volume unless the type has local NVMe storage, where SageMaker refuses
-    a VolumeKmsKeyId ("You can't request a VolumeKmsKeyId when using an instance type with local storage", botocore's
-    CreateTrainingJob model) because that storage is encrypted by the instance's hardware."""
-    config = {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": VOLUME_GIB}
+def tensorboard_uri(out: StackOutputs, run_id: str) -> str:
+    """Beside the run's model: s3://<artifacts>/models/<run-id>/tensorboard/."""
+    return f"s3://{out.artifacts_bucket}/{runs.MODELS}{run_id}/{TENSORBOARD_PREFIX}"
+
+
+def resource_config(instance_type: str, kms_key_arn: str, instance_count: int = 1) -> dict:
+    """``instance_count`` instances; the stack's key for their volumes unless the type has local NVMe storage, where
+    SageMaker refuses a VolumeKmsKeyId ("You can't request a VolumeKmsKeyId when using an instance type with local
+    storage", botocore's CreateTrainingJob model) because that storage is encrypted by the instance's hardware."""
+    config = {"InstanceType": instance_type, "InstanceCount": instance_count, "VolumeSizeInGB": VOLUME_GIB}
     if not has_instance_storage(instance_type):
         config["VolumeKmsKeyId"] = kms_key_arn
     return config
@@ -78,35 +121,41 @@ def resource_config(instance_type: str, kms_key_arn: str) -> dict:
 class SageMakerBackend:
     name = "sagemaker"
 
-    def __init__(self, ctx: Context, instance_type: str) -> None:
+    def __init__(self, ctx: Context, instance_type: str, instance_count: int = 1) -> None:
         if not ctx.outputs.training_role_arn:
             raise OpsError(f"stack '{ctx.stack.name}' has no output training_role_arn (the role SageMaker training "
                            "jobs run as): BACKEND=sagemaker needs it; use BACKEND=ecs or update infra/")
         self.ctx = ctx
         self.instance_type = instance_type
+        self.instance_count = instance_count
         self.sagemaker = ctx.aws.client("sagemaker")
         self.tail: GroupTail | None = None
         self.transitions = 0
 
     def price(self) -> tuple[str, float, str]:
         price = self.ctx.prices.get("sagemaker_training", self.instance_type)
-        return self.instance_type, price.usd_per_hour, f"{self.instance_type} (SageMaker managed spot)"
+        hosts = f"{self.instance_count} x " if self.instance_count > 1 else ""
+        return self.instance_type, price.usd_per_hour, f"{hosts}{self.instance_type} (SageMaker managed spot)"
 
     def prepare(self, image: Image) -> None:
         """Nothing to do: a training job names its image itself."""
 
     def launch(self, record: dict, image: Image, channels: dict[str, str], max_runtime: int) -> None:
         request = job_request(self.ctx.outputs, record, image, channels, self.instance_type, max_runtime,
-                              self.ctx.stack.tag)
+                              self.ctx.stack.tag, self.instance_count)
         self.sagemaker.create_training_job(**request)
         record["job_name"] = record["run_id"]
         record["instance_type"] = self.instance_type
         record["log_group"] = LOG_GROUP
         record["log_stream_prefix"] = f"{record['run_id']}/"
         since_ms = int(datetime.now(UTC).timestamp() * 1000) - 60_000
-        self.tail = GroupTail(self.ctx.aws.client("logs"), LOG_GROUP, since_ms, prefix=record["log_stream_prefix"])
-        say(f"job          {record['job_name']} ({self.instance_type})")
-        say(f"logs         {LOG_GROUP} {record['log_stream_prefix']}*")
+        self.tail = GroupTail(self.ctx.aws.client("logs"), LOG_GROUP, since_ms, prefix=record["log_stream_prefix"],
+                              label_hosts=self.instance_count > 1)
+        hosts = f"{self.instance_count} x " if self.instance_count > 1 else ""
+        say(f"job          {record['job_name']} ({hosts}{self.instance_type})")
+        say(f"logs         {LOG_GROUP} {record['log_stream_prefix']}*" + (
+            f" (one stream per host, algo-1 to algo-{self.instance_count})" if self.instance_count > 1 else ""))
+        say(f"tensorboard  {request['TensorBoardOutputConfig']['S3OutputPath']}")
 
     def watch(self, record: dict, max_runtime: int, phases: Phases) -> Outcome:
         hourly = record["usd_per_hour_max"]

@@ -243,6 +243,20 @@ def test_security_groups_admit_nothing_from_the_internet(any_stack: Synthesis) -
     assert [r.get("self") for r in workload.inputs["ingress"]] == [True]
 
 
+def test_the_instances_of_one_training_job_reach_each_other(any_stack: Synthesis) -> None:
+    """A SageMaker job on several instances runs them all in the workload group: "In distributed training, you must
+    allow communication between the different containers in the same training job ... a rule for your security group
+    that allows inbound connections between members of the same security group" (SageMaker guide, "Give SageMaker
+    Training Jobs Access to Resources in Your Amazon VPC"), and inter-container traffic encryption adds inbound and
+    outbound rules for UDP 500 and IP protocol 50 (ESP) within the group ("Protect Communications Between ML Compute
+    Instances in a Distributed Training Job"). One all-protocols self rule each way holds both, and nothing else."""
+    workload = any_stack.one(SG, "workload").inputs
+    for direction in ("ingress", "egress"):
+        own = [r for r in workload[direction] if r.get("self")]
+        assert [(r["protocol"], r["fromPort"], r["toPort"]) for r in own] == [("-1", 0, 0)], direction
+        assert not own[0].get("cidrBlocks"), f"the {direction} self rule admits only the group"
+
+
 def test_existing_vpc_is_used_as_given(existing_vpc_stack: Synthesis) -> None:
     subnets = json.loads(EXISTING_VPC["subnetIds"])
     for kind in ("vpc:Vpc", "subnet:Subnet", "vpcEndpoint:VpcEndpoint", "routeTable:RouteTable"):

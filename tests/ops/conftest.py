@@ -3,6 +3,7 @@ and docker CLIs, and a fake stack: the resources infra/ would create, made in mo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import tarfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,8 @@ from tests.conftest import REPO
 from tests.ops.standins import StandIns
 
 REGION = "us-east-1"
-SETTINGS = ("TARGET", "STACK", "BACKEND", "MAX_COST", "MAX_HOURS", "INSTANCE_TYPE", "RESUME", "MODEL", "RUN",
-            "ENDPOINT", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION")
+SETTINGS = ("TARGET", "STACK", "BACKEND", "MAX_COST", "MAX_HOURS", "INSTANCE_TYPE", "INSTANCE_COUNT", "RESUME", "MODEL",
+            "RUN", "ENDPOINT", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION")
 
 
 @pytest.fixture
@@ -302,3 +304,23 @@ def endpoint_quotas_stub(value: float, calls: int, quota: str = "ml.m5.large for
             {"ServiceCode": "sagemaker", "QuotaCode": "L-22222222", "QuotaName": quota, "Value": value}]},
             {"ServiceCode": "sagemaker"})
     return quotas, stub
+
+
+SAGEMAKER_LOGS = "/aws/sagemaker/TrainingJobs"
+
+
+def put_host_logs(run_id: str, lines_by_host: dict[int, list[str]], group: str = SAGEMAKER_LOGS) -> None:
+    """One stream per host, named as SageMaker names them: `<job>/algo-<n>-<epoch seconds>` (SageMaker guide, "Log
+    Amazon SageMaker AI events with Amazon CloudWatch", table Logs). moto 5.2.5's FilterLogEvents ignores
+    logStreamNamePrefix (moto/logs/responses.py reads only logStreamNames), so every stream of `group` is read back:
+    only one test of a session may write SageMaker's own group; others pass a group of their own."""
+    logs = client("logs")
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=group)
+    start = int(datetime.now(UTC).timestamp() * 1000)  # CloudWatch refuses events over 14 days old
+    for host, lines in lines_by_host.items():
+        stream = f"{run_id}/algo-{host}-1767268800"
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        logs.put_log_events(logGroupName=group, logStreamName=stream,
+                            logEvents=[{"timestamp": start + i, "message": line} for i, line in enumerate(lines)])
+

@@ -168,3 +168,45 @@ def test_sagemaker_backend_checks_the_training_quota(stack, use_clients, ops_aws
         assert f"ok    SageMaker quota  '{name}' (L-22222222) in us-east-1 is 1 instances" in out
     else:
         one_line_error(code, err, f"quota '{name}' (L-22222222) in us-east-1 is 0 instances, below the 1 a job needs")
+
+
+def spot_training_quotas(per_type: float, per_job: float | None, across_jobs: float | None) -> list[dict]:
+    """What ListServiceQuotas answers for sagemaker: per instance type and use, and the account's spot training
+    limits (the names docs/aws-behaviours.md Q1 gives); the on-demand quota of the type is not the one a spot job
+    counts against."""
+    listed = [("L-11111111", "ml.g5.xlarge for training job usage", 8.0),
+              ("L-22222222", "ml.g5.xlarge for spot training job usage", per_type),
+              ("L-33333333", "Maximum number of instances per spot training job", per_job),
+              ("L-44444444", "Number of instances across all spot training jobs", across_jobs)]
+    return [{"ServiceCode": "sagemaker", "QuotaCode": code, "QuotaName": name, "Value": value}
+            for code, name, value in listed if value is not None]
+
+
+@pytest.mark.parametrize(("per_type", "per_job", "across_jobs", "fails"), [
+    (4.0, 20.0, 4.0, None),
+    (4.0, None, None, None),
+    (1.0, 20.0, 4.0, "'ml.g5.xlarge for spot training job usage' (L-22222222) in us-east-1 is 1 instances, below "
+                     "the 2 a job of 2 x ml.g5.xlarge needs: request 2 with `aws service-quotas "
+                     "request-service-quota-increase --service-code sagemaker --quota-code L-22222222 --desired-value "
+                     "2 --region us-east-1` (or the Service Quotas console) or lower INSTANCE_COUNT"),
+    (4.0, 20.0, 1.0, "'Number of instances across all spot training jobs' (L-44444444) in us-east-1 is 1 instances, "
+                     "below the 2 a job of 2 x ml.g5.xlarge needs"),
+])
+def test_a_job_of_several_instances_needs_that_many_in_each_spot_training_quota(
+        stack, use_clients, ops_aws, monkeypatch, per_type, per_job, across_jobs, fails) -> None:
+    quotas, stub = stubbed("service-quotas")
+    stub.add_response("list_service_quotas", {"Quotas": spot_training_quotas(per_type, per_job, across_jobs)},
+                      {"ServiceCode": "sagemaker"})
+    use_clients(service_quotas=quotas)
+    monkeypatch.setenv("INSTANCE_COUNT", "2")
+    code, out, err = ops_aws("preflight", "--backend", "sagemaker")
+    stub.assert_no_pending_responses()
+    if fails:
+        one_line_error(code, err, f"quota {fails}")
+        return
+    assert code == 0, err
+    assert ("ok    SageMaker quota  'ml.g5.xlarge for spot training job usage' (L-22222222) in us-east-1 is 4 "
+            "instances; a job of 2 x ml.g5.xlarge needs 2") in out
+    limits = [line for line in out.splitlines() if "spot training job" in line and "ml.g5" not in line.split("'")[1]]
+    assert len(limits) == (2 if per_job else 0), out
+    assert "for training job usage" not in out, "a spot job does not count against the on-demand quota"

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 
 from ops.aws import runs
-from tests.ops.conftest import client, make_stack, one_line_error
+from tests.ops.conftest import SAGEMAKER_LOGS, client, make_stack, one_line_error, put_host_logs, stubbed
 
 
 def make_endpoint(stack) -> str:
@@ -82,3 +82,40 @@ def test_logs_of_the_newest_run_and_of_the_endpoint(stack, ops_aws) -> None:
 def test_logs_before_any_run(stack, ops_aws) -> None:
     code, _, err = ops_aws("logs")
     one_line_error(code, err, "no training run yet: run `make train TARGET=aws` first")
+
+
+def test_logs_of_a_job_on_two_instances_show_each_hosts_stream(stack, ops_aws) -> None:
+    """SageMaker writes one stream per host, `<job>/algo-<n>-<epoch seconds>` (SageMaker guide, "Log Amazon
+    SageMaker AI events with Amazon CloudWatch"); `make logs` shows every host's lines, each labelled."""
+    s3, group, run_id = client("s3"), f"{SAGEMAKER_LOGS}-{stack.sfx}", f"train-20260103-000000-{stack.sfx[:4]}"
+    put_host_logs(run_id, {1: ["epoch=1 train_loss=1.2"], 2: ["rendezvous with algo-1:29500"]}, group=group)
+    runs.write_record(s3, stack.artifacts_bucket, {"run_id": run_id, "log_group": group,
+                                                   "log_stream_prefix": f"{run_id}/", "instance_count": 2})
+    code, out, err = ops_aws("logs", "--run", run_id)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"==> logs (aws): run {run_id}, {group} {run_id}/*, 2 hosts"
+    assert sorted(lines[1:]) == ["[algo-1] epoch=1 train_loss=1.2", "[algo-2] rendezvous with algo-1:29500"]
+
+
+def test_status_prices_a_training_job_for_all_its_instances(stack, use_clients, ops_aws) -> None:
+    """An in-progress job of 2 x ml.g5.xlarge costs twice the per-instance price; moto's jobs never stay InProgress,
+    so SageMaker is botocore's Stubber here (every request checked against the real model)."""
+    sagemaker, stub = stubbed("sagemaker")
+    job, arn = "train-20260104-000000-cccc", "arn:aws:sagemaker:us-east-1:123456789012:training-job/train-20260104"
+    stub.add_response("list_training_jobs", {"TrainingJobSummaries": [{
+        "TrainingJobName": job, "TrainingJobArn": arn, "CreationTime": datetime(2026, 1, 4, tzinfo=UTC),
+        "TrainingJobStatus": "InProgress"}]}, {"StatusEquals": "InProgress"})
+    stub.add_response("list_tags", {"Tags": [{"Key": "deepcloud:stack", "Value": stack.tag}]}, {"ResourceArn": arn})
+    stub.add_response("describe_training_job", {
+        "TrainingJobName": job, "TrainingJobArn": arn, "ModelArtifacts": {"S3ModelArtifacts": ""},
+        "TrainingJobStatus": "InProgress", "SecondaryStatus": "Training",
+        "CreationTime": datetime(2026, 1, 4, tzinfo=UTC), "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 50}},
+        {"TrainingJobName": job})
+    use_clients(sagemaker=sagemaker)
+    code, out, err = ops_aws("status")
+    assert code == 0, err
+    stub.assert_no_pending_responses()
+    rows = {cells[0]: cells for cells in (re.split(r"\s{2,}", line) for line in out.splitlines())}
+    assert rows["training job"][1:] == [job, "Training", "2 x ml.g5.xlarge", "$2.82/h"]

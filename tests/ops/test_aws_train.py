@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from ops.aws import images, runs, train
 from ops.aws.train import TrainOptions
 from ops.errors import OpsError
 from tests.conftest import REPO
-from tests.ops.conftest import client, pulumi_ups, stubbed
+from tests.ops.conftest import client, one_line_error, pulumi_ups, put_host_logs, stubbed
 
 RUN_ID = "train-20260101-120000-abcd"
 TASK_ID = "0123456789abcdef0123456789abcdef"
@@ -475,3 +475,86 @@ def test_make_data_copies_the_channels_once(stack, ops_aws, monkeypatch) -> None
     assert f"s3://{stack.data_bucket}/digits/: 0 files sent, 6 already there" in out
     keys = sorted(o["Key"] for o in client("s3").list_objects_v2(Bucket=stack.data_bucket)["Contents"])
     assert keys[:2] == ["digits/test/classes.txt", "digits/test/manifest.csv"]
+
+
+def describe_answer(stack, status: str, secondary: str, transitions: list[dict], **extra) -> dict:
+    """A DescribeTrainingJob answer with the members botocore's model requires, and what the watcher reads."""
+    return {"TrainingJobName": RUN_ID, "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/"
+                                                         f"{RUN_ID}",
+            "ModelArtifacts": {"S3ModelArtifacts": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/output/"
+                                                   "model.tar.gz"},
+            "TrainingJobStatus": status, "SecondaryStatus": secondary, "CreationTime": T0,
+            "StoppingCondition": {"MaxRuntimeInSeconds": 2556}, "SecondaryStatusTransitions": transitions, **extra}
+
+
+def test_sagemaker_job_on_two_instances_prices_both_and_shows_each_hosts_log(ready, tmp_path, capsys) -> None:
+    """The request for N instances, checked by botocore's Stubber against the real CreateTrainingJob model."""
+    stack = ready
+    stack.put_model(RUN_ID, key=f"models/{RUN_ID}/output/model.tar.gz")
+    put_host_logs(RUN_ID, {1: ["epoch=1 train_loss=1.2 train_accuracy=0.8 validation_loss=1 validation_accuracy=0.78"],
+                           2: ["waiting for algo-1 to resolve"]})
+    sagemaker, stub = stubbed("sagemaker")
+    requests: list[dict] = []
+    sagemaker.meta.events.register("provide-client-params.sagemaker.CreateTrainingJob",
+                                   lambda params, **_: requests.append(params))
+    channel = {c: {"ChannelName": c, "InputMode": "File", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": f"s3://{stack.data_bucket}/digits/{c}/",
+        "S3DataDistributionType": "FullyReplicated"}}} for c in ("train", "validation", "test")}
+    expected = {
+        "TrainingJobName": RUN_ID, "AlgorithmSpecification": ANY, "RoleArn": stack.training_role_arn,
+        "HyperParameters": {"epochs": "2"}, "InputDataConfig": list(channel.values()), "OutputDataConfig": ANY,
+        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 50},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 2556, "MaxWaitTimeInSeconds": 2556 + 3600},
+        "EnableManagedSpotTraining": True, "CheckpointConfig": ANY,
+        "TensorBoardOutputConfig": {"LocalPath": "/opt/ml/output/tensorboard",
+                                    "S3OutputPath": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/tensorboard/"},
+        "VpcConfig": {"SecurityGroupIds": [stack.security_group_id], "Subnets": stack.subnet_ids},
+        "EnableNetworkIsolation": True, "EnableInterContainerTrafficEncryption": True, "Environment": ANY,
+        "Tags": ANY}
+    stub.add_response("create_training_job", {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:"
+                                                                f"training-job/{RUN_ID}"}, expected)
+    starting = {"Status": "Starting", "StartTime": T0, "StatusMessage": "Preparing the instances for training"}
+    stub.add_response("describe_training_job", describe_answer(stack, "InProgress", "Starting", [starting]),
+                      {"TrainingJobName": RUN_ID})
+    stub.add_response("describe_training_job", describe_answer(
+        stack, "Completed", "Completed", [starting, {"Status": "Completed", "StartTime": T0}],
+        BillableTimeInSeconds=600), {"TrainingJobName": RUN_ID})
+    clock = Clock()
+    ctx = stack.context(tmp_path, {"sagemaker": sagemaker}, clock=clock, sleep=clock.sleep)
+
+    result = train.run(ctx, TrainOptions(hyperparameters={"epochs": "2"}, backend="sagemaker", max_cost=2.0,
+                                         instance_count=2))
+
+    stub.assert_no_pending_responses()
+    (request,) = requests
+    names = [d["Name"] for d in request["AlgorithmSpecification"]["MetricDefinitions"]]
+    assert names == ["train:batch_loss", "train:learning_rate", "train:loss", "train:accuracy", "validation:loss",
+                     "validation:accuracy", "test:loss", "test:accuracy"]
+    out = capsys.readouterr().out
+    assert ("capacity     2 x ml.g5.xlarge (SageMaker managed spot): at most $2.82/h (2 x $1.41/h, ml.g5.xlarge "
+            "on-demand)") in out
+    assert "max runtime  42 min 36 s (MAX_COST=2); worst case $2.00" in out, "$2.00 buys 2556 s of 2 x $1.408/h"
+    assert f"job          {RUN_ID} (2 x ml.g5.xlarge)" in out
+    assert f"tensorboard  s3://{stack.artifacts_bucket}/models/{RUN_ID}/tensorboard/" in out
+    assert "  | [algo-1] epoch=1 train_loss=1.2" in out
+    assert "  | [algo-2] waiting for algo-1 to resolve" in out
+    # BillableTimeInSeconds is wall-clock; the bill is that times InstanceCount (botocore DescribeTrainingJob).
+    assert "10 min 00 s billed, at most $0.47" in out
+    assert result["status"] == "Completed"
+    assert (record(stack)["instance_count"], record(stack)["cost_usd_max"]) == (2, 0.4693)
+
+
+@pytest.mark.parametrize(("count", "backend", "message"), [
+    ("0", "sagemaker", "INSTANCE_COUNT='0' is not a positive whole number: write e.g. INSTANCE_COUNT=2"),
+    ("two", "sagemaker", "INSTANCE_COUNT='two' is not a positive whole number"),
+    ("1.5", "sagemaker", "INSTANCE_COUNT='1.5' is not a positive whole number"),
+    ("2", "ecs", "INSTANCE_COUNT=2 needs BACKEND=sagemaker: BACKEND=ecs runs one instance per run; use `make train "
+                 "TARGET=aws BACKEND=sagemaker INSTANCE_COUNT=2`"),
+])
+def test_instance_count_is_checked_before_anything_runs(stack, ops_aws, monkeypatch, count, backend,
+                                                        message) -> None:
+    monkeypatch.setenv("INSTANCE_COUNT", count)
+    for command in ("train", "preflight"):
+        code, _, err = ops_aws(command, "--backend", backend)
+        one_line_error(code, err, message)
+    assert not stack.standins.calls("pulumi"), "refused before the stack was even read"
