@@ -15,7 +15,7 @@ and the server in their images under Docker, run the way SageMaker runs them (jo
 `images` builds both images here without network (`make images`).
 
 TARGET=aws (ops/aws/): preflight, data, train, deploy, predict, rollback, status, logs, destroy against the
-Pulumi stack; see ops/aws/__init__.py.
+Pulumi stack; see ops/aws/__init__.py. It trains on DATASET=digits only (it uploads to a fixed S3 prefix).
 
 Expected failures print one line, ``error: ...``, and exit 1; so do AWS errors (credentials, permissions).
 """
