@@ -72,7 +72,7 @@ class Session:
     """One ops command's engine and images, made when first needed; `close` stops an engine ops started."""
 
     def __init__(self, paths: Paths, repo: Path) -> None:
-        self.paths = ContainerPaths(paths.home)
+        self.paths = ContainerPaths(paths.home, paths.dataset_name)
         self.repo = repo
         self.images: dict[str, container_images.LocalImage] = {}
         """The images this command used, by name."""
@@ -131,7 +131,7 @@ def train(session: Session, dataset: Path, hyperparameters: dict[str, str]) -> T
 
 
 def read_deployment(paths: Paths) -> Deployment | None:
-    paths = ContainerPaths(paths.home)
+    paths = ContainerPaths(paths.home, paths.dataset_name)
     return read_state(_state_file(paths), Deployment, paths.local)
 
 

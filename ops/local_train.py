@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops.data import DEFAULT_DATASET
 from ops.errors import OpsError
 from ops.paths import Paths
 
@@ -71,7 +72,8 @@ def new_job_id() -> str:
 
 def layout_job(paths: Paths, dataset: Path, hyperparameters: dict[str, str]) -> Path:
     if not (dataset / "train").is_dir():
-        raise OpsError(f"no dataset at {dataset}: run `make data` first")
+        named = "" if paths.dataset_name == DEFAULT_DATASET else f" DATASET={paths.dataset_name}"
+        raise OpsError(f"no dataset at {dataset}: run `make data{named}` first")
     job = paths.jobs / new_job_id()
     config = job / "input" / "config"
     config.mkdir(parents=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from trainer.errors import ConfigError
 
-MODELS = ("cnn", "resnet")
+MODELS = ("cnn", "resnet", "mlp", "convnet")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -48,14 +48,16 @@ class TrainConfig:
     """Cross-entropy label smoothing (0 <= x < 1)."""
 
     dropout: float = 0.1
-    """Dropout before the classifier head (0 <= x < 1)."""
+    """Dropout before the classifier head; mlp also applies it after each hidden layer (0 <= x < 1)."""
 
     width: int = 32
-    """Channels of the first conv block; later blocks double it (>= 4)."""
+    """Channels of the first conv block; later blocks double it. mlp has 16 * width units per hidden
+    layer (>= 4)."""
 
     model: str = "cnn"
     """Built-in architecture (cnn: the small demo CNN; resnet: a ResNet-style network for larger
-    images) or a user factory ``package.module:function`` called as ``function(num_classes=,
+    images; mlp: the Keras MNIST MLP; convnet: the Keras "Simple MNIST convnet", for images of at
+    least 10x10) or a user factory ``package.module:function`` called as ``function(num_classes=,
     input_shape=)`` and returning an ``nn.Module``; it is imported from the job's code directory
     (``<base>/code``, i.e. /opt/ml/code) or an installed package (docs/trainer.md)."""
 

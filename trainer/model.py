@@ -5,6 +5,8 @@ preprocessing code on the serving side beyond decoding pixels (docs/artifact.md)
 
 - ``cnn``: :class:`SmallCNN`, sized for tiny images such as the 8x8 digits.
 - ``resnet``: :class:`ResNet`, BasicBlock stages for larger images (32x32 up to 224x224 and beyond).
+- ``mlp``: :class:`MLP`, the Keras MNIST multi-layer perceptron.
+- ``convnet``: :class:`ConvNet`, the Keras "Simple MNIST convnet".
 
 Anything else is a factory ``package.module:function`` (docs/trainer.md), imported from the job's code
 directory (``<SAGEMAKER_BASE_DIR>/code``) or an installed package and called as
@@ -33,7 +35,7 @@ from torch import nn
 from trainer.artifact import MAX_BATCH
 from trainer.errors import ConfigError
 
-BUILTINS = ("cnn", "resnet")
+BUILTINS = ("cnn", "resnet", "mlp", "convnet")
 LARGE_INPUT = 96
 """Images whose shorter side is at least this get ResNet's ImageNet stem (7x7 stride 2 + max pool)."""
 
@@ -156,6 +158,69 @@ class ResNet(nn.Module):
         return self.head(self.pool(self.stages(self.stem(x))))
 
 
+class MLP(nn.Module):
+    """The MLP of Keras's MNIST example (keras-team/keras ``examples/mnist_mlp.py``,
+    at commit 10bfb1c565582803982e2205d41b095bc929d4a4): Flatten, Dense(512, relu),
+    Dropout(0.2), Dense(512, relu), Dropout(0.2), Dense(10).
+
+    Here the hidden layers have ``16 * width`` units (512 at the default ``width=32``, as in Keras) and both
+    dropouts use ``dropout`` (Keras: 0.2); the head returns logits, since the loss applies the softmax that the
+    Keras model ends with. Any ``C x H x W`` input: the first layer takes ``C * H * W`` features. Takes
+    *normalised* input (``build_model`` wraps it in :class:`RawPixels`).
+    """
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], num_classes: int, width: int = 32,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        hidden = 16 * width
+        self.layers = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * image_size[0] * image_size[1], hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class ConvNet(nn.Module):
+    """The "Simple MNIST convnet" of the Keras examples (keras-team/keras-io
+    ``examples/vision/mnist_convnet.py``, at commit 02cfe8063b505adc073986c91729f22039f77ad0):
+    Conv2D(32, 3x3, relu), MaxPooling2D(2x2), Conv2D(64, 3x3, relu), MaxPooling2D(2x2), Flatten, Dropout(0.5),
+    Dense(10). About 35k parameters on 28x28 digits.
+
+    Here the convolutions have ``width`` and ``2 * width`` channels (32 and 64 at the default ``width=32``, as in
+    Keras) and the dropout is ``dropout`` (Keras: 0.5); like Keras's, the convolutions are unpadded ("valid"),
+    so an image must be at least :data:`CONVNET_MIN_SIDE` pixels on each side. Takes *normalised* input.
+    """
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], num_classes: int, width: int = 32,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, kernel_size=3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, kernel_size=3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        rows, cols = (_convnet_side(side) for side in image_size)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width * rows * cols, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _convnet_side(side: int) -> int:
+    """One side of :class:`ConvNet`'s last feature map: each stage is a valid 3x3 conv (-2) then a 2x2 pool (/2)."""
+    for _ in range(2):
+        side = (side - 2) // 2
+    return side
+
+
+CONVNET_MIN_SIDE = 10
+"""The smallest side :class:`ConvNet` takes: 10 -> 8 -> 4 -> 2 -> 1; 9 would end at 0."""
+
+
 def build_model(name: str, *, in_channels: int, image_size: tuple[int, int] | None = None, num_classes: int,
                 width: int, dropout: float, mean: list[float], std: list[float],
                 code_dir: Path | None = None) -> nn.Module:
@@ -164,7 +229,8 @@ def build_model(name: str, *, in_channels: int, image_size: tuple[int, int] | No
     ``width`` and ``dropout`` size the built-ins; user factories get ``num_classes`` and
     ``input_shape=(in_channels, *image_size)`` only. ``code_dir`` is the job's code directory
     (``<SAGEMAKER_BASE_DIR>/code``); it is searched before the installed packages. ``image_size``
-    is required for user factories (the built-ins use it to pick the ResNet stem). A factory that
+    is required for user factories, ``mlp`` and ``convnet`` (``resnet`` uses it to pick its stem); images
+    too small for ``convnet`` raise ``ConfigError``. A factory that
     cannot be imported or called, or returns something else than an ``nn.Module``, raises
     ``ConfigError``. The returned module's ``spec`` attribute is ``name``.
     """
@@ -176,6 +242,15 @@ def build_model(name: str, *, in_channels: int, image_size: tuple[int, int] | No
     elif name == "resnet":
         large = image_size is not None and min(image_size) >= LARGE_INPUT
         model = RawPixels(ResNet(in_channels, num_classes, width, dropout, large_input=large), mean, std)
+    elif name in ("mlp", "convnet"):
+        if image_size is None:
+            raise ValueError(f"build_model needs image_size for {name}")
+        if name == "convnet" and min(image_size) < CONVNET_MIN_SIDE:
+            raise ConfigError(f"hyperparameter 'model' ('convnet'): the Keras convnet's two unpadded 3x3 convolutions "
+                              f"and 2x2 poolings need images of at least {CONVNET_MIN_SIDE}x{CONVNET_MIN_SIDE}, these "
+                              f"are {image_size[0]}x{image_size[1]}: use model=cnn or model=mlp for them")
+        net = (MLP if name == "mlp" else ConvNet)(in_channels, image_size, num_classes, width, dropout)
+        model = RawPixels(net, mean, std)
     elif ":" in name:
         if image_size is None:
             raise ValueError("build_model needs image_size for a user model factory")

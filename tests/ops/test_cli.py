@@ -15,12 +15,15 @@ import pytest
 from tests.conftest import REPO, free_port, port_is_free, processes_mentioning
 
 
-def ops(home: Path, *args: str, port: int | None = None, target: str | None = None,
+def ops(home: Path, *args: str, port: int | None = None, target: str | None = None, dataset: str | None = None,
         timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "DEEPCLOUD_HOME": str(home)}
     env.pop("TARGET", None)
+    env.pop("DATASET", None)
     if target:
         env["TARGET"] = target
+    if dataset:
+        env["DATASET"] = dataset
     if port:
         env["PORT"] = str(port)
     return subprocess.run([sys.executable, "-m", "ops", *args], cwd=REPO, env=env, capture_output=True,

@@ -36,7 +36,8 @@ def test_platform_keys_are_ignored() -> None:
         ({"deterministic": "maybe"}, "hyperparameter 'deterministic' must be true or false, got 'maybe'"),
         ({"device": "tpu"}, "hyperparameter 'device' must be one of auto, cpu, cuda, got 'tpu'"),
         ({"model": "vgg"},
-         "hyperparameter 'model' must be one of cnn, resnet or a factory 'package.module:function', got 'vgg'"),
+         "hyperparameter 'model' must be one of cnn, resnet, mlp, convnet or a factory 'package.module:function', "
+         "got 'vgg'"),
         ({"checkpoint_s3_uri": "bucket/x"},
          "hyperparameter 'checkpoint_s3_uri' must be empty or an s3://bucket/prefix URI, got 'bucket/x'"),
     ],

@@ -17,7 +17,7 @@ from torch import nn
 from tests.conftest import REPO, make_job, run_trainer
 from trainer.artifact import export_program, load_program
 from trainer.errors import ConfigError
-from trainer.model import RawPixels, ResNet, build_model, check_exportable
+from trainer.model import CONVNET_MIN_SIDE, MLP, ConvNet, RawPixels, ResNet, build_model, check_exportable
 
 EXAMPLE = REPO / "examples" / "custom_model"
 MEAN, STD = [0.3], [0.4]
@@ -111,6 +111,59 @@ def test_cnn_is_still_the_default_small_model() -> None:
     assert model.spec == "cnn"
     with torch.no_grad():
         assert model.eval()(torch.rand(3, 1, 8, 8) * 255).shape == (3, 10)
+
+
+def _trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_mlp_and_convnet_have_the_keras_examples_layers() -> None:
+    # The parameter counts Keras's model.summary() prints for mnist_mlp.py (669,706) and mnist_convnet.py
+    # (34,826) on 28x28 digits: same layers, same sizes, at width=32.
+    mlp = build_model("mlp", in_channels=1, image_size=(28, 28), num_classes=10, width=32, dropout=0.2,
+                      mean=MEAN, std=STD)
+    convnet = build_model("convnet", in_channels=1, image_size=(28, 28), num_classes=10, width=32, dropout=0.5,
+                          mean=MEAN, std=STD)
+    assert isinstance(mlp.net, MLP)
+    assert isinstance(convnet.net, ConvNet)
+    assert (mlp.spec, convnet.spec) == ("mlp", "convnet")
+    assert _trainable(mlp) == 669_706
+    assert _trainable(convnet) == 34_826
+    assert [m.p for m in mlp.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.2]
+    assert [m.p for m in convnet.modules() if isinstance(m, nn.Dropout)] == [0.5]
+
+
+@pytest.mark.parametrize("name", ["mlp", "convnet"])
+@pytest.mark.parametrize(("channels", "size"), [(1, (28, 28)), (3, (32, 24)), (1, (CONVNET_MIN_SIDE, 17))])
+def test_mlp_and_convnet_take_any_channels_and_size_and_export(tmp_path: Path, name: str, channels: int,
+                                                               size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = _build(name, None, channels=channels, size=size, num_classes=7)
+    x, y = torch.rand(6, channels, *size) * 255, torch.randint(0, 7, (6,))
+    loss = nn.functional.cross_entropy(model.train()(x), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters()), "every parameter is trained"
+    check_exportable(model, x[:2], num_classes=7)
+    export_program(model, x[:2], tmp_path / "model.pt2")
+    program = load_program(tmp_path / "model.pt2")
+    with torch.no_grad():
+        batch = torch.rand(5, channels, *size) * 255  # another batch size than the example: the batch is dynamic
+        assert program(batch).shape == (5, 7)
+        assert (program(batch) - model.eval()(batch)).abs().max().item() <= 1e-4
+
+
+def test_mlp_takes_the_8x8_digits_and_convnet_says_they_are_too_small() -> None:
+    with torch.no_grad():
+        assert _build("mlp", None).eval()(torch.rand(3, 1, 8, 8) * 255).shape == (3, 10)
+    with pytest.raises(ConfigError) as info:
+        _build("convnet", None, size=(8, 8))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("hyperparameter 'model' ('convnet'): ")
+    assert "at least 10x10, these are 8x8: use model=cnn or model=mlp" in message
+    with pytest.raises(ConfigError, match="these are 28x9"):
+        _build("convnet", None, size=(28, CONVNET_MIN_SIDE - 1))
 
 
 # --- user factories --------------------------------------------------------------------------------
