@@ -15,7 +15,7 @@ and the server in their images under Docker, run the way SageMaker runs them (jo
 `images` builds both images here without network (`make images`).
 
 TARGET=aws (ops/aws/): preflight, data, train, deploy, predict, rollback, status, logs, destroy against the
-Pulumi stack; see ops/aws/__init__.py. It trains on DATASET=digits only (it uploads to a fixed S3 prefix).
+Pulumi stack; see ops/aws/__init__.py. `make data TARGET=aws DATASET=mnist` uploads to s3://<data>/mnist/.
 
 Expected failures print one line, ``error: ...``, and exit 1; so do AWS errors (credentials, permissions).
 """
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from ops import container, local_server
-from ops.data import DEFAULT_DATASET, dataset_is_complete, dataset_named, prepare
+from ops.data import DEFAULT_DATASET, dataset_is_complete, dataset_named, prepare, with_defaults
 from ops.errors import OpsError
 from ops.local_train import latest_model, parse_hyperparameters, run_training
 from ops.paths import Paths
@@ -63,12 +63,7 @@ def _session(args: argparse.Namespace) -> container.Session | None:
 def cmd_train(paths: Paths, args: argparse.Namespace):
     session = _session(args)
     _header(f"train ({'container' if session else 'local'})")
-    given = parse_hyperparameters(args.hp)
-    defaults = {k: v for k, v in dataset_named(paths.dataset_name).hyperparameters.items() if k not in given}
-    if defaults:
-        print(f"defaults for DATASET={paths.dataset_name}: " + " ".join(f"{k}={v}" for k, v in defaults.items())
-              + " (HP= overrides them)", flush=True)
-    hyperparameters = {**defaults, **given}
+    hyperparameters = with_defaults(paths.dataset_name, parse_hyperparameters(args.hp))
     if session:
         result = container.train(session, paths.dataset, hyperparameters)
     else:
@@ -206,11 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "aws":
             from ops import aws
 
-            if paths.dataset_name != DEFAULT_DATASET:
-                # The aws target writes and uploads the digits under a fixed S3 prefix: with another DATASET it
-                # would put the digits in that dataset's folder and train on them.
-                raise OpsError(f"DATASET={paths.dataset_name} is for TARGET=local and TARGET=container; "
-                               f"TARGET=aws trains on DATASET={DEFAULT_DATASET} only: leave DATASET unset")
             aws.run(args.command, args, paths, REPO)
         elif args.command in AWS_ONLY:
             raise OpsError(f"`{args.command}` is for TARGET=aws: run make {args.command} TARGET=aws")

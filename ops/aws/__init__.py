@@ -77,12 +77,14 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
     if command == "train":
         from ops.aws.train import BACKENDS, DEFAULT_MAX_HOURS, TrainOptions
         from ops.aws.train import run as train
+        from ops.data import with_defaults
         from ops.local_train import parse_hyperparameters
 
         if backend not in BACKENDS:
             raise OpsError(f"BACKEND={backend} is not a training backend: use ecs (default) or sagemaker")
         options = TrainOptions(
-            hyperparameters=parse_hyperparameters(args.hp), backend=backend, instance_type=instance_type,
+            hyperparameters=with_defaults(paths.dataset_name, parse_hyperparameters(args.hp)),
+            dataset=paths.dataset_name, backend=backend, instance_type=instance_type,
             max_hours=_number(_setting(args, "max_hours", "MAX_HOURS"), "MAX_HOURS") or DEFAULT_MAX_HOURS,
             max_cost=_number(_setting(args, "max_cost", "MAX_COST"), "MAX_COST"),
             resume=_setting(args, "resume", "RESUME"), instance_count=count)
@@ -102,11 +104,12 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
     if command == "data":
         from ops.aws import dataset
         from ops.aws.console import header
-        from ops.data import prepare_digits
+        from ops.data import dataset_named, prepare
 
-        header(f"data (aws): digits -> {paths.dataset} -> s3://{ctx.outputs.data_bucket}/{dataset.DATASET_PREFIX}")
-        prepare_digits(paths.dataset)
-        return dataset.upload(ctx.aws.client("s3"), paths.dataset, ctx.outputs.data_bucket)
+        prefix = dataset.dataset_prefix(paths.dataset_name)
+        header(f"data (aws): {paths.dataset_name} -> {paths.dataset} -> s3://{ctx.outputs.data_bucket}/{prefix}")
+        prepare(dataset_named(paths.dataset_name), paths.dataset)
+        return dataset.upload(ctx.aws.client("s3"), paths.dataset, ctx.outputs.data_bucket, prefix)
     if command == "status":
         from ops.aws.status import status
 

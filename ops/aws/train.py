@@ -34,6 +34,8 @@ EXIT_STOPPED = 143
 @dataclass(frozen=True, slots=True)
 class TrainOptions:
     hyperparameters: dict[str, str]
+    dataset: str = "digits"
+    """``DATASET``: its channels are read from ``s3://<data>/<dataset>/`` (`make data TARGET=aws` puts them there)."""
     backend: str = "ecs"
     max_hours: float = DEFAULT_MAX_HOURS
     max_cost: float | None = None
@@ -116,7 +118,7 @@ def run(ctx: Context, options: TrainOptions) -> dict:
     backend = make_backend(ctx, options)
     run_id = runs.new_run_id()
     header(f"train (aws, {backend.name}): run {run_id}, stack {ctx.stack.name}")
-    channels = dataset.channels(s3, out.data_bucket)
+    channels = dataset.channels(s3, out.data_bucket, options.dataset)
     priced_type, each, purchase = backend.price()
     count = options.instance_count
     hourly = each * count  # every instance of the job bills for its whole runtime

@@ -4,7 +4,7 @@ The task definition (infra/) names the trainer image; when the image to run is a
 ``deepcloud:trainerImageTag`` and runs ``pulumi up`` so that the task definition Pulumi manages names it
 (ECS cannot override a container's image at RunTask). Everything else reaches the container as overrides:
 
-    SM_CHANNEL_<NAME>       s3://<data>/digits/<name>/ (the trainer downloads it, trainer/sagemaker_env.py)
+    SM_CHANNEL_<NAME>       s3://<data>/<DATASET>/<name>/ (the trainer downloads it, trainer/sagemaker_env.py)
     SM_HPS                  the hyperparameters as a JSON object of strings, checkpoint_s3_uri among them
     DEEPCLOUD_MODEL_S3_URI  where the trainer uploads model.tar.gz at the end (nothing packs /opt/ml/model on ECS)
 

@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 
-from ops.aws import images, runs, train
+from ops.aws import dataset, images, runs, train
 from ops.aws.train import TrainOptions
 from ops.errors import OpsError
 from tests.conftest import REPO
@@ -460,14 +460,15 @@ def test_stubber_rejects_a_request_the_real_api_would(stack) -> None:
     assert isinstance(stub, Stubber)
 
 
-def test_make_data_copies_the_channels_once(stack, ops_aws, monkeypatch) -> None:
-    def prepare_digits(dest):  # stands in for the scikit-learn digits: the upload is what is tested here
-        for channel in ("train", "validation", "test"):
-            (dest / channel).mkdir(parents=True, exist_ok=True)
-            (dest / channel / "manifest.csv").write_text("file,label\nimages/0.png,0\n")
-            (dest / channel / "classes.txt").write_text("0\n")
+def _small_channels(dataset, dest):  # stands in for writing the images: the upload is what is tested here
+    for channel in ("train", "validation", "test"):
+        (dest / channel).mkdir(parents=True, exist_ok=True)
+        (dest / channel / "manifest.csv").write_text(f"file,label\nimages/0.png,{dataset.name}\n")
+        (dest / channel / "classes.txt").write_text("0\n")
 
-    monkeypatch.setattr("ops.data.prepare_digits", prepare_digits)
+
+def test_make_data_copies_the_channels_once(stack, ops_aws, monkeypatch) -> None:
+    monkeypatch.setattr("ops.data.prepare", _small_channels)
     code, out, err = ops_aws("data")
     assert code == 0, err
     assert f"s3://{stack.data_bucket}/digits/: 6 files sent, 0 already there" in out
@@ -475,6 +476,36 @@ def test_make_data_copies_the_channels_once(stack, ops_aws, monkeypatch) -> None
     assert f"s3://{stack.data_bucket}/digits/: 0 files sent, 6 already there" in out
     keys = sorted(o["Key"] for o in client("s3").list_objects_v2(Bucket=stack.data_bucket)["Contents"])
     assert keys[:2] == ["digits/test/classes.txt", "digits/test/manifest.csv"]
+
+
+def test_mnist_goes_to_a_prefix_of_its_own_and_trains_with_its_defaults(stack, ops_aws, monkeypatch) -> None:
+    """DATASET=mnist: its own folder in the bucket beside the digits, and the job reads that folder's channels with
+    the dataset's default hyperparameters (HP= still wins), as the local target does."""
+    monkeypatch.setattr("ops.data.prepare", _small_channels)
+    assert ops_aws("data")[0] == 0
+    monkeypatch.setenv("DATASET", "mnist")
+    code, out, err = ops_aws("data")
+    assert code == 0, err
+    assert "data (aws): mnist -> " in out
+    assert f"s3://{stack.data_bucket}/mnist/: 6 files sent" in out
+    s3 = client("s3")
+    for name in ("mnist", "digits"):  # both folders, each with its own dataset's files
+        body = s3.get_object(Bucket=stack.data_bucket, Key=f"{name}/train/manifest.csv")["Body"].read()
+        assert body.endswith(f",{name}\n".encode())
+    assert dataset.channels(s3, stack.data_bucket, "mnist") == {
+        c: f"s3://{stack.data_bucket}/mnist/{c}/" for c in ("train", "validation", "test")}
+    seen: list = []
+    monkeypatch.setattr("ops.aws.train.run", lambda ctx, options: seen.append(options) or {})
+    monkeypatch.setattr("ops.aws.preflight.run", lambda *a, **k: None)
+    assert ops_aws("train", "--hp", "epochs=3")[0] == 0
+    assert seen[0].dataset == "mnist"
+    assert seen[0].hyperparameters == {"model": "convnet", "epochs": "3", "dropout": "0.5"}
+
+
+def test_a_dataset_not_uploaded_names_the_make_data_that_uploads_it(stack, tmp_path) -> None:
+    with pytest.raises(OpsError, match=rf"^no dataset in s3://{stack.data_bucket}/mnist/: run `make data "
+                                       r"TARGET=aws DATASET=mnist` first"):
+        train.run(stack.context(tmp_path), TrainOptions(hyperparameters={}, dataset="mnist", backend="sagemaker"))
 
 
 def describe_answer(stack, status: str, secondary: str, transitions: list[dict], **extra) -> dict:
