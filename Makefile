@@ -84,7 +84,7 @@ prices: setup  ## Refresh ops/aws/prices.toml from the AWS Price List API for th
 	@$(PY) -m ops.aws.pricelist
 
 .PHONY: demo
-demo: setup  ## setup, data, train, deploy, predict, destroy in one go, with a summary
+demo: setup  ## setup, data, train, deploy, predict, destroy in one go, with a summary (DATASET=mnist: the Keras convnet on real MNIST)
 	@$(OPS) demo $(HP_ARGS)
 
 .PHONY: test
