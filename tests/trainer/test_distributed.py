@@ -19,12 +19,14 @@ LOSS_TOLERANCE = 0.10
 per-process BatchNorm statistics (half the batch each), so the runs are close, not identical."""
 
 
-def _torchrun(base: Path, nproc: int) -> subprocess.CompletedProcess:
+def torchrun(base: Path, nproc: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=nproc -m trainer train`` on this host (loopback), for the job at ``base``."""
     command = [PYTHON, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
                "-m", "trainer", "train"]
     # Its own process group, so a hang cannot leave orphaned workers behind: the whole group is killed.
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)})
+                            start_new_session=True,
+                            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})})
     try:
         out, err = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
@@ -44,7 +46,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     result = run_trainer(one, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     two = make_job(tmp_path / "two", dataset, {**HP, "batch_size": "32"})
-    result = _torchrun(two, 2)
+    result = torchrun(two, 2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world_size=2" in result.stdout
     assert [line for line in result.stdout.splitlines() if line.startswith("epoch=1 ")] != []
@@ -58,7 +60,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     first_history = _final(two)["history"]
     (two / "model" / "manifest.json").unlink()
     newest = max(int(p.name.split("-")[1]) for p in (two / "checkpoints").glob("step-*"))
-    again = _torchrun(two, 2)
+    again = torchrun(two, 2)
     assert again.returncode == 0, again.stderr[-3000:]
     events = [json.loads(x) for x in (two / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["type"] == "resumed"] == [newest]
@@ -70,7 +72,11 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 def test_sagemaker_multi_host_relaunches_under_torchrun() -> None:
     command = torchrun_command(("algo-1", "algo-2"), "algo-2", gpus=4, environ={})
     assert command[1:] == ["-m", "torch.distributed.run", "--nnodes=2", "--node_rank=1", "--nproc_per_node=4",
-                           "--master_addr=algo-1", "--master_port=29500", "-m", "trainer", "train"]
+                           "--master_addr=algo-1", "--master_port=29500", "--rdzv-backend=static",
+                           "--rdzv-conf=timeout=600", "--max-restarts=0", "-m", "trainer", "train"]
+    bounded = torchrun_command(("algo-1", "algo-2"), "algo-1", gpus=1, environ={}, rendezvous_timeout_s=7.5)
+    assert bounded[4:6] == ["--node_rank=0", "--nproc_per_node=1"]
+    assert "--rdzv-conf=timeout=8" in bounded, "a fractional timeout rounds up, never down to 0"
     assert torchrun_command(("algo-1",), "algo-1", gpus=1, environ={}) is None
     assert torchrun_command(("algo-1", "algo-2"), "algo-1", gpus=8, environ={"WORLD_SIZE": "16"}) is None
     assert visible_gpus({"SM_NUM_GPUS": "8"}) == 8
