@@ -67,6 +67,7 @@ from trainer.distributed import (
     visible_gpus,
     wait_for_hosts,
     worker_environ,
+    workers_stopped,
 )
 from trainer.errors import TrainerError
 from trainer.loop import Checkpointing, Stopped, evaluate, train
@@ -262,7 +263,7 @@ def _relaunch(env: SageMakerEnv, cluster: Cluster, launch: LaunchConfig, command
                                     forward_sigterm)
     if returncode == 0:
         return 0
-    if flags.stop:
+    if flags.stop or workers_stopped(tail, EXIT_STOPPED):
         print("stopped on SIGTERM: restart the job to resume from the newest checkpoint", file=sys.stderr, flush=True)
         return EXIT_STOPPED
     if _identity(env.failure_path) not in (before, None):  # written by a worker of this run: its line stands

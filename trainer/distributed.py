@@ -228,6 +228,13 @@ def run_launcher(command: list[str], env: Mapping[str, str], on_term: Callable[[
     return returncode, list(tail)
 
 
+def workers_stopped(tail: list[str], exit_stopped: int) -> bool:
+    """Whether torchrun failed only because its workers stopped on request (each exited ``exit_stopped``), as
+    when another host got SIGTERM and every rank checkpointed and stopped with it."""
+    codes = [int(m.group(1)) for m in (re.search(r"^\s*exitcode\s*:\s*(-?\d+)", line) for line in tail) if m]
+    return bool(codes) and all(code == exit_stopped for code in codes)
+
+
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 
 

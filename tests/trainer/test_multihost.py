@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from tests.conftest import PYTHON, REPO, make_job
 from tests.trainer.netns import Host, Network, missing_requirement
 from tests.trainer.test_distributed import torchrun
 from trainer.artifact import load_program
+from trainer.signals import EXIT_STOPPED
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(600)]
 
@@ -99,6 +101,14 @@ def _weights(base: Path) -> dict[str, torch.Tensor]:
     return torch.export.load(base / "model" / "model.pt2").state_dict
 
 
+def _wait_for_a_checkpoint(main: Path, jobs: list[Job]) -> None:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not list((main / "checkpoints").glob("step-*/manifest.json")):
+        assert all(job.proc.poll() is None for job in jobs), "\n".join(job.log() for job in jobs)
+        assert time.monotonic() < deadline, "no checkpoint within the run timeout"
+        time.sleep(0.05)
+
+
 def _newest_checkpoint(base: Path) -> int:
     return max(int(p.name.split("-")[1]) for p in (base / "checkpoints").glob("step-*")
                if (p / "manifest.json").exists())
@@ -167,15 +177,12 @@ def test_a_dead_host_fails_the_other_within_a_bound_and_a_restart_resumes(
     second.publish({first.name: first.address})
     main, other = (_layout(tmp_path / host.name / "job", dataset, host, LONG_HP) for host in network.hosts)
     jobs = [Job(first, main), Job(second, other)]
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while not list((main / "checkpoints").glob("step-*/manifest.json")):
-        assert all(job.proc.poll() is None for job in jobs), "\n".join(job.log() for job in jobs)
-        assert time.monotonic() < deadline, "no checkpoint within the run timeout"
-        time.sleep(0.05)
+    _wait_for_a_checkpoint(main, jobs)
     first.kill()  # the first host dies: its trainer, torchrun's agent and rendezvous store, and its workers
     killed = time.monotonic()
     code = jobs[1].wait(timeout=LOST_HOST_BOUND + 30)
     took = time.monotonic() - killed
+    print(f"{second.name} exited {took:.1f}s after {first.name} was killed")  # docs/trainer.md quotes it (-s)
     assert code == 1, jobs[1].log()
     assert took < LOST_HOST_BOUND, f"the surviving host took {took:.1f}s to give up"
     failure = (other / "output" / "failure").read_text()
@@ -199,6 +206,27 @@ def test_a_dead_host_fails_the_other_within_a_bound_and_a_restart_resumes(
     assert resumed[0].startswith(f"resumed path={newest_path} step={newest} epoch="), resumed
     summary = json.loads((main / "output" / "data" / "metrics.json").read_text())
     assert len(summary["history"]["validation_loss"]) == int(LONG_HP["epochs"]), "training ran to the end"
+
+
+def test_sigterm_to_one_host_stops_every_host_at_one_checkpoint_without_a_failure(
+        network: Network, dataset: Path, tmp_path: Path) -> None:
+    first, second = network.hosts
+    first.publish({second.name: second.address})
+    second.publish({first.name: first.address})
+    main, other = (_layout(tmp_path / host.name / "job", dataset, host, LONG_HP) for host in network.hosts)
+    jobs = [Job(first, main), Job(second, other)]
+    _wait_for_a_checkpoint(main, jobs)
+    # SageMaker's StopTrainingJob signals each container's first process: here only the second host's, the harder
+    # case, since the first host then learns of the stop from the ranks' vote alone.
+    jobs[1].proc.send_signal(signal.SIGTERM)
+    codes = [job.wait() for job in jobs]
+    assert codes == [EXIT_STOPPED, EXIT_STOPPED], "\n".join(job.log() for job in jobs)
+    for job, base in zip(jobs, (main, other), strict=True):
+        assert not (base / "output" / "failure").exists(), job.log()
+        assert job.stderr().rstrip().splitlines()[-1] == (
+            "stopped on SIGTERM: restart the job to resume from the newest checkpoint")
+    events = [json.loads(line) for line in (main / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["reason"] for e in events if e["type"] == "checkpoint"][-1] == "sigterm"
 
 
 def test_a_host_name_that_never_resolves_fails_with_one_line_within_the_wait(
