@@ -39,6 +39,9 @@ RUN_TIMEOUT = 240
 LOST_HOST_BOUND = 60
 """Seconds within which the surviving host must have exited once the other is killed."""
 HOST_WAIT = 3
+COLLECTIVE_TIMEOUT = 10
+"""DEEPCLOUD_COLLECTIVE_TIMEOUT_S of the silent-host test: short, yet above how far apart the two hosts reach
+their first collective on a loaded machine."""
 _serial = itertools.count()
 
 
@@ -206,6 +209,30 @@ def test_a_dead_host_fails_the_other_within_a_bound_and_a_restart_resumes(
     assert resumed[0].startswith(f"resumed path={newest_path} step={newest} epoch="), resumed
     summary = json.loads((main / "output" / "data" / "metrics.json").read_text())
     assert len(summary["history"]["validation_loss"]) == int(LONG_HP["epochs"]), "training ran to the end"
+
+
+def test_a_host_whose_network_goes_silent_fails_the_other_within_the_collective_timeout(
+        network: Network, dataset: Path, tmp_path: Path) -> None:
+    first, second = network.hosts
+    first.publish({second.name: second.address})
+    second.publish({first.name: first.address})
+    main, other = (_layout(tmp_path / host.name / "job", dataset, host, LONG_HP) for host in network.hosts)
+    env = {"DEEPCLOUD_COLLECTIVE_TIMEOUT_S": str(COLLECTIVE_TIMEOUT)}
+    jobs = [Job(first, main, env), Job(second, other, env)]
+    _wait_for_a_checkpoint(main, jobs)
+    # The first host's link goes down: nothing closes the second host's connections, its packets just go nowhere,
+    # as when a host loses power or its network. Only the collective timeout can end the wait.
+    subprocess.run(["ip", "-n", first.namespace, "link", "set", "eth0", "down"], check=True, timeout=30)
+    silent = time.monotonic()
+    code = jobs[1].wait(timeout=COLLECTIVE_TIMEOUT + LOST_HOST_BOUND)
+    took = time.monotonic() - silent
+    print(f"{second.name} exited {took:.1f}s after {first.name}'s link went down")  # docs/trainer.md quotes it (-s)
+    assert code == 1, jobs[1].log()
+    assert took < COLLECTIVE_TIMEOUT + LOST_HOST_BOUND, f"took {took:.1f}s"
+    failure = (other / "output" / "failure").read_text()
+    assert failure.startswith("lost contact with another host of the job ("), failure
+    assert "Timed out" in failure, failure
+    assert jobs[0].wait() != 0, "the first host cannot go on alone either"
 
 
 def test_sigterm_to_one_host_stops_every_host_at_one_checkpoint_without_a_failure(
