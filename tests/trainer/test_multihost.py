@@ -104,12 +104,21 @@ def _weights(base: Path) -> dict[str, torch.Tensor]:
     return torch.export.load(base / "model" / "model.pt2").state_dict
 
 
-def _wait_for_a_checkpoint(main: Path, jobs: list[Job]) -> None:
+def _started_past_a_checkpoint(network: Network, dataset: Path, tmp_path: Path,
+                               env: dict[str, str] | None = None) -> tuple[Path, Path, list[Job]]:
+    """Both hosts, knowing each other's names, running LONG_HP, once the first host has written a checkpoint:
+    (first host's base, second host's base, their jobs)."""
+    first, second = network.hosts
+    first.publish({second.name: second.address})
+    second.publish({first.name: first.address})
+    main, other = (_layout(tmp_path / host.name / "job", dataset, host, LONG_HP) for host in network.hosts)
+    jobs = [Job(first, main, env), Job(second, other, env)]
     deadline = time.monotonic() + RUN_TIMEOUT
     while not list((main / "checkpoints").glob("step-*/manifest.json")):
         assert all(job.proc.poll() is None for job in jobs), "\n".join(job.log() for job in jobs)
         assert time.monotonic() < deadline, "no checkpoint within the run timeout"
         time.sleep(0.05)
+    return main, other, jobs
 
 
 def _newest_checkpoint(base: Path) -> int:
@@ -176,11 +185,7 @@ def _validation_images(dataset: Path):
 def test_a_dead_host_fails_the_other_within_a_bound_and_a_restart_resumes(
         network: Network, dataset: Path, tmp_path: Path) -> None:
     first, second = network.hosts
-    first.publish({second.name: second.address})
-    second.publish({first.name: first.address})
-    main, other = (_layout(tmp_path / host.name / "job", dataset, host, LONG_HP) for host in network.hosts)
-    jobs = [Job(first, main), Job(second, other)]
-    _wait_for_a_checkpoint(main, jobs)
+    main, other, jobs = _started_past_a_checkpoint(network, dataset, tmp_path)
     first.kill()  # the first host dies: its trainer, torchrun's agent and rendezvous store, and its workers
     killed = time.monotonic()
     code = jobs[1].wait(timeout=LOST_HOST_BOUND + 30)
@@ -214,12 +219,8 @@ def test_a_dead_host_fails_the_other_within_a_bound_and_a_restart_resumes(
 def test_a_host_whose_network_goes_silent_fails_the_other_within_the_collective_timeout(
         network: Network, dataset: Path, tmp_path: Path) -> None:
     first, second = network.hosts
-    first.publish({second.name: second.address})
-    second.publish({first.name: first.address})
-    main, other = (_layout(tmp_path / host.name / "job", dataset, host, LONG_HP) for host in network.hosts)
     env = {"DEEPCLOUD_COLLECTIVE_TIMEOUT_S": str(COLLECTIVE_TIMEOUT)}
-    jobs = [Job(first, main, env), Job(second, other, env)]
-    _wait_for_a_checkpoint(main, jobs)
+    _, other, jobs = _started_past_a_checkpoint(network, dataset, tmp_path, env)
     # The first host's link goes down: nothing closes the second host's connections, its packets just go nowhere,
     # as when a host loses power or its network. Only the collective timeout can end the wait.
     subprocess.run(["ip", "-n", first.namespace, "link", "set", "eth0", "down"], check=True, timeout=30)
@@ -237,12 +238,7 @@ def test_a_host_whose_network_goes_silent_fails_the_other_within_the_collective_
 
 def test_sigterm_to_one_host_stops_every_host_at_one_checkpoint_without_a_failure(
         network: Network, dataset: Path, tmp_path: Path) -> None:
-    first, second = network.hosts
-    first.publish({second.name: second.address})
-    second.publish({first.name: first.address})
-    main, other = (_layout(tmp_path / host.name / "job", dataset, host, LONG_HP) for host in network.hosts)
-    jobs = [Job(first, main), Job(second, other)]
-    _wait_for_a_checkpoint(main, jobs)
+    main, other, jobs = _started_past_a_checkpoint(network, dataset, tmp_path)
     # SageMaker's StopTrainingJob signals each container's first process: here only the second host's, the harder
     # case, since the first host then learns of the stop from the ranks' vote alone.
     jobs[1].proc.send_signal(signal.SIGTERM)
