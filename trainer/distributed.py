@@ -256,15 +256,20 @@ def launcher_failure(returncode: int, tail: list[str], master: str, launch: Laun
     return f"torchrun exited with status {returncode}: its log above says why"
 
 
+_PEER_WORDS = re.compile(r"timed out|timeout|connection|peer|remote", re.IGNORECASE)
+
+
 def peer_lost(exc: BaseException) -> str | None:
     """The one line for a collective that failed because another process of the job went away, else None.
 
     gloo reports a dead peer as a RuntimeError naming its own source file (e.g. ``gloo/transport/tcp/pair.cc``
     "Connection reset by peer", or "Timed out waiting ..." after the collective timeout); NCCL and the
-    store raise ``torch.distributed.DistError`` subclasses.
+    store raise ``torch.distributed.DistError`` subclasses, which also cover faults of this host (a CUDA
+    error inside NCCL), so those count only when they speak of a timeout or a connection.
     """
     text = str(exc)
-    if not (isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and "gloo" in text)):
+    gloo = isinstance(exc, RuntimeError) and "gloo" in text
+    if not gloo and not (isinstance(exc, dist.DistError) and _PEER_WORDS.search(text)):
         return None
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     detail = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", first)  # gloo's "[file.cc:537]" prefix

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import PYTHON, REPO, free_port, make_job, run_trainer
 from trainer.distributed import (
@@ -173,6 +174,9 @@ def test_a_lost_peer_becomes_one_line_and_other_errors_are_left_alone() -> None:
                     "peer): it stopped or its network went away, and its own log says why; restart the job to "
                     "resume from the newest checkpoint")
     assert peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert peer_lost(torch.distributed.DistNetworkError("Connection closed by peer")).startswith(
+        "lost contact with another host of the job (Connection closed by peer): ")
+    assert peer_lost(torch.distributed.DistBackendError("NCCL error: unhandled cuda error")) is None
     assert peer_lost(ValueError("gloo")) is None
 
 
