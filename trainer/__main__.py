@@ -260,7 +260,7 @@ def _relaunch(env: SageMakerEnv, cluster: Cluster, launch: LaunchConfig, command
 
     flags.in_loop = True
     returncode, tail = run_launcher(command, {**os.environ, **worker_environ(cluster.network_interface_name)},
-                                    forward_sigterm)
+                                    forward_sigterm, stop_pending=lambda: flags.stop)
     if returncode == 0:
         return 0
     if flags.stop or workers_stopped(tail, EXIT_STOPPED):

@@ -205,9 +205,11 @@ def wait_for_hosts(names: tuple[str, ...], wait_s: float, say: Callable[[str], N
 
 
 def run_launcher(command: list[str], env: Mapping[str, str], on_term: Callable[[subprocess.Popen], None],
-                 keep_lines: int = 200) -> tuple[int, list[str]]:
+                 stop_pending: Callable[[], bool] = lambda: False, keep_lines: int = 200) -> tuple[int, list[str]]:
     """Run torchrun with its stderr copied through to ours line by line (the log keeps all of it); return its
-    exit status and the last ``keep_lines`` lines of that stderr, from which a failure is summed up."""
+    exit status and the last ``keep_lines`` lines of that stderr, from which a failure is summed up.
+
+    SIGTERM calls ``on_term(proc)`` while it runs; ``stop_pending()`` tells of one that arrived just before."""
     proc = subprocess.Popen(command, env=dict(env), stderr=subprocess.PIPE, text=True, errors="replace")
     tail: collections.deque[str] = collections.deque(maxlen=keep_lines)
 
@@ -220,6 +222,8 @@ def run_launcher(command: list[str], env: Mapping[str, str], on_term: Callable[[
     copier = threading.Thread(target=copy, name="torchrun-stderr", daemon=True)
     copier.start()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: on_term(proc))
+    if stop_pending():
+        on_term(proc)
     try:
         returncode = proc.wait()
     finally:
