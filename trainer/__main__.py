@@ -19,8 +19,10 @@ CPU or one GPU, against a layout you made yourself::
 
     SAGEMAKER_BASE_DIR=/path/to/job torchrun --nproc_per_node=8 -m trainer train
 
-On SageMaker with several hosts (``SM_HOSTS``) or GPUs (``SM_NUM_GPUS``), ``python -m trainer train``
-re-launches itself under torchrun with the first host as the rendezvous.
+On SageMaker with several hosts (resourceconfig.json or ``SM_HOSTS``) or GPUs (``SM_NUM_GPUS``),
+``python -m trainer train`` waits for the other hosts' names to resolve (``DEEPCLOUD_HOST_WAIT_S``, default
+900) and re-launches itself under torchrun with the first host as the rendezvous; only the first host
+writes the model, the report and the checkpoints (docs/trainer.md, "Several hosts").
 
 Checkpoints go to ``<base>/checkpoints`` (and ``checkpoint_s3_uri``); a restarted job resumes from the
 newest valid one. SIGTERM: finish the step, checkpoint, exit 143; SIGUSR1: checkpoint and go on.
@@ -37,10 +39,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import signal
 import sys
 import tarfile
 import traceback
+from pathlib import Path
 
 import torch
 
@@ -53,12 +56,24 @@ from trainer.artifact import (
 )
 from trainer.config import TrainConfig
 from trainer.data import load_channels
-from trainer.distributed import compute_cleanup, compute_init, torchrun_command, visible_gpus
+from trainer.distributed import (
+    LaunchConfig,
+    compute_cleanup,
+    compute_init,
+    launcher_failure,
+    peer_lost,
+    run_launcher,
+    torchrun_command,
+    visible_gpus,
+    wait_for_hosts,
+    worker_environ,
+    workers_stopped,
+)
 from trainer.errors import TrainerError
 from trainer.loop import Checkpointing, Stopped, evaluate, train
 from trainer.model import build_model, check_exportable_isolated
 from trainer.privileges import drop_privileges, write_file
-from trainer.sagemaker_env import SageMakerEnv
+from trainer.sagemaker_env import Cluster, SageMakerEnv
 from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
 
 MODEL_URI_ENV = "DEEPCLOUD_MODEL_S3_URI"
@@ -197,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     flags = StopFlags().install()
     try:
         drop_privileges(env)
-        relaunch = torchrun_command(env.hosts, env.current_host, visible_gpus())
+        cluster = env.cluster()
+        launch = LaunchConfig.from_environ()
+        relaunch = torchrun_command(cluster.hosts, cluster.current_host, visible_gpus(),
+                                    rendezvous_timeout_s=launch.rendezvous_timeout_s)
         if relaunch is not None:
-            print("launching " + " ".join(relaunch), flush=True)
-            flags.in_loop = True  # torchrun forwards SIGTERM to the workers; wait for them
-            return subprocess.run(relaunch, check=False).returncode
+            return _relaunch(env, cluster, launch, relaunch, flags)
         run(env, flags)
     except (Stopped, StopRequested) as stop:
         where = f"; checkpoint {stop.path}" if isinstance(stop, Stopped) and stop.path else ""
@@ -210,12 +226,60 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STOPPED
     except TrainerError as exc:
         return _fail(env, str(exc))
-    except Exception as exc:  # a bug, not a user error: keep the traceback for the log
-        traceback.print_exc()
+    except Exception as exc:
+        if (lost := peer_lost(exc)) is not None:  # expected when a host dies: the detail, then the one line
+            print(f"{type(exc).__name__}: {str(exc).strip()}", file=sys.stderr)
+            return _fail(env, lost)
+        traceback.print_exc()  # a bug, not a user error: keep the traceback for the log
         return _fail(env, f"internal error: {type(exc).__name__}: {exc}")
     finally:
         compute_cleanup()
     return 0
+
+
+def _relaunch(env: SageMakerEnv, cluster: Cluster, launch: LaunchConfig, command: list[str], flags: StopFlags) -> int:
+    """Run this host's part of a multi-host (or multi-GPU) job under torchrun, and make its end one line.
+
+    The other hosts' names are waited for first (SageMaker may publish them late). torchrun's own report
+    of a failure spans pages; it stays in the log, and output/failure gets one line: the one a worker of
+    this host wrote (it knows best, e.g. "lost contact with another host"), else a summary of torchrun's.
+    """
+    if cluster.others:
+        wait_for_hosts(cluster.others, launch.host_wait_s, say=lambda line: print(line, flush=True))
+    print("launching " + " ".join(command), flush=True)
+    before = _identity(env.failure_path)
+    stopping = []
+
+    def forward_sigterm(proc) -> None:
+        # SageMaker and ECS signal this process (PID 1) only: pass the stop on once, then wait for the workers
+        # to checkpoint (torchrun forwards it to them).
+        flags.stop = True
+        if not stopping:
+            stopping.append(True)
+            proc.send_signal(signal.SIGTERM)
+
+    flags.in_loop = True
+    returncode, tail = run_launcher(command, {**os.environ, **worker_environ(cluster.network_interface_name)},
+                                    forward_sigterm, stop_pending=lambda: flags.stop)
+    if returncode == 0:
+        return 0
+    if flags.stop or workers_stopped(tail, EXIT_STOPPED):
+        print("stopped on SIGTERM: restart the job to resume from the newest checkpoint", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+    if _identity(env.failure_path) not in (before, None):  # written by a worker of this run: its line stands
+        line = env.failure_path.read_text(errors="replace").strip().splitlines()[0]
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        return 1
+    return _fail(env, launcher_failure(returncode, tail, cluster.hosts[0], launch))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of ``path``, None when absent: tells a failure written by this run from an older one."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 if __name__ == "__main__":

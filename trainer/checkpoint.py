@@ -9,10 +9,16 @@ A checkpoint is built in a hidden temporary directory, every file fsynced, then 
 so ``step-<n>/`` exists only once it is complete. On start the newest checkpoint whose manifest exists
 and whose checksums verify is loaded; a torn or corrupted one is reported and skipped, never loaded.
 ``state.pt`` is read with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+
+Several processes (hosts) resume from one checkpoint: only global rank 0 writes them and only rank 0
+looks for the newest valid one; :func:`share_latest` sends its verified bytes to the other ranks over the
+process group. No rank trusts its own folder, which on SageMaker holds whatever S3 restored or an earlier
+run left there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -125,6 +131,45 @@ def load_latest(root: Path, report: Callable[[str], None] = print) -> Loaded | N
                 return Loaded(path=path, step=step, state=state)
         report(f"checkpoint {path} skipped: {problem}")
     return None
+
+
+def share_latest(loaded: Loaded | None, device: torch.device) -> Loaded | None:
+    """Rank 0's ``loaded`` on every rank of the (initialised) process group; call it on all ranks at once.
+
+    Rank 0 sends the step, the sha256 and the bytes of its verified ``state.pt`` (read again, and checked
+    against the manifest's sha256); the others check the bytes against that sha256 and load them with
+    ``weights_only=True``, exactly as rank 0 loaded its file. Only tensors cross the wire: nothing is
+    unpickled but what ``weights_only`` allows. ``device`` is where the backend moves tensors (CPU for
+    gloo, the rank's GPU for NCCL).
+    """
+    import torch.distributed as dist
+
+    sender = dist.get_rank() == 0
+    data = b""
+    digest = bytes(32)
+    if sender and loaded is not None:
+        data = (loaded.path / STATE_FILE).read_bytes()
+        digest = hashlib.sha256(data).digest()
+        expected = json.loads((loaded.path / COMMIT_FILE).read_text())["files"][STATE_FILE]["sha256"]
+        if digest.hex() != expected:  # changed on disk since it was verified: refuse rather than diverge
+            raise RuntimeError(f"{loaded.path / STATE_FILE} changed while it was being shared")
+    header = torch.tensor([loaded.step if sender and loaded is not None else -1, len(data)], dtype=torch.int64,
+                          device=device)
+    dist.broadcast(header, src=0)
+    step, size = (int(v) for v in header.tolist())
+    if step < 0:
+        return None
+    payload = torch.frombuffer(bytearray(digest + data), dtype=torch.uint8).to(device) if sender else \
+        torch.empty(32 + size, dtype=torch.uint8, device=device)
+    dist.broadcast(payload, src=0)
+    if sender:
+        return loaded
+    received = payload.cpu().numpy().tobytes()
+    digest, data = received[:32], received[32:]
+    if hashlib.sha256(data).digest() != digest:
+        raise RuntimeError(f"checkpoint step-{step} arrived from rank 0 with another sha256 than it was sent with")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return Loaded(path=Path(f"rank-0:step-{step}"), step=step, state=state)
 
 
 def prune(root: Path, keep: int) -> list[Path]:

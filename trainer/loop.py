@@ -27,7 +27,7 @@ from tqdm import tqdm
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import Split
-from trainer.distributed import Runtime, any_rank
+from trainer.distributed import Runtime, any_rank, collective_device
 from trainer.errors import ConfigError
 from trainer.signals import StopFlags
 
@@ -259,13 +259,13 @@ def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Spl
     history, progress = History(), Progress()
     log = MetricsLog(metrics_path, runtime.is_main)
 
-    loaded = checkpoint.load_latest(ckpt.root, report=lambda m: log.write("checkpoint_skipped", message=m))
-    if runtime.distributed:  # every rank must continue from the same step, or the replicas diverge
-        steps: list[int | None] = [None] * runtime.world_size
-        torch.distributed.all_gather_object(steps, loaded.step if loaded else None)
-        if len(set(steps)) != 1:
-            raise ConfigError(f"ranks found different newest checkpoints {steps}: give every host the same "
-                              "checkpoint directory or set checkpoint_s3_uri")
+    # One reader, like one writer: rank 0 picks the newest valid checkpoint of its folder and every other
+    # rank receives that very one, so all continue from the same step whatever their own folders hold.
+    loaded = None
+    if runtime.is_main:
+        loaded = checkpoint.load_latest(ckpt.root, report=lambda m: log.write("checkpoint_skipped", message=m))
+    if runtime.distributed:
+        loaded = checkpoint.share_latest(loaded, collective_device())
     if loaded is not None:
         state = loaded.state
         _check_resumable(state, cfg, runtime.world_size)
