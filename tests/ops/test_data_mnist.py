@@ -161,11 +161,6 @@ def test_train_before_make_data_names_the_dataset(tmp_path: Path) -> None:
                     f"no dataset at {tmp_path / 'data' / 'mnist'}: run `make data DATASET=mnist` first")
 
 
-def test_mnist_is_not_for_the_aws_target_yet(tmp_path: Path) -> None:
-    _one_line_error(ops(tmp_path, "data", dataset="mnist", target="aws"),
-                    "DATASET=mnist is for TARGET=local and TARGET=container; TARGET=aws trains on DATASET=digits only")
-
-
 def test_make_data_mnist_writes_its_own_folder_beside_the_digits(tmp_path: Path, dataset: Path, mnist: Path) -> None:
     home = tmp_path / "home"
     shutil.copytree(dataset, home / "data" / "digits")  # as `make data` left it
