@@ -21,11 +21,17 @@ import pytest
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Begin installing the OIP clients' venv now, in the background, when a collected test will need it."""
-    if any("clients_python" in getattr(item, "fixturenames", ()) for item in session.items):
+    """Begin installing the OIP clients' and the MLflow server's venvs now, in the background, when a collected
+    test will need them."""
+    needs = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if "clients_python" in needs:
         from tests.serving import oip_venv
 
         oip_venv.start()
+    if "mlflow_server" in needs:
+        from tests.trainer import mlflow_server
+
+        mlflow_server.VENV.start()
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -107,6 +113,21 @@ def run_trainer(base: Path, env: dict[str, str] | None = None, args: tuple[str, 
     full_env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})}
     return subprocess.run([PYTHON, "-m", "trainer", *args], cwd=REPO, env=full_env, capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+def stop_trainer_at_step(base: Path, step: int, env: dict[str, str] | None = None,
+                         timeout: float = 100) -> subprocess.CompletedProcess:
+    """Run the trainer until its log says ``step=<step>``, then SIGTERM it, as SageMaker's StopTrainingJob does;
+    the stdout it returns is what came after that line."""
+    command = [PYTHON, "-m", "trainer", "train"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})})
+    for line in proc.stdout:
+        if line.startswith(f"step={step} "):
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="session")

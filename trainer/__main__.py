@@ -24,6 +24,9 @@ On SageMaker with several hosts (resourceconfig.json or ``SM_HOSTS``) or GPUs (`
 900) and re-launches itself under torchrun with the first host as the rendezvous; only the first host
 writes the model, the report and the checkpoints (docs/trainer.md, "Several hosts").
 
+Metrics: ``output/data/metrics.jsonl``, ``key=value`` log lines, TensorBoard event files in
+``<base>/output/tensorboard`` and, when ``MLFLOW_TRACKING_URI`` is set, an MLflow run (trainer/tracking.py).
+
 Checkpoints go to ``<base>/checkpoints`` (and ``checkpoint_s3_uri``); a restarted job resumes from the
 newest valid one. SIGTERM: finish the step, checkpoint, exit 143; SIGUSR1: checkpoint and go on.
 
@@ -75,6 +78,7 @@ from trainer.model import build_model, check_exportable_isolated
 from trainer.privileges import drop_privileges, write_file
 from trainer.sagemaker_env import Cluster, SageMakerEnv
 from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
+from trainer.tracking import Tracking, tensorboard_dir, tensorboard_uri
 
 MODEL_URI_ENV = "DEEPCLOUD_MODEL_S3_URI"
 """When set (ECS), the packed model.tar.gz is uploaded to this s3://bucket/key at the end."""
@@ -109,9 +113,25 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     if cfg.checkpoint_s3_uri:
         _pull_checkpoints(cfg.checkpoint_s3_uri, env.checkpoint_dir, runtime)
     metrics_path = env.output_data_dir / "metrics.jsonl"
-    history = train(model, cfg, train_split, val_split, runtime, ckpt, flags, metrics_path)
     if not runtime.is_main:
+        train(model, cfg, train_split, val_split, runtime, ckpt, flags, metrics_path)
         return None
+    # Rank 0 only: TensorBoard always, MLflow when MLFLOW_TRACKING_URI is set; closed with the job's outcome
+    # (SIGTERM and failures included), and on ECS the event files then go to S3 beside the model.
+    tracker = Tracking.open(env.base_dir, cfg.to_dict())
+    try:
+        with tracker:
+            return _train_and_ship(env, cfg, runtime, flags, model, ckpt, metrics_path, tracker,
+                                   (train_split, val_split, test_split), (mean, std))
+    finally:
+        if model_uri := os.environ.get(MODEL_URI_ENV):
+            _upload_tensorboard(env, model_uri)
+
+
+def _train_and_ship(env, cfg, runtime, flags, model, ckpt, metrics_path, tracker, splits, normalization):
+    train_split, val_split, test_split = splits
+    mean, std = normalization
+    history = train(model, cfg, train_split, val_split, runtime, ckpt, flags, metrics_path, tracker)
 
     # Ship exactly what was measured: export, reload, check it matches eager, evaluate the reload.
     model = model.cpu()
@@ -141,6 +161,8 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     summary = {"metrics": metrics, "history": {k: getattr(history, k) for k in history.__slots__},
                "artifact": str(env.model_dir), "manifest": str(manifest_path), "report": str(report)}
     atomic_write_bytes(env.output_data_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
+    tracker.final(metrics, step=cfg.epochs)
+    tracker.artifacts({"report": report, "metrics": env.output_data_dir / "metrics.json"}, env.model_dir)
     if model_uri := os.environ.get(MODEL_URI_ENV):
         _upload_model(env, model_uri)
         summary["model_uri"] = model_uri
@@ -169,6 +191,25 @@ def _upload_model(env: SageMakerEnv, uri: str) -> None:
     finally:
         archive.unlink(missing_ok=True)
     print(f"model uploaded to {uri}", flush=True)
+
+
+def _upload_tensorboard(env: SageMakerEnv, model_uri: str) -> None:
+    """ECS: nothing syncs output/tensorboard as SageMaker's TensorBoardOutputConfig does, so upload the event
+    files beside the model (:func:`trainer.tracking.tensorboard_uri`), whatever the outcome. A failure is one
+    warning line: it must not turn a job whose model is written, or a stop, into a failure."""
+    from trainer import s3
+    from trainer.errors import DataError
+
+    local = tensorboard_dir(env.base_dir)
+    if not local.is_dir():
+        return
+    uri = tensorboard_uri(model_uri)
+    try:
+        s3.upload_dir(local, uri)
+    except DataError as exc:
+        print(f"warning: TensorBoard event files not uploaded: {exc}", file=sys.stderr, flush=True)
+        return
+    print(f"tensorboard uploaded to {uri}", flush=True)
 
 
 def _s3_uploader(uri: str):

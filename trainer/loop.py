@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from trainer.data import Split
 from trainer.distributed import Runtime, any_rank, collective_device
 from trainer.errors import ConfigError
 from trainer.signals import StopFlags
+
+if TYPE_CHECKING:
+    from trainer.tracking import Tracking
 
 CHECKPOINT_BUDGET = 0.015
 """Share of step time automatic checkpointing aims at: below the promised 2%, since the cost of one
@@ -167,10 +170,11 @@ EVENTS = frozenset({"resumed", "checkpoint"})
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object a line) and key=value lines a SageMaker metric regex can read."""
+    """metrics.jsonl (one JSON object a line) and key=value lines a SageMaker metric regex can read; every
+    record also goes to ``tracker`` (TensorBoard, MLflow: trainer/tracking.py) with the same values."""
 
-    def __init__(self, path: Path | None, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path | None, enabled: bool, tracker: Tracking | None = None) -> None:
+        self.path, self.enabled, self.tracker = path, enabled, tracker
         if enabled and path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -180,6 +184,8 @@ class MetricsLog:
         if self.path is not None:
             with self.path.open("a") as fh:
                 fh.write(json.dumps({"type": kind, "time": round(time.time(), 3), **values}) + "\n")
+        if self.tracker is not None:
+            self.tracker.record(kind, values)
         if echo:
             line = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
             if kind in EVENTS:  # a metric line is key=value only (SageMaker's regexes); an event says what it is
@@ -236,8 +242,11 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, world_size: int) -
 
 
 def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Split, runtime: Runtime,
-          ckpt: Checkpointing, flags: StopFlags, metrics_path: Path | None) -> History:
-    """Train to the end, resuming from the newest valid checkpoint; raises Stopped on SIGTERM."""
+          ckpt: Checkpointing, flags: StopFlags, metrics_path: Path | None,
+          tracker: Tracking | None = None) -> History:
+    """Train to the end, resuming from the newest valid checkpoint; raises Stopped on SIGTERM.
+
+    ``tracker`` (rank 0's, or None) gets every metrics record as it is written."""
     device = runtime.device
     core = model  # what is saved and exported; ``model`` may be wrapped for DDP or compiled
     if cfg.channels_last and device.type == "cuda":
@@ -257,7 +266,7 @@ def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Spl
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history, progress = History(), Progress()
-    log = MetricsLog(metrics_path, runtime.is_main)
+    log = MetricsLog(metrics_path, runtime.is_main, tracker)
 
     # One reader, like one writer: rank 0 picks the newest valid checkpoint of its folder and every other
     # rank receives that very one, so all continue from the same step whatever their own folders hold.
