@@ -110,7 +110,7 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     model = model.to(runtime.device)
     ckpt = Checkpointing(root=env.checkpoint_dir, keep=cfg.keep_checkpoints,
                          uploader=_s3_uploader(cfg.checkpoint_s3_uri) if runtime.is_main else None)
-    if cfg.checkpoint_s3_uri:
+    if cfg.checkpoint_s3_uri and runtime.is_main:  # only rank 0 reads the folder; the others get its checkpoint from it
         _pull_checkpoints(cfg.checkpoint_s3_uri, env.checkpoint_dir, runtime)
     metrics_path = env.output_data_dir / "metrics.jsonl"
     if not runtime.is_main:
