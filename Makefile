@@ -112,6 +112,18 @@ infra-preview: setup  ## pulumi preview with the policy pack (needs the Pulumi C
 	$(PY) -m infra.cli preview
 
 .PHONY: lint
-lint: setup  ## ruff check, and hadolint on both Dockerfiles
+lint: setup  ## ruff check and ruff format --check, and hadolint on both Dockerfiles
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint --failure-threshold warning trainer/Dockerfile serving/Dockerfile
+
+.PHONY: format
+format: setup  ## Rewrite the code in ruff's format and apply ruff's safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: clean
+clean:  ## Remove caches and build leftovers (keeps .venv, the images and .deepcloud/: make destroy removes what runs)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache .wheelhouse build dist *.egg-info
+	find . -path ./.venv -prune -o -path './.venv-*' -prune -o -path ./.deepcloud -prune -o -path ./.engine -prune \
+		-o -name __pycache__ -type d -print0 | xargs -0 rm -rf

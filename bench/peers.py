@@ -61,8 +61,13 @@ TORCH = "torch==2.13.0"
 """Installed first in every peer venv, then repeated as a constraint (requirements/peers/torch.txt): the CPU wheel."""
 PEERS = ("litserve", "pytriton", "mlserver", "bentoml", "rayserve")
 """In the bench's order; each has requirements/peers/<name>.txt and serve_support/peer_<name>.py."""
-PACKAGE = {"litserve": "litserve", "pytriton": "nvidia-pytriton", "mlserver": "mlserver", "bentoml": "bentoml",
-           "rayserve": "ray"}
+PACKAGE = {
+    "litserve": "litserve",
+    "pytriton": "nvidia-pytriton",
+    "mlserver": "mlserver",
+    "bentoml": "bentoml",
+    "rayserve": "ray",
+}
 MARKER = ".deepcloud-requirements"
 """In each venv: the sha256 of the requirements file it was installed from (a change reinstalls)."""
 
@@ -98,8 +103,10 @@ def torch_build(python: Path) -> tuple[str, str | None]:
 def check_torch(name: str) -> str:
     version, cuda = torch_build(venv_python(name))
     if version.split("+")[0] != TORCH.split("==")[1] or cuda is not None:
-        raise PeerError(f"{name}: .venv-peers/{name} has torch {version} (CUDA {cuda}), not the CPU build of "
-                        f"{TORCH}: remove .venv-peers/{name} and re-run")
+        raise PeerError(
+            f"{name}: .venv-peers/{name} has torch {version} (CUDA {cuda}), not the CPU build of "
+            f"{TORCH}: remove .venv-peers/{name} and re-run"
+        )
     return version
 
 
@@ -117,8 +124,9 @@ def ensure(name: str, install: bool) -> str:
         return check_torch(name)
     venv = VENVS / name
     if not install:
-        raise PeerError(f"{name} is not installed in .venv-peers/{name} (run without --no-install, or leave it "
-                        "out of --servers)")
+        raise PeerError(
+            f"{name} is not installed in .venv-peers/{name} (run without --no-install, or leave it out of --servers)"
+        )
     if venv.exists():
         shutil.rmtree(venv)
     _run_loud([sys.executable, "-m", "venv", str(venv)])
@@ -132,8 +140,9 @@ def ensure(name: str, install: bool) -> str:
 
 def package_version(name: str) -> str:
     code = f"from importlib.metadata import version; print(version({PACKAGE[name]!r}))"
-    done = subprocess.run([str(venv_python(name)), "-c", code], capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [str(venv_python(name)), "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     return done.stdout.strip() or "?"
 
 
@@ -164,8 +173,11 @@ def v2_body(instances_body: Path, out: Path) -> Path:
     import numpy as np
 
     array = np.asarray(json.loads(instances_body.read_text())["instances"], dtype=np.float32)
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(array.shape),
-                        "data": [float(v) for v in array.ravel()]}]}
+    body = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": list(array.shape), "data": [float(v) for v in array.ravel()]}
+        ]
+    }
     out.write_text(json.dumps(body, separators=(",", ":")))
     return out
 
@@ -177,8 +189,13 @@ def v2_predictions(answer: bytes) -> bytes:
     rows, width = probs["shape"][0], probs["shape"][1]
     predictions: list[dict[str, Any]] = []
     for i in range(rows):
-        predictions.append({"label": label["data"][i], "index": index["data"][i],
-                            "probabilities": probs["data"][i * width:(i + 1) * width]})
+        predictions.append(
+            {
+                "label": label["data"][i],
+                "index": index["data"][i],
+                "probabilities": probs["data"][i * width : (i + 1) * width],
+            }
+        )
     return json.dumps({"predictions": predictions}).encode()
 
 
@@ -197,15 +214,24 @@ client still waits for. It is a deadline, not a batch window: BentoML learns how
 
 def bentoml_args(model_dir: Path, threads: int, port: int, batch: int | None) -> list[str]:
     """peer_bentoml.py's arguments (``bentoml serve``'s): loopback and its Bento arguments; ``batch`` None: defaults."""
-    args = ["--host", "127.0.0.1", "--port", str(port),
-            "--arg", f"model_dir={model_dir}", "--arg", f"threads={threads}"]
+    args = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--arg",
+        f"model_dir={model_dir}",
+        "--arg",
+        f"threads={threads}",
+    ]
     if batch is not None:
         args += ["--arg", f"max_batch_size={batch}", "--arg", f"max_latency_ms={BENTOML_MAX_LATENCY_MS}"]
     return args
 
 
-def rayserve_args(model_dir: Path, threads: int, port: int, temp_dir: Path, batch: int | None,
-                  delay_ms: int) -> list[str]:
+def rayserve_args(
+    model_dir: Path, threads: int, port: int, temp_dir: Path, batch: int | None, delay_ms: int
+) -> list[str]:
     """peer_rayserve.py's arguments; ``batch`` None: the deployment's defaults, no ``@serve.batch``."""
     args = ["--model-dir", str(model_dir), "--port", str(port), "--threads", str(threads), "--temp-dir", str(temp_dir)]
     if batch is not None:
@@ -213,15 +239,26 @@ def rayserve_args(model_dir: Path, threads: int, port: int, temp_dir: Path, batc
     return args
 
 
-def write_mlserver_settings(home: Path, name: str, model_dir: Path, threads: int, ports: list[int],
-                            batch: int | None, delay_ms: int) -> Path:
+def write_mlserver_settings(
+    home: Path, name: str, model_dir: Path, threads: int, ports: list[int], batch: int | None, delay_ms: int
+) -> Path:
     """settings.json and NAME/model-settings.json for ``mlserver start HOME``; ``batch`` None: MLServer's defaults."""
     (home / name).mkdir(parents=True)
-    settings = {"host": "127.0.0.1", "http_port": ports[0], "grpc_port": ports[1], "metrics_port": ports[2],
-                "metrics_endpoint": None, "debug": False, "load_models_at_startup": True}
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": ports[0],
+        "grpc_port": ports[1],
+        "metrics_port": ports[2],
+        "metrics_endpoint": None,
+        "debug": False,
+        "load_models_at_startup": True,
+    }
     (home / "settings.json").write_text(json.dumps(settings, indent=2))
-    model: dict[str, Any] = {"name": name, "implementation": "peer_mlserver.BenchModel",
-                             "parameters": {"uri": str(model_dir), "extra": {"threads": threads}}}
+    model: dict[str, Any] = {
+        "name": name,
+        "implementation": "peer_mlserver.BenchModel",
+        "parameters": {"uri": str(model_dir), "extra": {"threads": threads}},
+    }
     if batch is not None:
         model.update(max_batch_size=batch, max_batch_time=delay_ms / 1000)
     (home / name / "model-settings.json").write_text(json.dumps(model, indent=2))

@@ -155,8 +155,10 @@ SAMPLE_SECONDS = 0.1
 QUIET = 0.10
 MAX_BATCH = 4096
 """The artifacts' dynamic batch bound, as the trainer exports them."""
-LABELS = {"mlp": [str(i) for i in range(10)],
-          "cnn": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+LABELS = {
+    "mlp": [str(i) for i in range(10)],
+    "cnn": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
 
 
 class BenchError(Exception):
@@ -184,10 +186,16 @@ def _build_model(name: str):
         return nn.Sequential(Normalize(1), nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), [1, 8, 8]
     return nn.Sequential(
         Normalize(3),
-        nn.Conv2d(3, 128, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10),
+        nn.Conv2d(3, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(128, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(128, 256, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(256, 10),
     ), [3, 32, 32]
 
 
@@ -211,13 +219,19 @@ def write_artifact(name: str, model_dir: Path) -> dict[str, Any]:
         "model": {"file": "model.pt2", "format": "torch.export", "sha256": digest, "max_batch_size": MAX_BATCH},
         "input": {"dtype": "float32", "shape": shape, "layout": "NCHW"},
         "output": {"type": "logits", "shape": [10]},
-        "preprocessing": {"pixel_range": [0, 255], "color_mode": "L" if channels == 1 else "RGB",
-                          "size": shape[1:],
-                          "normalization": {"mean": [0.5] * channels, "std": [0.25] * channels,
-                                            "applied": "in_model"}},
+        "preprocessing": {
+            "pixel_range": [0, 255],
+            "color_mode": "L" if channels == 1 else "RGB",
+            "size": shape[1:],
+            "normalization": {"mean": [0.5] * channels, "std": [0.25] * channels, "applied": "in_model"},
+        },
         "labels": LABELS[name],
-        "training": {"config": {"model": f"bench.serve {name}", "seed": 0}, "torch_version": torch.__version__,
-                     "git_revision": "unknown", "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())},
+        "training": {
+            "config": {"model": f"bench.serve {name}", "seed": 0},
+            "torch_version": torch.__version__,
+            "git_revision": "unknown",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        },
     }
     (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -239,8 +253,9 @@ class Workload:
     """Run ours with its own batching defaults (no batch flags) rather than with ``batch``/``delay_ms``."""
 
 
-def make_workload(name: str, store: Path, connections: int, batch: int, delay_ms: int,
-                  ours_defaults: bool = False) -> Workload:
+def make_workload(
+    name: str, store: Path, connections: int, batch: int, delay_ms: int, ours_defaults: bool = False
+) -> Workload:
     """The artifact, one request body, and its expected answer: of 16 seeded random inputs, the one whose
     top two logits are furthest apart, so float noise (batched vs unbatched) cannot flip the argmax."""
     import numpy as np
@@ -271,7 +286,7 @@ def _stat_fields(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return None if fields[0] in ("Z", "X") else fields
 
 
@@ -400,8 +415,15 @@ def stop(server: Server) -> None:
     """Stop every process of the server's session: TorchServe's own --stop first, then SIGTERM, then SIGKILL."""
     if server.kind == "torchserve" and server.alive():
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run([_venv_script("torchserve"), "--stop"], cwd=server.cwd, env=server.env, timeout=60,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                [_venv_script("torchserve"), "--stop"],
+                cwd=server.cwd,
+                env=server.env,
+                timeout=60,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
         _wait_gone(server, 20)
     for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
         pids = session_pids(server.sid)
@@ -429,11 +451,28 @@ def _wait_gone(server: Server, seconds: float) -> None:
         time.sleep(0.1)
 
 
-def _spawn(kind: str, wl: Workload, cmd: list[str], env: dict[str, str], cwd: Path, log: Path, port: int,
-           path: str, settings: str, **extra: Any) -> Server:
+def _spawn(
+    kind: str,
+    wl: Workload,
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    port: int,
+    path: str,
+    settings: str,
+    **extra: Any,
+) -> Server:
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = Server(kind, wl.name, proc, port, path, log, env, cwd, settings, **extra)
     RUNNING.append(server)
     return server
@@ -468,8 +507,14 @@ class Context:
 
 
 def ours_cli() -> str:
-    out = subprocess.run([sys.executable, "-m", "serving", "serve", "--help"], cwd=REPO, capture_output=True,
-                         text=True, timeout=60, check=False).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "serving", "serve", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
     needed = ("--model-store", "--models", "--threads", "--max-batch-size", "--max-batch-delay-ms")
     return "store" if all(flag in out for flag in needed) else "model-dir"
 
@@ -478,8 +523,15 @@ def start_ours(ctx: Context, wl: Workload) -> Server:
     port = free_ports(1)[0]
     base = [sys.executable, "-m", "serving", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if ctx.ours_cli == "store":
-        cmd = [*base, "--model-store", str(ctx.store), "--models", f"{wl.name}={wl.name}", "--threads",
-               str(ctx.threads)]
+        cmd = [
+            *base,
+            "--model-store",
+            str(ctx.store),
+            "--models",
+            f"{wl.name}={wl.name}",
+            "--threads",
+            str(ctx.threads),
+        ]
         if wl.ours_defaults:
             path, settings = f"/predictions/{wl.name}", "defaults: batch<=32, 0 ms"
         else:
@@ -488,16 +540,36 @@ def start_ours(ctx: Context, wl: Workload) -> Server:
     else:
         cmd = [*base, "--model-dir", str(wl.model_dir)]
         path, settings = "/invocations", "no batching (old CLI)"
-    return _spawn("ours", wl, [*cmd, *ctx.ours_args], ctx.env, REPO, ctx.work / f"ours-{wl.name}.log", port, path,
-                  settings, ping=True)
+    return _spawn(
+        "ours",
+        wl,
+        [*cmd, *ctx.ours_args],
+        ctx.env,
+        REPO,
+        ctx.work / f"ours-{wl.name}.log",
+        port,
+        path,
+        settings,
+        ping=True,
+    )
 
 
 def start_bare(ctx: Context, wl: Workload) -> Server:
     port = free_ports(1)[0]
-    cmd = [sys.executable, "-m", "bench.serve_support.bare_app", "--model-dir", str(wl.model_dir), "--host",
-           "127.0.0.1", "--port", str(port), "--threads", str(ctx.threads)]
-    return _spawn("bare", wl, cmd, ctx.env, REPO, ctx.work / f"bare-{wl.name}.log", port, "/predict",
-                  "one at a time")
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.serve_support.bare_app",
+        "--model-dir",
+        str(wl.model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        str(ctx.threads),
+    ]
+    return _spawn("bare", wl, cmd, ctx.env, REPO, ctx.work / f"bare-{wl.name}.log", port, "/predict", "one at a time")
 
 
 def fresh_dir(ctx: Context, name: str) -> Path:
@@ -508,21 +580,42 @@ def fresh_dir(ctx: Context, name: str) -> Path:
 def handler_files(ctx: Context, wl: Workload, home: Path) -> list[Path]:
     """What the .mar holds: the program, the manifest, the handler and its settings (threads)."""
     (home / "bench_handler.json").write_text(json.dumps({"threads": ctx.threads}))
-    return [wl.model_dir / "model.pt2", wl.model_dir / "manifest.json", SUPPORT / "torchserve_handler.py",
-            home / "bench_handler.json"]
+    return [
+        wl.model_dir / "model.pt2",
+        wl.model_dir / "manifest.json",
+        SUPPORT / "torchserve_handler.py",
+        home / "bench_handler.json",
+    ]
 
 
 def write_mar(ctx: Context, wl: Workload, home: Path, store: Path, log: Path) -> Path:
     """The .mar TorchServe serves (torch-model-archiver), with the workload's batch settings."""
     model, manifest, handler, settings = handler_files(ctx, wl, home)
     (home / "model-config.yaml").write_text(
-        f"minWorkers: 1\nmaxWorkers: 1\nbatchSize: {wl.batch}\nmaxBatchDelay: {wl.delay_ms}\nresponseTimeout: 120\n")
-    archive = [_venv_script("torch-model-archiver"), "--model-name", wl.name, "--version", "1.0",
-               "--serialized-file", str(model), "--handler", str(handler), "--extra-files", f"{manifest},{settings}",
-               "--config-file", str(home / "model-config.yaml"), "--export-path", str(store), "--force"]
+        f"minWorkers: 1\nmaxWorkers: 1\nbatchSize: {wl.batch}\nmaxBatchDelay: {wl.delay_ms}\nresponseTimeout: 120\n"
+    )
+    archive = [
+        _venv_script("torch-model-archiver"),
+        "--model-name",
+        wl.name,
+        "--version",
+        "1.0",
+        "--serialized-file",
+        str(model),
+        "--handler",
+        str(handler),
+        "--extra-files",
+        f"{manifest},{settings}",
+        "--config-file",
+        str(home / "model-config.yaml"),
+        "--export-path",
+        str(store),
+        "--force",
+    ]
     with log.open("ab") as out:
-        done = subprocess.run(archive, cwd=home, env=ctx.env, stdout=out, stderr=subprocess.STDOUT, timeout=300,
-                              check=False)
+        done = subprocess.run(
+            archive, cwd=home, env=ctx.env, stdout=out, stderr=subprocess.STDOUT, timeout=300, check=False
+        )
     if done.returncode != 0:
         raise BenchError(f"torch-model-archiver exited {done.returncode}:\n{_tail(log)}")
     return store / f"{wl.name}.mar"
@@ -534,9 +627,15 @@ def write_script_artifact(wl: Workload, root: Path) -> Path:
     shutil.copy(wl.model_dir / "model.pt2", root / "model.pt2")
     shutil.copy(SUPPORT / "inference_script.py", root / "code" / "inference.py")
     manifest = wl.manifest
-    (root / "bench_model.json").write_text(json.dumps({
-        "labels": manifest["labels"], "shape": manifest["input"]["shape"],
-        "pixel_range": manifest["preprocessing"]["pixel_range"]}))
+    (root / "bench_model.json").write_text(
+        json.dumps(
+            {
+                "labels": manifest["labels"],
+                "shape": manifest["input"]["shape"],
+                "pixel_range": manifest["preprocessing"]["pixel_range"],
+            }
+        )
+    )
     return root
 
 
@@ -546,13 +645,32 @@ def start_ours_kind(ctx: Context, wl: Workload, kind: str) -> Server:
     store = home / "store"
     store.mkdir(parents=True)
     log = ctx.work / f"{kind}-{wl.name}.log"
-    entry = (write_mar(ctx, wl, home, store, log).name if kind == "ours-mar"
-             else write_script_artifact(wl, store / wl.name).name)
+    entry = (
+        write_mar(ctx, wl, home, store, log).name
+        if kind == "ours-mar"
+        else write_script_artifact(wl, store / wl.name).name
+    )
     port = free_ports(1)[0]
-    cmd = [sys.executable, "-m", "serving", "serve", "--host", "127.0.0.1", "--port", str(port), "--model-store",
-           str(store), "--models", f"{wl.name}={entry}", "--threads", str(ctx.threads), *ctx.ours_args]
-    return _spawn(kind, wl, cmd, ctx.env, REPO, log, port, f"/predictions/{wl.name}", "defaults: batch<=32, 0 ms",
-                  ping=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "serving",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-store",
+        str(store),
+        "--models",
+        f"{wl.name}={entry}",
+        "--threads",
+        str(ctx.threads),
+        *ctx.ours_args,
+    ]
+    return _spawn(
+        kind, wl, cmd, ctx.env, REPO, log, port, f"/predictions/{wl.name}", "defaults: batch<=32, 0 ms", ping=True
+    )
 
 
 def start_bare_kind(ctx: Context, wl: Workload, kind: str) -> Server:
@@ -566,10 +684,22 @@ def start_bare_kind(ctx: Context, wl: Workload, kind: str) -> Server:
     else:
         model_dir, style = write_script_artifact(wl, home / wl.name), "script"
     port = free_ports(1)[0]
-    cmd = [sys.executable, "-m", "bench.serve_support.bare_kinds", "--kind", style, "--model-dir", str(model_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--threads", str(ctx.threads)]
-    return _spawn(kind, wl, cmd, ctx.env, REPO, ctx.work / f"{kind}-{wl.name}.log", port, "/predict",
-                  "one at a time")
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.serve_support.bare_kinds",
+        "--kind",
+        style,
+        "--model-dir",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        str(ctx.threads),
+    ]
+    return _spawn(kind, wl, cmd, ctx.env, REPO, ctx.work / f"{kind}-{wl.name}.log", port, "/predict", "one at a time")
 
 
 def start_torchserve(ctx: Context, wl: Workload) -> Server:
@@ -586,19 +716,47 @@ def start_torchserve(ctx: Context, wl: Workload) -> Server:
     inference, management = ports[0], ports[1]
     write_config(home / "config.properties", store, ports)
     env = {**ctx.env, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
-    cmd = [_venv_script("torchserve"), "--start", "--ncs", "--disable-token-auth", "--ts-config",
-           str(home / "config.properties"), "--model-store", str(store), "--models", f"{wl.name}={wl.name}.mar"]
+    cmd = [
+        _venv_script("torchserve"),
+        "--start",
+        "--ncs",
+        "--disable-token-auth",
+        "--ts-config",
+        str(home / "config.properties"),
+        "--model-store",
+        str(store),
+        "--models",
+        f"{wl.name}={wl.name}.mar",
+    ]
     if ctx.torchserve_logging == "quiet":
         cmd += ["--log-config", str(SUPPORT / "log4j2-quiet.xml")]
-    return _spawn("torchserve", wl, cmd, env, home, log, inference, f"/predictions/{wl.name}",
-                  f"batch {wl.batch}, {wl.delay_ms} ms", management_port=management)
+    return _spawn(
+        "torchserve",
+        wl,
+        cmd,
+        env,
+        home,
+        log,
+        inference,
+        f"/predictions/{wl.name}",
+        f"batch {wl.batch}, {wl.delay_ms} ms",
+        management_port=management,
+    )
 
 
 def start_litserve(ctx: Context, wl: Workload) -> Server:
     """LitServe (bench/serve_support/peer_litserve.py) in .venv-peers/litserve; its batching for the cnn."""
     port = free_ports(1)[0]
-    cmd = [str(peers.venv_python("litserve")), str(SUPPORT / "peer_litserve.py"), "--model-dir", str(wl.model_dir),
-           "--port", str(port), "--threads", str(ctx.threads)]
+    cmd = [
+        str(peers.venv_python("litserve")),
+        str(SUPPORT / "peer_litserve.py"),
+        "--model-dir",
+        str(wl.model_dir),
+        "--port",
+        str(port),
+        "--threads",
+        str(ctx.threads),
+    ]
     settings = "defaults: batch 1"
     if not wl.ours_defaults:
         cmd += ["--max-batch-size", str(wl.batch), "--batch-timeout-ms", str(wl.delay_ms)]
@@ -606,8 +764,7 @@ def start_litserve(ctx: Context, wl: Workload) -> Server:
     tmp = peers.short_dir("dc-ls-")  # multiprocessing's pymp-* socket dirs, which a SIGTERM leaves behind
     SCRATCH.append(tmp)
     env = {**peers.peer_env("litserve", ctx.env), "TMPDIR": str(tmp)}
-    return _spawn("litserve", wl, cmd, env, ctx.work,
-                  ctx.work / f"litserve-{wl.name}.log", port, "/predict", settings)
+    return _spawn("litserve", wl, cmd, env, ctx.work, ctx.work / f"litserve-{wl.name}.log", port, "/predict", settings)
 
 
 def start_pytriton(ctx: Context, wl: Workload) -> Server:
@@ -615,44 +772,101 @@ def start_pytriton(ctx: Context, wl: Workload) -> Server:
     http, grpc = free_ports(2)
     workspace = peers.short_dir("dc-pt-")  # its sockets live there: keep the path short
     SCRATCH.append(workspace)
-    cmd = [str(peers.venv_python("pytriton")), str(SUPPORT / "peer_pytriton.py"), "--model-dir", str(wl.model_dir),
-           "--name", wl.name, "--http-port", str(http), "--grpc-port", str(grpc), "--threads", str(ctx.threads),
-           "--workspace", str(workspace / "ws")]
+    cmd = [
+        str(peers.venv_python("pytriton")),
+        str(SUPPORT / "peer_pytriton.py"),
+        "--model-dir",
+        str(wl.model_dir),
+        "--name",
+        wl.name,
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--threads",
+        str(ctx.threads),
+        "--workspace",
+        str(workspace / "ws"),
+    ]
     settings = "defaults: batch<=4, 0 ms"
     if not wl.ours_defaults:
         cmd += ["--max-batch-size", str(wl.batch), "--max-queue-delay-ms", str(wl.delay_ms)]
         settings = f"batch {wl.batch}, {wl.delay_ms} ms"
     env = {**peers.peer_env("pytriton", ctx.env), "TMPDIR": str(workspace)}
     body = peers.v2_body(wl.body, ctx.work / f"body-{wl.name}-v2.json")
-    return _spawn("pytriton", wl, cmd, env, ctx.work, ctx.work / f"pytriton-{wl.name}.log", http,
-                  f"/v2/models/{wl.name}/infer", settings, body=body, answer=peers.v2_predictions)
+    return _spawn(
+        "pytriton",
+        wl,
+        cmd,
+        env,
+        ctx.work,
+        ctx.work / f"pytriton-{wl.name}.log",
+        http,
+        f"/v2/models/{wl.name}/infer",
+        settings,
+        body=body,
+        answer=peers.v2_predictions,
+    )
 
 
 def start_mlserver(ctx: Context, wl: Workload) -> Server:
     """MLServer with the custom runtime bench/serve_support/peer_mlserver.py; its adaptive batching for the cnn."""
     ports = free_ports(3)
-    home = peers.write_mlserver_settings(fresh_dir(ctx, f"mlserver-{wl.name}"), wl.name, wl.model_dir, ctx.threads,
-                                         ports,
-                                         None if wl.ours_defaults else wl.batch, wl.delay_ms)
+    home = peers.write_mlserver_settings(
+        fresh_dir(ctx, f"mlserver-{wl.name}"),
+        wl.name,
+        wl.model_dir,
+        ctx.threads,
+        ports,
+        None if wl.ours_defaults else wl.batch,
+        wl.delay_ms,
+    )
     cmd = [str(peers.VENVS / "mlserver" / "bin" / "mlserver"), "start", str(home)]
     settings = "defaults: no batching" if wl.ours_defaults else f"batch {wl.batch}, {wl.delay_ms} ms"
     body = peers.v2_body(wl.body, ctx.work / f"body-{wl.name}-v2.json")
-    return _spawn("mlserver", wl, cmd, peers.peer_env("mlserver", ctx.env), home, ctx.work / f"mlserver-{wl.name}.log",
-                  ports[0], f"/v2/models/{wl.name}/infer", settings, body=body, answer=peers.v2_predictions)
+    return _spawn(
+        "mlserver",
+        wl,
+        cmd,
+        peers.peer_env("mlserver", ctx.env),
+        home,
+        ctx.work / f"mlserver-{wl.name}.log",
+        ports[0],
+        f"/v2/models/{wl.name}/infer",
+        settings,
+        body=body,
+        answer=peers.v2_predictions,
+    )
 
 
 def start_bentoml(ctx: Context, wl: Workload) -> Server:
     """BentoML (bench/serve_support/peer_bentoml.py: ``bentoml serve``); its adaptive batching for the cnn."""
     port = free_ports(1)[0]
     batch = None if wl.ours_defaults else wl.batch
-    cmd = [str(peers.venv_python("bentoml")), str(SUPPORT / "peer_bentoml.py"),
-           *peers.bentoml_args(wl.model_dir, ctx.threads, port, batch)]
-    settings = ("defaults: no batching" if batch is None
-                else f"batch {batch}, adaptive wait (max_latency {peers.BENTOML_MAX_LATENCY_MS} ms)")
+    cmd = [
+        str(peers.venv_python("bentoml")),
+        str(SUPPORT / "peer_bentoml.py"),
+        *peers.bentoml_args(wl.model_dir, ctx.threads, port, batch),
+    ]
+    settings = (
+        "defaults: no batching"
+        if batch is None
+        else f"batch {batch}, adaptive wait (max_latency {peers.BENTOML_MAX_LATENCY_MS} ms)"
+    )
     home = fresh_dir(ctx, f"bentoml-{wl.name}")
     env = {**peers.peer_env("bentoml", ctx.env), "BENTOML_HOME": str(home), "TMPDIR": str(home)}
-    return _spawn("bentoml", wl, cmd, env, ctx.work, ctx.work / f"bentoml-{wl.name}.log", port, "/predict", settings,
-                  answer=peers.bentoml_predictions)
+    return _spawn(
+        "bentoml",
+        wl,
+        cmd,
+        env,
+        ctx.work,
+        ctx.work / f"bentoml-{wl.name}.log",
+        port,
+        "/predict",
+        settings,
+        answer=peers.bentoml_predictions,
+    )
 
 
 def start_rayserve(ctx: Context, wl: Workload) -> Server:
@@ -661,18 +875,28 @@ def start_rayserve(ctx: Context, wl: Workload) -> Server:
     tmp = peers.short_dir("dc-ray-")  # Ray's session dir and its Unix sockets (108-byte paths): removed at the end
     SCRATCH.append(tmp)
     batch = None if wl.ours_defaults else wl.batch
-    cmd = [str(peers.venv_python("rayserve")), str(SUPPORT / "peer_rayserve.py"),
-           *peers.rayserve_args(wl.model_dir, ctx.threads, port, tmp, batch, wl.delay_ms)]
+    cmd = [
+        str(peers.venv_python("rayserve")),
+        str(SUPPORT / "peer_rayserve.py"),
+        *peers.rayserve_args(wl.model_dir, ctx.threads, port, tmp, batch, wl.delay_ms),
+    ]
     settings = "defaults: no batching" if batch is None else f"batch {batch}, {wl.delay_ms} ms"
     env = {**peers.peer_env("rayserve", ctx.env), "TMPDIR": str(tmp), "RAY_TMPDIR": str(tmp)}
     return _spawn("rayserve", wl, cmd, env, ctx.work, ctx.work / f"rayserve-{wl.name}.log", port, "/predict", settings)
 
 
-STARTERS = {"ours": start_ours, "torchserve": start_torchserve, "bare": start_bare,
-            "litserve": start_litserve, "pytriton": start_pytriton, "mlserver": start_mlserver,
-            "bentoml": start_bentoml, "rayserve": start_rayserve,
-            **{kind: functools.partial(start_ours_kind, kind=kind) for kind in ("ours-mar", "ours-script")},
-            **{kind: functools.partial(start_bare_kind, kind=kind) for kind in ("bare-mar", "bare-script")}}
+STARTERS = {
+    "ours": start_ours,
+    "torchserve": start_torchserve,
+    "bare": start_bare,
+    "litserve": start_litserve,
+    "pytriton": start_pytriton,
+    "mlserver": start_mlserver,
+    "bentoml": start_bentoml,
+    "rayserve": start_rayserve,
+    **{kind: functools.partial(start_ours_kind, kind=kind) for kind in ("ours-mar", "ours-script")},
+    **{kind: functools.partial(start_bare_kind, kind=kind) for kind in ("bare-mar", "bare-script")},
+}
 
 
 def _request(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, bytes]:
@@ -714,23 +938,28 @@ def wait_ready(server: Server, wl: Workload, timeout: float) -> None:
         try:
             answer = server.answer(answer)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise BenchError(f"{server.kind} answered something else than its protocol's outputs ({exc}): "
-                             f"{answer[:300]!r}") from None
+            raise BenchError(
+                f"{server.kind} answered something else than its protocol's outputs ({exc}): {answer[:300]!r}"
+            ) from None
     check_answer(server.kind, answer, wl)
 
 
 def check_answer(kind: str, answer: bytes, wl: Workload) -> None:
     try:
         got = json.loads(answer)["predictions"][0]
-        ok = (got["index"] == wl.expected["index"] and got["label"] == wl.expected["label"]
-              and len(got["probabilities"]) == len(wl.expected["probabilities"])
-              and max(abs(a - b) for a, b in zip(got["probabilities"], wl.expected["probabilities"], strict=True))
-              <= 1e-4)
+        ok = (
+            got["index"] == wl.expected["index"]
+            and got["label"] == wl.expected["label"]
+            and len(got["probabilities"]) == len(wl.expected["probabilities"])
+            and max(abs(a - b) for a, b in zip(got["probabilities"], wl.expected["probabilities"], strict=True)) <= 1e-4
+        )
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise BenchError(f"{kind} answered something else than predictions ({exc}): {answer[:300]!r}") from None
     if not ok:
-        raise BenchError(f"{kind} answered index {got.get('index')} label {got.get('label')!r} probabilities "
-                         f"{got.get('probabilities')}, expected {wl.expected}")
+        raise BenchError(
+            f"{kind} answered index {got.get('index')} label {got.get('label')!r} probabilities "
+            f"{got.get('probabilities')}, expected {wl.expected}"
+        )
 
 
 def torchserve_settings(server: Server, wl: Workload) -> str:
@@ -744,8 +973,10 @@ def torchserve_settings(server: Server, wl: Workload) -> str:
         raise BenchError(f"torchserve management API GET /models/{server.model}: {status} {answer[:200]!r}")
     workers = len(info.get("workers", []))
     if info.get("batchSize") != wl.batch or workers != 1:
-        raise BenchError(f"torchserve registered batchSize {info.get('batchSize')} with {workers} workers, "
-                         f"expected {wl.batch} with 1: {answer[:500]!r}")
+        raise BenchError(
+            f"torchserve registered batchSize {info.get('batchSize')} with {workers} workers, "
+            f"expected {wl.batch} with 1: {answer[:500]!r}"
+        )
     # TorchServe reads maxBatchDelay 0 as unset (100 ms); with batchSize 1 it never waits, so it is moot.
     return f"batch {info.get('batchSize')}, {info.get('maxBatchDelay') if wl.batch > 1 else 0} ms"
 
@@ -762,8 +993,10 @@ def pytriton_settings(server: Server, wl: Workload) -> str:
     size = config.get("max_batch_size")
     delay_ms = int(config["dynamic_batching"].get("max_queue_delay_microseconds", 0)) / 1000
     if not wl.ours_defaults and (size != wl.batch or delay_ms != wl.delay_ms):
-        raise BenchError(f"pytriton loaded max_batch_size {size}, max_queue_delay {delay_ms:g} ms, expected "
-                         f"{wl.batch} and {wl.delay_ms}: {answer[:300]!r}")
+        raise BenchError(
+            f"pytriton loaded max_batch_size {size}, max_queue_delay {delay_ms:g} ms, expected "
+            f"{wl.batch} and {wl.delay_ms}: {answer[:300]!r}"
+        )
     return f"{'defaults: ' if wl.ours_defaults else ''}batch{'<=' if wl.ours_defaults else ' '}{size}, {delay_ms:g} ms"
 
 
@@ -789,12 +1022,31 @@ class Result:
 
 
 def run_wrk(server: Server, wl: Workload, seconds: int, threads: int, work: Path) -> dict[str, Any]:
-    cmd = ["wrk", "-t", str(min(threads, wl.connections)), "-c", str(wl.connections), "-d", f"{seconds}s",
-           "--timeout", "30s", "--latency", "-s", str(SUPPORT / "wrk.lua"), f"http://127.0.0.1:{server.port}{server.path}"]
+    cmd = [
+        "wrk",
+        "-t",
+        str(min(threads, wl.connections)),
+        "-c",
+        str(wl.connections),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "30s",
+        "--latency",
+        "-s",
+        str(SUPPORT / "wrk.lua"),
+        f"http://127.0.0.1:{server.port}{server.path}",
+    ]
     try:
-        done = subprocess.run(cmd, env={**os.environ, "BENCH_BODY": str(server.body or wl.body)}, capture_output=True,
-                              text=True,
-                              timeout=seconds + 120, check=False, cwd=work)
+        done = subprocess.run(
+            cmd,
+            env={**os.environ, "BENCH_BODY": str(server.body or wl.body)},
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+            check=False,
+            cwd=work,
+        )
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish a {seconds} s run within {seconds + 120} s") from None
     found = re.search(r"^BENCH_JSON (\{.*\})$", done.stdout, flags=re.M)
@@ -803,10 +1055,12 @@ def run_wrk(server: Server, wl: Workload, seconds: int, threads: int, work: Path
     stats = json.loads(found.group(1))
     socket_errors = sum(stats[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     if stats["status_errors"] or "Non-2xx or 3xx responses" in done.stdout or socket_errors or not stats["requests"]:
-        raise BenchError(f"{server.kind}: {stats['requests']} requests, {stats['status_errors']} non-2xx or 3xx "
-                         f"responses, socket errors connect {stats['connect_errors']} read {stats['read_errors']} "
-                         f"write {stats['write_errors']} timeout {stats['timeouts']}:\n{done.stdout.strip()}\n"
-                         f"{_tail(server.log)}")
+        raise BenchError(
+            f"{server.kind}: {stats['requests']} requests, {stats['status_errors']} non-2xx or 3xx "
+            f"responses, socket errors connect {stats['connect_errors']} read {stats['read_errors']} "
+            f"write {stats['write_errors']} timeout {stats['timeouts']}:\n{done.stdout.strip()}\n"
+            f"{_tail(server.log)}"
+        )
     return stats
 
 
@@ -834,8 +1088,11 @@ def measure(ctx: Context, kind: str, wl: Workload, args: argparse.Namespace) -> 
                 self0, children0 = _self_cpu_seconds(), _children_cpu_seconds()
                 stats = run_wrk(server, wl, args.duration, args.wrk_threads, ctx.work)
                 wall = time.perf_counter() - t0
-                mine = ((_cpu_seconds(pids) - server0) + (_self_cpu_seconds() - self0)
-                        + (_children_cpu_seconds() - children0))  # the server, this bench and wrk
+                mine = (
+                    (_cpu_seconds(pids) - server0)
+                    + (_self_cpu_seconds() - self0)
+                    + (_children_cpu_seconds() - children0)
+                )  # the server, this bench and wrk
                 others = max(0.0, (_busy_cpu_seconds() - busy0 - mine) / (wall * (os.cpu_count() or 1)))
                 if result.others is None or others < result.others:
                     result.others, result.attempts = others, attempt + 1
@@ -843,9 +1100,11 @@ def measure(ctx: Context, kind: str, wl: Workload, args: argparse.Namespace) -> 
                     result.p50_ms, result.p99_ms = stats["p50_us"] / 1e3, stats["p99_us"] / 1e3
                 if others <= QUIET:
                     break
-                print(f"          {wl.name} {kind}: other processes used {100 * others:.0f}% of the CPUs during "
-                      f"measured run {attempt + 1}" + (", measuring again" if attempt < args.retries else ""),
-                      flush=True)
+                print(
+                    f"          {wl.name} {kind}: other processes used {100 * others:.0f}% of the CPUs during "
+                    f"measured run {attempt + 1}" + (", measuring again" if attempt < args.retries else ""),
+                    flush=True,
+                )
         result.rss_mib = sampler.peak / 2**20
         if not server.alive():
             raise BenchError(f"{kind} died during the run:\n{_tail(server.log)}")
@@ -877,8 +1136,9 @@ def raw_forward(wl: Workload, threads: int, batch: int, seconds: float, retries:
     runner = load_runner(ModelRef(wl.name, "1", wl.model_dir), device="cpu", batch_size=batch)
     describe = runner.describe()
     settings = f"batch {batch}, as ours runs it ({describe['layout']}, {describe['fused_conv_relu']} conv+ReLU fused)"
-    ours = _time_forward(lambda: predict(runner.artifact, array), batch, Result(wl.name, "raw forward", settings),
-                         seconds, retries)
+    ours = _time_forward(
+        lambda: predict(runner.artifact, array), batch, Result(wl.name, "raw forward", settings), seconds, retries
+    )
     return [exported, ours]
 
 
@@ -894,8 +1154,9 @@ def _time_forward(forward, batch: int, result: Result, seconds: float, retries: 
                 forward()
                 count += 1
             elapsed = time.perf_counter() - start
-            others = max(0.0, (_busy_cpu_seconds() - busy0 - (_self_cpu_seconds() - self0))
-                         / (elapsed * (os.cpu_count() or 1)))
+            others = max(
+                0.0, (_busy_cpu_seconds() - busy0 - (_self_cpu_seconds() - self0)) / (elapsed * (os.cpu_count() or 1))
+            )
             if result.others is None or others < result.others:
                 result.others, result.attempts, result.rps = others, attempt + 1, count * batch / elapsed
                 result.extra["batch_ms"] = 1e3 * elapsed / count
@@ -943,10 +1204,15 @@ def ensure_tools(servers: list[str], install: bool) -> None:
         if not install or not _run_loud(pip):
             raise BenchError(f"TorchServe is not installed: {' '.join(pip)} (or leave it out: --servers ours,bare)")
         importlib.invalidate_caches()
-    if "torchserve" in servers and not _java() and not (install and _apt_install("openjdk-17-jre-headless")
-                                                         and _java()):
-        raise BenchError("TorchServe needs Java 11+: apt-get install openjdk-17-jre-headless, or set JAVA_HOME "
-                         "(or leave TorchServe out: --servers ours,bare)")
+    if (
+        "torchserve" in servers
+        and not _java()
+        and not (install and _apt_install("openjdk-17-jre-headless") and _java())
+    ):
+        raise BenchError(
+            "TorchServe needs Java 11+: apt-get install openjdk-17-jre-headless, or set JAVA_HOME "
+            "(or leave TorchServe out: --servers ours,bare)"
+        )
 
 
 # -------------------------------------------------------------------------------------------------------- report
@@ -998,13 +1264,22 @@ def report(results: list[Result]) -> tuple[str, list[str]]:
         if r.error:
             rows.append((*first, r.model, r.server, r.settings, "FAILED", "-", "-", "-", "-"))
             continue
-        rows.append((*first, r.model, r.server, r.settings, _cell(r.rps, ".1f"), _cell(r.p50_ms, ".2f"),
-                     _cell(r.p99_ms, ".2f"), _cell(r.rss_mib, ".0f"),
-                     _cell(None if r.others is None else 100 * r.others, ".0f")))
+        rows.append(
+            (
+                *first,
+                r.model,
+                r.server,
+                r.settings,
+                _cell(r.rps, ".1f"),
+                _cell(r.p50_ms, ".2f"),
+                _cell(r.p99_ms, ".2f"),
+                _cell(r.rss_mib, ".0f"),
+                _cell(None if r.others is None else 100 * r.others, ".0f"),
+            )
+        )
     noisy = [r for r in results if not r.error and r.others is not None and r.others > QUIET]
     header = ("model", "server", "settings", "requests/s", "p50 ms", "p99 ms", "peak RSS MiB", "others %")
-    measured = _table((("round",) if several else ()) + header, rows,
-                      left=(0, 1, 2, 3) if several else (0, 1, 2))
+    measured = _table((("round",) if several else ()) + header, rows, left=(0, 1, 2, 3) if several else (0, 1, 2))
     per_round = [_goals([r for r in results if r.round == n]) for n in rounds]
     goals = []
     for i in range(len(per_round[0])):
@@ -1013,19 +1288,26 @@ def report(results: list[Result]) -> tuple[str, list[str]]:
         spread = f"{min(g[1] for g in known):.3f}-{max(g[1] for g in known):.3f}" if len(known) > 1 else ""
         goals.append((*_worst(judged), spread))
     if several:
-        goal_rows = [(name, _cell(value, ".3f"), spread or "-", target,
-                      "n/a" if ok is None else ("PASS" if ok else "MISS")) for name, value, target, ok, spread in goals]
-        goal_table = _table(("goal", "worst round", f"range over {len(rounds)} rounds", "target", "result"),
-                            goal_rows, left=(0, 3, 4))
+        goal_rows = [
+            (name, _cell(value, ".3f"), spread or "-", target, "n/a" if ok is None else ("PASS" if ok else "MISS"))
+            for name, value, target, ok, spread in goals
+        ]
+        goal_table = _table(
+            ("goal", "worst round", f"range over {len(rounds)} rounds", "target", "result"), goal_rows, left=(0, 3, 4)
+        )
     else:
-        goal_rows = [(name, _cell(value, ".3f"), target, "n/a" if ok is None else ("PASS" if ok else "MISS"))
-                     for name, value, target, ok, _ in goals]
+        goal_rows = [
+            (name, _cell(value, ".3f"), target, "n/a" if ok is None else ("PASS" if ok else "MISS"))
+            for name, value, target, ok, _ in goals
+        ]
         goal_table = _table(("goal", "value", "target", "result"), goal_rows, left=(0, 2, 3))
     text = f"{measured}\n\n{goal_table}"
     if noisy:
-        text += (f"\n\nwarning: other processes used more than {100 * QUIET:.0f}% of the CPUs during "
-                 f"{', '.join(f'{r.model} {r.server}' for r in noisy)} (column 'others %'): those figures measure "
-                 "contention as much as the server; re-run on an idle machine")
+        text += (
+            f"\n\nwarning: other processes used more than {100 * QUIET:.0f}% of the CPUs during "
+            f"{', '.join(f'{r.model} {r.server}' for r in noisy)} (column 'others %'): those figures measure "
+            "contention as much as the server; re-run on an idle machine"
+        )
     return text, [name for name, _, _, ok, _ in goals if ok is False]
 
 
@@ -1056,15 +1338,33 @@ def _goals(results: list[Result]) -> list[tuple[str, float | None, str, bool | N
         ours, ts, bare, raw = (get(model, s) for s in ("ours", "torchserve", "bare", "raw forward"))
         if model == "mlp":
             value = ratio(ours and ours.rps, bare and bare.rps)
-            goals.append(("mlp requests/s ours/bare", value, f">= {GOAL_MLP_VS_BARE}",
-                          None if value is None else value >= GOAL_MLP_VS_BARE))
+            goals.append(
+                (
+                    "mlp requests/s ours/bare",
+                    value,
+                    f">= {GOAL_MLP_VS_BARE}",
+                    None if value is None else value >= GOAL_MLP_VS_BARE,
+                )
+            )
         if model == "cnn":
             value = ratio(ours and ours.rps, ts and ts.rps)
-            goals.append(("cnn requests/s ours/torchserve", value, f">= {GOAL_CNN_VS_TORCHSERVE:g}",
-                          None if value is None else value >= GOAL_CNN_VS_TORCHSERVE))
+            goals.append(
+                (
+                    "cnn requests/s ours/torchserve",
+                    value,
+                    f">= {GOAL_CNN_VS_TORCHSERVE:g}",
+                    None if value is None else value >= GOAL_CNN_VS_TORCHSERVE,
+                )
+            )
             value = ratio(ours and ours.rps, raw and raw.rps)
-            goals.append(("cnn ours requests/s / raw forward samples/s", value, f">= {GOAL_CNN_VS_RAW}",
-                          None if value is None else value >= GOAL_CNN_VS_RAW))
+            goals.append(
+                (
+                    "cnn ours requests/s / raw forward samples/s",
+                    value,
+                    f">= {GOAL_CNN_VS_RAW}",
+                    None if value is None else value >= GOAL_CNN_VS_RAW,
+                )
+            )
     for model in MODELS:
         ours, ts = get(model, "ours"), get(model, "torchserve")
         value = ratio(ours and ours.p99_ms, ts and ts.p99_ms)
@@ -1072,13 +1372,25 @@ def _goals(results: list[Result]) -> list[tuple[str, float | None, str, bool | N
     for model in MODELS:
         ours, ts = get(model, "ours"), get(model, "torchserve")
         value = ratio(ours and ours.rss_mib, ts and ts.rss_mib)
-        goals.append((f"{model} peak RSS ours/torchserve", value, f"<= {GOAL_MEMORY}",
-                      None if value is None else value <= GOAL_MEMORY))
+        goals.append(
+            (
+                f"{model} peak RSS ours/torchserve",
+                value,
+                f"<= {GOAL_MEMORY}",
+                None if value is None else value <= GOAL_MEMORY,
+            )
+        )
     for kind in ("mar", "script"):  # user code: ours against a bare endpoint calling it the same way
         ours, bare = get("mlp", f"ours-{kind}"), get("mlp", f"bare-{kind}")
         value = ratio(ours and ours.rps, bare and bare.rps)
-        goals.append((f"mlp requests/s ours-{kind}/bare-{kind}", value, f">= {GOAL_KIND_VS_BARE}",
-                      None if value is None else value >= GOAL_KIND_VS_BARE))
+        goals.append(
+            (
+                f"mlp requests/s ours-{kind}/bare-{kind}",
+                value,
+                f">= {GOAL_KIND_VS_BARE}",
+                None if value is None else value >= GOAL_KIND_VS_BARE,
+            )
+        )
         value = ratio(ours and ours.p99_ms, bare and bare.p99_ms)
         goals.append((f"mlp p99 ours-{kind}/bare-{kind}", value, "<= 1", None if value is None else value <= 1))
     for model in MODELS:  # today's servers: ours against the best (fastest, lowest p99, leanest) peer that ran
@@ -1092,15 +1404,27 @@ def _goals(results: list[Result]) -> list[tuple[str, float | None, str, bool | N
         best, name = vs(max, lambda r: r.rps or 0)
         goal = GOAL_MLP_VS_PEER if model == "mlp" else GOAL_CNN_VS_PEER
         value = ratio(ours and ours.rps, best and best.rps)
-        goals.append((f"{model} requests/s ours/best peer", value, f">= {goal:g}{name}",
-                      None if value is None else value >= goal))
+        goals.append(
+            (
+                f"{model} requests/s ours/best peer",
+                value,
+                f">= {goal:g}{name}",
+                None if value is None else value >= goal,
+            )
+        )
         best, name = vs(min, lambda r: r.p99_ms if r.p99_ms is not None else math.inf)
         value = ratio(ours and ours.p99_ms, best and best.p99_ms)
         goals.append((f"{model} p99 ours/lowest peer", value, f"< 1{name}", None if value is None else value < 1))
         best, name = vs(min, lambda r: r.rss_mib if r.rss_mib is not None else math.inf)
         value = ratio(ours and ours.rss_mib, best and best.rss_mib)
-        goals.append((f"{model} peak RSS ours/leanest peer", value, f"<= {GOAL_MEMORY_VS_PEER}{name}",
-                      None if value is None else value <= GOAL_MEMORY_VS_PEER))
+        goals.append(
+            (
+                f"{model} peak RSS ours/leanest peer",
+                value,
+                f"<= {GOAL_MEMORY_VS_PEER}{name}",
+                None if value is None else value <= GOAL_MEMORY_VS_PEER,
+            )
+        )
     return goals
 
 
@@ -1114,43 +1438,77 @@ def _csv(choices: tuple[str, ...]):
         if bad or not items:
             raise argparse.ArgumentTypeError(f"{text!r}: pick from {', '.join(choices)} (comma-separated)")
         return [c for c in choices if c in items]
+
     return parse
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serve",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--models", type=_csv(MODELS), default=list(MODELS), help="mlp,cnn (default both)")
-    parser.add_argument("--servers", type=_csv(SERVERS), default=list(SERVERS),
-                        help=f"{','.join(SERVERS)} (default all; the -mar and -script pairs run the mlp only)")
-    parser.add_argument("--duration", type=int, default=10,
-                        help="whole seconds of each measured wrk run (default 10; wrk takes whole seconds)")
-    parser.add_argument("--warmup", type=int, default=5,
-                        help="whole seconds of the wrk run before it, dropped (default 5; 0: none)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for every server and the raw forward (default torch.get_num_threads())")
+    parser.add_argument(
+        "--servers",
+        type=_csv(SERVERS),
+        default=list(SERVERS),
+        help=f"{','.join(SERVERS)} (default all; the -mar and -script pairs run the mlp only)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=int,
+        default=10,
+        help="whole seconds of each measured wrk run (default 10; wrk takes whole seconds)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="whole seconds of the wrk run before it, dropped (default 5; 0: none)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for every server and the raw forward (default torch.get_num_threads())",
+    )
     parser.add_argument("--connections-mlp", type=int, default=16, help="wrk connections for the mlp (default 16)")
     parser.add_argument("--connections-cnn", type=int, default=32, help="wrk connections for the cnn (default 32)")
     parser.add_argument("--batch-size", type=int, default=16, help="cnn: ours and TorchServe batch size (default 16)")
-    parser.add_argument("--batch-delay-ms", type=int, default=10,
-                        help="cnn: ours and TorchServe max batch delay in ms (default 10)")
-    parser.add_argument("--retries", type=int, default=2,
-                        help="measured runs to add when other processes used more than 10%% of the CPUs during one; "
-                             "the quietest is reported (default 2)")
+    parser.add_argument(
+        "--batch-delay-ms", type=int, default=10, help="cnn: ours and TorchServe max batch delay in ms (default 10)"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="measured runs to add when other processes used more than 10%% of the CPUs during one; "
+        "the quietest is reported (default 2)",
+    )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (default 1: the server keeps the cores)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="times every server is measured, one round after the other; each goal is judged in "
-                             "every round, between servers measured minutes apart at most (default 2)")
-    parser.add_argument("--raw-seconds", type=float, default=None,
-                        help="seconds of the raw forward (default --duration)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="times every server is measured, one round after the other; each goal is judged in "
+        "every round, between servers measured minutes apart at most (default 2)",
+    )
+    parser.add_argument(
+        "--raw-seconds", type=float, default=None, help="seconds of the raw forward (default --duration)"
+    )
     parser.add_argument("--ours-args", default="", help="extra flags for our server, e.g. --ours-args=--no-access-log")
-    parser.add_argument("--torchserve-logging", choices=("quiet", "default"), default="quiet",
-                        help="quiet (default): an access log and warnings (serve_support/log4j2-quiet.xml); "
-                             "default: TorchServe's own log4j2.xml (DEBUG lines and metrics per request)")
+    parser.add_argument(
+        "--torchserve-logging",
+        choices=("quiet", "default"),
+        default="quiet",
+        help="quiet (default): an access log and warnings (serve_support/log4j2-quiet.xml); "
+        "default: TorchServe's own log4j2.xml (DEBUG lines and metrics per request)",
+    )
     parser.add_argument("--startup-timeout", type=float, default=180, help="seconds a server may take to answer")
     parser.add_argument("--no-install", action="store_true", help="stop instead of installing wrk or TorchServe")
-    parser.add_argument("--allow-miss", action="store_true",
-                        help=f"exit 0 when a goal is missed (default: exit {EXIT_MISSED}, so scripts see it)")
+    parser.add_argument(
+        "--allow-miss",
+        action="store_true",
+        help=f"exit 0 when a goal is missed (default: exit {EXIT_MISSED}, so scripts see it)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (artifacts, .mar, logs) and print it")
     args = parser.parse_args(argv)
     if min(args.threads or 1, args.connections_mlp, args.connections_cnn, args.batch_size, args.wrk_threads) < 1:
@@ -1182,34 +1540,63 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         threads = args.threads or torch.get_num_threads()
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
-               "PYTHONUNBUFFERED": "1"}
-        ctx = Context(work, work / "store", threads, env, ours_cli(), args.ours_args.split(), args.startup_timeout,
-                      args.torchserve_logging)
-        print(f"machine   {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, python "
-              f"{platform.python_version()}, {threads} torch threads for every server and the raw forward")
-        tools = (f"wrk {_version(['wrk', '-v'], r'wrk (?:debian/)?([0-9][^ ]*)')} (-t {args.wrk_threads}), starlette "
-                 f"{_package_version('starlette')}, uvicorn {_package_version('uvicorn')}")
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
+            "PYTHONUNBUFFERED": "1",
+        }
+        ctx = Context(
+            work,
+            work / "store",
+            threads,
+            env,
+            ours_cli(),
+            args.ours_args.split(),
+            args.startup_timeout,
+            args.torchserve_logging,
+        )
+        print(
+            f"machine   {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, python "
+            f"{platform.python_version()}, {threads} torch threads for every server and the raw forward"
+        )
+        tools = (
+            f"wrk {_version(['wrk', '-v'], r'wrk (?:debian/)?([0-9][^ ]*)')} (-t {args.wrk_threads}), starlette "
+            f"{_package_version('starlette')}, uvicorn {_package_version('uvicorn')}"
+        )
         if "torchserve" in args.servers:
             java = _version([_java() or "java", "-version"], r'version "([^"]+)"')
             tools += f", torchserve {_package_version('torchserve')}, java {java}"
         print(f"tools     {tools}")
         if ctx.ours_cli != "store":
-            print("warning: this server has no --model-store/--max-batch-size yet: ours runs with --model-dir on "
-                  "/invocations, without batching", file=sys.stderr)
+            print(
+                "warning: this server has no --model-store/--max-batch-size yet: ours runs with --model-dir on "
+                "/invocations, without batching",
+                file=sys.stderr,
+            )
         workloads = []
         for name in args.models:
             cnn = name == "cnn"
             # mlp: ours at its defaults (batch what queued up, wait for nothing), TorchServe at its own (batch 1)
-            wl = make_workload(name, ctx.store, args.connections_cnn if cnn else args.connections_mlp,
-                               args.batch_size if cnn else 1, args.batch_delay_ms if cnn else 0,
-                               ours_defaults=not cnn)
+            wl = make_workload(
+                name,
+                ctx.store,
+                args.connections_cnn if cnn else args.connections_mlp,
+                args.batch_size if cnn else 1,
+                args.batch_delay_ms if cnn else 0,
+                ours_defaults=not cnn,
+            )
             workloads.append(wl)
-            print(f"workload  {name}: input {wl.manifest['input']['shape']}, {wl.body.stat().st_size} B body, "
-                  f"{wl.connections} connections, batch {wl.batch}, delay {wl.delay_ms} ms")
-        print(f"runs      one server at a time: ready + answer checked, {args.warmup:g} s warm-up, "
-              f"{args.duration:g} s measured", flush=True)
+            print(
+                f"workload  {name}: input {wl.manifest['input']['shape']}, {wl.body.stat().st_size} B body, "
+                f"{wl.connections} connections, batch {wl.batch}, delay {wl.delay_ms} ms"
+            )
+        print(
+            f"runs      one server at a time: ready + answer checked, {args.warmup:g} s warm-up, "
+            f"{args.duration:g} s measured",
+            flush=True,
+        )
         for round_, wl in ((n, wl) for n in range(1, args.rounds + 1) for wl in workloads):
             if wl is workloads[0] and args.rounds > 1:
                 print(f"round     {round_} of {args.rounds}", flush=True)
@@ -1222,11 +1609,15 @@ def main(argv: list[str] | None = None) -> int:
                 order.insert(order.index("ours") + 1, "raw forward")
             for kind in order:
                 if kind == "raw forward":
-                    for raw in raw_forward(wl, threads, args.batch_size, args.raw_seconds or args.duration,
-                                           args.retries):
-                        print(f"run       cnn  raw forward {raw.rps:8.1f} samples/s ({raw.settings}, "
-                              f"{raw.extra['batch_ms']:.2f} ms per batch)  others {100 * raw.others:.0f}%"
-                              f"{'' if raw.others <= QUIET else '  (not quiet)'}", flush=True)
+                    for raw in raw_forward(
+                        wl, threads, args.batch_size, args.raw_seconds or args.duration, args.retries
+                    ):
+                        print(
+                            f"run       cnn  raw forward {raw.rps:8.1f} samples/s ({raw.settings}, "
+                            f"{raw.extra['batch_ms']:.2f} ms per batch)  others {100 * raw.others:.0f}%"
+                            f"{'' if raw.others <= QUIET else '  (not quiet)'}",
+                            flush=True,
+                        )
                         raw.round = round_
                         results.append(raw)
                     continue
@@ -1236,16 +1627,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"error: {wl.name} {kind}: {result.error}", file=sys.stderr, flush=True)
                 else:
                     quiet = "" if (result.others or 0) <= QUIET else "  (not quiet)"
-                    print(f"run       {wl.name:<4} {kind:<10} {result.rps:8.1f} requests/s  p50 {result.p50_ms:7.2f} "
-                          f"ms  p99 {result.p99_ms:7.2f} ms  {result.rss_mib:5.0f} MiB  others "
-                          f"{100 * (result.others or 0):.0f}%{quiet}", flush=True)
+                    print(
+                        f"run       {wl.name:<4} {kind:<10} {result.rps:8.1f} requests/s  p50 {result.p50_ms:7.2f} "
+                        f"ms  p99 {result.p99_ms:7.2f} ms  {result.rss_mib:5.0f} MiB  others "
+                        f"{100 * (result.others or 0):.0f}%{quiet}",
+                        flush=True,
+                    )
                 results.append(result)
         print()
         text, missed = report(results)
         print(text)
         if missed and not args.allow_miss:
-            print(f"\nmissed {len(missed)} goal(s): {', '.join(missed)} (exit {EXIT_MISSED}; --allow-miss exits 0)",
-                  file=sys.stderr)
+            print(
+                f"\nmissed {len(missed)} goal(s): {', '.join(missed)} (exit {EXIT_MISSED}; --allow-miss exits 0)",
+                file=sys.stderr,
+            )
         if args.keep:
             print(f"\nwork dir  {work}")
     except BenchError as exc:

@@ -71,8 +71,20 @@ POLL_SECONDS = 0.05
 QUIET = 0.10
 """A run is quiet when other processes used at most this share of all CPUs while it ran."""
 # Resolved trainer settings the bare loop copies (read from TrainConfig so both sides agree on defaults).
-_BARE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "label_smoothing", "dropout",
-                "width", "model", "seed", "deterministic", "device")
+_BARE_FIELDS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_fraction",
+    "label_smoothing",
+    "dropout",
+    "width",
+    "model",
+    "seed",
+    "deterministic",
+    "device",
+)
 
 
 # --------------------------------------------------------------------------------------------------- the bare loop
@@ -87,7 +99,7 @@ def _load_demo_channel(channel: Path) -> tuple[Any, Any, list[str]]:
     with (channel / "manifest.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     listed = channel / "classes.txt"
-    classes = (listed.read_text().split() if listed.exists() else sorted({r["label"] for r in rows}))
+    classes = listed.read_text().split() if listed.exists() else sorted({r["label"] for r in rows})
     index = {name: i for i, name in enumerate(classes)}
     arrays = []
     for row in rows:
@@ -107,8 +119,11 @@ def _build_model(cfg: dict[str, Any], images, num_classes: int):
 
     pixels = images / 255.0
     kwargs: dict[str, Any] = {
-        "in_channels": images.shape[1], "num_classes": num_classes, "width": cfg["width"],
-        "dropout": cfg["dropout"], "mean": pixels.mean(dim=(0, 2, 3)).tolist(),
+        "in_channels": images.shape[1],
+        "num_classes": num_classes,
+        "width": cfg["width"],
+        "dropout": cfg["dropout"],
+        "mean": pixels.mean(dim=(0, 2, 3)).tolist(),
         "std": pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
     }
     if "image_size" in inspect.signature(build_model).parameters:
@@ -143,12 +158,15 @@ def bare(data: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     device = torch.device("cuda" if cfg["device"] == "cuda" else "cpu")
     model = _build_model(cfg, images, len(classes)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg["weight_decay"]},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg["weight_decay"]},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
     optimizer = torch.optim.AdamW(groups, lr=cfg["lr"])
     loader = DataLoader(TensorDataset(images, targets), batch_size=cfg["batch_size"], shuffle=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(cfg["epochs"] * len(loader),
-                                                                            cfg["warmup_fraction"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(cfg["epochs"] * len(loader), cfg["warmup_fraction"])
+    )
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
 
     model.train()
@@ -183,11 +201,19 @@ def bare(data: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         for name in ("validation", "test"):
             if (data / name).is_dir():
                 x, y, _ = _load_demo_channel(data / name)
-                accuracy[name] = sum((shipped(x[i:i + 512]).argmax(1) == y[i:i + 512]).sum().item()
-                                     for i in range(0, len(y), 512)) / len(y)
-    return {"steps": steps, "samples": samples, "step_seconds": seconds, "train_samples": len(targets),
-            "threads": torch.get_num_threads(), "final_loss": loss.item(), "loop_hwm_kib": loop_hwm,
-            "accuracy": accuracy}
+                accuracy[name] = sum(
+                    (shipped(x[i : i + 512]).argmax(1) == y[i : i + 512]).sum().item() for i in range(0, len(y), 512)
+                ) / len(y)
+    return {
+        "steps": steps,
+        "samples": samples,
+        "step_seconds": seconds,
+        "train_samples": len(targets),
+        "threads": torch.get_num_threads(),
+        "final_loss": loss.item(),
+        "loop_hwm_kib": loop_hwm,
+        "accuracy": accuracy,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ child processes
@@ -293,31 +319,43 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def run_trainer(work: Path, n: int, dataset: Path, hp: dict[str, str], env: dict[str, str],
-                timeout: float) -> dict[str, Any]:
+def run_trainer(
+    work: Path, n: int, dataset: Path, hp: dict[str, str], env: dict[str, str], timeout: float
+) -> dict[str, Any]:
     base = make_job(work / f"job-{n}", dataset, hp)
     metrics = base / "output" / "data" / "metrics.jsonl"
-    child = run_child([sys.executable, "-m", "trainer", "train"], {**env, "SAGEMAKER_BASE_DIR": str(base)},
-                      work / f"trainer-{n}.log", timeout, done_marker=metrics)
+    child = run_child(
+        [sys.executable, "-m", "trainer", "train"],
+        {**env, "SAGEMAKER_BASE_DIR": str(base)},
+        work / f"trainer-{n}.log",
+        timeout,
+        done_marker=metrics,
+    )
     if child.returncode != 0:
         raise RuntimeError(f"trainer run {n} exited {child.returncode}:\n{_tail(child.log)}")
     done = [r for r in map(json.loads, metrics.read_text().splitlines()) if r.get("type") == "done"]
     if not done or "step_seconds" not in done[-1]:
         raise RuntimeError(f"{metrics} has no 'done' line with step_seconds: the trainer no longer reports it")
     found = re.search(r"data train=(\d+)", child.log.read_text(errors="replace"))
-    return {**done[-1], "train_samples": int(found.group(1)) if found else None, "maxrss_kib": child.maxrss_kib,
-            "loop_hwm_kib": child.loop_hwm_kib, "wall": child.wall, "others": child.others}
+    return {
+        **done[-1],
+        "train_samples": int(found.group(1)) if found else None,
+        "maxrss_kib": child.maxrss_kib,
+        "loop_hwm_kib": child.loop_hwm_kib,
+        "wall": child.wall,
+        "others": child.others,
+    }
 
 
-def run_bare(work: Path, n: int, dataset: Path, cfg: dict[str, Any], env: dict[str, str],
-             timeout: float) -> dict[str, Any]:
+def run_bare(
+    work: Path, n: int, dataset: Path, cfg: dict[str, Any], env: dict[str, str], timeout: float
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.train", "--bare", "--data", str(dataset), "--config", json.dumps(cfg)]
     child = run_child(cmd, env, work / f"bare-{n}.log", timeout)
     if child.returncode != 0:
         raise RuntimeError(f"bare loop run {n} exited {child.returncode}:\n{_tail(child.log)}")
     lines = [line for line in child.log.read_text().splitlines() if line.startswith("{")]
-    return {**json.loads(lines[-1]), "maxrss_kib": child.maxrss_kib,
-            "wall": child.wall, "others": child.others}
+    return {**json.loads(lines[-1]), "maxrss_kib": child.maxrss_kib, "wall": child.wall, "others": child.others}
 
 
 # ---------------------------------------------------------------------------------------------------------- report
@@ -366,22 +404,47 @@ def report(trainer_runs: list[dict], bare_runs: list[dict], train_samples: int, 
     t_loop = med(loop) if loop else None
     b_loop = med(_mib(r["loop_hwm_kib"]) for r in bare_runs)
     rows = [
-        ("samples/s", _cell(t_rate, ".0f"), _cell(b_rate, ".0f"), _cell(t_rate / b_rate, ".3f"),
-         f">= {GOAL_RATIO}", _verdict(t_rate / b_rate >= GOAL_RATIO)),
-        ("checkpoint overhead %", _cell(100 * overhead, ".2f"), "-", "-", f"<= {100 * GOAL_CHECKPOINT:.0f}",
-         _verdict(overhead <= GOAL_CHECKPOINT)),
+        (
+            "samples/s",
+            _cell(t_rate, ".0f"),
+            _cell(b_rate, ".0f"),
+            _cell(t_rate / b_rate, ".3f"),
+            f">= {GOAL_RATIO}",
+            _verdict(t_rate / b_rate >= GOAL_RATIO),
+        ),
+        (
+            "checkpoint overhead %",
+            _cell(100 * overhead, ".2f"),
+            "-",
+            "-",
+            f"<= {100 * GOAL_CHECKPOINT:.0f}",
+            _verdict(overhead <= GOAL_CHECKPOINT),
+        ),
         ("checkpoints written", _cell(ckpts, "g"), "-", "-", f"({ckpt_s:.3f} s in all)", "-"),
-        ("peak RSS MiB, training loop", _cell(t_loop, ".0f"), _cell(b_loop, ".0f"),
-         _cell(None if t_loop is None else t_loop / b_loop, ".3f"), f"<= {GOAL_MEMORY}",
-         _verdict(None if t_loop is None else t_loop / b_loop <= GOAL_MEMORY)),
-        ("peak RSS MiB, whole process", _cell(t_rss, ".0f"), _cell(b_rss, ".0f"), _cell(t_rss / b_rss, ".3f"),
-         f"<= {GOAL_MEMORY}", _verdict(t_rss / b_rss <= GOAL_MEMORY)),
+        (
+            "peak RSS MiB, training loop",
+            _cell(t_loop, ".0f"),
+            _cell(b_loop, ".0f"),
+            _cell(None if t_loop is None else t_loop / b_loop, ".3f"),
+            f"<= {GOAL_MEMORY}",
+            _verdict(None if t_loop is None else t_loop / b_loop <= GOAL_MEMORY),
+        ),
+        (
+            "peak RSS MiB, whole process",
+            _cell(t_rss, ".0f"),
+            _cell(b_rss, ".0f"),
+            _cell(t_rss / b_rss, ".3f"),
+            f"<= {GOAL_MEMORY}",
+            _verdict(t_rss / b_rss <= GOAL_MEMORY),
+        ),
     ]
     header = ("metric (median)", "trainer", "bare", "trainer/bare", "goal", "result")
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" if i in (0, 4, 5) else f"{{:>{w}}}" for i, w in enumerate(widths))
-    paired = med(train_samples * epochs / t["step_seconds"] / (b["samples"] / b["step_seconds"])
-                 for t, b in zip(trainer_runs, bare_runs, strict=True))
+    paired = med(
+        train_samples * epochs / t["step_seconds"] / (b["samples"] / b["step_seconds"])
+        for t, b in zip(trainer_runs, bare_runs, strict=True)
+    )
     table = "\n".join(fmt.format(*row).rstrip() for row in (header, *rows))
     return f"{table}\npaired    median of the per-run samples/s ratios (adjacent runs, same load): {paired:.3f}"
 
@@ -390,24 +453,47 @@ def report(trainer_runs: list[dict], bare_runs: list[dict], train_samples: int, 
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bench = parser.add_argument_group("benchmark")
-    bench.add_argument("--epochs", type=int, default=None,
-                       help="epochs per run, both sides (default: the trainer's default, 30)")
-    bench.add_argument("--repeats", type=int, default=3,
-                       help="quiet trainer/bare pairs to collect (run alternately); medians are over those")
-    bench.add_argument("--max-runs", type=int, default=None,
-                       help="stop after this many pairs even if fewer were quiet (default: 3 x --repeats)")
-    bench.add_argument("--threads", type=int, default=None,
-                       help="OMP_NUM_THREADS for both children (default: torch.get_num_threads() here)")
-    bench.add_argument("--deterministic", choices=("true", "false"), default="true",
-                       help="trainer hyperparameter 'deterministic', mirrored by the bare loop (default: true, "
-                            "the trainer's default)")
+    bench.add_argument(
+        "--epochs", type=int, default=None, help="epochs per run, both sides (default: the trainer's default, 30)"
+    )
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="quiet trainer/bare pairs to collect (run alternately); medians are over those",
+    )
+    bench.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        help="stop after this many pairs even if fewer were quiet (default: 3 x --repeats)",
+    )
+    bench.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS for both children (default: torch.get_num_threads() here)",
+    )
+    bench.add_argument(
+        "--deterministic",
+        choices=("true", "false"),
+        default="true",
+        help="trainer hyperparameter 'deterministic', mirrored by the bare loop (default: true, the trainer's default)",
+    )
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="both sides (default: cpu)")
-    bench.add_argument("--data", type=Path, default=None,
-                       help="digits dataset dir (default: .deepcloud/data/digits when complete, else a fresh "
-                            "copy written into the work dir)")
+    bench.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="digits dataset dir (default: .deepcloud/data/digits when complete, else a fresh "
+        "copy written into the work dir)",
+    )
     bench.add_argument("--keep", action="store_true", help="keep the work dir (job dirs and logs) and print it")
     bench.add_argument("--timeout", type=float, default=1800, help="seconds before a child is killed")
     internal = parser.add_argument_group("internal (the bare loop's own process)")
@@ -449,20 +535,31 @@ def main(argv: list[str] | None = None) -> int:
         hp["epochs"] = str(args.epochs)
     cfg = TrainConfig.from_hyperparameters(hp).to_dict()
     bare_cfg = {k: cfg[k] for k in _BARE_FIELDS}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
+    }
     for sig in (signal.SIGTERM, signal.SIGHUP):  # `timeout` and a closed terminal: the finally below still cleans up
         signal.signal(sig, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="deepcloud-bench-"))
     try:
         dataset = _dataset(args, work)
-        print(f"machine   {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, "
-              f"python {platform.python_version()}, {threads} threads (OMP_NUM_THREADS) for both, device {args.device}")
-        print(f"workload  model {cfg['model']} width {cfg['width']}, data {dataset}, batch {cfg['batch_size']}, "
-              f"{cfg['epochs']} epochs, seed 0, deterministic {args.deterministic}, trainer checkpoint cadence "
-              f"auto (checkpoint_every_steps={cfg['checkpoint_every_steps']})")
-        print(f"runs      trainer and bare alternate, the first swapped each pair, until {args.repeats} quiet pairs "
-              f"or {max_runs} pairs", flush=True)
+        print(
+            f"machine   {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, "
+            f"python {platform.python_version()}, {threads} threads (OMP_NUM_THREADS) for both, device {args.device}"
+        )
+        print(
+            f"workload  model {cfg['model']} width {cfg['width']}, data {dataset}, batch {cfg['batch_size']}, "
+            f"{cfg['epochs']} epochs, seed 0, deterministic {args.deterministic}, trainer checkpoint cadence "
+            f"auto (checkpoint_every_steps={cfg['checkpoint_every_steps']})"
+        )
+        print(
+            f"runs      trainer and bare alternate, the first swapped each pair, until {args.repeats} quiet pairs "
+            f"or {max_runs} pairs",
+            flush=True,
+        )
         pairs: list[tuple[dict, dict]] = []
         while len(pairs) < max_runs and sum(_quiet(t, b) for t, b in pairs) < args.repeats:
             n = len(pairs) + 1
@@ -475,25 +572,35 @@ def main(argv: list[str] | None = None) -> int:
             pairs.append((t, b))
             samples = (t["train_samples"] or b["train_samples"]) * cfg["epochs"]
             t_rate, b_rate = samples / t["step_seconds"], b["samples"] / b["step_seconds"]
-            print(f"run {n:<3}  trainer {t_rate:5.0f} samples/s ({t['step_seconds']:.2f} s, {t['checkpoints']} "
-                  f"checkpoints {t['checkpoint_seconds']:.3f} s, {_mib(t['maxrss_kib']):.0f} MiB, "
-                  f"others {_pct(t['others'])})   bare {b_rate:5.0f} samples/s ({b['step_seconds']:.2f} s, "
-                  f"{b['threads']} threads, {_mib(b['maxrss_kib']):.0f} MiB, others {_pct(b['others'])})   "
-                  f"ratio {t_rate / b_rate:.3f}{'' if _quiet(t, b) else '  (not quiet: left out)'}", flush=True)
+            print(
+                f"run {n:<3}  trainer {t_rate:5.0f} samples/s ({t['step_seconds']:.2f} s, {t['checkpoints']} "
+                f"checkpoints {t['checkpoint_seconds']:.3f} s, {_mib(t['maxrss_kib']):.0f} MiB, "
+                f"others {_pct(t['others'])})   bare {b_rate:5.0f} samples/s ({b['step_seconds']:.2f} s, "
+                f"{b['threads']} threads, {_mib(b['maxrss_kib']):.0f} MiB, others {_pct(b['others'])})   "
+                f"ratio {t_rate / b_rate:.3f}{'' if _quiet(t, b) else '  (not quiet: left out)'}",
+                flush=True,
+            )
         quiet = [pair for pair in pairs if _quiet(*pair)]
         if quiet:
-            print(f"medians   over the {len(quiet)} quiet pairs of {len(pairs)} (other processes used <= "
-                  f"{100 * QUIET:.0f}% of the CPUs during both runs)")
+            print(
+                f"medians   over the {len(quiet)} quiet pairs of {len(pairs)} (other processes used <= "
+                f"{100 * QUIET:.0f}% of the CPUs during both runs)"
+            )
         else:
             quiet = pairs
-            print(f"warning: none of the {len(pairs)} pairs ran on a quiet machine (other processes used more than "
-                  f"{100 * QUIET:.0f}% of the CPUs): these medians measure contention more than the trainer; re-run "
-                  "on an idle machine")
+            print(
+                f"warning: none of the {len(pairs)} pairs ran on a quiet machine (other processes used more than "
+                f"{100 * QUIET:.0f}% of the CPUs): these medians measure contention more than the trainer; re-run "
+                "on an idle machine"
+            )
         trainer_runs, bare_runs = [t for t, _ in quiet], [b for _, b in quiet]
         train_samples = trainer_runs[0]["train_samples"] or bare_runs[0]["train_samples"]
         if train_samples != bare_runs[0]["train_samples"] or trainer_runs[0]["steps"] != bare_runs[0]["steps"]:
-            print(f"warning: trainer saw {train_samples} samples in {trainer_runs[0]['steps']} steps, the bare loop "
-                  f"{bare_runs[0]['train_samples']} in {bare_runs[0]['steps']}", file=sys.stderr)
+            print(
+                f"warning: trainer saw {train_samples} samples in {trainer_runs[0]['steps']} steps, the bare loop "
+                f"{bare_runs[0]['train_samples']} in {bare_runs[0]['steps']}",
+                file=sys.stderr,
+            )
         print()
         print(report(trainer_runs, bare_runs, train_samples, cfg["epochs"]))
         if args.keep:

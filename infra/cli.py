@@ -67,11 +67,13 @@ def stack_values(stack: str, overrides: list[str], repo: Path = REPO) -> tuple[d
         try:
             config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
         except yaml.YAMLError as exc:
-            raise CostError(f"{path.name} is not valid YAML ({str(exc).splitlines()[0]}): fix it or pass --stack") \
-                from None
+            raise CostError(
+                f"{path.name} is not valid YAML ({str(exc).splitlines()[0]}): fix it or pass --stack"
+            ) from None
         where = path.name
-    values = {key.removeprefix("deepcloud:"): _as_pulumi(v) for key, v in config.items()
-              if key.startswith("deepcloud:")}
+    values = {
+        key.removeprefix("deepcloud:"): _as_pulumi(v) for key, v in config.items() if key.startswith("deepcloud:")
+    }
     region = str(config.get("aws:region") or DEFAULT_REGION)
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -89,8 +91,14 @@ def selected_stack() -> str:
         return os.environ["STACK"]
     exe = shutil.which("pulumi")
     if exe:
-        done = subprocess.run([exe, "stack", "--show-name", "--non-interactive"], cwd=REPO, capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [exe, "stack", "--show-name", "--non-interactive"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         if done.returncode == 0 and done.stdout.strip():
             return done.stdout.strip()
     return "dev"
@@ -111,8 +119,10 @@ def cost_lines(stack: str, overrides: list[str], summary: bool = False) -> list[
     except (ConfigError, PriceError) as exc:
         raise CostError(str(exc)) from None
     mode = outputs.get("endpoint_mode") if outputs.get("endpoint_name") else "none (no modelArtifact)"
-    title = (f"stack {stack} ({where}), {region}; endpoint {mode}, network {outputs.get('network_profile')}, "
-             f"budget {('$' + str(outputs['monthly_budget']) + '/month') if outputs.get('monthly_budget') else 'none'}")
+    title = (
+        f"stack {stack} ({where}), {region}; endpoint {mode}, network {outputs.get('network_profile')}, "
+        f"budget {('$' + str(outputs['monthly_budget']) + '/month') if outputs.get('monthly_budget') else 'none'}"
+    )
     lines = render(bill, prices, title, region)
     if summary:
         return [lines[0], *[line for line in lines if line.startswith(("idle ", "running "))]]
@@ -123,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.cli", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("preview", "up", "destroy", "cost"))
     parser.add_argument("--stack", help="Pulumi stack (default: $STACK, the selected one, or dev)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="cost: a deepcloud: setting on top of the stack's config (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="cost: a deepcloud: setting on top of the stack's config (repeatable)",
+    )
     args = parser.parse_args(argv)
     overrides = [item for group in args.set for item in group.split()]
     if args.action == "cost":

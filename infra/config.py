@@ -26,11 +26,37 @@ import pulumi
 NAMESPACE = "deepcloud"
 """The config namespace: the project name in Pulumi.yaml."""
 
-RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-                  3288, 3653)
+RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 """The retention periods CloudWatch Logs accepts (PutRetentionPolicy)."""
-SPOT_ALLOCATION_STRATEGIES = ("capacity-optimized", "capacity-optimized-prioritized", "price-capacity-optimized",
-                              "lowest-price")
+SPOT_ALLOCATION_STRATEGIES = (
+    "capacity-optimized",
+    "capacity-optimized-prioritized",
+    "price-capacity-optimized",
+    "lowest-price",
+)
 """Auto Scaling's InstancesDistribution.SpotAllocationStrategy values."""
 ROLLOUTS = ("CANARY", "LINEAR", "ALL_AT_ONCE")
 """SageMaker blue/green traffic routing (TrafficRoutingConfigType)."""
@@ -253,8 +279,14 @@ class StackConfig:
     """An SNS topic the budget alerts publish to (its policy must let budgets.amazonaws.com publish)."""
 
     def __post_init__(self) -> None:
-        for check in (self._check_storage, self._check_network, self._check_capacity, self._check_task,
-                      self._check_endpoint, self._check_budget):
+        for check in (
+            self._check_storage,
+            self._check_network,
+            self._check_capacity,
+            self._check_task,
+            self._check_endpoint,
+            self._check_budget,
+        ):
             check()
 
     # --- derived values ------------------------------------------------------------------------------------
@@ -319,116 +351,193 @@ class StackConfig:
     # --- checks --------------------------------------------------------------------------------------------
     def _check_storage(self) -> None:
         _require(self.checkpoint_noncurrent_days >= 1, "checkpoint_noncurrent_days", "must be >= 1 day")
-        _require(self.log_retention_days in RETENTION_DAYS, "log_retention_days",
-                 f"must be one of CloudWatch's retention periods: {', '.join(map(str, RETENTION_DAYS))}")
+        _require(
+            self.log_retention_days in RETENTION_DAYS,
+            "log_retention_days",
+            f"must be one of CloudWatch's retention periods: {', '.join(map(str, RETENTION_DAYS))}",
+        )
 
     def _check_network(self) -> None:
-        _require(bool(_REGION.fullmatch(self.region)), None,
-                 f"aws:region {self.region!r} is not a region name like us-east-1")
-        _require(self.network_profile in NETWORK_PROFILES, "network_profile",
-                 f"must be one of {', '.join(NETWORK_PROFILES)} (an existing VPC: set deepcloud:vpcId instead)")
+        _require(
+            bool(_REGION.fullmatch(self.region)),
+            None,
+            f"aws:region {self.region!r} is not a region name like us-east-1",
+        )
+        _require(
+            self.network_profile in NETWORK_PROFILES,
+            "network_profile",
+            f"must be one of {', '.join(NETWORK_PROFILES)} (an existing VPC: set deepcloud:vpcId instead)",
+        )
         if self.vpc_id is None:
             _require(not self.subnet_ids, "subnet_ids", "needs deepcloud:vpcId as well (the VPC they belong to)")
             try:
                 network = ipaddress.IPv4Network(self.vpc_cidr)
             except ValueError:
                 network = None
-            _require(network is not None and 16 <= network.prefixlen <= 22, "vpc_cidr",
-                     f"{self.vpc_cidr!r} must be an IPv4 network from /16 to /22, e.g. 10.42.0.0/16")
+            _require(
+                network is not None and 16 <= network.prefixlen <= 22,
+                "vpc_cidr",
+                f"{self.vpc_cidr!r} must be an IPv4 network from /16 to /22, e.g. 10.42.0.0/16",
+            )
             _require(2 <= self.az_count <= 6, "az_count", "must be 2 to 6 availability zones")
             return
         _require(bool(_VPC.fullmatch(self.vpc_id)), "vpc_id", f"{self.vpc_id!r} is not a VPC id like vpc-0abc1234")
-        _require(len(self.subnet_ids) >= 2, "subnet_ids",
-                 "needs at least two private subnets of deepcloud:vpcId, in different availability zones")
+        _require(
+            len(self.subnet_ids) >= 2,
+            "subnet_ids",
+            "needs at least two private subnets of deepcloud:vpcId, in different availability zones",
+        )
         for subnet in self.subnet_ids:
-            _require(bool(_SUBNET.fullmatch(subnet)), "subnet_ids",
-                     f"{subnet!r} is not a subnet id like subnet-0abc1234")
+            _require(
+                bool(_SUBNET.fullmatch(subnet)), "subnet_ids", f"{subnet!r} is not a subnet id like subnet-0abc1234"
+            )
         _require(len(set(self.subnet_ids)) == len(self.subnet_ids), "subnet_ids", "lists a subnet twice")
 
     def _check_capacity(self) -> None:
         _require(bool(self.gpu_instance_types), "gpu_instance_types", "needs at least one GPU instance type")
         for kind in self.gpu_instance_types:
-            _require(bool(_GPU_TYPE.fullmatch(kind)) and not _ARM_GPU_TYPE.match(kind), "gpu_instance_types",
-                     f"{kind!r} is not an x86_64 NVIDIA GPU instance type (g4dn.xlarge, g5.xlarge, p4d.24xlarge, ...)")
-        _require(len(set(self.gpu_instance_types)) == len(self.gpu_instance_types), "gpu_instance_types",
-                 "lists an instance type twice")
+            _require(
+                bool(_GPU_TYPE.fullmatch(kind)) and not _ARM_GPU_TYPE.match(kind),
+                "gpu_instance_types",
+                f"{kind!r} is not an x86_64 NVIDIA GPU instance type (g4dn.xlarge, g5.xlarge, p4d.24xlarge, ...)",
+            )
+        _require(
+            len(set(self.gpu_instance_types)) == len(self.gpu_instance_types),
+            "gpu_instance_types",
+            "lists an instance type twice",
+        )
         _require(1 <= self.gpu_max_instances <= 100, "gpu_max_instances", "must be 1 to 100")
-        _require(0 <= self.on_demand_base_capacity <= self.gpu_max_instances, "on_demand_base_capacity",
-                 f"must be 0 to gpuMaxInstances ({self.gpu_max_instances})")
-        _require(0 <= self.on_demand_percentage_above_base <= 100, "on_demand_percentage_above_base",
-                 "must be a percentage, 0 to 100")
-        _require(self.spot_allocation_strategy in SPOT_ALLOCATION_STRATEGIES, "spot_allocation_strategy",
-                 f"must be one of {', '.join(SPOT_ALLOCATION_STRATEGIES)}")
-        _require(self.gpu_ami_parameter.startswith("/aws/service/"), "gpu_ami_parameter",
-                 "must be a public AWS SSM parameter path (/aws/service/...)")
+        _require(
+            0 <= self.on_demand_base_capacity <= self.gpu_max_instances,
+            "on_demand_base_capacity",
+            f"must be 0 to gpuMaxInstances ({self.gpu_max_instances})",
+        )
+        _require(
+            0 <= self.on_demand_percentage_above_base <= 100,
+            "on_demand_percentage_above_base",
+            "must be a percentage, 0 to 100",
+        )
+        _require(
+            self.spot_allocation_strategy in SPOT_ALLOCATION_STRATEGIES,
+            "spot_allocation_strategy",
+            f"must be one of {', '.join(SPOT_ALLOCATION_STRATEGIES)}",
+        )
+        _require(
+            self.gpu_ami_parameter.startswith("/aws/service/"),
+            "gpu_ami_parameter",
+            "must be a public AWS SSM parameter path (/aws/service/...)",
+        )
         _require(self.root_volume_gib >= 30, "root_volume_gib", "must be >= 30 GiB (the GPU AMI's snapshot size)")
         _require(self.root_volume_type in VOLUME_TYPES, "root_volume_type", f"must be one of {', '.join(VOLUME_TYPES)}")
 
     def _check_task(self) -> None:
-        _require(bool(_IMAGE_TAG.fullmatch(self.trainer_image_tag)), "trainer_image_tag",
-                 f"{self.trainer_image_tag!r} is not a Docker image tag")
+        _require(
+            bool(_IMAGE_TAG.fullmatch(self.trainer_image_tag)),
+            "trainer_image_tag",
+            f"{self.trainer_image_tag!r} is not a Docker image tag",
+        )
         _require(self.trainer_gpus >= 1, "trainer_gpus", "must be >= 1")
         _require(self.trainer_cpu >= 256, "trainer_cpu", "must be >= 256 CPU units (1024 = one vCPU)")
         _require(self.trainer_memory_mib >= 512, "trainer_memory_mib", "must be >= 512 MiB")
-        _require(64 <= self.trainer_shm_mib < self.trainer_memory_mib, "trainer_shm_mib",
-                 f"must be >= 64 MiB and below trainerMemoryMib ({self.trainer_memory_mib})")
+        _require(
+            64 <= self.trainer_shm_mib < self.trainer_memory_mib,
+            "trainer_shm_mib",
+            f"must be >= 64 MiB and below trainerMemoryMib ({self.trainer_memory_mib})",
+        )
 
     def _check_endpoint(self) -> None:
         if self.model_artifact is not None:
-            _require(bool(_MODEL_KEY.fullmatch(self.model_artifact)) and ".." not in self.model_artifact
-                     and "//" not in self.model_artifact, "model_artifact",
-                     f"{self.model_artifact!r} must be the key of a .tar.gz under models/ in the artifacts bucket, "
-                     "e.g. models/job-1/model.tar.gz")
-        _require(bool(_IMAGE_TAG.fullmatch(self.serving_image_tag)), "serving_image_tag",
-                 f"{self.serving_image_tag!r} is not a Docker image tag")
-        _require(bool(_ENDPOINT_TYPE.fullmatch(self.endpoint_instance_type)), "endpoint_instance_type",
-                 f"{self.endpoint_instance_type!r} is not a SageMaker instance type like ml.m5.large")
+            _require(
+                bool(_MODEL_KEY.fullmatch(self.model_artifact))
+                and ".." not in self.model_artifact
+                and "//" not in self.model_artifact,
+                "model_artifact",
+                f"{self.model_artifact!r} must be the key of a .tar.gz under models/ in the artifacts bucket, "
+                "e.g. models/job-1/model.tar.gz",
+            )
+        _require(
+            bool(_IMAGE_TAG.fullmatch(self.serving_image_tag)),
+            "serving_image_tag",
+            f"{self.serving_image_tag!r} is not a Docker image tag",
+        )
+        _require(
+            bool(_ENDPOINT_TYPE.fullmatch(self.endpoint_instance_type)),
+            "endpoint_instance_type",
+            f"{self.endpoint_instance_type!r} is not a SageMaker instance type like ml.m5.large",
+        )
         _require(self.endpoint_mode in ENDPOINT_MODES, "endpoint_mode", f"must be one of {', '.join(ENDPOINT_MODES)}")
-        _require(self.serverless_memory_mb in SERVERLESS_MEMORY_MB, "serverless_memory_mb",
-                 f"must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} MB (SageMaker's serverless sizes)")
-        _require(1 <= self.serverless_max_concurrency <= SERVERLESS_MAX_CONCURRENCY, "serverless_max_concurrency",
-                 f"must be 1 to {SERVERLESS_MAX_CONCURRENCY} concurrent invocations")
+        _require(
+            self.serverless_memory_mb in SERVERLESS_MEMORY_MB,
+            "serverless_memory_mb",
+            f"must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} MB (SageMaker's serverless sizes)",
+        )
+        _require(
+            1 <= self.serverless_max_concurrency <= SERVERLESS_MAX_CONCURRENCY,
+            "serverless_max_concurrency",
+            f"must be 1 to {SERVERLESS_MAX_CONCURRENCY} concurrent invocations",
+        )
         _require(self.async_backlog_per_instance >= 1, "async_backlog_per_instance", "must be >= 1 request")
         _require(self.latency_alarm_ms >= 1, "latency_alarm_ms", "must be >= 1 ms")
         _require(self.errors_5xx_alarm >= 1, "errors_5xx_alarm", "must be >= 1 error per minute")
         _require(self.endpoint_min_instances >= 1, "endpoint_min_instances", "must be >= 1")
-        _require(self.endpoint_max_instances >= self.endpoint_min_instances, "endpoint_max_instances",
-                 f"must be >= endpointMinInstances ({self.endpoint_min_instances})")
-        _require(self.endpoint_min_instances <= self.endpoint_instance_count <= self.endpoint_max_instances,
-                 "endpoint_instance_count", f"must be between endpointMinInstances ({self.endpoint_min_instances}) "
-                 f"and endpointMaxInstances ({self.endpoint_max_instances})")
+        _require(
+            self.endpoint_max_instances >= self.endpoint_min_instances,
+            "endpoint_max_instances",
+            f"must be >= endpointMinInstances ({self.endpoint_min_instances})",
+        )
+        _require(
+            self.endpoint_min_instances <= self.endpoint_instance_count <= self.endpoint_max_instances,
+            "endpoint_instance_count",
+            f"must be between endpointMinInstances ({self.endpoint_min_instances}) "
+            f"and endpointMaxInstances ({self.endpoint_max_instances})",
+        )
         _require(self.invocations_per_instance >= 1, "invocations_per_instance", "must be >= 1 per minute")
         _require(self.rollout in ROLLOUTS, "rollout", f"must be one of {', '.join(ROLLOUTS)}")
         _require(self.rollout_step_instances >= 1, "rollout_step_instances", "must be >= 1")
         if self.endpoint_mode == "multi-model":
             self._check_multi_model()
         if self.endpoint_rollout != "ALL_AT_ONCE" and self.endpoint_mode in ("realtime", "multi-model"):
-            _require(2 * self.rollout_step_instances <= self.endpoint_min_instances, "rollout_step_instances",
-                     f"a {self.rollout} step may be at most half the fleet: with {self.rollout_step_instances} "
-                     f"the endpoint needs endpointMinInstances >= {2 * self.rollout_step_instances}")
+            _require(
+                2 * self.rollout_step_instances <= self.endpoint_min_instances,
+                "rollout_step_instances",
+                f"a {self.rollout} step may be at most half the fleet: with {self.rollout_step_instances} "
+                f"the endpoint needs endpointMinInstances >= {2 * self.rollout_step_instances}",
+            )
         _require(0 <= self.bake_seconds <= 3600, "bake_seconds", "must be 0 to 3600 seconds")
         if self.endpoint_mode == "serverless":
             return  # no deployment guardrails: nothing bakes, no alarms (SageMaker guide, "Deployment guardrails")
         longest = (PROVIDER_ENDPOINT_WAIT_S - GREEN_FLEET_ALLOWANCE_S) // self.rollout_bakes
-        _require(self.rollout_seconds <= PROVIDER_ENDPOINT_WAIT_S, "bake_seconds",
-                 f"{self.bake_seconds} makes a {self.endpoint_rollout} rollout take about {self.rollout_seconds} s "
-                 f"({GREEN_FLEET_ALLOWANCE_S} s for the new fleet + {self.rollout_bakes} bakes of "
-                 f"{self.bake_seconds} s), "
-                 f"longer than the {PROVIDER_ENDPOINT_WAIT_S} s pulumi-aws waits for an endpoint update: `pulumi up` "
-                 f"would fail while SageMaker carries on. Set it to at most {longest}")
+        _require(
+            self.rollout_seconds <= PROVIDER_ENDPOINT_WAIT_S,
+            "bake_seconds",
+            f"{self.bake_seconds} makes a {self.endpoint_rollout} rollout take about {self.rollout_seconds} s "
+            f"({GREEN_FLEET_ALLOWANCE_S} s for the new fleet + {self.rollout_bakes} bakes of "
+            f"{self.bake_seconds} s), "
+            f"longer than the {PROVIDER_ENDPOINT_WAIT_S} s pulumi-aws waits for an endpoint update: `pulumi up` "
+            f"would fail while SageMaker carries on. Set it to at most {longest}",
+        )
 
     def _check_multi_model(self) -> None:
         """What SageMaker and this mode refuse (SageMaker guide, "Supported algorithms, frameworks, and instances for
         multi-model endpoints"; docs/aws-behaviours.md S19)."""
-        _require(self.multi_model_cache in MODEL_CACHE_SETTINGS, "multi_model_cache",
-                 f"must be one of {', '.join(MODEL_CACHE_SETTINGS)} (SageMaker's ModelCacheSetting)")
-        _require(bool(_CPU_ENDPOINT_TYPE.match(self.endpoint_instance_type)), "endpoint_instance_type",
-                 f"{self.endpoint_instance_type} cannot host a multi-model endpoint: SageMaker serves GPU and "
-                 "accelerator multi-model endpoints only with its Triton container; use a CPU type like ml.m5.large")
-        _require(self.model_artifact is None, "model_artifact",
-                 "is not used by a multi-model endpoint (it serves every model under multi-model/models/, which "
-                 "`make deploy TARGET=aws MODEL=<run-id>` copies there): remove it with "
-                 "`pulumi config rm deepcloud:modelArtifact`")
+        _require(
+            self.multi_model_cache in MODEL_CACHE_SETTINGS,
+            "multi_model_cache",
+            f"must be one of {', '.join(MODEL_CACHE_SETTINGS)} (SageMaker's ModelCacheSetting)",
+        )
+        _require(
+            bool(_CPU_ENDPOINT_TYPE.match(self.endpoint_instance_type)),
+            "endpoint_instance_type",
+            f"{self.endpoint_instance_type} cannot host a multi-model endpoint: SageMaker serves GPU and "
+            "accelerator multi-model endpoints only with its Triton container; use a CPU type like ml.m5.large",
+        )
+        _require(
+            self.model_artifact is None,
+            "model_artifact",
+            "is not used by a multi-model endpoint (it serves every model under multi-model/models/, which "
+            "`make deploy TARGET=aws MODEL=<run-id>` copies there): remove it with "
+            "`pulumi config rm deepcloud:modelArtifact`",
+        )
 
     def _check_budget(self) -> None:
         _require(self.monthly_budget >= 0, "monthly_budget", "must be 0 (no budget) or a whole number of USD")
@@ -436,11 +545,17 @@ class StackConfig:
             _require(bool(_EMAIL.fullmatch(address)), "budget_emails", f"{address!r} is not an email address")
         _require(len(self.budget_emails) <= 10, "budget_emails", "takes at most 10 addresses (AWS Budgets' limit)")
         if self.budget_sns_topic_arn is not None:
-            _require(bool(_SNS_TOPIC.fullmatch(self.budget_sns_topic_arn)), "budget_sns_topic_arn",
-                     f"{self.budget_sns_topic_arn!r} is not an SNS topic ARN like arn:aws:sns:us-east-1:123456789012:x")
+            _require(
+                bool(_SNS_TOPIC.fullmatch(self.budget_sns_topic_arn)),
+                "budget_sns_topic_arn",
+                f"{self.budget_sns_topic_arn!r} is not an SNS topic ARN like arn:aws:sns:us-east-1:123456789012:x",
+            )
         if self.monthly_budget > 0:
-            _require(bool(self.budget_emails) or self.budget_sns_topic_arn is not None, "monthly_budget",
-                     "needs someone to alert: set deepcloud:budgetEmails or deepcloud:budgetSnsTopicArn")
+            _require(
+                bool(self.budget_emails) or self.budget_sns_topic_arn is not None,
+                "monthly_budget",
+                "needs someone to alert: set deepcloud:budgetEmails or deepcloud:budgetSnsTopicArn",
+            )
 
 
 _FIXED = ("project", "stack", "region")
@@ -490,8 +605,9 @@ def parse(values: Mapping[str, str], *, project: str, stack: str, region: str | 
     if unknown:
         close = difflib.get_close_matches(unknown[0], KEYS, n=1)
         hint = f" (did you mean {NAMESPACE}:{close[0]}?)" if close else ""
-        raise ConfigError(f"{NAMESPACE}:{unknown[0]} is not a deepcloud setting{hint}; "
-                          "Pulumi.dev.yaml.example lists them all")
+        raise ConfigError(
+            f"{NAMESPACE}:{unknown[0]} is not a deepcloud setting{hint}; Pulumi.dev.yaml.example lists them all"
+        )
     if not region:
         raise ConfigError("aws:region is not set: run `pulumi config set aws:region us-east-1` (or your region)")
     parsed = {KEYS[key].name: _parse(key, text, KEYS[key].default) for key, text in values.items()}
@@ -507,5 +623,9 @@ def load() -> StackConfig:
     present = [key.removeprefix(prefix) for key in CONFIG.get() if key.startswith(prefix)]
     values = {key: settings.get(key) for key in present}
     region = pulumi.Config("aws").get("region")
-    return parse({k: v for k, v in values.items() if v is not None}, project=pulumi.get_project(),
-                 stack=pulumi.get_stack(), region=region)
+    return parse(
+        {k: v for k, v in values.items() if v is not None},
+        project=pulumi.get_project(),
+        stack=pulumi.get_stack(),
+        region=region,
+    )

@@ -103,9 +103,16 @@ def price(resources: Sequence[Registered], prices: PriceTable, outputs: dict[str
         from infra.components.network import INTERFACE_ENDPOINTS
 
         zones = len(outputs.get("subnet_ids") or [])
-        bill.lines.append(Line("Network", f"{len(INTERFACE_ENDPOINTS)} interface endpoints x {zones} zones, only "
-                                          "while a run needs them (on-demand)", 0.0,
-                               len(INTERFACE_ENDPOINTS) * zones * prices.rate("vpc_interface_endpoint").usd, "rates"))
+        bill.lines.append(
+            Line(
+                "Network",
+                f"{len(INTERFACE_ENDPOINTS)} interface endpoints x {zones} zones, only "
+                "while a run needs them (on-demand)",
+                0.0,
+                len(INTERFACE_ENDPOINTS) * zones * prices.rate("vpc_interface_endpoint").usd,
+                "rates",
+            )
+        )
     owners = _component_names(resources)
     month = 1 / HOURS_PER_MONTH
 
@@ -119,31 +126,48 @@ def price(resources: Sequence[Registered], prices: PriceTable, outputs: dict[str
         add(r, item, hourly, hourly, rate.section)
 
     targets = {str(r.inputs.get("resourceId")): r for r in resources if r.type == "aws:appautoscaling/target:Target"}
-    endpoints = {dep: r for r in resources if r.type == "aws:sagemaker/endpoint:Endpoint"
-                 for dep in r.property_dependencies.get("endpointConfigName", [])}
+    endpoints = {
+        dep: r
+        for r in resources
+        if r.type == "aws:sagemaker/endpoint:Endpoint"
+        for dep in r.property_dependencies.get("endpointConfigName", [])
+    }
     for r in resources:
         kind = r.type
         if kind == "aws:kms/key:Key":
             rated(r, "KMS customer managed key", "kms_key", 1)
-            bill.per_use.append(Line(owners[r.urn], f"KMS requests ${prices.rate('kms_requests').usd:g} per 10k",
-                                     0, 0, "rates"))
+            bill.per_use.append(
+                Line(owners[r.urn], f"KMS requests ${prices.rate('kms_requests').usd:g} per 10k", 0, 0, "rates")
+            )
         elif kind == "aws:cloudwatch/metricAlarm:MetricAlarm":
             rated(r, f"alarm {r.name}", "cloudwatch_alarm", 1)
         elif kind == "aws:appautoscaling/policy:Policy" and r.inputs.get("policyType") == "TargetTrackingScaling":
-            rated(r, f"{ALARMS_PER_TARGET_TRACKING} alarms of target tracking {r.name}", "cloudwatch_alarm",
-                  ALARMS_PER_TARGET_TRACKING)
+            rated(
+                r,
+                f"{ALARMS_PER_TARGET_TRACKING} alarms of target tracking {r.name}",
+                "cloudwatch_alarm",
+                ALARMS_PER_TARGET_TRACKING,
+            )
         elif kind == "aws:ecs/capacityProvider:CapacityProvider":
             managed = (r.inputs.get("autoScalingGroupProvider") or {}).get("managedScaling") or {}
             if managed.get("status") == "ENABLED":
-                rated(r, f"{ALARMS_PER_TARGET_TRACKING} alarms of ECS managed scaling", "cloudwatch_alarm",
-                      ALARMS_PER_TARGET_TRACKING)
+                rated(
+                    r,
+                    f"{ALARMS_PER_TARGET_TRACKING} alarms of ECS managed scaling",
+                    "cloudwatch_alarm",
+                    ALARMS_PER_TARGET_TRACKING,
+                )
         elif kind == "aws:ec2/vpcEndpoint:VpcEndpoint":
-            service = str(r.inputs.get("serviceName", "")).rsplit(".", 1)[-1] if r.inputs.get(
-                "vpcEndpointType") == "Gateway" else ".".join(str(r.inputs.get("serviceName", "")).split(".")[3:])
+            service = (
+                str(r.inputs.get("serviceName", "")).rsplit(".", 1)[-1]
+                if r.inputs.get("vpcEndpointType") == "Gateway"
+                else ".".join(str(r.inputs.get("serviceName", "")).split(".")[3:])
+            )
             if r.inputs.get("vpcEndpointType") == "Interface":
                 zones = len(r.inputs.get("subnetIds") or [])
-                rated(r, f"interface endpoint {service} x {zones} zones", "vpc_interface_endpoint", zones,
-                      per_hour=True)
+                rated(
+                    r, f"interface endpoint {service} x {zones} zones", "vpc_interface_endpoint", zones, per_hour=True
+                )
             else:
                 add(r, f"gateway endpoint {service} (free)", 0, 0, "")
         elif kind == "aws:ec2/natGateway:NatGateway":
@@ -153,44 +177,90 @@ def price(resources: Sequence[Registered], prices: PriceTable, outputs: dict[str
             types = [o["instanceType"] for o in overrides if "instanceType" in o]
             dearest = max((prices.get("ec2", t).usd_per_hour, t) for t in types)
             low, high = int(r.inputs.get("minSize", 0)), int(r.inputs.get("maxSize", 0))
-            add(r, f"GPU instances {low}..{high} x {dearest[1]} (dearest type, on-demand; spot costs less)",
-                low * dearest[0], high * dearest[0], "ec2")
+            add(
+                r,
+                f"GPU instances {low}..{high} x {dearest[1]} (dearest type, on-demand; spot costs less)",
+                low * dearest[0],
+                high * dearest[0],
+                "ec2",
+            )
         elif kind == "aws:sagemaker/endpointConfiguration:EndpointConfiguration":
             _price_endpoint(r, endpoints.get(r.urn), targets, prices, bill, owners[r.urn])
         elif kind == "aws:s3/bucket:Bucket" and r.name.endswith("-data"):
             rated(r, f"S3 storage, {STORED_GB['s3']:g} GB assumed (all buckets)", "s3_standard", STORED_GB["s3"])
         elif kind == "aws:ecr/repository:Repository" and r.name.endswith("-trainer"):
-            rated(r, f"ECR storage, {STORED_GB['ecr']:g} GB assumed (both repositories)", "ecr_storage",
-                  STORED_GB["ecr"])
+            rated(
+                r, f"ECR storage, {STORED_GB['ecr']:g} GB assumed (both repositories)", "ecr_storage", STORED_GB["ecr"]
+            )
         elif kind == "aws:cloudwatch/logGroup:LogGroup" and r.name.startswith("training-"):
-            rated(r, f"CloudWatch Logs storage, {STORED_GB['logs']:g} GB assumed (all groups)", "logs_storage",
-                  STORED_GB["logs"])
-            bill.per_use.append(Line(owners[r.urn], f"log ingestion ${prices.rate('logs_ingestion').usd:g} per GB",
-                                     0, 0, prices.rate("logs_ingestion").section))
+            rated(
+                r,
+                f"CloudWatch Logs storage, {STORED_GB['logs']:g} GB assumed (all groups)",
+                "logs_storage",
+                STORED_GB["logs"],
+            )
+            bill.per_use.append(
+                Line(
+                    owners[r.urn],
+                    f"log ingestion ${prices.rate('logs_ingestion').usd:g} per GB",
+                    0,
+                    0,
+                    prices.rate("logs_ingestion").section,
+                )
+            )
         elif kind == "aws:budgets/budget:Budget":
             bill.notes.append("the budget has no actions: AWS Budgets bills action-enabled budgets only")
     if any(line.item.startswith("interface endpoint") for line in bill.lines):
-        bill.per_use.append(Line("Network", f"data through interface endpoints "
-                                            f"${prices.rate('vpc_endpoint_data').usd:g} per GB", 0, 0, "rates"))
-    bill.notes.append("not counted: ECS Container Insights metrics (billed per metric while the cluster reports them), "
-                      "Lambda and EventBridge (per invocation, within the free tier for this stack's few events)")
+        bill.per_use.append(
+            Line(
+                "Network",
+                f"data through interface endpoints ${prices.rate('vpc_endpoint_data').usd:g} per GB",
+                0,
+                0,
+                "rates",
+            )
+        )
+    bill.notes.append(
+        "not counted: ECS Container Insights metrics (billed per metric while the cluster reports them), "
+        "Lambda and EventBridge (per invocation, within the free tier for this stack's few events)"
+    )
     return bill
 
 
-def _price_endpoint(config: Registered, endpoint: Registered | None, targets: dict[str, Registered],
-                    prices: PriceTable, bill: Bill, component: str) -> None:
+def _price_endpoint(
+    config: Registered,
+    endpoint: Registered | None,
+    targets: dict[str, Registered],
+    prices: PriceTable,
+    bill: Bill,
+    component: str,
+) -> None:
     name = endpoint.inputs.get("name") if endpoint else None
     for variant in config.inputs.get("productionVariants") or []:
         serverless = variant.get("serverlessConfig")
         if serverless:
             memory, slots = int(serverless["memorySizeInMb"]), int(serverless["maxConcurrency"])
             per_second = prices.serverless_per_second(memory)
-            bill.lines.append(Line(component, f"serverless {memory} MB: $0 idle; at most {slots} invocations "
-                                              "at once all hour", 0.0, per_second * 3600 * slots,
-                                   "sagemaker_serverless"))
-            bill.per_use.append(Line(component, f"serverless compute ${per_second:.7f} per second of each "
-                                                f"invocation, data ${prices.rate('sagemaker_serverless_data').usd:g}"
-                                                " per GB", 0, 0, "sagemaker_serverless"))
+            bill.lines.append(
+                Line(
+                    component,
+                    f"serverless {memory} MB: $0 idle; at most {slots} invocations at once all hour",
+                    0.0,
+                    per_second * 3600 * slots,
+                    "sagemaker_serverless",
+                )
+            )
+            bill.per_use.append(
+                Line(
+                    component,
+                    f"serverless compute ${per_second:.7f} per second of each "
+                    f"invocation, data ${prices.rate('sagemaker_serverless_data').usd:g}"
+                    " per GB",
+                    0,
+                    0,
+                    "sagemaker_serverless",
+                )
+            )
             continue
         kind = variant["instanceType"]
         hourly = prices.get("sagemaker_hosting", kind).usd_per_hour
@@ -198,34 +268,56 @@ def _price_endpoint(config: Registered, endpoint: Registered | None, targets: di
         low = int(target.inputs["minCapacity"]) if target else int(variant.get("initialInstanceCount", 1))
         high = int(target.inputs["maxCapacity"]) if target else low
         mode = "async, scales to zero" if config.inputs.get("asyncInferenceConfig") else "real-time"
-        bill.lines.append(Line(component, f"endpoint {low}..{high} x {kind} ({mode})", low * hourly, high * hourly,
-                               "sagemaker_hosting"))
+        bill.lines.append(
+            Line(
+                component, f"endpoint {low}..{high} x {kind} ({mode})", low * hourly, high * hourly, "sagemaker_hosting"
+            )
+        )
     if endpoint and (endpoint.inputs.get("deploymentConfig") or {}).get("blueGreenUpdatePolicy"):
-        bill.notes.append("a blue/green rollout runs the new endpoint fleet beside the old one while it bakes "
-                          "(twice the instances, for bakeSeconds per step)")
+        bill.notes.append(
+            "a blue/green rollout runs the new endpoint fleet beside the old one while it bakes "
+            "(twice the instances, for bakeSeconds per step)"
+        )
 
 
 def render(bill: Bill, prices: PriceTable, title: str, region: str) -> list[str]:
     """The bill as printed: a table by component, the totals, then where each price comes from."""
     rows = [("component", "item", "idle $/h", "idle $/month", "running $/h", "prices")]
     for line in sorted(bill.lines, key=lambda line: (line.component, -line.idle_usd_h, line.item)):
-        rows.append((line.component, line.item, f"{line.idle_usd_h:.4f}", f"{line.idle_usd_month:.2f}",
-                     f"{line.running_usd_h:.4f}", line.section or "-"))
+        rows.append(
+            (
+                line.component,
+                line.item,
+                f"{line.idle_usd_h:.4f}",
+                f"{line.idle_usd_month:.2f}",
+                f"{line.running_usd_h:.4f}",
+                line.section or "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = [f"==> cost: {title}"]
-    out += ["  ".join(cell.ljust(width) if i < 2 or i == 5 else cell.rjust(width)
-                      for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip() for row in rows]
+    out += [
+        "  ".join(
+            cell.ljust(width) if i < 2 or i == 5 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
     compute, network = bill.idle_by(["compute"]), bill.idle_by(["network"])
-    out.append(f"idle      ${bill.idle_usd_h:.4f}/h = ${bill.idle_usd_h * HOURS_PER_MONTH:.2f} a month "
-               f"(compute ${compute:.4f}/h, network ${network:.4f}/h, keys, alarms and storage the rest)")
+    out.append(
+        f"idle      ${bill.idle_usd_h:.4f}/h = ${bill.idle_usd_h * HOURS_PER_MONTH:.2f} a month "
+        f"(compute ${compute:.4f}/h, network ${network:.4f}/h, keys, alarms and storage the rest)"
+    )
     out.append(f"running   at most ${bill.running_usd_h:.4f}/h with everything at its maximum")
     for line in bill.per_use:
         out.append(f"per use   {line.component}: {line.item}")
     for note in bill.notes:
         out.append(f"note      {note}")
     where = "" if region == prices.region else f"; the stack is in {region}, where prices differ"
-    out.append(f"prices    {prices.region} list prices from {prices.name}{where}; a month is {HOURS_PER_MONTH} h; "
-               f"storage assumed {', '.join(f'{k} {v:g} GB' for k, v in STORED_GB.items())}")
+    out.append(
+        f"prices    {prices.region} list prices from {prices.name}{where}; a month is {HOURS_PER_MONTH} h; "
+        f"storage assumed {', '.join(f'{k} {v:g} GB' for k, v in STORED_GB.items())}"
+    )
     used = sorted({line.section for line in [*bill.lines, *bill.per_use] if line.section})
     for section in used:
         out.append(f"          [{section}] {prices.source(section)}")

@@ -6,8 +6,10 @@ import shutil
 
 STACK_TAG = "deepcloud:stack"
 """Tag key on every taggable resource; its value is `<project>/<stack>`, so leftovers can be audited by tag."""
-INSTALL_HINT = ("install it: curl -fsSL https://get.pulumi.com | sh (or brew install pulumi/tap/pulumi), then "
-                "pulumi login (see README, 'The AWS workflow')")
+INSTALL_HINT = (
+    "install it: curl -fsSL https://get.pulumi.com | sh (or brew install pulumi/tap/pulumi), then "
+    "pulumi login (see README, 'The AWS workflow')"
+)
 """ops/aws/stack.py says the same (it imports this), so both commands give one line, worded alike."""
 
 
@@ -16,8 +18,9 @@ def require_engine() -> None:
     from pulumi.runtime.settings import get_monitor
 
     if get_monitor() is None:
-        raise SystemExit("error: infra/ is a Pulumi program: run `pulumi preview` or `pulumi up` in the repository "
-                         "root, not python")
+        raise SystemExit(
+            "error: infra/ is a Pulumi program: run `pulumi preview` or `pulumi up` in the repository root, not python"
+        )
 
 
 def pulumi_cli() -> str:

@@ -25,21 +25,76 @@ classify, so each new one is decided from the documentation above.
 
 from __future__ import annotations
 
-NVME_FAMILIES = frozenset({
-    # "d" families: the EC2 user guide lists NVMe instance store for each (c5d, m5d, r5d, ...; SDK rule above).
-    "c5d", "m5d", "r5d", "c6gd", "m6gd", "r6gd", "r7gd",
-    # GPU families: g4dn, g5 and p4d are named by the SageMaker guide; the others are NVMe in the EC2 guide.
-    "g4dn", "g5", "g6", "g6e", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200",
-    # Accelerators: Trainium (trn1, trn1n, trn2) and Gaudi (dl1) types carry NVMe instance store (EC2 guide).
-    "trn1", "trn1n", "trn2", "dl1",
-})
+NVME_FAMILIES = frozenset(
+    {
+        # "d" families: the EC2 user guide lists NVMe instance store for each (c5d, m5d, r5d, ...; SDK rule above).
+        "c5d",
+        "m5d",
+        "r5d",
+        "c6gd",
+        "m6gd",
+        "r6gd",
+        "r7gd",
+        # GPU families: g4dn, g5 and p4d are named by the SageMaker guide; the others are NVMe in the EC2 guide.
+        "g4dn",
+        "g5",
+        "g6",
+        "g6e",
+        "p3dn",
+        "p4d",
+        "p4de",
+        "p5",
+        "p5e",
+        "p5en",
+        "p6-b200",
+        # Accelerators: Trainium (trn1, trn1n, trn2) and Gaudi (dl1) types carry NVMe instance store (EC2 guide).
+        "trn1",
+        "trn1n",
+        "trn2",
+        "dl1",
+    }
+)
 """ML instance families with local NVMe storage: no KMS key for their volume."""
 
-EBS_FAMILIES = frozenset({
-    "t2", "t3", "m4", "m5", "m6i", "m6g", "m7i", "m7i-flex", "m8g", "m8i", "m8i-flex", "c4", "c5", "c5n", "c6g",
-    "c6gn", "c6i", "c6in", "c7g", "c7i", "c7i-flex", "c8g", "c8i", "c8i-flex", "r5", "r6g", "r6i", "r7i", "r8g",
-    "r8i", "r8i-flex", "p2", "p3", "inf1", "inf2",
-})
+EBS_FAMILIES = frozenset(
+    {
+        "t2",
+        "t3",
+        "m4",
+        "m5",
+        "m6i",
+        "m6g",
+        "m7i",
+        "m7i-flex",
+        "m8g",
+        "m8i",
+        "m8i-flex",
+        "c4",
+        "c5",
+        "c5n",
+        "c6g",
+        "c6gn",
+        "c6i",
+        "c6in",
+        "c7g",
+        "c7i",
+        "c7i-flex",
+        "c8g",
+        "c8i",
+        "c8i-flex",
+        "r5",
+        "r6g",
+        "r6i",
+        "r7i",
+        "r8g",
+        "r8i",
+        "r8i-flex",
+        "p2",
+        "p3",
+        "inf1",
+        "inf2",
+    }
+)
 """ML instance families that are EBS-only in the EC2 guide (ml.c5 and ml.p2 named by the SageMaker guide)."""
 
 UNVERIFIED_FAMILIES = frozenset({"g7", "g7e", "p6-b300", "p6e-gb200"})

@@ -77,19 +77,38 @@ class PriceTable:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise PriceError(f"cannot read the price table {path}: {exc}") from None
         try:
-            prices = {kind: {name: Price(name, float(entry["usd_per_hour"]), entry.get("vcpus"), entry.get("gpus"))
-                             for name, entry in raw.get(kind, {}).items()} for kind in INSTANCE_SECTIONS}
-            serverless = {int(mb): float(entry["usd_per_second"])
-                          for mb, entry in raw.get("sagemaker_serverless", {}).items()}
-            rates = {name: Rate(name, float(entry["usd"]), str(entry["unit"]), section)
-                     for section in RATE_SECTIONS for name, entry in raw.get(section, {}).items()}
-            sources = {name: Source(str(entry["as_of"]), str(entry["source"]))
-                       for name, entry in raw.get("sources", {}).items()}
-            return cls(as_of=str(raw["as_of"]), region=str(raw["region"]), prices=prices, serverless=serverless,
-                       rates=rates, sources=sources, path=path)
+            prices = {
+                kind: {
+                    name: Price(name, float(entry["usd_per_hour"]), entry.get("vcpus"), entry.get("gpus"))
+                    for name, entry in raw.get(kind, {}).items()
+                }
+                for kind in INSTANCE_SECTIONS
+            }
+            serverless = {
+                int(mb): float(entry["usd_per_second"]) for mb, entry in raw.get("sagemaker_serverless", {}).items()
+            }
+            rates = {
+                name: Rate(name, float(entry["usd"]), str(entry["unit"]), section)
+                for section in RATE_SECTIONS
+                for name, entry in raw.get(section, {}).items()
+            }
+            sources = {
+                name: Source(str(entry["as_of"]), str(entry["source"]))
+                for name, entry in raw.get("sources", {}).items()
+            }
+            return cls(
+                as_of=str(raw["as_of"]),
+                region=str(raw["region"]),
+                prices=prices,
+                serverless=serverless,
+                rates=rates,
+                sources=sources,
+                path=path,
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise PriceError(f"the price table {path} is malformed ({type(exc).__name__}: {exc}): "
-                             "run `make prices` to rewrite it") from None
+            raise PriceError(
+                f"the price table {path} is malformed ({type(exc).__name__}: {exc}): run `make prices` to rewrite it"
+            ) from None
 
     def find(self, kind: str, instance_type: str) -> Price | None:
         return self.prices[kind].get(instance_type)
@@ -97,8 +116,10 @@ class PriceTable:
     def get(self, kind: str, instance_type: str) -> Price:
         price = self.find(kind, instance_type)
         if price is None:
-            raise PriceError(f"no price for {instance_type} in [{kind}] of {self.name}: run `make prices` (or add it, "
-                             "with its source) so the cost can be shown and MAX_COST honoured")
+            raise PriceError(
+                f"no price for {instance_type} in [{kind}] of {self.name}: run `make prices` (or add it, "
+                "with its source) so the cost can be shown and MAX_COST honoured"
+            )
         return price
 
     def rate(self, name: str) -> Rate:
@@ -108,8 +129,9 @@ class PriceTable:
 
     def serverless_per_second(self, memory_mb: int) -> float:
         if memory_mb not in self.serverless:
-            raise PriceError(f"no serverless price for {memory_mb} MB in [sagemaker_serverless] of {self.name}: "
-                             "run `make prices`")
+            raise PriceError(
+                f"no serverless price for {memory_mb} MB in [sagemaker_serverless] of {self.name}: run `make prices`"
+            )
         return self.serverless[memory_mb]
 
     def source(self, section: str) -> Source:

@@ -34,8 +34,19 @@ from pulumi.runtime.sync_await import _sync_await
 # at import; the program uses none of them, so import the packages it uses here, quietly, once.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    for _service in ("appautoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs", "iam", "kms", "lambda_", "s3",
-                     "sagemaker"):
+    for _service in (
+        "appautoscaling",
+        "autoscaling",
+        "cloudwatch",
+        "ec2",
+        "ecr",
+        "ecs",
+        "iam",
+        "kms",
+        "lambda_",
+        "s3",
+        "sagemaker",
+    ):
         hasattr(importlib.import_module(f"pulumi_aws.{_service}"), "load")  # the first attribute lookup loads it
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,22 +95,30 @@ class AwsMocks(pulumi.runtime.Mocks):
         invoked = args.token
         self.invokes.append(invoked)
         if invoked == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDA",
-                    "id": ACCOUNT}
+            return {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer",
+                "userId": "AIDA",
+                "id": ACCOUNT,
+            }
         if invoked == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsPrefix": "com.amazonaws",
-                    "id": "aws"}
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "reverseDnsPrefix": "com.amazonaws", "id": "aws"}
         if invoked == "aws:iam/getRoles:getRoles":
             # IAM ListRoles filtered by path prefix, then the provider's name_regex (data_source_iam_roles.go)
             prefix, pattern = args.args.get("pathPrefix", "/"), args.args.get("nameRegex", "")
-            names = sorted(name.rsplit("/", 1)[1] for name in self.roles if name.startswith(prefix)
-                           and re.search(pattern, name.rsplit("/", 1)[1]))
-            return {"names": names, "arns": [f"arn:aws:iam::{ACCOUNT}:role{prefix}{n}" for n in names],
-                    "id": self.region}
+            names = sorted(
+                name.rsplit("/", 1)[1]
+                for name in self.roles
+                if name.startswith(prefix) and re.search(pattern, name.rsplit("/", 1)[1])
+            )
+            return {
+                "names": names,
+                "arns": [f"arn:aws:iam::{ACCOUNT}:role{prefix}{n}" for n in names],
+                "id": self.region,
+            }
         if invoked == "aws:index/getAvailabilityZones:getAvailabilityZones":
             zones = [f"{self.region}{letter}" for letter in "abc"]  # what the program reads: names, one per zone
-            return {"names": zones, "zoneIds": [f"az{i + 1}" for i in range(len(zones))],
-                    "id": self.region}
+            return {"names": zones, "zoneIds": [f"az{i + 1}" for i in range(len(zones))], "id": self.region}
         raise NotImplementedError(f"the mocks do not answer the invoke {args.token}; add it to tests/infra/harness.py")
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -113,10 +132,24 @@ class AwsMocks(pulumi.runtime.Mocks):
         if kind == "Bucket":
             bucket = state.setdefault("bucket", physical)
             return bucket, {**state, "arn": f"arn:aws:s3:::{bucket}", "id": bucket}
-        if kind in ("Vpc", "Subnet", "SecurityGroup", "DefaultSecurityGroup", "RouteTable", "LaunchTemplate",
-                    "VpcEndpoint"):
-            prefix = {"Vpc": "vpc", "Subnet": "subnet", "SecurityGroup": "sg", "DefaultSecurityGroup": "sg",
-                      "RouteTable": "rtb", "LaunchTemplate": "lt", "VpcEndpoint": "vpce"}[kind]
+        if kind in (
+            "Vpc",
+            "Subnet",
+            "SecurityGroup",
+            "DefaultSecurityGroup",
+            "RouteTable",
+            "LaunchTemplate",
+            "VpcEndpoint",
+        ):
+            prefix = {
+                "Vpc": "vpc",
+                "Subnet": "subnet",
+                "SecurityGroup": "sg",
+                "DefaultSecurityGroup": "sg",
+                "RouteTable": "rtb",
+                "LaunchTemplate": "lt",
+                "VpcEndpoint": "vpce",
+            }[kind]
             ident = f"{prefix}-{_short_hash(args.name)}"
             arn = f"arn:aws:ec2:{region}:{account}:{kind.lower()}/{ident}"
             return ident, {**state, "id": ident, "arn": arn, "latestVersion": 1}
@@ -150,20 +183,33 @@ class RecordingMonitor(MockMonitor):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             registration = self.resources[response.urn]
-            self.registered.append(Registered(
-                urn=response.urn, type=request.type, name=request.name, custom=request.custom,
-                inputs=rpc.deserialize_properties(request.object), parent=request.parent, provider=request.provider,
-                protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
-                ignore_changes=list(request.ignoreChanges),
-                dependencies=list(request.dependencies),
-                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
-                id=registration.id or "", outputs=dict(registration.state)))
+            self.registered.append(
+                Registered(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    custom=request.custom,
+                    inputs=rpc.deserialize_properties(request.object),
+                    parent=request.parent,
+                    provider=request.provider,
+                    protect=bool(request.protect),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    ignore_changes=list(request.ignoreChanges),
+                    dependencies=list(request.dependencies),
+                    property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                    id=registration.id or "",
+                    outputs=dict(registration.state),
+                )
+            )
         return response
 
 
-def run_program(values: Mapping[str, str], stack: str = "dev", region: str = "eu-west-1",
-                roles: tuple[str, ...] = (ECS_SERVICE_LINKED_ROLE,)) -> tuple[list[Registered], dict[str, Any],
-                                                                             list[str], float]:
+def run_program(
+    values: Mapping[str, str],
+    stack: str = "dev",
+    region: str = "eu-west-1",
+    roles: tuple[str, ...] = (ECS_SERVICE_LINKED_ROLE,),
+) -> tuple[list[Registered], dict[str, Any], list[str], float]:
     """Run infra/__main__.py once under mocks with `deepcloud:` config `values` (keys without namespace), in an
     account that has the IAM `roles` (path and name); (what it registered, its stack outputs, the invokes it made,
     seconds taken). A bad config raises the program's ConfigError."""

@@ -79,13 +79,18 @@ def cmd_train(paths: Paths, args: argparse.Namespace):
 
 def cmd_deploy(paths: Paths, args: argparse.Namespace):
     session = _session(args)
-    model = Path(args.model) if args.model else (latest_model(session.paths, "container") if session
-                                                  else latest_model(paths))
+    model = (
+        Path(args.model)
+        if args.model
+        else (latest_model(session.paths, "container") if session else latest_model(paths))
+    )
     _header(f"deploy ({'container' if session else 'local'}): {model}")
     if session:
         deployment = container.deploy(session, model, port=args.port)
-        print(f"serving {deployment.url}/invocations  container {deployment.container}  image {deployment.image}",
-              flush=True)
+        print(
+            f"serving {deployment.url}/invocations  container {deployment.container}  image {deployment.image}",
+            flush=True,
+        )
     else:
         deployment = local_server.deploy(paths, model, REPO, port=args.port)
         print(f"serving {deployment.url}/invocations  pid {deployment.pid}  log {deployment.log}", flush=True)
@@ -103,8 +108,10 @@ def cmd_predict(paths: Paths, args: argparse.Namespace):
     for line in report.lines():
         print(line)
     if report.in_process_accuracy is not None and not report.matches:
-        raise OpsError("accuracy over HTTP differs from the in-process accuracy of the same artifact: "
-                       "the server and trainer disagree on the model's input; see docs/artifact.md")
+        raise OpsError(
+            "accuracy over HTTP differs from the in-process accuracy of the same artifact: "
+            "the server and trainer disagree on the model's input; see docs/artifact.md"
+        )
     return report
 
 
@@ -147,39 +154,66 @@ def cmd_demo(paths: Paths, args: argparse.Namespace) -> None:
     kept_report = paths.home / "demo-report.png"
     print("\n==> demo summary")
     print(f"test accuracy (in-process)  {report.in_process_accuracy:.4f}")
-    print(f"test accuracy (HTTP)        {report.accuracy:.4f}  ({report.correct}/{report.samples}, "
-          f"{'equal' if report.matches else 'DIFFERENT'})")
+    print(
+        f"test accuracy (HTTP)        {report.accuracy:.4f}  ({report.correct}/{report.samples}, "
+        f"{'equal' if report.matches else 'DIFFERENT'})"
+    )
     print(f"median latency              {p50:.2f} ms")
     if session := _session(args):
-        print("images                      " + "  ".join(
-            f"{image.ref} ({f'built in {image.seconds:.0f} s' if image.built else 'up to date'})"
-            for image in session.images.values()))
+        print(
+            "images                      "
+            + "  ".join(
+                f"{image.ref} ({f'built in {image.seconds:.0f} s' if image.built else 'up to date'})"
+                for image in session.images.values()
+            )
+        )
     print("step seconds                " + "  ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"total                       {sum(timings.values()):.1f} s")
     print(f"report                      {kept_report}")
     if report.accuracy < DEMO_MIN_ACCURACY:
         dataset = "" if paths.dataset_name == DEFAULT_DATASET else f" DATASET={paths.dataset_name}"
-        raise OpsError(f"test accuracy {report.accuracy:.4f} is below the demo's {DEMO_MIN_ACCURACY}: "
-                       f"train longer, e.g. make demo{dataset} HP=\"epochs=40\"")
+        raise OpsError(
+            f"test accuracy {report.accuracy:.4f} is below the demo's {DEMO_MIN_ACCURACY}: "
+            f'train longer, e.g. make demo{dataset} HP="epochs=40"'
+        )
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "deploy": cmd_deploy, "predict": cmd_predict,
-            "destroy": cmd_destroy, "demo": cmd_demo, "images": cmd_images}
+COMMANDS = {
+    "data": cmd_data,
+    "train": cmd_train,
+    "deploy": cmd_deploy,
+    "predict": cmd_predict,
+    "destroy": cmd_destroy,
+    "demo": cmd_demo,
+    "images": cmd_images,
+}
 AWS_ONLY = ("preflight", "rollback", "status", "logs")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__.split("\n")[0])
-    parser.add_argument("--target", default=os.environ.get("TARGET") or "local",
-                        help="where to run: local (default), container (the images under Docker, see "
-                             "ops/container.py) or aws (the Pulumi stack, see ops/aws/)")
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("TARGET") or "local",
+        help="where to run: local (default), container (the images under Docker, see "
+        "ops/container.py) or aws (the Pulumi stack, see ops/aws/)",
+    )
     parser.add_argument("command", choices=sorted({*COMMANDS, *AWS_ONLY}))
-    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE ...",
-                        help="hyperparameters for train/demo, e.g. --hp 'epochs=10 lr=0.002'")
-    parser.add_argument("--model", help="deploy: artifact directory or model.tar.gz (default: latest job); "
-                                         "aws: the run id to deploy (env MODEL; default: the newest model)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")),
-                        help="deploy: local port (default 8080)")
+    parser.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE ...",
+        help="hyperparameters for train/demo, e.g. --hp 'epochs=10 lr=0.002'",
+    )
+    parser.add_argument(
+        "--model",
+        help="deploy: artifact directory or model.tar.gz (default: latest job); "
+        "aws: the run id to deploy (env MODEL; default: the newest model)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "8080")), help="deploy: local port (default 8080)"
+    )
     aws = parser.add_argument_group("TARGET=aws (each also read from the environment variable in capitals)")
     aws.add_argument("--stack", help="Pulumi stack (default: the selected one)")
     aws.add_argument("--backend", help="train: ecs (default: ECS RunTask on the GPU capacity) or sagemaker")

@@ -122,9 +122,21 @@ def train(session: Session, dataset: Path, hyperparameters: dict[str, str]) -> T
     print(f"job {job.name}: {job} (in {image.ref})", flush=True)
     run_as = [] if os.geteuid() == 0 else ["--env", f"DEEPCLOUD_RUN_AS={os.getuid()}:{os.getgid()}"]
     argv = session.engine.argv(
-        "run", "--rm", "--name", f"deepcloud-{job.name}", "--network=host", "--volume", f"{job}:/opt/ml",
-        "--env", f"TRAINING_JOB_NAME={job.name}", "--env", f"DEEPCLOUD_GIT_REVISION={git_revision(session.repo)}",
-        *run_as, image.ref, "train")
+        "run",
+        "--rm",
+        "--name",
+        f"deepcloud-{job.name}",
+        "--network=host",
+        "--volume",
+        f"{job}:/opt/ml",
+        "--env",
+        f"TRAINING_JOB_NAME={job.name}",
+        "--env",
+        f"DEEPCLOUD_GIT_REVISION={git_revision(session.repo)}",
+        *run_as,
+        image.ref,
+        "train",
+    )
     # Exactly SageMaker's command; the container's output goes straight to this terminal, as for local.
     code = subprocess.run(argv, env={**os.environ, **session.engine.env}, check=False).returncode
     return finish_job(job, code)
@@ -153,9 +165,21 @@ def deploy(session: Session, model: Path, port: int = 8080) -> Deployment:
     name = _server_name(session.paths)
     engine = session.engine
     engine.run("rm", "--force", name, check=False)  # a container of an earlier deploy that failed half-way
-    engine.run("run", "--detach", "--name", name, "--network=host", "--volume", _model_mount(model),
-               "--env", f"DEEPCLOUD_BIND_HOST={HOST}", "--env", f"SAGEMAKER_BIND_TO_PORT={port}",
-               image.ref, "serve")
+    engine.run(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network=host",
+        "--volume",
+        _model_mount(model),
+        "--env",
+        f"DEEPCLOUD_BIND_HOST={HOST}",
+        "--env",
+        f"SAGEMAKER_BIND_TO_PORT={port}",
+        image.ref,
+        "serve",
+    )
     deployment = Deployment(container=name, image=image.ref, host=HOST, port=port, model_dir=str(model))
     deadline = time.monotonic() + max(READY_TIMEOUT_S, READY_LIMIT_S)
     while time.monotonic() < deadline:
@@ -212,4 +236,3 @@ def build_images(session: Session) -> dict[str, container_images.LocalImage]:
         size = container_images.image_size(session.engine, image.ref)
         print(f"{image.name:8} {image.ref}  {size / 1e9:.2f} GB  built in {image.seconds:.0f} s", flush=True)
     return built
-

@@ -39,8 +39,12 @@ SOURCES = (
     f"deb http://deb.debian.org/debian-security {SUITE}-security main",
 )
 DPKG_OPTIONS = (
-    "path-exclude=/usr/share/doc/*", "path-include=/usr/share/doc/*/copyright", "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/info/*", "path-exclude=/usr/share/locale/*", "path-exclude=/usr/share/lintian/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/lintian/*",
 )
 IMPORT_CHANGES = ("ENV LANG=C.UTF-8",)
 """As the official Python image sets it."""
@@ -51,8 +55,14 @@ INSTALL_HINT = "install mmdebstrap (`apt-get install mmdebstrap`, as .ci/run doe
 
 
 def recipe_key() -> str:
-    recipe = {"suite": SUITE, "variant": "minbase", "packages": PACKAGES, "sources": SOURCES,
-              "dpkg": DPKG_OPTIONS, "changes": IMPORT_CHANGES}
+    recipe = {
+        "suite": SUITE,
+        "variant": "minbase",
+        "packages": PACKAGES,
+        "sources": SOURCES,
+        "dpkg": DPKG_OPTIONS,
+        "changes": IMPORT_CHANGES,
+    }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -85,22 +95,38 @@ def make_base(engine: Engine, tag: str, say: Callable[[str], None] = print) -> N
     scratch = engine_dir() / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     tarball = scratch / f"{tag.rsplit(':', 1)[1]}.tar"
-    argv = [mmdebstrap, "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-            *(f"--dpkgopt={option}" for option in DPKG_OPTIONS), "--format=tar", SUITE, str(tarball), *SOURCES]
+    argv = [
+        mmdebstrap,
+        "--quiet",
+        "--variant=minbase",
+        f"--include={','.join(PACKAGES)}",
+        *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
+        "--format=tar",
+        SUITE,
+        str(tarball),
+        *SOURCES,
+    ]
     say(f"making the base image {tag}: mmdebstrap {SUITE} with {', '.join(PACKAGES)}")
     started = time.monotonic()
     try:
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=MMDEBSTRAP_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
-            raise OpsError(f"mmdebstrap did not finish within {MMDEBSTRAP_TIMEOUT_S} s: check the network to "
-                           "deb.debian.org") from None
+            raise OpsError(
+                f"mmdebstrap did not finish within {MMDEBSTRAP_TIMEOUT_S} s: check the network to deb.debian.org"
+            ) from None
         if done.returncode != 0:
             raise OpsError(f"mmdebstrap failed (exit code {done.returncode}): {last_line(done.stderr + done.stdout)}")
         changes = [arg for change in IMPORT_CHANGES for arg in ("--change", change)]
-        engine.run("import", *changes, "--message", f"mmdebstrap {SUITE} minbase + {' '.join(PACKAGES)}",
-                   str(tarball), tag, timeout=600)
+        engine.run(
+            "import",
+            *changes,
+            "--message",
+            f"mmdebstrap {SUITE} minbase + {' '.join(PACKAGES)}",
+            str(tarball),
+            tag,
+            timeout=600,
+        )
     finally:
         tarball.unlink(missing_ok=True)
     say(f"made {tag} in {time.monotonic() - started:.0f} s")
-

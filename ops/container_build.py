@@ -42,8 +42,12 @@ from ops.errors import OpsError
 PLATFORM = "linux/amd64"
 """SageMaker and the ECS GPU AMI run x86_64."""
 PYTHON_VERSION = "3.11"
-WHEEL_PLATFORMS = (*(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)),
-                   "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
+WHEEL_PLATFORMS = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)),
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+)
 """Every manylinux tag that glibc 2.36 runs: Debian bookworm's, the base of both images either way."""
 PIP: tuple[str, ...] = (sys.executable, "-m", "pip")
 PYTORCH_INDEX_URL = "https://download.pytorch.org/whl/{index}"
@@ -118,8 +122,14 @@ def _in_context(rel: Path) -> bool:
 
 def git_short(repo: Path) -> str:
     try:
-        done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              timeout=10, check=False)
+        done = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "nogit"
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "nogit"
@@ -147,9 +157,23 @@ def _torch_requirement(repo: Path, spec: ImageSpec) -> str:
 
 def _pip_download_common(dest: Path) -> list[str]:
     platforms = [arg for tag in WHEEL_PLATFORMS for arg in ("--platform", tag)]
-    return [*PIP, "download", "--disable-pip-version-check", "--progress-bar", "off", "--dest", str(dest),
-            "--only-binary=:all:", *platforms, "--python-version", PYTHON_VERSION, "--implementation", "cp",
-            "--abi", f"cp{PYTHON_VERSION.replace('.', '')}"]
+    return [
+        *PIP,
+        "download",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--dest",
+        str(dest),
+        "--only-binary=:all:",
+        *platforms,
+        "--python-version",
+        PYTHON_VERSION,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{PYTHON_VERSION.replace('.', '')}",
+    ]
 
 
 def _stamp(repo: Path, spec: ImageSpec, torch: TorchSource) -> str:
@@ -160,8 +184,7 @@ def _stamp(repo: Path, spec: ImageSpec, torch: TorchSource) -> str:
     return h.hexdigest()
 
 
-def fill_wheelhouse(repo: Path, spec: ImageSpec, torch: TorchSource,
-                    say: Callable[[str], None] = print) -> Path:
+def fill_wheelhouse(repo: Path, spec: ImageSpec, torch: TorchSource, say: Callable[[str], None] = print) -> Path:
     """``.wheelhouse/<image>/`` with every wheel the image installs; downloaded again only when an input changed."""
     folder = wheelhouse_dir(repo, spec)
     stamp = _stamp(repo, spec, torch)
@@ -174,11 +197,22 @@ def fill_wheelhouse(repo: Path, spec: ImageSpec, torch: TorchSource,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        torch_only = [*_pip_download_common(tmp), "--no-deps", *(["--index-url", torch.url] if torch.url else []),
-                      _torch_requirement(repo, spec)]
+        torch_only = [
+            *_pip_download_common(tmp),
+            "--no-deps",
+            *(["--index-url", torch.url] if torch.url else []),
+            _torch_requirement(repo, spec),
+        ]
         _pip(torch_only, repo, f"pip download of torch for the {spec.name} image ({torch.describe()}) failed")
-        rest = [*_pip_download_common(tmp), "--find-links", str(tmp), "--requirement", spec.requirements,
-                "--constraint", CONSTRAINTS]
+        rest = [
+            *_pip_download_common(tmp),
+            "--find-links",
+            str(tmp),
+            "--requirement",
+            spec.requirements,
+            "--constraint",
+            CONSTRAINTS,
+        ]
         _pip(rest, repo, f"pip download of the {spec.name} image's requirements failed")
         (tmp / ".stamp").write_text(stamp)
         shutil.rmtree(folder, ignore_errors=True)
@@ -203,8 +237,9 @@ def _pip(argv: list[str], repo: Path, what: str) -> None:
         raise OpsError(f"{what}: {said or f'exit code {done.returncode}'}")
 
 
-def build_command(docker: str, spec: ImageSpec, tags: list[str], version: str, revision: str,
-                  build_args: dict[str, str]) -> list[str]:
+def build_command(
+    docker: str, spec: ImageSpec, tags: list[str], version: str, revision: str, build_args: dict[str, str]
+) -> list[str]:
     """The `docker build` both targets run; ``build_args`` is where they differ (BASE_IMAGE, TORCH_INDEX)."""
     argv = [docker, "build", "--network=none", "--platform", PLATFORM, "-f", spec.dockerfile]
     for tag in tags:
@@ -215,23 +250,40 @@ def build_command(docker: str, spec: ImageSpec, tags: list[str], version: str, r
     return [*argv, "."]
 
 
-def build(docker: str, env: dict[str, str], repo: Path, spec: ImageSpec, tags: list[str], version: str,
-          revision: str, build_args: dict[str, str], torch: TorchSource,
-          on_line: Callable[[str], None]) -> None:
+def build(
+    docker: str,
+    env: dict[str, str],
+    repo: Path,
+    spec: ImageSpec,
+    tags: list[str],
+    version: str,
+    revision: str,
+    build_args: dict[str, str],
+    torch: TorchSource,
+    on_line: Callable[[str], None],
+) -> None:
     """Fill the wheelhouse, then build the image under ``tags`` without network; an OpsError naming the failing
     step when the build fails."""
     if build_args.get("TORCH_INDEX", dockerfile_default(repo, spec, "TORCH_INDEX")) != torch.index:
         raise OpsError(f"TORCH_INDEX={build_args.get('TORCH_INDEX')} but the wheelhouse would hold {torch.index}")
     fill_wheelhouse(repo, spec, torch, on_line)
-    run_streamed(build_command(docker, spec, tags, version, revision, build_args), repo,
-                 f"docker build of the {spec.name} image failed", on_line, env={"DOCKER_BUILDKIT": "1", **env})
+    run_streamed(
+        build_command(docker, spec, tags, version, revision, build_args),
+        repo,
+        f"docker build of the {spec.name} image failed",
+        on_line,
+        env={"DOCKER_BUILDKIT": "1", **env},
+    )
 
 
-def run_streamed(argv: list[str], repo: Path, what: str, on_line: Callable[[str], None],
-                 env: dict[str, str] | None = None) -> None:
+def run_streamed(
+    argv: list[str], repo: Path, what: str, on_line: Callable[[str], None], env: dict[str, str] | None = None
+) -> None:
     """Run a docker command with its output streamed to ``on_line``; on failure an OpsError ``what: <its error>``."""
     code, lines = proc.stream(argv, repo, on_line, env=env)
     if code != 0:
-        said = next((line.strip() for line in reversed(lines) if "error" in line.lower()),
-                    lines[-1].strip() if lines else f"exit code {code}")
+        said = next(
+            (line.strip() for line in reversed(lines) if "error" in line.lower()),
+            lines[-1].strip() if lines else f"exit code {code}",
+        )
         raise OpsError(f"{what}: {said}")

@@ -73,8 +73,14 @@ class Engine:
     def run(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         """`docker ARGS`, output captured; an OpsError with docker's own error line when it fails and ``check``."""
         try:
-            done = subprocess.run(self.argv(*args), env={**os.environ, **self.env}, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+            done = subprocess.run(
+                self.argv(*args),
+                env={**os.environ, **self.env},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise OpsError(f"`docker {' '.join(args[:2])}` did not finish within {timeout:.0f} s") from None
         if check and done.returncode != 0:
@@ -107,8 +113,14 @@ def _state_path(folder: Path) -> Path:
 
 def _client_version(docker: str) -> tuple[int, ...] | None:
     try:
-        done = subprocess.run([docker, "version", "--format", "{{.Client.Version}}"], capture_output=True,
-                              text=True, timeout=30, check=False, env={**os.environ, "DOCKER_HOST": "unix:///nonexistent"})
+        done = subprocess.run(
+            [docker, "version", "--format", "{{.Client.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "DOCKER_HOST": "unix:///nonexistent"},
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     digits = []
@@ -122,8 +134,9 @@ def _client_version(docker: str) -> tuple[int, ...] | None:
 
 def _has_buildx(docker: str) -> bool:
     try:
-        return subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=30,
-                              check=False).returncode == 0
+        return (
+            subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=30, check=False).returncode == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -146,15 +159,23 @@ def find_docker_cli() -> str:
         # Before 23, BuildKit is built into `docker build` (DOCKER_BUILDKIT=1); from 23 on it is the buildx plugin.
         if version is not None and (version < (23, 0) or _has_buildx(docker)):
             return docker
-    raise OpsError(f"none of the docker CLIs found ({', '.join(candidates)}) can build with BuildKit (a Docker 23+ "
-                   f"CLI needs the buildx plugin): {INSTALL_HINT}, or set DEEPCLOUD_DOCKER")
+    raise OpsError(
+        f"none of the docker CLIs found ({', '.join(candidates)}) can build with BuildKit (a Docker 23+ "
+        f"CLI needs the buildx plugin): {INSTALL_HINT}, or set DEEPCLOUD_DOCKER"
+    )
 
 
 def _answers(docker: str, host: str, timeout: float = 10) -> str | None:
     """The engine's version when one answers at ``host``, else None."""
     try:
-        done = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
-                              timeout=timeout, check=False, env={**os.environ, "DOCKER_HOST": host})
+        done = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "DOCKER_HOST": host},
+        )
     except subprocess.TimeoutExpired:
         return None
     version = done.stdout.strip()
@@ -209,8 +230,10 @@ def ensure(owner: str, folder: Path | None = None) -> tuple[Engine, bool]:
     if external := os.environ.get("DOCKER_HOST"):
         version = _answers(docker, external, timeout=60)
         if version is None:
-            raise OpsError(f"no Docker engine answers at DOCKER_HOST={external}: start it, or unset DOCKER_HOST to let "
-                           "ops run its own")
+            raise OpsError(
+                f"no Docker engine answers at DOCKER_HOST={external}: start it, or unset DOCKER_HOST to let "
+                "ops run its own"
+            )
         return Engine(docker, external, version, own=False), False
     folder = folder or engine_dir()
     with _locked(folder):
@@ -225,8 +248,10 @@ def _start(docker: str, folder: Path, owner: str) -> Engine:
     if dockerd is None:
         raise OpsError(f"dockerd is not installed: {INSTALL_HINT}; or set DOCKER_HOST to a running engine")
     if os.geteuid() != 0:
-        raise OpsError("starting ops' own Docker engine needs root (dockerd does): run as root, or set DOCKER_HOST "
-                       "to an engine you may use (e.g. unix:///var/run/docker.sock)")
+        raise OpsError(
+            "starting ops' own Docker engine needs root (dockerd does): run as root, or set DOCKER_HOST "
+            "to an engine you may use (e.g. unix:///var/run/docker.sock)"
+        )
     data = folder / "data"
     run_dir = _run_dir(data)
     for path in (data, run_dir):
@@ -237,18 +262,35 @@ def _start(docker: str, folder: Path, owner: str) -> Engine:
     config = folder / "daemon.json"
     config.write_text("{}\n")  # not /etc/docker/daemon.json: the machine's settings must not change ours
     log = folder / "dockerd.log"
-    argv = [dockerd, "--config-file", str(config), "--data-root", str(data), "--exec-root", str(run_dir / "exec"),
-            "--pidfile", str(run_dir / "dockerd.pid"), "--host", host,
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--userland-proxy=false", "--log-level=warn"]
+    argv = [
+        dockerd,
+        "--config-file",
+        str(config),
+        "--data-root",
+        str(data),
+        "--exec-root",
+        str(run_dir / "exec"),
+        "--pidfile",
+        str(run_dir / "dockerd.pid"),
+        "--host",
+        host,
+        "--bridge=none",
+        "--iptables=false",
+        "--ip-masq=false",
+        "--userland-proxy=false",
+        "--log-level=warn",
+    ]
     with log.open("ab") as fh:
         # A session of its own, so a Ctrl-C in the terminal that ran make does not reach the engine.
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise OpsError(f"dockerd exited with code {proc.returncode}: {last_line(log.read_text(errors='replace'))} "
-                           f"(log: {log})")
+            raise OpsError(
+                f"dockerd exited with code {proc.returncode}: {last_line(log.read_text(errors='replace'))} (log: {log})"
+            )
         if socket_path.exists() and (version := _answers(docker, host, timeout=5)):
             state = {"pid": proc.pid, "host": host, "owner": owner, "started": time.time()}
             tmp = _state_path(folder).with_suffix(".tmp")

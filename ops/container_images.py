@@ -41,8 +41,9 @@ def build_args(base: str) -> dict[str, str]:
     return {"BASE_IMAGE": base, "TORCH_INDEX": LOCAL_TORCH.index}
 
 
-def ensure(engine: Engine, repo: Path, spec: ImageSpec, say: Callable[[str], None] = print,
-           force: bool = False) -> LocalImage:
+def ensure(
+    engine: Engine, repo: Path, spec: ImageSpec, say: Callable[[str], None] = print, force: bool = False
+) -> LocalImage:
     """The image of the current sources in the engine: found by its content digest, else (or when ``force``) built."""
     args = build_args(container_base.ensure_base(engine, say))  # says so, with its time, when it makes one
     started = time.monotonic()
@@ -52,13 +53,24 @@ def ensure(engine: Engine, repo: Path, spec: ImageSpec, say: Callable[[str], Non
         return LocalImage(spec.name, ref, built=False, seconds=time.monotonic() - started)
     revision = git_short(repo)
     say(f"building {spec.name} image {ref} (Docker {engine.version}, {container_build.PLATFORM}, no network)")
-    container_build.build(engine.docker, engine.env, repo, spec, [ref, f"{repository(spec)}:local"],
-                          f"{revision}-{digest12}", revision, args, LOCAL_TORCH, lambda line: say(f"  {line}"))
+    container_build.build(
+        engine.docker,
+        engine.env,
+        repo,
+        spec,
+        [ref, f"{repository(spec)}:local"],
+        f"{revision}-{digest12}",
+        revision,
+        args,
+        LOCAL_TORCH,
+        lambda line: say(f"  {line}"),
+    )
     return LocalImage(spec.name, ref, built=True, seconds=time.monotonic() - started)
 
 
-def ensure_all(engine: Engine, repo: Path, say: Callable[[str], None] = print,
-               force: bool = False) -> dict[str, LocalImage]:
+def ensure_all(
+    engine: Engine, repo: Path, say: Callable[[str], None] = print, force: bool = False
+) -> dict[str, LocalImage]:
     return {name: ensure(engine, repo, spec, say, force) for name, spec in IMAGES.items()}
 
 

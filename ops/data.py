@@ -65,12 +65,16 @@ def mnist_csv() -> Path:
     try:
         dist = metadata.distribution(MNIST_PACKAGE)
     except metadata.PackageNotFoundError:
-        raise OpsError(f"DATASET=mnist reads the MNIST digits that the {MNIST_PACKAGE} package ships, and it is not "
-                       "installed: run `make setup` (ops/requirements.txt pins it)") from None
+        raise OpsError(
+            f"DATASET=mnist reads the MNIST digits that the {MNIST_PACKAGE} package ships, and it is not "
+            "installed: run `make setup` (ops/requirements.txt pins it)"
+        ) from None
     path = Path(str(dist.locate_file(MNIST_FILE)))
     if not path.is_file():
-        raise OpsError(f"{MNIST_PACKAGE} {dist.version} has no {MNIST_FILE}: install the pinned version "
-                       "with `make setup` (ops/requirements.txt)")
+        raise OpsError(
+            f"{MNIST_PACKAGE} {dist.version} has no {MNIST_FILE}: install the pinned version "
+            "with `make setup` (ops/requirements.txt)"
+        )
     return path
 
 
@@ -85,8 +89,10 @@ def read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise OpsError(f"{path} is not a readable gzipped CSV ({exc}): {fix}") from None
     for number, row in enumerate(rows, start=1):
         if len(row) != pixels + 1:
-            raise OpsError(f"{path}: row {number} has {len(row)} columns, expected {pixels + 1} "
-                           f"({pixels} pixels of a {MNIST_SIDE}x{MNIST_SIDE} image, then the label): {fix}")
+            raise OpsError(
+                f"{path}: row {number} has {len(row)} columns, expected {pixels + 1} "
+                f"({pixels} pixels of a {MNIST_SIDE}x{MNIST_SIDE} image, then the label): {fix}"
+            )
     try:
         table = np.array(rows, dtype=np.float64)
     except ValueError as exc:
@@ -109,8 +115,12 @@ def _load_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 DATASETS = {
     "digits": Dataset(name="digits", source="scikit-learn 8x8 digits", load=_load_digits),
-    "mnist": Dataset(name="mnist", source=f"MNIST 28x28, the 5,000 digits {MNIST_PACKAGE} ships", load=_load_mnist,
-                     hyperparameters={"model": "convnet", "epochs": "12", "dropout": "0.5"}),
+    "mnist": Dataset(
+        name="mnist",
+        source=f"MNIST 28x28, the 5,000 digits {MNIST_PACKAGE} ships",
+        load=_load_mnist,
+        hyperparameters={"model": "convnet", "epochs": "12", "dropout": "0.5"},
+    ),
 }
 
 
@@ -118,8 +128,12 @@ def with_defaults(name: str, given: dict[str, str]) -> dict[str, str]:
     """``HP=``'s hyperparameters over dataset ``name``'s defaults, saying which defaults it took (every target)."""
     defaults = {k: v for k, v in dataset_named(name).hyperparameters.items() if k not in given}
     if defaults:
-        print(f"defaults for DATASET={name}: " + " ".join(f"{k}={v}" for k, v in defaults.items())
-              + " (HP= overrides them)", flush=True)
+        print(
+            f"defaults for DATASET={name}: "
+            + " ".join(f"{k}={v}" for k, v in defaults.items())
+            + " (HP= overrides them)",
+            flush=True,
+        )
     return {**defaults, **given}
 
 

@@ -110,8 +110,10 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError:
-            raise OpsError(f"port {port} on {host} is already in use: stop whatever listens there, or pick another "
-                           f"port with make deploy PORT={port + 1}") from None
+            raise OpsError(
+                f"port {port} on {host} is already in use: stop whatever listens there, or pick another "
+                f"port with make deploy PORT={port + 1}"
+            ) from None
 
 
 def deploy(paths: Paths, model_dir: Path, repo: Path, host: str = "127.0.0.1", port: int = 8080) -> Deployment:
@@ -122,13 +124,23 @@ def deploy(paths: Paths, model_dir: Path, repo: Path, host: str = "127.0.0.1", p
     _check_port_free(host, port)
     paths.server.mkdir(parents=True, exist_ok=True)
     log = paths.server / "server.log"
-    env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port),
-           "DEEPCLOUD_BIND_HOST": host}
+    env = {
+        **os.environ,
+        "SM_MODEL_DIR": str(model_dir),
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "DEEPCLOUD_BIND_HOST": host,
+    }
     with log.open("wb") as fh:
         # A new session, so Ctrl-C in the terminal that ran `make deploy` does not reach the server.
-        proc = subprocess.Popen([sys.executable, "-m", "serving", "serve"], cwd=repo, env=env,
-                                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "serve"],
+            cwd=repo,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deployment = Deployment(pid=proc.pid, host=host, port=port, model_dir=str(model_dir), log=str(log))
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:

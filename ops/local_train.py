@@ -47,17 +47,24 @@ def parse_hyperparameters(items: list[str]) -> dict[str, str]:
         for token in item.split():
             name, sep, value = token.partition("=")
             if not sep or not name:
-                raise OpsError(f"hyperparameter {token!r} is not name=value: write e.g. HP=\"epochs=10 lr=0.002\"")
+                raise OpsError(f'hyperparameter {token!r} is not name=value: write e.g. HP="epochs=10 lr=0.002"')
             parsed[name] = value
     return parsed
 
 
 def git_revision(cwd: Path) -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=5, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5, check=False)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     if rev.returncode != 0:
@@ -79,12 +86,24 @@ def layout_job(paths: Paths, dataset: Path, hyperparameters: dict[str, str]) -> 
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters, indent=2) + "\n")
     channels = [c for c in CHANNELS if (dataset / c).is_dir()]
-    (config / "inputdataconfig.json").write_text(json.dumps(
-        {c: {"ContentType": "application/x-image", "TrainingInputMode": "File",
-             "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"} for c in channels},
-        indent=2) + "\n")
-    (config / "resourceconfig.json").write_text(json.dumps(
-        {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"}) + "\n")
+    (config / "inputdataconfig.json").write_text(
+        json.dumps(
+            {
+                c: {
+                    "ContentType": "application/x-image",
+                    "TrainingInputMode": "File",
+                    "S3DistributionType": "FullyReplicated",
+                    "RecordWrapperType": "None",
+                }
+                for c in channels
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"}) + "\n"
+    )
     for channel in channels:
         _link_tree(dataset / channel, job / "input" / "data" / channel)
     for sub in ("model", "output/data", "checkpoints"):
@@ -95,6 +114,7 @@ def layout_job(paths: Paths, dataset: Path, hyperparameters: dict[str, str]) -> 
 def _link_tree(source: Path, dest: Path) -> None:
     """A channel as SageMaker lays it out, its files hard-linked (no second copy of the dataset per job; the
     trainer only reads them), copied where links cannot be made (another filesystem)."""
+
     def link(src: str, dst: str) -> None:
         try:
             os.link(src, dst)
@@ -120,8 +140,12 @@ def pack_model(model_dir: Path, archive: Path) -> Path:
 def run_training(paths: Paths, dataset: Path, hyperparameters: dict[str, str], repo: Path) -> TrainResult:
     job = layout_job(paths, dataset, hyperparameters)
     print(f"job {job.name}: {job}", flush=True)
-    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(job), "TRAINING_JOB_NAME": job.name,
-           "DEEPCLOUD_GIT_REVISION": git_revision(repo)}
+    env = {
+        **os.environ,
+        "SAGEMAKER_BASE_DIR": str(job),
+        "TRAINING_JOB_NAME": job.name,
+        "DEEPCLOUD_GIT_REVISION": git_revision(repo),
+    }
     # Exactly the container's command; stdio is inherited so the progress bar sees the terminal.
     code = subprocess.run([sys.executable, "-m", "trainer", "train"], cwd=repo, env=env, check=False).returncode
     return finish_job(job, code)
@@ -137,8 +161,13 @@ def finish_job(job: Path, code: int) -> TrainResult:
     model_dir = job / "model"
     manifest = json.loads((model_dir / "manifest.json").read_text())
     archive = pack_model(model_dir, job / "output" / "model.tar.gz")
-    return TrainResult(job_dir=job, model_dir=model_dir, archive=archive,
-                       report=job / "output" / "data" / "report.png", metrics=manifest["metrics"])
+    return TrainResult(
+        job_dir=job,
+        model_dir=model_dir,
+        archive=archive,
+        report=job / "output" / "data" / "report.png",
+        metrics=manifest["metrics"],
+    )
 
 
 def latest_model(paths: Paths, target: str = "local") -> Path:

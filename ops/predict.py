@@ -39,8 +39,10 @@ class PredictReport:
         if self.in_process_accuracy is None:
             out.append("accuracy in-process  n/a (the artifact's manifest has no test metrics)")
         else:
-            out.append(f"accuracy in-process  {self.in_process_accuracy:.4f}  (trainer, same artifact and images)"
-                       f"  {'match' if self.matches else 'MISMATCH'}")
+            out.append(
+                f"accuracy in-process  {self.in_process_accuracy:.4f}  (trainer, same artifact and images)"
+                f"  {'match' if self.matches else 'MISMATCH'}"
+            )
         worst = max(self.latencies_ms)
         out.append(f"latency ms           p50 {p50:.2f}  p95 {p95:.2f}  p99 {p99:.2f}  max {worst:.2f}")
         out.append(f"throughput           {self.samples / self.seconds:.0f} requests/s (1 connection, sequential)")
@@ -73,8 +75,12 @@ def run_predictions(host: str, port: int, channel: Path, model_dir: Path, timeou
         for image, label in zip(images, labels, strict=True):
             body = json.dumps({"instances": [image.tolist()]}).encode()
             t0 = time.perf_counter()
-            conn.request("POST", "/invocations", body=body,
-                         headers={"Content-Type": "application/json", "Accept": "application/json"})
+            conn.request(
+                "POST",
+                "/invocations",
+                body=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+            )
             response = conn.getresponse()
             payload = response.read()
             latencies.append((time.perf_counter() - t0) * 1000)
@@ -85,5 +91,10 @@ def run_predictions(host: str, port: int, channel: Path, model_dir: Path, timeou
         raise OpsError(f"cannot reach the endpoint at http://{host}:{port} ({exc}): run `make deploy`") from None
     finally:
         conn.close()
-    return PredictReport(samples=len(labels), correct=correct, in_process_accuracy=in_process,
-                         latencies_ms=latencies, seconds=time.perf_counter() - started)
+    return PredictReport(
+        samples=len(labels),
+        correct=correct,
+        in_process_accuracy=in_process,
+        latencies_ms=latencies,
+        seconds=time.perf_counter() - started,
+    )

@@ -90,79 +90,164 @@ def _env(name: str, default: str | None) -> str | None:
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", choices=["serve"], default="serve",
-                        help="SageMaker passes 'serve'; it is also the default")
-    parser.add_argument("--host", default=_env("DEEPCLOUD_BIND_HOST", "127.0.0.1"),
-                        help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["serve"],
+        default="serve",
+        help="SageMaker passes 'serve'; it is also the default",
+    )
+    parser.add_argument(
+        "--host", default=_env("DEEPCLOUD_BIND_HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)"
+    )
     parser.add_argument("--port", default=_env("SAGEMAKER_BIND_TO_PORT", "8080"), help="port to bind (default 8080)")
     default_model = os.environ.get("SM_MODEL_DIR") or str(
-        Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")) / "model")
-    parser.add_argument("--model-dir", default=default_model, type=Path,
-                        help="one artifact directory or model.tar.gz (default $SM_MODEL_DIR or /opt/ml/model)")
-    parser.add_argument("--model-store", default=_env("DEEPCLOUD_MODEL_STORE", None),
-                        type=lambda v: Path(v) if v else None, help="directory of model artifacts")
-    parser.add_argument("--models", default=_env("DEEPCLOUD_MODELS", None),
-                        help="name=path,... inside the model store (default: every artifact in it)")
-    parser.add_argument("--max-batch-size", default=_env("DEEPCLOUD_MAX_BATCH_SIZE", "32"),
-                        help="most instances per forward pass: N, or N,name=N,... (default 32)")
-    parser.add_argument("--max-batch-delay-ms", default=_env("DEEPCLOUD_MAX_BATCH_DELAY_MS", "0"),
-                        help="ms the oldest request waits for a batch to fill: MS, or MS,name=MS,... (default 0)")
-    parser.add_argument("--max-queue", default=_env("DEEPCLOUD_MAX_QUEUE", "1024"),
-                        help="requests waiting per model before 503 (default 1024)")
-    parser.add_argument("--timeout-s", default=_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", "60"),
-                        help="seconds a request may take before 504 (default 60)")
-    parser.add_argument("--max-body-bytes", default=_env("DEEPCLOUD_MAX_BODY_BYTES", str(6 * 1024 * 1024)),
-                        help="largest request body before 413 (default 6291456, SageMaker's cap)")
-    parser.add_argument("--threads", default=_env("DEEPCLOUD_INFERENCE_THREADS", None),
-                        help="torch threads for inference (default: torch's, one per core)")
-    parser.add_argument("--device", default=_env("DEEPCLOUD_DEVICE", None),
-                        help="cpu, cuda or cuda:N (default: cuda when present)")
-    parser.add_argument("--management-port", default=_env("DEEPCLOUD_MANAGEMENT_PORT", None),
-                        help="turn the management API on, on this port (default: off)")
-    parser.add_argument("--management-host", default=_env("DEEPCLOUD_MANAGEMENT_HOST", "127.0.0.1"),
-                        help="address the management API binds (default 127.0.0.1)")
+        Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")) / "model"
+    )
+    parser.add_argument(
+        "--model-dir",
+        default=default_model,
+        type=Path,
+        help="one artifact directory or model.tar.gz (default $SM_MODEL_DIR or /opt/ml/model)",
+    )
+    parser.add_argument(
+        "--model-store",
+        default=_env("DEEPCLOUD_MODEL_STORE", None),
+        type=lambda v: Path(v) if v else None,
+        help="directory of model artifacts",
+    )
+    parser.add_argument(
+        "--models",
+        default=_env("DEEPCLOUD_MODELS", None),
+        help="name=path,... inside the model store (default: every artifact in it)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        default=_env("DEEPCLOUD_MAX_BATCH_SIZE", "32"),
+        help="most instances per forward pass: N, or N,name=N,... (default 32)",
+    )
+    parser.add_argument(
+        "--max-batch-delay-ms",
+        default=_env("DEEPCLOUD_MAX_BATCH_DELAY_MS", "0"),
+        help="ms the oldest request waits for a batch to fill: MS, or MS,name=MS,... (default 0)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        default=_env("DEEPCLOUD_MAX_QUEUE", "1024"),
+        help="requests waiting per model before 503 (default 1024)",
+    )
+    parser.add_argument(
+        "--timeout-s",
+        default=_env("SAGEMAKER_MODEL_SERVER_TIMEOUT", "60"),
+        help="seconds a request may take before 504 (default 60)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        default=_env("DEEPCLOUD_MAX_BODY_BYTES", str(6 * 1024 * 1024)),
+        help="largest request body before 413 (default 6291456, SageMaker's cap)",
+    )
+    parser.add_argument(
+        "--threads",
+        default=_env("DEEPCLOUD_INFERENCE_THREADS", None),
+        help="torch threads for inference (default: torch's, one per core)",
+    )
+    parser.add_argument(
+        "--device", default=_env("DEEPCLOUD_DEVICE", None), help="cpu, cuda or cuda:N (default: cuda when present)"
+    )
+    parser.add_argument(
+        "--management-port",
+        default=_env("DEEPCLOUD_MANAGEMENT_PORT", None),
+        help="turn the management API on, on this port (default: off)",
+    )
+    parser.add_argument(
+        "--management-host",
+        default=_env("DEEPCLOUD_MANAGEMENT_HOST", "127.0.0.1"),
+        help="address the management API binds (default 127.0.0.1)",
+    )
     default_token = str(Path.home() / ".deepcloud" / "management-token")
-    parser.add_argument("--management-token-file", type=Path,
-                        default=_env("DEEPCLOUD_MANAGEMENT_TOKEN_FILE", default_token),
-                        help="bearer token for the management API; generated (mode 0600) when the file is missing")
-    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
-                        default=os.environ.get("DEEPCLOUD_ACCESS_LOG", "1") != "0",
-                        help="no JSON access-log line per request")
-    parser.add_argument("--trust-model-files", action="store_true",
-                        default=os.environ.get("DEEPCLOUD_TRUST_MODEL_FILES", "0") == "1",
-                        help="serve .pt2 files the strict reader refuses through torch.export.load, which may run "
-                             "code from them (default: off, they are refused)")
+    parser.add_argument(
+        "--management-token-file",
+        type=Path,
+        default=_env("DEEPCLOUD_MANAGEMENT_TOKEN_FILE", default_token),
+        help="bearer token for the management API; generated (mode 0600) when the file is missing",
+    )
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        default=os.environ.get("DEEPCLOUD_ACCESS_LOG", "1") != "0",
+        help="no JSON access-log line per request",
+    )
+    parser.add_argument(
+        "--trust-model-files",
+        action="store_true",
+        default=os.environ.get("DEEPCLOUD_TRUST_MODEL_FILES", "0") == "1",
+        help="serve .pt2 files the strict reader refuses through torch.export.load, which may run "
+        "code from them (default: off, they are refused)",
+    )
     for flag, env, default, text in LIMIT_FLAGS:
         parser.add_argument(flag, default=_env(env, default), help=text)
-    parser.add_argument("--multi-model", action="store_true",
-                        default=os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() in ("true", "1"),
-                        help="serve SageMaker's multi-model container API: models are loaded and unloaded when "
-                             "SageMaker asks (default: off; SageMaker sets SAGEMAKER_MULTI_MODEL=true)")
-    parser.add_argument("--multi-model-dir", type=Path,
-                        default=_env("DEEPCLOUD_MULTI_MODEL_DIR", "/opt/ml/models"),
-                        help="the directory SageMaker unpacks models into, the only one loaded from "
-                             "(default /opt/ml/models)")
-    parser.add_argument("--multi-model-memory-bytes", default=_env("DEEPCLOUD_MULTI_MODEL_MEMORY_BYTES", None),
-                        help="memory the loaded models may take before the least recently used unload "
-                             "(default: 70%% of the memory available at startup)")
+    parser.add_argument(
+        "--multi-model",
+        action="store_true",
+        default=os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() in ("true", "1"),
+        help="serve SageMaker's multi-model container API: models are loaded and unloaded when "
+        "SageMaker asks (default: off; SageMaker sets SAGEMAKER_MULTI_MODEL=true)",
+    )
+    parser.add_argument(
+        "--multi-model-dir",
+        type=Path,
+        default=_env("DEEPCLOUD_MULTI_MODEL_DIR", "/opt/ml/models"),
+        help="the directory SageMaker unpacks models into, the only one loaded from (default /opt/ml/models)",
+    )
+    parser.add_argument(
+        "--multi-model-memory-bytes",
+        default=_env("DEEPCLOUD_MULTI_MODEL_MEMORY_BYTES", None),
+        help="memory the loaded models may take before the least recently used unload "
+        "(default: 70%% of the memory available at startup)",
+    )
     return parser.parse_args(argv)
 
 
 LIMIT_FLAGS = (
-    ("--max-connections", "DEEPCLOUD_MAX_CONNECTIONS", "512",
-     "open connections at once; past it the oldest idle one is closed (default 512)"),
-    ("--max-header-bytes", "DEEPCLOUD_MAX_HEADER_BYTES", "32768",
-     "bytes of the request line and headers before 431 (default 32768)"),
+    (
+        "--max-connections",
+        "DEEPCLOUD_MAX_CONNECTIONS",
+        "512",
+        "open connections at once; past it the oldest idle one is closed (default 512)",
+    ),
+    (
+        "--max-header-bytes",
+        "DEEPCLOUD_MAX_HEADER_BYTES",
+        "32768",
+        "bytes of the request line and headers before 431 (default 32768)",
+    ),
     ("--max-headers", "DEEPCLOUD_MAX_HEADERS", "100", "header lines per request before 431 (default 100)"),
-    ("--max-request-line-bytes", "DEEPCLOUD_MAX_REQUEST_LINE_BYTES", "8192",
-     "bytes of the request target before 414 (default 8192)"),
-    ("--header-timeout-s", "DEEPCLOUD_HEADER_TIMEOUT_S", "10",
-     "seconds to send the request line and headers before 408 (default 10)"),
+    (
+        "--max-request-line-bytes",
+        "DEEPCLOUD_MAX_REQUEST_LINE_BYTES",
+        "8192",
+        "bytes of the request target before 414 (default 8192)",
+    ),
+    (
+        "--header-timeout-s",
+        "DEEPCLOUD_HEADER_TIMEOUT_S",
+        "10",
+        "seconds to send the request line and headers before 408 (default 10)",
+    ),
     ("--body-timeout-s", "DEEPCLOUD_BODY_TIMEOUT_S", "30", "seconds to send the body before 408 (default 30)"),
-    ("--max-pending-body-bytes", "DEEPCLOUD_MAX_PENDING_BODY_BYTES", str(128 * 1024 * 1024),
-     "bytes of request bodies held at once before 503 (default 134217728)"),
-    ("--max-image-pixels", "DEEPCLOUD_MAX_IMAGE_PIXELS", str(4096 * 4096),
-     "pixels of one decoded image before 400 (default 16777216)"),
+    (
+        "--max-pending-body-bytes",
+        "DEEPCLOUD_MAX_PENDING_BODY_BYTES",
+        str(128 * 1024 * 1024),
+        "bytes of request bodies held at once before 503 (default 134217728)",
+    ),
+    (
+        "--max-image-pixels",
+        "DEEPCLOUD_MAX_IMAGE_PIXELS",
+        str(4096 * 4096),
+        "pixels of one decoded image before 400 (default 16777216)",
+    ),
 )
 
 
@@ -213,7 +298,8 @@ def bind(host: str, port_text: str) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(
                 f"port {port} on {host} is already in use: stop whatever listens there "
-                "(make destroy) or pick another port with SAGEMAKER_BIND_TO_PORT") from None
+                "(make destroy) or pick another port with SAGEMAKER_BIND_TO_PORT"
+            ) from None
         raise StartupError(f"cannot bind {host}:{port} ({exc.strerror})") from None
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -227,8 +313,16 @@ def _load_one(args: argparse.Namespace, ref, policy):
 
     runner = load_runner(ref, device=args.device, batch_size=policy.max_batch_size, trusted=args.trust_model_files)
     runner.warm_up()
-    log.info("model %s:%s ready from %s (%s on %s, batch<=%d, delay %g ms)", ref.name, ref.version, ref.path,
-             runner.kind, runner.device, policy.max_batch_size, policy.max_batch_delay * 1000)
+    log.info(
+        "model %s:%s ready from %s (%s on %s, batch<=%d, delay %g ms)",
+        ref.name,
+        ref.version,
+        ref.path,
+        runner.kind,
+        runner.device,
+        policy.max_batch_size,
+        policy.max_batch_delay * 1000,
+    )
     return LoadedModel(ref.name, ref.version, runner, policy)
 
 
@@ -247,8 +341,12 @@ def _loader(args: argparse.Namespace, refs, policies):
 
         loaded = [_load_one(args, ref, policies(ref.name)) for ref in refs]
         release_freed_heap()
-        log.info("ready after %.2f s: %d model version(s), %d torch threads", time.perf_counter() - STARTED,
-                 len(loaded), torch.get_num_threads())
+        log.info(
+            "ready after %.2f s: %d model version(s), %d torch threads",
+            time.perf_counter() - STARTED,
+            len(loaded),
+            torch.get_num_threads(),
+        )
         return loaded
 
     return load
@@ -279,14 +377,16 @@ def serve(args: argparse.Namespace) -> int:
     names = {r.name for r in refs}
     for flag, overrides in (("--max-batch-size", sizes), ("--max-batch-delay-ms", delays)):
         if not args.multi_model and (unknown := sorted(set(overrides) - names)):
-            raise StartupError(f"{flag} names {', '.join(unknown)}, which is not a loaded model "
-                               f"(loaded: {', '.join(sorted(names))})")
+            raise StartupError(
+                f"{flag} names {', '.join(unknown)}, which is not a loaded model (loaded: {', '.join(sorted(names))})"
+            )
 
     def policies(name: str):
         from serving.batching import BatchPolicy
 
-        return BatchPolicy(max_batch_size=int(sizes.get(name, size)),
-                           max_batch_delay=delays.get(name, delay) / 1000, max_queue=queue)
+        return BatchPolicy(
+            max_batch_size=int(sizes.get(name, size)), max_batch_delay=delays.get(name, delay) / 1000, max_queue=queue
+        )
 
     management_port = None
     if args.management_port is not None:
@@ -307,11 +407,14 @@ def serve(args: argparse.Namespace) -> int:
 def _multi_model_settings(args: argparse.Namespace) -> list:
     """No model at startup (SageMaker loads them through the API): check the mode's own settings."""
     if args.models or args.model_store is not None:
-        raise StartupError("a multi-model endpoint loads its models when SageMaker asks, from "
-                           f"{args.multi_model_dir}: drop --models and --model-store")
+        raise StartupError(
+            "a multi-model endpoint loads its models when SageMaker asks, from "
+            f"{args.multi_model_dir}: drop --models and --model-store"
+        )
     if not args.multi_model_dir.is_dir():
-        raise StartupError(f"multi-model directory {args.multi_model_dir} is not a directory: create it or set "
-                           "--multi-model-dir")
+        raise StartupError(
+            f"multi-model directory {args.multi_model_dir} is not a directory: create it or set --multi-model-dir"
+        )
     if args.multi_model_memory_bytes is None:
         from serving.multimodel import default_budget
 
@@ -325,14 +428,25 @@ def _limits(args: argparse.Namespace):
     """The connection limits of serving/limits.py, from the flags."""
     from serving.limits import Limits
 
-    ints = {name: int(_number(flag, getattr(args, name), int, 1)) for flag, name in (
-        ("--max-connections", "max_connections"), ("--max-header-bytes", "max_header_bytes"),
-        ("--max-headers", "max_headers"), ("--max-request-line-bytes", "max_request_line_bytes"))}
+    ints = {
+        name: int(_number(flag, getattr(args, name), int, 1))
+        for flag, name in (
+            ("--max-connections", "max_connections"),
+            ("--max-header-bytes", "max_header_bytes"),
+            ("--max-headers", "max_headers"),
+            ("--max-request-line-bytes", "max_request_line_bytes"),
+        )
+    }
     if ints["max_request_line_bytes"] > ints["max_header_bytes"]:
-        raise StartupError(f"--max-request-line-bytes {ints['max_request_line_bytes']} is larger than "
-                           f"--max-header-bytes {ints['max_header_bytes']}, which includes the request line")
-    return Limits(**ints, header_timeout=_number("--header-timeout-s", args.header_timeout_s, float, 0.001),
-                  body_timeout=_number("--body-timeout-s", args.body_timeout_s, float, 0.001))
+        raise StartupError(
+            f"--max-request-line-bytes {ints['max_request_line_bytes']} is larger than "
+            f"--max-header-bytes {ints['max_header_bytes']}, which includes the request line"
+        )
+    return Limits(
+        **ints,
+        header_timeout=_number("--header-timeout-s", args.header_timeout_s, float, 0.001),
+        body_timeout=_number("--body-timeout-s", args.body_timeout_s, float, 0.001),
+    )
 
 
 def _management(args: argparse.Namespace, state, policies):
@@ -345,8 +459,9 @@ def _management(args: argparse.Namespace, state, policies):
         token = ensure_token(args.management_token_file)
     except (OSError, ValueError) as exc:
         raise StartupError(f"management token: {exc}") from None
-    app = build_management_app(state, token, args.model_store,
-                               load=lambda ref: _load_one(args, ref, policies(ref.name)))
+    app = build_management_app(
+        state, token, args.model_store, load=lambda ref: _load_one(args, ref, policies(ref.name))
+    )
     return int(args.management_port), app
 
 
@@ -356,15 +471,20 @@ def _multi_model(args: argparse.Namespace, state, policies):
         return None
     from serving.multimodel import MultiModelHost, build_multi_model_app, handles
 
-    host = MultiModelHost(state, args.multi_model_dir, args.multi_model_budget,
-                          load=lambda ref: _load_one(args, ref, policies(ref.name)))
-    log.info("multi-model endpoint: models load from %s, up to %d bytes of them", args.multi_model_dir,
-             args.multi_model_budget)
+    host = MultiModelHost(
+        state, args.multi_model_dir, args.multi_model_budget, load=lambda ref: _load_one(args, ref, policies(ref.name))
+    )
+    log.info(
+        "multi-model endpoint: models load from %s, up to %d bytes of them",
+        args.multi_model_dir,
+        args.multi_model_budget,
+    )
     return handles, build_multi_model_app(host)
 
 
-def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, policies, timeout: float,
-              max_body: int) -> int:
+def _serve_on(
+    sockets: list[socket.socket], args: argparse.Namespace, refs, policies, timeout: float, max_body: int
+) -> int:
     import uvicorn
 
     from serving.app import ServerState, build_app
@@ -378,18 +498,28 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
         if server is not None:
             server.should_exit = True  # no model, never healthy: exit so the platform sees it
 
-    state = ServerState(max_body_bytes=max_body, timeout=timeout,
-                        bodies=BodyBudget(args.pending_body_bytes))
+    state = ServerState(max_body_bytes=max_body, timeout=timeout, bodies=BodyBudget(args.pending_body_bytes))
     from serving.accesslog import AccessLog
 
     access_log = AccessLog(sys.stderr) if args.access_log else None
-    app = build_app(state, load=_loader(args, refs, policies), on_failure=on_failure, access_log=access_log,
-                    management=_management(args, state, policies), multi_model=_multi_model(args, state, policies))
-    config = uvicorn.Config(app, log_level="info", access_log=False,  # ours is structured: serving.access
-                            timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
-                            server_header=False,
-                            http=protocol(args.limits, on_reject=state.metrics.rejected),  # serving/limits.py
-                            ws="none")  # no WebSocket routes: no upgrade handling to attack
+    app = build_app(
+        state,
+        load=_loader(args, refs, policies),
+        on_failure=on_failure,
+        access_log=access_log,
+        management=_management(args, state, policies),
+        multi_model=_multi_model(args, state, policies),
+    )
+    config = uvicorn.Config(
+        app,
+        log_level="info",
+        access_log=False,  # ours is structured: serving.access
+        timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
+        server_header=False,
+        http=protocol(args.limits, on_reject=state.metrics.rejected),  # serving/limits.py
+        ws="none",
+    )  # no WebSocket routes: no upgrade handling to attack
+
     def clean_up() -> None:
         if access_log is not None:
             access_log.close()  # the lines of the last half second are still in its buffer
@@ -399,8 +529,12 @@ def _serve_on(sockets: list[socket.socket], args: argparse.Namespace, refs, poli
     server = _server(config, clean_up)
     log.info("listening on http://%s:%s after %.0f ms", args.host, args.port, 1000 * (time.perf_counter() - STARTED))
     if args.management_port is not None:
-        log.info("management API on http://%s:%s (bearer token in %s)", args.management_host, args.management_port,
-                 args.management_token_file)
+        log.info(
+            "management API on http://%s:%s (bearer token in %s)",
+            args.management_host,
+            args.management_port,
+            args.management_token_file,
+        )
     server.run(sockets=sockets)
     if failure:
         raise StartupError(failure[0])
@@ -426,8 +560,7 @@ def _server(config, clean_up):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     try:
         return serve(args)
     except StartupError as exc:

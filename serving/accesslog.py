@@ -25,11 +25,14 @@ class AccessLog:
         self._interval = interval
         threading.Thread(target=self._flush_periodically, name="access-log", daemon=True).start()
 
-    def request(self, method: str, path: str, status: int, seconds: float, model: str, request_id: str,
-                client: str) -> None:
-        line = (f'{{"ts":{time.time():.3f},"method":"{method}","path":{json.dumps(path)},"status":{status},'
-                f'"ms":{seconds * 1000:.3f},"model":"{model}","request_id":{json.dumps(request_id)},'
-                f'"client":{json.dumps(client)}}}\n')
+    def request(
+        self, method: str, path: str, status: int, seconds: float, model: str, request_id: str, client: str
+    ) -> None:
+        line = (
+            f'{{"ts":{time.time():.3f},"method":"{method}","path":{json.dumps(path)},"status":{status},'
+            f'"ms":{seconds * 1000:.3f},"model":"{model}","request_id":{json.dumps(request_id)},'
+            f'"client":{json.dumps(client)}}}\n'
+        )
         with self._lock:
             self._out.write(line)
 

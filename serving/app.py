@@ -131,8 +131,9 @@ def _version_key(version: str) -> tuple[int, int | str]:
     return (1, int(version)) if version.isdigit() else (0, version)
 
 
-def error(status: int, code: str, message: str, request_id: str | None = None,
-          headers: dict[str, str] | None = None) -> JSONResponse:
+def error(
+    status: int, code: str, message: str, request_id: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"code": code, "message": message}
     if request_id:
         body["request_id"] = request_id
@@ -144,8 +145,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 in our JSON error shape."""
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
-                 headers=getattr(exc, "headers", None))
+    return error(
+        exc.status_code,
+        code,
+        f"{request.method} {request.url.path}: {exc.detail}",
+        headers=getattr(exc, "headers", None),
+    )
 
 
 async def _read_body(request: Request, limit: int, bodies: BodyBudget, held: list[int]) -> bytes | None:
@@ -169,8 +174,12 @@ class BodiesFull(Exception):
 
 
 def _too_large(state: ServerState, request_id: str, codec: Codec) -> Response:
-    return codec.error(413, "payload_too_large", f"body is larger than {state.max_body_bytes} bytes: send fewer "
-                       "instances per request", request_id)
+    return codec.error(
+        413,
+        "payload_too_large",
+        f"body is larger than {state.max_body_bytes} bytes: send fewer instances per request",
+        request_id,
+    )
 
 
 # A random prefix per process and a counter: unique, without uuid4's getrandom() syscall on every request.
@@ -187,19 +196,23 @@ class Codec:
     runner's own (SageMaker's /invocations and TorchServe's /predictions); serving/oip.py's is the Open
     Inference Protocol's."""
 
-    def error(self, status: int, code: str, message: str, request_id: str | None = None,
-              headers: dict[str, str] | None = None) -> Response:
+    def error(
+        self, status: int, code: str, message: str, request_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
         return error(status, code, message, request_id, headers)
 
     def check(self, runner: Runner, media_type: str, accept: str | None) -> None:
         """Before the body is read: 415 and 406 from the headers alone."""
         if runner.request_types is not None and media_type not in runner.request_types:
-            raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not supported: send one of "
-                                       f"{', '.join(runner.request_types)}")
+            raise UnsupportedMediaType(
+                f"content type {media_type or '(none)'!r} is not supported: send one of "
+                f"{', '.join(runner.request_types)}"
+            )
         runner.check_accept(accept)
 
-    def decode(self, runner: Runner, body: bytes, media_type: str, request: Request,
-               request_id: str) -> tuple[Any, Any]:
+    def decode(
+        self, runner: Runner, body: bytes, media_type: str, request: Request, request_id: str
+    ) -> tuple[Any, Any]:
         """(what the batcher runs, what encode needs besides the result)."""
         # Only handler-style models read the headers: no per-request copy of them for tensor models.
         headers = {**request.headers, "x-request-id": request_id} if runner.reads_headers else {}
@@ -212,44 +225,63 @@ class Codec:
 class OipCodec(Codec):
     """The Open Inference Protocol (serving/oip.py): ``{"error": ...}`` bodies, and tensors in and out."""
 
-    def error(self, status: int, code: str, message: str, request_id: str | None = None,
-              headers: dict[str, str] | None = None) -> Response:
-        return JSONResponse({"error": message}, status_code=status,
-                            headers={**(headers or {}), **({"X-Request-Id": request_id} if request_id else {})})
+    def error(
+        self, status: int, code: str, message: str, request_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
+        return JSONResponse(
+            {"error": message},
+            status_code=status,
+            headers={**(headers or {}), **({"X-Request-Id": request_id} if request_id else {})},
+        )
 
     def check(self, runner: Runner, media_type: str, accept: str | None) -> None:
         if not hasattr(runner, "artifact"):
-            raise InvalidInput(f"a {runner.kind} model is served on /predictions and /invocations only: the Open "
-                               "Inference Protocol serves torch.export artifacts, whose tensors the manifest describes")
+            raise InvalidInput(
+                f"a {runner.kind} model is served on /predictions and /invocations only: the Open "
+                "Inference Protocol serves torch.export artifacts, whose tensors the manifest describes"
+            )
 
-    def decode(self, runner: Runner, body: bytes, media_type: str, request: Request,
-               request_id: str) -> tuple[Any, Any]:
+    def decode(
+        self, runner: Runner, body: bytes, media_type: str, request: Request, request_id: str
+    ) -> tuple[Any, Any]:
         from serving import oip
 
-        decoded = oip.decode(body, media_type, request.headers.get("content-type", ""), request.headers,
-                             runner.artifact)  # type: ignore[attr-defined]
+        decoded = oip.decode(
+            body, media_type, request.headers.get("content-type", ""), request.headers, runner.artifact
+        )  # type: ignore[attr-defined]
         return decoded.batch, decoded
 
     def encode(self, served: Served, result: Any, context: Any, accept: str | None) -> Reply:
         from serving import oip
         from serving.runner import Reply
 
-        body, headers, media_type = oip.encode(context, result, served.runner.artifact,  # type: ignore[attr-defined]
-                                               served.name, served.version)
+        body, headers, media_type = oip.encode(
+            context,
+            result,
+            served.runner.artifact,  # type: ignore[attr-defined]
+            served.name,
+            served.version,
+        )
         return Reply(body, media_type, headers=headers)
 
 
 RUNNER_CODEC, OIP_CODEC = Codec(), OipCodec()
 
 
-async def _infer(state: ServerState, request: Request, name: str | None, version: str | None,
-                 codec: Codec = RUNNER_CODEC) -> Response:
+async def _infer(
+    state: ServerState, request: Request, name: str | None, version: str | None, codec: Codec = RUNNER_CODEC
+) -> Response:
     request_id = request.headers.get("x-amzn-requestid") or request.headers.get("x-request-id") or _new_request_id()
     if name is None and request.headers.get("content-type", "").split(";")[0].strip().lower() == SAGEMAKER_TRITON:
         codec = OIP_CODEC  # Triton's SageMaker mode: an Open Inference Protocol body on /invocations
     if not state.ready:
-        return codec.error(503, "not_ready", "the model is still loading: retry after /ping answers 200",
-                           request_id, {"Retry-After": "1"})
+        return codec.error(
+            503,
+            "not_ready",
+            "the model is still loading: retry after /ping answers 200",
+            request_id,
+            {"Retry-After": "1"},
+        )
     try:
         served = state.find(name, version)
     except LookupError as exc:
@@ -266,8 +298,9 @@ async def _infer(state: ServerState, request: Request, name: str | None, version
         state.bodies.release(held[0])
 
 
-async def _run(state: ServerState, request: Request, served: Served, request_id: str, held: list[int],
-               codec: Codec) -> Response:
+async def _run(
+    state: ServerState, request: Request, served: Served, request_id: str, held: list[int], codec: Codec
+) -> Response:
     runner = served.runner
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     accept = request.headers.get("accept")
@@ -287,17 +320,24 @@ async def _run(state: ServerState, request: Request, served: Served, request_id:
     except ClientDisconnect:  # the client went, or a limit closed the connection: nothing to answer or log
         return Response(status_code=400)
     except (QueueFull, BodiesFull) as exc:
-        return codec.error(503, "overloaded", f"model {served.label} is busy ({exc}): retry shortly", request_id,
-                           {"Retry-After": "1"})
+        return codec.error(
+            503, "overloaded", f"model {served.label} is busy ({exc}): retry shortly", request_id, {"Retry-After": "1"}
+        )
     except TimeoutError:
-        return codec.error(504, "timeout", f"no answer within {state.timeout:g} s: send smaller batches or retry "
-                           "later", request_id)
+        return codec.error(
+            504, "timeout", f"no answer within {state.timeout:g} s: send smaller batches or retry later", request_id
+        )
     except Exception:
         log.exception("inference failed model=%s request_id=%s", served.label, request_id)
-        return codec.error(500, "internal_error", f"inference failed; see the server log for request {request_id}",
-                           request_id)
-    return Response(reply.body, status_code=reply.status, media_type=reply.media_type,
-                    headers={**reply.headers, "X-Request-Id": request_id})
+        return codec.error(
+            500, "internal_error", f"inference failed; see the server log for request {request_id}", request_id
+        )
+    return Response(
+        reply.body,
+        status_code=reply.status,
+        media_type=reply.media_type,
+        headers={**reply.headers, "X-Request-Id": request_id},
+    )
 
 
 class ObservedApp:
@@ -327,16 +367,28 @@ class ObservedApp:
             self.metrics.observe(route, model, status[0], seconds)
             if self.access_log is not None:
                 client = scope.get("client") or ("", 0)
-                self.access_log.request(scope["method"], scope["path"], status[0], seconds, model,
-                                        scope.get("deepcloud.request_id", ""), client[0])
+                self.access_log.request(
+                    scope["method"],
+                    scope["path"],
+                    status[0],
+                    seconds,
+                    model,
+                    scope.get("deepcloud.request_id", ""),
+                    client[0],
+                )
 
 
 Loader = Callable[[], Sequence[LoadedModel]]
 
 
-def build_app(state: ServerState, load: Loader | None = None, on_failure: Callable[[str], None] | None = None,
-              access_log: AccessLog | None = None, management: tuple[int, Any] | None = None,
-              multi_model: tuple[Callable[[str], bool], Any] | None = None) -> ObservedApp:
+def build_app(
+    state: ServerState,
+    load: Loader | None = None,
+    on_failure: Callable[[str], None] | None = None,
+    access_log: AccessLog | None = None,
+    management: tuple[int, Any] | None = None,
+    multi_model: tuple[Callable[[str], bool], Any] | None = None,
+) -> ObservedApp:
     """The ASGI app. ``load`` runs on the inference thread at startup; its errors go to ``on_failure``.
 
     ``management``: (port, ASGI app) answering connections made to that local port (serving/management.py);
@@ -386,8 +438,12 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
         except LookupError as exc:
             return OIP_CODEC.error(404, "model_not_found", str(exc))
         if not hasattr(served.runner, "artifact"):
-            return OIP_CODEC.error(400, "invalid_input", f"model {served.label} is a {served.runner.kind} model: "
-                                   "the Open Inference Protocol serves torch.export artifacts only")
+            return OIP_CODEC.error(
+                400,
+                "invalid_input",
+                f"model {served.label} is a {served.runner.kind} model: "
+                "the Open Inference Protocol serves torch.export artifacts only",
+            )
         return served
 
     async def v2_model(request: Request) -> Response:
@@ -396,8 +452,9 @@ def build_app(state: ServerState, load: Loader | None = None, on_failure: Callab
             return served
         from serving import oip
 
-        return JSONResponse(oip.metadata(served.name, sorted(state.models[served.name], key=_version_key),
-                                         served.runner.artifact))  # type: ignore[attr-defined]
+        return JSONResponse(
+            oip.metadata(served.name, sorted(state.models[served.name], key=_version_key), served.runner.artifact)
+        )  # type: ignore[attr-defined]
 
     async def v2_model_ready(request: Request) -> Response:
         served = v2_find(request)
@@ -470,7 +527,7 @@ def _inference_route(scope) -> tuple[str, str | None, str | None, Codec] | None:
     if path == "/invocations":
         return ("/invocations", None, None, RUNNER_CODEC) if method == "POST" else None
     if path.startswith("/v2/models/") and path.endswith("/infer") and method == "POST":
-        parts = path[len("/v2/models/"):-len("/infer")].split("/")
+        parts = path[len("/v2/models/") : -len("/infer")].split("/")
         if len(parts) == 1 and parts[0]:
             return "/v2/models/{model_name}/infer", parts[0], None, OIP_CODEC
         if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
@@ -478,7 +535,7 @@ def _inference_route(scope) -> tuple[str, str | None, str | None, Codec] | None:
         return None
     if not path.startswith("/predictions/") or method not in ("POST", "PUT"):
         return None
-    parts = path[len("/predictions/"):].split("/")
+    parts = path[len("/predictions/") :].split("/")
     if len(parts) == 1 and parts[0]:
         return "/predictions/{model_name}", parts[0], None, RUNNER_CODEC
     if len(parts) == 2 and parts[0] and parts[1]:
@@ -486,8 +543,9 @@ def _inference_route(scope) -> tuple[str, str | None, str | None, Codec] | None:
     return None
 
 
-async def _answer(state: ServerState, scope, receive, send, name: str | None, version: str | None,
-                  codec: Codec) -> None:
+async def _answer(
+    state: ServerState, scope, receive, send, name: str | None, version: str | None, codec: Codec
+) -> None:
     started = [False]
 
     async def tracking_send(message) -> None:
@@ -507,8 +565,13 @@ def serve_model(state: ServerState, model: LoadedModel, default: bool = True) ->
     """Give a loaded model its batcher and metrics and make it routable (on the event loop)."""
     assert state.executor is not None, "the app's lifespan has not started"
     served = Served(model.name, model.version, model.runner, batcher=None)  # type: ignore[arg-type]
-    served.batcher = Batcher(model.runner.forward, model.policy, state.executor,
-                             on_batch=state.metrics.batch_observer(served.label), size=model.runner.size)
+    served.batcher = Batcher(
+        model.runner.forward,
+        model.policy,
+        state.executor,
+        on_batch=state.metrics.batch_observer(served.label),
+        size=model.runner.size,
+    )
     served.batcher.start()
     state.metrics.track_queue(served.label, lambda b=served.batcher: b.depth)
     state.add(served, default=default)
@@ -523,8 +586,9 @@ async def retire_model(state: ServerState, name: str, version: str, keep_history
     state.metrics.forget(served.label, history=keep_history)
 
 
-async def _start(state: ServerState, load: Loader, executor: ThreadPoolExecutor,
-                 on_failure: Callable[[str], None] | None) -> None:
+async def _start(
+    state: ServerState, load: Loader, executor: ThreadPoolExecutor, on_failure: Callable[[str], None] | None
+) -> None:
     loop = asyncio.get_running_loop()
     try:
         loaded = await loop.run_in_executor(executor, load)

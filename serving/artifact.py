@@ -147,8 +147,10 @@ def load_model_file(path: Path, trusted: bool = False) -> nn.Module:
     try:
         return load_program(path, trusted=trusted)
     except Unsupported as why:
-        raise ArtifactError(f"{path} is refused: {why} (a model file may only hold a plain torch.export program; "
-                            "see docs/serving.md, 'Threat model')") from None
+        raise ArtifactError(
+            f"{path} is refused: {why} (a model file may only hold a plain torch.export program; "
+            "see docs/serving.md, 'Threat model')"
+        ) from None
     except Exception as exc:
         raise ArtifactError(f"{path} could not be loaded by torch.export ({type(exc).__name__}: {exc})") from None
 

@@ -86,8 +86,14 @@ class _Item:
 class Batcher:
     """One queue and one batching task per model version; ``forward`` maps a list of items to results."""
 
-    def __init__(self, forward: Forward, policy: BatchPolicy, executor: Executor,
-                 on_batch: Callable[[int], None] | None = None, size: Callable[[Any], int] = len) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        policy: BatchPolicy,
+        executor: Executor,
+        on_batch: Callable[[int], None] | None = None,
+        size: Callable[[Any], int] = len,
+    ) -> None:
         self._forward = forward
         self._size = size
         self.policy = policy
@@ -125,8 +131,9 @@ class Batcher:
         """The result for ``payload``: raises QueueFull, TimeoutError, or what the model raised for it."""
         if len(self._pending) >= self.policy.max_queue:
             waiting = len(self._pending)
-            raise QueueFull(f"{waiting} request{'' if waiting == 1 else 's'} {'is' if waiting == 1 else 'are'} already "
-                            "waiting")
+            raise QueueFull(
+                f"{waiting} request{'' if waiting == 1 else 's'} {'is' if waiting == 1 else 'are'} already waiting"
+            )
         loop = asyncio.get_running_loop()
         item = _Item(payload, self._size(payload), loop.create_future(), loop.time())
         self._pending.append(item)
@@ -202,8 +209,9 @@ class Batcher:
                 _settle(items[0].future, exc=exc)
                 return
             # One bad request must not fail its neighbours: run each alone to find it.
-            log.warning("a batch of %d requests failed (%s: %s); running them one by one",
-                        len(items), type(exc).__name__, exc)
+            log.warning(
+                "a batch of %d requests failed (%s: %s); running them one by one", len(items), type(exc).__name__, exc
+            )
             for item in items:
                 try:
                     (result,) = await loop.run_in_executor(self._executor, self._run_forward, [item.payload])

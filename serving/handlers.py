@@ -40,8 +40,11 @@ def load_model(model_dir: Path, manifest: dict[str, Any], device: str):
     path = model_dir / serialized if serialized else None
     if model.get("modelFile"):
         module = import_model_file(model_dir / model["modelFile"], f"deepcloud_model_{id(manifest)}")
-        classes = [v for v in vars(module).values()
-                   if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module.__name__]
+        classes = [
+            v
+            for v in vars(module).values()
+            if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module.__name__
+        ]
         if len(classes) != 1:
             raise ValueError(f"{model['modelFile']} must define exactly one nn.Module class, found {len(classes)}")
         net = classes[0]()
@@ -142,8 +145,10 @@ class ImageClassifier(_Handler):
         probs = torch.softmax(data, dim=1)
         top, classes = torch.topk(probs, min(self.topk, probs.shape[1]), dim=1)
         mapping = self.mapping
-        return [{(mapping[str(c)] if mapping else str(c)): p for c, p in zip(row_c, row_p, strict=True)}
-                for row_c, row_p in zip(classes.tolist(), top.tolist(), strict=True)]
+        return [
+            {(mapping[str(c)] if mapping else str(c)): p for c, p in zip(row_c, row_p, strict=True)}
+            for row_c, row_p in zip(classes.tolist(), top.tolist(), strict=True)
+        ]
 
 
 class TensorHandler(_Handler):

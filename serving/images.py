@@ -45,5 +45,7 @@ def open_image(data: bytes, formats: list[str] | None = None):
 
 
 def _too_large(detail: str) -> InvalidInput:
-    return InvalidInput(f"image has more pixels than the server's limit of {_max_pixels} (--max-image-pixels): send a "
-                        f"smaller image ({detail})")
+    return InvalidInput(
+        f"image has more pixels than the server's limit of {_max_pixels} (--max-image-pixels): send a "
+        f"smaller image ({detail})"
+    )

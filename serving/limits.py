@@ -113,8 +113,10 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
     """Connections whose request body is still arriving, oldest first: closed next, so slow bodies cannot
     shut out /ping either. A request whose body is in is never closed to make room."""
     framing = 64 * 1024  # chunk headers and trailers a request may add to its body, plus one eighth of the body
-    messages = {"header_timeout": f"the request line and headers did not arrive within {limits.header_timeout:g} s",
-                "body_timeout": f"the request body did not arrive within {limits.body_timeout:g} s"}
+    messages = {
+        "header_timeout": f"the request line and headers did not arrive within {limits.header_timeout:g} s",
+        "body_timeout": f"the request body did not arrive within {limits.body_timeout:g} s",
+    }
     sweeping: list[Any] = []  # the scheduled sweep, while connections have deadlines
 
     def _sweep(loop, connections) -> None:  # the event loop, and uvicorn's set of protocols
@@ -149,11 +151,18 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
             if len(self.connections) > limits.max_connections:
                 oldest = next(iter(idle), None) or next(iter(receiving), None)
                 if oldest is None:
-                    self._refuse(503, "too_many_connections", f"the server holds {limits.max_connections} "
-                                 "connections, all running requests: retry shortly")
+                    self._refuse(
+                        503,
+                        "too_many_connections",
+                        f"the server holds {limits.max_connections} connections, all running requests: retry shortly",
+                    )
                     return
-                oldest._refuse(503, "too_many_connections", f"the server is at its {limits.max_connections}-"
-                               "connection limit and closed this connection, which was running no request")
+                oldest._refuse(
+                    503,
+                    "too_many_connections",
+                    f"the server is at its {limits.max_connections}-"
+                    "connection limit and closed this connection, which was running no request",
+                )
             idle[self] = None
             self._expire(limits.header_timeout, "header_timeout")
 
@@ -179,8 +188,11 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
                     piece, view = view[:HEAD_SLICE], view[HEAD_SLICE:]
                     self._head_bytes += len(piece)
                     if self._head_bytes > limits.max_header_bytes:
-                        self._refuse(431, "header_too_large", f"the request line and headers exceed "
-                                     f"{limits.max_header_bytes} bytes")
+                        self._refuse(
+                            431,
+                            "header_too_large",
+                            f"the request line and headers exceed {limits.max_header_bytes} bytes",
+                        )
                         return
                     self._feed(bytes(piece))
                     continue
@@ -188,8 +200,11 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
                 self._feed(bytes(view))
                 self._after_head += len(view) - (self._body_bytes - before)  # framing, trailers, next heads
                 if self._after_head > framing + self._body_bytes // 8 and not self._refused:
-                    self._refuse(400, "framing_too_large", "the body's chunk headers and trailers exceed "
-                                 f"{framing} bytes plus an eighth of the body")
+                    self._refuse(
+                        400,
+                        "framing_too_large",
+                        f"the body's chunk headers and trailers exceed {framing} bytes plus an eighth of the body",
+                    )
                 return
 
         def _feed(self, data: bytes) -> None:
@@ -219,8 +234,7 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
             if len(self.url) > limits.max_request_line_bytes:
-                raise _Refused(414, "uri_too_long", f"the request target exceeds {limits.max_request_line_bytes} "
-                               "bytes")
+                raise _Refused(414, "uri_too_long", f"the request target exceeds {limits.max_request_line_bytes} bytes")
 
         def on_headers_complete(self) -> None:
             # The count is checked here, not per header: the head's bytes are bounded already, so counting at
@@ -234,8 +248,12 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
             if not running:
                 receiving[self] = None
             elif len(self.pipeline) >= MAX_PIPELINED:
-                raise _Refused(503, "too_many_pipelined", f"more than {MAX_PIPELINED} request(s) queued behind "
-                               "the one running on this connection: wait for the answers")
+                raise _Refused(
+                    503,
+                    "too_many_pipelined",
+                    f"more than {MAX_PIPELINED} request(s) queued behind "
+                    "the one running on this connection: wait for the answers",
+                )
             self._expire(limits.body_timeout, "body_timeout")
             super().on_headers_complete()
 
@@ -283,10 +301,19 @@ def protocol(limits: Limits, on_reject: Callable[[str], None] = lambda reason: N
             answered = cycle is not None and cycle.response_started and not (self._in_head and not running)
             if not answered:
                 body = json.dumps({"code": reason, "message": message}).encode()
-                self.transport.write(b"".join([
-                    STATUS_LINE[status], b"content-type: application/json\r\n",
-                    b"content-length: %d\r\n" % len(body), b"connection: close\r\n",
-                    *([b"retry-after: 1\r\n"] if status == 503 else []), b"\r\n", body]))
+                self.transport.write(
+                    b"".join(
+                        [
+                            STATUS_LINE[status],
+                            b"content-type: application/json\r\n",
+                            b"content-length: %d\r\n" % len(body),
+                            b"connection: close\r\n",
+                            *([b"retry-after: 1\r\n"] if status == 503 else []),
+                            b"\r\n",
+                            body,
+                        ]
+                    )
+                )
             if running:  # the running request sees a disconnect; what it sends is dropped
                 cycle.disconnected = True
                 cycle.message_event.set()

@@ -49,8 +49,10 @@ def ensure_token(path: Path) -> str:
     if path.is_file():
         token = path.read_text().strip()
         if len(token) < 16:
-            raise ValueError(f"management token file {path} holds fewer than 16 characters: put a long random "
-                             "token in it, or delete it to have one generated")
+            raise ValueError(
+                f"management token file {path} holds fewer than 16 characters: put a long random "
+                "token in it, or delete it to have one generated"
+            )
         if path.stat().st_mode & 0o077:
             log.warning("management token file %s is readable by others: chmod 600 it", path)
         return token
@@ -85,8 +87,9 @@ def store_path(store: Path | None, url: str) -> Path:
     return path
 
 
-def build_management_app(state: ServerState, token: str, store: Path | None,
-                         load: Callable[[ModelRef], LoadedModel]) -> Starlette:
+def build_management_app(
+    state: ServerState, token: str, store: Path | None, load: Callable[[ModelRef], LoadedModel]
+) -> Starlette:
     """``load`` verifies, loads and warms up one model; it runs on the inference thread."""
     expected = f"Bearer {token}".encode()
     lock = asyncio.Lock()  # one registration at a time: two loads of the same name must not race
@@ -100,16 +103,28 @@ def build_management_app(state: ServerState, token: str, store: Path | None,
         for version in versions:
             served = state.models[name][version]
             runner: Runner = served.runner
-            out.append({"modelName": name, "modelVersion": version,
-                        "isDefault": state.defaults.get(name) == version,
-                        "batchSize": served.batcher.policy.max_batch_size,
-                        "maxBatchDelayMs": served.batcher.policy.max_batch_delay * 1000,
-                        "queueDepth": served.batcher.depth, **runner.describe()})
+            out.append(
+                {
+                    "modelName": name,
+                    "modelVersion": version,
+                    "isDefault": state.defaults.get(name) == version,
+                    "batchSize": served.batcher.policy.max_batch_size,
+                    "maxBatchDelayMs": served.batcher.policy.max_batch_delay * 1000,
+                    "queueDepth": served.batcher.depth,
+                    **runner.describe(),
+                }
+            )
         return out
 
     async def list_models(request: Request) -> Response:
-        return JSONResponse({"models": [{"modelName": name, "defaultVersion": state.defaults[name],
-                                         "versions": sorted(state.models[name])} for name in sorted(state.models)]})
+        return JSONResponse(
+            {
+                "models": [
+                    {"modelName": name, "defaultVersion": state.defaults[name], "versions": sorted(state.models[name])}
+                    for name in sorted(state.models)
+                ]
+            }
+        )
 
     async def describe_model(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
@@ -135,8 +150,9 @@ def build_management_app(state: ServerState, token: str, store: Path | None,
                 return error(400, "invalid_registration", str(exc))
             taken = [r.version for r in refs if r.version in state.models.get(name, {})]
             if taken:
-                return error(409, "conflict", f"model {name!r} version {taken[0]!r} is already registered: "
-                                              "unregister it first")
+                return error(
+                    409, "conflict", f"model {name!r} version {taken[0]!r} is already registered: unregister it first"
+                )
             loop = asyncio.get_running_loop()
             loaded = []
             for ref in refs:
@@ -148,8 +164,9 @@ def build_management_app(state: ServerState, token: str, store: Path | None,
             for model in loaded:
                 serve_model(state, model, default=name not in state.defaults or model is loaded[-1])
         log.info("registered %s versions %s from %s", name, [m.version for m in loaded], url)
-        return JSONResponse({"status": f"Model {name!r} registered", "versions": [m.version for m in loaded]},
-                            status_code=200)
+        return JSONResponse(
+            {"status": f"Model {name!r} registered", "versions": [m.version for m in loaded]}, status_code=200
+        )
 
     def missing(request: Request) -> Response | None:
         """A 404 when the path's model version is not loaded, else None."""
@@ -190,9 +207,13 @@ def build_management_app(state: ServerState, token: str, store: Path | None,
 
     async def guarded(scope, receive, send) -> None:
         if scope["type"] == "http" and not authorized(Request(scope)):
-            response = error(401, "unauthorized", "missing or wrong bearer token: send 'Authorization: Bearer "
-                                                  "<token>' with the token from the management token file",
-                             headers={"WWW-Authenticate": "Bearer"})
+            response = error(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token: send 'Authorization: Bearer "
+                "<token>' with the token from the management token file",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
             await response(scope, receive, send)
             return
         await app(scope, receive, send)

@@ -16,19 +16,37 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("deepcloud_requests", "HTTP requests by route, model and status code.",
-                                ["route", "model", "code"], registry=self.registry)
-        self.latency = Histogram("deepcloud_request_duration_seconds",
-                                 "Time from request start to the response's last byte, by route and model.",
-                                 ["route", "model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("deepcloud_batch_size", "Instances per forward pass, by model.",
-                                    ["model"], buckets=BATCH_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("deepcloud_queue_depth", "Requests waiting for a forward pass, by model.",
-                                 ["model"], registry=self.registry)
+        self.requests = Counter(
+            "deepcloud_requests",
+            "HTTP requests by route, model and status code.",
+            ["route", "model", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "deepcloud_request_duration_seconds",
+            "Time from request start to the response's last byte, by route and model.",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "deepcloud_batch_size",
+            "Instances per forward pass, by model.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "deepcloud_queue_depth", "Requests waiting for a forward pass, by model.", ["model"], registry=self.registry
+        )
         self.ready = Gauge("deepcloud_ready", "1 once every model is loaded and warmed up.", registry=self.registry)
-        self.rejections = Counter("deepcloud_rejected", "Connections and requests refused by a limit of "
-                                  "serving/limits.py, by reason (header_too_large, body_timeout, ...).",
-                                  ["reason"], registry=self.registry)
+        self.rejections = Counter(
+            "deepcloud_rejected",
+            "Connections and requests refused by a limit of "
+            "serving/limits.py, by reason (header_too_large, body_timeout, ...).",
+            ["reason"],
+            registry=self.registry,
+        )
         self._observers: dict[tuple[str, str], tuple] = {}
 
     def observe(self, route: str, model: str, code: int, seconds: float) -> None:

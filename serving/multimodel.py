@@ -111,8 +111,14 @@ def _release_memory() -> None:
 class MultiModelHost:
     """The loaded models of a multi-model endpoint, their memory and their use order."""
 
-    def __init__(self, state: ServerState, root: Path, budget: int, load: Callable[[ModelRef], LoadedModel],
-                 measure: Callable[[], int] = resident_bytes) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        root: Path,
+        budget: int,
+        load: Callable[[ModelRef], LoadedModel],
+        measure: Callable[[], int] = resident_bytes,
+    ) -> None:
         self.state, self.root, self.budget, self.load_one, self.measure = state, root, budget, load, measure
         self.hosted: OrderedDict[str, Hosted] = OrderedDict()
         """Least recently invoked first."""
@@ -132,8 +138,7 @@ class MultiModelHost:
     def resolve(self, url: str) -> Path:
         """The directory ``url`` names, when it lies inside the multi-model directory; LayoutError otherwise."""
         if not url:
-            raise LayoutError('give "url": the path of the model SageMaker unpacked, inside '
-                              f"{self.root}")
+            raise LayoutError(f'give "url": the path of the model SageMaker unpacked, inside {self.root}')
         path = Path(url) if Path(url).is_absolute() else self.root / url
         resolved = inside(self.root, path, "multi-model directory")
         if not resolved.exists():
@@ -144,14 +149,19 @@ class MultiModelHost:
         """Unload idle models other than ``name``, least recently invoked first, until ``need`` more bytes
         fit; else NoRoom."""
         if need > self.budget:
-            raise NoRoom(f"model {name!r} needs {need} bytes, more than the whole budget of {self.budget} "
-                         "(--multi-model-memory-bytes)")
+            raise NoRoom(
+                f"model {name!r} needs {need} bytes, more than the whole budget of {self.budget} "
+                "(--multi-model-memory-bytes)"
+            )
         while self.used + need > self.budget:
-            idle = next((h for h in self.hosted.values()
-                         if h.name != name and not self._served(h.name).batcher.busy), None)
+            idle = next(
+                (h for h in self.hosted.values() if h.name != name and not self._served(h.name).batcher.busy), None
+            )
             if idle is None:
-                raise NoRoom(f"no room for model {name!r} ({need} bytes): {self.used} of {self.budget} bytes are "
-                             "held by models with requests in flight")
+                raise NoRoom(
+                    f"no room for model {name!r} ({need} bytes): {self.used} of {self.budget} bytes are "
+                    "held by models with requests in flight"
+                )
             log.info("unloading %s (least recently used) to make room for %s", idle.name, name)
             await self._unload(idle.name)
 
@@ -199,8 +209,9 @@ class MultiModelHost:
             self.reserved += estimate
         try:
             loop = asyncio.get_running_loop()
-            model, grew = await loop.run_in_executor(self.state.executor, self._load_measured,
-                                                     ModelRef(name, VERSION, path))
+            model, grew = await loop.run_in_executor(
+                self.state.executor, self._load_measured, ModelRef(name, VERSION, path)
+            )
         finally:
             self.reserved -= estimate
         hosted = Hosted(name, url, max(estimate, grew))
@@ -212,8 +223,9 @@ class MultiModelHost:
             except NoRoom:
                 await self._unload(name)
                 raise
-        log.info("multi-model: loaded %s from %s (%d bytes; %d of %d used)", name, url, hosted.charge, self.used,
-                 self.budget)
+        log.info(
+            "multi-model: loaded %s from %s (%d bytes; %d of %d used)", name, url, hosted.charge, self.used, self.budget
+        )
         return hosted
 
     async def unload(self, name: str) -> None:
@@ -238,8 +250,11 @@ def build_multi_model_app(host: MultiModelHost) -> Starlette:
             return error(400, "invalid_registration", 'the body must be JSON: {"model_name": ..., "url": ...}')
         name, url = (body.get("model_name"), body.get("url")) if isinstance(body, dict) else (None, None)
         if not isinstance(name, str) or not MODEL_NAME.match(name):
-            return error(400, "invalid_registration", f'"model_name" {name!r} must be letters, digits, "_", "." or '
-                                                      '"-" (at most 256)')
+            return error(
+                400,
+                "invalid_registration",
+                f'"model_name" {name!r} must be letters, digits, "_", "." or "-" (at most 256)',
+            )
         if not isinstance(url, str):
             return error(400, "invalid_registration", f'"url" must be the model\'s path inside {host.root}')
         try:
@@ -267,7 +282,7 @@ def build_multi_model_app(host: MultiModelHost) -> Starlette:
             return error(400, "invalid_request", "limit must be 1-1000 and next_page_token one this API returned")
         names = sorted(host.hosted)
         start, limit = int(start_text), int(limit_text)
-        page: dict[str, object] = {"models": [describe(host.hosted[n]) for n in names[start:start + limit]]}
+        page: dict[str, object] = {"models": [describe(host.hosted[n]) for n in names[start : start + limit]]}
         if start + limit < len(names):
             page["nextPageToken"] = str(start + limit)
         return JSONResponse(page)
@@ -292,9 +307,13 @@ def build_multi_model_app(host: MultiModelHost) -> Starlette:
     async def run(request: Request, name: str) -> Response:
         hosted = host.hosted.get(name)
         if hosted is None:
-            return error(404, "model_not_found", f"model {name!r} is not loaded (loaded: "
-                                                 f"{', '.join(sorted(host.hosted)) or 'none'}): load it with POST "
-                                                 "/models")
+            return error(
+                404,
+                "model_not_found",
+                f"model {name!r} is not loaded (loaded: "
+                f"{', '.join(sorted(host.hosted)) or 'none'}): load it with POST "
+                "/models",
+            )
         host.touch(name)
         return await _infer(state, request, name, VERSION)
 
@@ -304,18 +323,25 @@ def build_multi_model_app(host: MultiModelHost) -> Starlette:
     async def invocations(request: Request) -> Response:
         target = request.headers.get(TARGET_MODEL)
         if not target:
-            return error(400, "invalid_request", "this is a multi-model endpoint: name the model with TargetModel "
-                                                 "(the X-Amzn-SageMaker-Target-Model header)")
+            return error(
+                400,
+                "invalid_request",
+                "this is a multi-model endpoint: name the model with TargetModel "
+                "(the X-Amzn-SageMaker-Target-Model header)",
+            )
         return await run(request, target)
 
-    app = Starlette(routes=[
-        Route("/models", list_models, methods=["GET"]),
-        Route("/models", load, methods=["POST"]),
-        Route("/models/{name}", get_model, methods=["GET"]),
-        Route("/models/{name}", unload, methods=["DELETE"]),
-        Route("/models/{name}/invoke", invoke, methods=["POST"]),
-        Route("/invocations", invocations, methods=["POST"]),
-    ], exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=[
+            Route("/models", list_models, methods=["GET"]),
+            Route("/models", load, methods=["POST"]),
+            Route("/models/{name}", get_model, methods=["GET"]),
+            Route("/models/{name}", unload, methods=["DELETE"]),
+            Route("/models/{name}/invoke", invoke, methods=["POST"]),
+            Route("/invocations", invocations, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )
     app.router.redirect_slashes = False
     return app
 

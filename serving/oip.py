@@ -39,10 +39,23 @@ HEADER_LENGTH = "inference-header-content-length"
 SAGEMAKER_TRITON = "application/vnd.sagemaker-triton.binary+json"
 """Triton's SageMaker content type: the JSON header's size is its ``json-header-size`` parameter."""
 
-DATATYPES: dict[str, np.dtype] = {name: np.dtype(dtype).newbyteorder("<") for name, dtype in {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-    "FP32": np.float32, "FP64": np.float64}.items()}
+DATATYPES: dict[str, np.dtype] = {
+    name: np.dtype(dtype).newbyteorder("<")
+    for name, dtype in {
+        "BOOL": np.bool_,
+        "UINT8": np.uint8,
+        "UINT16": np.uint16,
+        "UINT32": np.uint32,
+        "UINT64": np.uint64,
+        "INT8": np.int8,
+        "INT16": np.int16,
+        "INT32": np.int32,
+        "INT64": np.int64,
+        "FP16": np.float16,
+        "FP32": np.float32,
+        "FP64": np.float64,
+    }.items()
+}
 """The spec's numeric datatypes, little-endian as the binary extension lays them out (BYTES and BF16 apart)."""
 
 
@@ -76,11 +89,14 @@ def _size(text: str, what: str) -> int:
     return int(text)
 
 
-def decode(body: bytes, media_type: str, content_type: str, headers: Mapping[str, str],
-           artifact: Artifact) -> InferRequest:
+def decode(
+    body: bytes, media_type: str, content_type: str, headers: Mapping[str, str], artifact: Artifact
+) -> InferRequest:
     if media_type not in ("application/json", "application/octet-stream", SAGEMAKER_TRITON, ""):
-        raise UnsupportedMediaType(f"content type {media_type!r} is not an inference request: send "
-                                   "application/json (binary tensors after it with Inference-Header-Content-Length)")
+        raise UnsupportedMediaType(
+            f"content type {media_type!r} is not an inference request: send "
+            "application/json (binary tensors after it with Inference-Header-Content-Length)"
+        )
     size = header_length(media_type, content_type, headers)
     if size is not None and size > len(body):
         raise InvalidInput(f"the JSON header is said to be {size} bytes but the body has {len(body)}")
@@ -92,16 +108,21 @@ def decode(body: bytes, media_type: str, content_type: str, headers: Mapping[str
         raise InvalidInput('the inference request must be a JSON object with "inputs": [...]')
     inputs = request["inputs"]
     if len(inputs) != 1 or not isinstance(inputs[0], dict) or inputs[0].get("name") != INPUT:
-        raise InvalidInput(f"this model takes one input named {INPUT!r}, got "
-                           f"{[i.get('name') if isinstance(i, dict) else i for i in inputs]!r}")
+        raise InvalidInput(
+            f"this model takes one input named {INPUT!r}, got "
+            f"{[i.get('name') if isinstance(i, dict) else i for i in inputs]!r}"
+        )
     array = _tensor(inputs[0], memoryview(body)[size:] if size is not None else None)
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput('"id" must be a string')
     parameters = _parameters(request, "the request")
-    return InferRequest(predictor.to_batch(array, artifact), request_id,
-                        _outputs(request.get("outputs"), bool(parameters.get("binary_data_output"))),
-                        sagemaker=media_type == SAGEMAKER_TRITON)
+    return InferRequest(
+        predictor.to_batch(array, artifact),
+        request_id,
+        _outputs(request.get("outputs"), bool(parameters.get("binary_data_output"))),
+        sagemaker=media_type == SAGEMAKER_TRITON,
+    )
 
 
 def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
@@ -116,22 +137,26 @@ def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
 
 def _tensor(spec: dict[str, Any], binary: memoryview | None) -> np.ndarray:
     shape, datatype = spec.get("shape"), spec.get("datatype")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise InvalidInput(f'input {INPUT!r}: "shape" must be a list of non-negative integers, got {shape!r}')
     dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None or datatype == "BOOL":
-        raise InvalidInput(f'input {INPUT!r}: datatype {datatype!r} is not a number type this model takes: send '
-                           "FP32, FP16, FP64, or an INT or UINT type")
+        raise InvalidInput(
+            f"input {INPUT!r}: datatype {datatype!r} is not a number type this model takes: send "
+            "FP32, FP16, FP64, or an INT or UINT type"
+        )
     count = math.prod(shape)  # Python ints: a huge shape cannot wrap around to a small count
     binary_size = _parameters(spec, f"input {INPUT!r}").get("binary_data_size")
     if binary_size is not None:
         if binary is None:
-            raise InvalidInput(f"input {INPUT!r} has binary_data_size but the request has no "
-                               "Inference-Header-Content-Length")
+            raise InvalidInput(
+                f"input {INPUT!r} has binary_data_size but the request has no Inference-Header-Content-Length"
+            )
         if not isinstance(binary_size, int) or binary_size != count * dtype.itemsize or binary_size > len(binary):
-            raise InvalidInput(f"input {INPUT!r}: binary_data_size {binary_size!r} does not match shape {shape} of "
-                               f"{datatype} ({count * dtype.itemsize} bytes, {len(binary)} sent)")
+            raise InvalidInput(
+                f"input {INPUT!r}: binary_data_size {binary_size!r} does not match shape {shape} of "
+                f"{datatype} ({count * dtype.itemsize} bytes, {len(binary)} sent)"
+            )
         return np.frombuffer(binary[:binary_size], dtype=dtype).reshape(shape)
     data = spec.get("data")
     if data is None:
@@ -164,24 +189,28 @@ def _outputs(requested: Any, binary_default: bool) -> tuple[tuple[str, bool], ..
     return tuple(chosen)
 
 
-def encode(request: InferRequest, prediction: predictor.Prediction, artifact: Artifact, model: str,
-           version: str) -> tuple[bytes, dict[str, str], str]:
+def encode(
+    request: InferRequest, prediction: predictor.Prediction, artifact: Artifact, model: str, version: str
+) -> tuple[bytes, dict[str, str], str]:
     """(body, headers, media type) of the answer: JSON, with binary tensors after it where asked."""
     labels = [artifact.labels[i] for i in prediction.index.tolist()]
     outputs, binaries = [], []
     for name, binary in request.outputs:
         if name == "probabilities":  # the float32 values themselves, in JSON too (the other routes round them)
             spec: dict[str, Any] = {"datatype": "FP32", "shape": list(prediction.probs.shape)}
-            data: Any = (np.ascontiguousarray(prediction.probs, dtype="<f4").tobytes() if binary
-                         else prediction.probs.ravel().tolist())
+            data: Any = (
+                np.ascontiguousarray(prediction.probs, dtype="<f4").tobytes()
+                if binary
+                else prediction.probs.ravel().tolist()
+            )
         elif name == "index":
             spec = {"datatype": "INT64", "shape": [len(labels)]}
-            data = (np.ascontiguousarray(prediction.index, dtype="<i8").tobytes() if binary
-                    else prediction.index.tolist())
+            data = (
+                np.ascontiguousarray(prediction.index, dtype="<i8").tobytes() if binary else prediction.index.tolist()
+            )
         else:
             spec = {"datatype": "BYTES", "shape": [len(labels)]}
-            data = (b"".join(struct.pack("<I", len(b)) + b for b in (s.encode() for s in labels)) if binary
-                    else labels)
+            data = b"".join(struct.pack("<I", len(b)) + b for b in (s.encode() for s in labels)) if binary else labels
         if binary:
             binaries.append(data)
             outputs.append({"name": name, **spec, "parameters": {"binary_data_size": len(data)}})
@@ -193,15 +222,22 @@ def encode(request: InferRequest, prediction: predictor.Prediction, artifact: Ar
     header = orjson.dumps(answer)
     if not binaries:
         return header, {}, "application/json"
-    media_type = (f"{SAGEMAKER_TRITON};json-header-size={len(header)}" if request.sagemaker
-                  else "application/octet-stream")
+    media_type = (
+        f"{SAGEMAKER_TRITON};json-header-size={len(header)}" if request.sagemaker else "application/octet-stream"
+    )
     return header + b"".join(binaries), {"Inference-Header-Content-Length": str(len(header))}, media_type
 
 
 def metadata(name: str, versions: list[str], artifact: Artifact) -> dict[str, Any]:
     classes = len(artifact.labels)
-    return {"name": name, "versions": versions, "platform": "pytorch_torchexport",
-            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *artifact.input_shape]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
-                        {"name": "index", "datatype": "INT64", "shape": [-1]},
-                        {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
+    return {
+        "name": name,
+        "versions": versions,
+        "platform": "pytorch_torchexport",
+        "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *artifact.input_shape]}],
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+            {"name": "index", "datatype": "INT64", "shape": [-1]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        ],
+    }

@@ -18,15 +18,20 @@ _ERROR = {
 _PREDICTIONS = {
     "type": "object",
     "required": ["predictions"],
-    "properties": {"predictions": {"type": "array", "items": {
-        "type": "object",
-        "required": ["label", "index", "probabilities"],
-        "properties": {
-            "label": {"type": "string"},
-            "index": {"type": "integer", "minimum": 0},
-            "probabilities": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
-        },
-    }}},
+    "properties": {
+        "predictions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["label", "index", "probabilities"],
+                "properties": {
+                    "label": {"type": "string"},
+                    "index": {"type": "integer", "minimum": 0},
+                    "probabilities": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+                },
+            },
+        }
+    },
 }
 
 
@@ -35,24 +40,40 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def _inference(summary: str, parameters: list[dict], image_input: bool) -> dict[str, Any]:
-    instance = {"description": "One instance of the model's input shape, or a batch of them.",
-                "type": "array", "items": {}}
+    instance = {
+        "description": "One instance of the model's input shape, or a batch of them.",
+        "type": "array",
+        "items": {},
+    }
     content: dict[str, Any] = {
-        JSON: {"schema": {"oneOf": [
-            {"type": "object", "required": ["instances"], "properties": {"instances": instance}},
-            instance,
-        ]}},
+        JSON: {
+            "schema": {
+                "oneOf": [
+                    {"type": "object", "required": ["instances"], "properties": {"instances": instance}},
+                    instance,
+                ]
+            }
+        },
         NPY: {"schema": {"type": "string", "format": "binary", "description": "An array written by numpy.save."}},
     }
     if image_input:
         for media in (PNG, JPEG):
-            content[media] = {"schema": {"type": "string", "format": "binary",
-                                         "description": "One image of exactly the model's size."}}
+            content[media] = {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "One image of exactly the model's size.",
+                }
+            }
     responses = {
-        "200": {"description": "Predictions: JSON, or the probabilities as .npy when Accept asks for it.",
-                "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
-                "content": {JSON: {"schema": {"$ref": "#/components/schemas/Predictions"}},
-                            NPY: {"schema": {"type": "string", "format": "binary"}}}},
+        "200": {
+            "description": "Predictions: JSON, or the probabilities as .npy when Accept asks for it.",
+            "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+            "content": {
+                JSON: {"schema": {"$ref": "#/components/schemas/Predictions"}},
+                NPY: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
         "400": _error("The input is not what the model takes: malformed, wrong dtype, rank, shape or range."),
         "406": _error("Accept names no type the server writes."),
         "413": _error("The body is larger than the limit (6 MB by default, SageMaker's cap)."),
@@ -63,8 +84,12 @@ def _inference(summary: str, parameters: list[dict], image_input: bool) -> dict[
     }
     if parameters:
         responses["404"] = _error("No model (or version) of that name is loaded.")
-    return {"summary": summary, "parameters": parameters,
-            "requestBody": {"required": True, "content": content}, "responses": responses}
+    return {
+        "summary": summary,
+        "parameters": parameters,
+        "requestBody": {"required": True, "content": content},
+        "responses": responses,
+    }
 
 
 # ------------------------------------------------------------------------------- the Open Inference Protocol
@@ -72,29 +97,88 @@ def _inference(summary: str, parameters: list[dict], image_input: bool) -> dict[
 # body the schema refuses is one the server refuses), and its errors' {"error": ...} body.
 
 _OIP_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-_TENSOR_META = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
-    "name": {"type": "string"}, "datatype": {"type": "string"},
-    "shape": {"type": "array", "items": {"type": "integer"}}}}
-_INFER_REQUEST = {"type": "object", "required": ["inputs"], "properties": {
-    "id": {"type": "string"},
-    "parameters": {"type": "object"},
-    "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
-        "type": "object", "required": ["name", "shape", "datatype"], "properties": {
-            "name": {"type": "string", "enum": ["input"]},
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-            "datatype": {"type": "string", "enum": ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
-                                                    "INT64", "FP16", "FP32", "FP64"]},
-            "parameters": {"type": "object"},
-            "data": {"type": "array"}}}},
-    "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-        "name": {"type": "string", "enum": ["probabilities", "index", "label"]},
-        "parameters": {"type": "object"}}}}}}
-_INFER_RESPONSE = {"type": "object", "required": ["model_name", "outputs"], "properties": {
-    "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
-    "outputs": {"type": "array", "items": {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
-        "name": {"type": "string"}, "datatype": {"type": "string"},
+_TENSOR_META = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer"}},
-        "parameters": {"type": "object"}, "data": {"type": "array"}}}}}}
+    },
+}
+_INFER_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string", "enum": ["input"]},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": {
+                        "type": "string",
+                        "enum": [
+                            "UINT8",
+                            "UINT16",
+                            "UINT32",
+                            "UINT64",
+                            "INT8",
+                            "INT16",
+                            "INT32",
+                            "INT64",
+                            "FP16",
+                            "FP32",
+                            "FP64",
+                        ],
+                    },
+                    "parameters": {"type": "object"},
+                    "data": {"type": "array"},
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "enum": ["probabilities", "index", "label"]},
+                    "parameters": {"type": "object"},
+                },
+            },
+        },
+    },
+}
+_INFER_RESPONSE = {
+    "type": "object",
+    "required": ["model_name", "outputs"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "datatype", "shape"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "datatype": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "parameters": {"type": "object"},
+                    "data": {"type": "array"},
+                },
+            },
+        },
+    },
+}
 
 
 def _oip_error(description: str) -> dict[str, Any]:
@@ -112,46 +196,76 @@ def _oip_get(summary: str, schema: dict[str, Any], parameters: list[dict], false
 
 
 def _oip_paths(name_param: dict, version_param: dict) -> dict[str, Any]:
-    ready = {"type": "object", "required": ["name", "ready"],
-             "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}}
-    metadata = {"type": "object", "required": ["name", "platform", "inputs", "outputs"], "properties": {
-        "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
-        "platform": {"type": "string"}, "inputs": {"type": "array", "items": _TENSOR_META},
-        "outputs": {"type": "array", "items": _TENSOR_META}}}
-    infer = {"summary": "Open Inference Protocol inference (JSON tensors; binary ones after the JSON with "
-                        "Inference-Header-Content-Length).",
-             "requestBody": {"required": True, "content": {JSON: {"schema": {
-                 "$ref": "#/components/schemas/InferenceRequest"}}}},
-             "responses": {
-                 "200": {"description": "The outputs.", "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
-                         "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
-                                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-                 "400": _oip_error("The request is not one the model takes."),
-                 "404": _oip_error("No model (or version) of that name is loaded."),
-                 "413": _oip_error("The body is larger than the limit."),
-                 "415": _oip_error("The Content-Type is not an inference request."),
-                 "500": _oip_error("The model failed; the message names the request id."),
-                 "503": _oip_error("Not ready yet, or busy: retry after Retry-After seconds."),
-                 "504": _oip_error("The request waited longer than the server's inference timeout.")}}
-    server = {"type": "object", "required": ["name", "version", "extensions"], "properties": {
-        "name": {"type": "string"}, "version": {"type": "string"},
-        "extensions": {"type": "array", "items": {"type": "string"}}}}
+    ready = {
+        "type": "object",
+        "required": ["name", "ready"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    }
+    metadata = {
+        "type": "object",
+        "required": ["name", "platform", "inputs", "outputs"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": _TENSOR_META},
+            "outputs": {"type": "array", "items": _TENSOR_META},
+        },
+    }
+    infer = {
+        "summary": "Open Inference Protocol inference (JSON tensors; binary ones after the JSON with "
+        "Inference-Header-Content-Length).",
+        "requestBody": {
+            "required": True,
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+        },
+        "responses": {
+            "200": {
+                "description": "The outputs.",
+                "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+                "content": {
+                    JSON: {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            "400": _oip_error("The request is not one the model takes."),
+            "404": _oip_error("No model (or version) of that name is loaded."),
+            "413": _oip_error("The body is larger than the limit."),
+            "415": _oip_error("The Content-Type is not an inference request."),
+            "500": _oip_error("The model failed; the message names the request id."),
+            "503": _oip_error("Not ready yet, or busy: retry after Retry-After seconds."),
+            "504": _oip_error("The request waited longer than the server's inference timeout."),
+        },
+    }
+    server = {
+        "type": "object",
+        "required": ["name", "version", "extensions"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    }
     live = {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
     server_ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
     return {
         "/v2": _oip_get("Open Inference Protocol: the server's metadata.", server, [], None),
         "/v2/health/live": _oip_get("Open Inference Protocol: liveness.", live, [], None),
-        "/v2/health/ready": _oip_get("Open Inference Protocol: readiness (400 while loading).", server_ready, [],
-                                     "400"),
+        "/v2/health/ready": _oip_get(
+            "Open Inference Protocol: readiness (400 while loading).", server_ready, [], "400"
+        ),
         "/v2/models/{model_name}": _oip_get("A model's tensors, from its manifest.", metadata, [name_param], None),
         "/v2/models/{model_name}/ready": _oip_get("Whether a model is ready.", ready, [name_param], None),
         "/v2/models/{model_name}/versions/{model_version}": _oip_get(
-            "One version's tensors.", metadata, [name_param, version_param], None),
+            "One version's tensors.", metadata, [name_param, version_param], None
+        ),
         "/v2/models/{model_name}/versions/{model_version}/ready": _oip_get(
-            "Whether one version is ready.", ready, [name_param, version_param], None),
+            "Whether one version is ready.", ready, [name_param, version_param], None
+        ),
         "/v2/models/{model_name}/infer": {"post": {**infer, "parameters": [name_param]}},
-        "/v2/models/{model_name}/versions/{model_version}/infer": {"post": {**infer,
-                                                                            "parameters": [name_param, version_param]}},
+        "/v2/models/{model_name}/versions/{model_version}/infer": {
+            "post": {**infer, "parameters": [name_param, version_param]}
+        },
     }
 
 
@@ -159,34 +273,64 @@ def document(models: dict[str, list[str]], image_input: bool) -> dict[str, Any]:
     """``models``: name -> versions loaded; ``image_input``: any model reads PNG/JPEG."""
     names = sorted(models) or ["model"]
     versions = sorted({v for vs in models.values() for v in vs}) or ["1"]
-    name_param = {"name": "model_name", "in": "path", "required": True,
-                  "schema": {"type": "string", "examples": names}}
-    version_param = {"name": "model_version", "in": "path", "required": True,
-                     "schema": {"type": "string", "examples": versions}}
+    name_param = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "examples": names}}
+    version_param = {
+        "name": "model_version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "examples": versions},
+    }
     status = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "deepcloud inference server", "version": "1",
-                 "description": "SageMaker's hosting contract, TorchServe's inference API and the Open Inference "
-                                "Protocol (KServe v2)."},
+        "info": {
+            "title": "deepcloud inference server",
+            "version": "1",
+            "description": "SageMaker's hosting contract, TorchServe's inference API and the Open Inference "
+            "Protocol (KServe v2).",
+        },
         "paths": {
-            "/ping": {"get": {"summary": "Health: 200 once every model is loaded and warmed up, 503 before.",
-                              "responses": {"200": {"description": "Ready.", "content": {JSON: {"schema": status}}},
-                                            "503": {"description": "Loading.",
-                                                    "content": {JSON: {"schema": status}}}}}},
+            "/ping": {
+                "get": {
+                    "summary": "Health: 200 once every model is loaded and warmed up, 503 before.",
+                    "responses": {
+                        "200": {"description": "Ready.", "content": {JSON: {"schema": status}}},
+                        "503": {"description": "Loading.", "content": {JSON: {"schema": status}}},
+                    },
+                }
+            },
             "/invocations": {"post": _inference("SageMaker: predict with the default model.", [], image_input)},
             # PUT as well as POST, as TorchServe answers both (`curl -T file` sends a PUT).
-            "/predictions/{model_name}": {method: _inference(
-                "TorchServe: predict with a model's default version.", [name_param], image_input)
-                for method in ("post", "put")},
-            "/predictions/{model_name}/{model_version}": {method: _inference(
-                "TorchServe: predict with one version of a model.", [name_param, version_param], image_input)
-                for method in ("post", "put")},
-            "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {
-                "description": "Text exposition format.",
-                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/predictions/{model_name}": {
+                method: _inference("TorchServe: predict with a model's default version.", [name_param], image_input)
+                for method in ("post", "put")
+            },
+            "/predictions/{model_name}/{model_version}": {
+                method: _inference(
+                    "TorchServe: predict with one version of a model.", [name_param, version_param], image_input
+                )
+                for method in ("post", "put")
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics.",
+                    "responses": {
+                        "200": {
+                            "description": "Text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             **_oip_paths(name_param, version_param),
         },
-        "components": {"schemas": {"Error": _ERROR, "Predictions": _PREDICTIONS, "OipError": _OIP_ERROR,
-                                   "InferenceRequest": _INFER_REQUEST, "InferenceResponse": _INFER_RESPONSE}},
+        "components": {
+            "schemas": {
+                "Error": _ERROR,
+                "Predictions": _PREDICTIONS,
+                "OipError": _OIP_ERROR,
+                "InferenceRequest": _INFER_REQUEST,
+                "InferenceResponse": _INFER_RESPONSE,
+            }
+        },
     }

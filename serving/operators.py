@@ -114,15 +114,28 @@ zero fill copy
 """
 
 ALLOWED: frozenset[str] = frozenset(
-    " ".join((_POINTWISE, _ACTIVATIONS, _REDUCTIONS, _LINEAR_ALGEBRA, _NEURAL_NETWORK, _SHAPE_AND_INDEXING,
-              _TYPES_AND_CHECKS, _FACTORIES)).split())
+    " ".join(
+        (
+            _POINTWISE,
+            _ACTIVATIONS,
+            _REDUCTIONS,
+            _LINEAR_ALGEBRA,
+            _NEURAL_NETWORK,
+            _SHAPE_AND_INDEXING,
+            _TYPES_AND_CHECKS,
+            _FACTORIES,
+        )
+    ).split()
+)
 """Operator packets of ``torch.ops.aten`` a model file may call (and their in-place ``name_`` variants)."""
 
-ARGUMENT_TYPES: frozenset[str] = frozenset(str.split("""
+ARGUMENT_TYPES: frozenset[str] = frozenset(
+    str.split("""
 Tensor Optional[Tensor] List[Tensor] List[Optional[Tensor]] int Optional[int] List[int] Optional[List[int]]
 float Optional[float] List[float] Optional[List[float]] bool Optional[bool] List[bool] number Optional[number]
 complex Device Optional[Device] Optional[Generator] str Optional[str]
-"""))
+""")
+)
 """Schema argument types an allowed overload may take, as torch prints them (``int`` covers SymInt,
 ScalarType, Layout and MemoryFormat; ``number`` is a Scalar). A ``str`` only where STRING_ARGUMENTS
 allows it; ``Optional[Generator]`` because a serialized graph can only pass None for it."""
@@ -173,13 +186,17 @@ def check_overload(op: torch._ops.OpOverload) -> None:
     packet = _packet_name(op)
     base = _base(packet)
     if base not in ALLOWED:
-        raise Refused(f"operator aten.{packet} is not one a model file may call (it is not on the allow-list "
-                      "of tensor computations in serving/operators.py)")
+        raise Refused(
+            f"operator aten.{packet} is not one a model file may call (it is not on the allow-list "
+            "of tensor computations in serving/operators.py)"
+        )
     for argument in op._schema.arguments:
         kind = str(argument.type)
         if kind not in ARGUMENT_TYPES or (kind in _STRINGS and (base, argument.name) not in STRING_ARGUMENTS):
-            raise Refused(f"operator aten.{packet}.{op._overloadname} takes '{argument.name}' of type {kind}, "
-                          "which a model file may not pass")
+            raise Refused(
+                f"operator aten.{packet}.{op._overloadname} takes '{argument.name}' of type {kind}, "
+                "which a model file may not pass"
+            )
 
 
 def check_argument(op: torch._ops.OpOverload, name: str, value: Any) -> None:
@@ -192,8 +209,11 @@ def check_argument(op: torch._ops.OpOverload, name: str, value: Any) -> None:
     for item in value if isinstance(value, list) else [value]:
         if isinstance(item, str):
             allowed = STRING_ARGUMENTS.get((_base(_packet_name(op)), name))
-            if str(schema[name].type) not in _STRINGS or allowed is None or not (
-                    allowed.fullmatch(item) if isinstance(allowed, re.Pattern) else item in allowed):
+            if (
+                str(schema[name].type) not in _STRINGS
+                or allowed is None
+                or not (allowed.fullmatch(item) if isinstance(allowed, re.Pattern) else item in allowed)
+            ):
                 raise Refused(f"{target}: '{name}' may not be {item[:80]!r}")
         elif isinstance(item, torch.device) and item.type not in DEVICE_TYPES:
             raise Refused(f"{target}: '{name}' names device {item}, not cpu or cuda")
@@ -209,12 +229,19 @@ def check_call(op: torch._ops.OpOverload, constants: dict[str, Any], references:
     constant arguments by name, ``references`` the names of those that are computed values."""
     packet, target = _base(_packet_name(op)), f"aten.{_packet_name(op)}.{op._overloadname}"
     if packet in _STATE_UPDATES and constants.get(_STATE_UPDATES[packet], True) is not False:
-        raise Refused(f"{target} must have {_STATE_UPDATES[packet]}=False: in training mode it updates the "
-                      "model's running statistics in place; export the model in eval mode (model.eval())")
-    if packet == "instance_norm" and references & {"running_mean", "running_var"} and (
-            constants.get("use_input_stats", True) is not False):
-        raise Refused(f"{target} with running statistics must have use_input_stats=False: else it updates them "
-                      "in place; export the model in eval mode (model.eval())")
+        raise Refused(
+            f"{target} must have {_STATE_UPDATES[packet]}=False: in training mode it updates the "
+            "model's running statistics in place; export the model in eval mode (model.eval())"
+        )
+    if (
+        packet == "instance_norm"
+        and references & {"running_mean", "running_var"}
+        and (constants.get("use_input_stats", True) is not False)
+    ):
+        raise Refused(
+            f"{target} with running statistics must have use_input_stats=False: else it updates them "
+            "in place; export the model in eval mode (model.eval())"
+        )
     if packet == "repeat_interleave" and ("output_size" in references or constants.get("output_size") is not None):
         raise Refused(f"{target} may not be given an output_size: ATen trusts it without checking the repeats")
     if constants.get("pin_memory"):
@@ -230,6 +257,7 @@ def runnable(op: torch._ops.OpOverload) -> Callable[..., Any]:
     a check for the one quotient the CPU traps on."""
     packet = _packet_name(op)
     if packet in ZERO_FILLED:
+
         def zero_filled(*args: Any, **kwargs: Any) -> torch.Tensor:
             result = op(*args, **kwargs)
             result.untyped_storage().fill_(0)
@@ -237,6 +265,7 @@ def runnable(op: torch._ops.OpOverload) -> Callable[..., Any]:
 
         return zero_filled
     if _base(packet) in ("div", "divide") and "rounding_mode" in {a.name for a in op._schema.arguments}:
+
         def checked_division(*args: Any, **kwargs: Any) -> Any:
             _check_integer_division(args[0], args[1] if len(args) > 1 else kwargs.get("other"))
             return op(*args, **kwargs)
@@ -247,9 +276,13 @@ def runnable(op: torch._ops.OpOverload) -> Callable[..., Any]:
 
 def _check_integer_division(dividend: Any, divisor: Any) -> None:
     """The minimum of an integer type divided by -1 overflows, and x86 traps (SIGFPE) in ATen's kernel."""
-    if not isinstance(dividend, torch.Tensor) or dividend.is_floating_point() or dividend.is_complex() or (
-            isinstance(divisor, torch.Tensor) and (divisor.is_floating_point() or divisor.is_complex())) or (
-            isinstance(divisor, float)):
+    if (
+        not isinstance(dividend, torch.Tensor)
+        or dividend.is_floating_point()
+        or dividend.is_complex()
+        or (isinstance(divisor, torch.Tensor) and (divisor.is_floating_point() or divisor.is_complex()))
+        or (isinstance(divisor, float))
+    ):
         return
     if dividend.dtype == torch.bool:
         return

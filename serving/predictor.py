@@ -76,15 +76,16 @@ def _depth(value: Any, limit: int) -> int:
         depth += 1
         if depth > limit:
             return depth
-        level = [item for v in level if isinstance(v, (list, dict)) for item in
-                 (v.values() if isinstance(v, dict) else v)]
+        level = [
+            item for v in level if isinstance(v, (list, dict)) for item in (v.values() if isinstance(v, dict) else v)
+        ]
     return depth
 
 
 def decode_json(body: bytes, artifact: Artifact) -> np.ndarray:
     """``{"instances": [...]}`` or a bare list: one instance or a batch, pixels in [0, 255]."""
     if not body:
-        raise InvalidInput("empty body: send a JSON array of pixel values or {\"instances\": [...]}")
+        raise InvalidInput('empty body: send a JSON array of pixel values or {"instances": [...]}')
     array = _plain_array(body, artifact.input_shape)
     if array is not None:
         return to_batch(array, artifact, finite=True)
@@ -191,14 +192,18 @@ def decode_npy(body: bytes, artifact: Artifact) -> np.ndarray:
         raise InvalidInput(f".npy header declares shape {shape!r}: expected non-negative integers")
     limit = artifact.max_batch_size * math.prod(artifact.input_shape)
     if math.prod(shape) > limit:
-        raise InvalidInput(f".npy header declares shape {list(shape)}: more values than the model's limit of "
-                           f"{artifact.max_batch_size} instances of {list(artifact.input_shape)}")
+        raise InvalidInput(
+            f".npy header declares shape {list(shape)}: more values than the model's limit of "
+            f"{artifact.max_batch_size} instances of {list(artifact.input_shape)}"
+        )
     # The header is read already: the data follows it, so take it from the body rather than parse it again.
-    data = memoryview(body)[stream.tell():]
+    data = memoryview(body)[stream.tell() :]
     count = math.prod(shape)
     if len(data) < count * dtype.itemsize:
-        raise InvalidInput(f"body is not a readable .npy array (it holds {len(data)} data bytes, the header "
-                           f"declares {count * dtype.itemsize})")
+        raise InvalidInput(
+            f"body is not a readable .npy array (it holds {len(data)} data bytes, the header "
+            f"declares {count * dtype.itemsize})"
+        )
     array = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran_order else "C")
     return to_batch(array, artifact)
 
@@ -342,8 +347,12 @@ class Prediction:
 
     def split(self, sizes: list[int]) -> list[Prediction]:
         bounds = np.cumsum(sizes)[:-1]
-        return [Prediction(*parts) for parts in zip(np.split(self.probs, bounds), np.split(self.rounded, bounds),
-                                                     np.split(self.index, bounds), strict=True)]
+        return [
+            Prediction(*parts)
+            for parts in zip(
+                np.split(self.probs, bounds), np.split(self.rounded, bounds), np.split(self.index, bounds), strict=True
+            )
+        ]
 
 
 def postprocess(logits: np.ndarray) -> Prediction:
@@ -368,5 +377,9 @@ def encode_response(artifact: Artifact, logits: np.ndarray) -> dict[str, Any]:
 
 def _response(artifact: Artifact, prediction: Prediction) -> dict[str, Any]:
     labels = artifact.labels
-    return {"predictions": [{"label": labels[i], "index": i, "probabilities": row}
-                            for i, row in zip(prediction.index.tolist(), prediction.rounded.tolist(), strict=True)]}
+    return {
+        "predictions": [
+            {"label": labels[i], "index": i, "probabilities": row}
+            for i, row in zip(prediction.index.tolist(), prediction.rounded.tolist(), strict=True)
+        ]
+    }

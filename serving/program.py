@@ -55,26 +55,76 @@ SCHEMA_MAJOR = 8
 
 # Serialized enum values -> torch objects (torch/_export/serde/schema.py; a test checks both tables).
 DTYPES = {
-    1: torch.uint8, 2: torch.int8, 3: torch.int16, 4: torch.int32, 5: torch.int64, 6: torch.float16,
-    7: torch.float32, 8: torch.float64, 9: torch.complex32, 10: torch.complex64, 11: torch.complex128,
-    12: torch.bool, 13: torch.bfloat16, 28: torch.uint16, 29: torch.float8_e4m3fn, 30: torch.float8_e5m2,
-    31: torch.float8_e4m3fnuz, 32: torch.float8_e5m2fnuz, 33: torch.float8_e8m0fnu, 34: torch.uint32,
+    1: torch.uint8,
+    2: torch.int8,
+    3: torch.int16,
+    4: torch.int32,
+    5: torch.int64,
+    6: torch.float16,
+    7: torch.float32,
+    8: torch.float64,
+    9: torch.complex32,
+    10: torch.complex64,
+    11: torch.complex128,
+    12: torch.bool,
+    13: torch.bfloat16,
+    28: torch.uint16,
+    29: torch.float8_e4m3fn,
+    30: torch.float8_e5m2,
+    31: torch.float8_e4m3fnuz,
+    32: torch.float8_e5m2fnuz,
+    33: torch.float8_e8m0fnu,
+    34: torch.uint32,
     35: torch.uint64,
 }
-LAYOUTS = {1: torch.sparse_coo, 2: torch.sparse_csr, 3: torch.sparse_csc, 4: torch.sparse_bsr,
-           5: torch.sparse_bsc, 6: torch._mkldnn, 7: torch.strided}  # type: ignore[attr-defined]
-MEMORY_FORMATS = {1: torch.contiguous_format, 2: torch.channels_last, 3: torch.channels_last_3d,
-                  4: torch.preserve_format}
+LAYOUTS = {
+    1: torch.sparse_coo,
+    2: torch.sparse_csr,
+    3: torch.sparse_csc,
+    4: torch.sparse_bsr,
+    5: torch.sparse_bsc,
+    6: torch._mkldnn,
+    7: torch.strided,
+}  # type: ignore[attr-defined]
+MEMORY_FORMATS = {
+    1: torch.contiguous_format,
+    2: torch.channels_last,
+    3: torch.channels_last_3d,
+    4: torch.preserve_format,
+}
 STRIDED = 7
 
 # The symbolic-size operators torch.export may emit (serialize.py's _SYM_OPS), by their serialized name.
 SYM_OPS: dict[str, Callable[..., Any]] = {
-    **{f"_operator.{name}": getattr(operator, name) for name in (
-        "eq", "ne", "le", "ge", "lt", "gt", "neg", "pos", "mul", "add", "sub", "floordiv", "mod", "pow",
-        "truediv", "and_", "or_", "lshift", "rshift")},
+    **{
+        f"_operator.{name}": getattr(operator, name)
+        for name in (
+            "eq",
+            "ne",
+            "le",
+            "ge",
+            "lt",
+            "gt",
+            "neg",
+            "pos",
+            "mul",
+            "add",
+            "sub",
+            "floordiv",
+            "mod",
+            "pow",
+            "truediv",
+            "and_",
+            "or_",
+            "lshift",
+            "rshift",
+        )
+    },
     "math.trunc": math.trunc,
-    **{f"torch.{name}": getattr(torch, name) for name in (
-        "sym_not", "sym_int", "sym_float", "sym_ite", "sym_max", "sym_min", "sym_sqrt")},
+    **{
+        f"torch.{name}": getattr(torch, name)
+        for name in ("sym_not", "sym_int", "sym_float", "sym_ite", "sym_max", "sym_min", "sym_sqrt")
+    },
 }
 _ATEN_TARGET = re.compile(r"torch\.ops\.aten\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)")
 _SYMBOL = re.compile(r"Symbol\('([A-Za-z_][A-Za-z0-9_]*)'(?:, [^()]*)?\)")
@@ -94,8 +144,13 @@ class Unsupported(Exception):
     """The archive holds something this reader does not run: the model is refused, with this reason."""
 
 
-LEGACY_MEMBERS = ("serialized_exported_program.json", "serialized_state_dict.pt", "serialized_constants.pt",
-                  "serialized_example_inputs.pt", "version")
+LEGACY_MEMBERS = (
+    "serialized_exported_program.json",
+    "serialized_state_dict.pt",
+    "serialized_constants.pt",
+    "serialized_example_inputs.pt",
+    "version",
+)
 """What torch.export.save wrote before torch 2.7, at the zip's top level; its weights are pickles."""
 
 
@@ -108,8 +163,12 @@ def load_program(path: Path, *, trusted: bool = False) -> nn.Module:
     except Unsupported as why:
         if not trusted:
             raise
-        log.warning("%s: %s; loading it with torch.export.load because --trust-model-files is on (it may run "
-                    "code from the file)", path, why)
+        log.warning(
+            "%s: %s; loading it with torch.export.load because --trust-model-files is on (it may run "
+            "code from the file)",
+            path,
+            why,
+        )
         return torch.export.load(path).module()
 
 
@@ -119,32 +178,43 @@ def load_program(path: Path, *, trusted: bool = False) -> nn.Module:
 def _root(names: list[str]) -> str:
     """The archive's one top folder ('model/', or the temporary name torch.export.save wrote it under)."""
     if any(name in LEGACY_MEMBERS for name in names):
-        raise Unsupported("it is in torch.export's pre-2.7 layout, whose weights are pickles: re-export it with "
-                          "torch.export.save from torch 2.7 or later")
+        raise Unsupported(
+            "it is in torch.export's pre-2.7 layout, whose weights are pickles: re-export it with "
+            "torch.export.save from torch 2.7 or later"
+        )
     roots = {name.split("/", 1)[0] for name in names}
     if len(roots) != 1 or any("/" not in name for name in names):
         raise Unsupported(f"expected one top-level folder in the archive, found {len(roots)} top-level entries")
     return roots.pop() + "/"
 
 
-_METADATA = frozenset({c.ARCHIVE_FORMAT_PATH, c.ARCHIVE_VERSION_PATH, "byteorder", ".data/version",
-                       ".data/serialization_id", c.MODELS_FILENAME_FORMAT.format("model"),
-                       c.WEIGHTS_CONFIG_FILENAME_FORMAT.format("model"),
-                       c.CONSTANTS_CONFIG_FILENAME_FORMAT.format("model"),
-                       c.SAMPLE_INPUTS_FILENAME_FORMAT.format("model")})
+_METADATA = frozenset(
+    {
+        c.ARCHIVE_FORMAT_PATH,
+        c.ARCHIVE_VERSION_PATH,
+        "byteorder",
+        ".data/version",
+        ".data/serialization_id",
+        c.MODELS_FILENAME_FORMAT.format("model"),
+        c.WEIGHTS_CONFIG_FILENAME_FORMAT.format("model"),
+        c.CONSTANTS_CONFIG_FILENAME_FORMAT.format("model"),
+        c.SAMPLE_INPUTS_FILENAME_FORMAT.format("model"),
+    }
+)
 """The members torch.export.save writes besides payloads. The sample inputs are a pickle: never read."""
 
 
 def _check_members(names: list[str], root: str) -> None:
     """Every member is one torch.export.save writes for a plain program; anything else is refused."""
     for name in names:
-        inner = name[len(root):]
+        inner = name[len(root) :]
         parts = PurePosixPath(inner).parts
         if inner.endswith("/") or inner in _METADATA:
             continue
         if len(parts) == 3 and (
-                (inner.startswith(c.WEIGHTS_DIR) and parts[2].startswith(c.WEIGHT_FILENAME_PREFIX))
-                or (inner.startswith(c.CONSTANTS_DIR) and parts[2].startswith(c.TENSOR_CONSTANT_FILENAME_PREFIX))):
+            (inner.startswith(c.WEIGHTS_DIR) and parts[2].startswith(c.WEIGHT_FILENAME_PREFIX))
+            or (inner.startswith(c.CONSTANTS_DIR) and parts[2].startswith(c.TENSOR_CONSTANT_FILENAME_PREFIX))
+        ):
             continue
         if inner.startswith((c.AOTINDUCTOR_DIR, c.EXECUTORCH_DIR, c.MTIA_DIR)):
             raise Unsupported(f"it holds compiled code ({inner}); only plain programs are served")
@@ -160,8 +230,9 @@ def _ints(values: list[dict[str, Any]], what: str) -> list[int]:
     return out
 
 
-def _read_payloads(zf: zipfile.ZipFile, root: str, config_name: str, folder: str,
-                   prefix: str) -> dict[str, torch.Tensor]:
+def _read_payloads(
+    zf: zipfile.ZipFile, root: str, config_name: str, folder: str, prefix: str
+) -> dict[str, torch.Tensor]:
     """Tensors by fully qualified name, from a weights or constants config; files shared by several
     names (tied weights) are read once, so the views alias as they did when saved."""
     config = json.loads(zf.read(root + config_name)).get("config", {})
@@ -187,8 +258,11 @@ def _read_payloads(zf: zipfile.ZipFile, root: str, config_name: str, folder: str
         if base.numel() == 0 and math.prod(sizes) == 0:
             tensors[fqn] = base.reshape(sizes)
             continue
-        tensors[fqn] = base.as_strided(sizes, _ints(tensor_meta["strides"], f"the strides of '{fqn}'"),
-                                       _ints([tensor_meta["storage_offset"]], f"the offset of '{fqn}'")[0])
+        tensors[fqn] = base.as_strided(
+            sizes,
+            _ints(tensor_meta["strides"], f"the strides of '{fqn}'"),
+            _ints([tensor_meta["storage_offset"]], f"the offset of '{fqn}'")[0],
+        )
     return tensors
 
 
@@ -201,7 +275,8 @@ def _tree_leaves(spec_json: str, what: str) -> tuple[str | None, int]:
     if spec["type"] is None:
         return None, 1
     if spec["type"] in ("builtins.tuple", "builtins.list") and all(
-            child["type"] is None for child in spec["children_spec"]):
+        child["type"] is None for child in spec["children_spec"]
+    ):
         return spec["type"].removeprefix("builtins."), len(spec["children_spec"])
     raise Unsupported(f"{what} is a nested {spec['type']}")
 
@@ -213,8 +288,14 @@ class ArchiveProgram(nn.Module):
     """An exported program's graph, run node by node: a drop-in for ``ExportedProgram.module()`` on the
     graphs described in this module's docstring. Its tensors are buffers, so ``.to(device)`` moves them."""
 
-    def __init__(self, graph: dict[str, Any], tensors: dict[str, torch.Tensor], ranges: dict[str, Any],
-                 in_spec: str, out_spec: str) -> None:
+    def __init__(
+        self,
+        graph: dict[str, Any],
+        tensors: dict[str, torch.Tensor],
+        ranges: dict[str, Any],
+        in_spec: str,
+        out_spec: str,
+    ) -> None:
         super().__init__()
         self._slots: dict[str, int] = {}
         self._state: list[tuple[int, str]] = []  # (slot, buffer attribute)
@@ -238,8 +319,11 @@ class ArchiveProgram(nn.Module):
                 names = zf.namelist()
                 root = _root(names)
                 _check_members(names, root)
-                fmt = zf.read(root + c.ARCHIVE_FORMAT_PATH).decode().strip() if (
-                    root + c.ARCHIVE_FORMAT_PATH) in names else None
+                fmt = (
+                    zf.read(root + c.ARCHIVE_FORMAT_PATH).decode().strip()
+                    if (root + c.ARCHIVE_FORMAT_PATH) in names
+                    else None
+                )
                 if fmt != c.ARCHIVE_FORMAT_VALUE:
                     raise Unsupported(f"archive_format is {fmt!r}, not {c.ARCHIVE_FORMAT_VALUE!r}")
                 order = zf.read(root + "byteorder").decode().strip() if root + "byteorder" in names else "little"
@@ -249,10 +333,16 @@ class ArchiveProgram(nn.Module):
                 if models != [root + c.MODELS_FILENAME_FORMAT.format("model")]:
                     raise Unsupported(f"expected the one program 'model', found {len(models)} program(s)")
                 program = json.loads(zf.read(models[0]))
-                tensors = _read_payloads(zf, root, c.WEIGHTS_CONFIG_FILENAME_FORMAT.format("model"),
-                                         c.WEIGHTS_DIR, c.WEIGHT_FILENAME_PREFIX)
-                constants = _read_payloads(zf, root, c.CONSTANTS_CONFIG_FILENAME_FORMAT.format("model"),
-                                           c.CONSTANTS_DIR, c.TENSOR_CONSTANT_FILENAME_PREFIX)
+                tensors = _read_payloads(
+                    zf, root, c.WEIGHTS_CONFIG_FILENAME_FORMAT.format("model"), c.WEIGHTS_DIR, c.WEIGHT_FILENAME_PREFIX
+                )
+                constants = _read_payloads(
+                    zf,
+                    root,
+                    c.CONSTANTS_CONFIG_FILENAME_FORMAT.format("model"),
+                    c.CONSTANTS_DIR,
+                    c.TENSOR_CONSTANT_FILENAME_PREFIX,
+                )
         except (KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
             raise Unsupported(f"unexpected archive layout ({type(exc).__name__}: {exc})") from None
         major = program.get("schema_version", {}).get("major")
@@ -264,8 +354,9 @@ class ArchiveProgram(nn.Module):
         call = module["module_call_graph"][0]["signature"]
         graph = {**module["graph"], "signature": module["signature"]}
         try:
-            return cls(graph, {**constants, **tensors}, program.get("range_constraints", {}),
-                       call["in_spec"], call["out_spec"])
+            return cls(
+                graph, {**constants, **tensors}, program.get("range_constraints", {}), call["in_spec"], call["out_spec"]
+            )
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise Unsupported(f"unexpected graph ({type(exc).__name__}: {exc})") from None
 
@@ -284,14 +375,14 @@ class ArchiveProgram(nn.Module):
         for slot, index in last_use.items():
             if slot not in kept:
                 frees[index].append(slot)
-        return [(step.op, step.args, step.kwargs, step.store, tuple(free)) for step, free in zip(steps, frees,
-                                                                                                  strict=True)]
+        return [
+            (step.op, step.args, step.kwargs, step.store, tuple(free)) for step, free in zip(steps, frees, strict=True)
+        ]
 
     def _slot(self, name: str) -> int:
         return self._slots.setdefault(name, len(self._slots))
 
-    def _setup_inputs(self, graph: dict[str, Any], tensors: dict[str, torch.Tensor],
-                      ranges: dict[str, Any]) -> None:
+    def _setup_inputs(self, graph: dict[str, Any], tensors: dict[str, torch.Tensor], ranges: dict[str, Any]) -> None:
         specs = graph["signature"]["input_specs"]
         if len(specs) != len(graph["inputs"]):
             raise Unsupported("the graph's inputs and its signature disagree")
@@ -303,8 +394,11 @@ class ArchiveProgram(nn.Module):
                 name = body["arg"]["as_tensor"]["name"]
                 self._inputs.append((self._slot(name), self._input_dims(graph, name, ranges)))
                 continue
-            fqn = {"parameter": "parameter_name", "buffer": "buffer_name",
-                   "tensor_constant": "tensor_constant_name"}.get(kind)
+            fqn = {
+                "parameter": "parameter_name",
+                "buffer": "buffer_name",
+                "tensor_constant": "tensor_constant_name",
+            }.get(kind)
             if fqn is None:
                 raise Unsupported(f"an input of kind {kind}")
             if body[fqn] not in tensors:
@@ -323,8 +417,11 @@ class ArchiveProgram(nn.Module):
                 continue
             symbol = _SYMBOL.fullmatch(size.get("as_expr", {}).get("expr_str", ""))
             bounds = ranges.get(symbol.group(1)) if symbol else None
-            dims.append((int(bounds["min_val"]), int(bounds["max_val"])) if bounds and all(
-                isinstance(bounds.get(k), int) for k in ("min_val", "max_val")) else None)
+            dims.append(
+                (int(bounds["min_val"]), int(bounds["max_val"]))
+                if bounds and all(isinstance(bounds.get(k), int) for k in ("min_val", "max_val"))
+                else None
+            )
         return dims
 
     def _value(self, arg: dict[str, Any]) -> Any:
@@ -338,8 +435,10 @@ class ArchiveProgram(nn.Module):
         if kind == "as_tensors":
             return ("list", [("ref", self._slots_of(t["name"])) for t in value])
         if kind == "as_optional_tensors":
-            return ("list", [("const", None) if "as_none" in t else ("ref", self._slots_of(t["as_tensor"]["name"]))
-                             for t in value])
+            return (
+                "list",
+                [("const", None) if "as_none" in t else ("ref", self._slots_of(t["as_tensor"]["name"])) for t in value],
+            )
         if kind in ("as_sym_ints", "as_sym_floats", "as_sym_bools"):
             return ("list", [self._value({kind.removesuffix("s"): item}) for item in value])
         if kind == "as_none":
@@ -417,17 +516,24 @@ class ArchiveProgram(nn.Module):
             raise Unsupported(str(why)) from None
         for name, value in written:
             if any(slot in self._aliases_state for slot in _refs([value])):
-                raise Unsupported(f"{target} writes to the program's own weights, buffers or constants ('{name}'): "
-                                  "a model file may not change its state from one request to the next")
+                raise Unsupported(
+                    f"{target} writes to the program's own weights, buffers or constants ('{name}'): "
+                    "a model file may not change its state from one request to the next"
+                )
         store, output = self._compile_outputs(target, node["outputs"])
         returns_view = any(r.alias_info is not None for r in op._schema.returns) or match.group(1) in _UNMARKED_VIEWS
         if views_state and returns_view:  # a view of state is state: writes through it are refused too
             self._aliases_state.update(self._output_slots(node["outputs"]))
         run = operators.runnable(op)
         if written:
-            positional = [named["name"] for named in node["inputs"][:len(args)]]
-            run = _guard_writes(run, target, [positional.index(n) for n, _ in written if n in positional],
-                                [n for n, _ in written if n in kwargs], self)
+            positional = [named["name"] for named in node["inputs"][: len(args)]]
+            run = _guard_writes(
+                run,
+                target,
+                [positional.index(n) for n, _ in written if n in positional],
+                [n for n, _ in written if n in kwargs],
+                self,
+            )
         return _Step(run, args, kwargs, store, target, output)
 
     def _output_slots(self, outputs: list[dict[str, Any]]) -> list[int]:
@@ -443,16 +549,20 @@ class ArchiveProgram(nn.Module):
     def _state_storages(self) -> frozenset[int]:
         """Where the program's weights, buffers and constants live (cached until .to() moves them)."""
         if self._storages is None:
-            self._storages = frozenset(ptr for buffer in self._buffers.values() if buffer is not None
-                                       and (ptr := buffer.untyped_storage().data_ptr()))
+            self._storages = frozenset(
+                ptr
+                for buffer in self._buffers.values()
+                if buffer is not None and (ptr := buffer.untyped_storage().data_ptr())
+            )
         return self._storages
 
     def _apply(self, fn, recurse=True):
         self._storages = None  # .to(device) and .to(memory_format) give the state new storage
         return super()._apply(fn, recurse)
 
-    def _compile_outputs(self, target: str,
-                         outputs: list[dict[str, Any]]) -> tuple[Callable[[list[Any], Any], None], int | None]:
+    def _compile_outputs(
+        self, target: str, outputs: list[dict[str, Any]]
+    ) -> tuple[Callable[[list[Any], Any], None], int | None]:
         def name_of(out: dict[str, Any]) -> str | None:
             ((kind, value),) = out.items()
             if kind == "as_tensor":
@@ -526,14 +636,27 @@ class ArchiveProgram(nn.Module):
             conv = _conv2d_arguments(step)
             readers = uses.get(step.output, []) if conv else []
             relu = steps[readers[0]] if len(readers) == 1 else None
-            if conv is None or step.output in kept or relu is None or relu.kwargs or relu.output is None or (
-                    relu.target not in RELUS or relu.args != [("ref", step.output)]):
+            if (
+                conv is None
+                or step.output in kept
+                or relu is None
+                or relu.kwargs
+                or relu.output is None
+                or (relu.target not in RELUS or relu.args != [("ref", step.output)])
+            ):
                 plan.append(step)
                 continue
             x, w, b, stride, padding, dilation, groups = conv
-            plan.append(_Step(fused_op.default, [x, w, b, padding, stride, dilation, groups, ("const", "relu"),
-                                                 ("const", []), ("const", None)], {}, relu.store,
-                              "mkldnn._convolution_pointwise(relu)", relu.output))
+            plan.append(
+                _Step(
+                    fused_op.default,
+                    [x, w, b, padding, stride, dilation, groups, ("const", "relu"), ("const", []), ("const", None)],
+                    {},
+                    relu.store,
+                    "mkldnn._convolution_pointwise(relu)",
+                    relu.output,
+                )
+            )
             dropped.add(readers[0])
         self._plan, self.fused = self._schedule(plan), len(dropped)
         return self.fused
@@ -585,8 +708,9 @@ def _flat_constants(compiled: list[tuple[str, Any]]) -> list[Any]:
     return found
 
 
-def _guard_writes(op: Callable[..., Any], target: str, positions: list[int], names: list[str],
-                  program: ArchiveProgram) -> Callable[..., Any]:
+def _guard_writes(
+    op: Callable[..., Any], target: str, positions: list[int], names: list[str], program: ArchiveProgram
+) -> Callable[..., Any]:
     """``op``, refusing at run time to write into the program's state: what the load-time alias check
     cannot see (storage shared through an operator that does not declare it) still cannot change it."""
 
@@ -595,8 +719,10 @@ def _guard_writes(op: Callable[..., Any], target: str, positions: list[int], nam
         for value in [*(args[i] for i in positions), *(kwargs[n] for n in names if n in kwargs)]:
             for tensor in value if isinstance(value, list | tuple) else (value,):
                 if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() in state:
-                    raise RuntimeError(f"{target} writes to the program's own weights, buffers or constants: "
-                                       "a model file may not change its state")
+                    raise RuntimeError(
+                        f"{target} writes to the program's own weights, buffers or constants: "
+                        "a model file may not change its state"
+                    )
         return op(*args, **kwargs)
 
     return guarded

@@ -117,8 +117,14 @@ class NativeRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         manifest = self.artifact.manifest
-        return {"kind": self.kind, "device": self.device, "input": manifest.get("input"),
-                "labels": len(self.artifact.labels), "max_batch_size": self.max_batch_size,
-                "sha256": manifest["model"].get("sha256"), "metrics": manifest.get("metrics", {}),
-                "layout": "channels_last" if self.artifact.channels_last else "contiguous",
-                "fused_conv_relu": getattr(self.artifact.module, "fused", 0)}
+        return {
+            "kind": self.kind,
+            "device": self.device,
+            "input": manifest.get("input"),
+            "labels": len(self.artifact.labels),
+            "max_batch_size": self.max_batch_size,
+            "sha256": manifest["model"].get("sha256"),
+            "metrics": manifest.get("metrics", {}),
+            "layout": "channels_last" if self.artifact.channels_last else "contiguous",
+            "fused_conv_relu": getattr(self.artifact.module, "fused", 0),
+        }

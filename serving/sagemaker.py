@@ -54,8 +54,10 @@ def default_model_fn(model_dir: str):
 
     path = Path(model_dir) / DEFAULT_MODEL_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no model_fn in inference.py and no {DEFAULT_MODEL_FILE} in {model_dir} for the "
-                                "default model_fn: define model_fn(model_dir)")
+        raise FileNotFoundError(
+            f"no model_fn in inference.py and no {DEFAULT_MODEL_FILE} in {model_dir} for the "
+            "default model_fn: define model_fn(model_dir)"
+        )
     return torch.jit.load(path, map_location="cpu").eval()
 
 
@@ -76,8 +78,10 @@ def decode_array(input_data: Any, content_type: str) -> np.ndarray:
             return np.load(io.BytesIO(input_data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise InvalidInput(f"body is not a readable .npy array ({exc})") from None
-    raise UnsupportedMediaType(f"content type {content_type or '(none)'!r} is not supported by the default input_fn: "
-                               f"send {JSON}, {CSV} or {NPY}, or define input_fn in inference.py")
+    raise UnsupportedMediaType(
+        f"content type {content_type or '(none)'!r} is not supported by the default input_fn: "
+        f"send {JSON}, {CSV} or {NPY}, or define input_fn in inference.py"
+    )
 
 
 def encode_array(value: Any, content_type: str) -> bytes:
@@ -162,8 +166,9 @@ class InferenceScriptRunner(Runner):
         except ClientError as exc:
             return exc
         except Exception as exc:  # the script could not read this request: the client's fault (400)
-            log.info("input_fn rejected request %s: %s: %s", request.headers.get("x-request-id"),
-                     type(exc).__name__, exc)
+            log.info(
+                "input_fn rejected request %s: %s: %s", request.headers.get("x-request-id"), type(exc).__name__, exc
+            )
             return InputFnError(f"input_fn could not read the request: {type(exc).__name__}: {exc}")
         prediction = self._predict(data, self.model)
         return _reply(self._output(prediction, accept), accept)
@@ -195,8 +200,9 @@ def _reply(result: Any, accept: str) -> Reply:
     if isinstance(body, str):
         body = body.encode("utf-8")
     if not isinstance(body, (bytes, bytearray)):
-        raise TypeError(f"output_fn returned {type(body).__name__}: it must return bytes or str "
-                        "(or a (body, content_type) tuple)")
+        raise TypeError(
+            f"output_fn returned {type(body).__name__}: it must return bytes or str (or a (body, content_type) tuple)"
+        )
     return Reply(bytes(body), content_type)
 
 
@@ -207,17 +213,22 @@ def load_inference_script(root: Path, device: str | None = None, script: Path | 
     script = script or code_dir / "inference.py"
     requirements = code_dir / "requirements.txt"
     if requirements.is_file():
-        log.warning("%s lists requirements; they are not installed at run time: bake them into the image",
-                    requirements)
+        log.warning("%s lists requirements; they are not installed at run time: bake them into the image", requirements)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         module = import_model_file(script, f"deepcloud_inference_{abs(hash(str(script)))}")
     except Exception as exc:
         log.exception("importing %s failed", script)
         return FailedRunner(f"importing {script.name} failed: {type(exc).__name__}: {exc}")
-    description = {"script": str(script), "functions": sorted(
-        name for name in ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn") if hasattr(module, name)),
-        "requirements": str(requirements) if requirements.is_file() else None}
+    description = {
+        "script": str(script),
+        "functions": sorted(
+            name
+            for name in ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+            if hasattr(module, name)
+        ),
+        "requirements": str(requirements) if requirements.is_file() else None,
+    }
     try:
         model = getattr(module, "model_fn", default_model_fn)(str(root))
     except Exception as exc:

@@ -80,11 +80,16 @@ def _versions(name: str, path: Path, store: Path) -> list[ModelRef]:
         return [ModelRef(name, path.name if in_versions else "1", path)]
     if not path.is_dir():
         raise LayoutError(f"model {name!r}: {path} does not exist")
-    refs = [ModelRef(name, child.name, child) for child in sorted(path.iterdir())
-            if NAME.match(child.name) and _is_artifact(child)]
+    refs = [
+        ModelRef(name, child.name, child)
+        for child in sorted(path.iterdir())
+        if NAME.match(child.name) and _is_artifact(child)
+    ]
     if not refs:
-        raise LayoutError(f"model {name!r}: {path} holds no artifact (a {MANIFEST} or model.tar.gz) and no "
-                          "version sub-directories with one")
+        raise LayoutError(
+            f"model {name!r}: {path} holds no artifact (a {MANIFEST} or model.tar.gz) and no "
+            "version sub-directories with one"
+        )
     return sorted(refs, key=lambda r: _version_key(r.version))
 
 
@@ -107,8 +112,10 @@ def inside(store: Path, path: Path, what: str = "model store") -> Path:
             seen.add(real)
             for entry in (*dirs, *files):
                 if not (Path(folder) / entry).resolve().is_relative_to(root):
-                    raise LayoutError(f"{Path(folder) / entry} links outside the {what} {store}: models are "
-                                      "only loaded from inside it")
+                    raise LayoutError(
+                        f"{Path(folder) / entry} links outside the {what} {store}: models are "
+                        "only loaded from inside it"
+                    )
     return resolved
 
 
@@ -144,8 +151,9 @@ def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[
                 continue  # hidden entries, READMEs and the like are not models
             refs += _versions(name, inside(model_store, child), model_store)  # its versions and files checked too
         if not refs:
-            raise LayoutError(f"model store {model_store} holds no artifacts: put one directory or model.tar.gz "
-                              "per model in it")
+            raise LayoutError(
+                f"model store {model_store} holds no artifacts: put one directory or model.tar.gz per model in it"
+            )
     else:
         if not model_dir.exists():
             raise LayoutError(f"model path {model_dir} does not exist: set SM_MODEL_DIR to a trained artifact")

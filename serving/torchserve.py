@@ -146,13 +146,24 @@ class HandlerMetrics:
 class Context:
     """TorchServe's handler context (``ts.context.Context``): what ``initialize`` and ``handle`` receive."""
 
-    def __init__(self, model_name: str, model_dir: Path, manifest: dict[str, Any], batch_size: int,
-                 gpu: int | None, model_yaml_config: dict | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        model_dir: Path,
+        manifest: dict[str, Any],
+        batch_size: int,
+        gpu: int | None,
+        model_yaml_config: dict | None = None,
+    ) -> None:
         self.model_name = model_name
         self.manifest = manifest
         self._system_properties = {
-            "model_dir": str(model_dir), "gpu_id": gpu, "batch_size": batch_size,
-            "server_name": SERVER_NAME, "server_version": SERVER_VERSION, "limit_max_image_pixels": True,
+            "model_dir": str(model_dir),
+            "gpu_id": gpu,
+            "batch_size": batch_size,
+            "server_name": SERVER_NAME,
+            "server_version": SERVER_VERSION,
+            "limit_max_image_pixels": True,
         }
         self.request_ids: dict[int, str] | None = None
         self.request_processor: list[RequestProcessor] = []
@@ -244,8 +255,9 @@ def resolve_handler(handler: str, code_dir: Path, unique: str) -> tuple[Callable
     classes = _defined_classes(module)
     if len(classes) != 1:
         names = ", ".join(c.__name__ for c in classes) or "none"
-        raise ArtifactError(f"handler {handler!r}: expected a '{function_name}' function or exactly one class, "
-                            f"found classes: {names}")
+        raise ArtifactError(
+            f"handler {handler!r}: expected a '{function_name}' function or exactly one class, found classes: {names}"
+        )
     instance = classes[0]()
     if not hasattr(instance, "handle"):
         raise ArtifactError(f"handler class {classes[0].__name__} has no handle(data, context) method")
@@ -311,8 +323,10 @@ class HandlerRunner(Runner):
 
     def decode(self, body: bytes, media_type: str, headers: Mapping[str, str]) -> Request:
         if media_type.startswith("multipart/"):
-            raise UnsupportedMediaType("multipart/form-data bodies are not supported: send the file itself as the "
-                                       "body (curl --data-binary @file, or curl -T file)")
+            raise UnsupportedMediaType(
+                "multipart/form-data bodies are not supported: send the file itself as the "
+                "body (curl --data-binary @file, or curl -T file)"
+            )
         if not body:
             raise InvalidInput("empty body: send the input the model's handler reads")
         return Request(body, media_type, headers)
@@ -320,8 +334,9 @@ class HandlerRunner(Runner):
     def forward(self, payloads: list[Request]) -> Sequence[Any]:
         context = self.context
         context.request_ids = {i: r.headers.get("x-request-id", "") for i, r in enumerate(payloads)}
-        context.request_processor = [RequestProcessor({**r.headers, "body": {"content-type": r.media_type}})
-                                     for r in payloads]
+        context.request_processor = [
+            RequestProcessor({**r.headers, "body": {"content-type": r.media_type}}) for r in payloads
+        ]
         context.metrics.request_ids = context.request_ids
         data = [{"body": _torchserve_value(r)} for r in payloads]
         try:
@@ -329,13 +344,20 @@ class HandlerRunner(Runner):
         except Exception as exc:
             code = getattr(exc, "error_code", None)
             if type(exc).__name__ == "PredictionException" and isinstance(code, int):
-                return [Reply(json.dumps({"code": "prediction_error", "message": getattr(exc, "message", str(exc))})
-                              .encode(), "application/json", code)] * len(payloads)
+                return [
+                    Reply(
+                        json.dumps({"code": "prediction_error", "message": getattr(exc, "message", str(exc))}).encode(),
+                        "application/json",
+                        code,
+                    )
+                ] * len(payloads)
             raise
         if not isinstance(outputs, list) or len(outputs) != len(payloads):
             got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
-            raise RuntimeError(f"handler returned {got} results for a batch of {len(payloads)}: it must return "
-                               "a list with one result per request")
+            raise RuntimeError(
+                f"handler returned {got} results for a batch of {len(payloads)}: it must return "
+                "a list with one result per request"
+            )
         replies = []
         for idx, value in enumerate(outputs):
             body, media_type = _encode_result(value)
@@ -355,9 +377,18 @@ def _gpu_id(device: str | None) -> int | None:
     return int(device.split(":", 1)[1]) if device and ":" in device else 0
 
 
-def make_runner(handler: str, code_dir: Path, manifest: dict[str, Any], *, model_name: str, device: str | None,
-                batch_size: int, unique: str, description: dict[str, Any],
-                model_dir: Path | None = None) -> HandlerRunner:
+def make_runner(
+    handler: str,
+    code_dir: Path,
+    manifest: dict[str, Any],
+    *,
+    model_name: str,
+    device: str | None,
+    batch_size: int,
+    unique: str,
+    description: dict[str, Any],
+    model_dir: Path | None = None,
+) -> HandlerRunner:
     """``code_dir`` holds the handler's files; ``model_dir`` (default: the same) is the context's model_dir."""
     entry, initialize, instance = resolve_handler(handler, code_dir, unique)
     if instance is not None:
@@ -369,8 +400,9 @@ def make_runner(handler: str, code_dir: Path, manifest: dict[str, Any], *, model
         raise
     except Exception as exc:
         log.exception("handler %s failed in initialize", handler)
-        raise ArtifactError(f"model {model_name!r}: the handler's initialize failed: {type(exc).__name__}: {exc}"
-                            ) from None
+        raise ArtifactError(
+            f"model {model_name!r}: the handler's initialize failed: {type(exc).__name__}: {exc}"
+        ) from None
     return HandlerRunner(entry, context, description)
 
 
@@ -380,24 +412,44 @@ def load_mar(archive: Path, *, model_name: str, device: str | None, batch_size: 
     manifest = read_mar_manifest(root, archive)
     model = manifest["model"]
     if model.get("requirementsFile"):
-        log.warning("model %s: %s lists requirements (%s); they are not installed at run time: bake them into "
-                    "the image", model_name, archive.name, model["requirementsFile"])
-    description = {"archive": str(archive), "mar_model_name": model.get("modelName"),
-                   "mar_model_version": model.get("modelVersion"), "handler": model["handler"],
-                   "serialized_file": model.get("serializedFile"), "model_file": model.get("modelFile"),
-                   "requirements": model.get("requirementsFile")}
+        log.warning(
+            "model %s: %s lists requirements (%s); they are not installed at run time: bake them into the image",
+            model_name,
+            archive.name,
+            model["requirementsFile"],
+        )
+    description = {
+        "archive": str(archive),
+        "mar_model_name": model.get("modelName"),
+        "mar_model_version": model.get("modelVersion"),
+        "handler": model["handler"],
+        "serialized_file": model.get("serializedFile"),
+        "model_file": model.get("modelFile"),
+        "requirements": model.get("requirementsFile"),
+    }
     unique = f"deepcloud_handler_{abs(hash((str(archive), model_name)))}"
-    return make_runner(model["handler"], root, manifest, model_name=model_name, device=device,
-                       batch_size=batch_size, unique=unique, description=description)
+    return make_runner(
+        model["handler"],
+        root,
+        manifest,
+        model_name=model_name,
+        device=device,
+        batch_size=batch_size,
+        unique=unique,
+        description=description,
+    )
 
 
-def load_manifest_handler(root: Path, manifest: dict[str, Any], *, model_name: str, device: str | None,
-                          batch_size: int) -> Runner:
+def load_manifest_handler(
+    root: Path, manifest: dict[str, Any], *, model_name: str, device: str | None, batch_size: int
+) -> Runner:
     """This project's artifact with ``"handler": {"style": "torchserve"|"sagemaker", "entry": "file.py"}``."""
     spec = manifest["handler"]
     if not isinstance(spec, dict) or spec.get("style") not in ("torchserve", "sagemaker") or not spec.get("entry"):
-        raise ArtifactError(f"{root}/manifest.json: 'handler' must be {{\"style\": \"torchserve\" or \"sagemaker\", "
-                            "\"entry\": \"<file in code/>[:function]\"}")
+        raise ArtifactError(
+            f'{root}/manifest.json: \'handler\' must be {{"style": "torchserve" or "sagemaker", '
+            '"entry": "<file in code/>[:function]"}'
+        )
     code_dir = root / "code"
     for rel, digest in (manifest.get("files") or {}).items():
         path = root / PurePosixPath(rel)
@@ -414,9 +466,23 @@ def load_manifest_handler(root: Path, manifest: dict[str, Any], *, model_name: s
         return load_inference_script(root, device=device, script=code_dir / entry_file)
     # The handler sees a TorchServe-shaped manifest; model_dir is the artifact's root, where its files are.
     model_file = manifest.get("model", {}).get("file")
-    torchserve_manifest = {"model": {"modelName": model_name, "handler": spec["entry"],
-                                     **({"serializedFile": model_file} if model_file else {})},
-                           "deepcloud": manifest}
+    torchserve_manifest = {
+        "model": {
+            "modelName": model_name,
+            "handler": spec["entry"],
+            **({"serializedFile": model_file} if model_file else {}),
+        },
+        "deepcloud": manifest,
+    }
     unique = f"deepcloud_handler_{abs(hash((str(root), model_name)))}"
-    return make_runner(spec["entry"], code_dir, torchserve_manifest, model_name=model_name, device=device,
-                       batch_size=batch_size, unique=unique, description={"handler": spec["entry"]}, model_dir=root)
+    return make_runner(
+        spec["entry"],
+        code_dir,
+        torchserve_manifest,
+        model_name=model_name,
+        device=device,
+        batch_size=batch_size,
+        unique=unique,
+        description={"handler": spec["entry"]},
+        model_dir=root,
+    )

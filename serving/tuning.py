@@ -48,8 +48,15 @@ def _best_time(module: torch.nn.Module, x: torch.Tensor) -> float:
     return best
 
 
-def _trial(name: str, module: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor, baseline: float | None,
-           apply: Callable[[], object], undo: Callable[[], object]) -> float | None:
+def _trial(
+    name: str,
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    reference: torch.Tensor,
+    baseline: float | None,
+    apply: Callable[[], object],
+    undo: Callable[[], object],
+) -> float | None:
     """Apply a change; keep it (returning its time, or 0 untimed) if it runs, agrees, and is faster than
     ``baseline`` seconds (when given), else undo it and return None."""
     apply()
@@ -62,12 +69,17 @@ def _trial(name: str, module: torch.nn.Module, x: torch.Tensor, reference: torch
             log.info("%s: same outputs; using it", name)
             return 0.0
         elif (seconds := _best_time(module, x)) < baseline:
-            log.info("%s: %.2f ms per batch of %d, against %.2f ms; using it", name, seconds * 1e3, len(x),
-                     baseline * 1e3)
+            log.info(
+                "%s: %.2f ms per batch of %d, against %.2f ms; using it", name, seconds * 1e3, len(x), baseline * 1e3
+            )
             return seconds
         else:
-            log.info("%s is not faster for this model (%.2f against %.2f ms); not using it", name, seconds * 1e3,
-                     baseline * 1e3)
+            log.info(
+                "%s is not faster for this model (%.2f against %.2f ms); not using it",
+                name,
+                seconds * 1e3,
+                baseline * 1e3,
+            )
     except Exception as exc:  # any failure only means: not this way
         log.info("%s fails for this model (%s: %s); not using it", name, type(exc).__name__, exc)
     undo()
@@ -88,13 +100,26 @@ def tune_for_cpu(artifact: Artifact, batch_size: int) -> Artifact:
         channels_last = False
         if any(t.dim() == 4 for t in (*module.parameters(), *module.buffers())):
             x_nhwc = x.contiguous(memory_format=torch.channels_last)
-            seconds = _trial("channels-last layout", module, x_nhwc, reference, best,
-                             lambda: module.to(memory_format=torch.channels_last),
-                             lambda: module.to(memory_format=torch.contiguous_format))
+            seconds = _trial(
+                "channels-last layout",
+                module,
+                x_nhwc,
+                reference,
+                best,
+                lambda: module.to(memory_format=torch.channels_last),
+                lambda: module.to(memory_format=torch.contiguous_format),
+            )
             if seconds is not None:
                 x, best, channels_last = x_nhwc, seconds, True
         if isinstance(module, ArchiveProgram) and (pairs := module.fuse_conv_relu()):
             module.fuse_conv_relu(False)
-            _trial(f"{pairs} convolution + ReLU pair(s) fused", module, x, reference, None, module.fuse_conv_relu,
-                   lambda: module.fuse_conv_relu(False))
+            _trial(
+                f"{pairs} convolution + ReLU pair(s) fused",
+                module,
+                x,
+                reference,
+                None,
+                module.fuse_conv_relu,
+                lambda: module.fuse_conv_relu(False),
+            )
     return dataclasses.replace(artifact, channels_last=channels_last) if channels_last else artifact

@@ -33,6 +33,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
         mlflow_server.VENV.start()
 
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CHANNELS = ("train", "validation", "test")
@@ -71,8 +72,9 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def run_on_terminal(command: list[str], env: dict[str, str], columns: int = 100,
-                    timeout: float = 120) -> tuple[int, bytes, str]:
+def run_on_terminal(
+    command: list[str], env: dict[str, str], columns: int = 100, timeout: float = 120
+) -> tuple[int, bytes, str]:
     """Run ``command`` with stderr on a pseudo-terminal (stdout piped): (exit code, screen bytes, stdout)."""
     import fcntl
     import pty
@@ -98,8 +100,7 @@ def run_on_terminal(command: list[str], env: dict[str, str], columns: int = 100,
     return proc.wait(timeout=timeout), screen, stdout
 
 
-def make_job(base: Path, dataset: Path, hyperparameters: dict[str, str],
-             channels: tuple[str, ...] = CHANNELS) -> Path:
+def make_job(base: Path, dataset: Path, hyperparameters: dict[str, str], channels: tuple[str, ...] = CHANNELS) -> Path:
     """A SageMaker training layout under ``base`` with copies of the given channels."""
     (base / "input" / "config").mkdir(parents=True)
     (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
@@ -108,20 +109,35 @@ def make_job(base: Path, dataset: Path, hyperparameters: dict[str, str],
     return base
 
 
-def run_trainer(base: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ("train",),
-                timeout: float = 300) -> subprocess.CompletedProcess:
+def run_trainer(
+    base: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ("train",), timeout: float = 300
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})}
-    return subprocess.run([PYTHON, "-m", "trainer", *args], cwd=REPO, env=full_env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [PYTHON, "-m", "trainer", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
-def stop_trainer_at_step(base: Path, step: int, env: dict[str, str] | None = None,
-                         timeout: float = 100) -> subprocess.CompletedProcess:
+def stop_trainer_at_step(
+    base: Path, step: int, env: dict[str, str] | None = None, timeout: float = 100
+) -> subprocess.CompletedProcess:
     """Run the trainer until its log says ``step=<step>``, then SIGTERM it, as SageMaker's StopTrainingJob does;
     the stdout it returns is what came after that line."""
     command = [PYTHON, "-m", "trainer", "train"]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})})
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})},
+    )
     for line in proc.stdout:
         if line.startswith(f"step={step} "):
             break
@@ -156,8 +172,11 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log.open("wb") as fh:
         # `python -m moto.server` is the `moto_server` console script, run by this interpreter: the venv's
         # moto, whatever else is on PATH.
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_until_answering(proc, port, log)
         yield f"http://127.0.0.1:{port}"
@@ -205,8 +224,14 @@ def trained_model(trained_job: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained_job / "model", tmp_path / "model"))
 
 
-def http_request(port: int, method: str, path: str, body: bytes | None = None,
-                 headers: Mapping[str, str] | None = None, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], bytes]:
     """(status, lower-cased headers, body) of one request to 127.0.0.1:``port`` on a connection of its own."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -220,28 +245,31 @@ def http_request(port: int, method: str, path: str, body: bytes | None = None,
 class Server:
     """A real `python -m serving` process on a free loopback port."""
 
-    def __init__(self, model: Path, port: int | None = None, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, model: Path, port: int | None = None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         """``model`` is SM_MODEL_DIR (or the model store, when ``args`` has --model-store); ``args`` more flags."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = model.parent / f"server-{self.port}.log"
-        full_env = {**os.environ, "SM_MODEL_DIR": str(model), "SAGEMAKER_BIND_TO_PORT": str(self.port),
-                    **(env or {})}
+        full_env = {**os.environ, "SM_MODEL_DIR": str(model), "SAGEMAKER_BIND_TO_PORT": str(self.port), **(env or {})}
         with self.log.open("wb") as fh:
-            self.proc = subprocess.Popen([PYTHON, "-m", "serving", "serve", *args], cwd=REPO, env=full_env,
-                                         stdout=fh, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "serving", "serve", *args], cwd=REPO, env=full_env, stdout=fh, stderr=subprocess.STDOUT
+            )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         return http_request(self.port, method, path, body, headers)
 
     def invoke(self, payload: object) -> tuple[int, dict]:
-        status, _, body = self.request("POST", "/invocations", json.dumps(payload).encode(),
-                                       {"Content-Type": "application/json"})
+        status, _, body = self.request(
+            "POST", "/invocations", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
         return status, json.loads(body)
 
     def wait_ready(self, timeout: float = 60) -> None:

@@ -27,9 +27,22 @@ class PinnedVenv:
     def _make(self) -> None:
         try:
             venv.create(self.path, with_pip=True, clear=True)
-            done = subprocess.run([str(self.path / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                                   "--disable-pip-version-check", "-r", str(self.requirements)],
-                                  capture_output=True, text=True, timeout=1200, check=False)
+            done = subprocess.run(
+                [
+                    str(self.path / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                    str(self.requirements),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1200,
+                check=False,
+            )
             if done.returncode == 0:
                 (self.path / ".installed").write_text(self._digest())
             else:

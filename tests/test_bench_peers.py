@@ -23,8 +23,14 @@ import pytest
 from tests.conftest import REPO, processes_mentioning
 from tests.test_bench_serve import _table
 
-PEER_GOALS = ("mlp requests/s ours/best peer", "mlp p99 ours/lowest peer", "mlp peak RSS ours/leanest peer",
-              "cnn requests/s ours/best peer", "cnn p99 ours/lowest peer", "cnn peak RSS ours/leanest peer")
+PEER_GOALS = (
+    "mlp requests/s ours/best peer",
+    "mlp p99 ours/lowest peer",
+    "mlp peak RSS ours/leanest peer",
+    "cnn requests/s ours/best peer",
+    "cnn p99 ours/lowest peer",
+    "cnn peak RSS ours/leanest peer",
+)
 
 
 def _row(model: str, server: str, rps: float, p99: float, rss: float):
@@ -40,21 +46,35 @@ def _goals(text: str) -> dict[str, list[str]]:
 def test_peer_goals_take_the_best_peer_that_ran() -> None:
     from bench.serve import report
 
-    text, missed = report([_row("mlp", "ours", 3000, 4, 200), _row("mlp", "litserve", 700, 20, 900),
-                           _row("mlp", "pytriton", 720, 3, 400),
-                           _row("cnn", "ours", 200, 90, 300), _row("cnn", "pytriton", 150, 80, 450)])
+    text, missed = report(
+        [
+            _row("mlp", "ours", 3000, 4, 200),
+            _row("mlp", "litserve", 700, 20, 900),
+            _row("mlp", "pytriton", 720, 3, 400),
+            _row("cnn", "ours", 200, 90, 300),
+            _row("cnn", "pytriton", 150, 80, 450),
+        ]
+    )
     goals = _goals(text)
     assert tuple(name for name in goals if "peer" in name) == PEER_GOALS
     # the fastest peer for requests/s, the lowest p99, the leanest memory: here pytriton each time
-    assert goals["mlp requests/s ours/best peer"] == ["mlp requests/s ours/best peer", "4.167", ">= 4 (vs pytriton)",
-                                                      "PASS"]
+    assert goals["mlp requests/s ours/best peer"] == [
+        "mlp requests/s ours/best peer",
+        "4.167",
+        ">= 4 (vs pytriton)",
+        "PASS",
+    ]
     assert goals["mlp p99 ours/lowest peer"][1:] == ["1.333", "< 1 (vs pytriton)", "MISS"]
     assert goals["mlp peak RSS ours/leanest peer"][1:] == ["0.500", "<= 0.6 (vs pytriton)", "PASS"]
     assert goals["cnn requests/s ours/best peer"][1:] == ["1.333", ">= 1.5 (vs pytriton)", "MISS"]
     assert goals["cnn p99 ours/lowest peer"][1:] == ["1.125", "< 1 (vs pytriton)", "MISS"]
     assert goals["cnn peak RSS ours/leanest peer"][1:] == ["0.667", "<= 0.6 (vs pytriton)", "MISS"]
-    assert missed == ["mlp p99 ours/lowest peer", "cnn requests/s ours/best peer", "cnn p99 ours/lowest peer",
-                      "cnn peak RSS ours/leanest peer"]
+    assert missed == [
+        "mlp p99 ours/lowest peer",
+        "cnn requests/s ours/best peer",
+        "cnn p99 ours/lowest peer",
+        "cnn peak RSS ours/leanest peer",
+    ]
 
 
 def test_peer_goals_are_na_without_peers_and_skip_failed_ones() -> None:
@@ -83,15 +103,23 @@ def test_triton_bodies_carry_the_same_instance_and_answers_come_back_as_predicti
     instance = [[[0, 12, 255], [3, 4, 5]]]
     (tmp_path / "body.json").write_text(json.dumps({"instances": [instance]}))
     body = json.loads(peers.v2_body(tmp_path / "body.json", tmp_path / "v2.json").read_text())
-    assert body == {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 2, 3],
-                                "data": [0.0, 12.0, 255.0, 3.0, 4.0, 5.0]}]}
-    answer = {"model_name": "m", "outputs": [
-        {"name": "probabilities", "datatype": "FP32", "shape": [2, 2], "data": [0.25, 0.75, 0.9, 0.1]},
-        {"name": "index", "datatype": "INT64", "shape": [2, 1], "data": [1, 0]},
-        {"name": "label", "datatype": "BYTES", "shape": [2, 1], "data": ["b", "a"]}]}
-    assert json.loads(peers.v2_predictions(json.dumps(answer).encode())) == {"predictions": [
-        {"label": "b", "index": 1, "probabilities": [0.25, 0.75]},
-        {"label": "a", "index": 0, "probabilities": [0.9, 0.1]}]}
+    assert body == {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 2, 3], "data": [0.0, 12.0, 255.0, 3.0, 4.0, 5.0]}]
+    }
+    answer = {
+        "model_name": "m",
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [2, 2], "data": [0.25, 0.75, 0.9, 0.1]},
+            {"name": "index", "datatype": "INT64", "shape": [2, 1], "data": [1, 0]},
+            {"name": "label", "datatype": "BYTES", "shape": [2, 1], "data": ["b", "a"]},
+        ],
+    }
+    assert json.loads(peers.v2_predictions(json.dumps(answer).encode())) == {
+        "predictions": [
+            {"label": "b", "index": 1, "probabilities": [0.25, 0.75]},
+            {"label": "a", "index": 0, "probabilities": [0.9, 0.1]},
+        ]
+    }
 
 
 def test_bentoml_answers_come_back_as_predictions() -> None:
@@ -107,12 +135,11 @@ def test_bentoml_serves_on_loopback_with_its_batching_only_for_the_cnn(tmp_path:
     from bench import peers
 
     defaults = peers.bentoml_args(tmp_path, 2, 8123, None)
-    assert defaults == ["--host", "127.0.0.1", "--port", "8123", "--arg", f"model_dir={tmp_path}", "--arg",
-                        "threads=2"]
+    assert defaults == ["--host", "127.0.0.1", "--port", "8123", "--arg", f"model_dir={tmp_path}", "--arg", "threads=2"]
     batched = peers.bentoml_args(tmp_path, 2, 8123, 16)
-    assert batched[:len(defaults)] == defaults
+    assert batched[: len(defaults)] == defaults
     # max_latency_ms is BentoML's deadline (503 past it), not a batch window: wrk's 30 s timeout
-    assert batched[len(defaults):] == ["--arg", "max_batch_size=16", "--arg", "max_latency_ms=30000"]
+    assert batched[len(defaults) :] == ["--arg", "max_batch_size=16", "--arg", "max_latency_ms=30000"]
 
 
 def test_rayserve_gets_its_batch_settings_and_a_temp_dir(tmp_path: Path) -> None:
@@ -121,7 +148,12 @@ def test_rayserve_gets_its_batch_settings_and_a_temp_dir(tmp_path: Path) -> None
     base = ["--model-dir", str(tmp_path / "m"), "--port", "8124", "--threads", "2", "--temp-dir", str(tmp_path)]
     assert peers.rayserve_args(tmp_path / "m", 2, 8124, tmp_path, None, 10) == base
     assert peers.rayserve_args(tmp_path / "m", 2, 8124, tmp_path, 16, 10) == [
-        *base, "--max-batch-size", "16", "--batch-wait-ms", "10"]
+        *base,
+        "--max-batch-size",
+        "16",
+        "--batch-wait-ms",
+        "10",
+    ]
 
 
 def test_new_peers_are_registered_with_their_own_environment() -> None:
@@ -162,10 +194,36 @@ def test_bench_runs_litserve_beside_ours(tmp_path: Path) -> None:
     work = tmp_path / "tmp"
     work.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.serve", "--models", "mlp", "--servers", "ours,litserve", "--duration", "1",
-         "--warmup", "1", "--threads", "1", "--connections-mlp", "4", "--startup-timeout", "120", "--retries", "0",
-         "--rounds", "1"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(work)}, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bench.serve",
+            "--models",
+            "mlp",
+            "--servers",
+            "ours,litserve",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--connections-mlp",
+            "4",
+            "--startup-timeout",
+            "120",
+            "--retries",
+            "0",
+            "--rounds",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(work)},
+        timeout=600,
+        check=False,
+    )
     out, err = proc.stdout, proc.stderr
     goals = _goals(out) if "goal  " in out else {}
     missed = [name for name, g in goals.items() if g[3] == "MISS"]

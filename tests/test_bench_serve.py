@@ -18,12 +18,25 @@ import pytest
 
 from tests.conftest import REPO, processes_mentioning
 
-GOALS = ("mlp requests/s ours/bare", "cnn requests/s ours/torchserve", "cnn ours requests/s / raw forward samples/s",
-         "mlp p99 ours/torchserve", "cnn p99 ours/torchserve", "mlp peak RSS ours/torchserve",
-         "cnn peak RSS ours/torchserve", "mlp requests/s ours-mar/bare-mar", "mlp p99 ours-mar/bare-mar",
-         "mlp requests/s ours-script/bare-script", "mlp p99 ours-script/bare-script",
-         "mlp requests/s ours/best peer", "mlp p99 ours/lowest peer", "mlp peak RSS ours/leanest peer",
-         "cnn requests/s ours/best peer", "cnn p99 ours/lowest peer", "cnn peak RSS ours/leanest peer")
+GOALS = (
+    "mlp requests/s ours/bare",
+    "cnn requests/s ours/torchserve",
+    "cnn ours requests/s / raw forward samples/s",
+    "mlp p99 ours/torchserve",
+    "cnn p99 ours/torchserve",
+    "mlp peak RSS ours/torchserve",
+    "cnn peak RSS ours/torchserve",
+    "mlp requests/s ours-mar/bare-mar",
+    "mlp p99 ours-mar/bare-mar",
+    "mlp requests/s ours-script/bare-script",
+    "mlp p99 ours-script/bare-script",
+    "mlp requests/s ours/best peer",
+    "mlp p99 ours/lowest peer",
+    "mlp peak RSS ours/leanest peer",
+    "cnn requests/s ours/best peer",
+    "cnn p99 ours/lowest peer",
+    "cnn peak RSS ours/leanest peer",
+)
 """The peer goals (tests/test_bench_peers.py runs a peer) are n/a here: no peer runs in this smoke test."""
 KINDS = ["ours-mar", "bare-mar", "ours-script", "bare-script"]
 
@@ -35,7 +48,7 @@ def _cells(line: str) -> list[str]:
 def _table(lines: list[str], header: str) -> tuple[list[str], list[list[str]]]:
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     end = next((i for i in range(start + 1, len(lines)) if not lines[i].strip()), len(lines))
-    return _cells(lines[start]), [_cells(line) for line in lines[start + 1:end]]
+    return _cells(lines[start]), [_cells(line) for line in lines[start + 1 : end]]
 
 
 def _java() -> bool:
@@ -51,10 +64,36 @@ def test_bench_serve_prints_the_tables(tmp_path: Path) -> None:
     work = tmp_path / "tmp"
     work.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.serve", "--duration", "1", "--warmup", "1", "--raw-seconds", "1",
-         "--threads", "1", "--connections-mlp", "4", "--connections-cnn", "8", "--startup-timeout", "60",
-         "--retries", "0", "--rounds", "1", "--servers", ",".join(servers)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(work)},
+        [
+            sys.executable,
+            "-m",
+            "bench.serve",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--raw-seconds",
+            "1",
+            "--threads",
+            "1",
+            "--connections-mlp",
+            "4",
+            "--connections-cnn",
+            "8",
+            "--startup-timeout",
+            "60",
+            "--retries",
+            "0",
+            "--rounds",
+            "1",
+            "--servers",
+            ",".join(servers),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(work)},
     )
     try:
         stdout, stderr = proc.communicate(timeout=300)
@@ -74,8 +113,11 @@ def test_bench_serve_prints_the_tables(tmp_path: Path) -> None:
     header, rows = _table(lines, "model  ")
     assert header == ["model", "server", "settings", "requests/s", "p50 ms", "p99 ms", "peak RSS MiB", "others %"]
     # the raw forward right after our server (both layouts), then the other servers
-    expected = ([("mlp", s) for s in servers] + [("cnn", "ours"), ("cnn", "raw forward"), ("cnn", "raw forward")]
-                + [("cnn", s) for s in servers if s != "ours" and s not in KINDS])  # the user-code pairs: mlp only
+    expected = (
+        [("mlp", s) for s in servers]
+        + [("cnn", "ours"), ("cnn", "raw forward"), ("cnn", "raw forward")]
+        + [("cnn", s) for s in servers if s != "ours" and s not in KINDS]
+    )  # the user-code pairs: mlp only
     assert [(r[0], r[1]) for r in rows] == expected
     raw = [r[2] for r in rows if r[1] == "raw forward"]
     assert raw[0] == "batch 16, NCHW as exported"
@@ -136,13 +178,13 @@ def test_with_rounds_each_goal_is_judged_within_every_round_and_the_worst_round_
 
     # 0.9 in round 1, 1.0 in round 2: the machine slowed down between rounds, which no ratio sees, as only
     # servers of one round are divided; the worst round (0.9) is the value judged.
-    text, missed = report([row("ours", 900.0, 1), row("bare", 1000.0, 1),
-                           row("ours", 500.0, 2), row("bare", 500.0, 2)])
+    text, missed = report([row("ours", 900.0, 1), row("bare", 1000.0, 1), row("ours", 500.0, 2), row("bare", 500.0, 2)])
     assert missed == []
     assert re.search(r"mlp requests/s ours/bare\s+0\.900\s+0\.900-1\.000\s+>= 0\.85\s+PASS", text), text
     assert text.splitlines()[0].split()[:3] == ["round", "model", "server"]
-    text, missed = report([row("ours", 1000.0, 1), row("bare", 1000.0, 1),
-                           row("ours", 400.0, 2), row("bare", 500.0, 2)])
+    text, missed = report(
+        [row("ours", 1000.0, 1), row("bare", 1000.0, 1), row("ours", 400.0, 2), row("bare", 500.0, 2)]
+    )
     assert missed == ["mlp requests/s ours/bare"]  # 0.8 in round 2: missed, whatever round 1 says
     assert re.search(r"mlp requests/s ours/bare\s+0\.800\s+0\.800-1\.000\s+>= 0\.85\s+MISS", text), text
 
@@ -156,10 +198,36 @@ def test_a_second_round_starts_every_server_afresh(tmp_path: Path) -> None:
     work = tmp_path / "tmp"
     work.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.serve", "--models", "mlp", "--duration", "1", "--warmup", "0", "--threads", "1",
-         "--connections-mlp", "4", "--startup-timeout", "60", "--retries", "0", "--rounds", "2",
-         "--servers", ",".join(servers)],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(work)}, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bench.serve",
+            "--models",
+            "mlp",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--connections-mlp",
+            "4",
+            "--startup-timeout",
+            "60",
+            "--retries",
+            "0",
+            "--rounds",
+            "2",
+            "--servers",
+            ",".join(servers),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(work)},
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode in (0, 3), f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr
     header, rows = _table(proc.stdout.splitlines(), "round  model")

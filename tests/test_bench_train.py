@@ -11,8 +11,13 @@ import pytest
 
 from tests.conftest import REPO
 
-ROWS = ("samples/s", "checkpoint overhead %", "checkpoints written", "peak RSS MiB, training loop",
-        "peak RSS MiB, whole process")
+ROWS = (
+    "samples/s",
+    "checkpoint overhead %",
+    "checkpoints written",
+    "peak RSS MiB, training loop",
+    "peak RSS MiB, whole process",
+)
 
 
 def _cells(line: str) -> list[str]:
@@ -22,14 +27,31 @@ def _cells(line: str) -> list[str]:
 @pytest.mark.slow
 def test_bench_train_prints_the_table(dataset: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.train", "--epochs", "1", "--repeats", "1", "--max-runs", "1", "--threads", "1",
-         "--data", str(dataset)],
-        cwd=REPO, capture_output=True, text=True, timeout=280, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench.train",
+            "--epochs",
+            "1",
+            "--repeats",
+            "1",
+            "--max-runs",
+            "1",
+            "--threads",
+            "1",
+            "--data",
+            str(dataset),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
     )
     assert result.returncode == 0, f"bench failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("metric (median)"))
-    table = {_cells(line)[0]: _cells(line) for line in lines[header + 1:header + 1 + len(ROWS)]}
+    table = {_cells(line)[0]: _cells(line) for line in lines[header + 1 : header + 1 + len(ROWS)]}
     assert tuple(table) == ROWS
 
     _, trainer_rate, bare_rate, ratio, goal, verdict = table["samples/s"]
@@ -59,9 +81,26 @@ def test_sigterm_stops_the_bench_and_leaves_nothing_behind(dataset: Path, tmp_pa
 
     work = tmp_path / "tmp"
     work.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.train", "--epochs", "30", "--repeats", "1", "--threads", "1",
-                             "--data", str(dataset)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "TMPDIR": str(work)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.train",
+            "--epochs",
+            "30",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--data",
+            str(dataset),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(work)},
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(work.glob("deepcloud-bench-*/*")) and time.monotonic() < deadline:  # a run has started

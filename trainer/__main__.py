@@ -92,24 +92,37 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     say = print if runtime.is_main else (lambda *a, **k: None)
     say("config " + json.dumps(cfg.to_dict(), sort_keys=True), flush=True)
     train_split, val_split, test_split = load_channels(env, cfg.skip_bad_samples, say=say)
-    say(f"data train={len(train_split)} validation={len(val_split)} "
+    say(
+        f"data train={len(train_split)} validation={len(val_split)} "
         f"test={len(test_split) if test_split else 0} classes={len(train_split.classes)} "
         f"shape={list(train_split.images.shape[1:])} device={runtime.device} world_size={runtime.world_size}",
-        flush=True)
+        flush=True,
+    )
 
     pixels = train_split.images / 255.0
     mean = pixels.mean(dim=(0, 2, 3)).tolist()
     std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
     images = train_split.images
-    build_kwargs = {"name": cfg.model, "in_channels": images.shape[1], "image_size": tuple(images.shape[2:]),
-                    "num_classes": len(train_split.classes), "width": cfg.width, "dropout": cfg.dropout,
-                    "mean": mean, "std": std, "code_dir": env.base_dir / "code"}
+    build_kwargs = {
+        "name": cfg.model,
+        "in_channels": images.shape[1],
+        "image_size": tuple(images.shape[2:]),
+        "num_classes": len(train_split.classes),
+        "width": cfg.width,
+        "dropout": cfg.dropout,
+        "mean": mean,
+        "std": std,
+        "code_dir": env.base_dir / "code",
+    }
     model = build_model(**build_kwargs)
     # Before the first step, on every rank: a model the artifact cannot hold fails now, not after training.
     check_exportable_isolated(build_kwargs, images[:2], spec=cfg.model, num_classes=len(train_split.classes))
     model = model.to(runtime.device)
-    ckpt = Checkpointing(root=env.checkpoint_dir, keep=cfg.keep_checkpoints,
-                         uploader=_s3_uploader(cfg.checkpoint_s3_uri) if runtime.is_main else None)
+    ckpt = Checkpointing(
+        root=env.checkpoint_dir,
+        keep=cfg.keep_checkpoints,
+        uploader=_s3_uploader(cfg.checkpoint_s3_uri) if runtime.is_main else None,
+    )
     if cfg.checkpoint_s3_uri and runtime.is_main:  # only rank 0 reads the folder; the others get its checkpoint from it
         _pull_checkpoints(cfg.checkpoint_s3_uri, env.checkpoint_dir, runtime)
     metrics_path = env.output_data_dir / "metrics.jsonl"
@@ -121,8 +134,18 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     tracker = Tracking.open(env.base_dir, cfg.to_dict())
     try:
         with tracker:
-            return _train_and_ship(env, cfg, runtime, flags, model, ckpt, metrics_path, tracker,
-                                   (train_split, val_split, test_split), (mean, std))
+            return _train_and_ship(
+                env,
+                cfg,
+                runtime,
+                flags,
+                model,
+                ckpt,
+                metrics_path,
+                tracker,
+                (train_split, val_split, test_split),
+                (mean, std),
+            )
     finally:
         if model_uri := os.environ.get(MODEL_URI_ENV):
             _upload_tensorboard(env, model_uri)
@@ -149,17 +172,27 @@ def _train_and_ship(env, cfg, runtime, flags, model, ckpt, metrics_path, tracker
     if test_split is not None:
         metrics["test"] = evaluate(exported, test_split, cpu)
     manifest_path = write_manifest(
-        env.model_dir, input_shape=list(train_split.images.shape[1:]), classes=train_split.classes,
-        metrics=metrics, config=cfg.to_dict(), normalization={"mean": mean, "std": std},
+        env.model_dir,
+        input_shape=list(train_split.images.shape[1:]),
+        classes=train_split.classes,
+        metrics=metrics,
+        config=cfg.to_dict(),
+        normalization={"mean": mean, "std": std},
     )
 
     env.output_data_dir.mkdir(parents=True, exist_ok=True)
     from trainer.report import write_report  # matplotlib only after training: ~28 MiB less peak memory
 
-    report = write_report(history, env.output_data_dir / "report.png",
-                          f"{cfg.model} · {len(train_split)} samples · {cfg.epochs} epochs")
-    summary = {"metrics": metrics, "history": {k: getattr(history, k) for k in history.__slots__},
-               "artifact": str(env.model_dir), "manifest": str(manifest_path), "report": str(report)}
+    report = write_report(
+        history, env.output_data_dir / "report.png", f"{cfg.model} · {len(train_split)} samples · {cfg.epochs} epochs"
+    )
+    summary = {
+        "metrics": metrics,
+        "history": {k: getattr(history, k) for k in history.__slots__},
+        "artifact": str(env.model_dir),
+        "manifest": str(manifest_path),
+        "report": str(report),
+    }
     atomic_write_bytes(env.output_data_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
     tracker.final(metrics, step=cfg.epochs)
     tracker.artifacts({"report": report, "metrics": env.output_data_dir / "metrics.json"}, env.model_dir)
@@ -246,8 +279,7 @@ def _fail(env: SageMakerEnv, message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args not in ([], ["train"]):
-        print(f"error: unexpected arguments {' '.join(args)!r}: run 'python -m trainer [train]'",
-              file=sys.stderr)
+        print(f"error: unexpected arguments {' '.join(args)!r}: run 'python -m trainer [train]'", file=sys.stderr)
         return 2
     env = SageMakerEnv.from_environ()
     flags = StopFlags().install()
@@ -255,15 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         drop_privileges(env)
         cluster = env.cluster()
         launch = LaunchConfig.from_environ()
-        relaunch = torchrun_command(cluster.hosts, cluster.current_host, visible_gpus(),
-                                    rendezvous_timeout_s=launch.rendezvous_timeout_s)
+        relaunch = torchrun_command(
+            cluster.hosts, cluster.current_host, visible_gpus(), rendezvous_timeout_s=launch.rendezvous_timeout_s
+        )
         if relaunch is not None:
             return _relaunch(env, cluster, launch, relaunch, flags)
         run(env, flags)
     except (Stopped, StopRequested) as stop:
         where = f"; checkpoint {stop.path}" if isinstance(stop, Stopped) and stop.path else ""
-        print(f"stopped on SIGTERM at step {getattr(stop, 'step', 0)}{where}: restart the job to resume",
-              file=sys.stderr, flush=True)
+        print(
+            f"stopped on SIGTERM at step {getattr(stop, 'step', 0)}{where}: restart the job to resume",
+            file=sys.stderr,
+            flush=True,
+        )
         return EXIT_STOPPED
     except TrainerError as exc:
         return _fail(env, str(exc))
@@ -300,8 +336,12 @@ def _relaunch(env: SageMakerEnv, cluster: Cluster, launch: LaunchConfig, command
             proc.send_signal(signal.SIGTERM)
 
     flags.in_loop = True
-    returncode, tail = run_launcher(command, {**os.environ, **worker_environ(cluster.network_interface_name)},
-                                    forward_sigterm, stop_pending=lambda: flags.stop)
+    returncode, tail = run_launcher(
+        command,
+        {**os.environ, **worker_environ(cluster.network_interface_name)},
+        forward_sigterm,
+        stop_pending=lambda: flags.stop,
+    )
     if returncode == 0:
         return 0
     if flags.stop or workers_stopped(tail, EXIT_STOPPED):

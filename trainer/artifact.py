@@ -49,8 +49,14 @@ def git_revision() -> str:
     if rev := os.environ.get("DEEPCLOUD_GIT_REVISION"):
         return rev
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
@@ -75,13 +81,24 @@ def load_program(path: Path) -> nn.Module:
     return torch.export.load(path).module()
 
 
-def write_manifest(model_dir: Path, *, input_shape: list[int], classes: tuple[str, ...],
-                   metrics: dict[str, Any], config: dict[str, Any], normalization: dict[str, Any]) -> Path:
+def write_manifest(
+    model_dir: Path,
+    *,
+    input_shape: list[int],
+    classes: tuple[str, ...],
+    metrics: dict[str, Any],
+    config: dict[str, Any],
+    normalization: dict[str, Any],
+) -> Path:
     model_path = model_dir / MODEL_FILE
     manifest = {
         "format_version": FORMAT_VERSION,
-        "model": {"file": MODEL_FILE, "format": "torch.export", "sha256": sha256_file(model_path),
-                  "max_batch_size": MAX_BATCH},
+        "model": {
+            "file": MODEL_FILE,
+            "format": "torch.export",
+            "sha256": sha256_file(model_path),
+            "max_batch_size": MAX_BATCH,
+        },
         "input": {"dtype": "float32", "shape": input_shape, "layout": "NCHW"},
         "output": {"type": "logits", "shape": [len(classes)]},
         "preprocessing": {

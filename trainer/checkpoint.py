@@ -82,8 +82,12 @@ def save(root: Path, step: int, state: dict[str, Any]) -> Path:
         torch.save(state, buffer)
         _write_synced(tmp / STATE_FILE, buffer.getvalue())
         files = {STATE_FILE: {"sha256": sha256_file(tmp / STATE_FILE), "bytes": (tmp / STATE_FILE).stat().st_size}}
-        commit = {"format_version": FORMAT_VERSION, "step": step, "files": files,
-                  "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        commit = {
+            "format_version": FORMAT_VERSION,
+            "step": step,
+            "files": files,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         _write_synced(tmp / COMMIT_FILE, (json.dumps(commit, indent=2) + "\n").encode())
         _fsync_dir(tmp)
         if final.exists():  # a re-run of the same step after a resume: replace it whole
@@ -153,14 +157,18 @@ def share_latest(loaded: Loaded | None, device: torch.device) -> Loaded | None:
         expected = json.loads((loaded.path / COMMIT_FILE).read_text())["files"][STATE_FILE]["sha256"]
         if digest.hex() != expected:  # changed on disk since it was verified: refuse rather than diverge
             raise RuntimeError(f"{loaded.path / STATE_FILE} changed while it was being shared")
-    header = torch.tensor([loaded.step if sender and loaded is not None else -1, len(data)], dtype=torch.int64,
-                          device=device)
+    header = torch.tensor(
+        [loaded.step if sender and loaded is not None else -1, len(data)], dtype=torch.int64, device=device
+    )
     dist.broadcast(header, src=0)
     step, size = (int(v) for v in header.tolist())
     if step < 0:
         return None
-    payload = torch.frombuffer(bytearray(digest + data), dtype=torch.uint8).to(device) if sender else \
-        torch.empty(32 + size, dtype=torch.uint8, device=device)
+    payload = (
+        torch.frombuffer(bytearray(digest + data), dtype=torch.uint8).to(device)
+        if sender
+        else torch.empty(32 + size, dtype=torch.uint8, device=device)
+    )
     dist.broadcast(payload, src=0)
     if sender:
         return loaded

@@ -116,15 +116,24 @@ class TrainConfig:
         _check(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)", self.label_smoothing)
         _check(0 <= self.dropout < 1, "dropout", "a number in [0, 1)", self.dropout)
         _check(self.width >= 4, "width", "an integer >= 4", self.width)
-        _check(self.model in MODELS or bool(_FACTORY.match(self.model)), "model",
-               f"one of {', '.join(MODELS)} or a factory 'package.module:function'", self.model)
+        _check(
+            self.model in MODELS or bool(_FACTORY.match(self.model)),
+            "model",
+            f"one of {', '.join(MODELS)} or a factory 'package.module:function'",
+            self.model,
+        )
         _check(self.device in DEVICES, "device", f"one of {', '.join(DEVICES)}", self.device)
         _check(self.log_every_steps >= 1, "log_every_steps", "an integer >= 1", self.log_every_steps)
-        _check(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "an integer >= 0",
-               self.checkpoint_every_steps)
+        _check(
+            self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "an integer >= 0", self.checkpoint_every_steps
+        )
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1", self.keep_checkpoints)
-        _check(self.checkpoint_s3_uri == "" or self.checkpoint_s3_uri.startswith("s3://"), "checkpoint_s3_uri",
-               "empty or an s3://bucket/prefix URI", self.checkpoint_s3_uri)
+        _check(
+            self.checkpoint_s3_uri == "" or self.checkpoint_s3_uri.startswith("s3://"),
+            "checkpoint_s3_uri",
+            "empty or an s3://bucket/prefix URI",
+            self.checkpoint_s3_uri,
+        )
         _check(self.num_workers >= 0, "num_workers", "an integer >= 0", self.num_workers)
         _check(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}", self.precision)
         _check(self.grad_accum_steps >= 1, "grad_accum_steps", "an integer >= 1", self.grad_accum_steps)
@@ -142,9 +151,7 @@ class TrainConfig:
             if key.startswith("sagemaker_"):
                 continue
             if key not in known:
-                raise ConfigError(
-                    f"unknown hyperparameter '{key}': allowed are {', '.join(sorted(known))}"
-                )
+                raise ConfigError(f"unknown hyperparameter '{key}': allowed are {', '.join(sorted(known))}")
             values[key] = _parse(key, known[key].type, value)
         return cls(**values)
 

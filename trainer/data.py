@@ -114,8 +114,9 @@ def load_split(channel: Path, classes: tuple[str, ...], skip_bad_samples: bool =
     return loader(channel, classes, _Collector(channel, classes, skip_bad_samples))
 
 
-def load_channels(env: SageMakerEnv, skip_bad_samples: bool = False, *,
-                  say: Callable[[str], None] | None = None) -> tuple[Split, Split, Split | None]:
+def load_channels(
+    env: SageMakerEnv, skip_bad_samples: bool = False, *, say: Callable[[str], None] | None = None
+) -> tuple[Split, Split, Split | None]:
     """The train and validation channels (required) and test (optional), checked to share one image shape.
 
     Channels given as ``s3://`` URIs are downloaded first (:meth:`SageMakerEnv.channel`). Skipped samples
@@ -286,8 +287,10 @@ def _load_imagefolder(channel: Path, classes: tuple[str, ...], out: _Collector) 
                 f"rename or remove it{' (or list it in the train channel classes.txt)' if classes else ''}"
             )
         files = sorted(
-            p for p in (channel / folder).rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            p
+            for p in (channel / folder).rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(channel).parts)
         )
         for path in files:
@@ -311,8 +314,9 @@ class _Unreadable(DataError):
 
 def _npz_files(channel: Path) -> list[Path]:
     try:
-        return sorted(p for p in channel.iterdir()
-                      if p.suffix.lower() == ".npz" and not p.name.startswith(".") and p.is_file())
+        return sorted(
+            p for p in channel.iterdir() if p.suffix.lower() == ".npz" and not p.name.startswith(".") and p.is_file()
+        )
     except OSError:
         return []
 
@@ -428,9 +432,12 @@ def _load_npz(channel: Path, classes: tuple[str, ...], out: _Collector) -> Split
             with np.errstate(invalid="ignore"):
                 wrong = ~np.isfinite(flat).all(axis=1) | (flat < 0).any(axis=1) | (flat > 255).any(axis=1)
             for i in np.flatnonzero(wrong):
-                out.bad(f"{path.name}[{i}]", DataError(
-                    f"{path}: sample {i} has pixel values outside 0..255 (or NaN/inf): x holds raw pixel values"
-                ))
+                out.bad(
+                    f"{path.name}[{i}]",
+                    DataError(
+                        f"{path}: sample {i} has pixel values outside 0..255 (or NaN/inf): x holds raw pixel values"
+                    ),
+                )
             keep = ~wrong
         if not keep.all():
             x, y = x[keep], y[keep]

@@ -53,8 +53,9 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = -1.0
     if not value > 0 or value != value or value == float("inf"):
-        raise ConfigError(f"{name} must be a number of seconds > 0, not {raw!r}: unset it for the default of "
-                          f"{default:g}")
+        raise ConfigError(
+            f"{name} must be a number of seconds > 0, not {raw!r}: unset it for the default of {default:g}"
+        )
     return value
 
 
@@ -81,9 +82,11 @@ class LaunchConfig:
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> LaunchConfig:
         env = os.environ if environ is None else environ
         defaults = cls()
-        return cls(host_wait_s=_seconds(env, HOST_WAIT_ENV, defaults.host_wait_s),
-                   rendezvous_timeout_s=_seconds(env, RENDEZVOUS_TIMEOUT_ENV, defaults.rendezvous_timeout_s),
-                   collective_timeout_s=_seconds(env, COLLECTIVE_TIMEOUT_ENV, defaults.collective_timeout_s))
+        return cls(
+            host_wait_s=_seconds(env, HOST_WAIT_ENV, defaults.host_wait_s),
+            rendezvous_timeout_s=_seconds(env, RENDEZVOUS_TIMEOUT_ENV, defaults.rendezvous_timeout_s),
+            collective_timeout_s=_seconds(env, COLLECTIVE_TIMEOUT_ENV, defaults.collective_timeout_s),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +111,14 @@ def visible_gpus(environ: dict[str, str] | None = None) -> int:
     return int(env["SM_NUM_GPUS"]) if env.get("SM_NUM_GPUS", "").isdigit() else torch.cuda.device_count()
 
 
-def torchrun_command(hosts: tuple[str, ...], current_host: str, gpus: int,
-                     environ: Mapping[str, str] | None = None, *,
-                     rendezvous_timeout_s: float = RENDEZVOUS_TIMEOUT_S) -> list[str] | None:
+def torchrun_command(
+    hosts: tuple[str, ...],
+    current_host: str,
+    gpus: int,
+    environ: Mapping[str, str] | None = None,
+    *,
+    rendezvous_timeout_s: float = RENDEZVOUS_TIMEOUT_S,
+) -> list[str] | None:
     """The torchrun re-launch for a multi-host or multi-GPU SageMaker job, or None when one process will do.
 
     Static rendezvous on the first host (node ranks are SageMaker's host order, as in the toolkit's
@@ -123,11 +131,22 @@ def torchrun_command(hosts: tuple[str, ...], current_host: str, gpus: int,
         return None
     if current_host not in hosts:
         raise ConfigError(f"SM_CURRENT_HOST {current_host!r} is not in SM_HOSTS {list(hosts)}")
-    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={len(hosts)}",
-            f"--node_rank={hosts.index(current_host)}", f"--nproc_per_node={max(1, gpus)}",
-            f"--master_addr={hosts[0]}", f"--master_port={RENDEZVOUS_PORT}", "--rdzv-backend=static",
-            f"--rdzv-conf=timeout={math.ceil(rendezvous_timeout_s)}", "--max-restarts=0",
-            "-m", "trainer", "train"]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={len(hosts)}",
+        f"--node_rank={hosts.index(current_host)}",
+        f"--nproc_per_node={max(1, gpus)}",
+        f"--master_addr={hosts[0]}",
+        f"--master_port={RENDEZVOUS_PORT}",
+        "--rdzv-backend=static",
+        f"--rdzv-conf=timeout={math.ceil(rendezvous_timeout_s)}",
+        "--max-restarts=0",
+        "-m",
+        "trainer",
+        "train",
+    ]
 
 
 def worker_environ(network_interface_name: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -163,8 +182,12 @@ def _resolve_within(name: str, seconds: float) -> tuple[str | None, str]:
     return None, str(result.get("error", "the lookup did not answer"))
 
 
-def wait_for_hosts(names: tuple[str, ...], wait_s: float, say: Callable[[str], None] = print,
-                   clock: Callable[[], float] = time.monotonic) -> dict[str, str]:
+def wait_for_hosts(
+    names: tuple[str, ...],
+    wait_s: float,
+    say: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, str]:
     """Wait until every name in ``names`` resolves; {name: address}. Raises TrainerError after ``wait_s``.
 
     SageMaker: "Hostname information may not be immediately available to the algorithm container. We
@@ -194,9 +217,11 @@ def wait_for_hosts(names: tuple[str, ...], wait_s: float, say: Callable[[str], N
         left = deadline - clock()
         if left <= 0:
             name = missing[0]
-            raise TrainerError(f"host {name!r} of this job did not resolve within {wait_s:g}s ({why[name]}): "
-                               "the hosts must reach each other by name; on SageMaker retry the job, elsewhere "
-                               f"check the name service (the wait is {HOST_WAIT_ENV})")
+            raise TrainerError(
+                f"host {name!r} of this job did not resolve within {wait_s:g}s ({why[name]}): "
+                "the hosts must reach each other by name; on SageMaker retry the job, elsewhere "
+                f"check the name service (the wait is {HOST_WAIT_ENV})"
+            )
         if not announced:
             say(f"waiting up to {wait_s:g}s for hosts {' '.join(missing)} to resolve")
             announced = True
@@ -204,8 +229,13 @@ def wait_for_hosts(names: tuple[str, ...], wait_s: float, say: Callable[[str], N
         delay = min(1.0, delay * 2)
 
 
-def run_launcher(command: list[str], env: Mapping[str, str], on_term: Callable[[subprocess.Popen], None],
-                 stop_pending: Callable[[], bool] = lambda: False, keep_lines: int = 200) -> tuple[int, list[str]]:
+def run_launcher(
+    command: list[str],
+    env: Mapping[str, str],
+    on_term: Callable[[subprocess.Popen], None],
+    stop_pending: Callable[[], bool] = lambda: False,
+    keep_lines: int = 200,
+) -> tuple[int, list[str]]:
     """Run torchrun with its stderr copied through to ours line by line (the log keeps all of it); return its
     exit status and the last ``keep_lines`` lines of that stderr, from which a failure is summed up.
 
@@ -247,9 +277,11 @@ def launcher_failure(returncode: int, tail: list[str], master: str, launch: Laun
     errors = [m for m in map(_ERROR_LINE.match, tail) if m]
     last = errors[-1] if errors else None
     if last and last.group(1) in ("DistStoreError", "DistNetworkError"):
-        return (f"the hosts did not all meet at torchrun's rendezvous on {master}:{RENDEZVOUS_PORT} within "
-                f"{launch.rendezvous_timeout_s:g}s ({last.group(2)}): every host must start and reach {master} on "
-                f"TCP port {RENDEZVOUS_PORT} (the wait is {RENDEZVOUS_TIMEOUT_ENV})")
+        return (
+            f"the hosts did not all meet at torchrun's rendezvous on {master}:{RENDEZVOUS_PORT} within "
+            f"{launch.rendezvous_timeout_s:g}s ({last.group(2)}): every host must start and reach {master} on "
+            f"TCP port {RENDEZVOUS_PORT} (the wait is {RENDEZVOUS_TIMEOUT_ENV})"
+        )
     signals = [m for m in (re.search(r"Signal (\d+) \((SIG\w+)\) received by PID", line) for line in tail) if m]
     if signals:
         name = signals[-1].group(2)
@@ -278,8 +310,10 @@ def peer_lost(exc: BaseException) -> str | None:
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     detail = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", first)  # gloo's "[file.cc:537]" prefix
     detail = detail.split(". This is typically")[0].rstrip(".")
-    return (f"lost contact with another host of the job ({detail}): it stopped or its network went away, and "
-            "its own log says why; restart the job to resume from the newest checkpoint")
+    return (
+        f"lost contact with another host of the job ({detail}): it stopped or its network went away, and "
+        "its own log says why; restart the job to resume from the newest checkpoint"
+    )
 
 
 def compute_init(device: str, seed: int, deterministic: bool) -> Runtime:
@@ -292,8 +326,10 @@ def compute_init(device: str, seed: int, deterministic: bool) -> Runtime:
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs are visible: "
-                              "launch at most one process per GPU")
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs are visible: "
+                "launch at most one process per GPU"
+            )
         resolved = torch.device("cuda", local_rank)
         torch.cuda.set_device(resolved)
     else:

@@ -39,8 +39,15 @@ CHECKPOINT_BUDGET = 0.015
 checkpoint varies from write to write."""
 
 # Fields that change no number in the run: a resume may differ in these and stay exact.
-_RESUME_FREE = {"log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "checkpoint_s3_uri",
-                "num_workers", "skip_bad_samples", "device"}
+_RESUME_FREE = {
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "checkpoint_s3_uri",
+    "num_workers",
+    "skip_bad_samples",
+    "device",
+}
 
 
 @dataclass(slots=True)
@@ -95,10 +102,10 @@ class EpochSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         order += order[: self.per_rank * self.world_size - self.size]  # pad so every rank gets as many
-        return order[self.rank::self.world_size]
+        return order[self.rank :: self.world_size]
 
     def __iter__(self):
-        return iter(self.order(self.epoch)[self.start:])
+        return iter(self.order(self.epoch)[self.start :])
 
     def __len__(self) -> int:
         return self.per_rank - self.start
@@ -128,8 +135,8 @@ def evaluate(model: nn.Module, split: Split, device: torch.device, batch_size: i
     """Mean cross-entropy and accuracy of ``model`` on ``split``; the caller sets eval mode."""
     loss_sum, correct = 0.0, 0
     for start in range(0, len(split), batch_size):
-        x = split.images[start:start + batch_size].to(device)
-        y = split.targets[start:start + batch_size].to(device)
+        x = split.images[start : start + batch_size].to(device)
+        y = split.targets[start : start + batch_size].to(device)
         logits = model(x)
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(dim=1) == y).sum().item()
@@ -138,9 +145,16 @@ def evaluate(model: nn.Module, split: Split, device: torch.device, batch_size: i
 
 def rng_state() -> dict[str, Any]:
     _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
-                       "cached": cached}}
+    state = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -157,8 +171,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def make_loader(split: Split, sampler: EpochSampler, cfg: TrainConfig, device: torch.device) -> DataLoader:
     return DataLoader(
-        TensorDataset(split.images, split.targets), batch_size=cfg.batch_size, sampler=sampler,
-        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+        TensorDataset(split.images, split.targets),
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
         # Its own generator: otherwise each new iterator draws a seed from the global RNG, and a
         # loader built mid-epoch on resume would shift every later dropout mask.
         generator=torch.Generator().manual_seed(cfg.seed),
@@ -234,16 +251,28 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, world_size: int) -
     changed = [k for k in now if k not in _RESUME_FREE and saved["config"].get(k) != now[k]]
     if changed:
         detail = ", ".join(f"{k}={saved['config'].get(k)!r} -> {now[k]!r}" for k in changed)
-        raise ConfigError(f"the newest checkpoint was written with other hyperparameters ({detail}): "
-                          "restore them, or clear the checkpoints to start over")
+        raise ConfigError(
+            f"the newest checkpoint was written with other hyperparameters ({detail}): "
+            "restore them, or clear the checkpoints to start over"
+        )
     if saved["world_size"] != world_size:
-        raise ConfigError(f"the newest checkpoint was written by {saved['world_size']} processes, this job has "
-                          f"{world_size}: exact resume needs the same number; clear the checkpoints to start over")
+        raise ConfigError(
+            f"the newest checkpoint was written by {saved['world_size']} processes, this job has "
+            f"{world_size}: exact resume needs the same number; clear the checkpoints to start over"
+        )
 
 
-def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Split, runtime: Runtime,
-          ckpt: Checkpointing, flags: StopFlags, metrics_path: Path | None,
-          tracker: Tracking | None = None) -> History:
+def train(
+    model: nn.Module,
+    cfg: TrainConfig,
+    train_split: Split,
+    val_split: Split,
+    runtime: Runtime,
+    ckpt: Checkpointing,
+    flags: StopFlags,
+    metrics_path: Path | None,
+    tracker: Tracking | None = None,
+) -> History:
     """Train to the end, resuming from the newest valid checkpoint; raises Stopped on SIGTERM.
 
     ``tracker`` (rank 0's, or None) gets every metrics record as it is written."""
@@ -299,10 +328,17 @@ def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Spl
             torch.distributed.all_gather_object(rngs, rng_state())
         path = None
         if runtime.is_main:
-            state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                     "progress": asdict(progress), "history": asdict(history), "rng": rngs,
-                     "config": cfg.to_dict(), "world_size": runtime.world_size}
+            state = {
+                "model": core.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "progress": asdict(progress),
+                "history": asdict(history),
+                "rng": rngs,
+                "config": cfg.to_dict(),
+                "world_size": runtime.world_size,
+            }
             path = checkpoint.save(ckpt.root, progress.step, state)
             checkpoint.prune(ckpt.root, ckpt.keep)
             if ckpt.uploader is not None:
@@ -311,8 +347,14 @@ def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Spl
             torch.distributed.barrier()
         seconds = time.perf_counter() - started
         policy.record(progress.step, seconds, step_seconds / max(1, steps_timed))
-        log.write("checkpoint", echo=reason != "schedule", step=progress.step, reason=reason,
-                  seconds=round(seconds, 4), path=str(path))
+        log.write(
+            "checkpoint",
+            echo=reason != "schedule",
+            step=progress.step,
+            reason=reason,
+            seconds=round(seconds, 4),
+            path=str(path),
+        )
         return path
 
     interactive = runtime.is_main and sys.stderr.isatty()
@@ -360,8 +402,14 @@ def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Spl
                 if interactive:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
                 if progress.step % cfg.log_every_steps == 0:
-                    log.write("step", echo=not interactive, step=progress.step, epoch=epoch + 1,
-                              loss=loss.item(), lr=scheduler.get_last_lr()[0])
+                    log.write(
+                        "step",
+                        echo=not interactive,
+                        step=progress.step,
+                        epoch=epoch + 1,
+                        loss=loss.item(),
+                        lr=scheduler.get_last_lr()[0],
+                    )
                 stop = any_rank(flags.stop, runtime)
                 if stop or any_rank(flags.snapshot, runtime) or policy.due(progress.step):
                     flags.snapshot = False
@@ -376,14 +424,27 @@ def train(model: nn.Module, cfg: TrainConfig, train_split: Split, val_split: Spl
             history.validation_loss.append(val["loss"])
             history.validation_accuracy.append(val["accuracy"])
             history.lr.append(scheduler.get_last_lr()[0])
-            log.write("epoch", bar=bar, epoch=epoch + 1, train_loss=history.train_loss[-1],
-                      train_accuracy=history.train_accuracy[-1], validation_loss=val["loss"],
-                      validation_accuracy=val["accuracy"])
+            log.write(
+                "epoch",
+                bar=bar,
+                epoch=epoch + 1,
+                train_loss=history.train_loss[-1],
+                train_accuracy=history.train_accuracy[-1],
+                validation_loss=val["loss"],
+                validation_accuracy=val["accuracy"],
+            )
             progress = Progress(step=progress.step, epoch=epoch + 1)
     finally:
         bar.close()
     history.seconds += time.perf_counter() - started
-    log.write("done", echo=False, steps=progress.step, seconds=round(history.seconds, 3),
-              step_seconds=round(step_seconds, 4), steps_timed=steps_timed,
-              checkpoint_seconds=round(policy.save_seconds, 4), checkpoints=policy.saves)
+    log.write(
+        "done",
+        echo=False,
+        steps=progress.step,
+        seconds=round(history.seconds, 3),
+        step_seconds=round(step_seconds, 4),
+        steps_timed=steps_timed,
+        checkpoint_seconds=round(policy.save_seconds, 4),
+        checkpoints=policy.saves,
+    )
     return history

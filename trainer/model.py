@@ -79,8 +79,9 @@ class SmallCNN(nn.Module):
     (it holds its own :class:`Normalize`).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int, dropout: float,
-                 mean: list[float], std: list[float]) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int, dropout: float, mean: list[float], std: list[float]
+    ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
@@ -109,8 +110,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -128,13 +130,22 @@ class ResNet(nn.Module):
     width 32 (11M at width 64, like ResNet-18).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.0,
-                 blocks: tuple[int, ...] = (2, 2, 2, 2), large_input: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: int = 32,
+        dropout: float = 0.0,
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        large_input: bool = False,
+    ) -> None:
         super().__init__()
         if large_input:
             self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False),
-                nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
             )
         else:
             self.stem = _block(in_channels, width)
@@ -169,14 +180,19 @@ class MLP(nn.Module):
     *normalised* input (``build_model`` wraps it in :class:`RawPixels`).
     """
 
-    def __init__(self, in_channels: int, image_size: tuple[int, int], num_classes: int, width: int = 32,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self, in_channels: int, image_size: tuple[int, int], num_classes: int, width: int = 32, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         hidden = 16 * width
         self.layers = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(in_channels * image_size[0] * image_size[1], hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(in_channels * image_size[0] * image_size[1], hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
 
@@ -195,12 +211,17 @@ class ConvNet(nn.Module):
     so an image must be at least :data:`CONVNET_MIN_SIDE` pixels on each side. Takes *normalised* input.
     """
 
-    def __init__(self, in_channels: int, image_size: tuple[int, int], num_classes: int, width: int = 32,
-                 dropout: float = 0.5) -> None:
+    def __init__(
+        self, in_channels: int, image_size: tuple[int, int], num_classes: int, width: int = 32, dropout: float = 0.5
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, kernel_size=3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, kernel_size=3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, width, kernel_size=3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, kernel_size=3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         rows, cols = (_convnet_side(side) for side in image_size)
@@ -221,9 +242,18 @@ CONVNET_MIN_SIDE = 10
 """The smallest side :class:`ConvNet` takes: 10 -> 8 -> 4 -> 2 -> 1; 9 would end at 0."""
 
 
-def build_model(name: str, *, in_channels: int, image_size: tuple[int, int] | None = None, num_classes: int,
-                width: int, dropout: float, mean: list[float], std: list[float],
-                code_dir: Path | None = None) -> nn.Module:
+def build_model(
+    name: str,
+    *,
+    in_channels: int,
+    image_size: tuple[int, int] | None = None,
+    num_classes: int,
+    width: int,
+    dropout: float,
+    mean: list[float],
+    std: list[float],
+    code_dir: Path | None = None,
+) -> nn.Module:
     """The model for hyperparameter ``model``: a built-in or a user factory, taking raw pixels.
 
     ``width`` and ``dropout`` size the built-ins; user factories get ``num_classes`` and
@@ -246,9 +276,11 @@ def build_model(name: str, *, in_channels: int, image_size: tuple[int, int] | No
         if image_size is None:
             raise ValueError(f"build_model needs image_size for {name}")
         if name == "convnet" and min(image_size) < CONVNET_MIN_SIDE:
-            raise ConfigError(f"hyperparameter 'model' ('convnet'): the Keras convnet's two unpadded 3x3 convolutions "
-                              f"and 2x2 poolings need images of at least {CONVNET_MIN_SIDE}x{CONVNET_MIN_SIDE}, these "
-                              f"are {image_size[0]}x{image_size[1]}: use model=cnn or model=mlp for them")
+            raise ConfigError(
+                f"hyperparameter 'model' ('convnet'): the Keras convnet's two unpadded 3x3 convolutions "
+                f"and 2x2 poolings need images of at least {CONVNET_MIN_SIDE}x{CONVNET_MIN_SIDE}, these "
+                f"are {image_size[0]}x{image_size[1]}: use model=cnn or model=mlp for them"
+            )
         net = (MLP if name == "mlp" else ConvNet)(in_channels, image_size, num_classes, width, dropout)
         model = RawPixels(net, mean, std)
     elif ":" in name:
@@ -299,8 +331,9 @@ def _import_module(spec: str, module_name: str, code_dir: Path | None):
     if code_dir is not None and top in sys.modules and ((code_dir / f"{top}.py").exists() or (code_dir / top).is_dir()):
         found = getattr(sys.modules[top], "__file__", None) or "a built-in module"
         if found == "a built-in module" or not Path(found).resolve().is_relative_to(code_dir.resolve()):
-            raise _config_error(spec, f"module '{top}' in {code_dir} has the name of a module already imported "
-                                      f"from {found}; rename it")
+            raise _config_error(
+                spec, f"module '{top}' in {code_dir} has the name of a module already imported from {found}; rename it"
+            )
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -311,8 +344,9 @@ def _import_module(spec: str, module_name: str, code_dir: Path | None):
         raise _config_error(spec, f"importing '{module_name}' failed: {_describe(exc)}") from None
 
 
-def _call_factory(spec: str, code_dir: Path | None, *, num_classes: int,
-                  input_shape: tuple[int, int, int]) -> nn.Module:
+def _call_factory(
+    spec: str, code_dir: Path | None, *, num_classes: int, input_shape: tuple[int, int, int]
+) -> nn.Module:
     module_name, _, function_name = spec.partition(":")
     call = f"{function_name}(num_classes={num_classes}, input_shape={input_shape})"
     with _on_sys_path(code_dir):
@@ -328,8 +362,9 @@ def _call_factory(spec: str, code_dir: Path | None, *, num_classes: int,
         except Exception as exc:
             raise _config_error(spec, f"{call} raised {_describe(exc)}") from None
     if not isinstance(net, nn.Module):
-        raise _config_error(spec, f"{call} returned {type(net).__module__}.{type(net).__qualname__}, "
-                                  "not a torch.nn.Module")
+        raise _config_error(
+            spec, f"{call} returned {type(net).__module__}.{type(net).__qualname__}, not a torch.nn.Module"
+        )
     if any(isinstance(p, nn.parameter.UninitializedParameter) for p in net.parameters()):
         _materialize(spec, net, input_shape)
     if not any(p.requires_grad for p in net.parameters()):
@@ -344,8 +379,9 @@ def _materialize(spec: str, net: nn.Module, input_shape: tuple[int, int, int]) -
         with torch.no_grad():
             net.eval()(torch.zeros(2, *input_shape))
     except Exception as exc:
-        raise _config_error(spec, f"the model fails on a batch of shape {[2, *input_shape]}: "
-                                  f"{_describe(exc)}") from None
+        raise _config_error(
+            spec, f"the model fails on a batch of shape {[2, *input_shape]}: {_describe(exc)}"
+        ) from None
     finally:
         for module, training in modes:
             module.training = training
@@ -357,17 +393,29 @@ def _materialize(spec: str, net: nn.Module, input_shape: tuple[int, int, int]) -
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _STDLIB_DIR = sysconfig.get_paths()["stdlib"] + os.sep
-_NOISE = ("for more information", "for extended logs", "if you suspect", "for c++ stack trace",
-          "consider using", "the error above", "caused by", "the following call raised", "user code")
+_NOISE = (
+    "for more information",
+    "for extended logs",
+    "if you suspect",
+    "for c++ stack trace",
+    "consider using",
+    "the error above",
+    "caused by",
+    "the following call raised",
+    "user code",
+)
 _OWN_FRAMES = frozenset({"check_exportable", "_call_factory", "_import_module"})
 """Functions of this file that call into the user's code: a failure is never *in* them."""
-_EXPORT_HINT = ("make forward() free of data-dependent Python control flow (if/while on tensor values, .item(), "
-                ".tolist(), numpy: use torch.where or torch.cond) and of a fixed batch size (x.flatten(1), not "
-                "x.view(2, -1)); see docs/trainer.md")
+_EXPORT_HINT = (
+    "make forward() free of data-dependent Python control flow (if/while on tensor values, .item(), "
+    ".tolist(), numpy: use torch.where or torch.cond) and of a fixed batch size (x.flatten(1), not "
+    "x.view(2, -1)); see docs/trainer.md"
+)
 
 
-def check_exportable(model: nn.Module, example: torch.Tensor, *, spec: str | None = None,
-                     num_classes: int | None = None) -> None:
+def check_exportable(
+    model: nn.Module, example: torch.Tensor, *, spec: str | None = None, num_classes: int | None = None
+) -> None:
     """Fail before training when the model could not be shipped: a dry run of the artifact export.
 
     Runs a deep copy of ``model`` on CPU in eval mode on ``example`` (a batch of raw pixels) and
@@ -390,26 +438,32 @@ def check_exportable(model: nn.Module, example: torch.Tensor, *, spec: str | Non
             with torch.no_grad():
                 out = dry(example)
         except Exception as exc:
-            raise ConfigError(f"model '{spec}' fails on a batch of shape {list(example.shape)} (raw pixels, "
-                              f"float32 NCHW): {_describe(exc)}") from None
+            raise ConfigError(
+                f"model '{spec}' fails on a batch of shape {list(example.shape)} (raw pixels, "
+                f"float32 NCHW): {_describe(exc)}"
+            ) from None
         _check_logits(spec, out, len(example), num_classes)
         batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
         try:
             with _quiet_torch():
                 torch.export.export(dry, (example,), dynamic_shapes=({0: batch},))
         except Exception as exc:
-            raise ConfigError(f"model '{spec}' cannot be exported with torch.export: {_export_cause(exc)}; "
-                              f"{_EXPORT_HINT}") from None
+            raise ConfigError(
+                f"model '{spec}' cannot be exported with torch.export: {_export_cause(exc)}; {_EXPORT_HINT}"
+            ) from None
 
 
 def _check_logits(spec: str, out: object, batch: int, num_classes: int | None) -> None:
     if not isinstance(out, torch.Tensor):
-        raise ConfigError(f"model '{spec}': forward() must return one tensor of logits [N, classes], "
-                          f"got {type(out).__name__}")
+        raise ConfigError(
+            f"model '{spec}': forward() must return one tensor of logits [N, classes], got {type(out).__name__}"
+        )
     expected = f"[{batch}, {num_classes if num_classes is not None else 'classes'}]"
     if out.ndim != 2 or out.shape[0] != batch or (num_classes is not None and out.shape[1] != num_classes):
-        raise ConfigError(f"model '{spec}': forward() returned logits of shape {list(out.shape)} for a batch of "
-                          f"{batch}; expected {expected}")
+        raise ConfigError(
+            f"model '{spec}': forward() returned logits of shape {list(out.shape)} for a batch of "
+            f"{batch}; expected {expected}"
+        )
     if not out.is_floating_point():
         raise ConfigError(f"model '{spec}': forward() returned {out.dtype} logits; expected floating point")
 
@@ -429,8 +483,10 @@ def _quiet_torch() -> Iterator[None]:
 def _export_cause(exc: BaseException) -> str:
     text = str(exc)
     if match := re.search(r"specialized it to be a constant \((\d+)\)", text):
-        return (f"forward() fixes the batch size to {match.group(1)} (the exported program must take any batch "
-                f"of 1..{MAX_BATCH})")
+        return (
+            f"forward() fixes the batch size to {match.group(1)} (the exported program must take any batch "
+            f"of 1..{MAX_BATCH})"
+        )
     line = _first_useful_line(text) or type(exc).__name__
     if line.startswith("Constraints violated"):
         # e.g. "Not all values of batch = L['x'].size()[0] in the specified range batch <= 4096 satisfy ..."
@@ -439,8 +495,9 @@ def _export_cause(exc: BaseException) -> str:
         return f"forward() does not work for every batch size of 1..{MAX_BATCH}" + (f" ({detail})" if detail else "")
     line = re.sub(r"\s*\(unhinted: .*$", "", line)
     line = re.sub(r"\s*\(Size-like symbols: .*$", "", line)
-    if match := re.match(r"Could not (?:guard on|extract specialized integer from) (data-dependent expression .*?)\.?$",
-                         line):
+    if match := re.match(
+        r"Could not (?:guard on|extract specialized integer from) (data-dependent expression .*?)\.?$", line
+    ):
         line = f"a Python branch or number depends on tensor values ({match.group(1)})"
     else:
         line = f"{type(exc).__name__}: {line}"
@@ -481,8 +538,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-
-
 def _isolated_check(conn, build_kwargs: dict, example: torch.Tensor, spec: str, num_classes: int) -> None:
     try:
         check_exportable(build_model(**build_kwargs), example, spec=spec, num_classes=num_classes)
@@ -507,8 +562,7 @@ def check_exportable_isolated(build_kwargs: dict, example: torch.Tensor, *, spec
 
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_isolated_check, args=(send, build_kwargs, example, spec, num_classes),
-                            daemon=True)
+    child = context.Process(target=_isolated_check, args=(send, build_kwargs, example, spec, num_classes), daemon=True)
     child.start()
     send.close()
     try:

@@ -39,8 +39,13 @@ def drop_privileges(env: SageMakerEnv, spec: str | None = None) -> tuple[int, in
     if not (uid_text.isdigit() and gid_text.isdigit()) or int(uid_text) == 0:
         raise ConfigError(f"DEEPCLOUD_RUN_AS={spec!r} must be 'uid:gid' of a non-root user, e.g. 10001:10001")
     uid, gid = int(uid_text), int(gid_text)
-    roots = [env.model_dir, env.failure_path.parent, env.output_data_dir, env.checkpoint_dir,
-             *(env.download_dir(name) for name in env.s3_channels())]
+    roots = [
+        env.model_dir,
+        env.failure_path.parent,
+        env.output_data_dir,
+        env.checkpoint_dir,
+        *(env.download_dir(name) for name in env.s3_channels()),
+    ]
     # Every folder first, then the handover: once a folder is the user's, root may not create anything in it
     # where the platform leaves it no CAP_DAC_OVERRIDE (the ECS task definition keeps only CHOWN, SETUID, SETGID).
     made: list[int] = []
@@ -89,8 +94,10 @@ def _open_folder(base: Path, folder: Path, made: list[int]) -> int:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):  # Linux says ENOTDIR for a link with O_DIRECTORY
                     raise
                 if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
-                    raise ConfigError(f"{path} is a symbolic link: the trainer, started as root, follows no link in "
-                                      "the job's folders; make it a real folder") from None
+                    raise ConfigError(
+                        f"{path} is a symbolic link: the trainer, started as root, follows no link in "
+                        "the job's folders; make it a real folder"
+                    ) from None
                 raise ConfigError(f"{path} is not a folder: the trainer needs to write there") from None
             os.close(fd)
             fd = child

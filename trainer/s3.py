@@ -47,8 +47,14 @@ _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 """Lenient on purpose (legacy us-east-1 buckets allow upper case and underscores); S3 itself has the last word."""
 
 _ACCESS = ("AccessDenied", "AllAccessDisabled", "403", "Forbidden")
-_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-                "TokenRefreshRequired", "InvalidClientTokenId")
+_CREDENTIALS = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "InvalidClientTokenId",
+)
 _MISSING_KEY = ("NoSuchKey", "404", "NotFound")
 _PART = ".part"
 """Suffix of the temporary name an object is downloaded to (``.<name>.<pid>.part``, hidden, next to it)."""
@@ -65,7 +71,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; the prefix may be empty."""
     if not uri.startswith("s3://"):
         raise DataError(f"'{uri}' is not an S3 URI: expected s3://bucket/prefix")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not _BUCKET.fullmatch(bucket):
         raise DataError(f"'{uri}' does not start with a valid bucket name: expected s3://bucket/prefix")
     return bucket, prefix
@@ -91,7 +97,7 @@ def download_prefix(uri: str, dest: str | os.PathLike[str], progress: bool = Fal
             folder = prefix.rpartition("/")[0] + "/" if "/" in prefix else ""
     if not objects:
         raise DataError(f"no objects under {uri}: check the URI (a prefix is read as a folder, {uri.rstrip('/')}/)")
-    plan = [(obj, _local_path(dest, obj.key, obj.key[len(folder):], uri)) for obj in objects]
+    plan = [(obj, _local_path(dest, obj.key, obj.key[len(folder) :], uri)) for obj in objects]
     todo = [(obj, path) for obj, path in plan if not _complete(path, obj.size)]
     report = _Progress(uri, dest, plan, todo, enabled=progress)
     try:
@@ -203,8 +209,9 @@ def _fetch(client: Any, bucket: str, todo: list[tuple[S3Object, Path]], report: 
                     )
                 os.replace(tmp, path)
     except OSError as exc:  # botocore wraps network errors; what is left is the local disk
-        raise DataError(f"cannot save the download of {uri}: {_one_line(exc)}: check free space and permissions") \
-            from None
+        raise DataError(
+            f"cannot save the download of {uri}: {_one_line(exc)}: check free space and permissions"
+        ) from None
     finally:
         for tmp in temporaries:
             tmp.unlink(missing_ok=True)
@@ -224,8 +231,9 @@ class _Subscriber(BaseSubscriber):
 class _Progress:
     """A bytes bar on a terminal; otherwise a start line, a line per 10 % and an end line on stdout."""
 
-    def __init__(self, uri: str, dest: Path, plan: list[tuple[S3Object, Path]],
-                 todo: list[tuple[S3Object, Path]], enabled: bool) -> None:
+    def __init__(
+        self, uri: str, dest: Path, plan: list[tuple[S3Object, Path]], todo: list[tuple[S3Object, Path]], enabled: bool
+    ) -> None:
         self._uri = uri
         self._lock = threading.Lock()
         self._files = len(todo)
@@ -235,12 +243,22 @@ class _Progress:
         self._next_tenth = 1
         self._start = time.monotonic()
         self._plain = enabled and not sys.stderr.isatty()
-        self._bar = tqdm(total=self._total, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True,
-                         desc=f"download {uri}", disable=not enabled or self._plain or not todo)
+        self._bar = tqdm(
+            total=self._total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            dynamic_ncols=True,
+            desc=f"download {uri}",
+            disable=not enabled or self._plain or not todo,
+        )
         if self._plain:
             present = len(plan) - len(todo)
-            print(f"s3 download {uri} -> {dest}: {_count(len(todo), 'object')} ({_size(self._total)}) to fetch, "
-                  f"{present} already present", flush=True)
+            print(
+                f"s3 download {uri} -> {dest}: {_count(len(todo), 'object')} ({_size(self._total)}) to fetch, "
+                f"{present} already present",
+                flush=True,
+            )
 
     def add(self, count: int) -> None:
         with self._lock:
@@ -254,14 +272,20 @@ class _Progress:
             tenth = 10 * done // total
             if self._plain and tenth >= self._next_tenth and self._done_files < self._files:
                 self._next_tenth = tenth + 1
-                print(f"s3 download {self._uri}: {self._done_files}/{_count(self._files, 'object')}, "
-                      f"{_size(self._done_bytes)}/{_size(self._total)}", flush=True)
+                print(
+                    f"s3 download {self._uri}: {self._done_files}/{_count(self._files, 'object')}, "
+                    f"{_size(self._done_bytes)}/{_size(self._total)}",
+                    flush=True,
+                )
 
     def close(self) -> None:
         self._bar.close()
         if self._plain and self._files:
-            print(f"s3 download {self._uri}: {self._done_files}/{_count(self._files, 'object')}, "
-                  f"{_size(self._done_bytes)} in {time.monotonic() - self._start:.1f}s", flush=True)
+            print(
+                f"s3 download {self._uri}: {self._done_files}/{_count(self._files, 'object')}, "
+                f"{_size(self._done_bytes)} in {time.monotonic() - self._start:.1f}s",
+                flush=True,
+            )
 
 
 def _count(n: int, noun: str) -> str:
@@ -309,14 +333,20 @@ def _errors(action: str, uri: str) -> Iterator[None]:
 def _client_error(action: str, uri: str, code: str, message: str) -> str:
     bucket = parse_s3_uri(uri)[0]
     if code == "NoSuchBucket":
-        return (f"cannot {action} {uri}: bucket '{bucket}' does not exist: "
-                "check the bucket name and the account the credentials belong to")
+        return (
+            f"cannot {action} {uri}: bucket '{bucket}' does not exist: "
+            "check the bucket name and the account the credentials belong to"
+        )
     if code in _ACCESS:
-        return (f"cannot {action} {uri}: access denied: give the job's credentials s3:ListBucket and s3:GetObject "
-                "(s3:PutObject to upload) on it")
+        return (
+            f"cannot {action} {uri}: access denied: give the job's credentials s3:ListBucket and s3:GetObject "
+            "(s3:PutObject to upload) on it"
+        )
     if code in _CREDENTIALS:
-        return (f"cannot {action} {uri}: S3 rejected the credentials ({code}): "
-                "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, or the role")
+        return (
+            f"cannot {action} {uri}: S3 rejected the credentials ({code}): "
+            "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, or the role"
+        )
     if code in _MISSING_KEY:
         return f"cannot {action} {uri}: no such object: check the key"
     detail = f"{code}: {message}" if code and code not in message else message

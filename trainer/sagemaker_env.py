@@ -80,8 +80,11 @@ class SageMakerEnv:
         path = Path(env[var]) if var in env else self.base_dir / "input" / "data" / name
         if not path.is_dir():
             # where SM_CHANNEL_<NAME> already names the folder, setting it is not the fix: pointing it right is
-            fix = (f"{var} names it: point it at the channel's folder" if var in env
-                   else f"pass a '{name}' channel to the job (or set {var})")
+            fix = (
+                f"{var} names it: point it at the channel's folder"
+                if var in env
+                else f"pass a '{name}' channel to the job (or set {var})"
+            )
             raise DataError(f"input channel '{name}' not found at {path}: {fix}")
         return path
 
@@ -92,8 +95,11 @@ class SageMakerEnv:
     def s3_channels(self, environ: dict[str, str] | None = None) -> list[str]:
         """The names of the channels that ``SM_CHANNEL_<NAME>`` puts on S3 (lower case, as the trainer asks)."""
         env = os.environ if environ is None else environ
-        return sorted(var.removeprefix("SM_CHANNEL_").lower() for var, value in env.items()
-                      if var.startswith("SM_CHANNEL_") and value.startswith("s3://"))
+        return sorted(
+            var.removeprefix("SM_CHANNEL_").lower()
+            for var, value in env.items()
+            if var.startswith("SM_CHANNEL_") and value.startswith("s3://")
+        )
 
     def has_channel(self, name: str, environ: dict[str, str] | None = None) -> bool:
         env = os.environ if environ is None else environ
@@ -147,10 +153,16 @@ class Cluster:
                 hosts = None
         else:
             hosts = resource.get("hosts", ["algo-1"])
-        if (not isinstance(hosts, list) or not hosts or len(set(map(str, hosts))) != len(hosts)
-                or not all(isinstance(h, str) and h for h in hosts)):
-            raise ConfigError(f"{where} must be a JSON list of distinct host names such as [\"algo-1\", \"algo-2\"], "
-                              f"not {env.get('SM_HOSTS') if where == 'SM_HOSTS' else json.dumps(hosts)}")
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or len(set(map(str, hosts))) != len(hosts)
+            or not all(isinstance(h, str) and h for h in hosts)
+        ):
+            raise ConfigError(
+                f'{where} must be a JSON list of distinct host names such as ["algo-1", "algo-2"], '
+                f"not {env.get('SM_HOSTS') if where == 'SM_HOSTS' else json.dumps(hosts)}"
+            )
         current = env.get("SM_CURRENT_HOST", resource.get("current_host"))
         if current is None and len(hosts) == 1:
             current = hosts[0]
@@ -159,8 +171,10 @@ class Cluster:
             raise ConfigError(f"{source} {current!r} is not one of the job's hosts {hosts}: it must name this host")
         interface = resource.get("network_interface_name")
         if interface is not None and (not isinstance(interface, str) or not interface):
-            raise ConfigError(f"{path.name} 'network_interface_name' must be an interface name such as \"eth0\", "
-                              f"not {json.dumps(interface)}")
+            raise ConfigError(
+                f"{path.name} 'network_interface_name' must be an interface name such as \"eth0\", "
+                f"not {json.dumps(interface)}"
+            )
         return cls(hosts=tuple(hosts), current_host=current, network_interface_name=interface)
 
 
@@ -175,8 +189,10 @@ def _read_resource_config(path: Path) -> dict:
     try:
         resource = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): SageMaker writes it; "
-                          "a hand-made one must be an object with 'current_host' and 'hosts'") from None
+        raise ConfigError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): SageMaker writes it; "
+            "a hand-made one must be an object with 'current_host' and 'hosts'"
+        ) from None
     if not isinstance(resource, dict):
         raise ConfigError(f"{path} must hold a JSON object with 'current_host' and 'hosts'")
     return resource

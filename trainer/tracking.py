@@ -138,8 +138,12 @@ class MLflow:
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
         quoted = self.name.replace("\\", "\\\\").replace("'", "\\'")
-        earlier = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{quoted}'",
-                                     order_by=["attributes.start_time DESC"], max_results=1)
+        earlier = client.search_runs(
+            [experiment_id],
+            filter_string=f"attributes.run_name = '{quoted}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         if earlier and earlier[0].info.status != "FINISHED":  # a job resumed after SIGTERM goes on in its run
             run = earlier[0]
             client.update_run(run.info.run_id, status="RUNNING")
@@ -150,7 +154,7 @@ class MLflow:
         # a logged parameter, so the first value stays.
         todo = [Param(key, str(value)) for key, value in params.items() if key not in logged]
         for start in range(0, len(todo), 100):  # log_batch takes at most 100 parameters per request
-            client.log_batch(run.info.run_id, params=todo[start:start + 100])
+            client.log_batch(run.info.run_id, params=todo[start : start + 100])
         self.client, self.run_id = client, run.info.run_id
 
     def _call(self, action: str, fn) -> None:
@@ -160,8 +164,12 @@ class MLflow:
             fn()
         except Exception as exc:  # any failure of tracking (network, server, auth) must leave training alone
             detail = " ".join(str(exc).split())[:300]
-            print(f"warning: MLflow: cannot {action} {self.uri} ({type(exc).__name__}: {detail}); "
-                  "the job goes on without MLflow", file=sys.stderr, flush=True)
+            print(
+                f"warning: MLflow: cannot {action} {self.uri} ({type(exc).__name__}: {detail}); "
+                "the job goes on without MLflow",
+                file=sys.stderr,
+                flush=True,
+            )
             self.run_id = None
 
     def _metrics(self, values: Mapping[str, float], step: int) -> None:
@@ -205,8 +213,9 @@ class Tracking:
         env = os.environ if environ is None else environ
         sinks: list[Any] = [TensorBoard(tensorboard_dir(base_dir))]
         if uri := env.get("MLFLOW_TRACKING_URI"):
-            sinks.append(MLflow(uri, env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
-                                run_name(base_dir, env), config))
+            sinks.append(
+                MLflow(uri, env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT, run_name(base_dir, env), config)
+            )
         return cls(sinks)
 
     def record(self, kind: str, values: Mapping[str, Any]) -> None:

@@ -48,8 +48,13 @@ def build_app(model_dir: Path, threads: int) -> Starlette:
         predictions = []
         for row in probs:
             index = int(row.argmax())
-            predictions.append({"label": labels[index], "index": index,
-                                "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row]})
+            predictions.append(
+                {
+                    "label": labels[index],
+                    "index": index,
+                    "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row],
+                }
+            )
         return JSONResponse({"predictions": predictions})
 
     return Starlette(routes=[Route("/ping", ping, methods=["GET"]), Route("/predict", predict, methods=["POST"])])
@@ -63,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     args = parser.parse_args(argv)
     app = build_app(args.model_dir, args.threads)
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False,
-                server_header=False)
+    uvicorn.run(
+        app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False, server_header=False
+    )
     return 0
 
 

@@ -88,8 +88,9 @@ def build_app(kind: str, model_dir: Path, threads: int) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.serve_support.bare_kinds",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serve_support.bare_kinds", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--kind", choices=("handler", "script"), required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
@@ -97,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     args = parser.parse_args(argv)
     app = build_app(args.kind, args.model_dir, args.threads)
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False,
-                server_header=False)
+    uvicorn.run(
+        app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False, server_header=False
+    )
     return 0
 
 

@@ -56,6 +56,11 @@ def output_fn(prediction: tuple[np.ndarray, list[str]], accept: str) -> tuple[st
     predictions = []
     for row in probs:
         index = int(row.argmax())
-        predictions.append({"label": labels[index], "index": index,
-                            "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row]})
+        predictions.append(
+            {
+                "label": labels[index],
+                "index": index,
+                "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row],
+            }
+        )
     return json.dumps({"predictions": predictions}), "application/json"

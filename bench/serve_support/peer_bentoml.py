@@ -57,8 +57,9 @@ def _checked(value: Any) -> np.ndarray:
 Instances = Annotated[list, AfterValidator(_checked)]
 """``instances`` as JSON gives it, checked and turned into a float32 batch before the method (or the batch) sees it."""
 
-api = (bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS) if MAX_BATCH
-       else bentoml.api())
+api = (
+    bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS) if MAX_BATCH else bentoml.api()
+)
 
 
 @bentoml.service(workers=1, metrics={"enabled": False})
@@ -77,8 +78,14 @@ def main() -> None:
     from bentoml_cli.cli import cli
 
     os.setsid = lambda: None  # circus's preexec_fn looks it up in the forked child: the worker keeps our session
-    sys.argv = ["bentoml", "serve", "peer_bentoml:BenchService", "--working-dir", os.path.dirname(os.path.abspath(
-        __file__)), *sys.argv[1:]]
+    sys.argv = [
+        "bentoml",
+        "serve",
+        "peer_bentoml:BenchService",
+        "--working-dir",
+        os.path.dirname(os.path.abspath(__file__)),
+        *sys.argv[1:],
+    ]
     sys.exit(cli())
 
 

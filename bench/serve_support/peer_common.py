@@ -60,8 +60,13 @@ class Model:
         out = []
         for row in probs:
             index = int(row.argmax())
-            out.append({"label": self.labels[index], "index": index,
-                        "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row]})
+            out.append(
+                {
+                    "label": self.labels[index],
+                    "index": index,
+                    "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row],
+                }
+            )
         return out
 
     def predict_many(self, batches: list[np.ndarray]) -> list[list[dict[str, Any]]]:
@@ -69,6 +74,6 @@ class Model:
         probs = self.probabilities(np.concatenate(batches)) if len(batches) > 1 else self.probabilities(batches[0])
         out, start = [], 0
         for batch in batches:
-            out.append(self.predictions(probs[start:start + len(batch)]))
+            out.append(self.predictions(probs[start : start + len(batch)]))
             start += len(batch)
         return out

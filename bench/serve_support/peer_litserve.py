@@ -63,8 +63,11 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=None)
     parser.add_argument("--batch-timeout-ms", type=float, default=None)
     args = parser.parse_args()
-    batching = {} if args.max_batch_size is None else {
-        "max_batch_size": args.max_batch_size, "batch_timeout": (args.batch_timeout_ms or 0) / 1000}
+    batching = (
+        {}
+        if args.max_batch_size is None
+        else {"max_batch_size": args.max_batch_size, "batch_timeout": (args.batch_timeout_ms or 0) / 1000}
+    )
     api = BenchAPI(args.model_dir, args.threads, api_path="/predict", **batching)
     server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1)
     server.run(host="127.0.0.1", port=args.port, log_level="warning", generate_client_file=False)

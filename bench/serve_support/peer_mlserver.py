@@ -37,10 +37,18 @@ class BenchModel(MLModel):
         probs = self.model.probabilities(batch)
         index = probs.argmax(axis=1)
         rows = len(batch)
-        return InferenceResponse(model_name=self.name, outputs=[
-            ResponseOutput(name="probabilities", datatype="FP32", shape=list(probs.shape),
-                           data=[round(float(p), 6) for p in probs.ravel()]),
-            ResponseOutput(name="index", datatype="INT64", shape=[rows, 1], data=[int(i) for i in index]),
-            ResponseOutput(name="label", datatype="BYTES", shape=[rows, 1],
-                           data=[self.model.labels[i] for i in index]),
-        ])
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[
+                ResponseOutput(
+                    name="probabilities",
+                    datatype="FP32",
+                    shape=list(probs.shape),
+                    data=[round(float(p), 6) for p in probs.ravel()],
+                ),
+                ResponseOutput(name="index", datatype="INT64", shape=[rows, 1], data=[int(i) for i in index]),
+                ResponseOutput(
+                    name="label", datatype="BYTES", shape=[rows, 1], data=[self.model.labels[i] for i in index]
+                ),
+            ],
+        )

@@ -49,31 +49,53 @@ def main() -> None:
         probs = model.probabilities(np.concatenate(batches))
         out, start = [], 0
         for batch in batches:
-            rows = probs[start:start + len(batch)]
+            rows = probs[start : start + len(batch)]
             start += len(batch)
             index = rows.argmax(axis=1)
-            out.append({"probabilities": np.round(rows, 6).astype(np.float32),
-                        "index": index.astype(np.int64)[:, None],
-                        "label": np.array([[model.labels[i].encode()] for i in index], dtype=np.bytes_)})
+            out.append(
+                {
+                    "probabilities": np.round(rows, 6).astype(np.float32),
+                    "index": index.astype(np.int64)[:, None],
+                    "label": np.array([[model.labels[i].encode()] for i in index], dtype=np.bytes_),
+                }
+            )
         return out
 
     if args.max_batch_size is None:
         config = ModelConfig()
     else:
-        config = ModelConfig(max_batch_size=args.max_batch_size, batcher=DynamicBatcher(
-            max_queue_delay_microseconds=int((args.max_queue_delay_ms or 0) * 1000)))
-    triton_config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
-                                 grpc_port=args.grpc_port, allow_metrics=False, allow_gpu_metrics=False,
-                                 allow_cpu_metrics=False, log_verbose=0)
+        config = ModelConfig(
+            max_batch_size=args.max_batch_size,
+            batcher=DynamicBatcher(max_queue_delay_microseconds=int((args.max_queue_delay_ms or 0) * 1000)),
+        )
+    triton_config = TritonConfig(
+        http_address="127.0.0.1",
+        http_port=args.http_port,
+        grpc_address="127.0.0.1",
+        grpc_port=args.grpc_port,
+        allow_metrics=False,
+        allow_gpu_metrics=False,
+        allow_cpu_metrics=False,
+        log_verbose=0,
+    )
     with Triton(config=triton_config, workspace=args.workspace) as triton:
-        triton.bind(model_name=args.name, infer_func=infer,
-                    inputs=[Tensor(name="x", dtype=np.float32, shape=model.shape)],
-                    outputs=[Tensor(name="probabilities", dtype=np.float32, shape=(len(model.labels),)),
-                             Tensor(name="index", dtype=np.int64, shape=(1,)),
-                             Tensor(name="label", dtype=bytes, shape=(1,))],
-                    config=config, strict=True)
-        print(f"serving {args.name}: max_batch_size {config.max_batch_size}, max_queue_delay_microseconds "
-              f"{config.batcher.max_queue_delay_microseconds}", flush=True)
+        triton.bind(
+            model_name=args.name,
+            infer_func=infer,
+            inputs=[Tensor(name="x", dtype=np.float32, shape=model.shape)],
+            outputs=[
+                Tensor(name="probabilities", dtype=np.float32, shape=(len(model.labels),)),
+                Tensor(name="index", dtype=np.int64, shape=(1,)),
+                Tensor(name="label", dtype=bytes, shape=(1,)),
+            ],
+            config=config,
+            strict=True,
+        )
+        print(
+            f"serving {args.name}: max_batch_size {config.max_batch_size}, max_queue_delay_microseconds "
+            f"{config.batcher.max_queue_delay_microseconds}",
+            flush=True,
+        )
         triton.serve()
 
 

@@ -84,8 +84,9 @@ def main() -> None:
     ray.init(include_dashboard=False, _temp_dir=args.temp_dir, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        serve.run(build_app(args.model_dir, args.threads, args.max_batch_size, args.batch_wait_ms),
-                  route_prefix="/predict")
+        serve.run(
+            build_app(args.model_dir, args.threads, args.max_batch_size, args.batch_wait_ms), route_prefix="/predict"
+        )
         print(f"ray serve ready on 127.0.0.1:{args.port}/predict", flush=True)
         stop.wait()
         serve.shutdown()

@@ -35,8 +35,14 @@ def _initialize(context) -> None:
     with torch.inference_mode():
         module(torch.zeros((1, *shape)))  # warm-up, as our server does
     low, high = (float(v) for v in manifest.get("preprocessing", {}).get("pixel_range", (0, 255)))
-    _state.update(module=module, shape=shape, labels=manifest["labels"], low=low, high=high,
-                  max_batch=int(manifest["model"].get("max_batch_size", 1)))
+    _state.update(
+        module=module,
+        shape=shape,
+        labels=manifest["labels"],
+        low=low,
+        high=high,
+        max_batch=int(manifest["model"].get("max_batch_size", 1)),
+    )
 
 
 def _decode(body) -> np.ndarray:
@@ -80,10 +86,15 @@ def handle(data, context):
             out.append(json.dumps({"code": "invalid_input", "message": errors[i]}))
             continue
         predictions = []
-        for row in probs[start:start + len(batch)]:
+        for row in probs[start : start + len(batch)]:
             index = int(row.argmax())
-            predictions.append({"label": labels[index], "index": index,
-                                "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row]})
+            predictions.append(
+                {
+                    "label": labels[index],
+                    "index": index,
+                    "probabilities": [round(float(p), 6) if math.isfinite(p) else 0.0 for p in row],
+                }
+            )
         start += len(batch)
         out.append(json.dumps({"predictions": predictions}))
     return out

@@ -10,7 +10,20 @@ from infra.components.spot_interruption import SpotInterruption, SpotInterruptio
 from infra.components.training_task import TrainingTask, TrainingTaskArgs
 
 __all__ = [
-    "ArtifactStore", "ArtifactStoreArgs", "GpuCapacity", "GpuCapacityArgs", "ImageRepos", "ImageReposArgs",
-    "InferenceEndpoint", "InferenceEndpointArgs", "MonthlyBudget", "MonthlyBudgetArgs", "Network", "NetworkArgs",
-    "SpotInterruption", "SpotInterruptionArgs", "TrainingTask", "TrainingTaskArgs",
+    "ArtifactStore",
+    "ArtifactStoreArgs",
+    "GpuCapacity",
+    "GpuCapacityArgs",
+    "ImageRepos",
+    "ImageReposArgs",
+    "InferenceEndpoint",
+    "InferenceEndpointArgs",
+    "MonthlyBudget",
+    "MonthlyBudgetArgs",
+    "Network",
+    "NetworkArgs",
+    "SpotInterruption",
+    "SpotInterruptionArgs",
+    "TrainingTask",
+    "TrainingTaskArgs",
 ]

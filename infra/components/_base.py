@@ -22,9 +22,15 @@ class Component(pulumi.ComponentResource, Generic[Args]):
         """Options for a child resource: parented to this component (so it inherits its provider), plus `kwargs`."""
         return pulumi.ResourceOptions(parent=self, **kwargs)
 
-    def _create_log_group(self, suffix: str, name: str, retention_days: int,
-                          key_arn: pulumi.Input[str]) -> aws.cloudwatch.LogGroup:
+    def _create_log_group(
+        self, suffix: str, name: str, retention_days: int, key_arn: pulumi.Input[str]
+    ) -> aws.cloudwatch.LogGroup:
         """A log group named `name` (readable in the console and in what ops prints) that expires its events after
         `retention_days` and is encrypted with the stack's key."""
-        return aws.cloudwatch.LogGroup(f"{self._name}-{suffix}", name=name, retention_in_days=retention_days,
-                                       kms_key_id=key_arn, opts=self._child())
+        return aws.cloudwatch.LogGroup(
+            f"{self._name}-{suffix}",
+            name=name,
+            retention_in_days=retention_days,
+            kms_key_id=key_arn,
+            opts=self._child(),
+        )

@@ -23,12 +23,26 @@ class AwsContext:
 
     def arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> pulumi.Output[str]:
         """`arn:<partition>:<service>:<region>:<account>:<resource>` (region/account left empty when false)."""
-        return pulumi.Output.concat("arn:", self.partition, ":", service, ":", self.region if region else "", ":",
-                                    self.account_id if account else "", ":", resource)
+        return pulumi.Output.concat(
+            "arn:",
+            self.partition,
+            ":",
+            service,
+            ":",
+            self.region if region else "",
+            ":",
+            self.account_id if account else "",
+            ":",
+            resource,
+        )
 
 
-def statement(sid: str, actions: Sequence[str], resources: Sequence[pulumi.Input[str]] | pulumi.Input[str],
-              condition: dict[str, Any] | None = None) -> dict[str, Any]:
+def statement(
+    sid: str,
+    actions: Sequence[str],
+    resources: Sequence[pulumi.Input[str]] | pulumi.Input[str],
+    condition: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One Allow statement of an identity policy."""
     body: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resources}
     if condition:
@@ -54,45 +68,81 @@ def ecr_pull_statements(repository_arn: pulumi.Input[str]) -> list[dict[str, Any
     """Pull one repository's images (the token call has no resource-level permission)."""
     return [
         statement("EcrToken", ["ecr:GetAuthorizationToken"], "*"),
-        statement("EcrPull", ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
-                  [repository_arn]),
+        statement(
+            "EcrPull",
+            ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+            [repository_arn],
+        ),
     ]
 
 
 def kms_via_s3_statement(key_arn: pulumi.Input[str], region: str, actions: Sequence[str]) -> dict[str, Any]:
     """Use the stack's key, but only through S3 (SSE-KMS objects), not directly."""
-    return statement("KmsThroughS3", actions, [key_arn],
-                     {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}})
+    return statement(
+        "KmsThroughS3", actions, [key_arn], {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}
+    )
 
 
 def kms_volume_statement(key_arn: pulumi.Input[str]) -> dict[str, Any]:
     """Let SageMaker encrypt the ML storage volumes with the key, through grants to AWS resources only."""
-    return statement("EncryptVolumes", ["kms:CreateGrant", "kms:DescribeKey"], [key_arn],
-                     {"Bool": {"kms:GrantIsForAWSResource": "true"}})
+    return statement(
+        "EncryptVolumes",
+        ["kms:CreateGrant", "kms:DescribeKey"],
+        [key_arn],
+        {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+    )
 
 
 def sagemaker_observability_statements(ctx: AwsContext, log_group: str) -> list[dict[str, Any]]:
     """Write one SageMaker log group (/aws/sagemaker/...) and publish SageMaker's own metrics."""
     group = ctx.arn("logs", f"log-group:{log_group}")
     return [
-        statement("WriteLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                                "logs:DescribeLogStreams"], [group, pulumi.Output.concat(group, ":*")]),
-        statement("PutMetrics", ["cloudwatch:PutMetricData"], "*",
-                  {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}}),
+        statement(
+            "WriteLogs",
+            ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            [group, pulumi.Output.concat(group, ":*")],
+        ),
+        statement(
+            "PutMetrics",
+            ["cloudwatch:PutMetricData"],
+            "*",
+            {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}},
+        ),
     ]
 
 
-def vpc_interface_statements(ctx: AwsContext, subnet_ids: pulumi.Input[Sequence[str]],
-                             security_group_id: pulumi.Input[str]) -> list[dict[str, Any]]:
+def vpc_interface_statements(
+    ctx: AwsContext, subnet_ids: pulumi.Input[Sequence[str]], security_group_id: pulumi.Input[str]
+) -> list[dict[str, Any]]:
     """What SageMaker needs to put a job's or an endpoint's network interfaces in our subnets: create and delete
     them only there and with our security group; the Describe calls have no resource-level permissions."""
     region = ctx.region
     arns = pulumi.Output.all(ctx.partition, ctx.account_id, security_group_id, subnet_ids).apply(
-        lambda v: [f"arn:{v[0]}:ec2:{region}:{v[1]}:{resource}" for resource in
-                   ("network-interface/*", f"security-group/{v[2]}", *(f"subnet/{s}" for s in v[3]))])
+        lambda v: [
+            f"arn:{v[0]}:ec2:{region}:{v[1]}:{resource}"
+            for resource in ("network-interface/*", f"security-group/{v[2]}", *(f"subnet/{s}" for s in v[3]))
+        ]
+    )
     return [
-        statement("VpcInterfaces", ["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-                                    "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission"], arns),
-        statement("DescribeVpc", ["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
-                                  "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], "*"),
+        statement(
+            "VpcInterfaces",
+            [
+                "ec2:CreateNetworkInterface",
+                "ec2:CreateNetworkInterfacePermission",
+                "ec2:DeleteNetworkInterface",
+                "ec2:DeleteNetworkInterfacePermission",
+            ],
+            arns,
+        ),
+        statement(
+            "DescribeVpc",
+            [
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeVpcs",
+                "ec2:DescribeDhcpOptions",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeSecurityGroups",
+            ],
+            "*",
+        ),
     ]

@@ -88,8 +88,11 @@ class GpuCapacity(Component[GpuCapacityArgs]):
     def __init__(self, name: str, args: GpuCapacityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, args, opts)
         service_role = self._create_service_linked_role()
-        cluster = aws.ecs.Cluster(f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}],
-                                  opts=self._child(depends_on=service_role))
+        cluster = aws.ecs.Cluster(
+            f"{name}-cluster",
+            settings=[{"name": "containerInsights", "value": "enabled"}],
+            opts=self._child(depends_on=service_role),
+        )
         profile = self._create_instance_profile()
         template = self._create_launch_template(cluster, profile)
         group = self._create_auto_scaling_group(template)
@@ -98,33 +101,52 @@ class GpuCapacity(Component[GpuCapacityArgs]):
         self.cluster_arn = cluster.arn
         self.capacity_provider_name = provider.name
         self.auto_scaling_group_name = group.name
-        self.register_outputs({"cluster_name": self.cluster_name, "capacity_provider_name": self.capacity_provider_name,
-                               "auto_scaling_group_name": self.auto_scaling_group_name})
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "capacity_provider_name": self.capacity_provider_name,
+                "auto_scaling_group_name": self.auto_scaling_group_name,
+            }
+        )
 
     def _create_service_linked_role(self) -> list[aws.iam.ServiceLinkedRole]:
         """ECS's service-linked role, created only where the account has none (IAM refuses a second one), and
         never deleted: other clusters of the account rely on it, and a later run that finds it declares it no more,
         which retain_on_delete turns into dropping it from the state."""
-        existing = aws.iam.get_roles(name_regex=f"^{ECS_SERVICE_LINKED_ROLE}$",
-                                     path_prefix=f"/aws-service-role/{ECS_SERVICE}/",
-                                     opts=pulumi.InvokeOptions(parent=self))
+        existing = aws.iam.get_roles(
+            name_regex=f"^{ECS_SERVICE_LINKED_ROLE}$",
+            path_prefix=f"/aws-service-role/{ECS_SERVICE}/",
+            opts=pulumi.InvokeOptions(parent=self),
+        )
         if existing.names:
             return []
-        return [aws.iam.ServiceLinkedRole(f"{self._name}-ecs-service-role", aws_service_name=ECS_SERVICE,
-                                          description="ECS: capacity providers and awsvpc network interfaces",
-                                          opts=self._child(retain_on_delete=True))]
+        return [
+            aws.iam.ServiceLinkedRole(
+                f"{self._name}-ecs-service-role",
+                aws_service_name=ECS_SERVICE,
+                description="ECS: capacity providers and awsvpc network interfaces",
+                opts=self._child(retain_on_delete=True),
+            )
+        ]
 
     def _create_instance_profile(self) -> aws.iam.InstanceProfile:
-        role = aws.iam.Role(f"{self._name}-instance", description="deepcloud GPU instances: the ECS container agent",
-                            assume_role_policy=assume_role_policy("ec2.amazonaws.com"), opts=self._child())
+        role = aws.iam.Role(
+            f"{self._name}-instance",
+            description="deepcloud GPU instances: the ECS container agent",
+            assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
+            opts=self._child(),
+        )
         aws.iam.RolePolicyAttachment(
-            f"{self._name}-instance-ecs", role=role.name,
+            f"{self._name}-instance-ecs",
+            role=role.name,
             policy_arn=pulumi.Output.concat("arn:", self._args.partition, ":iam::aws:policy/", ECS_INSTANCE_POLICY),
-            opts=self._child())
+            opts=self._child(),
+        )
         return aws.iam.InstanceProfile(f"{self._name}-instance", role=role.name, opts=self._child())
 
-    def _create_launch_template(self, cluster: aws.ecs.Cluster,
-                                profile: aws.iam.InstanceProfile) -> aws.ec2.LaunchTemplate:
+    def _create_launch_template(
+        self, cluster: aws.ecs.Cluster, profile: aws.iam.InstanceProfile
+    ) -> aws.ec2.LaunchTemplate:
         args = self._args
         stack_tags = {"deepcloud:stack": args.stack_tag, "Name": f"{self._name}-gpu"}
         return aws.ec2.LaunchTemplate(
@@ -134,22 +156,38 @@ class GpuCapacity(Component[GpuCapacityArgs]):
             # current GPU AMI without a stack update.
             image_id=f"resolve:ssm:{args.ami_parameter}",
             iam_instance_profile={"arn": profile.arn},
-            metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                              # hop limit 1: containers cannot reach the instance's credentials through IMDS.
-                              "http_put_response_hop_limit": 1},
-            network_interfaces=[{"device_index": 0, "associate_public_ip_address": "false",
-                                 "delete_on_termination": "true", "security_groups": [args.security_group_id]}],
-            block_device_mappings=[{
-                "device_name": "/dev/xvda",
-                # encrypted with the account's aws/ebs key: a customer key would also need a grant for the
-                # Auto Scaling service-linked role, or launches fail.
-                "ebs": {"volume_size": args.root_volume_gib, "volume_type": args.root_volume_type,
-                        "encrypted": "true", "delete_on_termination": "true"},
-            }],
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",
+                # hop limit 1: containers cannot reach the instance's credentials through IMDS.
+                "http_put_response_hop_limit": 1,
+            },
+            network_interfaces=[
+                {
+                    "device_index": 0,
+                    "associate_public_ip_address": "false",
+                    "delete_on_termination": "true",
+                    "security_groups": [args.security_group_id],
+                }
+            ],
+            block_device_mappings=[
+                {
+                    "device_name": "/dev/xvda",
+                    # encrypted with the account's aws/ebs key: a customer key would also need a grant for the
+                    # Auto Scaling service-linked role, or launches fail.
+                    "ebs": {
+                        "volume_size": args.root_volume_gib,
+                        "volume_type": args.root_volume_type,
+                        "encrypted": "true",
+                        "delete_on_termination": "true",
+                    },
+                }
+            ],
             user_data=cluster.name.apply(_user_data),
             tag_specifications=[{"resource_type": kind, "tags": stack_tags} for kind in ("instance", "volume")],
             update_default_version=True,
-            opts=self._child())
+            opts=self._child(),
+        )
 
     def _create_auto_scaling_group(self, template: aws.ec2.LaunchTemplate) -> aws.autoscaling.Group:
         args = self._args
@@ -160,8 +198,10 @@ class GpuCapacity(Component[GpuCapacityArgs]):
             vpc_zone_identifiers=args.subnet_ids,
             mixed_instances_policy={
                 "launch_template": {
-                    "launch_template_specification": {"launch_template_id": template.id,
-                                                      "version": template.latest_version.apply(str)},
+                    "launch_template_specification": {
+                        "launch_template_id": template.id,
+                        "version": template.latest_version.apply(str),
+                    },
                     "overrides": [{"instance_type": kind} for kind in args.instance_types],
                 },
                 "instances_distribution": {
@@ -179,13 +219,17 @@ class GpuCapacity(Component[GpuCapacityArgs]):
             capacity_rebalance=False,
             protect_from_scale_in=True,  # ECS managed termination protection requires it
             force_delete=True,  # destroy terminates instances instead of waiting on their scale-in protection
-            tags=[{"key": "AmazonECSManaged", "value": "true", "propagate_at_launch": True},
-                  {"key": "deepcloud:stack", "value": args.stack_tag, "propagate_at_launch": True}],
+            tags=[
+                {"key": "AmazonECSManaged", "value": "true", "propagate_at_launch": True},
+                {"key": "deepcloud:stack", "value": args.stack_tag, "propagate_at_launch": True},
+            ],
             # ignore desired_capacity: ECS managed scaling owns it; a stack update must not reset it to zero.
-            opts=self._child(ignore_changes=["desired_capacity"]))
+            opts=self._child(ignore_changes=["desired_capacity"]),
+        )
 
-    def _create_capacity_provider(self, cluster: aws.ecs.Cluster,
-                                  group: aws.autoscaling.Group) -> aws.ecs.CapacityProvider:
+    def _create_capacity_provider(
+        self, cluster: aws.ecs.Cluster, group: aws.autoscaling.Group
+    ) -> aws.ecs.CapacityProvider:
         # depends_on the cluster: its create is retried until ECS can assume its service-linked role, which
         # CreateCapacityProvider needs and does not retry for (module docstring).
         provider = aws.ecs.CapacityProvider(
@@ -194,30 +238,40 @@ class GpuCapacity(Component[GpuCapacityArgs]):
                 "auto_scaling_group_arn": group.arn,
                 "managed_termination_protection": "ENABLED",
                 "managed_draining": "ENABLED",
-                "managed_scaling": {"status": "ENABLED", "target_capacity": 100, "minimum_scaling_step_size": 1,
-                                    "maximum_scaling_step_size": self._args.max_instances,
-                                    "instance_warmup_period": 300},
+                "managed_scaling": {
+                    "status": "ENABLED",
+                    "target_capacity": 100,
+                    "minimum_scaling_step_size": 1,
+                    "maximum_scaling_step_size": self._args.max_instances,
+                    "instance_warmup_period": 300,
+                },
             },
-            opts=self._child(depends_on=[cluster]))
+            opts=self._child(depends_on=[cluster]),
+        )
         aws.ecs.ClusterCapacityProviders(
-            f"{self._name}-cluster-providers", cluster_name=cluster.name, capacity_providers=[provider.name],
+            f"{self._name}-cluster-providers",
+            cluster_name=cluster.name,
+            capacity_providers=[provider.name],
             default_capacity_provider_strategies=[{"capacity_provider": provider.name, "weight": 1, "base": 0}],
-            opts=self._child())
+            opts=self._child(),
+        )
         return provider
 
 
 def _user_data(cluster_name: str) -> str:
     """ECS agent settings: join the cluster, expose the GPUs, drain on spot interruption, 120 s stop timeout,
     and keep awsvpc tasks away from the instance metadata service."""
-    script = "\n".join([
-        "#!/bin/bash",
-        "cat >> /etc/ecs/ecs.config <<'EOF'",
-        f"ECS_CLUSTER={cluster_name}",
-        "ECS_ENABLE_GPU_SUPPORT=true",
-        "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true",
-        f"ECS_CONTAINER_STOP_TIMEOUT={STOP_TIMEOUT_SECONDS}s",
-        "ECS_AWSVPC_BLOCK_IMDS=true",
-        "EOF",
-        "",
-    ])
+    script = "\n".join(
+        [
+            "#!/bin/bash",
+            "cat >> /etc/ecs/ecs.config <<'EOF'",
+            f"ECS_CLUSTER={cluster_name}",
+            "ECS_ENABLE_GPU_SUPPORT=true",
+            "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true",
+            f"ECS_CONTAINER_STOP_TIMEOUT={STOP_TIMEOUT_SECONDS}s",
+            "ECS_AWSVPC_BLOCK_IMDS=true",
+            "EOF",
+            "",
+        ]
+    )
     return base64.b64encode(script.encode()).decode()

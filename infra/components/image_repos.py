@@ -54,20 +54,37 @@ class ImageRepos(Component[ImageReposArgs]):
             force_delete=self._args.force_delete,
             opts=self._child(),
         )
-        aws.ecr.LifecyclePolicy(f"{self._name}-{image}-lifecycle", repository=repo.name,
-                                policy=lifecycle_policy(self._args.keep_images, self._args.untagged_days),
-                                opts=self._child())
+        aws.ecr.LifecyclePolicy(
+            f"{self._name}-{image}-lifecycle",
+            repository=repo.name,
+            policy=lifecycle_policy(self._args.keep_images, self._args.untagged_days),
+            opts=self._child(),
+        )
         return repo
 
 
 def lifecycle_policy(keep_images: int, untagged_days: int) -> str:
     """Expire untagged images after `untagged_days`, and all but the newest `keep_images` images."""
-    return json.dumps({"rules": [
-        {"rulePriority": 1, "description": f"untagged images after {untagged_days} days",
-         "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days",
-                       "countNumber": untagged_days},
-         "action": {"type": "expire"}},
-        {"rulePriority": 2, "description": f"keep the newest {keep_images} images",
-         "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep_images},
-         "action": {"type": "expire"}},
-    ]})
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"untagged images after {untagged_days} days",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": untagged_days,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 2,
+                    "description": f"keep the newest {keep_images} images",
+                    "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep_images},
+                    "action": {"type": "expire"},
+                },
+            ]
+        }
+    )

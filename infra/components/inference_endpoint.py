@@ -120,12 +120,17 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
     def __init__(self, name: str, args: InferenceEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, args, opts)
         multi = args.mode == "multi-model"
-        self.models_prefix = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", MULTI_MODEL_PREFIX) \
-            if multi else None
-        self.model_data_url = self.models_prefix if self.models_prefix is not None else \
-            pulumi.Output.concat("s3://", args.artifacts_bucket, "/", args.model_key or "")
-        self.async_prefix = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", ASYNC_PREFIX) \
-            if args.mode == "async" else None
+        self.models_prefix = (
+            pulumi.Output.concat("s3://", args.artifacts_bucket, "/", MULTI_MODEL_PREFIX) if multi else None
+        )
+        self.model_data_url = (
+            self.models_prefix
+            if self.models_prefix is not None
+            else pulumi.Output.concat("s3://", args.artifacts_bucket, "/", args.model_key or "")
+        )
+        self.async_prefix = (
+            pulumi.Output.concat("s3://", args.artifacts_bucket, "/", ASYNC_PREFIX) if args.mode == "async" else None
+        )
         alarms = [] if args.mode == "serverless" else self._create_alarms()
         role, role_policy = self._create_role(alarms)
         model = self._create_model(role, role_policy)
@@ -139,9 +144,16 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         self.endpoint_config_name = config.name
         self.model_name = model.name
         self.role_arn = role.arn
-        self.register_outputs({"endpoint_name": self.endpoint_name, "endpoint_config_name": self.endpoint_config_name,
-                               "model_name": self.model_name, "model_data_url": self.model_data_url,
-                               "async_prefix": self.async_prefix, "models_prefix": self.models_prefix})
+        self.register_outputs(
+            {
+                "endpoint_name": self.endpoint_name,
+                "endpoint_config_name": self.endpoint_config_name,
+                "model_name": self.model_name,
+                "model_data_url": self.model_data_url,
+                "async_prefix": self.async_prefix,
+                "models_prefix": self.models_prefix,
+            }
+        )
 
     def _create_alarms(self) -> list[aws.cloudwatch.MetricAlarm]:
         """The rollback triggers, on the fixed endpoint name so they exist before the endpoint does."""
@@ -150,15 +162,32 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         errors = aws.cloudwatch.MetricAlarm(
             f"{self._name}-5xx",
             alarm_description=f"{args.endpoint_name}: 5XX invocation errors; rolls back a deployment",
-            namespace="AWS/SageMaker", metric_name="Invocation5XXErrors", dimensions=dimensions, statistic="Sum",
-            period=60, evaluation_periods=1, threshold=args.errors_5xx_alarm,
-            comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching", opts=self._child())
+            namespace="AWS/SageMaker",
+            metric_name="Invocation5XXErrors",
+            dimensions=dimensions,
+            statistic="Sum",
+            period=60,
+            evaluation_periods=1,
+            threshold=args.errors_5xx_alarm,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            opts=self._child(),
+        )
         latency = aws.cloudwatch.MetricAlarm(
-            f"{self._name}-latency", alarm_description=f"{args.endpoint_name}: model latency; rolls back a deployment",
-            namespace="AWS/SageMaker", metric_name="ModelLatency", dimensions=dimensions, statistic="Average",
-            period=60, evaluation_periods=3, datapoints_to_alarm=2,
+            f"{self._name}-latency",
+            alarm_description=f"{args.endpoint_name}: model latency; rolls back a deployment",
+            namespace="AWS/SageMaker",
+            metric_name="ModelLatency",
+            dimensions=dimensions,
+            statistic="Average",
+            period=60,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
             threshold=args.latency_alarm_ms * 1000,  # ModelLatency is in microseconds
-            comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching", opts=self._child())
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            opts=self._child(),
+        )
         return [errors, latency]
 
     def _create_role(self, alarms: Sequence[aws.cloudwatch.MetricAlarm]) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
@@ -173,8 +202,12 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         models = MULTI_MODEL_PREFIX if args.mode == "multi-model" else MODELS_PREFIX
         statements = [
             _iam.statement("ReadModels", ["s3:GetObject"], [under(models)]),
-            _iam.statement("ListModels", ["s3:ListBucket"], [args.artifacts_bucket_arn],
-                           {"StringLike": {"s3:prefix": [f"{models}*"]}}),
+            _iam.statement(
+                "ListModels",
+                ["s3:ListBucket"],
+                [args.artifacts_bucket_arn],
+                {"StringLike": {"s3:prefix": [f"{models}*"]}},
+            ),
             *_iam.ecr_pull_statements(args.repository_arn),
             *_iam.sagemaker_observability_statements(args.aws, f"/aws/sagemaker/Endpoints/{args.endpoint_name}"),
         ]
@@ -182,8 +215,11 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             # SageMaker reads a request from input/ and writes its result or failure, encrypted with the stack's key.
             statements += [
                 _iam.statement("ReadAsyncRequests", ["s3:GetObject"], [under(f"{ASYNC_PREFIX}input/")]),
-                _iam.statement("WriteAsyncResults", ["s3:PutObject"],
-                               [under(f"{ASYNC_PREFIX}output/"), under(f"{ASYNC_PREFIX}failures/")]),
+                _iam.statement(
+                    "WriteAsyncResults",
+                    ["s3:PutObject"],
+                    [under(f"{ASYNC_PREFIX}output/"), under(f"{ASYNC_PREFIX}failures/")],
+                ),
                 _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
             ]
         else:
@@ -195,9 +231,12 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
                 *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
             ]
         policy = _iam.document(*statements)
-        role = aws.iam.Role(f"{self._name}-sagemaker",
-                            description=f"SageMaker endpoint {args.endpoint_name}: trained models, one image, its logs",
-                            assume_role_policy=_iam.assume_role_policy("sagemaker.amazonaws.com"), opts=self._child())
+        role = aws.iam.Role(
+            f"{self._name}-sagemaker",
+            description=f"SageMaker endpoint {args.endpoint_name}: trained models, one image, its logs",
+            assume_role_policy=_iam.assume_role_policy("sagemaker.amazonaws.com"),
+            opts=self._child(),
+        )
         role_policy = aws.iam.RolePolicy(f"{self._name}-sagemaker", role=role.id, policy=policy, opts=self._child())
         return role, role_policy
 
@@ -206,8 +245,7 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         serverless = args.mode == "serverless"
         container: dict[str, Any] = {"image": args.image, "model_data_url": self.model_data_url, "mode": "SingleModel"}
         if args.mode == "multi-model":  # ContainerDefinition Mode, ModelDataUrl (a prefix), MultiModelConfig
-            container.update(mode="MultiModel",
-                             multi_model_config={"model_cache_setting": args.model_cache_setting})
+            container.update(mode="MultiModel", multi_model_config={"model_cache_setting": args.model_cache_setting})
         # No name: auto-naming lets a changed model be created beside the old one.
         return aws.sagemaker.Model(
             f"{self._name}-model",
@@ -215,11 +253,13 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             primary_container=container,
             # serverless: SageMaker offers neither network isolation nor a VPC there (waivers.toml says so).
             enable_network_isolation=not serverless,
-            vpc_config=None if serverless else {"subnets": args.subnet_ids,
-                                                "security_group_ids": [args.security_group_id]},
+            vpc_config=None
+            if serverless
+            else {"subnets": args.subnet_ids, "security_group_ids": [args.security_group_id]},
             # depends_on the role's policy: SageMaker checks the role can read the model and image at creation.
             # retain_on_delete: a replaced model may be the one a rolled-back endpoint serves (module docstring).
-            opts=self._child(depends_on=[role_policy], retain_on_delete=True))
+            opts=self._child(depends_on=[role_policy], retain_on_delete=True),
+        )
 
     def _create_endpoint_config(self, model: aws.sagemaker.Model) -> aws.sagemaker.EndpointConfiguration:
         args = self._args
@@ -227,19 +267,27 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         asynchronous = None
         key: pulumi.Input[str] | None = None
         if args.mode == "serverless":
-            variant["serverless_config"] = {"memory_size_in_mb": args.serverless_memory_mb,
-                                            "max_concurrency": args.serverless_max_concurrency}
+            variant["serverless_config"] = {
+                "memory_size_in_mb": args.serverless_memory_mb,
+                "max_concurrency": args.serverless_max_concurrency,
+            }
         else:
             # async starts with one instance (SageMaker's minimum) and auto scaling takes it to zero when idle.
-            variant.update(instance_type=args.instance_type,
-                           initial_instance_count=1 if args.mode == "async" else args.instance_count)
+            variant.update(
+                instance_type=args.instance_type,
+                initial_instance_count=1 if args.mode == "async" else args.instance_count,
+            )
             # no key for local NVMe storage: SageMaker refuses one (hardware-encrypted; infra/instance_storage.py)
             key = None if has_instance_storage(args.instance_type) else args.key_arn
         if args.mode == "async":
             prefix = pulumi.Output.concat("s3://", args.artifacts_bucket, "/", ASYNC_PREFIX)
-            asynchronous = {"output_config": {"s3_output_path": pulumi.Output.concat(prefix, "output/"),
-                                              "s3_failure_path": pulumi.Output.concat(prefix, "failures/"),
-                                              "kms_key_id": args.key_arn}}
+            asynchronous = {
+                "output_config": {
+                    "s3_output_path": pulumi.Output.concat(prefix, "output/"),
+                    "s3_failure_path": pulumi.Output.concat(prefix, "failures/"),
+                    "kms_key_id": args.key_arn,
+                }
+            }
         # No name: auto-naming creates the replacement configuration beside the old one.
         return aws.sagemaker.EndpointConfiguration(
             f"{self._name}-config",
@@ -247,10 +295,12 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             production_variants=[variant],
             async_inference_config=asynchronous,
             # retain_on_delete: a replaced configuration may be the one a rolled-back endpoint serves (docstring).
-            opts=self._child(retain_on_delete=True))
+            opts=self._child(retain_on_delete=True),
+        )
 
-    def _create_endpoint(self, config: aws.sagemaker.EndpointConfiguration,
-                         alarms: Sequence[aws.cloudwatch.MetricAlarm]) -> aws.sagemaker.Endpoint:
+    def _create_endpoint(
+        self, config: aws.sagemaker.EndpointConfiguration, alarms: Sequence[aws.cloudwatch.MetricAlarm]
+    ) -> aws.sagemaker.Endpoint:
         args = self._args
         deployment = None
         if args.mode != "serverless":  # guardrails apply to real-time and async endpoints only (SageMaker guide)
@@ -262,8 +312,10 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             elif rollout == "LINEAR":
                 routing["linear_step_size"] = step
             deployment = {
-                "blue_green_update_policy": {"traffic_routing_configuration": routing,
-                                             "termination_wait_in_seconds": args.bake_seconds},
+                "blue_green_update_policy": {
+                    "traffic_routing_configuration": routing,
+                    "termination_wait_in_seconds": args.bake_seconds,
+                },
                 "auto_rollback_configuration": {"alarms": [{"alarm_name": alarm.name} for alarm in alarms]},
             }
         return aws.sagemaker.Endpoint(
@@ -271,33 +323,52 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             name=args.endpoint_name,  # fixed: updated in place (blue/green), never replaced
             endpoint_config_name=config.name,
             deployment_config=deployment,
-            opts=self._child())
+            opts=self._child(),
+        )
 
-    def _create_scaling(self, endpoint: aws.sagemaker.Endpoint, min_capacity: int, policy: str,
-                        tracking: dict[str, Any]) -> tuple[aws.appautoscaling.Target, dict[str, Any]]:
+    def _create_scaling(
+        self, endpoint: aws.sagemaker.Endpoint, min_capacity: int, policy: str, tracking: dict[str, Any]
+    ) -> tuple[aws.appautoscaling.Target, dict[str, Any]]:
         """The variant's scalable target between `min_capacity` and max_instances, with a target tracking policy named
         `<endpoint>-<policy>`; the target and the keyword arguments that attach another policy to it."""
         args = self._args
         target = aws.appautoscaling.Target(
-            f"{self._name}-scaling", service_namespace="sagemaker",
+            f"{self._name}-scaling",
+            service_namespace="sagemaker",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             resource_id=pulumi.Output.concat("endpoint/", endpoint.name, "/variant/", VARIANT),
-            min_capacity=min_capacity, max_capacity=args.max_instances, opts=self._child())
-        on_target = {"service_namespace": target.service_namespace, "scalable_dimension": target.scalable_dimension,
-                     "resource_id": target.resource_id}
-        aws.appautoscaling.Policy(f"{self._name}-scaling", name=f"{args.endpoint_name}-{policy}",
-                                  policy_type="TargetTrackingScaling",
-                                  target_tracking_scaling_policy_configuration=tracking, opts=self._child(),
-                                  **on_target)
+            min_capacity=min_capacity,
+            max_capacity=args.max_instances,
+            opts=self._child(),
+        )
+        on_target = {
+            "service_namespace": target.service_namespace,
+            "scalable_dimension": target.scalable_dimension,
+            "resource_id": target.resource_id,
+        }
+        aws.appautoscaling.Policy(
+            f"{self._name}-scaling",
+            name=f"{args.endpoint_name}-{policy}",
+            policy_type="TargetTrackingScaling",
+            target_tracking_scaling_policy_configuration=tracking,
+            opts=self._child(),
+            **on_target,
+        )
         return target, on_target
 
     def _create_autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
         args = self._args
-        self._create_scaling(endpoint, args.min_instances, "invocations", {
-            "target_value": args.invocations_per_instance,
-            "predefined_metric_specification": {"predefined_metric_type": "SageMakerVariantInvocationsPerInstance"},
-            "scale_in_cooldown": 300, "scale_out_cooldown": 60,
-        })
+        self._create_scaling(
+            endpoint,
+            args.min_instances,
+            "invocations",
+            {
+                "target_value": args.invocations_per_instance,
+                "predefined_metric_specification": {"predefined_metric_type": "SageMakerVariantInvocationsPerInstance"},
+                "scale_in_cooldown": 300,
+                "scale_out_cooldown": 60,
+            },
+        )
 
     def _create_async_autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
         """Between 0 and max_instances: target tracking on the backlog per instance scales in (to zero) and out while
@@ -305,26 +376,47 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         request waits at zero. Both as in the SageMaker guide, "Autoscale an asynchronous endpoint"."""
         args = self._args
         # min 0: async endpoints may scale to zero instances; requests queue meanwhile.
-        _, on_target = self._create_scaling(endpoint, 0, "backlog", {
-            "target_value": args.async_backlog_per_instance,
-            "customized_metric_specification": {
-                "metric_name": "ApproximateBacklogSizePerInstance", "namespace": "AWS/SageMaker",
-                "dimensions": [{"name": "EndpointName", "value": args.endpoint_name}], "statistic": "Average"},
-            "scale_in_cooldown": ASYNC_SCALE_IN_COOLDOWN_S, "scale_out_cooldown": ASYNC_SCALE_OUT_COOLDOWN_S,
-        })
+        _, on_target = self._create_scaling(
+            endpoint,
+            0,
+            "backlog",
+            {
+                "target_value": args.async_backlog_per_instance,
+                "customized_metric_specification": {
+                    "metric_name": "ApproximateBacklogSizePerInstance",
+                    "namespace": "AWS/SageMaker",
+                    "dimensions": [{"name": "EndpointName", "value": args.endpoint_name}],
+                    "statistic": "Average",
+                },
+                "scale_in_cooldown": ASYNC_SCALE_IN_COOLDOWN_S,
+                "scale_out_cooldown": ASYNC_SCALE_OUT_COOLDOWN_S,
+            },
+        )
         from_zero = aws.appautoscaling.Policy(
-            f"{self._name}-from-zero", name=f"{args.endpoint_name}-from-zero", policy_type="StepScaling",
+            f"{self._name}-from-zero",
+            name=f"{args.endpoint_name}-from-zero",
+            policy_type="StepScaling",
             step_scaling_policy_configuration={
-                "adjustment_type": "ChangeInCapacity", "metric_aggregation_type": "Average",
+                "adjustment_type": "ChangeInCapacity",
+                "metric_aggregation_type": "Average",
                 "cooldown": ASYNC_SCALE_OUT_COOLDOWN_S,
                 "step_adjustments": [{"metric_interval_lower_bound": "0", "scaling_adjustment": 1}],
             },
-            opts=self._child(), **on_target)
+            opts=self._child(),
+            **on_target,
+        )
         aws.cloudwatch.MetricAlarm(
             f"{self._name}-backlog-without-capacity",
             alarm_description=f"{args.endpoint_name}: a request waits with no instance; adds the first one",
-            namespace="AWS/SageMaker", metric_name="HasBacklogWithoutCapacity",
-            dimensions={"EndpointName": args.endpoint_name}, statistic="Average", period=60, evaluation_periods=2,
-            threshold=1, comparison_operator="GreaterThanOrEqualToThreshold",
+            namespace="AWS/SageMaker",
+            metric_name="HasBacklogWithoutCapacity",
+            dimensions={"EndpointName": args.endpoint_name},
+            statistic="Average",
+            period=60,
+            evaluation_periods=2,
+            threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
             treat_missing_data="missing",  # no datapoints while idle: keep the last state, do not fire
-            alarm_actions=[from_zero.arn], opts=self._child())
+            alarm_actions=[from_zero.arn],
+            opts=self._child(),
+        )

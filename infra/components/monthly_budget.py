@@ -56,11 +56,25 @@ class MonthlyBudget(Component[MonthlyBudgetArgs]):
             subscribers["subscriber_email_addresses"] = list(args.emails)
         if args.sns_topic_arn:
             subscribers["subscriber_sns_topic_arns"] = [args.sns_topic_arn]
-        notifications = [{"comparison_operator": "GREATER_THAN", "threshold": float(percent),
-                          "threshold_type": "PERCENTAGE", "notification_type": kind, **subscribers}
-                         for kind in NOTIFICATION_TYPES for percent in THRESHOLDS]
+        notifications = [
+            {
+                "comparison_operator": "GREATER_THAN",
+                "threshold": float(percent),
+                "threshold_type": "PERCENTAGE",
+                "notification_type": kind,
+                **subscribers,
+            }
+            for kind in NOTIFICATION_TYPES
+            for percent in THRESHOLDS
+        ]
         return aws.budgets.Budget(
-            f"{self._name}-budget", name=args.name, budget_type="COST", time_unit="MONTHLY",
-            limit_amount=f"{args.limit_usd:.2f}", limit_unit="USD",
+            f"{self._name}-budget",
+            name=args.name,
+            budget_type="COST",
+            time_unit="MONTHLY",
+            limit_amount=f"{args.limit_usd:.2f}",
+            limit_unit="USD",
             cost_filters=[{"name": "TagKeyValue", "values": [f"user:{args.tag_key}${args.tag_value}"]}],
-            notifications=notifications, opts=self._child())
+            notifications=notifications,
+            opts=self._child(),
+        )

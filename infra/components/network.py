@@ -70,64 +70,129 @@ class Network(Component[NetworkArgs]):
         self.vpc_id = vpc_id
         self.subnet_ids = subnet_ids
         self.security_group_id = workload.id
-        self.register_outputs({"vpc_id": self.vpc_id, "subnet_ids": self.subnet_ids,
-                               "security_group_id": self.security_group_id})
+        self.register_outputs(
+            {"vpc_id": self.vpc_id, "subnet_ids": self.subnet_ids, "security_group_id": self.security_group_id}
+        )
 
     def _create_vpc(self) -> aws.ec2.Vpc:
-        vpc = aws.ec2.Vpc(f"{self._name}-vpc", cidr_block=self._args.vpc_cidr, enable_dns_support=True,
-                          enable_dns_hostnames=True,  # private DNS names of the interface endpoints need both
-                          tags={"Name": self._name}, opts=self._child())
+        vpc = aws.ec2.Vpc(
+            f"{self._name}-vpc",
+            cidr_block=self._args.vpc_cidr,
+            enable_dns_support=True,
+            enable_dns_hostnames=True,  # private DNS names of the interface endpoints need both
+            tags={"Name": self._name},
+            opts=self._child(),
+        )
         # Adopt the VPC's default security group and strip its rules, so nothing can use its allow-all.
-        aws.ec2.DefaultSecurityGroup(f"{self._name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[],
-                                     tags={"Name": f"{self._name}-default-unused"}, opts=self._child())
+        aws.ec2.DefaultSecurityGroup(
+            f"{self._name}-default-sg",
+            vpc_id=vpc.id,
+            ingress=[],
+            egress=[],
+            tags={"Name": f"{self._name}-default-unused"},
+            opts=self._child(),
+        )
         return vpc
 
     def _create_private_subnets(self, vpc: aws.ec2.Vpc) -> tuple[list[aws.ec2.Subnet], aws.ec2.RouteTable]:
         """One subnet per zone, a sixteenth of the VPC each, sharing one route table with no internet route."""
         zones = aws.get_availability_zones_output(
-            state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
-            opts=pulumi.InvokeOutputOptions(parent=self))
+            state="available",
+            filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        )
         network = ipaddress.IPv4Network(self._args.vpc_cidr)
         blocks = list(network.subnets(new_prefix=network.prefixlen + 4))
-        routes = aws.ec2.RouteTable(f"{self._name}-private", vpc_id=vpc.id, tags={"Name": f"{self._name}-private"},
-                                    opts=self._child())
+        routes = aws.ec2.RouteTable(
+            f"{self._name}-private", vpc_id=vpc.id, tags={"Name": f"{self._name}-private"}, opts=self._child()
+        )
         subnets = []
         for index in range(self._args.az_count):
             subnet = aws.ec2.Subnet(
-                f"{self._name}-private-{index}", vpc_id=vpc.id, cidr_block=str(blocks[index]),
-                availability_zone=zones.names[index], map_public_ip_on_launch=False,
-                tags={"Name": f"{self._name}-private-{index}"}, opts=self._child())
-            aws.ec2.RouteTableAssociation(f"{self._name}-private-{index}", subnet_id=subnet.id,
-                                          route_table_id=routes.id, opts=self._child())
+                f"{self._name}-private-{index}",
+                vpc_id=vpc.id,
+                cidr_block=str(blocks[index]),
+                availability_zone=zones.names[index],
+                map_public_ip_on_launch=False,
+                tags={"Name": f"{self._name}-private-{index}"},
+                opts=self._child(),
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{self._name}-private-{index}", subnet_id=subnet.id, route_table_id=routes.id, opts=self._child()
+            )
             subnets.append(subnet)
         return subnets, routes
 
     def _create_workload_security_group(self, vpc_id: pulumi.Input[str]) -> aws.ec2.SecurityGroup:
         return aws.ec2.SecurityGroup(
-            f"{self._name}-workload", vpc_id=vpc_id,
+            f"{self._name}-workload",
+            vpc_id=vpc_id,
             description="deepcloud GPU instances, training tasks and endpoint: no inbound except from itself",
-            ingress=[{"description": "tasks of one job talk to each other (multi-node training)",
-                      "protocol": "-1", "from_port": 0, "to_port": 0, "self": True}],
-            egress=[{"description": "HTTPS to AWS APIs (VPC endpoints, or NAT in an existing VPC)",
-                     "protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"]},
-                    {"description": "tasks of one job talk to each other (multi-node training)",
-                     "protocol": "-1", "from_port": 0, "to_port": 0, "self": True}],
-            opts=self._child())
+            ingress=[
+                {
+                    "description": "tasks of one job talk to each other (multi-node training)",
+                    "protocol": "-1",
+                    "from_port": 0,
+                    "to_port": 0,
+                    "self": True,
+                }
+            ],
+            egress=[
+                {
+                    "description": "HTTPS to AWS APIs (VPC endpoints, or NAT in an existing VPC)",
+                    "protocol": "tcp",
+                    "from_port": 443,
+                    "to_port": 443,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                },
+                {
+                    "description": "tasks of one job talk to each other (multi-node training)",
+                    "protocol": "-1",
+                    "from_port": 0,
+                    "to_port": 0,
+                    "self": True,
+                },
+            ],
+            opts=self._child(),
+        )
 
-    def _create_endpoints(self, vpc: aws.ec2.Vpc, subnets: Sequence[aws.ec2.Subnet],
-                          routes: aws.ec2.RouteTable) -> None:
-        aws.ec2.VpcEndpoint(f"{self._name}-s3", vpc_id=vpc.id, service_name=f"com.amazonaws.{self._args.region}.s3",
-                            vpc_endpoint_type="Gateway", route_table_ids=[routes.id], opts=self._child())
+    def _create_endpoints(
+        self, vpc: aws.ec2.Vpc, subnets: Sequence[aws.ec2.Subnet], routes: aws.ec2.RouteTable
+    ) -> None:
+        aws.ec2.VpcEndpoint(
+            f"{self._name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{self._args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[routes.id],
+            opts=self._child(),
+        )
         if not self._args.interface_endpoints:
             return
         group = aws.ec2.SecurityGroup(
-            f"{self._name}-endpoints", vpc_id=vpc.id, description="deepcloud VPC endpoints: HTTPS from the VPC",
-            ingress=[{"description": "HTTPS from inside the VPC", "protocol": "tcp", "from_port": 443,
-                      "to_port": 443, "cidr_blocks": [self._args.vpc_cidr]}],
-            egress=[], opts=self._child())
+            f"{self._name}-endpoints",
+            vpc_id=vpc.id,
+            description="deepcloud VPC endpoints: HTTPS from the VPC",
+            ingress=[
+                {
+                    "description": "HTTPS from inside the VPC",
+                    "protocol": "tcp",
+                    "from_port": 443,
+                    "to_port": 443,
+                    "cidr_blocks": [self._args.vpc_cidr],
+                }
+            ],
+            egress=[],
+            opts=self._child(),
+        )
         for service in INTERFACE_ENDPOINTS:
             aws.ec2.VpcEndpoint(
-                f"{self._name}-{service.replace('.', '-')}", vpc_id=vpc.id,
-                service_name=f"com.amazonaws.{self._args.region}.{service}", vpc_endpoint_type="Interface",
-                private_dns_enabled=True, subnet_ids=[subnet.id for subnet in subnets],
-                security_group_ids=[group.id], opts=self._child())
+                f"{self._name}-{service.replace('.', '-')}",
+                vpc_id=vpc.id,
+                service_name=f"com.amazonaws.{self._args.region}.{service}",
+                vpc_endpoint_type="Interface",
+                private_dns_enabled=True,
+                subnet_ids=[subnet.id for subnet in subnets],
+                security_group_ids=[group.id],
+                opts=self._child(),
+            )

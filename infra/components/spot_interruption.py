@@ -62,8 +62,9 @@ class SpotInterruption(Component[SpotInterruptionArgs]):
         self.function_name = function.name
         self.rule_name = rule.name
         self.log_group_name = logs.name
-        self.register_outputs({"function_name": self.function_name, "rule_name": self.rule_name,
-                               "log_group_name": self.log_group_name})
+        self.register_outputs(
+            {"function_name": self.function_name, "rule_name": self.rule_name, "log_group_name": self.log_group_name}
+        )
 
     def _create_role(self, logs: aws.cloudwatch.LogGroup) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         """ECS actions scoped to the cluster's container instances and tasks, as the Service Authorization
@@ -75,19 +76,26 @@ class SpotInterruption(Component[SpotInterruptionArgs]):
         condition = {"ArnEquals": {"ecs:cluster": args.cluster_arn}}
         policy = _iam.document(
             _iam.statement("ListClusterInstances", ["ecs:ListContainerInstances"], [args.cluster_arn]),
-            _iam.statement("DescribeClusterInstances", ["ecs:DescribeContainerInstances", "ecs:ListTasks"],
-                           [instances], condition),
+            _iam.statement(
+                "DescribeClusterInstances", ["ecs:DescribeContainerInstances", "ecs:ListTasks"], [instances], condition
+            ),
             _iam.statement("StopClusterTasks", ["ecs:StopTask"], [tasks], condition),
-            _iam.statement("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"],
-                           [pulumi.Output.concat(logs.arn, ":*")]),
+            _iam.statement(
+                "WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [pulumi.Output.concat(logs.arn, ":*")]
+            ),
         )
-        role = aws.iam.Role(f"{self._name}-function", description="deepcloud: stop training tasks on spot interruption",
-                            assume_role_policy=_iam.assume_role_policy("lambda.amazonaws.com"), opts=self._child())
+        role = aws.iam.Role(
+            f"{self._name}-function",
+            description="deepcloud: stop training tasks on spot interruption",
+            assume_role_policy=_iam.assume_role_policy("lambda.amazonaws.com"),
+            opts=self._child(),
+        )
         role_policy = aws.iam.RolePolicy(f"{self._name}-function", role=role.id, policy=policy, opts=self._child())
         return role, role_policy
 
-    def _create_function(self, role: aws.iam.Role, policy: aws.iam.RolePolicy,
-                         logs: aws.cloudwatch.LogGroup) -> aws.lambda_.Function:
+    def _create_function(
+        self, role: aws.iam.Role, policy: aws.iam.RolePolicy, logs: aws.cloudwatch.LogGroup
+    ) -> aws.lambda_.Function:
         function = aws.lambda_.Function(
             f"{self._name}-function",
             description="deepcloud: SIGTERM (StopTask) for the training tasks on a spot instance about to be reclaimed",
@@ -104,22 +112,38 @@ class SpotInterruption(Component[SpotInterruptionArgs]):
             logging_config={"log_format": "Text", "log_group": logs.name},
             # no reserved concurrency: an account's first functions may share as little as 10, and reserving any
             # would fail the create there
-            opts=self._child(depends_on=[policy]))
+            opts=self._child(depends_on=[policy]),
+        )
         # an invocation that could not run within the notice is of no use any more: no retry after it
-        aws.lambda_.FunctionEventInvokeConfig(f"{self._name}-function", function_name=function.name,
-                                              maximum_event_age_in_seconds=NOTICE_S, maximum_retry_attempts=2,
-                                              opts=self._child())
+        aws.lambda_.FunctionEventInvokeConfig(
+            f"{self._name}-function",
+            function_name=function.name,
+            maximum_event_age_in_seconds=NOTICE_S,
+            maximum_retry_attempts=2,
+            opts=self._child(),
+        )
         return function
 
     def _create_rule(self, function: aws.lambda_.Function) -> aws.cloudwatch.EventRule:
-        rule = aws.cloudwatch.EventRule(f"{self._name}-warning",
-                                        description="EC2 spot interruption warnings, two minutes before the reclaim",
-                                        event_pattern=json.dumps(EVENT_PATTERN), opts=self._child())
-        permission = aws.lambda_.Permission(f"{self._name}-invoke", action="lambda:InvokeFunction",
-                                            function=function.name, principal="events.amazonaws.com",
-                                            source_arn=rule.arn, opts=self._child())
-        aws.cloudwatch.EventTarget(f"{self._name}-function", rule=rule.name, arn=function.arn,
-                                   retry_policy={"maximum_event_age_in_seconds": NOTICE_S,
-                                                 "maximum_retry_attempts": 3},
-                                   opts=self._child(depends_on=[permission]))
+        rule = aws.cloudwatch.EventRule(
+            f"{self._name}-warning",
+            description="EC2 spot interruption warnings, two minutes before the reclaim",
+            event_pattern=json.dumps(EVENT_PATTERN),
+            opts=self._child(),
+        )
+        permission = aws.lambda_.Permission(
+            f"{self._name}-invoke",
+            action="lambda:InvokeFunction",
+            function=function.name,
+            principal="events.amazonaws.com",
+            source_arn=rule.arn,
+            opts=self._child(),
+        )
+        aws.cloudwatch.EventTarget(
+            f"{self._name}-function",
+            rule=rule.name,
+            arn=function.arn,
+            retry_policy={"maximum_event_age_in_seconds": NOTICE_S, "maximum_retry_attempts": 3},
+            opts=self._child(depends_on=[permission]),
+        )
         return rule

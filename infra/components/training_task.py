@@ -87,23 +87,31 @@ class TrainingTask(Component[TrainingTaskArgs]):
         self.execution_role_arn = execution_role.arn
         self.sagemaker_role_arn = sagemaker_role.arn
         self.log_group_name = logs.name
-        self.register_outputs({"family": self.family, "task_definition_arn": self.task_definition_arn,
-                               "log_group_name": self.log_group_name})
+        self.register_outputs(
+            {
+                "family": self.family,
+                "task_definition_arn": self.task_definition_arn,
+                "log_group_name": self.log_group_name,
+            }
+        )
 
-    def _create_role(self, suffix: str, description: str, policy: pulumi.Output[str],
-                     trust: pulumi.Output[str] | None = None) -> aws.iam.Role:
+    def _create_role(
+        self, suffix: str, description: str, policy: pulumi.Output[str], trust: pulumi.Output[str] | None = None
+    ) -> aws.iam.Role:
         """A role with one inline policy; trusted by ECS tasks of this account unless `trust` says otherwise."""
         trust = trust or _iam.assume_role_policy("ecs-tasks.amazonaws.com", self._args.aws.account_id)
-        role = aws.iam.Role(f"{self._name}-{suffix}", description=description, assume_role_policy=trust,
-                            opts=self._child())
+        role = aws.iam.Role(
+            f"{self._name}-{suffix}", description=description, assume_role_policy=trust, opts=self._child()
+        )
         aws.iam.RolePolicy(f"{self._name}-{suffix}", role=role.id, policy=policy, opts=self._child())
         return role
 
     def _create_execution_role(self, logs: aws.cloudwatch.LogGroup) -> aws.iam.Role:
         policy = _iam.document(
             *_iam.ecr_pull_statements(self._args.repository_arn),
-            _iam.statement("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"],
-                           [pulumi.Output.concat(logs.arn, ":*")]),
+            _iam.statement(
+                "WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [pulumi.Output.concat(logs.arn, ":*")]
+            ),
         )
         return self._create_role("execution", "deepcloud trainer task execution: pull the image, write logs", policy)
 
@@ -114,17 +122,26 @@ class TrainingTask(Component[TrainingTaskArgs]):
         return [
             _iam.statement("ListData", ["s3:ListBucket"], [args.data_bucket_arn]),
             _iam.statement("ReadData", ["s3:GetObject"], [pulumi.Output.concat(args.data_bucket_arn, "/*")]),
-            _iam.statement("ListArtifacts", ["s3:ListBucket"], [artifacts],
-                           {"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in ARTIFACT_PREFIXES]}}),
-            _iam.statement("ReadWriteArtifacts",
-                           ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-                           [pulumi.Output.concat(artifacts, "/", prefix, "*") for prefix in ARTIFACT_PREFIXES]),
+            _iam.statement(
+                "ListArtifacts",
+                ["s3:ListBucket"],
+                [artifacts],
+                {"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in ARTIFACT_PREFIXES]}},
+            ),
+            _iam.statement(
+                "ReadWriteArtifacts",
+                ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                [pulumi.Output.concat(artifacts, "/", prefix, "*") for prefix in ARTIFACT_PREFIXES],
+            ),
             _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
         ]
 
     def _create_task_role(self) -> aws.iam.Role:
-        return self._create_role("task", "deepcloud trainer code: read data, write artifacts",
-                                 _iam.document(*self._training_data_statements()))
+        return self._create_role(
+            "task",
+            "deepcloud trainer code: read data, write artifacts",
+            _iam.document(*self._training_data_statements()),
+        )
 
     def _create_sagemaker_role(self) -> aws.iam.Role:
         args = self._args
@@ -135,11 +152,16 @@ class TrainingTask(Component[TrainingTaskArgs]):
             *_iam.sagemaker_observability_statements(args.aws, "/aws/sagemaker/TrainingJobs"),
             *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
         )
-        return self._create_role("sagemaker", "deepcloud trainer as a SageMaker training job", policy,
-                                 trust=_iam.assume_role_policy("sagemaker.amazonaws.com"))
+        return self._create_role(
+            "sagemaker",
+            "deepcloud trainer as a SageMaker training job",
+            policy,
+            trust=_iam.assume_role_policy("sagemaker.amazonaws.com"),
+        )
 
-    def _create_task_definition(self, logs: aws.cloudwatch.LogGroup, execution_role: aws.iam.Role,
-                                task_role: aws.iam.Role) -> aws.ecs.TaskDefinition:
+    def _create_task_definition(
+        self, logs: aws.cloudwatch.LogGroup, execution_role: aws.iam.Role, task_role: aws.iam.Role
+    ) -> aws.ecs.TaskDefinition:
         args = self._args
         container = {
             "name": CONTAINER,
@@ -152,16 +174,26 @@ class TrainingTask(Component[TrainingTaskArgs]):
             "stopTimeout": STOP_TIMEOUT_SECONDS,
             "privileged": False,
             "readonlyRootFilesystem": True,
-            "environment": [{"name": "SAGEMAKER_BASE_DIR", "value": JOB_DIR},
-                            {"name": "AWS_DEFAULT_REGION", "value": args.aws.region}],
-            "mountPoints": [{"sourceVolume": "job", "containerPath": JOB_DIR, "readOnly": False},
-                            {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],  # noqa: S108
+            "environment": [
+                {"name": "SAGEMAKER_BASE_DIR", "value": JOB_DIR},
+                {"name": "AWS_DEFAULT_REGION", "value": args.aws.region},
+            ],
+            "mountPoints": [
+                {"sourceVolume": "job", "containerPath": JOB_DIR, "readOnly": False},
+                {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False},  # noqa: S108
+            ],
             "linuxParameters": {
                 "sharedMemorySize": args.shm_mib,
                 "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "SETUID", "SETGID"]},
             },
-            "logConfiguration": {"logDriver": "awslogs", "options": {
-                "awslogs-group": logs.name, "awslogs-region": args.aws.region, "awslogs-stream-prefix": CONTAINER}},
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": logs.name,
+                    "awslogs-region": args.aws.region,
+                    "awslogs-stream-prefix": CONTAINER,
+                },
+            },
         }
         task_scoped = {"scope": "task", "driver": "local"}
         return aws.ecs.TaskDefinition(
@@ -173,6 +205,9 @@ class TrainingTask(Component[TrainingTaskArgs]):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=pulumi.Output.json_dumps([container]),
-            volumes=[{"name": "job", "docker_volume_configuration": task_scoped},
-                     {"name": "tmp", "docker_volume_configuration": task_scoped}],
-            opts=self._child())
+            volumes=[
+                {"name": "job", "docker_volume_configuration": task_scoped},
+                {"name": "tmp", "docker_volume_configuration": task_scoped},
+            ],
+            opts=self._child(),
+        )

@@ -60,22 +60,30 @@ RULES: list[Rule] = []
 
 
 def resource_rule(
-    name: str, description: str, types: Sequence[str], references: Sequence[str],
+    name: str,
+    description: str,
+    types: Sequence[str],
+    references: Sequence[str],
     enforcement: EnforcementLevel = EnforcementLevel.MANDATORY,
 ) -> Callable[[ResourceCheck], ResourceCheck]:
     """Register `check(resource) -> messages` for resources of `types`."""
+
     def register(check: ResourceCheck) -> ResourceCheck:
         RULES.append(Rule(name, description, tuple(references), check, tuple(types), enforcement))
         return check
+
     return register
 
 
-def stack_rule(name: str, description: str, references: Sequence[str],
-               enforcement: EnforcementLevel = EnforcementLevel.MANDATORY) -> Callable[[StackCheck], StackCheck]:
+def stack_rule(
+    name: str, description: str, references: Sequence[str], enforcement: EnforcementLevel = EnforcementLevel.MANDATORY
+) -> Callable[[StackCheck], StackCheck]:
     """Register `check(resources) -> (resource, message)` over the whole stack."""
+
     def register(check: StackCheck) -> StackCheck:
         RULES.append(Rule(name, description, tuple(references), check, (), enforcement))
         return check
+
     return register
 
 
@@ -104,10 +112,12 @@ def to_policy(rule: Rule, waivers: Sequence[Waiver]) -> Policy:
     """The pulumi-policy object that runs `rule`, skipping waived resources."""
     description = f"{rule.description} [{'; '.join(rule.references)}]"
     if rule.is_stack_rule:
+
         def validate_stack(args: StackValidationArgs, report: ReportViolation) -> None:
             for resource, message in rule.check(args.resources):
                 if not _waived(waivers, rule.name, resource.resource_type, resource.name):
                     report(f"{resource.name}: {message}", resource.urn)
+
         return StackValidationPolicy(rule.name, description, validate_stack, rule.enforcement)
 
     def validate_resource(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -117,6 +127,7 @@ def to_policy(rule: Rule, waivers: Sequence[Waiver]) -> Policy:
             return
         for message in rule.check(args):
             report(f"{args.name}: {message}", None)
+
     return ResourceValidationPolicy(rule.name, description, validate_resource, rule.enforcement)
 
 
@@ -180,12 +191,14 @@ def of_type(resources: Iterable[PolicyResource], *types: str) -> list[PolicyReso
     return [r for r in resources if r.resource_type in types]
 
 
-def linked(resources: Iterable[PolicyResource], target: PolicyResource, child_type: str,
-           prop: str) -> Iterator[PolicyResource]:
+def linked(
+    resources: Iterable[PolicyResource], target: PolicyResource, child_type: str, prop: str
+) -> Iterator[PolicyResource]:
     """Resources of `child_type` whose `prop` is computed from `target` (e.g. the bucket of a BucketPolicy)."""
     for resource in resources:
         if resource.resource_type == child_type and any(
-                dep.urn == target.urn for dep in resource.property_dependencies.get(prop, [])):
+            dep.urn == target.urn for dep in resource.property_dependencies.get(prop, [])
+        ):
             yield resource
 
 

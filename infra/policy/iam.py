@@ -7,20 +7,31 @@ from collections.abc import Iterator
 
 from infra.policy._core import allows, as_list, document, get, is_true, resource_rule, statements
 
-IDENTITY_POLICIES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy", "aws:iam/userPolicy:UserPolicy",
-                     "aws:iam/groupPolicy:GroupPolicy", "aws:iam/role:Role")
-ATTACHMENTS = ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:iam/policyAttachment:PolicyAttachment",
-               "aws:iam/userPolicyAttachment:UserPolicyAttachment",
-               "aws:iam/groupPolicyAttachment:GroupPolicyAttachment", "aws:iam/role:Role")
-UNRESTRICTABLE_ACTIONS = frozenset({
-    "ecr:GetAuthorizationToken",
-    "cloudwatch:PutMetricData",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribeVpcs",
-    "ec2:DescribeDhcpOptions",
-    "ec2:DescribeSubnets",
-    "ec2:DescribeSecurityGroups",
-})
+IDENTITY_POLICIES = (
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/policy:Policy",
+    "aws:iam/userPolicy:UserPolicy",
+    "aws:iam/groupPolicy:GroupPolicy",
+    "aws:iam/role:Role",
+)
+ATTACHMENTS = (
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+    "aws:iam/policyAttachment:PolicyAttachment",
+    "aws:iam/userPolicyAttachment:UserPolicyAttachment",
+    "aws:iam/groupPolicyAttachment:GroupPolicyAttachment",
+    "aws:iam/role:Role",
+)
+UNRESTRICTABLE_ACTIONS = frozenset(
+    {
+        "ecr:GetAuthorizationToken",
+        "cloudwatch:PutMetricData",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeVpcs",
+        "ec2:DescribeDhcpOptions",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups",
+    }
+)
 """Actions the IAM Service Authorization Reference lists without resource types, so they can only be granted
 on Resource "*". Any other action granted on "*" is a violation."""
 ADMIN_POLICIES = re.compile(r"arn:[\w-]+:iam::aws:policy/(.*/)?(AdministratorAccess|PowerUserAccess|\w*FullAccess)$")
@@ -41,8 +52,12 @@ def _allow_statements(resource) -> Iterator:
         yield from (s for s in statements(doc) if allows(s))
 
 
-@resource_rule("iam-no-wildcard-actions", "Identity policies grant no \"*\" or \"service:*\" actions and no NotAction",
-               IDENTITY_POLICIES, ["Checkov CKV_AWS_62, CKV_AWS_63", "AWS FSBP IAM.1, IAM.21"])
+@resource_rule(
+    "iam-no-wildcard-actions",
+    'Identity policies grant no "*" or "service:*" actions and no NotAction',
+    IDENTITY_POLICIES,
+    ["Checkov CKV_AWS_62, CKV_AWS_63", "AWS FSBP IAM.1, IAM.21"],
+)
 def no_wildcard_actions(resource) -> Iterator[str]:
     for s in _allow_statements(resource):
         if "NotAction" in s:
@@ -52,9 +67,12 @@ def no_wildcard_actions(resource) -> Iterator[str]:
             yield f"statement {s.get('Sid', '(no Sid)')} allows {', '.join(wild)}"
 
 
-@resource_rule("iam-no-wildcard-resources",
-               "Identity policies grant actions on Resource \"*\" only where IAM allows nothing narrower",
-               IDENTITY_POLICIES, ["Checkov CKV_AWS_355, CKV_AWS_290", "AWS FSBP IAM.21"])
+@resource_rule(
+    "iam-no-wildcard-resources",
+    'Identity policies grant actions on Resource "*" only where IAM allows nothing narrower',
+    IDENTITY_POLICIES,
+    ["Checkov CKV_AWS_355, CKV_AWS_290", "AWS FSBP IAM.21"],
+)
 def no_wildcard_resources(resource) -> Iterator[str]:
     for s in _allow_statements(resource):
         if "NotResource" in s:
@@ -62,12 +80,18 @@ def no_wildcard_resources(resource) -> Iterator[str]:
         if "*" in as_list(s.get("Resource")):
             restrictable = sorted(str(a) for a in as_list(s.get("Action")) if a not in UNRESTRICTABLE_ACTIONS)
             if restrictable:
-                yield (f"statement {s.get('Sid', '(no Sid)')} grants {', '.join(restrictable)} on Resource \"*\"; "
-                       "name the resources")
+                yield (
+                    f'statement {s.get("Sid", "(no Sid)")} grants {", ".join(restrictable)} on Resource "*"; '
+                    "name the resources"
+                )
 
 
-@resource_rule("iam-no-admin-policies", "No AWS managed administrator, power-user or *FullAccess policy is attached",
-               ATTACHMENTS, ["Checkov CKV_AWS_274, CKV2_AWS_56", "AWS FSBP IAM.1"])
+@resource_rule(
+    "iam-no-admin-policies",
+    "No AWS managed administrator, power-user or *FullAccess policy is attached",
+    ATTACHMENTS,
+    ["Checkov CKV_AWS_274, CKV2_AWS_56", "AWS FSBP IAM.1"],
+)
 def no_admin_policies(resource) -> Iterator[str]:
     if resource.resource_type == "aws:iam/role:Role":
         arns = as_list(get(resource.props, "managedPolicyArns"))
@@ -78,8 +102,12 @@ def no_admin_policies(resource) -> Iterator[str]:
             yield f"attaches {arn}"
 
 
-@resource_rule("iam-service-principals", "Roles trust only named AWS service principals, never \"*\"",
-               ["aws:iam/role:Role"], ["Checkov CKV_AWS_60, CKV_AWS_61"])
+@resource_rule(
+    "iam-service-principals",
+    'Roles trust only named AWS service principals, never "*"',
+    ["aws:iam/role:Role"],
+    ["Checkov CKV_AWS_60, CKV_AWS_61"],
+)
 def service_principals(resource) -> Iterator[str]:
     trust = document(get(resource.props, "assumeRolePolicy"))
     allowed = [s for s in statements(trust) if allows(s)]
@@ -95,8 +123,12 @@ def service_principals(resource) -> Iterator[str]:
                 yield f"trust statement names {service!r}, not a specific service principal"
 
 
-@resource_rule("ecs-distinct-task-roles", "ECS task definitions give the code a task role distinct from the "
-               "execution role", ["aws:ecs/taskDefinition:TaskDefinition"], ["Checkov CKV_AWS_249"])
+@resource_rule(
+    "ecs-distinct-task-roles",
+    "ECS task definitions give the code a task role distinct from the execution role",
+    ["aws:ecs/taskDefinition:TaskDefinition"],
+    ["Checkov CKV_AWS_249"],
+)
 def distinct_task_roles(resource) -> Iterator[str]:
     task, execution = get(resource.props, "taskRoleArn"), get(resource.props, "executionRoleArn")
     if not task or not execution:
@@ -105,8 +137,12 @@ def distinct_task_roles(resource) -> Iterator[str]:
         yield "taskRoleArn and executionRoleArn are the same role"
 
 
-@resource_rule("kms-key-rotation", "KMS keys rotate their key material", ["aws:kms/key:Key"],
-               ["Checkov CKV_AWS_7", "AWS FSBP KMS.4"])
+@resource_rule(
+    "kms-key-rotation",
+    "KMS keys rotate their key material",
+    ["aws:kms/key:Key"],
+    ["Checkov CKV_AWS_7", "AWS FSBP KMS.4"],
+)
 def key_rotation(resource) -> Iterator[str]:
     if get(resource.props, "customerMasterKeySpec", default="SYMMETRIC_DEFAULT") != "SYMMETRIC_DEFAULT":
         return  # only symmetric keys can rotate
@@ -114,8 +150,12 @@ def key_rotation(resource) -> Iterator[str]:
         yield "needs enableKeyRotation true"
 
 
-@resource_rule("kms-key-policy", "KMS keys have an explicit key policy that grants nothing to \"*\" unconditionally",
-               ["aws:kms/key:Key"], ["Checkov CKV2_AWS_64, CKV_AWS_33"])
+@resource_rule(
+    "kms-key-policy",
+    'KMS keys have an explicit key policy that grants nothing to "*" unconditionally',
+    ["aws:kms/key:Key"],
+    ["Checkov CKV2_AWS_64, CKV_AWS_33"],
+)
 def key_policy(resource) -> Iterator[str]:
     doc = document(get(resource.props, "policy"))
     if doc is None or not statements(doc):

@@ -15,24 +15,33 @@ ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 ENDPOINT = "aws:sagemaker/endpoint:Endpoint"
 
 
-@resource_rule("sagemaker-network-isolation", "SageMaker models run with network isolation", [MODEL],
-               ["Checkov CKV_AWS_370", "AWS Config sagemaker-model-isolation-enabled"])
+@resource_rule(
+    "sagemaker-network-isolation",
+    "SageMaker models run with network isolation",
+    [MODEL],
+    ["Checkov CKV_AWS_370", "AWS Config sagemaker-model-isolation-enabled"],
+)
 def network_isolation(resource) -> Iterator[str]:
     if not is_true(get(resource.props, "enableNetworkIsolation")):
         yield "needs enableNetworkIsolation true"
 
 
-@resource_rule("sagemaker-model-in-vpc", "SageMaker models run in the stack's VPC", [MODEL],
-               ["AWS Config sagemaker-model-in-vpc"])
+@resource_rule(
+    "sagemaker-model-in-vpc", "SageMaker models run in the stack's VPC", [MODEL], ["AWS Config sagemaker-model-in-vpc"]
+)
 def model_in_vpc(resource) -> Iterator[str]:
     if not as_list(get(resource.props, "vpcConfig", "subnets")) or not as_list(
-            get(resource.props, "vpcConfig", "securityGroupIds")):
+        get(resource.props, "vpcConfig", "securityGroupIds")
+    ):
         yield "needs vpcConfig with subnets and securityGroupIds"
 
 
-@resource_rule("sagemaker-endpoint-config-kms", "SageMaker endpoint configurations encrypt instance storage with KMS",
-               [ENDPOINT_CONFIG],
-               ["Checkov CKV_AWS_98", "AWS Config sagemaker-endpoint-configuration-kms-key-configured"])
+@resource_rule(
+    "sagemaker-endpoint-config-kms",
+    "SageMaker endpoint configurations encrypt instance storage with KMS",
+    [ENDPOINT_CONFIG],
+    ["Checkov CKV_AWS_98", "AWS Config sagemaker-endpoint-configuration-kms-key-configured"],
+)
 def endpoint_config_kms(resource) -> Iterator[str]:
     types = [get(v, "instanceType", default="") for v in as_list(get(resource.props, "productionVariants"))]
     if types and all(has_instance_storage(t) for t in types):
@@ -41,9 +50,13 @@ def endpoint_config_kms(resource) -> Iterator[str]:
         yield "needs kmsKeyArn"
 
 
-@resource_rule("sagemaker-endpoint-redundancy", "SageMaker endpoints start with more than one instance",
-               [ENDPOINT_CONFIG], ["AWS Config sagemaker-endpoint-config-prod-instance-count"],
-               enforcement=EnforcementLevel.ADVISORY)
+@resource_rule(
+    "sagemaker-endpoint-redundancy",
+    "SageMaker endpoints start with more than one instance",
+    [ENDPOINT_CONFIG],
+    ["AWS Config sagemaker-endpoint-config-prod-instance-count"],
+    enforcement=EnforcementLevel.ADVISORY,
+)
 def endpoint_redundancy(resource) -> Iterator[str]:
     for variant in as_list(get(resource.props, "productionVariants")):
         count = get(variant, "initialInstanceCount")
@@ -51,8 +64,12 @@ def endpoint_redundancy(resource) -> Iterator[str]:
             yield f"variant {get(variant, 'variantName')} starts with {count} instance; one failure takes it down"
 
 
-@resource_rule("sagemaker-blue-green-rollback", "SageMaker endpoints update blue/green and roll back on alarms",
-               [ENDPOINT], ["AWS SageMaker deployment guardrails"])
+@resource_rule(
+    "sagemaker-blue-green-rollback",
+    "SageMaker endpoints update blue/green and roll back on alarms",
+    [ENDPOINT],
+    ["AWS SageMaker deployment guardrails"],
+)
 def blue_green_rollback(resource) -> Iterator[str]:
     routing = get(resource.props, "deploymentConfig", "blueGreenUpdatePolicy", "trafficRoutingConfiguration", "type")
     if routing not in ("CANARY", "LINEAR", "ALL_AT_ONCE"):
@@ -67,10 +84,12 @@ SCALING_POLICY = "aws:appautoscaling/policy:Policy"
 METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
-@resource_rule("sagemaker-async-output-encrypted",
-               "SageMaker async endpoints write results and failures to S3 encrypted with a customer KMS key",
-               [ENDPOINT_CONFIG], ["SageMaker guide, asynchronous inference output (AsyncInferenceOutputConfig)",
-                                   "AWS FSBP S3 encryption at rest"])
+@resource_rule(
+    "sagemaker-async-output-encrypted",
+    "SageMaker async endpoints write results and failures to S3 encrypted with a customer KMS key",
+    [ENDPOINT_CONFIG],
+    ["SageMaker guide, asynchronous inference output (AsyncInferenceOutputConfig)", "AWS FSBP S3 encryption at rest"],
+)
 def async_output_encrypted(resource) -> Iterator[str]:
     output = get(resource.props, "asyncInferenceConfig", "outputConfig")
     if get(resource.props, "asyncInferenceConfig") is None:
@@ -82,17 +101,31 @@ def async_output_encrypted(resource) -> Iterator[str]:
             yield f"needs asyncInferenceConfig.outputConfig.{path} (an s3:// prefix of the stack's bucket)"
 
 
-@stack_rule("sagemaker-scale-out-from-zero",
-            "A SageMaker variant that auto scaling may take to zero instances has a policy that brings it back",
-            ["SageMaker guide, \"Autoscale an asynchronous endpoint\" (scale up from zero)"])
+@stack_rule(
+    "sagemaker-scale-out-from-zero",
+    "A SageMaker variant that auto scaling may take to zero instances has a policy that brings it back",
+    ['SageMaker guide, "Autoscale an asynchronous endpoint" (scale up from zero)'],
+)
 def scale_out_from_zero(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResource, str]]:
     for target in of_type(resources, SCALING_TARGET):
         if get(target.props, "serviceNamespace") != "sagemaker" or get(target.props, "minCapacity") != 0:
             continue
-        steps = [p for p in linked(resources, target, SCALING_POLICY, "resourceId")
-                 if get(p.props, "policyType") == "StepScaling"]
-        fired = [a for p in steps for a in linked(resources, p, METRIC_ALARM, "alarmActions")
-                 if get(a.props, "metricName") == "HasBacklogWithoutCapacity"]
+        steps = [
+            p
+            for p in linked(resources, target, SCALING_POLICY, "resourceId")
+            if get(p.props, "policyType") == "StepScaling"
+        ]
+        fired = [
+            a
+            for p in steps
+            for a in linked(resources, p, METRIC_ALARM, "alarmActions")
+            if get(a.props, "metricName") == "HasBacklogWithoutCapacity"
+        ]
         if not fired:
-            yield target, ("scales to 0 but no HasBacklogWithoutCapacity alarm fires a step scaling policy on it: "
-                           "target tracking alone never adds the first instance back")
+            yield (
+                target,
+                (
+                    "scales to 0 but no HasBacklogWithoutCapacity alarm fires a step scaling policy on it: "
+                    "target tracking alone never adds the first instance back"
+                ),
+            )

@@ -21,8 +21,12 @@ def _provider_tag(resource: PolicyResource) -> str | None:
     return get(tags, STACK_TAG)
 
 
-@stack_rule("stack-tag", f"AWS resources carry the {STACK_TAG} tag (provider default tags; propagated to "
-            "Auto Scaling instances and volumes)", ["AWS Tagging Best Practices", "Pulumi AWSGuard required tags"])
+@stack_rule(
+    "stack-tag",
+    f"AWS resources carry the {STACK_TAG} tag (provider default tags; propagated to "
+    "Auto Scaling instances and volumes)",
+    ["AWS Tagging Best Practices", "Pulumi AWSGuard required tags"],
+)
 def stack_tag(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResource, str]]:
     for resource in resources:
         if not resource.resource_type.startswith("aws:"):
@@ -34,8 +38,11 @@ def stack_tag(resources: Sequence[PolicyResource]) -> Iterator[tuple[PolicyResou
             if not any(get(t, "value") and is_true(get(t, "propagateAtLaunch")) for t in tags):
                 yield resource, f"needs the {STACK_TAG} tag with propagateAtLaunch (default tags skip instances)"
         if resource.resource_type == "aws:ec2/launchTemplate:LaunchTemplate":
-            tagged = {get(spec, "resourceType") for spec in as_list(get(resource.props, "tagSpecifications"))
-                      if get(spec, "tags", STACK_TAG)}
+            tagged = {
+                get(spec, "resourceType")
+                for spec in as_list(get(resource.props, "tagSpecifications"))
+                if get(spec, "tags", STACK_TAG)
+            }
             missing = {"instance", "volume"} - tagged
             if missing:
                 yield resource, f"tagSpecifications must stamp {STACK_TAG} on {', '.join(sorted(missing))}"

@@ -63,8 +63,9 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
     from ops.aws.context import open_context
 
     if command not in COMMANDS:
-        raise OpsError(f"`{command}` runs on TARGET=local only: run make train, make deploy and make destroy with "
-                       "TARGET=aws")
+        raise OpsError(
+            f"`{command}` runs on TARGET=local only: run make train, make deploy and make destroy with TARGET=aws"
+        )
     stack = _setting(args, "stack", "STACK")
     backend = _setting(args, "backend", "BACKEND", "ecs") or "ecs"
     instance_type = _setting(args, "instance_type", "INSTANCE_TYPE", "ml.g5.xlarge") or "ml.g5.xlarge"
@@ -84,12 +85,17 @@ def _dispatch(command: str, args: argparse.Namespace, paths: Paths, repo: Path) 
             raise OpsError(f"BACKEND={backend} is not a training backend: use ecs (default) or sagemaker")
         options = TrainOptions(
             hyperparameters=with_defaults(paths.dataset_name, parse_hyperparameters(args.hp)),
-            dataset=paths.dataset_name, backend=backend, instance_type=instance_type,
+            dataset=paths.dataset_name,
+            backend=backend,
+            instance_type=instance_type,
             max_hours=_number(_setting(args, "max_hours", "MAX_HOURS"), "MAX_HOURS") or DEFAULT_MAX_HOURS,
             max_cost=_number(_setting(args, "max_cost", "MAX_COST"), "MAX_COST"),
-            resume=_setting(args, "resume", "RESUME"), instance_count=count)
-        ctx = preflight.run(repo, paths, stack, backend=backend, instance_type=instance_type, docker=False,
-                            instance_count=count)
+            resume=_setting(args, "resume", "RESUME"),
+            instance_count=count,
+        )
+        ctx = preflight.run(
+            repo, paths, stack, backend=backend, instance_type=instance_type, docker=False, instance_count=count
+        )
         return train(ctx, options)
     if command in ("deploy", "rollback"):
         from ops.aws import deploy

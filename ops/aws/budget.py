@@ -37,9 +37,12 @@ def standing(ctx: Context) -> Standing | None:
     budget = ctx.aws.client("budgets").describe_budget(AccountId=account, BudgetName=name)["Budget"]
     spend = budget.get("CalculatedSpend", {})
     forecast = spend.get("ForecastedSpend", {}).get("Amount")
-    return Standing(name=name, limit=float(budget["BudgetLimit"]["Amount"]),
-                    spent=float(spend.get("ActualSpend", {}).get("Amount", 0)),
-                    forecast=None if forecast is None else float(forecast))
+    return Standing(
+        name=name,
+        limit=float(budget["BudgetLimit"]["Amount"]),
+        spent=float(spend.get("ActualSpend", {}).get("Amount", 0)),
+        forecast=None if forecast is None else float(forecast),
+    )
 
 
 def check(ctx: Context, worst_case: float) -> Standing | None:
@@ -48,10 +51,14 @@ def check(ctx: Context, worst_case: float) -> Standing | None:
     if found is None:
         return None
     forecast = f", forecast {usd(found.forecast)}" if found.forecast is not None else ""
-    say(f"budget       {found.name}: {usd(found.spent)} of {usd(found.limit)} spent this month{forecast}; "
-        f"{usd(found.left)} left (AWS Budgets, refreshed a few times a day)")
+    say(
+        f"budget       {found.name}: {usd(found.spent)} of {usd(found.limit)} spent this month{forecast}; "
+        f"{usd(found.left)} left (AWS Budgets, refreshed a few times a day)"
+    )
     if worst_case > found.left:
-        raise OpsError(f"the run's worst case {usd(worst_case)} exceeds what is left of budget {found.name} by "
-                       f"{usd(worst_case - found.left)} ({usd(found.left)} of {usd(found.limit)} left this month): "
-                       f"set MAX_COST={found.left:.2f} or less, or raise deepcloud:monthlyBudget")
+        raise OpsError(
+            f"the run's worst case {usd(worst_case)} exceeds what is left of budget {found.name} by "
+            f"{usd(worst_case - found.left)} ({usd(found.left)} of {usd(found.limit)} left this month): "
+            f"set MAX_COST={found.left:.2f} or less, or raise deepcloud:monthlyBudget"
+        )
     return found

@@ -57,20 +57,29 @@ def describe(aws: Aws, capacity_provider: str) -> Capacity:
     asg_name = asg_arn.split("autoScalingGroupName/", 1)[-1]
     groups = aws.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])
     if not groups.get("AutoScalingGroups"):
-        raise OpsError(f"the Auto Scaling group {asg_name} of capacity provider {capacity_provider} does not exist: "
-                       "run `pulumi up`")
+        raise OpsError(
+            f"the Auto Scaling group {asg_name} of capacity provider {capacity_provider} does not exist: "
+            "run `pulumi up`"
+        )
     group = groups["AutoScalingGroups"][0]
     mixed = group.get("MixedInstancesPolicy", {})
     overrides = mixed.get("LaunchTemplate", {}).get("Overrides", [])
     types = tuple(o["InstanceType"] for o in overrides if "InstanceType" in o)
     if not types:
-        raise OpsError(f"the Auto Scaling group {asg_name} names no instance types in a mixed instances policy: "
-                       "run `pulumi up` with the current infra/ program")
+        raise OpsError(
+            f"the Auto Scaling group {asg_name} names no instance types in a mixed instances policy: "
+            "run `pulumi up` with the current infra/ program"
+        )
     dist = mixed.get("InstancesDistribution", {})
-    instances = tuple(Instance(i["InstanceId"], i.get("InstanceType", "?"), i.get("LifecycleState", ""))
-                      for i in group.get("Instances", []))
-    return Capacity(asg_name=asg_name, instance_types=types, max_size=int(group.get("MaxSize", 0)),
-                    on_demand_base=int(dist.get("OnDemandBaseCapacity", 0)),
-                    on_demand_percent=int(dist.get("OnDemandPercentageAboveBaseCapacity", 100)),
-                    instances=instances)
-
+    instances = tuple(
+        Instance(i["InstanceId"], i.get("InstanceType", "?"), i.get("LifecycleState", ""))
+        for i in group.get("Instances", [])
+    )
+    return Capacity(
+        asg_name=asg_name,
+        instance_types=types,
+        max_size=int(group.get("MaxSize", 0)),
+        on_demand_base=int(dist.get("OnDemandBaseCapacity", 0)),
+        on_demand_percent=int(dist.get("OnDemandPercentageAboveBaseCapacity", 100)),
+        instances=instances,
+    )

@@ -28,9 +28,18 @@ from botocore.exceptions import (
 ENDPOINT_ENV = "DEEPCLOUD_AWS_ENDPOINT_URL"
 """Send every AWS call to this URL instead of AWS (moto_server in the tests)."""
 
-CREDENTIAL_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
-                              "InvalidAccessKeyId", "UnrecognizedClientException", "InvalidToken",
-                              "RequestExpired"})
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "UnrecognizedClientException",
+        "InvalidToken",
+        "RequestExpired",
+    }
+)
 CREDENTIALS_HINT = "run `aws configure` (or `aws sso login`), or set AWS_PROFILE"
 
 _RETRIES = Config(retries={"max_attempts": 6, "mode": "standard"}, user_agent_extra="deepcloud-ops")
@@ -47,8 +56,9 @@ class Aws:
 
     def client(self, service: str) -> Any:
         if service not in self.clients:
-            self.clients[service] = self.session.client(service, region_name=self.region,
-                                                        endpoint_url=self.endpoint_url, config=_RETRIES)
+            self.clients[service] = self.session.client(
+                service, region_name=self.region, endpoint_url=self.endpoint_url, config=_RETRIES
+            )
         return self.clients[service]
 
 
@@ -75,8 +85,10 @@ def describe(exc: BaseException) -> str:
         if code in CREDENTIAL_CODES:
             return f"AWS rejected the credentials ({code}: {message}): {CREDENTIALS_HINT}"
         if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-            return (f"AWS denied {operation}: {message}; the credentials in use need that permission "
-                    "(see README, 'The AWS workflow')")
+            return (
+                f"AWS denied {operation}: {message}; the credentials in use need that permission "
+                "(see README, 'The AWS workflow')"
+            )
         return f"AWS {operation} failed: {code}: {message}"
     if isinstance(exc, BotoCoreError):
         return f"AWS call failed: {_first_line(exc)}"

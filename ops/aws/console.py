@@ -34,8 +34,14 @@ class Phases:
         self.clock = clock
         self.start = clock()
         self.phase = ""
-        self.bar = tqdm(total=None, desc=what, bar_format="{desc}{postfix}", file=sys.stderr, leave=False,
-                        disable=not sys.stderr.isatty())
+        self.bar = tqdm(
+            total=None,
+            desc=what,
+            bar_format="{desc}{postfix}",
+            file=sys.stderr,
+            leave=False,
+            disable=not sys.stderr.isatty(),
+        )
 
     def elapsed(self) -> float:
         return self.clock() - self.start

@@ -46,7 +46,7 @@ def channels(s3: Any, bucket: str, dataset: str) -> dict[str, str]:
     found = set()
     listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
     for common in listing.get("CommonPrefixes", []):
-        found.add(common["Prefix"][len(prefix):].rstrip("/"))
+        found.add(common["Prefix"][len(prefix) :].rstrip("/"))
     if "train" not in found:
         named = "" if dataset == DEFAULT_DATASET else f" DATASET={dataset}"
         raise OpsError(f"no dataset in s3://{bucket}/{prefix}: run `make data TARGET=aws{named}` first")

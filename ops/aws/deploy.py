@@ -68,8 +68,12 @@ def read_history(s3: Any, bucket: str) -> list[dict]:
 def append_history(s3: Any, bucket: str, entry: dict) -> None:
     history = read_history(s3, bucket)
     history.append(entry)
-    s3.put_object(Bucket=bucket, Key=HISTORY_KEY, ContentType="application/json",
-                  Body=(json.dumps(history, indent=2) + "\n").encode())
+    s3.put_object(
+        Bucket=bucket,
+        Key=HISTORY_KEY,
+        ContentType="application/json",
+        Body=(json.dumps(history, indent=2) + "\n").encode(),
+    )
 
 
 def deploy(ctx: Context, run_id: str | None = None) -> dict:
@@ -85,15 +89,18 @@ def deploy(ctx: Context, run_id: str | None = None) -> dict:
         return multi_model.deploy_run(ctx, run_id, config)
     check_endpoint_quota(ctx)
     kind = out.endpoint_instance_type or config.get(CONFIG.endpoint_instance_type)
-    image = images.ensure(ctx.aws, ctx.repo, images.IMAGES["serving"], out.serving_repository_url,
-                          {"TORCH_INDEX": torch_index(kind)})
+    image = images.ensure(
+        ctx.aws, ctx.repo, images.IMAGES["serving"], out.serving_repository_url, {"TORCH_INDEX": torch_index(kind)}
+    )
     return _roll_out(ctx, run_id, image.tag, "deploy", config)
 
 
 def rollback(ctx: Context) -> dict:
     if ctx.outputs.endpoint_mode == "multi-model":
-        raise OpsError(f"endpoint {ctx.outputs.endpoint_name} is multi-model: there is nothing to roll back, every run "
-                       "deployed to it stays invokable (`make predict TARGET=aws MODEL=<run-id>`)")
+        raise OpsError(
+            f"endpoint {ctx.outputs.endpoint_name} is multi-model: there is nothing to roll back, every run "
+            "deployed to it stays invokable (`make predict TARGET=aws MODEL=<run-id>`)"
+        )
     s3 = ctx.aws.client("s3")
     history = [e for e in read_history(s3, ctx.outputs.artifacts_bucket) if e.get("result") == "InService"]
     if not history:
@@ -112,21 +119,29 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
     s3 = ctx.aws.client("s3")
     bucket = ctx.outputs.artifacts_bucket
     model_artifact = runs.model_key(run_id)
-    before = {CONFIG.model_artifact: config.get(CONFIG.model_artifact),
-              CONFIG.serving_image_tag: config.get(CONFIG.serving_image_tag)}
+    before = {
+        CONFIG.model_artifact: config.get(CONFIG.model_artifact),
+        CONFIG.serving_image_tag: config.get(CONFIG.serving_image_tag),
+    }
     after = {CONFIG.model_artifact: model_artifact, CONFIG.serving_image_tag: image_tag}
     for key, value in after.items():
         say(f"config       {key} = {value}" + (f" (was {before[key]})" if before[key] != value else " (unchanged)"))
         ctx.pulumi.set_config(key, value)
-    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "kind": kind, "run_id": run_id,
-             "model_artifact": model_artifact, "serving_image_tag": image_tag,
-             "previous": {"model_artifact": before[CONFIG.model_artifact],
-                          "serving_image_tag": before[CONFIG.serving_image_tag]}}
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": kind,
+        "run_id": run_id,
+        "model_artifact": model_artifact,
+        "serving_image_tag": image_tag,
+        "previous": {
+            "model_artifact": before[CONFIG.model_artifact],
+            "serving_image_tag": before[CONFIG.serving_image_tag],
+        },
+    }
     watcher = EndpointWatcher(ctx, ctx.outputs.endpoint_name)
     try:
         try:
-            ctx.pulumi.up(on_line=lambda line: say(f"  {line}"), poll=watcher.poll,
-                          poll_seconds=max(ctx.poll_s, 1.0))
+            ctx.pulumi.up(on_line=lambda line: say(f"  {line}"), poll=watcher.poll, poll_seconds=max(ctx.poll_s, 1.0))
             ctx.stack = ctx.stack.reload()
             if not ctx.outputs.endpoint_name:
                 raise OpsError("pulumi up finished but the stack has no endpoint_name output: check infra/")
@@ -142,8 +157,10 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
             append_history(s3, bucket, entry)
             if watcher.status == "InService" and watcher.name:
                 _prune(ctx, watcher.name)  # never the configuration it was rolled back onto
-            raise OpsError(f"{kind} of run {run_id} failed: {reason}; config put back to "
-                           f"{before[CONFIG.model_artifact] or 'no model'}") from None
+            raise OpsError(
+                f"{kind} of run {run_id} failed: {reason}; config put back to "
+                f"{before[CONFIG.model_artifact] or 'no model'}"
+            ) from None
     finally:
         watcher.close()
     _prune(ctx, watcher.name)
@@ -205,8 +222,9 @@ class EndpointWatcher:
         self.phases.enter(f"endpoint {self.name} {self.status}", self.reason)
         if self.status in BUSY or self.status in FAILED:
             if self.tail is None:
-                self.tail = GroupTail(self.ctx.aws.client("logs"), ENDPOINT_LOG_GROUP.format(name=self.name),
-                                      self.since_ms)
+                self.tail = GroupTail(
+                    self.ctx.aws.client("logs"), ENDPOINT_LOG_GROUP.format(name=self.name), self.since_ms
+                )
             for line in self.tail.poll():
                 say(f"  | {line}")
         return self.status
@@ -215,8 +233,10 @@ class EndpointWatcher:
         """The first deploy: the stack exports endpoint_name only once the endpoint exists, so while `pulumi up`
         creates it, find it by the stack's tag (SageMaker endpoint names are case-insensitive; ARNs lower-case)."""
         tagging = self.ctx.aws.client("resourcegroupstaggingapi")
-        page = tagging.get_resources(TagFilters=[{"Key": STACK_TAG_KEY, "Values": [self.ctx.stack.tag]}],
-                                     ResourceTypeFilters=["sagemaker:endpoint"])
+        page = tagging.get_resources(
+            TagFilters=[{"Key": STACK_TAG_KEY, "Values": [self.ctx.stack.tag]}],
+            ResourceTypeFilters=["sagemaker:endpoint"],
+        )
         arns = [m["ResourceARN"] for m in page.get("ResourceTagMappingList", []) if ":endpoint/" in m["ResourceARN"]]
         return arns[0].rsplit("/", 1)[1] if len(arns) == 1 else None
 
@@ -259,8 +279,10 @@ class EndpointWatcher:
         serving, reason = endpoint["EndpointConfigName"], endpoint.get("FailureReason", "")
         why = f" ({reason})" if reason else ""
         if config_name and serving.lower() != config_name.lower():
-            raise OpsError(f"endpoint {self.name} is InService on configuration {serving}, not {config_name} that "
-                           f"pulumi up applied: the rollout was rolled back{why} (see its CloudWatch alarms)")
+            raise OpsError(
+                f"endpoint {self.name} is InService on configuration {serving}, not {config_name} that "
+                f"pulumi up applied: the rollout was rolled back{why} (see its CloudWatch alarms)"
+            )
         if reason:
             raise OpsError(f"endpoint {self.name} is InService but its last update failed: {reason}")
         variants = self.sagemaker.describe_endpoint_config(EndpointConfigName=serving)["ProductionVariants"]
@@ -268,8 +290,10 @@ class EndpointWatcher:
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
         data, image = container.get("ModelDataUrl", ""), container.get("Image", "")
         if not data.endswith(model_artifact) or not image.endswith(f":{image_tag}"):
-            raise OpsError(f"endpoint {self.name} is InService but serves {data} with {image}, not {model_artifact} "
-                           f"with tag {image_tag}: the rollout was rolled back (see its CloudWatch alarms)")
+            raise OpsError(
+                f"endpoint {self.name} is InService but serves {data} with {image}, not {model_artifact} "
+                f"with tag {image_tag}: the rollout was rolled back (see its CloudWatch alarms)"
+            )
         say(f"endpoint     {self.name} InService, serving {data} (configuration {serving})")
 
 
@@ -280,8 +304,9 @@ def invoke(ctx: Context, endpoint: str, body: bytes, request_id: str, target_mod
     runtime = ctx.aws.client("sagemaker-runtime")
     if ctx.outputs.endpoint_mode != "async":
         target = {"TargetModel": target_model} if target_model else {}
-        response = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
-                                           Accept="application/json", Body=body, **target)
+        response = runtime.invoke_endpoint(
+            EndpointName=endpoint, ContentType="application/json", Accept="application/json", Body=body, **target
+        )
         return response["Body"].read()
     return _invoke_async(ctx, endpoint, body, request_id)
 
@@ -294,14 +319,19 @@ def s3_uri(uri: str) -> tuple[str, str]:
 def _invoke_async(ctx: Context, endpoint: str, body: bytes, request_id: str) -> bytes:
     prefix = ctx.outputs.async_prefix
     if not prefix:
-        raise OpsError("the stack exports no async_prefix for its async endpoint: run `pulumi up` with the current "
-                       "infra/ program")
+        raise OpsError(
+            "the stack exports no async_prefix for its async endpoint: run `pulumi up` with the current infra/ program"
+        )
     s3 = ctx.aws.client("s3")
     bucket, key = s3_uri(f"{prefix}input/{request_id}.json")
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
     answer = ctx.aws.client("sagemaker-runtime").invoke_endpoint_async(
-        EndpointName=endpoint, ContentType="application/json", Accept="application/json",
-        InputLocation=f"s3://{bucket}/{key}", InferenceId=request_id)
+        EndpointName=endpoint,
+        ContentType="application/json",
+        Accept="application/json",
+        InputLocation=f"s3://{bucket}/{key}",
+        InferenceId=request_id,
+    )
     output, failure = answer["OutputLocation"], answer.get("FailureLocation")
     deadline = ctx.clock() + ASYNC_WAIT_S
     while True:
@@ -316,13 +346,16 @@ def _invoke_async(ctx: Context, endpoint: str, body: bytes, request_id: str) -> 
                     raise
                 continue
             if failed:
-                raise OpsError(f"async request {request_id} to {endpoint} failed: {data[:300].decode(errors='replace')}"
-                               f" ({uri})")
+                raise OpsError(
+                    f"async request {request_id} to {endpoint} failed: {data[:300].decode(errors='replace')} ({uri})"
+                )
             return data
         if ctx.clock() > deadline:
-            raise OpsError(f"no result for async request {request_id} after {ASYNC_WAIT_S} s at {output}: "
-                           "`make status TARGET=aws` shows the endpoint's instances, `make logs TARGET=aws ENDPOINT=1` "
-                           "its log")
+            raise OpsError(
+                f"no result for async request {request_id} after {ASYNC_WAIT_S} s at {output}: "
+                "`make status TARGET=aws` shows the endpoint's instances, `make logs TARGET=aws ENDPOINT=1` "
+                "its log"
+            )
         ctx.wait()
 
 
@@ -341,9 +374,11 @@ def smoke(ctx: Context, endpoint: str, run_id: str, target_model: str | None = N
     except (ValueError, KeyError, IndexError, TypeError):
         raise OpsError(f"the smoke request to {endpoint} did not get predictions back: {answer[:200]!r}") from None
     p50 = statistics.median(latencies)
-    say(f"smoke        {SMOKE_REQUESTS} requests of shape {shape}: label {prediction.get('label')!r}; "
+    say(
+        f"smoke        {SMOKE_REQUESTS} requests of shape {shape}: label {prediction.get('label')!r}; "
         f"latency first {latencies[0]:.0f} ms, median {p50:.0f} ms, max {max(latencies):.0f} ms (round trip from here"
-        + (", through S3)" if ctx.outputs.endpoint_mode == "async" else ")"))
+        + (", through S3)" if ctx.outputs.endpoint_mode == "async" else ")")
+    )
     return {"label": prediction.get("label"), "first_ms": round(latencies[0], 1), "median_ms": round(p50, 1)}
 
 

@@ -50,8 +50,11 @@ def stop_running(ctx: Context) -> list[str]:
     ecs = ctx.aws.client("ecs")
     cluster = ctx.outputs.cluster_name
     try:
-        arns = [arn for page in ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING")
-                for arn in page.get("taskArns", [])]
+        arns = [
+            arn
+            for page in ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING")
+            for arn in page.get("taskArns", [])
+        ]
     except ClientError as exc:
         if error_code(exc) != "ClusterNotFoundException":
             raise
@@ -81,8 +84,9 @@ def _wait_stopped(ctx: Context, tasks: list[str]) -> None:
         if not tasks:
             break
         if ctx.clock() > deadline:
-            raise OpsError(f"{len(tasks)} ECS task(s) still not stopped after {STOP_WAIT_S} s: run `make destroy "
-                           "TARGET=aws` again")
+            raise OpsError(
+                f"{len(tasks)} ECS task(s) still not stopped after {STOP_WAIT_S} s: run `make destroy TARGET=aws` again"
+            )
         ctx.wait()
 
 
@@ -91,7 +95,8 @@ def audit(ctx: Context, retained: set[str] | None = None) -> list[Found]:
     tagging = ctx.aws.client("resourcegroupstaggingapi")
     found = []
     pages = tagging.get_paginator("get_resources").paginate(
-        TagFilters=[{"Key": STACK_TAG_KEY, "Values": [ctx.stack.tag]}])
+        TagFilters=[{"Key": STACK_TAG_KEY, "Values": [ctx.stack.tag]}]
+    )
     for page in pages:
         for mapping in page.get("ResourceTagMappingList", []):
             found.append(_classify(ctx, mapping["ResourceARN"], retained or set()))
@@ -110,8 +115,10 @@ def _bucket(ctx: Context, arn: str, name: str) -> tuple[str, str]:
     if not _exists(lambda: ctx.aws.client("s3").head_bucket(Bucket=bucket)):
         return "gone", "deleted (the tagging index lags)"
     if bucket == ctx.outputs.data_bucket:
-        return "retained", (f"the protected data bucket: to delete it, set {CONFIG.protect_data_bucket}=false, "
-                            "`pulumi up`, then `make destroy` again")
+        return "retained", (
+            f"the protected data bucket: to delete it, set {CONFIG.protect_data_bucket}=false, "
+            "`pulumi up`, then `make destroy` again"
+        )
     return "leftover", f"bucket {bucket} (storage is billed)"
 
 
@@ -119,8 +126,10 @@ def _key(ctx: Context, arn: str, name: str) -> tuple[str, str]:
     state = ctx.aws.client("kms").describe_key(KeyId=arn)["KeyMetadata"]
     if state.get("KeyState") == "PendingDeletion":
         when = state.get("DeletionDate")
-        return "gone", (f"pending deletion{f' on {when:%Y-%m-%d}' if when else ''} (not billed; cancel it if the "
-                        "retained data bucket must stay readable)")
+        return "gone", (
+            f"pending deletion{f' on {when:%Y-%m-%d}' if when else ''} (not billed; cancel it if the "
+            "retained data bucket must stay readable)"
+        )
     return "leftover", f"key {state.get('KeyState', '?')} (billed monthly)"
 
 
@@ -155,6 +164,7 @@ def _training_job(ctx: Context, arn: str, name: str) -> tuple[str, str]:
 def _sagemaker(describe: str, argument: str, what: str) -> Any:
     """A check for a SageMaker resource kind: DescribeX(name) answers while it exists, "Could not find ..." (a
     ValidationException) once it is gone."""
+
     def check(ctx: Context, arn: str, name: str) -> tuple[str, str]:
         try:
             found = getattr(ctx.aws.client("sagemaker"), describe)(**{argument: name.split("/", 1)[1]})
@@ -165,6 +175,7 @@ def _sagemaker(describe: str, argument: str, what: str) -> Any:
         if found.get("EndpointStatus") == "Deleting":
             return "gone", "endpoint being deleted (billing stops)"
         return "leftover", what
+
     return check
 
 
@@ -176,12 +187,20 @@ def _log_group(ctx: Context, arn: str, name: str) -> tuple[str, str]:
     return "leftover", "log group (stored logs are billed)"
 
 
-CHECKS = {"s3:bucket": _bucket, "kms:key": _key, "ecs:task-definition": _task_definition, "ecs:task": _task,
-          "ecs:cluster": _cluster, "sagemaker:training-job": _training_job, "logs:log-group": _log_group,
-          "sagemaker:endpoint": _sagemaker("describe_endpoint", "EndpointName", "endpoint (its instances are billed)"),
-          "sagemaker:endpoint-config": _sagemaker("describe_endpoint_config", "EndpointConfigName",
-                                                  "endpoint configuration (not billed, but part of the stack)"),
-          "sagemaker:model": _sagemaker("describe_model", "ModelName", "model (not billed, but part of the stack)")}
+CHECKS = {
+    "s3:bucket": _bucket,
+    "kms:key": _key,
+    "ecs:task-definition": _task_definition,
+    "ecs:task": _task,
+    "ecs:cluster": _cluster,
+    "sagemaker:training-job": _training_job,
+    "logs:log-group": _log_group,
+    "sagemaker:endpoint": _sagemaker("describe_endpoint", "EndpointName", "endpoint (its instances are billed)"),
+    "sagemaker:endpoint-config": _sagemaker(
+        "describe_endpoint_config", "EndpointConfigName", "endpoint configuration (not billed, but part of the stack)"
+    ),
+    "sagemaker:model": _sagemaker("describe_model", "ModelName", "model (not billed, but part of the stack)"),
+}
 """How to tell, per kind of resource, whether what the tagging index lists is still there and billed."""
 _GONE_CODES = ("NotFoundException", "ResourceNotFoundException", "ClientException", "404", "NoSuchBucket")
 
@@ -218,8 +237,10 @@ NOT_EMPTY = ("BucketNotEmpty", "RepositoryNotEmptyException")
 before the bucket itself can be deleted"; ECR DeleteRepository: "If the repository isn't empty, you must either delete
 the contents of the repository or use the force option" (botocore's models). The provider passes both on unless the
 resource has force_destroy / force_delete, which deepcloud:forceDestroy sets."""
-KEEP_FIRST = ("to delete them with the stack, copy out what you want to keep, then `pulumi config set "
-              f"{FORCE_DESTROY} true`, `python -m infra.cli up`, and `make destroy TARGET=aws` again")
+KEEP_FIRST = (
+    "to delete them with the stack, copy out what you want to keep, then `pulumi config set "
+    f"{FORCE_DESTROY} true`, `python -m infra.cli up`, and `make destroy TARGET=aws` again"
+)
 
 
 def _objects(s3: Any, bucket: str) -> int:
@@ -268,8 +289,10 @@ def _not_empty(failure: OpsError) -> OpsError:
     """pulumi destroy's BucketNotEmpty / RepositoryNotEmpty as one line that names the setting."""
     if not any(code in str(failure) for code in NOT_EMPTY):
         return failure
-    return OpsError(f"{failure}: a bucket or repository still holds data and {FORCE_DESTROY} is false; {KEEP_FIRST} "
-                    "(that `up` also recreates what this destroy removed, for the next destroy to remove again)")
+    return OpsError(
+        f"{failure}: a bucket or repository still holds data and {FORCE_DESTROY} is false; {KEEP_FIRST} "
+        "(that `up` also recreates what this destroy removed, for the next destroy to remove again)"
+    )
 
 
 def destroy(ctx: Context) -> list[Found]:
@@ -278,15 +301,23 @@ def destroy(ctx: Context) -> list[Found]:
     failure = None
     if held:
         say("holding data " + "; ".join(held))
-        failure = OpsError(f"destroy stopped before deleting anything: {', '.join(held)} hold data, and the stack has "
-                           f"{FORCE_DESTROY}=false, so `pulumi destroy` would fail on them (BucketNotEmpty, "
-                           f"RepositoryNotEmpty) half-way; {KEEP_FIRST}")
+        failure = OpsError(
+            f"destroy stopped before deleting anything: {', '.join(held)} hold data, and the stack has "
+            f"{FORCE_DESTROY}=false, so `pulumi destroy` would fail on them (BucketNotEmpty, "
+            f"RepositoryNotEmpty) half-way; {KEEP_FIRST}"
+        )
     else:
         stopped = stop_running(ctx)
         say(f"stopped      {len(stopped)} running task(s)/job(s)" if stopped else "stopped      nothing was running")
         try:
-            ctx.pulumi.stream("destroy", "--yes", "--skip-preview", "--exclude-protected",
-                              what="pulumi destroy failed", on_line=lambda line: say(f"  {line}"))
+            ctx.pulumi.stream(
+                "destroy",
+                "--yes",
+                "--skip-preview",
+                "--exclude-protected",
+                what="pulumi destroy failed",
+                on_line=lambda line: say(f"  {line}"),
+            )
         except OpsError as exc:
             failure = _not_empty(exc)
     try:
@@ -302,9 +333,11 @@ def destroy(ctx: Context) -> list[Found]:
         raise failure
     leftover = [f for f in found if f.group == "leftover"]
     if leftover:
-        raise OpsError(f"{len(leftover)} resource(s) tagged {STACK_TAG_KEY}={ctx.stack.tag} are left (table above): "
-                       "run `make destroy TARGET=aws` again in a few minutes (the tagging index lags), "
-                       "else delete them by hand")
+        raise OpsError(
+            f"{len(leftover)} resource(s) tagged {STACK_TAG_KEY}={ctx.stack.tag} are left (table above): "
+            "run `make destroy TARGET=aws` again in a few minutes (the tagging index lags), "
+            "else delete them by hand"
+        )
     return found
 
 
@@ -327,8 +360,11 @@ def _delete_retained_models(ctx: Context, managed: set[str]) -> None:
 
 def report(ctx: Context, found: list[Found]) -> None:
     say(f"audit        Resource Groups Tagging API, {STACK_TAG_KEY}={ctx.stack.tag}, {ctx.outputs.region}")
-    titles = {"leftover": "left over (billable or still part of the stack)", "retained": "retained by design",
-              "gone": "gone or not billed"}
+    titles = {
+        "leftover": "left over (billable or still part of the stack)",
+        "retained": "retained by design",
+        "gone": "gone or not billed",
+    }
     for group in ("leftover", "retained", "gone"):
         rows = [(f.kind, f.arn, f.note) for f in found if f.group == group]
         if rows:

@@ -54,8 +54,9 @@ def repository_name(url: str) -> str:
 def find_tag(aws: Aws, repository_url: str, digest12: str) -> tuple[str, str] | None:
     """(tag, image digest) of an image in the repository built from the same content, if there is one."""
     ecr = aws.client("ecr")
-    pages = ecr.get_paginator("describe_images").paginate(repositoryName=repository_name(repository_url),
-                                                          filter={"tagStatus": "TAGGED"})
+    pages = ecr.get_paginator("describe_images").paginate(
+        repositoryName=repository_name(repository_url), filter={"tagStatus": "TAGGED"}
+    )
     for page in pages:
         for detail in page.get("imageDetails", []):
             for tag in detail.get("imageTags", []):
@@ -68,21 +69,32 @@ def check_docker(repo: Path) -> str:
     """The Docker engine's version, or an OpsError when the CLI is missing or no engine answers."""
     exe = proc.require("docker", DOCKER_INSTALL)
     try:
-        done = subprocess.run([exe, "info", "--format", "{{.ServerVersion}}"], cwd=repo, capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [exe, "info", "--format", "{{.ServerVersion}}"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise OpsError("the Docker engine did not answer `docker info` within 60 s: restart Docker") from None
     version = done.stdout.strip()
     if done.returncode != 0 or not version:
-        said = next((line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()),
-                    f"exit code {done.returncode}")
-        raise OpsError(f"no Docker engine answers (docker info: {said}): start Docker, or give this user access "
-                       "to it, and run again")
+        said = next(
+            (line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()),
+            f"exit code {done.returncode}",
+        )
+        raise OpsError(
+            f"no Docker engine answers (docker info: {said}): start Docker, or give this user access "
+            "to it, and run again"
+        )
     return version
 
 
-def ensure(aws: Aws, repo: Path, spec: ImageSpec, repository_url: str,
-           build_args: dict[str, str] | None = None) -> Image:
+def ensure(
+    aws: Aws, repo: Path, spec: ImageSpec, repository_url: str, build_args: dict[str, str] | None = None
+) -> Image:
     """The image for the current sources in ``repository_url``: found by its content digest, else built and
     pushed."""
     args = dict(build_args or {})
@@ -100,11 +112,15 @@ def ensure(aws: Aws, repo: Path, spec: ImageSpec, repository_url: str,
     docker = proc.require("docker", DOCKER_INSTALL)
     _login(aws, repo, docker, repository_url)
     torch = container_build.TorchSource.pytorch(
-        args.get("TORCH_INDEX") or container_build.dockerfile_default(repo, spec, "TORCH_INDEX"))
+        args.get("TORCH_INDEX") or container_build.dockerfile_default(repo, spec, "TORCH_INDEX")
+    )
     container_build.build(docker, {}, repo, spec, [uri], tag, revision, args, torch, lambda line: say(f"  {line}"))
     _run([docker, "push", uri], repo, f"docker push of {uri} failed")
-    pushed = aws.client("ecr").batch_get_image(repositoryName=repository_name(repository_url),
-                                               imageIds=[{"imageTag": tag}]).get("images", [])
+    pushed = (
+        aws.client("ecr")
+        .batch_get_image(repositoryName=repository_name(repository_url), imageIds=[{"imageTag": tag}])
+        .get("images", [])
+    )
     if not pushed:
         raise OpsError(f"docker push reported success but ECR has no {uri}: push it again")
     say(f"pushed {uri}")
@@ -115,8 +131,9 @@ def _login(aws: Aws, repo: Path, docker: str, repository_url: str) -> None:
     data = aws.client("ecr").get_authorization_token()["authorizationData"][0]
     user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
     registry = repository_url.split("/", 1)[0]
-    code, lines = proc.stream([docker, "login", "--username", user, "--password-stdin", registry], repo,
-                              lambda line: None, stdin=password)
+    code, lines = proc.stream(
+        [docker, "login", "--username", user, "--password-stdin", registry], repo, lambda line: None, stdin=password
+    )
     if code != 0:
         said = next((line for line in reversed(lines) if line.strip()), f"exit code {code}")
         raise OpsError(f"docker login to {registry} failed: {said.strip()}")

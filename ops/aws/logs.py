@@ -46,8 +46,9 @@ class GroupTail:
     """New lines of every stream in a log group (or those with a name prefix), from ``since_ms`` on; with
     ``label_hosts``, each line starts with its host (``[algo-2] ...``), for a SageMaker job on several instances."""
 
-    def __init__(self, logs: Any, group: str, since_ms: int, prefix: str | None = None,
-                 label_hosts: bool = False) -> None:
+    def __init__(
+        self, logs: Any, group: str, since_ms: int, prefix: str | None = None, label_hosts: bool = False
+    ) -> None:
         self.logs, self.group, self.since_ms, self.prefix = logs, group, since_ms, prefix
         self.label_hosts = label_hosts
         self.seen: set[str] = set()
@@ -90,7 +91,7 @@ def first_traceback(lines: list[str]) -> list[str]:
     for start, line in enumerate(lines):
         if TRACEBACK in line:
             block = [line]
-            for follow in lines[start + 1:]:
+            for follow in lines[start + 1 :]:
                 block.append(follow)
                 if follow and not follow[:1].isspace() and TRACEBACK not in follow:
                     break
@@ -103,5 +104,5 @@ def last_error(lines: list[str]) -> str | None:
     for line in reversed(lines):
         text = line.strip()
         if text.startswith("error: "):
-            return text[len("error: "):]
+            return text[len("error: ") :]
     return None

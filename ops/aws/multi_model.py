@@ -41,8 +41,10 @@ def _location(ctx: Context, run_id: str) -> tuple[str, str]:
     """(bucket, key) of the run's archive under the endpoint's prefix."""
     prefix = ctx.outputs.models_prefix
     if not prefix:
-        raise OpsError("the stack exports no models_prefix for its multi-model endpoint: run `pulumi up` with the "
-                       "current infra/ program")
+        raise OpsError(
+            "the stack exports no models_prefix for its multi-model endpoint: run `pulumi up` with the "
+            "current infra/ program"
+        )
     bucket, key = deploy.s3_uri(prefix)
     return bucket, f"{key}{target_model(run_id)}"
 
@@ -59,8 +61,15 @@ def deploy_run(ctx: Context, run_id: str, config: dict[str, str]) -> dict:
     s3.copy({"Bucket": out.artifacts_bucket, "Key": source}, bucket, key)
     say(f"copied       s3://{out.artifacts_bucket}/{source} -> s3://{bucket}/{key} (server-side; no pulumi up)")
     endpoint = ctx.outputs.endpoint_name or ""
-    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "kind": "deploy", "mode": MODE, "run_id": run_id,
-             "model_artifact": key, "serving_image_tag": config.get(CONFIG.serving_image_tag), "endpoint": endpoint}
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": "deploy",
+        "mode": MODE,
+        "run_id": run_id,
+        "model_artifact": key,
+        "serving_image_tag": config.get(CONFIG.serving_image_tag),
+        "endpoint": endpoint,
+    }
     try:
         entry["smoke"] = deploy.smoke(ctx, endpoint, run_id, target_model=target_model(run_id))
     except (OpsError, ClientError) as exc:
@@ -69,9 +78,11 @@ def deploy_run(ctx: Context, run_id: str, config: dict[str, str]) -> dict:
         raise OpsError(f"run {run_id} is copied to s3://{bucket}/{key} but its smoke request failed: {exc}") from None
     entry["result"] = "InService"
     deploy.append_history(s3, out.artifacts_bucket, entry)
-    say(f"invoke       make predict TARGET=aws MODEL={run_id}, or sagemaker-runtime InvokeEndpoint(EndpointName="
+    say(
+        f"invoke       make predict TARGET=aws MODEL={run_id}, or sagemaker-runtime InvokeEndpoint(EndpointName="
         f"{endpoint}, TargetModel={target_model(run_id)}); earlier copies under s3://{bucket}/"
-        f"{key.rsplit('/', 1)[0]}/ stay invokable")
+        f"{key.rsplit('/', 1)[0]}/ stay invokable"
+    )
     return entry
 
 
@@ -82,8 +93,13 @@ def _create_endpoint(ctx: Context, config: dict[str, str]) -> None:
     check_endpoint_quota(ctx)
     out = ctx.outputs
     kind = out.endpoint_instance_type or config.get(CONFIG.endpoint_instance_type)
-    image = images.ensure(ctx.aws, ctx.repo, images.IMAGES["serving"], out.serving_repository_url,
-                          {"TORCH_INDEX": deploy.torch_index(kind)})
+    image = images.ensure(
+        ctx.aws,
+        ctx.repo,
+        images.IMAGES["serving"],
+        out.serving_repository_url,
+        {"TORCH_INDEX": deploy.torch_index(kind)},
+    )
     ctx.pulumi.set_config(CONFIG.serving_image_tag, image.tag)
     watcher = deploy.EndpointWatcher(ctx, None)
     try:
@@ -102,14 +118,18 @@ def predicted_run(ctx: Context, model: str | None) -> str:
     """The run `make predict` targets on a multi-model endpoint: MODEL=, which must have been deployed (copied)."""
     endpoint = ctx.outputs.endpoint_name
     if not model:
-        raise OpsError(f"endpoint {endpoint} is multi-model: give MODEL=<run-id>, the deployed run to send the images "
-                       "to (`make deploy TARGET=aws MODEL=<run-id>` deploys one)")
+        raise OpsError(
+            f"endpoint {endpoint} is multi-model: give MODEL=<run-id>, the deployed run to send the images "
+            "to (`make deploy TARGET=aws MODEL=<run-id>` deploys one)"
+        )
     bucket, key = _location(ctx, model)
     try:
         ctx.aws.client("s3").head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-            raise OpsError(f"run {model} is not on multi-model endpoint {endpoint} (no s3://{bucket}/{key}): run "
-                           f"`make deploy TARGET=aws MODEL={model}` first") from None
+            raise OpsError(
+                f"run {model} is not on multi-model endpoint {endpoint} (no s3://{bucket}/{key}): run "
+                f"`make deploy TARGET=aws MODEL={model}` first"
+            ) from None
         raise
     return model

@@ -38,8 +38,10 @@ def endpoints_for_run(ctx: Context) -> Iterator[None]:
         yield
     except Exception as exc:
         if getattr(exc, "keeps_network", False):  # the run goes on: it still needs them
-            say(f"network      the interface endpoints stay up while the run goes on: set "
-                f"{CONFIG.interface_endpoints_up}=false and `python -m infra.cli up` once it has ended")
+            say(
+                f"network      the interface endpoints stay up while the run goes on: set "
+                f"{CONFIG.interface_endpoints_up}=false and `python -m infra.cli up` once it has ended"
+            )
             raise
         _down(ctx)
         raise

@@ -25,8 +25,11 @@ def deployed_run(ctx: Context) -> str:
     """The run the endpoint serves: the newest successful deploy in the history."""
     if not ctx.outputs.endpoint_name:
         raise OpsError("no endpoint is deployed: run `make deploy TARGET=aws` first")
-    served = [e for e in deploy.read_history(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket)
-              if e.get("result") == "InService"]
+    served = [
+        e
+        for e in deploy.read_history(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket)
+        if e.get("result") == "InService"
+    ]
     if not served:
         raise OpsError("no successful deploy in the history: run `make deploy TARGET=aws` first")
     return served[-1]["run_id"]
@@ -66,11 +69,18 @@ def predict(ctx: Context, model: str | None = None) -> PredictReport:
             correct += json.loads(answer)["predictions"][0]["label"] == label
         except (ValueError, KeyError, IndexError, TypeError):
             raise OpsError(f"endpoint {endpoint} did not answer with predictions: {answer[:200]!r}") from None
-    report = PredictReport(samples=len(labels), correct=correct, in_process_accuracy=in_process,
-                           latencies_ms=latencies, seconds=time.perf_counter() - started)
+    report = PredictReport(
+        samples=len(labels),
+        correct=correct,
+        in_process_accuracy=in_process,
+        latencies_ms=latencies,
+        seconds=time.perf_counter() - started,
+    )
     for line in report.lines():
         say(line)
     if in_process is not None and not report.matches:
-        raise OpsError("accuracy through the endpoint differs from the in-process accuracy of the same artifact: "
-                       "the server and trainer disagree on the model's input; see docs/artifact.md")
+        raise OpsError(
+            "accuracy through the endpoint differs from the in-process accuracy of the same artifact: "
+            "the server and trainer disagree on the model's input; see docs/artifact.md"
+        )
     return report

@@ -75,8 +75,11 @@ def check_stack(repo: Path, stack_name: str | None) -> Stack:
     version = pulumi.run("version", what="the pulumi CLI does not run", stack=False).strip()
     stack = Stack.load(pulumi)
     present = sum(1 for key in OUTPUT_KEYS if getattr(stack.outputs, key) not in (None, "", ()))
-    ok("Pulumi stack", f"{stack.name} ({stack.tag}), pulumi {version}, {present}/{len(OUTPUT_KEYS)} outputs, "
-                       f"region {stack.outputs.region}")
+    ok(
+        "Pulumi stack",
+        f"{stack.name} ({stack.tag}), pulumi {version}, {present}/{len(OUTPUT_KEYS)} outputs, "
+        f"region {stack.outputs.region}",
+    )
     return stack
 
 
@@ -95,8 +98,10 @@ def quota_value(quotas, service: str, code: str) -> float:
 
 
 def _increase(service: str, code: str, value: float, region: str) -> str:
-    return (f"`aws service-quotas request-service-quota-increase --service-code {service} --quota-code {code} "
-            f"--desired-value {value:g} --region {region}` (or the Service Quotas console)")
+    return (
+        f"`aws service-quotas request-service-quota-increase --service-code {service} --quota-code {code} "
+        f"--desired-value {value:g} --region {region}` (or the Service Quotas console)"
+    )
 
 
 def check_ec2_quotas(ctx: Context) -> None:
@@ -117,12 +122,17 @@ def check_ec2_quotas(ctx: Context) -> None:
             full = one * gpu.max_size
             where = f"'{quota.name}' ({quota.code}) in {ctx.outputs.region}"
             if value < one:
-                raise OpsError(f"quota {where} is {value:g} vCPUs, below the {one} one {kind} needs: request "
-                               f"{full} with {_increase('ec2', quota.code, full, ctx.outputs.region)}")
+                raise OpsError(
+                    f"quota {where} is {value:g} vCPUs, below the {one} one {kind} needs: request "
+                    f"{full} with {_increase('ec2', quota.code, full, ctx.outputs.region)}"
+                )
             if value < full:
-                warn("EC2 quota", f"{where} is {value:g} vCPUs: enough for one {kind} ({one}), not for the group's "
-                                  f"{gpu.max_size} instances ({full}); request more with "
-                                  f"{_increase('ec2', quota.code, full, ctx.outputs.region)}")
+                warn(
+                    "EC2 quota",
+                    f"{where} is {value:g} vCPUs: enough for one {kind} ({one}), not for the group's "
+                    f"{gpu.max_size} instances ({full}); request more with "
+                    f"{_increase('ec2', quota.code, full, ctx.outputs.region)}",
+                )
             else:
                 ok("EC2 quota", f"{where} is {value:g} vCPUs; the group's {gpu.max_size} x {kind} need {full}")
 
@@ -134,14 +144,21 @@ def _sagemaker_quota(ctx: Context, name: str, instance_type: str) -> tuple[float
     for page in quotas.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker"):
         for quota in page.get("Quotas", []):
             if quota.get("QuotaName") == name:
-                return float(quota.get("Value", 0)), quota["QuotaCode"], f"'{name}' ({quota['QuotaCode']}) in " \
-                                                                         f"{ctx.outputs.region}"
-    raise OpsError(f"Service Quotas lists no SageMaker quota '{name}' in {ctx.outputs.region}: is {instance_type} a "
-                   "SageMaker instance type offered there?")
+                return (
+                    float(quota.get("Value", 0)),
+                    quota["QuotaCode"],
+                    f"'{name}' ({quota['QuotaCode']}) in {ctx.outputs.region}",
+                )
+    raise OpsError(
+        f"Service Quotas lists no SageMaker quota '{name}' in {ctx.outputs.region}: is {instance_type} a "
+        "SageMaker instance type offered there?"
+    )
 
 
-SPOT_TRAINING_LIMITS = ("Maximum number of instances per spot training job",
-                        "Number of instances across all spot training jobs")
+SPOT_TRAINING_LIMITS = (
+    "Maximum number of instances per spot training job",
+    "Number of instances across all spot training jobs",
+)
 """Account-wide SageMaker quotas a managed-spot job of N instances must also fit in, beside the per-type
 '<type> for spot training job usage' (docs/aws-behaviours.md Q1). Matched by name in what ListServiceQuotas answers;
 one that Service Quotas does not list in the region is not checked."""
@@ -150,9 +167,12 @@ one that Service Quotas does not list in the region is not checked."""
 def _sagemaker_quota_table(ctx: Context) -> dict[str, tuple[float, str]]:
     """Every SageMaker quota Service Quotas lists in the region: name -> (value, quota code); one listing."""
     quotas = ctx.aws.client("service-quotas")
-    return {quota["QuotaName"]: (float(quota.get("Value", 0)), quota["QuotaCode"])
-            for page in quotas.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker")
-            for quota in page.get("Quotas", []) if "QuotaName" in quota}
+    return {
+        quota["QuotaName"]: (float(quota.get("Value", 0)), quota["QuotaCode"])
+        for page in quotas.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker")
+        for quota in page.get("Quotas", [])
+        if "QuotaName" in quota
+    }
 
 
 def check_sagemaker_quota(ctx: Context, instance_type: str, instance_count: int = 1) -> None:
@@ -162,8 +182,10 @@ def check_sagemaker_quota(ctx: Context, instance_type: str, instance_count: int 
     table = _sagemaker_quota_table(ctx)
     name = f"{instance_type} for spot training job usage"
     if name not in table:
-        raise OpsError(f"Service Quotas lists no SageMaker quota '{name}' in {region}: is {instance_type} a "
-                       "SageMaker instance type offered there? (set INSTANCE_TYPE=ml.g5.xlarge, ...)")
+        raise OpsError(
+            f"Service Quotas lists no SageMaker quota '{name}' in {region}: is {instance_type} a "
+            "SageMaker instance type offered there? (set INSTANCE_TYPE=ml.g5.xlarge, ...)"
+        )
     need = instance_count
     job = f"a job of {need} x {instance_type}" if need > 1 else "a job"
     for quota_name in (name, *SPOT_TRAINING_LIMITS):
@@ -173,8 +195,10 @@ def check_sagemaker_quota(ctx: Context, instance_type: str, instance_count: int 
         where = f"'{quota_name}' ({code}) in {region}"
         if value < need:
             fewer = " or lower INSTANCE_COUNT" if need > 1 else ""
-            raise OpsError(f"quota {where} is {value:g} instances, below the {need} {job} needs: request {need} "
-                           f"with {_increase('sagemaker', code, need, region)}{fewer}")
+            raise OpsError(
+                f"quota {where} is {value:g} instances, below the {need} {job} needs: request {need} "
+                f"with {_increase('sagemaker', code, need, region)}{fewer}"
+            )
         ok("SageMaker quota", f"{where} is {value:g} instances" + (f"; {job} needs {need}" if need > 1 else ""))
 
 
@@ -183,32 +207,49 @@ def check_endpoint_quota(ctx: Context) -> None:
     rollout runs the new fleet beside the old one (as large as auto scaling made it) until the old one goes."""
     kind, most = ctx.outputs.endpoint_instance_type, ctx.outputs.endpoint_max_instances
     if ctx.outputs.endpoint_mode == "serverless":
-        ok("endpoint quota", "serverless endpoint: no instances, so no endpoint-usage quota (SageMaker limits its "
-                             "concurrency per account instead)")
+        ok(
+            "endpoint quota",
+            "serverless endpoint: no instances, so no endpoint-usage quota (SageMaker limits its "
+            "concurrency per account instead)",
+        )
         return
     if not kind or not most:
-        warn("endpoint quota", "the stack exports no endpoint_instance_type/endpoint_max_instances: run `pulumi up` "
-                               "with the current infra/ program to have it checked")
+        warn(
+            "endpoint quota",
+            "the stack exports no endpoint_instance_type/endpoint_max_instances: run `pulumi up` "
+            "with the current infra/ program to have it checked",
+        )
         return
     need = 2 * int(most)
     value, code, where = _sagemaker_quota(ctx, f"{kind} for endpoint usage", kind)
     if value < need:
-        raise OpsError(f"quota {where} is {value:g} instances, below the {need} a blue/green rollout can need (the new "
-                       f"fleet beside the old, each up to endpointMaxInstances={most}): request {need} with "
-                       f"{_increase('sagemaker', code, need, ctx.outputs.region)}, or lower "
-                       "deepcloud:endpointMaxInstances")
+        raise OpsError(
+            f"quota {where} is {value:g} instances, below the {need} a blue/green rollout can need (the new "
+            f"fleet beside the old, each up to endpointMaxInstances={most}): request {need} with "
+            f"{_increase('sagemaker', code, need, ctx.outputs.region)}, or lower "
+            "deepcloud:endpointMaxInstances"
+        )
     ok("endpoint quota", f"{where} is {value:g} instances; a rollout of up to {most} needs {need}")
 
 
-def run(repo: Path, paths: Paths, stack_name: str | None, *, backend: str = "ecs",
-        instance_type: str = "ml.g5.xlarge", docker: bool = True, quotas: bool = True,
-        instance_count: int = 1) -> Context:
+def run(
+    repo: Path,
+    paths: Paths,
+    stack_name: str | None,
+    *,
+    backend: str = "ecs",
+    instance_type: str = "ml.g5.xlarge",
+    docker: bool = True,
+    quotas: bool = True,
+    instance_count: int = 1,
+) -> Context:
     """Run the checks in order, printing one line each; the first failure is an OpsError."""
     header("preflight (aws)")
     check_credentials(os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
     stack = check_stack(repo, stack_name)
-    ctx = Context(repo=repo, paths=paths, stack=stack, aws=context.connect(stack.outputs.region),
-                  prices=PriceTable.load())
+    ctx = Context(
+        repo=repo, paths=paths, stack=stack, aws=context.connect(stack.outputs.region), prices=PriceTable.load()
+    )
     if docker:
         check_docker(repo)
     if quotas:
@@ -217,4 +258,3 @@ def run(repo: Path, paths: Paths, stack_name: str | None, *, backend: str = "ecs
         else:
             check_ec2_quotas(ctx)
     return ctx
-

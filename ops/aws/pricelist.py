@@ -99,9 +99,18 @@ class Refresh:
         self.kept: list[str] = []
 
     def ec2_on_demand(self, instance_type: str) -> dict | None:
-        found = products(self.pricing, "AmazonEC2", term_match(
-            regionCode=self.region, instanceType=instance_type, operatingSystem="Linux", tenancy="Shared",
-            preInstalledSw="NA", capacitystatus="Used"))
+        found = products(
+            self.pricing,
+            "AmazonEC2",
+            term_match(
+                regionCode=self.region,
+                instanceType=instance_type,
+                operatingSystem="Linux",
+                tenancy="Shared",
+                preInstalledSw="NA",
+                capacitystatus="Used",
+            ),
+        )
         pattern = re.compile(rf"(^|-)BoxUsage:{re.escape(instance_type)}$")  # not HostBoxUsage, DedicatedUsage, ...
         hit = _first(found, lambda p: bool(pattern.search(_usage(p))))
         if hit is None:
@@ -117,8 +126,12 @@ class Refresh:
         highest = None
         token = None
         while True:
-            request: dict[str, Any] = {"InstanceTypes": [instance_type], "ProductDescriptions": ["Linux/UNIX"],
-                                       "StartTime": self.now - timedelta(days=SPOT_DAYS), "EndTime": self.now}
+            request: dict[str, Any] = {
+                "InstanceTypes": [instance_type],
+                "ProductDescriptions": ["Linux/UNIX"],
+                "StartTime": self.now - timedelta(days=SPOT_DAYS),
+                "EndTime": self.now,
+            }
             if token:
                 request["NextToken"] = token
             page = self.ec2.describe_spot_price_history(**request)
@@ -132,15 +145,19 @@ class Refresh:
 
     def sagemaker(self, instance_type: str, usage: str) -> dict | None:
         """`usage` is Host or Train: the instance-hour product of that use (on-demand, not spot)."""
-        found = products(self.pricing, "AmazonSageMaker", term_match(regionCode=self.region,
-                                                                     instanceName=instance_type))
+        found = products(
+            self.pricing, "AmazonSageMaker", term_match(regionCode=self.region, instanceName=instance_type)
+        )
         pattern = re.compile(rf"(^|-){usage}:{re.escape(instance_type)}$")
         hit = _first(found, lambda p: bool(pattern.search(_usage(p))))
         return None if hit is None else {"usd_per_hour": hit[1]}
 
     def serverless(self) -> dict[str, dict]:
-        found = products(self.pricing, "AmazonSageMaker", [
-            *term_match(regionCode=self.region), {"Type": "CONTAINS", "Field": "usagetype", "Value": "ServerlessInf"}])
+        found = products(
+            self.pricing,
+            "AmazonSageMaker",
+            [*term_match(regionCode=self.region), {"Type": "CONTAINS", "Field": "usagetype", "Value": "ServerlessInf"}],
+        )
         table: dict[str, dict] = {}
         for product in found:
             match = re.search(r"ServerlessInf.*Mem-(\d+)GB$", _usage(product))
@@ -173,8 +190,14 @@ class Refresh:
         return out
 
 
-def refresh(pricing: Any, ec2: Any, region: str, instance_types: dict[str, Iterable[str]], old: PriceTable,
-            now: datetime | None = None) -> tuple[dict, list[str]]:
+def refresh(
+    pricing: Any,
+    ec2: Any,
+    region: str,
+    instance_types: dict[str, Iterable[str]],
+    old: PriceTable,
+    now: datetime | None = None,
+) -> tuple[dict, list[str]]:
     """The new table (as a dict ready to write) and what was kept from `old` because AWS had no product for it.
     `instance_types`: section -> types (ec2 types also get [ec2_spot])."""
     now = now or datetime.now(UTC)
@@ -182,9 +205,12 @@ def refresh(pricing: Any, ec2: Any, region: str, instance_types: dict[str, Itera
     today = now.date().isoformat()
     raw = _as_dict(old)
     raw.update(region=region, currency="USD")
-    fetchers = {"ec2": run.ec2_on_demand, "ec2_spot": run.ec2_spot,
-                "sagemaker_training": lambda t: run.sagemaker(t, "Train"),
-                "sagemaker_hosting": lambda t: run.sagemaker(t, "Host")}
+    fetchers = {
+        "ec2": run.ec2_on_demand,
+        "ec2_spot": run.ec2_spot,
+        "sagemaker_training": lambda t: run.sagemaker(t, "Train"),
+        "sagemaker_hosting": lambda t: run.sagemaker(t, "Host"),
+    }
     for section, fetch in fetchers.items():
         types = sorted(set(instance_types.get("ec2" if section == "ec2_spot" else section, ())))
         fresh: dict[str, dict] = {}
@@ -201,8 +227,10 @@ def refresh(pricing: Any, ec2: Any, region: str, instance_types: dict[str, Itera
     serverless = run.serverless()
     if serverless:
         raw["sagemaker_serverless"] = serverless
-        raw["sources"]["sagemaker_serverless"] = {"as_of": today, "source": SOURCES["sagemaker_serverless"]
-                                                  + f", {region}"}
+        raw["sources"]["sagemaker_serverless"] = {
+            "as_of": today,
+            "source": SOURCES["sagemaker_serverless"] + f", {region}",
+        }
     else:
         run.kept.append("[sagemaker_serverless]")
     raw["rates"] = {**raw.get("rates", {}), **run.rates()}
@@ -215,8 +243,14 @@ def _as_dict(table: PriceTable) -> dict:
     """The loaded table back as the TOML document's structure."""
     raw: dict[str, Any] = {"as_of": table.as_of, "region": table.region, "currency": "USD"}
     for section, entries in table.prices.items():
-        raw[section] = {name: {k: v for k, v in (("usd_per_hour", p.usd_per_hour), ("vcpus", p.vcpus),
-                                                  ("gpus", p.gpus)) if v is not None} for name, p in entries.items()}
+        raw[section] = {
+            name: {
+                k: v
+                for k, v in (("usd_per_hour", p.usd_per_hour), ("vcpus", p.vcpus), ("gpus", p.gpus))
+                if v is not None
+            }
+            for name, p in entries.items()
+        }
     raw["sagemaker_serverless"] = {str(mb): {"usd_per_second": usd} for mb, usd in table.serverless.items()}
     for section in table_module.RATE_SECTIONS:
         raw[section] = {r.name: {"usd": r.usd, "unit": r.unit} for r in table.rates.values() if r.section == section}
@@ -234,9 +268,12 @@ def _value(value: Any) -> str:
 
 def dumps(raw: dict) -> str:
     """The table as TOML (the subset it uses: scalars at the top, [sources.<x>] tables, inline tables per entry)."""
-    out = ["# The prices every cost deepcloud prints is computed from (infra/prices.py loads it).",
-           "# Written by `make prices` (ops/aws/pricelist.py): each section's source and date are under [sources].",
-           "# These are estimates, not a bill; spot costs less than [ec2], which is a ceiling for it.", ""]
+    out = [
+        "# The prices every cost deepcloud prints is computed from (infra/prices.py loads it).",
+        "# Written by `make prices` (ops/aws/pricelist.py): each section's source and date are under [sources].",
+        "# These are estimates, not a bill; spot costs less than [ec2], which is a ceiling for it.",
+        "",
+    ]
     out += [f"{key} = {_value(raw[key])}" for key in ("as_of", "region", "currency")]
     for name, source in sorted(raw["sources"].items()):
         out += ["", f"[sources.{name}]", f"as_of = {_value(source['as_of'])}", f"source = {_value(source['source'])}"]

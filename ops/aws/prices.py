@@ -51,8 +51,9 @@ def max_runtime_s(usd_per_hour: float, max_hours: float, max_cost: float | None)
             raise OpsError(f"MAX_COST must be above 0 dollars, got {max_cost:g}")
         limit = min(limit, max_cost / usd_per_hour * 3600)
         if limit < MIN_RUNTIME_S:
-            raise OpsError(f"MAX_COST={max_cost:g} buys {limit:.0f} s at {usd(usd_per_hour)}/h, under a minute: "
-                           "raise MAX_COST")
+            raise OpsError(
+                f"MAX_COST={max_cost:g} buys {limit:.0f} s at {usd(usd_per_hour)}/h, under a minute: raise MAX_COST"
+            )
     return math.floor(limit)
 
 

@@ -22,15 +22,29 @@ def require(binary: str, install_hint: str) -> str:
     return exe
 
 
-def stream(argv: Sequence[str], cwd: Path, on_line: Callable[[str], None], *, env: dict[str, str] | None = None,
-           stdin: str | None = None, poll: Callable[[], None] | None = None,
-           poll_seconds: float = 5.0) -> tuple[int, list[str]]:
+def stream(
+    argv: Sequence[str],
+    cwd: Path,
+    on_line: Callable[[str], None],
+    *,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    poll: Callable[[], None] | None = None,
+    poll_seconds: float = 5.0,
+) -> tuple[int, list[str]]:
     """Run ``argv`` with stdout and stderr merged; each line goes to ``on_line`` as it comes and ``poll`` runs
     every ``poll_seconds`` meanwhile. Returns (exit code, all lines). On Ctrl-C (or any error in a callback)
     the process gets SIGTERM, which docker and pulumi both handle by cancelling cleanly."""
-    proc = subprocess.Popen(list(argv), cwd=cwd, env={**os.environ, **(env or {})}, text=True, bufsize=1,
-                            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        text=True,
+        bufsize=1,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     if stdin is not None:
         assert proc.stdin is not None
         proc.stdin.write(stdin)

@@ -1,10 +1,10 @@
 """Where training runs leave things in the artifacts bucket, and the run record kept beside each model::
 
-    s3://<artifacts>/models/<run-id>/model.tar.gz   the model artifact (docs/artifact.md)
-    s3://<artifacts>/models/<run-id>/run.json       the run record: backend, task or job, image, hyperparameters,
-                                                    limits, prices, status, exit code and reason
-    s3://<artifacts>/checkpoints/<run-id>/          the trainer's checkpoints (ECS: checkpoint_s3_uri;
-                                                    SageMaker: CheckpointConfig)
+s3://<artifacts>/models/<run-id>/model.tar.gz   the model artifact (docs/artifact.md)
+s3://<artifacts>/models/<run-id>/run.json       the run record: backend, task or job, image, hyperparameters,
+                                                limits, prices, status, exit code and reason
+s3://<artifacts>/checkpoints/<run-id>/          the trainer's checkpoints (ECS: checkpoint_s3_uri;
+                                                SageMaker: CheckpointConfig)
 """
 
 from __future__ import annotations
@@ -47,8 +47,12 @@ def checkpoint_uri(bucket: str, run_id: str) -> str:
 
 
 def write_record(s3: Any, bucket: str, record: dict) -> None:
-    s3.put_object(Bucket=bucket, Key=record_key(record["run_id"]), ContentType="application/json",
-                  Body=(json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    s3.put_object(
+        Bucket=bucket,
+        Key=record_key(record["run_id"]),
+        ContentType="application/json",
+        Body=(json.dumps(record, indent=2, sort_keys=True) + "\n").encode(),
+    )
 
 
 def read_json(s3: Any, bucket: str, key: str) -> Any | None:
@@ -73,7 +77,7 @@ def list_runs(s3: Any, bucket: str) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=MODELS):
         for obj in page.get("Contents", []):
-            parts = obj["Key"][len(MODELS):].split("/")
+            parts = obj["Key"][len(MODELS) :].split("/")
             if len(parts) != 2:
                 continue
             entry = runs.setdefault(parts[0], {"model": None, "record": False})
@@ -97,6 +101,8 @@ def require_model(s3: Any, bucket: str, run_id: str) -> None:
         s3.head_object(Bucket=bucket, Key=model_key(run_id))
     except ClientError as exc:
         if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-            raise OpsError(f"no model for run {run_id}: s3://{bucket}/{model_key(run_id)} does not exist "
-                           "(`make status TARGET=aws` lists the runs)") from None
+            raise OpsError(
+                f"no model for run {run_id}: s3://{bucket}/{model_key(run_id)} does not exist "
+                "(`make status TARGET=aws` lists the runs)"
+            ) from None
         raise

@@ -96,8 +96,10 @@ class StackOutputs:
         required = [name for name in known if name not in OPTIONAL_OUTPUTS]
         missing = [name for name in required if raw.get(name) in (None, "", [])]
         if missing:
-            raise OpsError(f"stack '{stack}' has no output {', '.join(missing)}: run `pulumi up` with the current "
-                           "infra/ program (it exports them)")
+            raise OpsError(
+                f"stack '{stack}' has no output {', '.join(missing)}: run `pulumi up` with the current "
+                "infra/ program (it exports them)"
+            )
         values = {}
         for name in known:
             value = raw.get(name)
@@ -109,10 +111,25 @@ class StackOutputs:
         return cls(**values)
 
 
-OPTIONAL_OUTPUTS = ("endpoint_name", "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
-                    "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
-                    "protect_data_bucket", "endpoint_mode", "async_prefix", "models_prefix", "network_profile",
-                    "interface_endpoints_up", "monthly_budget", "budget_name")
+OPTIONAL_OUTPUTS = (
+    "endpoint_name",
+    "training_role_arn",
+    "stack_tag",
+    "task_definition_arn",
+    "endpoint_config_name",
+    "endpoint_instance_type",
+    "endpoint_max_instances",
+    "access_logs_bucket",
+    "force_destroy",
+    "protect_data_bucket",
+    "endpoint_mode",
+    "async_prefix",
+    "models_prefix",
+    "network_profile",
+    "interface_endpoints_up",
+    "monthly_budget",
+    "budget_name",
+)
 OUTPUT_KEYS = tuple(f.name for f in fields(StackOutputs))
 """Every stack output key ops reads, for the README and for reconciling with infra/__main__.py."""
 
@@ -151,8 +168,15 @@ class Pulumi:
     def run(self, *args: str, what: str, hint: str = "", stack: bool = True) -> str:
         """Run `pulumi ARGS`; its stdout, or an OpsError: ``what``, pulumi's own error line, then ``hint``."""
         try:
-            done = subprocess.run(self._argv(*args, stack=stack), cwd=self.repo, env=self._env(),
-                                  capture_output=True, text=True, timeout=300, check=False)
+            done = subprocess.run(
+                self._argv(*args, stack=stack),
+                cwd=self.repo,
+                env=self._env(),
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise OpsError(f"`pulumi {' '.join(args)}` did not answer within 300 s") from None
         if done.returncode != 0:
@@ -160,24 +184,44 @@ class Pulumi:
             raise OpsError(f"{what} (pulumi: {said})" + (f": {hint}" if hint else ""))
         return done.stdout
 
-    def stream(self, *args: str, what: str, on_line: Callable[[str], None], poll: Callable[[], None] | None = None,
-               poll_seconds: float = 5.0) -> None:
+    def stream(
+        self,
+        *args: str,
+        what: str,
+        on_line: Callable[[str], None],
+        poll: Callable[[], None] | None = None,
+        poll_seconds: float = 5.0,
+    ) -> None:
         """Run a long `pulumi` command (up, destroy), each output line to ``on_line`` as it comes and ``poll``
         every ``poll_seconds`` meanwhile (ops watches the endpoint while `pulumi up` waits for it)."""
-        code, lines = proc.stream(self._argv(*args), self.repo, on_line, env=self._env(), poll=poll,
-                                  poll_seconds=poll_seconds)
+        code, lines = proc.stream(
+            self._argv(*args), self.repo, on_line, env=self._env(), poll=poll, poll_seconds=poll_seconds
+        )
         if code != 0:
             raise OpsError(f"{what} (pulumi: {_error_line(chr(10).join(lines), code)})")
 
-    def up(self, *, on_line: Callable[[str], None], poll: Callable[[], None] | None = None,
-           poll_seconds: float = 5.0) -> None:
+    def up(
+        self, *, on_line: Callable[[str], None], poll: Callable[[], None] | None = None, poll_seconds: float = 5.0
+    ) -> None:
         """`pulumi up` gated by the policy pack: the preview (not skipped) runs its rules before any change."""
-        self.stream("up", "--yes", "--policy-pack", str(self.repo / POLICY_PACK), what="pulumi up failed",
-                    on_line=on_line, poll=poll, poll_seconds=poll_seconds)
+        self.stream(
+            "up",
+            "--yes",
+            "--policy-pack",
+            str(self.repo / POLICY_PACK),
+            what="pulumi up failed",
+            on_line=on_line,
+            poll=poll,
+            poll_seconds=poll_seconds,
+        )
 
     def stack_name(self) -> str:
-        name = self.run("stack", "--show-name", what="no Pulumi stack is selected",
-                        hint="run `pulumi login`, then `pulumi stack init dev` (or `pulumi stack select dev`)").strip()
+        name = self.run(
+            "stack",
+            "--show-name",
+            what="no Pulumi stack is selected",
+            hint="run `pulumi login`, then `pulumi stack init dev` (or `pulumi stack select dev`)",
+        ).strip()
         if not name:
             raise OpsError("no Pulumi stack is selected: run `pulumi stack init dev` (or `pulumi stack select dev`)")
         return name
@@ -197,8 +241,10 @@ class Pulumi:
             data = json.loads(text or "{}")
         except json.JSONDecodeError:
             raise OpsError(f"`pulumi config --json` printed something that is not JSON: {text[:80]!r}") from None
-        return {key: str(entry.get("value", "[secret]")) if isinstance(entry, dict) else str(entry)
-                for key, entry in data.items()}
+        return {
+            key: str(entry.get("value", "[secret]")) if isinstance(entry, dict) else str(entry)
+            for key, entry in data.items()
+        }
 
     def managed_arns(self) -> set[str]:
         """The ARNs of every resource still in the stack's state (`pulumi stack export`): after
@@ -227,7 +273,7 @@ def _error_line(output: str, code: int) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     for line in lines:
         if line.lower().startswith("error:"):
-            return line[len("error:"):].strip()
+            return line[len("error:") :].strip()
     return lines[-1] if lines else f"pulumi exited with code {code}"
 
 
@@ -263,10 +309,13 @@ class Stack:
         raw = pulumi.outputs()
         if not raw:
             raise OpsError(f"stack '{name}' has no outputs: run `pulumi up` first (README, 'The AWS workflow')")
-        return cls(name=name, project=project_name(pulumi.repo), outputs=StackOutputs.parse(raw, name),
-                   pulumi=pulumi)
+        return cls(name=name, project=project_name(pulumi.repo), outputs=StackOutputs.parse(raw, name), pulumi=pulumi)
 
     def reload(self) -> Stack:
         """The same stack after `pulumi up` changed its outputs."""
-        return Stack(name=self.name, project=self.project, outputs=StackOutputs.parse(self.pulumi.outputs(), self.name),
-                     pulumi=self.pulumi)
+        return Stack(
+            name=self.name,
+            project=self.project,
+            outputs=StackOutputs.parse(self.pulumi.outputs(), self.name),
+            pulumi=self.pulumi,
+        )

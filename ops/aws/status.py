@@ -35,8 +35,15 @@ def status(ctx: Context) -> float:
         price = ctx.prices.find(kind, instance_type)
         hourly = price.usd_per_hour * count if price else None
         total += hourly or 0.0
-        rows.append((what, name, state, f"{count} x {instance_type}",
-                     usd(hourly) + "/h" if hourly is not None else "no price in table"))
+        rows.append(
+            (
+                what,
+                name,
+                state,
+                f"{count} x {instance_type}",
+                usd(hourly) + "/h" if hourly is not None else "no price in table",
+            )
+        )
 
     gpu = capacity.describe(ctx.aws, out.capacity_provider_name)
     for instance in gpu.instances:
@@ -45,8 +52,15 @@ def status(ctx: Context) -> float:
     for task in tasks:
         started = task.get("startedAt") or task.get("createdAt")
         age = f", {_age(started)}" if isinstance(started, datetime) else ""
-        rows.append(("ECS task", task.get("startedBy") or task["taskArn"].rsplit("/", 1)[-1],
-                     f"{task.get('lastStatus', '?')}{age}", "on the GPU instances above", "-"))
+        rows.append(
+            (
+                "ECS task",
+                task.get("startedBy") or task["taskArn"].rsplit("/", 1)[-1],
+                f"{task.get('lastStatus', '?')}{age}",
+                "on the GPU instances above",
+                "-",
+            )
+        )
     sagemaker = ctx.aws.client("sagemaker")
     for page in sagemaker.get_paginator("list_training_jobs").paginate(StatusEquals="InProgress"):
         for summary in page.get("TrainingJobSummaries", []):
@@ -55,8 +69,14 @@ def status(ctx: Context) -> float:
                 continue
             job = sagemaker.describe_training_job(TrainingJobName=summary["TrainingJobName"])
             resources = job.get("ResourceConfig", {})
-            add("training job", summary["TrainingJobName"], job.get("SecondaryStatus", "InProgress"),
-                resources.get("InstanceType", "?"), int(resources.get("InstanceCount", 1)), "sagemaker_training")
+            add(
+                "training job",
+                summary["TrainingJobName"],
+                job.get("SecondaryStatus", "InProgress"),
+                resources.get("InstanceType", "?"),
+                int(resources.get("InstanceCount", 1)),
+                "sagemaker_training",
+            )
     _endpoint_rows(ctx, add, rows)
     for line in table(("what", "name", "state", "instances", "cost"), rows) if rows else ["nothing is running"]:
         say(line)
@@ -70,15 +90,18 @@ def status(ctx: Context) -> float:
 def _ecs_tasks(ctx: Context) -> list[dict]:
     ecs = ctx.aws.client("ecs")
     try:
-        arns = [a for page in ecs.get_paginator("list_tasks").paginate(cluster=ctx.outputs.cluster_name)
-                for a in page.get("taskArns", [])]
+        arns = [
+            a
+            for page in ecs.get_paginator("list_tasks").paginate(cluster=ctx.outputs.cluster_name)
+            for a in page.get("taskArns", [])
+        ]
     except ClientError as exc:
         if error_code(exc) == "ClusterNotFoundException":
             return []
         raise
     tasks = []
     for start in range(0, len(arns), 100):
-        tasks += ecs.describe_tasks(cluster=ctx.outputs.cluster_name, tasks=arns[start:start + 100]).get("tasks", [])
+        tasks += ecs.describe_tasks(cluster=ctx.outputs.cluster_name, tasks=arns[start : start + 100]).get("tasks", [])
     return tasks
 
 
@@ -102,18 +125,32 @@ def _endpoint_rows(ctx: Context, add, rows: list) -> None:
         if serverless:  # billed per request: nothing per hour (docs/aws-behaviours.md C6)
             memory = int(serverless.get("MemorySizeInMB", 0))
             per_second = ctx.prices.serverless.get(memory)
-            rows.append(("endpoint", f"{name}/{variant['VariantName']}", f"{endpoint.get('EndpointStatus', '?')}, "
-                         "serverless", f"{memory} MB, up to {serverless.get('MaxConcurrency', '?')} at once",
-                         f"$0/h idle; ${per_second:.7f} per second of each request" if per_second is not None
-                         else "per request (no price in table)"))
+            rows.append(
+                (
+                    "endpoint",
+                    f"{name}/{variant['VariantName']}",
+                    f"{endpoint.get('EndpointStatus', '?')}, serverless",
+                    f"{memory} MB, up to {serverless.get('MaxConcurrency', '?')} at once",
+                    f"$0/h idle; ${per_second:.7f} per second of each request"
+                    if per_second is not None
+                    else "per request (no price in table)",
+                )
+            )
             continue
-        count = variants.get(variant["VariantName"], {}).get("CurrentInstanceCount",
-                                                               variant.get("InitialInstanceCount", 0))
+        count = variants.get(variant["VariantName"], {}).get(
+            "CurrentInstanceCount", variant.get("InitialInstanceCount", 0)
+        )
         state = endpoint.get("EndpointStatus", "?")
         if config.get("AsyncInferenceConfig"):
             state += ", async (scales to zero)"
-        add("endpoint", f"{name}/{variant['VariantName']}", state, variant.get("InstanceType", "?"), int(count),
-            "sagemaker_hosting")
+        add(
+            "endpoint",
+            f"{name}/{variant['VariantName']}",
+            state,
+            variant.get("InstanceType", "?"),
+            int(count),
+            "sagemaker_hosting",
+        )
 
 
 def _recent_runs(ctx: Context) -> None:
@@ -127,8 +164,15 @@ def _recent_runs(ctx: Context) -> None:
     for run_id in reversed(ids):
         record = runs.read_record(s3, bucket, run_id) or {}
         code = record.get("exit_code")
-        rows.append((run_id, record.get("backend", "?"), record.get("status", "?"), "-" if code is None else code,
-                     str(record.get("reason", ""))[:80]))
+        rows.append(
+            (
+                run_id,
+                record.get("backend", "?"),
+                record.get("status", "?"),
+                "-" if code is None else code,
+                str(record.get("reason", ""))[:80],
+            )
+        )
     say("recent runs:")
     for line in table(("run", "backend", "status", "exit", "reason"), rows):
         say(f"  {line}")
@@ -166,10 +210,13 @@ def logs(ctx: Context, run_id: str | None = None, endpoint: bool = False, since_
             lines = StreamTail(logs_client, record["log_group"], record["log_stream"]).poll()
         elif "log_stream_prefix" in record:
             hosts = int(record.get("instance_count") or 1)  # SageMaker: one stream per host, all of them shown
-            header(f"logs (aws): run {run_id}, {record['log_group']} {record['log_stream_prefix']}*"
-                   + (f", {hosts} hosts" if hosts > 1 else ""))
-            lines = GroupTail(logs_client, record["log_group"], 0, prefix=record["log_stream_prefix"],
-                              label_hosts=hosts > 1).poll()
+            header(
+                f"logs (aws): run {run_id}, {record['log_group']} {record['log_stream_prefix']}*"
+                + (f", {hosts} hosts" if hosts > 1 else "")
+            )
+            lines = GroupTail(
+                logs_client, record["log_group"], 0, prefix=record["log_stream_prefix"], label_hosts=hosts > 1
+            ).poll()
         else:
             raise OpsError(f"run {run_id} has no CloudWatch log (its task definition has no awslogs driver)")
     for line in lines:

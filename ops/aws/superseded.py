@@ -34,8 +34,10 @@ def _listed(sagemaker: Any) -> list[Leftover]:
     """Every endpoint configuration and model of the account and region, as SageMaker names them."""
     found = []
     for page in sagemaker.get_paginator("list_endpoint_configs").paginate():
-        found += [Leftover("endpoint-config", c["EndpointConfigName"], c["EndpointConfigArn"])
-                  for c in page.get("EndpointConfigs", [])]
+        found += [
+            Leftover("endpoint-config", c["EndpointConfigName"], c["EndpointConfigArn"])
+            for c in page.get("EndpointConfigs", [])
+        ]
     for page in sagemaker.get_paginator("list_models").paginate():
         found += [Leftover("model", m["ModelName"], m["ModelArn"]) for m in page.get("Models", [])]
     return found
@@ -58,8 +60,11 @@ def unused(ctx: Context, serving_config: str | None, managed: set[str]) -> list[
         keep_names.add(("endpoint-config", serving_config.lower()))
         variants = sagemaker.describe_endpoint_config(EndpointConfigName=serving_config)["ProductionVariants"]
         keep_names |= {("model", v["ModelName"].lower()) for v in variants}
-    candidates = [item for item in _listed(sagemaker) if item.arn.lower() not in keep
-                  and (item.kind, item.name.lower()) not in keep_names]
+    candidates = [
+        item
+        for item in _listed(sagemaker)
+        if item.arn.lower() not in keep and (item.kind, item.name.lower()) not in keep_names
+    ]
     return [item for item in candidates if _ours(ctx, sagemaker, item)]
 
 
@@ -88,7 +93,9 @@ def prune(ctx: Context, endpoint: str) -> list[Leftover]:
     or CreateEndpoint operations are being performed on the endpoint")."""
     described = ctx.aws.client("sagemaker").describe_endpoint(EndpointName=endpoint)
     if described.get("EndpointStatus") != "InService":
-        say(f"kept         superseded models and configurations: endpoint {endpoint} is "
-            f"{described.get('EndpointStatus')}; the next deploy deletes them")
+        say(
+            f"kept         superseded models and configurations: endpoint {endpoint} is "
+            f"{described.get('EndpointStatus')}; the next deploy deletes them"
+        )
         return []
     return delete(ctx, unused(ctx, described["EndpointConfigName"], ctx.pulumi.managed_arns()))

@@ -60,8 +60,10 @@ def instance_count(text: str | None, backend: str) -> int:
     if count < 1:
         raise OpsError(f"INSTANCE_COUNT={text!r} is not a positive whole number: write e.g. INSTANCE_COUNT=2")
     if count > 1 and backend != "sagemaker":
-        raise OpsError(f"INSTANCE_COUNT={count} needs BACKEND=sagemaker: BACKEND={backend} runs one instance per "
-                       f"run; use `make train TARGET=aws BACKEND=sagemaker INSTANCE_COUNT={count}`")
+        raise OpsError(
+            f"INSTANCE_COUNT={count} needs BACKEND=sagemaker: BACKEND={backend} runs one instance per "
+            f"run; use `make train TARGET=aws BACKEND=sagemaker INSTANCE_COUNT={count}`"
+        )
     return count
 
 
@@ -123,8 +125,11 @@ def run(ctx: Context, options: TrainOptions) -> dict:
     count = options.instance_count
     hourly = each * count  # every instance of the job bills for its whole runtime
     max_runtime = max_runtime_s(hourly, options.max_hours, options.max_cost)
-    limit = f"MAX_COST={options.max_cost:g}" if options.max_cost is not None and \
-        max_runtime < options.max_hours * 3600 else f"MAX_HOURS={options.max_hours:g}"
+    limit = (
+        f"MAX_COST={options.max_cost:g}"
+        if options.max_cost is not None and max_runtime < options.max_hours * 3600
+        else f"MAX_HOURS={options.max_hours:g}"
+    )
     per = f"{count} x {usd(each)}/h, " if count > 1 else ""
     say(f"capacity     {purchase}: at most {usd(hourly)}/h ({per}{priced_type} on-demand)")
     worst = hourly * max_runtime / 3600
@@ -134,25 +139,41 @@ def run(ctx: Context, options: TrainOptions) -> dict:
     if options.resume and runs.read_record(s3, out.artifacts_bucket, options.resume) is None:
         raise OpsError(f"no run {options.resume} to resume: `make status TARGET=aws` lists the runs")
     with network.endpoints_for_run(ctx):
-        record, outcome = _launch_and_watch(ctx, backend, options, run_id, channels, max_runtime, hourly,
-                                            priced_type)
+        record, outcome = _launch_and_watch(ctx, backend, options, run_id, channels, max_runtime, hourly, priced_type)
         return _finish(ctx, backend, record, outcome, hourly)
 
 
-def _launch_and_watch(ctx: Context, backend: Backend, options: TrainOptions, run_id: str, channels: dict[str, str],
-                      max_runtime: int, hourly: float, priced_type: str) -> tuple[dict, Outcome]:
+def _launch_and_watch(
+    ctx: Context,
+    backend: Backend,
+    options: TrainOptions,
+    run_id: str,
+    channels: dict[str, str],
+    max_runtime: int,
+    hourly: float,
+    priced_type: str,
+) -> tuple[dict, Outcome]:
     out = ctx.outputs
     s3 = ctx.aws.client("s3")
     image = images.ensure(ctx.aws, ctx.repo, images.IMAGES["trainer"], out.trainer_repository_url)
     backend.prepare(image)
     record = {
-        "run_id": run_id, "backend": backend.name, "stack": ctx.stack.name, "status": "Starting",
-        "created_at": runs.now_iso(), "image": image.uri, "image_digest": image.digest,
-        "hyperparameters": dict(options.hyperparameters), "channels": channels,
+        "run_id": run_id,
+        "backend": backend.name,
+        "stack": ctx.stack.name,
+        "status": "Starting",
+        "created_at": runs.now_iso(),
+        "image": image.uri,
+        "image_digest": image.digest,
+        "hyperparameters": dict(options.hyperparameters),
+        "channels": channels,
         "model_uri": f"s3://{out.artifacts_bucket}/{runs.model_key(run_id)}",
         "checkpoint_uri": runs.checkpoint_uri(out.artifacts_bucket, options.resume or run_id),
-        "max_runtime_s": max_runtime, "max_cost_usd": options.max_cost, "usd_per_hour_max": hourly,
-        "instance_count": options.instance_count, "priced_instance_type": priced_type,
+        "max_runtime_s": max_runtime,
+        "max_cost_usd": options.max_cost,
+        "usd_per_hour_max": hourly,
+        "instance_count": options.instance_count,
+        "priced_instance_type": priced_type,
         "prices": ctx.prices.note(out.region),
     }
     backend.launch(record, image, channels, max_runtime)
@@ -179,8 +200,10 @@ def _watch(backend: Backend, record: dict, max_runtime: int, phases: Phases) -> 
     except KeyboardInterrupt:
         say("")
         if not ask(f"stop {what}? (the trainer checkpoints first)", default=True):
-            raise LeftRunning(f"left {what} running: `make logs TARGET=aws RUN={record['run_id']}` follows it, "
-                           "`make status TARGET=aws` shows its cost, `make destroy TARGET=aws` stops it") from None
+            raise LeftRunning(
+                f"left {what} running: `make logs TARGET=aws RUN={record['run_id']}` follows it, "
+                "`make status TARGET=aws` shows its cost, `make destroy TARGET=aws` stops it"
+            ) from None
     backend.stop(record, "stopped from make train (Ctrl-C)")
     say(f"asked to stop {what}; waiting for it to checkpoint and exit (Ctrl-C again to leave it)")
     try:
@@ -192,8 +215,7 @@ def _watch(backend: Backend, record: dict, max_runtime: int, phases: Phases) -> 
 def _finish(ctx: Context, backend: Backend, record: dict, outcome: Outcome, hourly: float) -> dict:
     out = ctx.outputs
     s3 = ctx.aws.client("s3")
-    record.update(status=outcome.status, exit_code=outcome.exit_code, reason=outcome.reason,
-                  stopped_at=runs.now_iso())
+    record.update(status=outcome.status, exit_code=outcome.exit_code, reason=outcome.reason, stopped_at=runs.now_iso())
     if outcome.billed_s is not None:
         record["billed_s"] = round(outcome.billed_s)
         record["cost_usd_max"] = round(hourly * outcome.billed_s / 3600, 4)
@@ -204,8 +226,11 @@ def _finish(ctx: Context, backend: Backend, record: dict, outcome: Outcome, hour
             record.update(status="Failed", reason=str(exc))
     runs.write_record(s3, out.artifacts_bucket, record)
     code = "none" if outcome.exit_code is None else str(outcome.exit_code)
-    cost = f"; {duration(outcome.billed_s)} billed, at most {usd(record['cost_usd_max'])}" \
-        if outcome.billed_s is not None else ""
+    cost = (
+        f"; {duration(outcome.billed_s)} billed, at most {usd(record['cost_usd_max'])}"
+        if outcome.billed_s is not None
+        else ""
+    )
     say(f"stopped      {record['status']}, exit code {code}: {record['reason']}{cost}")
     if (idle := backend.idle_note(record)) is not None:
         say(f"afterwards   {idle}")
@@ -215,10 +240,14 @@ def _finish(ctx: Context, backend: Backend, record: dict, outcome: Outcome, hour
         say("next         make deploy TARGET=aws")
         return record
     if record["status"] == "Interrupted":
-        raise OpsError(f"run {record['run_id']} was interrupted: EC2 reclaimed its spot instance ({record['reason']}); "
-                       f"its checkpoints are in {record['checkpoint_uri']}: `make train TARGET=aws "
-                       f"RESUME={record['run_id']}` continues it")
+        raise OpsError(
+            f"run {record['run_id']} was interrupted: EC2 reclaimed its spot instance ({record['reason']}); "
+            f"its checkpoints are in {record['checkpoint_uri']}: `make train TARGET=aws "
+            f"RESUME={record['run_id']}` continues it"
+        )
     if outcome.exit_code == EXIT_STOPPED or record["status"] == "Stopped":
-        raise OpsError(f"run {record['run_id']} was stopped ({record['reason']}); its checkpoints are in "
-                       f"{record['checkpoint_uri']}: `make train TARGET=aws RESUME={record['run_id']}` continues it")
+        raise OpsError(
+            f"run {record['run_id']} was stopped ({record['reason']}); its checkpoints are in "
+            f"{record['checkpoint_uri']}: `make train TARGET=aws RESUME={record['run_id']}` continues it"
+        )
     raise OpsError(f"run {record['run_id']} failed (exit code {code}): {record['reason']}")

@@ -66,15 +66,19 @@ class EcsBackend:
         family = self.ctx.outputs.task_definition_family
         self._describe_task_definition(image)
         if self.container.get("image") != image.uri:
-            say(f"task definition {family} runs {self.container.get('image')}: setting "
-                f"{CONFIG.trainer_image_tag}={image.tag} and running pulumi up")
+            say(
+                f"task definition {family} runs {self.container.get('image')}: setting "
+                f"{CONFIG.trainer_image_tag}={image.tag} and running pulumi up"
+            )
             self.ctx.pulumi.set_config(CONFIG.trainer_image_tag, image.tag)
             self.ctx.pulumi.up(on_line=lambda line: say(f"  {line}"))
             self.ctx.stack = self.ctx.stack.reload()
             self._describe_task_definition(image)
             if self.container.get("image") != image.uri:
-                raise OpsError(f"after pulumi up, task definition {family} still runs {self.container.get('image')}, "
-                               f"not {image.uri}: check that infra/ uses {CONFIG.trainer_image_tag}")
+                raise OpsError(
+                    f"after pulumi up, task definition {family} still runs {self.container.get('image')}, "
+                    f"not {image.uri}: check that infra/ uses {CONFIG.trainer_image_tag}"
+                )
 
     def _describe_task_definition(self, image: Image) -> None:
         family = self.ctx.outputs.task_definition_family
@@ -91,25 +95,44 @@ class EcsBackend:
         run_id = record["run_id"]
         hyperparameters = {**record["hyperparameters"], "checkpoint_s3_uri": record["checkpoint_uri"]}
         environment = {f"SM_CHANNEL_{name.upper()}": uri for name, uri in channels.items()}
-        environment.update(SM_HPS=json.dumps(hyperparameters, sort_keys=True),
-                           DEEPCLOUD_MODEL_S3_URI=record["model_uri"], TRAINING_JOB_NAME=run_id,
-                           DEEPCLOUD_GIT_REVISION=image.tag.split("-", 1)[0], AWS_DEFAULT_REGION=out.region)
+        environment.update(
+            SM_HPS=json.dumps(hyperparameters, sort_keys=True),
+            DEEPCLOUD_MODEL_S3_URI=record["model_uri"],
+            TRAINING_JOB_NAME=run_id,
+            DEEPCLOUD_GIT_REVISION=image.tag.split("-", 1)[0],
+            AWS_DEFAULT_REGION=out.region,
+        )
         response = self.ecs.run_task(
-            cluster=out.cluster_name, taskDefinition=self.task_definition["taskDefinitionArn"], count=1,
+            cluster=out.cluster_name,
+            taskDefinition=self.task_definition["taskDefinitionArn"],
+            count=1,
             capacityProviderStrategy=[{"capacityProvider": out.capacity_provider_name, "weight": 1, "base": 0}],
-            networkConfiguration={"awsvpcConfiguration": {"subnets": list(out.subnet_ids),
-                                                          "securityGroups": [out.security_group_id],
-                                                          "assignPublicIp": "DISABLED"}},
-            overrides={"containerOverrides": [{
-                "name": self.container["name"], "command": ["train"],
-                "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())]}]},
-            startedBy=run_id, enableECSManagedTags=True,
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": list(out.subnet_ids),
+                    "securityGroups": [out.security_group_id],
+                    "assignPublicIp": "DISABLED",
+                }
+            },
+            overrides={
+                "containerOverrides": [
+                    {
+                        "name": self.container["name"],
+                        "command": ["train"],
+                        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+                    }
+                ]
+            },
+            startedBy=run_id,
+            enableECSManagedTags=True,
             tags=[{"key": STACK_TAG_KEY, "value": self.ctx.stack.tag}, {"key": "deepcloud:run-id", "value": run_id}],
         )
         if response.get("failures") or not response.get("tasks"):
             failure = (response.get("failures") or [{}])[0]
-            raise OpsError(f"ECS did not start the task: {failure.get('reason', 'no task and no reason')}"
-                           + (f" ({failure['detail']})" if failure.get("detail") else ""))
+            raise OpsError(
+                f"ECS did not start the task: {failure.get('reason', 'no task and no reason')}"
+                + (f" ({failure['detail']})" if failure.get("detail") else "")
+            )
         task = response["tasks"][0]
         record["task_arn"] = task["taskArn"]
         record["task_definition"] = self.task_definition["taskDefinitionArn"]
@@ -129,8 +152,11 @@ class EcsBackend:
             task = self._task(record["task_arn"])
             status = task.get("lastStatus", "")
             if status in WAITING:
-                phases.enter("waiting for capacity", f"capacity provider {self.ctx.outputs.capacity_provider_name}, "
-                                                     f"Auto Scaling group {self.capacity.asg_name}")
+                phases.enter(
+                    "waiting for capacity",
+                    f"capacity provider {self.ctx.outputs.capacity_provider_name}, "
+                    f"Auto Scaling group {self.capacity.asg_name}",
+                )
                 self._scaling_activities(task)
             elif status in STARTING:
                 phases.enter("pulling", f"{record['image']} on {task.get('containerInstanceArn', '?')}")
@@ -161,17 +187,21 @@ class EcsBackend:
     def _scaling_activities(self, task: dict) -> None:
         since = task.get("createdAt")
         page = self.ctx.aws.client("autoscaling").describe_scaling_activities(
-            AutoScalingGroupName=self.capacity.asg_name, MaxRecords=20)
+            AutoScalingGroupName=self.capacity.asg_name, MaxRecords=20
+        )
         for activity in reversed(page.get("Activities", [])):
             started = activity.get("StartTime")
             seen = f"{activity['ActivityId']}:{activity.get('StatusCode')}"  # print each change of an activity
             if seen in self.activities or (
-                    isinstance(since, datetime) and isinstance(started, datetime) and started < since):
+                isinstance(since, datetime) and isinstance(started, datetime) and started < since
+            ):
                 continue
             self.activities.add(seen)
             message = activity.get("StatusMessage", "")
-            say(f"  scaling: {activity.get('Description', '')} [{activity.get('StatusCode', '')}]"
-                + (f" {message}" if message else ""))
+            say(
+                f"  scaling: {activity.get('Description', '')} [{activity.get('StatusCode', '')}]"
+                + (f" {message}" if message else "")
+            )
 
     def _print_logs(self) -> None:
         if self.tail is not None:
@@ -179,14 +209,19 @@ class EcsBackend:
                 say(f"  | {line}")
 
     def _outcome(self, task: dict) -> Outcome:
-        container = next((c for c in task.get("containers", []) if c.get("name") == self.container.get("name")),
-                         (task.get("containers") or [{}])[0])
+        container = next(
+            (c for c in task.get("containers", []) if c.get("name") == self.container.get("name")),
+            (task.get("containers") or [{}])[0],
+        )
         code = container.get("exitCode")
         lines = self.tail.lines if self.tail else []
         reason = task.get("stoppedReason") or container.get("reason") or task.get("stopCode") or ""
         started, stopped = task.get("pullStartedAt") or task.get("startedAt"), task.get("stoppedAt")
-        billed = (stopped - started).total_seconds() if isinstance(started, datetime) and \
-            isinstance(stopped, datetime) else None
+        billed = (
+            (stopped - started).total_seconds()
+            if isinstance(started, datetime) and isinstance(stopped, datetime)
+            else None
+        )
         if code == 0:
             return Outcome("Completed", 0, "the trainer finished", billed, lines)
         if reason.startswith(SPOT_INTERRUPTION):  # infra's spot-interruption function stopped it (StopTask reason)
@@ -197,8 +232,9 @@ class EcsBackend:
         if code is None and (self.stop_sent or task.get("stopCode") == "UserInitiated"):
             return Outcome("Stopped", None, f"stopped before the trainer ran: {reason}", billed, lines)
         if code is None:
-            return Outcome("Failed", None, f"the container did not run: {container.get('reason') or reason}",
-                           billed, lines)
+            return Outcome(
+                "Failed", None, f"the container did not run: {container.get('reason') or reason}", billed, lines
+            )
         return Outcome("Failed", code, last_error(lines) or container.get("reason") or reason, billed, lines)
 
     def stop(self, record: dict, reason: str) -> None:
@@ -210,8 +246,10 @@ class EcsBackend:
         if self.billing_from is None:
             return None  # no instance was ever assigned
         idle = record["usd_per_hour_max"] * IDLE_AFTER_RUN_S / 3600
-        return (f"the GPU instance stays up about {IDLE_AFTER_RUN_S // 60} min more until ECS managed scaling removes "
-                f"it (AWS sets that delay): at most {usd(idle)} ({record['priced_instance_type']} on-demand)")
+        return (
+            f"the GPU instance stays up about {IDLE_AFTER_RUN_S // 60} min more until ECS managed scaling removes "
+            f"it (AWS sets that delay): at most {usd(idle)} ({record['priced_instance_type']} on-demand)"
+        )
 
     def collect(self, record: dict, outcome: Outcome) -> None:
         runs.require_model(self.ctx.aws.client("s3"), self.ctx.outputs.artifacts_bucket, record["run_id"])

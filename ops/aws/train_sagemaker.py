@@ -41,10 +41,16 @@ SPOT_WAIT_S = 3600
 """How much longer than the maximum runtime a job may wait for spot capacity (MaxWaitTimeInSeconds)."""
 VOLUME_GIB = 50
 PHASES = {
-    "Starting": "waiting for capacity", "LaunchingMLInstances": "waiting for capacity",
-    "Interrupted": "spot interruption: waiting for capacity", "PreparingTrainingStack": "preparing",
-    "Downloading": "downloading data", "DownloadingTrainingImage": "pulling", "Training": "running",
-    "Restarting": "restarting", "Uploading": "uploading the model", "Stopping": "stopping",
+    "Starting": "waiting for capacity",
+    "LaunchingMLInstances": "waiting for capacity",
+    "Interrupted": "spot interruption: waiting for capacity",
+    "PreparingTrainingStack": "preparing",
+    "Downloading": "downloading data",
+    "DownloadingTrainingImage": "pulling",
+    "Training": "running",
+    "Restarting": "restarting",
+    "Uploading": "uploading the model",
+    "Stopping": "stopping",
 }
 TERMINAL = ("Completed", "Failed", "Stopped")
 TENSORBOARD_LOCAL = "/opt/ml/output/tensorboard"
@@ -76,19 +82,41 @@ METRIC_DEFINITIONS = (
 )
 
 
-def job_request(out: StackOutputs, record: dict, image: Image, channels: dict[str, str], instance_type: str,
-                max_runtime: int, stack_tag: str, instance_count: int = 1) -> dict:
+def job_request(
+    out: StackOutputs,
+    record: dict,
+    image: Image,
+    channels: dict[str, str],
+    instance_type: str,
+    max_runtime: int,
+    stack_tag: str,
+    instance_count: int = 1,
+) -> dict:
     """The CreateTrainingJob request (kept apart so tests can read it whole)."""
     run_id = record["run_id"]
     return {
         "TrainingJobName": run_id,
-        "AlgorithmSpecification": {"TrainingImage": image.uri, "TrainingInputMode": "File",
-                                   "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]},
+        "AlgorithmSpecification": {
+            "TrainingImage": image.uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS],
+        },
         "RoleArn": out.training_role_arn,
         "HyperParameters": dict(record["hyperparameters"]),
-        "InputDataConfig": [{"ChannelName": name, "InputMode": "File", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
-            for name, uri in channels.items()],
+        "InputDataConfig": [
+            {
+                "ChannelName": name,
+                "InputMode": "File",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+            for name, uri in channels.items()
+        ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{out.artifacts_bucket}/{runs.MODELS}", "KmsKeyId": out.kms_key_arn},
         "ResourceConfig": resource_config(instance_type, out.kms_key_arn, instance_count),
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime, "MaxWaitTimeInSeconds": max_runtime + SPOT_WAIT_S},
@@ -123,8 +151,10 @@ class SageMakerBackend:
 
     def __init__(self, ctx: Context, instance_type: str, instance_count: int = 1) -> None:
         if not ctx.outputs.training_role_arn:
-            raise OpsError(f"stack '{ctx.stack.name}' has no output training_role_arn (the role SageMaker training "
-                           "jobs run as): BACKEND=sagemaker needs it; use BACKEND=ecs or update infra/")
+            raise OpsError(
+                f"stack '{ctx.stack.name}' has no output training_role_arn (the role SageMaker training "
+                "jobs run as): BACKEND=sagemaker needs it; use BACKEND=ecs or update infra/"
+            )
         self.ctx = ctx
         self.instance_type = instance_type
         self.instance_count = instance_count
@@ -141,27 +171,42 @@ class SageMakerBackend:
         """Nothing to do: a training job names its image itself."""
 
     def launch(self, record: dict, image: Image, channels: dict[str, str], max_runtime: int) -> None:
-        request = job_request(self.ctx.outputs, record, image, channels, self.instance_type, max_runtime,
-                              self.ctx.stack.tag, self.instance_count)
+        request = job_request(
+            self.ctx.outputs,
+            record,
+            image,
+            channels,
+            self.instance_type,
+            max_runtime,
+            self.ctx.stack.tag,
+            self.instance_count,
+        )
         self.sagemaker.create_training_job(**request)
         record["job_name"] = record["run_id"]
         record["instance_type"] = self.instance_type
         record["log_group"] = LOG_GROUP
         record["log_stream_prefix"] = f"{record['run_id']}/"
         since_ms = int(datetime.now(UTC).timestamp() * 1000) - 60_000
-        self.tail = GroupTail(self.ctx.aws.client("logs"), LOG_GROUP, since_ms, prefix=record["log_stream_prefix"],
-                              label_hosts=self.instance_count > 1)
+        self.tail = GroupTail(
+            self.ctx.aws.client("logs"),
+            LOG_GROUP,
+            since_ms,
+            prefix=record["log_stream_prefix"],
+            label_hosts=self.instance_count > 1,
+        )
         hosts = f"{self.instance_count} x " if self.instance_count > 1 else ""
         say(f"job          {record['job_name']} ({hosts}{self.instance_type})")
-        say(f"logs         {LOG_GROUP} {record['log_stream_prefix']}*" + (
-            f" (one stream per host, algo-1 to algo-{self.instance_count})" if self.instance_count > 1 else ""))
+        say(
+            f"logs         {LOG_GROUP} {record['log_stream_prefix']}*"
+            + (f" (one stream per host, algo-1 to algo-{self.instance_count})" if self.instance_count > 1 else "")
+        )
         say(f"tensorboard  {request['TensorBoardOutputConfig']['S3OutputPath']}")
 
     def watch(self, record: dict, max_runtime: int, phases: Phases) -> Outcome:
         hourly = record["usd_per_hour_max"]
         while True:
             job = self.sagemaker.describe_training_job(TrainingJobName=record["job_name"])
-            for transition in job.get("SecondaryStatusTransitions", [])[self.transitions:]:
+            for transition in job.get("SecondaryStatusTransitions", [])[self.transitions :]:
                 self.transitions += 1
                 secondary = transition.get("Status", "")
                 phases.enter(PHASES.get(secondary, secondary.lower()), transition.get("StatusMessage", ""))
@@ -193,11 +238,12 @@ class SageMakerBackend:
     def collect(self, record: dict, outcome: Outcome) -> None:
         """Copy SageMaker's output/model.tar.gz to models/<run-id>/model.tar.gz (a server-side copy)."""
         bucket = self.ctx.outputs.artifacts_bucket
-        source = record.get("model_output_uri") or \
-            f"s3://{bucket}/{runs.MODELS}{record['run_id']}/output/{runs.ARCHIVE}"
+        source = (
+            record.get("model_output_uri") or f"s3://{bucket}/{runs.MODELS}{record['run_id']}/output/{runs.ARCHIVE}"
+        )
         if not source.startswith(f"s3://{bucket}/"):
             raise OpsError(f"the training job wrote its model to {source}, outside s3://{bucket}/")
-        key = source[len(f"s3://{bucket}/"):]
+        key = source[len(f"s3://{bucket}/") :]
         s3 = self.ctx.aws.client("s3")
         try:
             s3.copy({"Bucket": bucket, "Key": key}, bucket, runs.model_key(record["run_id"]))

@@ -65,8 +65,14 @@ class Docker:
         self.volumes: list[str] = []
 
     def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(self.engine.argv(*args), env={**os.environ, **self.engine.env}, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            self.engine.argv(*args),
+            env={**os.environ, **self.engine.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check:
             assert done.returncode == 0, f"docker {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
         return done
@@ -113,19 +119,33 @@ def docker(engine: Engine) -> Iterator[Docker]:
         runner.cleanup()
 
 
-def run_sagemaker_job(docker: Docker, image: str, base: Path, *args: str, detach: bool = False,
-                      timeout: float = 600) -> tuple[str, subprocess.CompletedProcess]:
+def run_sagemaker_job(
+    docker: Docker, image: str, base: Path, *args: str, detach: bool = False, timeout: float = 600
+) -> tuple[str, subprocess.CompletedProcess]:
     """`docker run <image> train` as SageMaker starts a training container: as root (the image's user), the job
     directory bind-mounted at /opt/ml, nothing else (SageMaker's BYO container contract sets no SM_* variables)."""
     name = docker.name("train")
-    done = docker("run", *(["--detach"] if detach else []), "--name", name, "--network=host",
-                  "--volume", f"{base}:/opt/ml", *args, image, "train", timeout=timeout, check=False)
+    done = docker(
+        "run",
+        *(["--detach"] if detach else []),
+        "--name",
+        name,
+        "--network=host",
+        "--volume",
+        f"{base}:/opt/ml",
+        *args,
+        image,
+        "train",
+        timeout=timeout,
+        check=False,
+    )
     return name, done
 
 
 @pytest.fixture(scope="session")
-def sagemaker_job(engine: Engine, images: dict[str, str], dataset: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sagemaker_job(
+    engine: Engine, images: dict[str, str], dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """One uninterrupted job of JOB_HP in the trainer image; its model is what the server tests serve."""
     base = make_job(tmp_path_factory.mktemp("sagemaker-job") / "ml", dataset, JOB_HP)
     runner = Docker(engine)

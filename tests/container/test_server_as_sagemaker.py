@@ -58,8 +58,21 @@ def _in_process(model: Path, images: np.ndarray) -> tuple[list[str], np.ndarray]
 def _start_server(docker: Docker, image: str, model: Path, port: int, *args: str) -> str:
     name = docker.name("serve")
     port_env = [] if port == SAGEMAKER_PORT else ["--env", f"SAGEMAKER_BIND_TO_PORT={port}"]
-    docker("run", "--detach", "--name", name, "--network=host", "--volume", f"{model}:/opt/ml/model:ro",
-           "--env", "DEEPCLOUD_BIND_HOST=127.0.0.1", *port_env, *args, image, "serve")
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network=host",
+        "--volume",
+        f"{model}:/opt/ml/model:ro",
+        "--env",
+        "DEEPCLOUD_BIND_HOST=127.0.0.1",
+        *port_env,
+        *args,
+        image,
+        "serve",
+    )
     return name
 
 
@@ -87,8 +100,9 @@ def _wait_until_healthy_ping(docker: Docker, name: str, port: int) -> float:
 
 
 def _invoke(port: int, body: bytes, content_type: str) -> dict:
-    status, _, raw = http_request(port, "POST", "/invocations", body,
-                                  {"Content-Type": content_type, "Accept": "application/json"}, timeout=60)
+    status, _, raw = http_request(
+        port, "POST", "/invocations", body, {"Content-Type": content_type, "Accept": "application/json"}, timeout=60
+    )
     assert status == 200, raw[:500]
     return json.loads(raw)
 
@@ -100,8 +114,9 @@ def _stop(docker: Docker, name: str) -> float:
 
 
 @pytest.mark.parametrize("user", [None, "10001:10001"], ids=["as-root", "as-uid-10001"])
-def test_serves_the_trained_model_as_sagemaker_runs_it(docker: Docker, images: dict[str, str], sagemaker_job: Path,
-                                                      dataset: Path, user: str | None) -> None:
+def test_serves_the_trained_model_as_sagemaker_runs_it(
+    docker: Docker, images: dict[str, str], sagemaker_job: Path, dataset: Path, user: str | None
+) -> None:
     """As root (what SageMaker does) on SageMaker's port 8080, and as the image's unprivileged user, where the
     platform lets one choose it."""
     port = SAGEMAKER_PORT if user is None else free_port()
@@ -114,8 +129,10 @@ def test_serves_the_trained_model_as_sagemaker_runs_it(docker: Docker, images: d
     name = _start_server(docker, images["serving"], model, port, *(["--user", user] if user else []))
     ready_in = _wait_until_healthy_ping(docker, name, port)
 
-    over_http = [_invoke(port, json.dumps({"instances": [image.tolist()]}).encode(),
-                         "application/json")["predictions"][0] for image in test_images]
+    over_http = [
+        _invoke(port, json.dumps({"instances": [image.tolist()]}).encode(), "application/json")["predictions"][0]
+        for image in test_images
+    ]
     assert [p["label"] for p in over_http] == expected, "JSON answers differ from the in-process model"
     np.testing.assert_allclose([p["probabilities"] for p in over_http], probabilities, atol=1e-5)
     as_png = [_invoke(port, png, "image/png")["predictions"][0]["label"] for png in pngs]
@@ -141,28 +158,40 @@ def _queued(port: int) -> float:
     return sum(float(v) for v in re.findall(r"^deepcloud_queue_depth\{[^}]*\} (\S+)$", text.decode(), re.M))
 
 
-def test_docker_stop_drains_the_requests_in_flight_and_exits_0(docker: Docker, images: dict[str, str],
-                                                               sagemaker_job: Path, dataset: Path) -> None:
+def test_docker_stop_drains_the_requests_in_flight_and_exits_0(
+    docker: Docker, images: dict[str, str], sagemaker_job: Path, dataset: Path
+) -> None:
     """Requests held in the batcher on purpose (a 3 s batch delay, a batch of 64 that never fills) are in flight
     when SIGTERM arrives: each is still answered, right, and the server then exits 0 within the grace period."""
     port = free_port()
     model = sagemaker_job / "model"
     test_images, _, _ = _test_set(dataset)
-    batches = [test_images[i * 3:i * 3 + 1 + i % 3] for i in range(8)]  # 16 instances in 8 requests
+    batches = [test_images[i * 3 : i * 3 + 1 + i % 3] for i in range(8)]  # 16 instances in 8 requests
     expected, _ = _in_process(model, np.concatenate(batches))
-    name = _start_server(docker, images["serving"], model, port, "--env", "DEEPCLOUD_MAX_BATCH_DELAY_MS=3000",
-                         "--env", "DEEPCLOUD_MAX_BATCH_SIZE=64")
+    name = _start_server(
+        docker,
+        images["serving"],
+        model,
+        port,
+        "--env",
+        "DEEPCLOUD_MAX_BATCH_DELAY_MS=3000",
+        "--env",
+        "DEEPCLOUD_MAX_BATCH_SIZE=64",
+    )
     _wait_until_healthy_ping(docker, name, port)
 
     with ThreadPoolExecutor(len(batches)) as pool:
-        answers = [pool.submit(_invoke, port, json.dumps({"instances": b.tolist()}).encode(), "application/json")
-                   for b in batches]
+        answers = [
+            pool.submit(_invoke, port, json.dumps({"instances": b.tolist()}).encode(), "application/json")
+            for b in batches
+        ]
         deadline = time.monotonic() + 10
         while _queued(port) < len(batches):
             assert time.monotonic() < deadline, "the requests never all waited in the batcher"
             time.sleep(0.02)
-        stopping = threading.Thread(target=lambda: docker("stop", "--time", str(STOP_GRACE_S), name,
-                                                          timeout=STOP_GRACE_S + 60))
+        stopping = threading.Thread(
+            target=lambda: docker("stop", "--time", str(STOP_GRACE_S), name, timeout=STOP_GRACE_S + 60)
+        )
         signalled = time.monotonic()
         stopping.start()
         assert not any(a.done() for a in answers), "answered before SIGTERM: no drain shown"

@@ -22,8 +22,15 @@ pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(900)]
 
 def _ops(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "DEEPCLOUD_HOME": str(home), "TARGET": "container"}
-    return subprocess.run([sys.executable, "-m", "ops", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ops", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -32,16 +39,22 @@ def home(tmp_path: Path, dataset: Path) -> Path:
     return tmp_path / "home"
 
 
-def test_demo_runs_the_local_loop_in_the_images(engine: Engine, images: dict[str, str], home: Path,
-                                                docker: Docker) -> None:
+def test_demo_runs_the_local_loop_in_the_images(
+    engine: Engine, images: dict[str, str], home: Path, docker: Docker
+) -> None:
     port = free_port()
     result = _ops(home, "demo", "--hp", "epochs=10", "--port", str(port))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    for header in ("==> train (container)", "==> deploy (container)", "==> predict", "==> destroy (container)",
-                   "==> demo summary"):
+    for header in (
+        "==> train (container)",
+        "==> deploy (container)",
+        "==> predict",
+        "==> destroy (container)",
+        "==> demo summary",
+    ):
         assert header in out, header
-    summary = out[out.index("==> demo summary"):]
+    summary = out[out.index("==> demo summary") :]
     assert "equal)" in summary, summary
     assert f"images                      {images['trainer']} (up to date)  {images['serving']} (up to date)" in summary
     assert f"http://127.0.0.1:{port}/invocations" in out
@@ -56,19 +69,23 @@ def test_failures_are_one_line(engine: Engine, images: dict[str, str], home: Pat
     bad = _ops(home, "train", "--hp", "epochs=3 lr=fast")
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1].startswith("error: training job train-")
-    assert bad.stderr.strip().endswith("failed with exit code 1 (its error is above); its folder is "
-                                       f"{next((home / 'container' / 'jobs').iterdir())}")
+    assert bad.stderr.strip().endswith(
+        f"failed with exit code 1 (its error is above); its folder is {next((home / 'container' / 'jobs').iterdir())}"
+    )
     assert bad.stderr.count("hyperparameter 'lr' must be a finite number, got 'fast'") == 1  # said once
     assert "Traceback" not in bad.stderr
     nothing = _ops(home, "predict")
     assert nothing.returncode == 1
     assert nothing.stderr.strip() == "error: nothing is deployed: run `make deploy TARGET=container` first"
-    assert _ops(home, "destroy").stdout.strip().splitlines()[-1] in ("nothing to destroy",
-                                                                     f"removed {home / 'container'}")
+    assert _ops(home, "destroy").stdout.strip().splitlines()[-1] in (
+        "nothing to destroy",
+        f"removed {home / 'container'}",
+    )
 
 
-def test_ops_engine_is_stopped_by_its_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 engine: Engine) -> None:
+def test_ops_engine_is_stopped_by_its_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Engine
+) -> None:
     folder = tmp_path / "engine"
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     second, started = container_engine.ensure("test-owner", folder=folder)

@@ -42,8 +42,9 @@ def _task_definition() -> tuple[dict, list[dict]]:
     return container, task.inputs["volumes"]
 
 
-def ecs_docker_run(docker: Docker, container: dict, volumes: list[dict], overrides: dict[str, str],
-                   image: str) -> tuple[list[str], dict[str, str]]:
+def ecs_docker_run(
+    docker: Docker, container: dict, volumes: list[dict], overrides: dict[str, str], image: str
+) -> tuple[list[str], dict[str, str]]:
     """The `docker run` arguments (before the image) of one task of ``container``, and its volumes by name."""
     task_volumes = {}
     for volume in volumes:
@@ -81,7 +82,8 @@ def ecs_docker_run(docker: Docker, container: dict, volumes: list[dict], overrid
 
 
 def test_trains_from_s3_on_a_fresh_task_volume_and_everything_it_writes_is_the_unprivileged_users(
-        docker: Docker, images: dict[str, str], dataset: Path, bucket: str, s3_env: dict[str, str]) -> None:
+    docker: Docker, images: dict[str, str], dataset: Path, bucket: str, s3_env: dict[str, str]
+) -> None:
     import boto3
 
     for channel in ("train", "validation"):
@@ -91,12 +93,19 @@ def test_trains_from_s3_on_a_fresh_task_volume_and_everything_it_writes_is_the_u
     run = "train-20260101-120000-ecs1"
     hps = {"epochs": "2", "checkpoint_every_steps": "4", "checkpoint_s3_uri": f"s3://{bucket}/checkpoints/{run}/"}
     overrides = {  # what ops/aws/train_ecs.py puts in RunTask's containerOverrides
-        "SM_CHANNEL_TRAIN": f"s3://{bucket}/digits/train/", "SM_CHANNEL_VALIDATION": f"s3://{bucket}/digits/validation/",
-        "SM_HPS": json.dumps(hps, sort_keys=True), "DEEPCLOUD_MODEL_S3_URI": f"s3://{bucket}/models/{run}/model.tar.gz",
-        "TRAINING_JOB_NAME": run, "DEEPCLOUD_GIT_REVISION": "0123456789ab", "AWS_DEFAULT_REGION": "us-east-1",
+        "SM_CHANNEL_TRAIN": f"s3://{bucket}/digits/train/",
+        "SM_CHANNEL_VALIDATION": f"s3://{bucket}/digits/validation/",
+        "SM_HPS": json.dumps(hps, sort_keys=True),
+        "DEEPCLOUD_MODEL_S3_URI": f"s3://{bucket}/models/{run}/model.tar.gz",
+        "TRAINING_JOB_NAME": run,
+        "DEEPCLOUD_GIT_REVISION": "0123456789ab",
+        "AWS_DEFAULT_REGION": "us-east-1",
         # The task role's credentials and the VPC endpoint, here: moto_server on this host's loopback.
-        **{k: v for k, v in s3_env.items() if k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                     "AWS_EC2_METADATA_DISABLED")},
+        **{
+            k: v
+            for k, v in s3_env.items()
+            if k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED")
+        },
     }
     args, task_volumes = ecs_docker_run(docker, container, volumes, overrides, images["trainer"])
     job = docker.mountpoint(task_volumes["job"])
@@ -119,8 +128,11 @@ def test_trains_from_s3_on_a_fresh_task_volume_and_everything_it_writes_is_the_u
     for volume, root in ((task_volumes["job"], job), (task_volumes["tmp"], docker.mountpoint(task_volumes["tmp"]))):
         written = list(root.rglob("*"))
         assert written, f"nothing in the {volume} volume"
-        others = sorted(f"{p.relative_to(root)} {p.lstat().st_uid}:{p.lstat().st_gid}" for p in written
-                        if (p.lstat().st_uid, p.lstat().st_gid) != RUN_AS)
+        others = sorted(
+            f"{p.relative_to(root)} {p.lstat().st_uid}:{p.lstat().st_gid}"
+            for p in written
+            if (p.lstat().st_uid, p.lstat().st_gid) != RUN_AS
+        )
         assert others == [], f"written in the task volume {volume} but not by uid:gid 10001:10001: {others}"
     assert (job / "input" / "data" / "train" / "manifest.csv").is_file(), "the s3:// channel, downloaded"
     assert (job / "model" / "manifest.json").is_file()

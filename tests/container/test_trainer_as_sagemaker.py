@@ -43,8 +43,9 @@ def test_trains_as_root_on_a_bind_mounted_opt_ml(sagemaker_job: Path) -> None:
     assert (base.stat().st_uid, (base / "input").stat().st_uid) == (0, 0), "what SageMaker provides stays root's"
 
 
-def test_a_bad_hyperparameter_exits_1_with_output_failure(docker: Docker, images: dict[str, str], dataset: Path,
-                                                        tmp_path: Path) -> None:
+def test_a_bad_hyperparameter_exits_1_with_output_failure(
+    docker: Docker, images: dict[str, str], dataset: Path, tmp_path: Path
+) -> None:
     base = make_job(tmp_path / "ml", dataset, {**JOB_HP, "lr": "fast"})
     name, done = run_sagemaker_job(docker, images["trainer"], base)
     assert done.returncode == 1, docker.logs(name)[-3000:]
@@ -57,8 +58,13 @@ def test_a_bad_hyperparameter_exits_1_with_output_failure(docker: Docker, images
 
 
 def _follow_until(docker: Docker, name: str, prefix: str, timeout: float = 300) -> None:
-    follow = subprocess.Popen(docker.engine.argv("logs", "--follow", name), env={**os.environ, **docker.engine.env},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    follow = subprocess.Popen(
+        docker.engine.argv("logs", "--follow", name),
+        env={**os.environ, **docker.engine.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + timeout
     try:
         assert follow.stdout is not None
@@ -73,7 +79,8 @@ def _follow_until(docker: Docker, name: str, prefix: str, timeout: float = 300) 
 
 
 def test_docker_stop_checkpoints_exits_143_and_the_next_run_resumes_bitwise_equal(
-        docker: Docker, images: dict[str, str], dataset: Path, tmp_path: Path, sagemaker_job: Path) -> None:
+    docker: Docker, images: dict[str, str], dataset: Path, tmp_path: Path, sagemaker_job: Path
+) -> None:
     base = make_job(tmp_path / "ml", dataset, JOB_HP)
     name, done = run_sagemaker_job(docker, images["trainer"], base, detach=True)
     assert done.returncode == 0, done.stderr
@@ -88,8 +95,9 @@ def test_docker_stop_checkpoints_exits_143_and_the_next_run_resumes_bitwise_equa
     assert "stopped on SIGTERM at step" in docker.logs(name)
     assert not (base / "output" / "failure").exists(), "a stop is not a failure"
     assert not (base / "model" / "manifest.json").exists(), "stopped before the end"
-    committed = [int(p.name.split("-")[1]) for p in (base / "checkpoints").glob("step-*")
-                 if (p / "manifest.json").is_file()]
+    committed = [
+        int(p.name.split("-")[1]) for p in (base / "checkpoints").glob("step-*") if (p / "manifest.json").is_file()
+    ]
     assert committed, "no committed checkpoint after the stop"
     assert STOP_AT <= max(committed) < TOTAL_STEPS
 

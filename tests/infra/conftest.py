@@ -10,8 +10,10 @@ import pytest
 from tests.infra.harness import Synthesis, synthesize
 
 MODEL_KEY = "models/job-1/model.tar.gz"
-EXISTING_VPC = {"vpcId": "vpc-0abc1234def567890",
-                "subnetIds": '["subnet-0aaa1111bbbb22223", "subnet-0ccc3333dddd44445"]'}
+EXISTING_VPC = {
+    "vpcId": "vpc-0abc1234def567890",
+    "subnetIds": '["subnet-0aaa1111bbbb22223", "subnet-0ccc3333dddd44445"]',
+}
 
 
 @pytest.fixture(scope="session")
@@ -32,15 +34,31 @@ def existing_vpc_stack() -> Synthesis:
 @pytest.fixture(scope="session")
 def serverless_stack() -> Synthesis:
     """A model served serverless, the managed VPC with its interface endpoints only on demand (none now)."""
-    return synthesize({"modelArtifact": MODEL_KEY, "endpointMode": "serverless", "networkProfile": "on-demand",
-                       "serverlessMemoryMb": "3072", "serverlessMaxConcurrency": "8"}, stack="lean")
+    return synthesize(
+        {
+            "modelArtifact": MODEL_KEY,
+            "endpointMode": "serverless",
+            "networkProfile": "on-demand",
+            "serverlessMemoryMb": "3072",
+            "serverlessMaxConcurrency": "8",
+        },
+        stack="lean",
+    )
 
 
 @pytest.fixture(scope="session")
 def async_stack() -> Synthesis:
     """A model behind an async endpoint that scales to zero, and a monthly budget."""
-    return synthesize({"modelArtifact": MODEL_KEY, "endpointMode": "async", "endpointMaxInstances": "3",
-                       "monthlyBudget": "40", "budgetEmails": "ops@example.com"}, stack="queue")
+    return synthesize(
+        {
+            "modelArtifact": MODEL_KEY,
+            "endpointMode": "async",
+            "endpointMaxInstances": "3",
+            "monthlyBudget": "40",
+            "budgetEmails": "ops@example.com",
+        },
+        stack="queue",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -52,5 +70,6 @@ def multi_model_stack() -> Synthesis:
 @pytest.fixture(scope="session", params=["default", "model", "existing-vpc"])
 def any_stack(request: pytest.FixtureRequest) -> Synthesis:
     """Each of the three configurations in turn."""
-    return request.getfixturevalue({"default": "default_stack", "model": "model_stack",
-                                    "existing-vpc": "existing_vpc_stack"}[request.param])
+    return request.getfixturevalue(
+        {"default": "default_stack", "model": "model_stack", "existing-vpc": "existing_vpc_stack"}[request.param]
+    )

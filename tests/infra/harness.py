@@ -19,8 +19,18 @@ from pulumi_policy import PolicyCustomTimeouts, PolicyProviderResource, PolicyRe
 
 from infra.synth import ACCOUNT, ECS_SERVICE_LINKED_ROLE, PROJECT, REPO, AwsMocks, Registered, run_program
 
-__all__ = ["ACCOUNT", "ECS_SERVICE_LINKED_ROLE", "PROJECT", "REPO", "AwsMocks", "Registered", "Synthesis",
-           "options_of", "policy_json", "synthesize"]
+__all__ = [
+    "ACCOUNT",
+    "ECS_SERVICE_LINKED_ROLE",
+    "PROJECT",
+    "REPO",
+    "AwsMocks",
+    "Registered",
+    "Synthesis",
+    "options_of",
+    "policy_json",
+    "synthesize",
+]
 PROGRAM = REPO / "infra" / "__main__.py"
 
 
@@ -61,19 +71,30 @@ class Synthesis:
             resource = made[r.urn]
             resource.parent = made.get(r.parent)
             resource.dependencies = [made[d] for d in r.dependencies if d in made]
-            resource.property_dependencies = {k: [made[d] for d in v if d in made]
-                                              for k, v in r.property_dependencies.items()}
+            resource.property_dependencies = {
+                k: [made[d] for d in v if d in made] for k, v in r.property_dependencies.items()
+            }
         return list(made.values())
 
 
 def options_of(r: Registered) -> PolicyResourceOptions:
-    return PolicyResourceOptions(protect=r.protect, ignore_changes=r.ignore_changes, delete_before_replace=None,
-                                 aliases=[], custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
-                                 additional_secret_outputs=[], parent=r.parent or None)
+    return PolicyResourceOptions(
+        protect=r.protect,
+        ignore_changes=r.ignore_changes,
+        delete_before_replace=None,
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+        parent=r.parent or None,
+    )
 
 
-def synthesize(values: dict[str, str], stack: str = "dev", region: str = "eu-west-1",
-               roles: tuple[str, ...] = (ECS_SERVICE_LINKED_ROLE,)) -> Synthesis:
+def synthesize(
+    values: dict[str, str],
+    stack: str = "dev",
+    region: str = "eu-west-1",
+    roles: tuple[str, ...] = (ECS_SERVICE_LINKED_ROLE,),
+) -> Synthesis:
     """Run infra/__main__.py once under mocks (infra/synth.py) with `deepcloud:` config `values`, in an account that
     has the IAM `roles` (the default: one that has used ECS before)."""
     resources, outputs, invokes, seconds = run_program(values, stack, region, roles)

@@ -34,14 +34,23 @@ def test_default_stack_idles_on_its_interface_endpoints(default_stack: Synthesis
     endpoints = len(INTERFACE_ENDPOINTS) * 2 * PRICES.rate("vpc_interface_endpoint").usd
     assert bill.idle_by(["network"]) == pytest.approx(endpoints)
     assert bill.idle_by(["compute"]) == 0, "the GPU group is at 0 and no model is configured"
-    other = (PRICES.rate("kms_key").usd + 2 * PRICES.rate("cloudwatch_alarm").usd
-             + STORED_GB["s3"] * PRICES.rate("s3_standard").usd + STORED_GB["ecr"] * PRICES.rate("ecr_storage").usd
-             + STORED_GB["logs"] * PRICES.rate("logs_storage").usd) / HOURS_PER_MONTH
+    other = (
+        PRICES.rate("kms_key").usd
+        + 2 * PRICES.rate("cloudwatch_alarm").usd
+        + STORED_GB["s3"] * PRICES.rate("s3_standard").usd
+        + STORED_GB["ecr"] * PRICES.rate("ecr_storage").usd
+        + STORED_GB["logs"] * PRICES.rate("logs_storage").usd
+    ) / HOURS_PER_MONTH
     assert bill.idle_usd_h == pytest.approx(endpoints + other)
     gpu = max(PRICES.get("ec2", t).usd_per_hour for t in ("g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge"))
     assert bill.running_usd_h == pytest.approx(endpoints + other + 2 * gpu), "two GPU instances at most"
-    assert {line.component for line in bill.lines} == {"ArtifactStore", "GpuCapacity", "ImageRepos", "Network",
-                                                      "TrainingTask"}
+    assert {line.component for line in bill.lines} == {
+        "ArtifactStore",
+        "GpuCapacity",
+        "ImageRepos",
+        "Network",
+        "TrainingTask",
+    }
     for line in bill.lines:
         assert line.section in ("", *PRICES.sources), f"{line.item} names no priced section"
 
@@ -64,8 +73,9 @@ def test_serverless_on_the_on_demand_network_costs_almost_nothing_idle(serverles
     (serverless,) = [line for line in bill.lines if line.section == "sagemaker_serverless"]
     assert serverless.running_usd_h == pytest.approx(PRICES.serverless_per_second(3072) * 3600 * 8)
     (on_demand,) = [line for line in bill.lines if "only while a run needs them" in line.item]
-    assert on_demand.running_usd_h == pytest.approx(len(INTERFACE_ENDPOINTS) * 2 * PRICES.rate(
-        "vpc_interface_endpoint").usd), "the endpoints bill while a training run has them up"
+    assert on_demand.running_usd_h == pytest.approx(
+        len(INTERFACE_ENDPOINTS) * 2 * PRICES.rate("vpc_interface_endpoint").usd
+    ), "the endpoints bill while a training run has them up"
 
 
 def test_async_scaled_to_zero_has_no_idle_compute(async_stack: Synthesis) -> None:
@@ -91,15 +101,25 @@ def test_cost_needs_no_pulumi_cli_and_bad_input_is_one_line(tmp_path) -> None:
     done = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "no Pulumi.nosuchstack.yaml: the defaults" in done.stdout
-    bad = subprocess.run([*run, "--set", "endpointMode=batch"], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120, check=False)
+    bad = subprocess.run(
+        [*run, "--set", "endpointMode=batch"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert bad.returncode == 1
-    assert bad.stderr.strip().splitlines() == ["error: deepcloud:endpointMode must be one of realtime, serverless, "
-                                               "async, multi-model"]
-    bad = subprocess.run([*run, "--set", "endpointMode"], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert bad.stderr.strip().splitlines() == ["error: --set 'endpointMode' is not key=value: write e.g. "
-                                               "--set endpointMode=serverless"]
+    assert bad.stderr.strip().splitlines() == [
+        "error: deepcloud:endpointMode must be one of realtime, serverless, async, multi-model"
+    ]
+    bad = subprocess.run(
+        [*run, "--set", "endpointMode"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert bad.stderr.strip().splitlines() == [
+        "error: --set 'endpointMode' is not key=value: write e.g. --set endpointMode=serverless"
+    ]
 
 
 def test_the_stack_config_file_is_read_as_pulumi_would_hand_it_over(tmp_path) -> None:
@@ -107,10 +127,15 @@ def test_the_stack_config_file_is_read_as_pulumi_would_hand_it_over(tmp_path) ->
 
     (tmp_path / "Pulumi.team.yaml").write_text(
         "config:\n  aws:region: eu-west-1\n  deepcloud:monthlyBudget: 30\n  deepcloud:budgetEmails: [a@b.co]\n"
-        "  deepcloud:forceDestroy: true\n")
+        "  deepcloud:forceDestroy: true\n"
+    )
     values, region, where = stack_values("team", ["endpointMode=async"], repo=tmp_path)
-    assert values == {"monthlyBudget": "30", "budgetEmails": '["a@b.co"]', "forceDestroy": "true",
-                      "endpointMode": "async"}
+    assert values == {
+        "monthlyBudget": "30",
+        "budgetEmails": '["a@b.co"]',
+        "forceDestroy": "true",
+        "endpointMode": "async",
+    }
     assert (region, where) == ("eu-west-1", "Pulumi.team.yaml + endpointMode=async")
 
 
@@ -133,11 +158,18 @@ def test_the_readmes_cost_figures_are_what_make_cost_prints(run: str) -> None:
 def test_preview_and_up_print_the_cost_first(tmp_path) -> None:
     """The first lines of `python -m infra.cli preview`: the summary, then pulumi's own output (a stand-in here)."""
     fake = tmp_path / "pulumi"
-    fake.write_text("#!/bin/sh\necho \"pulumi $*\"\n")
+    fake.write_text('#!/bin/sh\necho "pulumi $*"\n')
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "infra.cli", "preview", "--stack", "dev"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "preview", "--stack", "dev"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("==> cost: stack dev (")

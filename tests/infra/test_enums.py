@@ -56,8 +56,9 @@ def test_volume_types() -> None:
 
 
 def test_spot_allocation_strategies() -> None:
-    listed = documented("autoscaling", "InstancesDistribution", "SpotAllocationStrategy",
-                        r"<dt>([a-z-]+(?: \(recommended\))?)</dt>")
+    listed = documented(
+        "autoscaling", "InstancesDistribution", "SpotAllocationStrategy", r"<dt>([a-z-]+(?: \(recommended\))?)</dt>"
+    )
     valid = {v.removesuffix(" (recommended)") for v in listed}
     assert DEFAULTS.spot_allocation_strategy in SPOT_ALLOCATION_STRATEGIES
     assert set(SPOT_ALLOCATION_STRATEGIES) == valid
@@ -108,7 +109,8 @@ def test_stack_ec2_and_autoscaling_values(any_stack: Synthesis) -> None:
     assert {t["resourceType"] for t in template["tagSpecifications"]} <= enum("ec2", "ResourceType")
     distribution = any_stack.one("aws:autoscaling/group:Group").inputs["mixedInstancesPolicy"]["instancesDistribution"]
     assert distribution["onDemandAllocationStrategy"] in documented(
-        "autoscaling", "InstancesDistribution", "OnDemandAllocationStrategy", r"<dt>([a-z-]+)</dt>")
+        "autoscaling", "InstancesDistribution", "OnDemandAllocationStrategy", r"<dt>([a-z-]+)</dt>"
+    )
     for endpoint in any_stack.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"):
         assert endpoint.inputs["vpcEndpointType"] in enum("ec2", "VpcEndpointType")
 
@@ -117,7 +119,8 @@ def test_stack_ecs_values(any_stack: Synthesis) -> None:
     cluster = any_stack.one("aws:ecs/cluster:Cluster").inputs
     assert {s["name"] for s in cluster["settings"]} <= enum("ecs", "ClusterSettingName")
     assert {s["value"] for s in cluster["settings"]} <= documented(
-        "ecs", "ClusterSetting", "value", r"<code>([a-z]+)</code>")
+        "ecs", "ClusterSetting", "value", r"<code>([a-z]+)</code>"
+    )
     provider = any_stack.one("aws:ecs/capacityProvider:CapacityProvider").inputs["autoScalingGroupProvider"]
     assert provider["managedTerminationProtection"] in enum("ecs", "ManagedTerminationProtection")
     assert provider["managedDraining"] in enum("ecs", "ManagedDraining")
@@ -141,21 +144,25 @@ def test_stack_storage_values(any_stack: Synthesis) -> None:
         for rule in json.loads(policy.inputs["policy"])["rules"]:
             # the lifecycle policy document spells the API's TagStatus values in lower case
             assert rule["selection"]["tagStatus"].upper() in enum("ecr", "TagStatus")
-    sse = _values(any_stack, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-                  "rules")
+    sse = _values(
+        any_stack, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "rules"
+    )
     assert {r["applyServerSideEncryptionByDefault"]["sseAlgorithm"] for rules in sse for r in rules} <= enum(
-        "s3", "ServerSideEncryption")
+        "s3", "ServerSideEncryption"
+    )
     versioning = _values(any_stack, "aws:s3/bucketVersioning:BucketVersioning", "versioningConfiguration", "status")
     assert set(versioning) <= enum("s3", "BucketVersioningStatus")
-    assert set(_values(any_stack, "aws:s3/bucketOwnershipControls:BucketOwnershipControls", "rule",
-                       "objectOwnership")) <= enum("s3", "ObjectOwnership")
+    assert set(
+        _values(any_stack, "aws:s3/bucketOwnershipControls:BucketOwnershipControls", "rule", "objectOwnership")
+    ) <= enum("s3", "ObjectOwnership")
     lifecycle = _values(any_stack, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "rules")
     assert {r["status"] for rules in lifecycle for r in rules} <= enum("s3", "ExpirationStatus")
 
 
 def test_stack_sagemaker_and_scaling_values(model_stack: Synthesis) -> None:
     routing = model_stack.one("aws:sagemaker/endpoint:Endpoint").inputs["deploymentConfig"]["blueGreenUpdatePolicy"][
-        "trafficRoutingConfiguration"]
+        "trafficRoutingConfiguration"
+    ]
     assert routing["type"] in enum("sagemaker", "TrafficRoutingConfigType")
     assert routing["canarySize"]["type"] in enum("sagemaker", "CapacitySizeType")
     model_mode = model_stack.one("aws:sagemaker/model:Model").inputs["primaryContainer"]["mode"]
@@ -163,8 +170,9 @@ def test_stack_sagemaker_and_scaling_values(model_stack: Synthesis) -> None:
     for alarm in model_stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm"):
         assert alarm.inputs["comparisonOperator"] in enum("cloudwatch", "ComparisonOperator")
         assert alarm.inputs["statistic"] in enum("cloudwatch", "Statistic")
-        valid = documented("cloudwatch", "PutMetricAlarmInput", "TreatMissingData",
-                           r"Valid Values: <code>([^<]+)</code>")
+        valid = documented(
+            "cloudwatch", "PutMetricAlarmInput", "TreatMissingData", r"Valid Values: <code>([^<]+)</code>"
+        )
         assert alarm.inputs["treatMissingData"] in {v.strip() for vs in valid for v in vs.split("|")}
     target = model_stack.one("aws:appautoscaling/target:Target").inputs
     assert target["serviceNamespace"] in enum("application-autoscaling", "ServiceNamespace")

@@ -20,8 +20,13 @@ def _families(shape: str) -> set[str]:
 
 
 def test_the_rule_is_the_one_botocore_states() -> None:
-    doc = botocore.session.get_session().get_service_model("sagemaker").shape_for(
-        "ResourceConfig").members["VolumeKmsKeyId"].documentation
+    doc = (
+        botocore.session.get_session()
+        .get_service_model("sagemaker")
+        .shape_for("ResourceConfig")
+        .members["VolumeKmsKeyId"]
+        .documentation
+    )
     assert "You can't request a <code>VolumeKmsKeyId</code> when using an instance type with local storage" in doc
 
 
@@ -39,12 +44,22 @@ def test_the_lists_do_not_overlap_and_name_only_real_families() -> None:
     assert not (NVME_FAMILIES | EBS_FAMILIES | UNVERIFIED_FAMILIES) - known, "a family SageMaker does not offer"
 
 
-@pytest.mark.parametrize(("instance_type", "nvme"), [
-    ("ml.g5.xlarge", True), ("ml.g4dn.xlarge", True), ("ml.p4d.24xlarge", True),  # named by the SageMaker guide
-    ("ml.c5.xlarge", False), ("ml.p2.xlarge", False),  # named there as EBS
-    ("ml.m5.large", False), ("ml.c5d.2xlarge", True), ("ml.g6e.xlarge", True), ("ml.p3.2xlarge", False),
-    ("ml.g7e.2xlarge", False),  # unverified: the key is sent
-    ("g5.xlarge", False), ("", False),  # not an ML instance type
-])
+@pytest.mark.parametrize(
+    ("instance_type", "nvme"),
+    [
+        ("ml.g5.xlarge", True),
+        ("ml.g4dn.xlarge", True),
+        ("ml.p4d.24xlarge", True),  # named by the SageMaker guide
+        ("ml.c5.xlarge", False),
+        ("ml.p2.xlarge", False),  # named there as EBS
+        ("ml.m5.large", False),
+        ("ml.c5d.2xlarge", True),
+        ("ml.g6e.xlarge", True),
+        ("ml.p3.2xlarge", False),
+        ("ml.g7e.2xlarge", False),  # unverified: the key is sent
+        ("g5.xlarge", False),
+        ("", False),  # not an ML instance type
+    ],
+)
 def test_classification(instance_type: str, nvme: bool) -> None:
     assert has_instance_storage(instance_type) is nvme

@@ -43,8 +43,17 @@ def fixture_resources(entries: Sequence[dict]) -> list[PolicyResource]:
     made = {}
     assert len({e["name"] for e in entries}) == len(entries), "fixture resource names must be unique"
     for e in entries:
-        made[e["name"]] = PolicyResource(e["type"], unknown_checking_proxy(e["props"]), _urn(e["type"], e["name"]),
-                                         e["name"], None, None, None, [], {})
+        made[e["name"]] = PolicyResource(
+            e["type"],
+            unknown_checking_proxy(e["props"]),
+            _urn(e["type"], e["name"]),
+            e["name"],
+            None,
+            None,
+            None,
+            [],
+            {},
+        )
     for e in entries:
         resource = made[e["name"]]
         resource.property_dependencies = {prop: [made[n] for n in names] for prop, names in e.get("deps", {}).items()}
@@ -126,8 +135,9 @@ def test_an_unknown_value_during_preview_is_not_a_violation() -> None:
     """pulumi-policy turns UnknownValueError into "can't run during preview"; rules must not swallow it."""
     from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
-    key = fixture_resources([{"type": "aws:kms/key:Key", "name": "k",
-                              "props": {"enableKeyRotation": True, "policy": UNKNOWN_STRING_VALUE}}])
+    key = fixture_resources(
+        [{"type": "aws:kms/key:Key", "name": "k", "props": {"enableKeyRotation": True, "policy": UNKNOWN_STRING_VALUE}}]
+    )
     with pytest.raises(UnknownValueError):
         run(by_name([])["kms-key-policy"], key)
 
@@ -139,8 +149,10 @@ def stack_violations(stack: Synthesis, waivers: list[Waiver] | None = None) -> l
     stack_resources = stack.policy_resources()
     for r in stack_resources:
         r.props = unknown_checking_proxy(dict(r.props))
-    inputs = [PolicyResource(r.type, unknown_checking_proxy(r.inputs), r.urn, r.name, options_of(r), s.provider,
-                             None, [], {}) for r, s in zip(stack.resources, stack_resources, strict=True)]
+    inputs = [
+        PolicyResource(r.type, unknown_checking_proxy(r.inputs), r.urn, r.name, options_of(r), s.provider, None, [], {})
+        for r, s in zip(stack.resources, stack_resources, strict=True)
+    ]
     found = []
     for name, policy in by_name(waivers).items():
         over = stack_resources if isinstance(policy, StackValidationPolicy) else inputs
@@ -152,12 +164,20 @@ def test_the_synthesized_stack_passes_every_rule(any_stack: Synthesis) -> None:
     assert stack_violations(any_stack) == []
 
 
-@pytest.mark.parametrize("values", [
-    {"forceDestroy": "true", "protectDataBucket": "false"},
-    {"modelArtifact": "models/job-1/model.tar.gz", "endpointInstanceType": "ml.g5.xlarge"},
-    {"modelArtifact": "models/job-1/model.tar.gz", "rollout": "LINEAR", "vpcId": "vpc-0abc1234def567890",
-     "subnetIds": "subnet-0aaa1111bbbb22223,subnet-0ccc3333dddd44445"},
-], ids=["force-destroy", "gpu-endpoint", "linear-existing-vpc"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"forceDestroy": "true", "protectDataBucket": "false"},
+        {"modelArtifact": "models/job-1/model.tar.gz", "endpointInstanceType": "ml.g5.xlarge"},
+        {
+            "modelArtifact": "models/job-1/model.tar.gz",
+            "rollout": "LINEAR",
+            "vpcId": "vpc-0abc1234def567890",
+            "subnetIds": "subnet-0aaa1111bbbb22223,subnet-0ccc3333dddd44445",
+        },
+    ],
+    ids=["force-destroy", "gpu-endpoint", "linear-existing-vpc"],
+)
 def test_other_configurations_pass_every_rule(values: dict[str, str]) -> None:
     assert stack_violations(synthesize(values, stack="variant")) == []
 
@@ -167,8 +187,9 @@ def test_a_fresh_account_stack_passes_every_rule() -> None:
     assert stack_violations(synthesize({}, stack="fresh", roles=())) == []
 
 
-def test_the_endpoint_modes_and_network_profiles_pass_every_rule(serverless_stack: Synthesis,
-                                                                async_stack: Synthesis) -> None:
+def test_the_endpoint_modes_and_network_profiles_pass_every_rule(
+    serverless_stack: Synthesis, async_stack: Synthesis
+) -> None:
     """serverless on the on-demand network profile (with the serverless waivers), async scaling to zero with a budget;
     and the on-demand profile while its endpoints are up."""
     assert stack_violations(serverless_stack) == []
@@ -185,8 +206,9 @@ def test_the_multi_model_endpoint_passes_every_rule_without_a_waiver(multi_model
     assert unwaived == {"store-access-logs"}
 
 
-def test_each_waiver_is_needed_and_explained(default_stack: Synthesis, serverless_stack: Synthesis,
-                                             async_stack: Synthesis) -> None:
+def test_each_waiver_is_needed_and_explained(
+    default_stack: Synthesis, serverless_stack: Synthesis, async_stack: Synthesis
+) -> None:
     """Over the stacks the waivers exist for: every violation is covered by exactly one waiver, and every waiver
     covers at least one violation (the serverless ones only the serverless stack's, the async one the async's)."""
     waivers = load_waivers()
@@ -198,8 +220,9 @@ def test_each_waiver_is_needed_and_explained(default_stack: Synthesis, serverles
     for waiver in waivers:
         assert waiver.rule in RULE_NAMES, f"waiver for unknown rule {waiver.rule}"
         assert len(waiver.reason) > 40, f"waiver of {waiver.rule} needs a reason"
-        assert any(waiver in covering(rule, urn) for rule, urn, _ in unwaived), \
+        assert any(waiver in covering(rule, urn) for rule, urn, _ in unwaived), (
             f"waiver of {waiver.rule} for {waiver.name} matches no violation: remove it"
+        )
     for rule, urn, message in unwaived:
         assert len(covering(rule, urn)) == 1, f"{rule}: {message} is covered by {len(covering(rule, urn))} waivers"
 

@@ -72,7 +72,7 @@ class FakeSageMaker:
 
     def create_endpoint_config(self, name: str, model: str) -> None:
         if model not in self.models:
-            raise ValidationException(f"Could not find model \"{model}\"")
+            raise ValidationException(f'Could not find model "{model}"')
         self.configs[name] = model
 
     def create_endpoint(self, config: str) -> None:
@@ -95,8 +95,11 @@ class FakeSageMaker:
         if self.rollout:
             self.status, config = self.rollout.pop(0)
             self.endpoint_config = config or self.endpoint_config
-        return {"EndpointStatus": self.status, "EndpointConfigName": self.endpoint_config,
-                "FailureReason": self.failure_reason}
+        return {
+            "EndpointStatus": self.status,
+            "EndpointConfigName": self.endpoint_config,
+            "FailureReason": self.failure_reason,
+        }
 
     def delete_endpoint_config(self, name: str) -> None:
         self.configs.pop(name)  # SageMaker does not refuse one in use (botocore's DeleteEndpointConfig text)
@@ -107,12 +110,14 @@ class FakeSageMaker:
     def serving(self) -> tuple[str | None, str | None]:
         """(the endpoint's configuration, its model) where they still exist, else None."""
         model = self.configs.get(self.endpoint_config or "")
-        return (self.endpoint_config if self.endpoint_config in self.configs else None,
-                model if model in self.models else None)
+        return (
+            self.endpoint_config if self.endpoint_config in self.configs else None,
+            model if model in self.models else None,
+        )
 
     def _require(self, config: str | None) -> None:
         if config not in self.configs:
-            raise ValidationException(f"Could not find endpoint configuration \"{config}\"")
+            raise ValidationException(f'Could not find endpoint configuration "{config}"')
 
 
 def wait_endpoint_in_service(sagemaker: FakeSageMaker) -> dict:
@@ -171,10 +176,17 @@ class Engine:
     @staticmethod
     def _replaces(old: Registered, new: Registered, physical: dict[str, str], prior: dict[str, str]) -> bool:
         """ForceNew on every argument but tags; a dependency's replacement changes the name this one refers to."""
-        changed = {k for k in old.inputs.keys() | new.inputs.keys()
-                   if k not in ("tags", "tagsAll") and old.inputs.get(k) != new.inputs.get(k)}
-        moved = any(physical[dep] != prior.get(dep)
-                    for deps in new.property_dependencies.values() for dep in deps if dep in physical)
+        changed = {
+            k
+            for k in old.inputs.keys() | new.inputs.keys()
+            if k not in ("tags", "tagsAll") and old.inputs.get(k) != new.inputs.get(k)
+        }
+        moved = any(
+            physical[dep] != prior.get(dep)
+            for deps in new.property_dependencies.values()
+            for dep in deps
+            if dep in physical
+        )
         return bool(changed) or moved
 
     def _create(self, new: Registered, name: str, physical: dict[str, str]) -> None:
@@ -226,8 +238,9 @@ def test_a_rolled_back_rollout_keeps_the_model_and_config_that_serve() -> None:
     engine.up(deploy("run-b"))
 
     assert sagemaker.endpoint_config == serving_before[0], "SageMaker rolled the endpoint back"
-    assert sagemaker.serving() == serving_before, \
+    assert sagemaker.serving() == serving_before, (
         "pulumi up deleted the model and endpoint configuration the rolled-back endpoint still serves"
+    )
     engine.rolled_back = False
     engine.up(deploy("run-c"))  # every later update needs the serving configuration (#48997)
     assert sagemaker.configs[sagemaker.endpoint_config] in sagemaker.models

@@ -21,9 +21,13 @@ from tests.infra.harness import Synthesis, policy_json
 
 REGION = "us-east-1"
 WARNING = {  # the EC2 guide's example, with its placeholders filled in
-    "version": "0", "id": "12345678-1234-1234-1234-123456789012",
-    "detail-type": "EC2 Spot Instance Interruption Warning", "source": "aws.ec2", "account": "123456789012",
-    "time": "2026-01-01T12:00:00Z", "region": REGION,
+    "version": "0",
+    "id": "12345678-1234-1234-1234-123456789012",
+    "detail-type": "EC2 Spot Instance Interruption Warning",
+    "source": "aws.ec2",
+    "account": "123456789012",
+    "time": "2026-01-01T12:00:00Z",
+    "region": REGION,
     "resources": ["arn:aws:ec2:us-east-1a:instance/i-1234567890abcdef0"],
     "detail": {"instance-id": "i-1234567890abcdef0", "instance-action": "terminate"},
 }
@@ -33,9 +37,15 @@ WARNING = {  # the EC2 guide's example, with its placeholders filled in
 def ecs(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Any:
     """boto3 pointed at moto_server the way the Lambda runtime points it at AWS: region and credentials from the
     environment, no endpoint argument in the handler (AWS_ENDPOINT_URL does it here)."""
-    environment = {"AWS_ENDPOINT_URL": moto_server, "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing",
-                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_CONFIG_FILE": str(tmp_path / "none"),
-                   "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    environment = {
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
@@ -45,12 +55,17 @@ def ecs(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Any:
 def instance_with_task(ecs: Any, cluster: str, family: str) -> tuple[str, str]:
     """An EC2 instance registered in `cluster` with one running task on it: (instance id, task ARN)."""
     ec2 = boto3.client("ec2")
-    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
-                                 InstanceType="g5.xlarge")["Instances"][0]["InstanceId"]
+    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge")["Instances"][
+        0
+    ]["InstanceId"]
     document = json.dumps({"instanceId": instance, "instanceType": "g5.xlarge", "region": REGION})
     registered = ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document)
-    task = ecs.start_task(cluster=cluster, taskDefinition=family, startedBy="train-1",
-                          containerInstances=[registered["containerInstance"]["containerInstanceArn"]])
+    task = ecs.start_task(
+        cluster=cluster,
+        taskDefinition=family,
+        startedBy="train-1",
+        containerInstances=[registered["containerInstance"]["containerInstanceArn"]],
+    )
     return instance, task["tasks"][0]["taskArn"]
 
 
@@ -59,8 +74,11 @@ def cluster(ecs: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRe
     name = f"gpu-{abs(hash(request.node.name)) % 10**8}"
     ecs.create_cluster(clusterName=name)
     # bridge networking: moto 5.2.5's task placement fails for awsvpc
-    ecs.register_task_definition(family=f"{name}-trainer", networkMode="bridge",
-                                 containerDefinitions=[{"name": "trainer", "image": "trainer:1", "memory": 512}])
+    ecs.register_task_definition(
+        family=f"{name}-trainer",
+        networkMode="bridge",
+        containerDefinitions=[{"name": "trainer", "image": "trainer:1", "memory": 512}],
+    )
     monkeypatch.setenv(spot.CLUSTER_ENV, name)
     return name
 
@@ -89,8 +107,11 @@ def test_a_warning_stops_the_tasks_on_that_instance_only(ecs: Any, cluster: str)
 
 def test_an_instance_of_another_cluster_is_left_alone(ecs: Any, cluster: str) -> None:
     ecs.create_cluster(clusterName=f"{cluster}-other")
-    ecs.register_task_definition(family=f"{cluster}-web", networkMode="bridge",
-                                 containerDefinitions=[{"name": "web", "image": "web:1", "memory": 256}])
+    ecs.register_task_definition(
+        family=f"{cluster}-web",
+        networkMode="bridge",
+        containerDefinitions=[{"name": "web", "image": "web:1", "memory": 256}],
+    )
     elsewhere, task = instance_with_task(ecs, f"{cluster}-other", f"{cluster}-web")
     result = spot.handler({**WARNING, "detail": {**WARNING["detail"], "instance-id": elsewhere}})
     assert result["stopped"] == []
@@ -140,12 +161,17 @@ def test_the_function_may_stop_only_its_clusters_tasks(default_stack: Synthesis)
     allowed = {s["Sid"]: s for s in policy["Statement"]}
     assert allowed["ListClusterInstances"]["Resource"] == [cluster["arn"]]
     assert allowed["StopClusterTasks"]["Action"] == ["ecs:StopTask"]
-    assert allowed["StopClusterTasks"]["Resource"] == [
-        f"arn:aws:ecs:eu-west-1:123456789012:task/{cluster['name']}/*"]
+    assert allowed["StopClusterTasks"]["Resource"] == [f"arn:aws:ecs:eu-west-1:123456789012:task/{cluster['name']}/*"]
     assert allowed["StopClusterTasks"]["Condition"] == {"ArnEquals": {"ecs:cluster": cluster["arn"]}}
     actions = {a for s in allowed.values() for a in s["Action"]}
-    assert actions == {"ecs:ListContainerInstances", "ecs:DescribeContainerInstances", "ecs:ListTasks",
-                       "ecs:StopTask", "logs:CreateLogStream", "logs:PutLogEvents"}
+    assert actions == {
+        "ecs:ListContainerInstances",
+        "ecs:DescribeContainerInstances",
+        "ecs:ListTasks",
+        "ecs:StopTask",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }
     assert not [s for s in allowed.values() if s["Resource"] == "*"]
 
 

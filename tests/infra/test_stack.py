@@ -27,8 +27,11 @@ TASK = "aws:ecs/taskDefinition:TaskDefinition"
 def settings_of(stack: Synthesis, kind: str, bucket: str) -> list:
     """The pulumi-aws 7 bucket-setting resources of `kind` whose bucket input comes from bucket `bucket`."""
     urn = stack.one(BUCKET, bucket).urn
-    return [r for r in stack.of_type(f"aws:s3/{kind[0].lower() + kind[1:]}:{kind}")
-            if urn in r.property_dependencies.get("bucket", [])]
+    return [
+        r
+        for r in stack.of_type(f"aws:s3/{kind[0].lower() + kind[1:]}:{kind}")
+        if urn in r.property_dependencies.get("bucket", [])
+    ]
 
 
 def statements(stack: Synthesis, role_suffix: str) -> dict[str, dict]:
@@ -44,8 +47,9 @@ def container(stack: Synthesis) -> dict:
 
 # --- composition ---------------------------------------------------------------------------------------------
 def test_components_have_type_tokens_and_own_their_resources(any_stack: Synthesis) -> None:
-    components = {r.type.removeprefix("deepcloud:index:"): r for r in any_stack.resources
-                  if r.type.startswith("deepcloud:index:")}
+    components = {
+        r.type.removeprefix("deepcloud:index:"): r for r in any_stack.resources if r.type.startswith("deepcloud:index:")
+    }
     expected = set(COMPONENTS) | ({"InferenceEndpoint"} if any_stack.stack == "prod" else set())
     assert set(components) == expected
     component_urns = {r.urn for r in components.values()}
@@ -73,17 +77,46 @@ def test_no_resource_is_created_inside_apply() -> None:
                 continue
             for arg in call.args:
                 body = functions.get(arg.id) if isinstance(arg, ast.Name) else arg
-                constructed = [ast.unparse(c.func) for c in ast.walk(body) if isinstance(c, ast.Call)
-                               and ast.unparse(c.func).startswith("aws.")] if body is not None else []
+                constructed = (
+                    [
+                        ast.unparse(c.func)
+                        for c in ast.walk(body)
+                        if isinstance(c, ast.Call) and ast.unparse(c.func).startswith("aws.")
+                    ]
+                    if body is not None
+                    else []
+                )
                 assert not constructed, f"{path.name}:{call.lineno} creates {constructed} inside apply()"
 
 
-OPS_OUTPUTS = ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trainer_repository_url",
-               "serving_repository_url", "cluster_name", "capacity_provider_name", "task_definition_family",
-               "subnet_ids", "security_group_id", "endpoint_name", "training_role_arn", "endpoint_config_name",
-               "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket", "force_destroy",
-               "protect_data_bucket", "endpoint_mode", "async_prefix", "network_profile", "interface_endpoints_up",
-               "monthly_budget", "budget_name", "models_prefix")
+OPS_OUTPUTS = (
+    "region",
+    "data_bucket",
+    "artifacts_bucket",
+    "kms_key_arn",
+    "trainer_repository_url",
+    "serving_repository_url",
+    "cluster_name",
+    "capacity_provider_name",
+    "task_definition_family",
+    "subnet_ids",
+    "security_group_id",
+    "endpoint_name",
+    "training_role_arn",
+    "endpoint_config_name",
+    "endpoint_instance_type",
+    "endpoint_max_instances",
+    "access_logs_bucket",
+    "force_destroy",
+    "protect_data_bucket",
+    "endpoint_mode",
+    "async_prefix",
+    "network_profile",
+    "interface_endpoints_up",
+    "monthly_budget",
+    "budget_name",
+    "models_prefix",
+)
 """The outputs ops/aws/stack.py (StackOutputs) reads: `make train` and `make deploy TARGET=aws` need every one."""
 
 
@@ -96,8 +129,9 @@ def test_stack_outputs_give_ops_every_name(default_stack: Synthesis) -> None:
     assert outputs["data_bucket"] == store["store-data"].outputs["bucket"]
     assert outputs["artifacts_bucket"] == store["store-artifacts"].outputs["bucket"]
     assert outputs["kms_key_arn"] == default_stack.one("aws:kms/key:Key").outputs["arn"]
-    assert outputs["trainer_repository_url"].endswith(default_stack.one("aws:ecr/repository:Repository", "trainer")
-                                                    .outputs["name"])
+    assert outputs["trainer_repository_url"].endswith(
+        default_stack.one("aws:ecr/repository:Repository", "trainer").outputs["name"]
+    )
     assert outputs["cluster_name"] == default_stack.one("aws:ecs/cluster:Cluster").outputs["name"]
     provider = default_stack.one("aws:ecs/capacityProvider:CapacityProvider")
     assert outputs["capacity_provider_name"] == provider.outputs["name"]
@@ -107,8 +141,9 @@ def test_stack_outputs_give_ops_every_name(default_stack: Synthesis) -> None:
     assert outputs["region"] == "eu-west-1"
     assert outputs["endpoint_name"] is None
     assert outputs["model_data_url"] is None
-    assert (outputs["endpoint_instance_type"], outputs["endpoint_max_instances"]) == ("ml.m5.large", 4), \
+    assert (outputs["endpoint_instance_type"], outputs["endpoint_max_instances"]) == ("ml.m5.large", 4), (
         "ops checks the endpoint quota before the first deploy, with no endpoint yet"
+    )
 
 
 def test_synthesizes_under_mocks_in_under_ten_seconds(capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,8 +168,10 @@ def test_kms_key_rotates_and_has_an_explicit_policy(default_stack: Synthesis) ->
 @pytest.mark.parametrize("bucket", ["store-data", "store-artifacts", "store-access-logs"])
 def test_every_bucket_is_private_versioned_tls_only_and_lifecycled(default_stack: Synthesis, bucket: str) -> None:
     (block,) = settings_of(default_stack, "BucketPublicAccessBlock", bucket)
-    assert all(block.inputs[flag] is True for flag in
-               ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+    assert all(
+        block.inputs[flag] is True
+        for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
     (owners,) = settings_of(default_stack, "BucketOwnershipControls", bucket)
     assert owners.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
     (versioning,) = settings_of(default_stack, "BucketVersioning", bucket)
@@ -157,8 +194,12 @@ def test_data_and_artifacts_use_the_kms_key_and_log_to_the_log_bucket(default_st
     logs_bucket = default_stack.one(BUCKET, "access-logs")
     for bucket in ("store-data", "store-artifacts"):
         (sse,) = settings_of(default_stack, "BucketServerSideEncryptionConfiguration", bucket)
-        assert sse.inputs["rules"] == [{"applyServerSideEncryptionByDefault": {
-            "sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}, "bucketKeyEnabled": True}]
+        assert sse.inputs["rules"] == [
+            {
+                "applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn},
+                "bucketKeyEnabled": True,
+            }
+        ]
         (logging,) = settings_of(default_stack, "BucketLogging", bucket)
         assert logging.inputs["targetBucket"] == logs_bucket.id
     (sse,) = settings_of(default_stack, "BucketServerSideEncryptionConfiguration", "store-access-logs")
@@ -168,7 +209,8 @@ def test_data_and_artifacts_use_the_kms_key_and_log_to_the_log_bucket(default_st
     delivery = policy_json(policy.inputs["policy"])["Statement"][1]
     assert delivery["Principal"] == {"Service": "logging.s3.amazonaws.com"}
     assert sorted(delivery["Condition"]["ArnLike"]["aws:SourceArn"]) == sorted(
-        default_stack.one(BUCKET, name).outputs["arn"] for name in ("store-data", "store-artifacts"))
+        default_stack.one(BUCKET, name).outputs["arn"] for name in ("store-data", "store-artifacts")
+    )
 
 
 def test_noncurrent_checkpoints_expire(default_stack: Synthesis) -> None:
@@ -210,8 +252,11 @@ def test_repositories_scan_are_immutable_encrypted_and_lifecycled(default_stack:
         assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
         assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
         assert repo.inputs["encryptionConfigurations"] == [{"encryptionType": "KMS", "kmsKey": key_arn}]
-        (policy,) = [p for p in default_stack.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")
-                     if repo.urn in p.property_dependencies["repository"]]
+        (policy,) = [
+            p
+            for p in default_stack.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+            if repo.urn in p.property_dependencies["repository"]
+        ]
         rules = json.loads(policy.inputs["policy"])["rules"]
         assert [r["selection"]["tagStatus"] for r in rules] == ["untagged", "any"]
 
@@ -225,8 +270,10 @@ def test_managed_vpc_is_private_in_two_zones_with_endpoints(default_stack: Synth
     assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in subnets)
     for kind in ("internetGateway:InternetGateway", "natGateway:NatGateway", "eip:Eip"):
         assert not default_stack.of_type(f"aws:ec2/{kind}"), f"the managed VPC must have no {kind}"
-    endpoints = {e.inputs["serviceName"].removeprefix("com.amazonaws.eu-west-1."): e
-                 for e in default_stack.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    endpoints = {
+        e.inputs["serviceName"].removeprefix("com.amazonaws.eu-west-1."): e
+        for e in default_stack.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    }
     assert set(endpoints) == {"s3", "ecr.api", "ecr.dkr", "logs", "sts", "ecs", "ecs-agent", "ecs-telemetry"}
     assert endpoints["s3"].inputs["vpcEndpointType"] == "Gateway"
     assert all(e.inputs["privateDnsEnabled"] is True for name, e in endpoints.items() if name != "s3")
@@ -296,13 +343,22 @@ def test_auto_scaling_group_scales_to_zero_on_spot(default_stack: Synthesis) -> 
     assert props["vpcZoneIdentifiers"] == default_stack.outputs["subnet_ids"]
     policy = props["mixedInstancesPolicy"]
     assert [o["instanceType"] for o in policy["launchTemplate"]["overrides"]] == [
-        "g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge"]
+        "g5.xlarge",
+        "g6.xlarge",
+        "g4dn.xlarge",
+        "g5.2xlarge",
+    ]
     assert policy["instancesDistribution"] == {
-        "onDemandBaseCapacity": 0, "onDemandPercentageAboveBaseCapacity": 0,
-        "onDemandAllocationStrategy": "prioritized", "spotAllocationStrategy": "capacity-optimized"}
+        "onDemandBaseCapacity": 0,
+        "onDemandPercentageAboveBaseCapacity": 0,
+        "onDemandAllocationStrategy": "prioritized",
+        "spotAllocationStrategy": "capacity-optimized",
+    }
     assert props["protectFromScaleIn"] is True
-    assert {t["key"]: t["propagateAtLaunch"] for t in props["tags"]} == {"AmazonECSManaged": True,
-                                                                         "deepcloud:stack": True}
+    assert {t["key"]: t["propagateAtLaunch"] for t in props["tags"]} == {
+        "AmazonECSManaged": True,
+        "deepcloud:stack": True,
+    }
 
 
 def test_capacity_provider_manages_scaling_and_is_the_default(default_stack: Synthesis) -> None:
@@ -317,7 +373,8 @@ def test_capacity_provider_manages_scaling_and_is_the_default(default_stack: Syn
     binding = default_stack.one("aws:ecs/clusterCapacityProviders:ClusterCapacityProviders").inputs
     assert binding["clusterName"] == cluster.outputs["name"]
     assert binding["defaultCapacityProviderStrategies"] == [
-        {"capacityProvider": provider.outputs["name"], "weight": 1, "base": 0}]
+        {"capacityProvider": provider.outputs["name"], "weight": 1, "base": 0}
+    ]
 
 
 def test_a_fresh_account_gets_the_ecs_service_linked_role_before_the_capacity_provider() -> None:
@@ -427,29 +484,43 @@ def test_model_and_endpoint_config_are_auto_named_and_isolated(model_stack: Synt
     assert "name" not in model.inputs, "an explicit name blocks create-before-delete"
     assert "name" not in config.inputs, "an explicit name blocks create-before-delete"
     assert model.inputs["enableNetworkIsolation"] is True
-    assert model.inputs["vpcConfig"] == {"subnets": model_stack.outputs["subnet_ids"],
-                                         "securityGroupIds": [model_stack.outputs["security_group_id"]]}
+    assert model.inputs["vpcConfig"] == {
+        "subnets": model_stack.outputs["subnet_ids"],
+        "securityGroupIds": [model_stack.outputs["security_group_id"]],
+    }
     artifacts = model_stack.outputs["artifacts_bucket"]
     assert model.inputs["primaryContainer"]["modelDataUrl"] == f"s3://{artifacts}/{MODEL_KEY}"
     assert model.inputs["primaryContainer"]["image"] == f"{model_stack.outputs['serving_repository_url']}:0.1.0"
     assert model_stack.one(ROLE_POLICY, "serving-sagemaker").urn in model.dependencies
     assert config.inputs["kmsKeyArn"] == model_stack.outputs["kms_key_arn"]
-    assert config.inputs["productionVariants"] == [{"variantName": "AllTraffic", "modelName": model.outputs["name"],
-                                                    "instanceType": "ml.m5.large", "initialInstanceCount": 2}]
+    assert config.inputs["productionVariants"] == [
+        {
+            "variantName": "AllTraffic",
+            "modelName": model.outputs["name"],
+            "instanceType": "ml.m5.large",
+            "initialInstanceCount": 2,
+        }
+    ]
     assert model_stack.outputs["model_data_url"] == f"s3://{artifacts}/{MODEL_KEY}"
     assert model_stack.outputs["endpoint_name"] == "deepcloud-prod"
-    assert model_stack.outputs["endpoint_config_name"] == config.outputs["name"], \
+    assert model_stack.outputs["endpoint_config_name"] == config.outputs["name"], (
         "what ops checks DescribeEndpoint.EndpointConfigName against after a rollout"
+    )
 
 
 def test_endpoint_rolls_out_blue_green_with_alarm_rollback(model_stack: Synthesis) -> None:
     endpoint = model_stack.one("aws:sagemaker/endpoint:Endpoint")
     assert endpoint.inputs["name"] == "deepcloud-prod" == model_stack.outputs["endpoint_name"]
-    assert endpoint.inputs["endpointConfigName"] == model_stack.one(
-        "aws:sagemaker/endpointConfiguration:EndpointConfiguration").outputs["name"]
+    assert (
+        endpoint.inputs["endpointConfigName"]
+        == model_stack.one("aws:sagemaker/endpointConfiguration:EndpointConfiguration").outputs["name"]
+    )
     policy = endpoint.inputs["deploymentConfig"]["blueGreenUpdatePolicy"]
     assert policy["trafficRoutingConfiguration"] == {
-        "type": "CANARY", "waitIntervalInSeconds": 600, "canarySize": {"type": "INSTANCE_COUNT", "value": 1}}
+        "type": "CANARY",
+        "waitIntervalInSeconds": 600,
+        "canarySize": {"type": "INSTANCE_COUNT", "value": 1},
+    }
     alarms = {a.outputs["name"]: a.inputs for a in model_stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
     rollback = endpoint.inputs["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]
     assert sorted(a["alarmName"] for a in rollback) == sorted(alarms)
@@ -503,8 +574,15 @@ def test_linear_and_all_at_once_rollouts() -> None:
     linear = synthesize({"modelArtifact": MODEL_KEY, "rollout": "LINEAR"}, stack="linear")
     routing = linear.one("aws:sagemaker/endpoint:Endpoint").inputs["deploymentConfig"]["blueGreenUpdatePolicy"]
     assert routing["trafficRoutingConfiguration"]["linearStepSize"] == {"type": "INSTANCE_COUNT", "value": 1}
-    at_once = synthesize({"modelArtifact": MODEL_KEY, "rollout": "ALL_AT_ONCE", "endpointMinInstances": "1",
-                          "endpointInstanceCount": "1"}, stack="once")
+    at_once = synthesize(
+        {
+            "modelArtifact": MODEL_KEY,
+            "rollout": "ALL_AT_ONCE",
+            "endpointMinInstances": "1",
+            "endpointInstanceCount": "1",
+        },
+        stack="once",
+    )
     endpoint = at_once.one("aws:sagemaker/endpoint:Endpoint").inputs["deploymentConfig"]
     assert endpoint["blueGreenUpdatePolicy"]["trafficRoutingConfiguration"]["type"] == "ALL_AT_ONCE"
     assert len(endpoint["autoRollbackConfiguration"]["alarms"]) == 2
@@ -520,8 +598,11 @@ def test_infra_imports_only_pulumi_and_its_own_package() -> None:
         if path == REPO / "infra" / "cli.py":
             allowed = allowed | {"yaml"}  # Pulumi.<stack>.yaml, read by `cost`; PyYAML is a dependency of pulumi
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            )
             for name in names:
                 top = name.split(".")[0]
                 assert top in allowed or top in _stdlib(), f"{path.relative_to(REPO)} imports {name}"
@@ -578,8 +659,10 @@ def test_async_endpoint_writes_results_with_the_key_and_scales_to_zero(async_sta
     artifacts, key = async_stack.outputs["artifacts_bucket"], async_stack.outputs["kms_key_arn"]
     config = async_stack.one(CONFIG).inputs
     assert config["asyncInferenceConfig"]["outputConfig"] == {
-        "s3OutputPath": f"s3://{artifacts}/async/output/", "s3FailurePath": f"s3://{artifacts}/async/failures/",
-        "kmsKeyId": key}
+        "s3OutputPath": f"s3://{artifacts}/async/output/",
+        "s3FailurePath": f"s3://{artifacts}/async/failures/",
+        "kmsKeyId": key,
+    }
     assert config["productionVariants"][0]["initialInstanceCount"] == 1, "SageMaker's minimum; scaling takes it to 0"
     assert config["kmsKeyArn"] == key
     model = async_stack.one("aws:sagemaker/model:Model").inputs
@@ -595,8 +678,10 @@ def test_async_endpoint_writes_results_with_the_key_and_scales_to_zero(async_sta
     assert async_stack.outputs["async_prefix"] == f"s3://{artifacts}/async/"
     allowed = statements(async_stack, "serving-async-sagemaker")
     assert allowed["ReadAsyncRequests"]["Resource"] == [f"arn:aws:s3:::{artifacts}/async/input/*"]
-    assert sorted(allowed["WriteAsyncResults"]["Resource"]) == [f"arn:aws:s3:::{artifacts}/async/failures/*",
-                                                                 f"arn:aws:s3:::{artifacts}/async/output/*"]
+    assert sorted(allowed["WriteAsyncResults"]["Resource"]) == [
+        f"arn:aws:s3:::{artifacts}/async/failures/*",
+        f"arn:aws:s3:::{artifacts}/async/output/*",
+    ]
     (lifecycle,) = settings_of(async_stack, "BucketLifecycleConfiguration", "store-artifacts")
     expiry = {r["id"]: r for r in lifecycle.inputs["rules"]}["expire-async"]
     assert (expiry["filter"], expiry["expiration"]) == ({"prefix": "async/"}, {"days": 7})
@@ -609,13 +694,17 @@ def test_async_endpoint_scales_on_its_backlog_and_out_from_zero(async_stack: Syn
     tracking = policies["serving-async-scaling"].inputs["targetTrackingScalingPolicyConfiguration"]
     assert tracking["targetValue"] == 5
     assert tracking["customizedMetricSpecification"] == {
-        "metricName": "ApproximateBacklogSizePerInstance", "namespace": "AWS/SageMaker",
-        "dimensions": [{"name": "EndpointName", "value": "deepcloud-queue-async"}], "statistic": "Average"}
+        "metricName": "ApproximateBacklogSizePerInstance",
+        "namespace": "AWS/SageMaker",
+        "dimensions": [{"name": "EndpointName", "value": "deepcloud-queue-async"}],
+        "statistic": "Average",
+    }
     assert (tracking["scaleInCooldown"], tracking["scaleOutCooldown"]) == (600, 300)
     step = policies["serving-async-from-zero"]
     assert step.inputs["policyType"] == "StepScaling"
     assert step.inputs["stepScalingPolicyConfiguration"]["stepAdjustments"] == [
-        {"metricIntervalLowerBound": "0", "scalingAdjustment": 1}]
+        {"metricIntervalLowerBound": "0", "scalingAdjustment": 1}
+    ]
     alarm = async_stack.one("aws:cloudwatch/metricAlarm:MetricAlarm", "backlog-without-capacity")
     assert alarm.inputs["metricName"] == "HasBacklogWithoutCapacity"
     assert alarm.inputs["dimensions"] == {"EndpointName": "deepcloud-queue-async"}
@@ -623,8 +712,9 @@ def test_async_endpoint_scales_on_its_backlog_and_out_from_zero(async_stack: Syn
     assert (alarm.inputs["threshold"], alarm.inputs["comparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
 
 
-def test_changing_the_mode_creates_a_new_endpoint_beside_the_old(model_stack: Synthesis,
-                                                                 serverless_stack: Synthesis) -> None:
+def test_changing_the_mode_creates_a_new_endpoint_beside_the_old(
+    model_stack: Synthesis, serverless_stack: Synthesis
+) -> None:
     """Different logical names and endpoint names: Pulumi creates the new endpoint, then deletes the old one."""
     realtime = {r.name for r in model_stack.resources if r.type.startswith("aws:sagemaker/")}
     serverless = {r.name for r in serverless_stack.resources if r.type.startswith("aws:sagemaker/")}
@@ -642,8 +732,11 @@ def test_multi_model_endpoint_serves_a_prefix_and_reads_only_it(multi_model_stac
     model = stack.one("aws:sagemaker/model:Model")
     assert model.name == "serving-multi-model-model"
     assert model.inputs["primaryContainer"] == {
-        "image": f"{stack.outputs['serving_repository_url']}:0.1.0", "mode": "MultiModel", "modelDataUrl": prefix,
-        "multiModelConfig": {"modelCacheSetting": "Disabled"}}
+        "image": f"{stack.outputs['serving_repository_url']}:0.1.0",
+        "mode": "MultiModel",
+        "modelDataUrl": prefix,
+        "multiModelConfig": {"modelCacheSetting": "Disabled"},
+    }
     assert model.inputs["enableNetworkIsolation"] is True
     assert model.inputs["vpcConfig"]["subnets"]
     assert (stack.outputs["models_prefix"], stack.outputs["model_data_url"]) == (prefix, prefix)
@@ -698,12 +791,18 @@ def test_monthly_budget_on_the_stack_tag_alerts_at_80_and_100_percent(async_stac
     budget = async_stack.one("aws:budgets/budget:Budget").inputs
     assert budget["name"] == "deepcloud-queue-monthly" == async_stack.outputs["budget_name"]
     assert (budget["budgetType"], budget["timeUnit"], budget["limitAmount"], budget["limitUnit"]) == (
-        "COST", "MONTHLY", "40.00", "USD")
+        "COST",
+        "MONTHLY",
+        "40.00",
+        "USD",
+    )
     assert budget["costFilters"] == [{"name": "TagKeyValue", "values": ["user:deepcloud:stack$deepcloud/queue"]}]
     alerts = sorted((n["notificationType"], n["threshold"]) for n in budget["notifications"])
     assert alerts == [("ACTUAL", 80), ("ACTUAL", 100), ("FORECASTED", 80), ("FORECASTED", 100)]
-    assert all(n["subscriberEmailAddresses"] == ["ops@example.com"] and n["thresholdType"] == "PERCENTAGE"
-               for n in budget["notifications"])
+    assert all(
+        n["subscriberEmailAddresses"] == ["ops@example.com"] and n["thresholdType"] == "PERCENTAGE"
+        for n in budget["notifications"]
+    )
     assert async_stack.outputs["monthly_budget"] == 40
 
 

@@ -29,8 +29,23 @@ from tests.conftest import REPO
 from tests.ops.standins import StandIns
 
 REGION = "us-east-1"
-SETTINGS = ("TARGET", "STACK", "BACKEND", "MAX_COST", "MAX_HOURS", "INSTANCE_TYPE", "INSTANCE_COUNT", "RESUME", "MODEL",
-            "RUN", "ENDPOINT", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION")
+SETTINGS = (
+    "TARGET",
+    "STACK",
+    "BACKEND",
+    "MAX_COST",
+    "MAX_HOURS",
+    "INSTANCE_TYPE",
+    "INSTANCE_COUNT",
+    "RESUME",
+    "MODEL",
+    "RUN",
+    "ENDPOINT",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_REGION",
+)
 
 
 @pytest.fixture
@@ -39,7 +54,9 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     env = {
         "DEEPCLOUD_AWS_ENDPOINT_URL": moto_server,  # what ops reads
         "AWS_ENDPOINT_URL": moto_server,  # what the docker/pulumi stand-ins' boto3 reads
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
         "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -131,9 +148,15 @@ class FakeStack:
         """A model.tar.gz in the artifacts bucket, files at the root as the trainer packs it."""
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            for name, data in (("manifest.json", json.dumps({"format_version": 1, "input": {"shape": list(shape)},
-                                                              "labels": [str(i) for i in range(10)]}).encode()),
-                               ("model.pt2", b"weights")):
+            for name, data in (
+                (
+                    "manifest.json",
+                    json.dumps(
+                        {"format_version": 1, "input": {"shape": list(shape)}, "labels": [str(i) for i in range(10)]}
+                    ).encode(),
+                ),
+                ("model.pt2", b"weights"),
+            ):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
@@ -150,18 +173,31 @@ class FakeStack:
         """A running task in the stack's cluster, on a registered container instance (moto's RunTask needs one;
         bridge networking, as moto 5.2.5's RunTask fails for awsvpc)."""
         ec2, ecs = client("ec2"), client("ecs")
-        instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
-                                     InstanceType="g5.xlarge")["Instances"][0]["InstanceId"]
+        instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge")[
+            "Instances"
+        ][0]["InstanceId"]
         document = json.dumps({"instanceId": instance, "instanceType": "g5.xlarge", "region": REGION})
         ecs.register_container_instance(cluster=self.cluster_name, instanceIdentityDocument=document)
-        ecs.register_task_definition(family=f"bridge-{self.sfx}", networkMode="bridge",
-                                     containerDefinitions=[{"name": "trainer", "image": "trainer:1", "memory": 512}])
-        task = ecs.run_task(cluster=self.cluster_name, taskDefinition=f"bridge-{self.sfx}", startedBy="train-1",
-                            tags=[{"key": "deepcloud:stack", "value": self.tag}])["tasks"][0]
+        ecs.register_task_definition(
+            family=f"bridge-{self.sfx}",
+            networkMode="bridge",
+            containerDefinitions=[{"name": "trainer", "image": "trainer:1", "memory": 512}],
+        )
+        task = ecs.run_task(
+            cluster=self.cluster_name,
+            taskDefinition=f"bridge-{self.sfx}",
+            startedBy="train-1",
+            tags=[{"key": "deepcloud:stack", "value": self.tag}],
+        )["tasks"][0]
         return task["taskArn"]
 
-    def context(self, home: Path, clients: dict[str, Any] | None = None, clock: Callable[[], float] | None = None,
-                sleep: Callable[[float], None] | None = None) -> Context:
+    def context(
+        self,
+        home: Path,
+        clients: dict[str, Any] | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> Context:
         aws = Aws(REGION)
         aws.clients.update(clients or {})
         ctx = Context(repo=REPO, paths=Paths(home), stack=Stack.load(Pulumi(REPO)), aws=aws, poll_s=0)
@@ -172,8 +208,13 @@ class FakeStack:
         return ctx
 
 
-def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge", "g4dn.xlarge"),
-               max_size: int = 2, desired: int = 0, on_demand_percent: int = 0) -> FakeStack:
+def make_stack(
+    standins: StandIns,
+    instance_types: tuple[str, ...] = ("g5.xlarge", "g4dn.xlarge"),
+    max_size: int = 2,
+    desired: int = 0,
+    on_demand_percent: int = 0,
+) -> FakeStack:
     sfx = uuid.uuid4().hex[:8]
     name = f"t{sfx}"
     tag = f"deepcloud/{name}"
@@ -186,50 +227,94 @@ def make_stack(standins: StandIns, instance_types: tuple[str, ...] = ("g5.xlarge
     key = kms.create_key(Tags=[{"TagKey": "deepcloud:stack", "TagValue": tag}])["KeyMetadata"]["Arn"]
     repos = {}
     for room in ("trainer", "serving"):
-        repos[room] = ecr.create_repository(repositoryName=f"deepcloud-{sfx}/{room}",
-                                            imageTagMutability="IMMUTABLE")["repository"]["repositoryUri"]
+        repos[room] = ecr.create_repository(repositoryName=f"deepcloud-{sfx}/{room}", imageTagMutability="IMMUTABLE")[
+            "repository"
+        ]["repositoryUri"]
     vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
     sg = ec2.create_security_group(GroupName=f"train-{sfx}", Description="training", VpcId=vpc)["GroupId"]
-    template = ec2.create_launch_template(LaunchTemplateName=f"gpu-{sfx}", LaunchTemplateData={
-        "ImageId": "ami-12c6146b", "InstanceType": instance_types[0]})["LaunchTemplate"]["LaunchTemplateId"]
+    template = ec2.create_launch_template(
+        LaunchTemplateName=f"gpu-{sfx}",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": instance_types[0]},
+    )["LaunchTemplate"]["LaunchTemplateId"]
     asg_name = f"gpu-{sfx}"
     autoscaling = client("autoscaling")
     autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=asg_name, MinSize=0, MaxSize=max_size, DesiredCapacity=desired,
+        AutoScalingGroupName=asg_name,
+        MinSize=0,
+        MaxSize=max_size,
+        DesiredCapacity=desired,
         VPCZoneIdentifier=",".join(subnets),
-        MixedInstancesPolicy={"LaunchTemplate": {
-            "LaunchTemplateSpecification": {"LaunchTemplateId": template, "Version": "$Latest"},
-            "Overrides": [{"InstanceType": t} for t in instance_types]},
-            "InstancesDistribution": {"OnDemandBaseCapacity": 0,
-                                      "OnDemandPercentageAboveBaseCapacity": on_demand_percent,
-                                      "SpotAllocationStrategy": "capacity-optimized"}})
-    asg_arn = autoscaling.describe_auto_scaling_groups(
-        AutoScalingGroupNames=[asg_name])["AutoScalingGroups"][0]["AutoScalingGroupARN"]
+        MixedInstancesPolicy={
+            "LaunchTemplate": {
+                "LaunchTemplateSpecification": {"LaunchTemplateId": template, "Version": "$Latest"},
+                "Overrides": [{"InstanceType": t} for t in instance_types],
+            },
+            "InstancesDistribution": {
+                "OnDemandBaseCapacity": 0,
+                "OnDemandPercentageAboveBaseCapacity": on_demand_percent,
+                "SpotAllocationStrategy": "capacity-optimized",
+            },
+        },
+    )
+    asg_arn = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])["AutoScalingGroups"][0][
+        "AutoScalingGroupARN"
+    ]
     ecs = client("ecs")
     cluster = f"deepcloud-{sfx}"
     ecs.create_cluster(clusterName=cluster, tags=[{"key": "deepcloud:stack", "value": tag}])
-    ecs.create_capacity_provider(name=f"gpu-{sfx}", autoScalingGroupProvider={
-        "autoScalingGroupArn": asg_arn, "managedScaling": {"status": "ENABLED", "targetCapacity": 100},
-        "managedTerminationProtection": "DISABLED"})
+    ecs.create_capacity_provider(
+        name=f"gpu-{sfx}",
+        autoScalingGroupProvider={
+            "autoScalingGroupArn": asg_arn,
+            "managedScaling": {"status": "ENABLED", "targetCapacity": 100},
+            "managedTerminationProtection": "DISABLED",
+        },
+    )
     log_group = f"/deepcloud/deepcloud-{name}/trainer"  # infra's StackConfig.log_group("trainer")
     client("logs").create_log_group(logGroupName=log_group, tags={"deepcloud:stack": tag})
     task_definition = ecs.register_task_definition(
-        family=f"trainer-{sfx}", networkMode="awsvpc", requiresCompatibilities=["EC2"],
-        containerDefinitions=[{"name": "trainer", "image": f"{repos['trainer']}:0.1.0", "memory": 14336,
-                               "command": ["train"], "logConfiguration": {"logDriver": "awslogs", "options": {
-                                   "awslogs-group": log_group, "awslogs-stream-prefix": "trainer",
-                                   "awslogs-region": REGION}}}],
-        tags=[{"key": "deepcloud:stack", "value": tag}])["taskDefinition"]["taskDefinitionArn"]
+        family=f"trainer-{sfx}",
+        networkMode="awsvpc",
+        requiresCompatibilities=["EC2"],
+        containerDefinitions=[
+            {
+                "name": "trainer",
+                "image": f"{repos['trainer']}:0.1.0",
+                "memory": 14336,
+                "command": ["train"],
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": log_group,
+                        "awslogs-stream-prefix": "trainer",
+                        "awslogs-region": REGION,
+                    },
+                },
+            }
+        ],
+        tags=[{"key": "deepcloud:stack", "value": tag}],
+    )["taskDefinition"]["taskDefinitionArn"]
     outputs = {  # the keys and kinds of value infra/__main__.py exports
-        "stack_tag": tag, "task_definition_arn": task_definition,
-        "region": REGION, "data_bucket": data, "artifacts_bucket": artifacts, "kms_key_arn": key,
-        "trainer_repository_url": repos["trainer"], "serving_repository_url": repos["serving"],
-        "cluster_name": cluster, "capacity_provider_name": f"gpu-{sfx}", "task_definition_family": f"trainer-{sfx}",
-        "subnet_ids": subnets, "security_group_id": sg,
+        "stack_tag": tag,
+        "task_definition_arn": task_definition,
+        "region": REGION,
+        "data_bucket": data,
+        "artifacts_bucket": artifacts,
+        "kms_key_arn": key,
+        "trainer_repository_url": repos["trainer"],
+        "serving_repository_url": repos["serving"],
+        "cluster_name": cluster,
+        "capacity_provider_name": f"gpu-{sfx}",
+        "task_definition_family": f"trainer-{sfx}",
+        "subnet_ids": subnets,
+        "security_group_id": sg,
         "training_role_arn": f"arn:aws:iam::123456789012:role/deepcloud-{sfx}-training",
-        "endpoint_instance_type": "ml.m5.large", "endpoint_max_instances": 4,
-        "access_logs_bucket": access_logs, "force_destroy": False, "protect_data_bucket": True,  # infra's defaults
+        "endpoint_instance_type": "ml.m5.large",
+        "endpoint_max_instances": 4,
+        "access_logs_bucket": access_logs,
+        "force_destroy": False,
+        "protect_data_bucket": True,  # infra's defaults
     }
     standins.update(stack=name, outputs=outputs, config={"aws:region": REGION})
     return FakeStack(name=name, sfx=sfx, outputs=outputs, standins=standins, log_group=log_group, asg_name=asg_name)
@@ -300,9 +385,11 @@ def endpoint_quotas_stub(value: float, calls: int, quota: str = "ml.m5.large for
     the endpoint-usage quota `quota` with `value`."""
     quotas, stub = stubbed("service-quotas")
     for _ in range(calls):
-        stub.add_response("list_service_quotas", {"Quotas": [
-            {"ServiceCode": "sagemaker", "QuotaCode": "L-22222222", "QuotaName": quota, "Value": value}]},
-            {"ServiceCode": "sagemaker"})
+        stub.add_response(
+            "list_service_quotas",
+            {"Quotas": [{"ServiceCode": "sagemaker", "QuotaCode": "L-22222222", "QuotaName": quota, "Value": value}]},
+            {"ServiceCode": "sagemaker"},
+        )
     return quotas, stub
 
 
@@ -321,6 +408,8 @@ def put_host_logs(run_id: str, lines_by_host: dict[int, list[str]], group: str =
     for host, lines in lines_by_host.items():
         stream = f"{run_id}/algo-{host}-1767268800"
         logs.create_log_stream(logGroupName=group, logStreamName=stream)
-        logs.put_log_events(logGroupName=group, logStreamName=stream,
-                            logEvents=[{"timestamp": start + i, "message": line} for i, line in enumerate(lines)])
-
+        logs.put_log_events(
+            logGroupName=group,
+            logStreamName=stream,
+            logEvents=[{"timestamp": start + i, "message": line} for i, line in enumerate(lines)],
+        )

@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-_COMMON = r'''
+_COMMON = r"""
 import json, os, sys
 STATE = os.environ["STANDIN_STATE"]
 def load():
@@ -39,9 +39,11 @@ def hook(state, name):
     if code:
         import boto3
         exec(code, {"state": state, "boto3": boto3, "json": json})
-'''
+"""
 
-PULUMI = _COMMON + r'''
+PULUMI = (
+    _COMMON
+    + r"""
 argv = sys.argv[1:]
 record("pulumi", argv)
 state = load()
@@ -96,9 +98,12 @@ elif args[0] in ("up", "destroy"):
 else:
     print(f"error: the stand-in does not know `pulumi {' '.join(argv)}`", file=sys.stderr)
     sys.exit(2)
-'''
+"""
+)
 
-DOCKER = _COMMON + r'''
+DOCKER = (
+    _COMMON
+    + r"""
 argv = sys.argv[1:]
 record("docker", argv)
 state = load()
@@ -131,10 +136,13 @@ elif argv[:1] == ["push"]:
 else:
     print(f"the stand-in does not know `docker {' '.join(argv)}`", file=sys.stderr)
     sys.exit(2)
-'''
+"""
+)
 
 
-PIP = _COMMON + r'''
+PIP = (
+    _COMMON
+    + r"""
 argv = sys.argv[1:]
 record("pip", argv)
 state = load()
@@ -153,7 +161,8 @@ else:
 with open(os.path.join(dest, name), "wb") as fh:
     fh.write(b"not a wheel")
 print(f"Saved {dest}/{name}")
-'''
+"""
+)
 
 
 def install(bin_dir: Path, state_path: Path) -> None:

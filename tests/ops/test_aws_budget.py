@@ -17,12 +17,20 @@ from tests.ops.conftest import client
 
 def make_budget(stack, limit: str, spent: str, forecast: str = "0") -> str:
     name = f"deepcloud-{stack.name}-monthly"
-    client("budgets").create_budget(AccountId="123456789012", Budget={
-        "BudgetName": name, "BudgetType": "COST", "TimeUnit": "MONTHLY",
-        "BudgetLimit": {"Amount": limit, "Unit": "USD"},
-        "CostFilters": {"TagKeyValue": [f"user:deepcloud:stack${stack.tag}"]},
-        "CalculatedSpend": {"ActualSpend": {"Amount": spent, "Unit": "USD"},
-                            "ForecastedSpend": {"Amount": forecast, "Unit": "USD"}}})
+    client("budgets").create_budget(
+        AccountId="123456789012",
+        Budget={
+            "BudgetName": name,
+            "BudgetType": "COST",
+            "TimeUnit": "MONTHLY",
+            "BudgetLimit": {"Amount": limit, "Unit": "USD"},
+            "CostFilters": {"TagKeyValue": [f"user:deepcloud:stack${stack.tag}"]},
+            "CalculatedSpend": {
+                "ActualSpend": {"Amount": spent, "Unit": "USD"},
+                "ForecastedSpend": {"Amount": forecast, "Unit": "USD"},
+            },
+        },
+    )
     stack.standins.update(outputs={**stack.outputs, "budget_name": name, "monthly_budget": int(float(limit))})
     return name
 
@@ -34,14 +42,17 @@ def test_a_run_over_what_is_left_of_the_budget_is_refused_before_anything_starts
     ctx = stack.context(tmp_path)
     with pytest.raises(OpsError) as error:
         train.run(ctx, TrainOptions(hyperparameters={}))
-    assert str(error.value) == (f"the run's worst case $24.14 exceeds what is left of budget {name} by $6.64 ($17.50 "
-                                "of $30.00 left this month): set MAX_COST=17.50 or less, or raise "
-                                "deepcloud:monthlyBudget")
+    assert str(error.value) == (
+        f"the run's worst case $24.14 exceeds what is left of budget {name} by $6.64 ($17.50 "
+        "of $30.00 left this month): set MAX_COST=17.50 or less, or raise "
+        "deepcloud:monthlyBudget"
+    )
     out = capsys.readouterr().out
     assert f"budget       {name}: $12.50 of $30.00 spent this month, forecast $28.00; $17.50 left" in out
     assert not stack.standins.calls("docker"), "no image was built"
-    assert not [c for c in stack.standins.calls("pulumi") if c[:1] == ["up"] or c[:2] == ["config", "set"]], \
+    assert not [c for c in stack.standins.calls("pulumi") if c[:1] == ["up"] or c[:2] == ["config", "set"]], (
         "nothing was changed"
+    )
     assert not client("ecs").list_tasks(cluster=stack.cluster_name)["taskArns"], "no task was started"
 
 

@@ -33,11 +33,15 @@ def bare(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys):
     return run
 
 
-@pytest.mark.parametrize(("command", "first_missing"), [
-    # these run the preflight checks, credentials first
-    *[pytest.param(c, NO_CREDENTIALS, id=c) for c in ("preflight", "train", "deploy", "rollback", "destroy")],
-    # these start by reading the stack outputs
-    *[pytest.param(c, NO_PULUMI, id=c) for c in ("data", "status", "logs", "predict")]])
+@pytest.mark.parametrize(
+    ("command", "first_missing"),
+    [
+        # these run the preflight checks, credentials first
+        *[pytest.param(c, NO_CREDENTIALS, id=c) for c in ("preflight", "train", "deploy", "rollback", "destroy")],
+        # these start by reading the stack outputs
+        *[pytest.param(c, NO_PULUMI, id=c) for c in ("data", "status", "logs", "predict")],
+    ],
+)
 def test_a_bare_machine_gets_one_line(bare, tmp_path, command: str, first_missing: str) -> None:
     code, _, err = bare("--target", "aws", command)
     line = one_line_error(code, err, first_missing)
@@ -57,8 +61,10 @@ def test_aws_only_commands_on_local(bare, command: str) -> None:
 
 def test_settings_from_the_environment_are_checked(bare, monkeypatch) -> None:
     monkeypatch.setenv("BACKEND", "batch")
-    one_line_error(*bare("--target", "aws", "train")[::2], "BACKEND=batch is not a training backend: use ecs "
-                                                            "(default) or sagemaker")
+    one_line_error(
+        *bare("--target", "aws", "train")[::2],
+        "BACKEND=batch is not a training backend: use ecs (default) or sagemaker",
+    )
     monkeypatch.delenv("BACKEND")
     monkeypatch.setenv("MAX_COST", "five")
     one_line_error(*bare("--target", "aws", "train")[::2], "MAX_COST='five' is not a number: write e.g. MAX_COST=5")

@@ -24,7 +24,7 @@ from tests.ops.conftest import client, one_line_error, pulumi_ups, stubbed
 RUN_A = "train-20260101-120000-aaaa"
 RUN_B = "train-20260102-120000-bbbb"
 
-HOOK_UP = '''
+HOOK_UP = """
 # What `pulumi up` of infra/ does to SageMaker for a new model (tests/infra/test_rollout.py models it in full): the
 # provider creates a new Model and EndpointConfiguration (auto-named, tagged by the default tags), then UpdateEndpoint
 # onto the configuration and waits; the replaced ones are retained, not deleted (retain_on_delete). The stack's state
@@ -52,7 +52,7 @@ except sm.exceptions.ClientError:
 out["endpoint_name"] = name
 out["endpoint_config_name"] = config
 state["remaining"] = [a for a in state.get("remaining", []) if ":sagemaker:" not in a] + [model_arn, config_arn]
-'''
+"""
 
 
 ENDPOINT_QUOTA = "ml.m5.large for endpoint usage"
@@ -62,11 +62,26 @@ def endpoint_quotas(value: float, calls: int):
     """Service Quotas, stubbed (moto has no SageMaker quotas): ListServiceQuotas for SageMaker, `calls` times."""
     quotas, stub = stubbed("service-quotas")
     for _ in range(calls):
-        stub.add_response("list_service_quotas", {"Quotas": [
-            {"ServiceCode": "sagemaker", "QuotaCode": "L-11111111", "QuotaName": "ml.g5.xlarge for endpoint usage",
-             "Value": 100.0},
-            {"ServiceCode": "sagemaker", "QuotaCode": "L-22222222", "QuotaName": ENDPOINT_QUOTA, "Value": value}]},
-            {"ServiceCode": "sagemaker"})
+        stub.add_response(
+            "list_service_quotas",
+            {
+                "Quotas": [
+                    {
+                        "ServiceCode": "sagemaker",
+                        "QuotaCode": "L-11111111",
+                        "QuotaName": "ml.g5.xlarge for endpoint usage",
+                        "Value": 100.0,
+                    },
+                    {
+                        "ServiceCode": "sagemaker",
+                        "QuotaCode": "L-22222222",
+                        "QuotaName": ENDPOINT_QUOTA,
+                        "Value": value,
+                    },
+                ]
+            },
+            {"ServiceCode": "sagemaker"},
+        )
     return quotas, stub
 
 
@@ -79,9 +94,11 @@ def deployable(stack, moto_server, use_clients):
     stack.put_model(RUN_B)
     stack.standins.update(hooks={"up": HOOK_UP})
     answer = {"predictions": [{"label": "0", "index": 0, "probabilities": [1.0] + [0.0] * 9}]}
-    request = urllib.request.Request(f"{moto_server}/moto-api/static/sagemaker/endpoint-results", method="POST",
-                                     data=json.dumps({"results": [{"Body": json.dumps(answer),
-                                                                   "ContentType": "application/json"}]}).encode())
+    request = urllib.request.Request(
+        f"{moto_server}/moto-api/static/sagemaker/endpoint-results",
+        method="POST",
+        data=json.dumps({"results": [{"Body": json.dumps(answer), "ContentType": "application/json"}]}).encode(),
+    )
     urllib.request.urlopen(request).read()
     return stack
 
@@ -104,8 +121,10 @@ def test_deploy_sets_the_config_runs_pulumi_up_waits_and_smoke_tests(deployable,
     stack = deployable
     code, out, err = ops_aws("deploy")
     assert code == 0, err
-    assert config_sets(stack) == [("deepcloud:modelArtifact", f"models/{RUN_B}/model.tar.gz"),
-                                  ("deepcloud:servingImageTag", serving_tag())], "the newest run, the built image"
+    assert config_sets(stack) == [
+        ("deepcloud:modelArtifact", f"models/{RUN_B}/model.tar.gz"),
+        ("deepcloud:servingImageTag", serving_tag()),
+    ], "the newest run, the built image"
     assert len(pulumi_ups(stack)) == 1
     build = next(c for c in stack.standins.calls("docker") if c[0] == "build")
     assert "TORCH_INDEX=cpu" in build, "a CPU endpoint (ml.m5.large by default) gets the CPU torch build"
@@ -131,12 +150,17 @@ def test_deploy_a_chosen_run_then_rollback_to_it(deployable, ops_aws, monkeypatc
     code, out, err = ops_aws("rollback")
     assert code == 0, err
     assert f"==> rollback (aws): back to run {RUN_A}" in out
-    assert config_sets(stack)[-2:] == [("deepcloud:modelArtifact", f"models/{RUN_A}/model.tar.gz"),
-                                       ("deepcloud:servingImageTag", serving_tag())]
+    assert config_sets(stack)[-2:] == [
+        ("deepcloud:modelArtifact", f"models/{RUN_A}/model.tar.gz"),
+        ("deepcloud:servingImageTag", serving_tag()),
+    ]
     assert stack.standins.read()["config"]["deepcloud:modelArtifact"] == f"models/{RUN_A}/model.tar.gz"
     assert len(stack.standins.calls("docker")) == docker_calls, "rollback builds nothing"
-    assert [(e["kind"], e["run_id"]) for e in history(stack)] == [("deploy", RUN_A), ("deploy", RUN_B),
-                                                                  ("rollback", RUN_A)]
+    assert [(e["kind"], e["run_id"]) for e in history(stack)] == [
+        ("deploy", RUN_A),
+        ("deploy", RUN_B),
+        ("rollback", RUN_A),
+    ]
     assert len(pulumi_ups(stack)) == 3, "deploy, deploy, rollback: each pulumi up gated by the policy pack"
     assert f"serving s3://{stack.artifacts_bucket}/models/{RUN_A}/model.tar.gz" in out
 
@@ -180,13 +204,19 @@ def test_an_update_that_was_rolled_back_is_a_failure(deployable, ops_aws) -> Non
     assert ops_aws("deploy", "--model", RUN_A)[0] == 0
     stack.standins.update(roll_back=True)  # SageMaker's blue/green rollback: the endpoint stays on the old config
     code, _, err = ops_aws("deploy", "--model", RUN_B)
-    one_line_error(code, err, f"deploy of run {RUN_B} failed: endpoint {name} is InService on configuration "
-                              f"{name}-config-1, not {name}-config-2 that pulumi up applied: the rollout was "
-                              "rolled back")
-    assert stack.standins.read()["config"]["deepcloud:modelArtifact"] == f"models/{RUN_A}/model.tar.gz", \
+    one_line_error(
+        code,
+        err,
+        f"deploy of run {RUN_B} failed: endpoint {name} is InService on configuration "
+        f"{name}-config-1, not {name}-config-2 that pulumi up applied: the rollout was "
+        "rolled back",
+    )
+    assert stack.standins.read()["config"]["deepcloud:modelArtifact"] == f"models/{RUN_A}/model.tar.gz", (
         "the config is put back to what is serving"
-    assert {f"{name}-config-1", f"{name}-config-2"} <= sagemaker_names("config"), \
+    )
+    assert {f"{name}-config-1", f"{name}-config-2"} <= sagemaker_names("config"), (
         "the serving configuration and the one in the stack's state are both kept"
+    )
     assert {f"{name}-model-1", f"{name}-model-2"} <= sagemaker_names("model")
 
 
@@ -214,8 +244,12 @@ def test_a_rolled_back_update_of_the_same_model_is_a_failure(deployable, ops_aws
     assert ops_aws("deploy", "--model", RUN_A)[0] == 0
     stack.standins.update(roll_back=True)
     code, _, err = ops_aws("deploy", "--model", RUN_A)
-    one_line_error(code, err, f"deploy of run {RUN_A} failed: endpoint {name} is InService on configuration "
-                              f"{name}-config-1, not {name}-config-2 that pulumi up applied")
+    one_line_error(
+        code,
+        err,
+        f"deploy of run {RUN_A} failed: endpoint {name} is InService on configuration "
+        f"{name}-config-1, not {name}-config-2 that pulumi up applied",
+    )
     assert [e["result"] for e in history(stack)] == ["InService", "Failed"]
 
 
@@ -224,10 +258,19 @@ def test_an_endpoint_whose_last_update_failed_is_not_served(stack, tmp_path) -> 
     #39099); DescribeEndpoint is stubbed: moto never fails an update."""
     name = f"deepcloud-{stack.name}"
     sagemaker, stub = stubbed("sagemaker")
-    stub.add_response("describe_endpoint", {
-        "EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
-        "EndpointConfigName": f"{name}-config-2", "EndpointStatus": "InService", "CreationTime": datetime.now(UTC),
-        "LastModifiedTime": datetime.now(UTC), "FailureReason": "Failed to update endpoint."}, {"EndpointName": name})
+    stub.add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": name,
+            "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
+            "EndpointConfigName": f"{name}-config-2",
+            "EndpointStatus": "InService",
+            "CreationTime": datetime.now(UTC),
+            "LastModifiedTime": datetime.now(UTC),
+            "FailureReason": "Failed to update endpoint.",
+        },
+        {"EndpointName": name},
+    )
     watcher = EndpointWatcher(stack.context(tmp_path, {"sagemaker": sagemaker}), name)
     with pytest.raises(OpsError, match=rf"^endpoint {name} is InService but its last update failed: Failed to"):
         watcher.check_serves(f"models/{RUN_A}/model.tar.gz", "abc", f"{name}-config-2")
@@ -239,32 +282,59 @@ def test_a_failing_endpoint_prints_its_first_traceback(deployable, ops_aws, use_
     stack = deployable
     name = f"deepcloud-{stack.name}"
     outputs = {**stack.outputs, "endpoint_name": name}
-    stack.standins.update(outputs=outputs, fail={"up": "error: 1 error occurred: waiting for SageMaker AI Endpoint "
-                                                       f"({name}) create: unexpected state 'Failed'"})
+    stack.standins.update(
+        outputs=outputs,
+        fail={
+            "up": "error: 1 error occurred: waiting for SageMaker AI Endpoint "
+            f"({name}) create: unexpected state 'Failed'"
+        },
+    )
     logs = client("logs")
     group = f"/aws/sagemaker/Endpoints/{name}"
     logs.create_log_group(logGroupName=group)
     logs.create_log_stream(logGroupName=group, logStreamName="AllTraffic/i-0abc")
     now = int(datetime.now(UTC).timestamp() * 1000)
-    lines = ["starting server", "Traceback (most recent call last):", '  File "/opt/program/serving/app.py", '
-             "line 3, in <module>", "    import torch", "ModuleNotFoundError: No module named 'torch'",
-             "Traceback (most recent call last):", "  second traceback, not printed", "RuntimeError: later"]
-    logs.put_log_events(logGroupName=group, logStreamName="AllTraffic/i-0abc",
-                        logEvents=[{"timestamp": now + 5000 + i, "message": m} for i, m in enumerate(lines)])
+    lines = [
+        "starting server",
+        "Traceback (most recent call last):",
+        '  File "/opt/program/serving/app.py", line 3, in <module>',
+        "    import torch",
+        "ModuleNotFoundError: No module named 'torch'",
+        "Traceback (most recent call last):",
+        "  second traceback, not printed",
+        "RuntimeError: later",
+    ]
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName="AllTraffic/i-0abc",
+        logEvents=[{"timestamp": now + 5000 + i, "message": m} for i, m in enumerate(lines)],
+    )
     sagemaker, stub = stubbed("sagemaker")
-    stub.add_response("describe_endpoint", {
-        "EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
-        "EndpointConfigName": f"{name}-config-1", "EndpointStatus": "Failed", "CreationTime": datetime.now(UTC),
-        "LastModifiedTime": datetime.now(UTC),
-        "FailureReason": "The primary container for production variant AllTraffic did not pass the ping health "
-                         "check."}, {"EndpointName": name})
+    stub.add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": name,
+            "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
+            "EndpointConfigName": f"{name}-config-1",
+            "EndpointStatus": "Failed",
+            "CreationTime": datetime.now(UTC),
+            "LastModifiedTime": datetime.now(UTC),
+            "FailureReason": "The primary container for production variant AllTraffic did not pass the ping health "
+            "check.",
+        },
+        {"EndpointName": name},
+    )
     use_clients(sagemaker=sagemaker)
 
     code, out, err = ops_aws("deploy")
 
-    one_line_error(code, err, f"deploy of run {RUN_B} failed: endpoint {name} is Failed: The primary container for "
-                              "production variant AllTraffic did not pass the ping health check.; "
-                              "ModuleNotFoundError: No module named 'torch'; config put back to no model")
+    one_line_error(
+        code,
+        err,
+        f"deploy of run {RUN_B} failed: endpoint {name} is Failed: The primary container for "
+        "production variant AllTraffic did not pass the ping health check.; "
+        "ModuleNotFoundError: No module named 'torch'; config put back to no model",
+    )
     assert "first traceback in the endpoint's logs:\n  Traceback (most recent call last):" in out
     assert "  ModuleNotFoundError: No module named 'torch'" in out
     assert "second traceback" not in out.split("first traceback")[1]
@@ -272,7 +342,9 @@ def test_a_failing_endpoint_prints_its_first_traceback(deployable, ops_aws, use_
     assert "deepcloud:modelArtifact" not in config
     assert "deepcloud:servingImageTag" not in config
     assert [c[:3] for c in stack.standins.calls("pulumi") if c[:2] == ["config", "rm"]] == [
-        ["config", "rm", "deepcloud:modelArtifact"], ["config", "rm", "deepcloud:servingImageTag"]]
+        ["config", "rm", "deepcloud:modelArtifact"],
+        ["config", "rm", "deepcloud:servingImageTag"],
+    ]
     assert history(stack)[-1]["result"] == "Failed"
     stub.assert_no_pending_responses()
 
@@ -283,11 +355,23 @@ def test_the_first_deploy_finds_the_endpoint_by_the_stack_tag(deployable, tmp_pa
     stack = deployable
     sagemaker = client("sagemaker")
     name = f"deepcloud-{stack.name}"
-    sagemaker.create_model(ModelName=f"{name}-m", ExecutionRoleArn="arn:aws:iam::123456789012:role/endpoint",
-                           PrimaryContainer={"Image": f"{stack.serving_repository_url}:abc"})
-    sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-c", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": f"{name}-m", "InitialInstanceCount": 1,
-        "InstanceType": "ml.m5.large"}], Tags=stack.tags)
+    sagemaker.create_model(
+        ModelName=f"{name}-m",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/endpoint",
+        PrimaryContainer={"Image": f"{stack.serving_repository_url}:abc"},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-c",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": f"{name}-m",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+        Tags=stack.tags,
+    )
     watcher = EndpointWatcher(stack.context(tmp_path), None)
     assert watcher.poll() == "", "no endpoint yet (its config, also tagged, does not count)"
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c", Tags=stack.tags)
@@ -304,11 +388,15 @@ def test_deploy_checks_the_endpoint_quota_for_two_fleets_first(deployable, use_c
     quotas, stub = endpoint_quotas(4.0, calls=1)
     use_clients(service_quotas=quotas)
     code, _, err = ops_aws("deploy")
-    one_line_error(code, err, f"quota '{ENDPOINT_QUOTA}' (L-22222222) in us-east-1 is 4 instances, below the 8 a "
-                              "blue/green rollout can need (the new fleet beside the old, each up to "
-                              "endpointMaxInstances=4): request 8 with `aws service-quotas "
-                              "request-service-quota-increase --service-code sagemaker --quota-code L-22222222 "
-                              "--desired-value 8 --region us-east-1`")
+    one_line_error(
+        code,
+        err,
+        f"quota '{ENDPOINT_QUOTA}' (L-22222222) in us-east-1 is 4 instances, below the 8 a "
+        "blue/green rollout can need (the new fleet beside the old, each up to "
+        "endpointMaxInstances=4): request 8 with `aws service-quotas "
+        "request-service-quota-increase --service-code sagemaker --quota-code L-22222222 "
+        "--desired-value 8 --region us-east-1`",
+    )
     assert not stack.standins.calls("docker"), "nothing built"
     assert not pulumi_ups(stack), "nothing changed"
     stub.assert_no_pending_responses()
@@ -317,20 +405,26 @@ def test_deploy_checks_the_endpoint_quota_for_two_fleets_first(deployable, use_c
 def test_deploy_with_enough_endpoint_quota_says_so(deployable, ops_aws) -> None:
     code, out, err = ops_aws("deploy")
     assert code == 0, err
-    assert (f"ok    endpoint quota   '{ENDPOINT_QUOTA}' (L-22222222) in us-east-1 is 8 instances; a rollout of up "
-            "to 4 needs 8") in out
+    assert (
+        f"ok    endpoint quota   '{ENDPOINT_QUOTA}' (L-22222222) in us-east-1 is 8 instances; a rollout of up "
+        "to 4 needs 8"
+    ) in out
 
 
 def test_deploy_before_any_training(stack, ops_aws) -> None:
     code, _, err = ops_aws("deploy")
-    one_line_error(code, err, f"no trained model in s3://{stack.artifacts_bucket}/models/: run `make train "
-                              "TARGET=aws` first")
+    one_line_error(
+        code, err, f"no trained model in s3://{stack.artifacts_bucket}/models/: run `make train TARGET=aws` first"
+    )
 
 
 def test_deploy_of_an_unknown_run(stack, ops_aws) -> None:
     code, _, err = ops_aws("deploy", "--model", "train-nope")
-    one_line_error(code, err, f"no model for run train-nope: s3://{stack.artifacts_bucket}/models/train-nope/"
-                              "model.tar.gz does not exist")
+    one_line_error(
+        code,
+        err,
+        f"no model for run train-nope: s3://{stack.artifacts_bucket}/models/train-nope/model.tar.gz does not exist",
+    )
 
 
 def test_gpu_endpoints_get_the_cuda_serving_image() -> None:

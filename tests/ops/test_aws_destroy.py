@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from tests.ops.conftest import REGION, client, one_line_error, stubbed
 
-HOOK_DESTROY = '''
+HOOK_DESTROY = """
 session = boto3.session.Session()
 out = state["outputs"]
 keep = state.get("keep", [])
@@ -40,15 +40,19 @@ if "key" not in keep:
 if out.get("endpoint_name"):  # the endpoint goes; its models and configurations are retained on delete (infra/)
     session.client("sagemaker").delete_endpoint(EndpointName=out["endpoint_name"])
 state["outputs"] = {}
-'''
+"""
 
 
 def prepare(stack, keep: tuple[str, ...] = (), remaining: tuple[str, ...] = ()) -> None:
     """`pulumi destroy` deletes all but ``keep``; the stack's state keeps ``remaining`` (as --exclude-protected
     keeps the protected data bucket and what it needs)."""
     state = stack.standins.read()
-    state.update(hooks={"destroy": HOOK_DESTROY}, keep=list(keep), log_group=stack.log_group,
-                 remaining=[f"arn:aws:s3:::{stack.data_bucket}", *remaining])
+    state.update(
+        hooks={"destroy": HOOK_DESTROY},
+        keep=list(keep),
+        log_group=stack.log_group,
+        remaining=[f"arn:aws:s3:::{stack.data_bucket}", *remaining],
+    )
     stack.standins.write(state)
 
 
@@ -59,8 +63,9 @@ def test_destroy_stops_the_task_and_leaves_only_the_retained_bucket(stack, ops_a
     assert code == 0, out + err
     assert f"stopping ECS task {task}" in out
     assert "stopped      1 running task(s)/job(s)" in out
-    assert ["destroy", "--yes", "--skip-preview", "--exclude-protected", "--non-interactive"] in \
-        stack.standins.calls("pulumi")
+    assert ["destroy", "--yes", "--skip-preview", "--exclude-protected", "--non-interactive"] in stack.standins.calls(
+        "pulumi"
+    )
     described = client("ecs").describe_tasks(cluster=stack.cluster_name, tasks=[task])["tasks"][0]
     assert described["lastStatus"] == "STOPPED"
     retained = out.split("retained by design:")[1].split("gone or not billed:")[0]
@@ -78,14 +83,19 @@ def test_destroy_stops_the_task_and_leaves_only_the_retained_bucket(stack, ops_a
 def test_destroy_with_leftovers_exits_non_zero_and_lists_them(stack, ops_aws) -> None:
     prepare(stack, keep=("artifacts", "log-group"))
     code, out, err = ops_aws("destroy")
-    one_line_error(code, err, f"2 resource(s) tagged deepcloud:stack={stack.tag} are left (table above): run "
-                              "`make destroy TARGET=aws` again in a few minutes")
+    one_line_error(
+        code,
+        err,
+        f"2 resource(s) tagged deepcloud:stack={stack.tag} are left (table above): run "
+        "`make destroy TARGET=aws` again in a few minutes",
+    )
     leftover = out.split("left over (billable or still part of the stack):")[1].split("retained by design:")[0]
     rows = [line.split() for line in leftover.strip().splitlines()]
     assert rows[0] == ["kind", "resource", "note"]
     assert [r[:2] for r in rows[1:]] == [
         ["logs:log-group", f"arn:aws:logs:{REGION}:123456789012:log-group:{stack.log_group}"],
-        ["s3:bucket", f"arn:aws:s3:::{stack.artifacts_bucket}"]]
+        ["s3:bucket", f"arn:aws:s3:::{stack.artifacts_bucket}"],
+    ]
     assert "nothing billable is left" not in out
     gone = out.split("gone or not billed:")[1]
     assert stack.kms_key_arn in gone
@@ -103,14 +113,27 @@ def test_a_failed_pulumi_destroy_still_audits(stack, ops_aws) -> None:
 def test_destroy_stops_the_stacks_sagemaker_job_only(stack, ops_aws, use_clients) -> None:
     prepare(stack)
     sagemaker, stub = stubbed("sagemaker")
-    jobs = [{"TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}",
-             "CreationTime": datetime.now(UTC), "TrainingJobStatus": "InProgress"} for name in ("ours", "theirs")]
+    jobs = [
+        {
+            "TrainingJobName": name,
+            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}",
+            "CreationTime": datetime.now(UTC),
+            "TrainingJobStatus": "InProgress",
+        }
+        for name in ("ours", "theirs")
+    ]
     stub.add_response("list_training_jobs", {"TrainingJobSummaries": jobs}, {"StatusEquals": "InProgress"})
-    stub.add_response("list_tags", {"Tags": [{"Key": "deepcloud:stack", "Value": stack.tag}]},
-                      {"ResourceArn": jobs[0]["TrainingJobArn"]})
+    stub.add_response(
+        "list_tags",
+        {"Tags": [{"Key": "deepcloud:stack", "Value": stack.tag}]},
+        {"ResourceArn": jobs[0]["TrainingJobArn"]},
+    )
     stub.add_response("stop_training_job", {}, {"TrainingJobName": "ours"})
-    stub.add_response("list_tags", {"Tags": [{"Key": "deepcloud:stack", "Value": "deepcloud/other"}]},
-                      {"ResourceArn": jobs[1]["TrainingJobArn"]})
+    stub.add_response(
+        "list_tags",
+        {"Tags": [{"Key": "deepcloud:stack", "Value": "deepcloud/other"}]},
+        {"ResourceArn": jobs[1]["TrainingJobArn"]},
+    )
     stub.add_response("list_endpoint_configs", {"EndpointConfigs": []}, {})  # nothing retained to delete afterwards
     stub.add_response("list_models", {"Models": []}, {})
     use_clients(sagemaker=sagemaker)
@@ -127,13 +150,30 @@ def test_destroy_deletes_the_models_and_configurations_infra_retains(stack, ops_
     sagemaker = client("sagemaker")
     name = f"deepcloud-{stack.name}"
     for n in (1, 2):
-        sagemaker.create_model(ModelName=f"{name}-model-{n}", ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
-                               PrimaryContainer={"Image": f"{stack.serving_repository_url}:{n}"}, Tags=stack.tags)
-        sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-config-{n}", Tags=stack.tags, ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": f"{name}-model-{n}", "InitialInstanceCount": 1,
-            "InstanceType": "ml.m5.large"}])
-    sagemaker.create_model(ModelName=f"other-{stack.sfx}", ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
-                           PrimaryContainer={"Image": "other:1"}, Tags=[{"Key": "deepcloud:stack", "Value": "x/y"}])
+        sagemaker.create_model(
+            ModelName=f"{name}-model-{n}",
+            ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
+            PrimaryContainer={"Image": f"{stack.serving_repository_url}:{n}"},
+            Tags=stack.tags,
+        )
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=f"{name}-config-{n}",
+            Tags=stack.tags,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": f"{name}-model-{n}",
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.m5.large",
+                }
+            ],
+        )
+    sagemaker.create_model(
+        ModelName=f"other-{stack.sfx}",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
+        PrimaryContainer={"Image": "other:1"},
+        Tags=[{"Key": "deepcloud:stack", "Value": "x/y"}],
+    )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config-2", Tags=stack.tags)
     stack.standins.update(outputs={**stack.outputs, "endpoint_name": name})
     prepare(stack, keep=("key",), remaining=(stack.kms_key_arn,))
@@ -155,10 +195,22 @@ def hold_data(stack) -> str:
     stack.put_model("train-1")
     client("s3").put_object(Bucket=stack.access_logs_bucket, Key="artifacts/2026-01-01-12-00-00-ABCD", Body=b"log")
     repository = stack.trainer_repository_url.split("/", 1)[1]
-    client("ecr").put_image(repositoryName=repository, imageTag="v1", imageManifest=json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"digest": "sha256:" + "0" * 64, "mediaType": "application/vnd.docker.container.image.v1+json",
-                   "size": 1}, "layers": []}))
+    client("ecr").put_image(
+        repositoryName=repository,
+        imageTag="v1",
+        imageManifest=json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "digest": "sha256:" + "0" * 64,
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "size": 1,
+                },
+                "layers": [],
+            }
+        ),
+    )
     return repository
 
 
@@ -174,11 +226,14 @@ def test_destroy_stops_before_anything_while_buckets_and_repositories_hold_data(
     assert f"s3://{stack.access_logs_bucket} (access logs: 1 object versions)" in line
     assert f"{stack.trainer_repository_url} (trainer: 1 images)" in line
     assert "deepcloud:forceDestroy=false" in line
-    assert "`pulumi config set deepcloud:forceDestroy true`, `python -m infra.cli up`, and `make destroy TARGET=aws` " \
-           "again" in line
+    assert (
+        "`pulumi config set deepcloud:forceDestroy true`, `python -m infra.cli up`, and `make destroy TARGET=aws` "
+        "again" in line
+    )
     assert not [c for c in stack.standins.calls("pulumi") if c[:1] == ["destroy"]], "nothing deleted"
-    assert client("ecs").describe_tasks(cluster=stack.cluster_name, tasks=[task])["tasks"][0]["desiredStatus"] == \
-        "RUNNING", "nothing stopped"
+    assert (
+        client("ecs").describe_tasks(cluster=stack.cluster_name, tasks=[task])["tasks"][0]["desiredStatus"] == "RUNNING"
+    ), "nothing stopped"
     assert "left over (billable or still part of the stack):" in out, "the audit still runs"
 
 
@@ -186,23 +241,44 @@ def test_the_models_of_a_multi_model_endpoint_count_as_data_the_bucket_holds(sta
     """A multi-model endpoint's models are objects under multi-model/models/ of the artifacts bucket: destroy treats
     them as every other stored object (BucketNotEmpty with forceDestroy false), and its endpoint goes with the stack."""
     stack.put_model("train-1", key="multi-model/models/train-1.tar.gz")
-    stack.standins.update(outputs={**stack.outputs, "endpoint_mode": "multi-model",
-                                   "models_prefix": f"s3://{stack.artifacts_bucket}/multi-model/models/"})
+    stack.standins.update(
+        outputs={
+            **stack.outputs,
+            "endpoint_mode": "multi-model",
+            "models_prefix": f"s3://{stack.artifacts_bucket}/multi-model/models/",
+        }
+    )
     prepare(stack)
     code, _, err = ops_aws("destroy")
     line = one_line_error(code, err, "destroy stopped before deleting anything: ")
     assert f"s3://{stack.artifacts_bucket} (artifacts: 1 object versions)" in line, "the deployed copy"
     sagemaker, name = client("sagemaker"), f"deepcloud-{stack.name}-multi-model"
-    sagemaker.create_model(ModelName=f"{name}-model", ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
-                           Tags=stack.tags, PrimaryContainer={
-                               "Image": f"{stack.serving_repository_url}:1", "Mode": "MultiModel",
-                               "ModelDataUrl": f"s3://{stack.artifacts_bucket}/multi-model/models/"})
-    sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-config", Tags=stack.tags, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": f"{name}-model", "InitialInstanceCount": 1,
-        "InstanceType": "ml.m5.large"}])
+    sagemaker.create_model(
+        ModelName=f"{name}-model",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/e",
+        Tags=stack.tags,
+        PrimaryContainer={
+            "Image": f"{stack.serving_repository_url}:1",
+            "Mode": "MultiModel",
+            "ModelDataUrl": f"s3://{stack.artifacts_bucket}/multi-model/models/",
+        },
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-config",
+        Tags=stack.tags,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": f"{name}-model",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config", Tags=stack.tags)
-    stack.standins.update(outputs={**stack.outputs, "endpoint_mode": "multi-model", "endpoint_name": name,
-                                   "force_destroy": True})
+    stack.standins.update(
+        outputs={**stack.outputs, "endpoint_mode": "multi-model", "endpoint_name": name, "force_destroy": True}
+    )
     prepare(stack, keep=("key",), remaining=(stack.kms_key_arn,))
     code, out, err = ops_aws("destroy")
     assert code == 0, out + err  # the audit found nothing billable left
@@ -216,18 +292,28 @@ def test_with_force_destroy_the_data_goes_with_the_stack(stack, ops_aws) -> None
     prepare(stack, keep=("key",), remaining=(stack.kms_key_arn,))
     code, out, err = ops_aws("destroy")
     assert code == 0, out + err
-    assert ["destroy", "--yes", "--skip-preview", "--exclude-protected", "--non-interactive"] in \
-        stack.standins.calls("pulumi")
+    assert ["destroy", "--yes", "--skip-preview", "--exclude-protected", "--non-interactive"] in stack.standins.calls(
+        "pulumi"
+    )
 
 
 def test_a_not_empty_error_from_pulumi_names_the_setting(stack, ops_aws) -> None:
     """A stack whose outputs do not say (applied before force_destroy was exported): pulumi's own error, then."""
     outputs = {k: v for k, v in stack.outputs.items() if k != "force_destroy"}
-    stack.standins.update(outputs=outputs, fail={"destroy": (
-        f"error: deleting S3 Bucket ({stack.access_logs_bucket}): operation error S3: DeleteBucket, https response "
-        "error StatusCode: 409, api error BucketNotEmpty: The bucket you tried to delete is not empty")})
+    stack.standins.update(
+        outputs=outputs,
+        fail={
+            "destroy": (
+                f"error: deleting S3 Bucket ({stack.access_logs_bucket}): operation error S3: DeleteBucket, "
+                "https response error StatusCode: 409, api error BucketNotEmpty: "
+                "The bucket you tried to delete is not empty"
+            )
+        },
+    )
     code, _, err = ops_aws("destroy")
     line = one_line_error(code, err, "pulumi destroy failed (pulumi: deleting S3 Bucket")
     assert "BucketNotEmpty" in line
-    assert "deepcloud:forceDestroy is false; to delete them with the stack, copy out what you want to keep, then " \
-           "`pulumi config set deepcloud:forceDestroy true`" in line
+    assert (
+        "deepcloud:forceDestroy is false; to delete them with the stack, copy out what you want to keep, then "
+        "`pulumi config set deepcloud:forceDestroy true`" in line
+    )

@@ -59,11 +59,20 @@ def test_build_push_then_skip_when_unchanged(stack, tmp_path: Path) -> None:
     registry = stack.trainer_repository_url.split("/")[0]
     assert [c[0] for c in docker] == ["info", "login", "build", "push"]
     assert docker[1] == ["login", "--username", "AWS", "--password-stdin", registry]
-    assert docker[2][:8] == ["build", "--network=none", "--platform", "linux/amd64", "-f", "trainer/Dockerfile",
-                             "-t", image.uri]
+    assert docker[2][:8] == [
+        "build",
+        "--network=none",
+        "--platform",
+        "linux/amd64",
+        "-f",
+        "trainer/Dockerfile",
+        "-t",
+        image.uri,
+    ]
     assert f"REVISION={images.git_short(REPO)}" in docker[2]
     assert not [a for a in docker[2] if a.startswith(("BASE_IMAGE=", "TORCH_INDEX="))], (
-        "an AWS image is built on the Dockerfile's pinned base with its default torch (cu126 for the trainer)")
+        "an AWS image is built on the Dockerfile's pinned base with its default torch (cu126 for the trainer)"
+    )
     assert docker[2][-1] == "."
     torch_only, rest = stack.standins.calls("pip")
     assert torch_only[torch_only.index("--index-url") + 1] == "https://download.pytorch.org/whl/cu126"
@@ -89,15 +98,17 @@ def test_build_push_then_skip_when_unchanged(stack, tmp_path: Path) -> None:
 
 
 def test_serving_build_argument_reaches_docker(stack) -> None:
-    image = images.ensure(Aws("us-east-1"), REPO, images.IMAGES["serving"], stack.serving_repository_url,
-                          {"TORCH_INDEX": "cu126"})
+    image = images.ensure(
+        Aws("us-east-1"), REPO, images.IMAGES["serving"], stack.serving_repository_url, {"TORCH_INDEX": "cu126"}
+    )
     build = next(c for c in stack.standins.calls("docker") if c[0] == "build")
     assert build[build.index("-f") + 1] == "serving/Dockerfile"
     assert "TORCH_INDEX=cu126" in build
     assert image.built
     torch_only = stack.standins.calls("pip")[0]
     assert torch_only[torch_only.index("--index-url") + 1] == "https://download.pytorch.org/whl/cu126", (
-        "the wheelhouse holds the torch build TORCH_INDEX names")
+        "the wheelhouse holds the torch build TORCH_INDEX names"
+    )
 
 
 def test_local_build_is_the_aws_build_with_another_base_and_torch(stack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,7 +122,7 @@ def test_local_build_is_the_aws_build_with_another_base_and_torch(stack, monkeyp
     monkeypatch.setattr(container_build, "WHEELHOUSE", str(stack.standins.folder / "local-wheelhouse"))
     engine = Engine(str(stack.standins.bin / "docker"), "unix:///nonexistent", "20.10.24", own=True)
     local_image = container_images.ensure(engine, REPO, images.IMAGES["trainer"], say=lambda line: None)
-    local_pip = stack.standins.calls("pip")[len(aws_pip):]
+    local_pip = stack.standins.calls("pip")[len(aws_pip) :]
     local_build = [c for c in stack.standins.calls("docker") if c[0] == "build"][-1]
     assert local_image.built
 
@@ -120,22 +131,27 @@ def test_local_build_is_the_aws_build_with_another_base_and_torch(stack, monkeyp
         out = list(argv)
         for value in values:
             i = out.index(value)
-            del out[i - 1:i + 1]
+            del out[i - 1 : i + 1]
         return out
 
     digest12 = local_image.ref.rsplit(":", 1)[1]
     local_version = f"VERSION={images.git_short(REPO)}-{digest12}"
-    assert without(local_build, local_image.ref, "deepcloud-trainer:local", local_version, f"BASE_IMAGE={base}",
-                   "TORCH_INDEX=cpu") == without(aws_build, aws_image.uri, f"VERSION={aws_image.tag}")
+    assert without(
+        local_build, local_image.ref, "deepcloud-trainer:local", local_version, f"BASE_IMAGE={base}", "TORCH_INDEX=cpu"
+    ) == without(aws_build, aws_image.uri, f"VERSION={aws_image.tag}")
     assert without(local_pip[0], *(p for p in local_pip[0] if "local-wheelhouse" in p)) == without(
-        aws_pip[0], "https://download.pytorch.org/whl/cu126", *(p for p in aws_pip[0] if "wheelhouse" in p)), (
-        "torch alone: from PyPI's CUDA 12.6 index for AWS, from this host's pip configuration here")
+        aws_pip[0], "https://download.pytorch.org/whl/cu126", *(p for p in aws_pip[0] if "wheelhouse" in p)
+    ), "torch alone: from PyPI's CUDA 12.6 index for AWS, from this host's pip configuration here"
     assert [a for a in local_pip[1] if "wheelhouse" not in a] == [a for a in aws_pip[1] if "wheelhouse" not in a]
 
 
 def test_failed_build_is_one_line(stack) -> None:
-    stack.standins.update(fail={"docker_build": "ERROR: failed to solve: process \"/bin/sh -c pip install\" did not "
-                                                "complete successfully: exit code: 1"})
+    stack.standins.update(
+        fail={
+            "docker_build": 'ERROR: failed to solve: process "/bin/sh -c pip install" did not '
+            "complete successfully: exit code: 1"
+        }
+    )
     with pytest.raises(OpsError, match=r"^docker build of the trainer image failed: ERROR: failed to solve"):
         images.ensure(Aws("us-east-1"), REPO, images.IMAGES["trainer"], stack.trainer_repository_url)
     assert not [c for c in stack.standins.calls("docker") if c[0] == "push"]

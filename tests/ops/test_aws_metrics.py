@@ -30,8 +30,11 @@ PRINTED_4F = 5e-5
 @pytest.fixture(scope="module")
 def trainer_run(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> tuple[list[str], list[dict], dict]:
     """A real two-epoch run on the demo digits: (its stdout and stderr lines, metrics.jsonl records, metrics.json)."""
-    base = make_job(tmp_path_factory.mktemp("metrics-job"), dataset,
-                    {"epochs": str(EPOCHS), "seed": "0", "log_every_steps": str(LOG_EVERY_STEPS)})
+    base = make_job(
+        tmp_path_factory.mktemp("metrics-job"),
+        dataset,
+        {"epochs": str(EPOCHS), "seed": "0", "log_every_steps": str(LOG_EVERY_STEPS)},
+    )
     result = run_trainer(base)
     assert result.returncode == 0, f"training failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     output = base / "output" / "data"
@@ -51,8 +54,12 @@ def expected(name: str, records: list[dict], summary: dict) -> list[tuple[float,
     epochs = [r for r in records if r["type"] == "epoch"]
     final = summary["metrics"]
     per_step = {"train:batch_loss": "loss", "train:learning_rate": "lr"}
-    per_epoch = {"train:loss": "train_loss", "train:accuracy": "train_accuracy",
-                 "validation:loss": "validation_loss", "validation:accuracy": "validation_accuracy"}
+    per_epoch = {
+        "train:loss": "train_loss",
+        "train:accuracy": "train_accuracy",
+        "validation:loss": "validation_loss",
+        "validation:accuracy": "validation_accuracy",
+    }
     if name in per_step:
         return [(r[per_step[name]], PRINTED_6G, 1e-12) for r in steps]
     points = [(r[per_epoch[name]], PRINTED_6G, 1e-12) for r in epochs] if name in per_epoch else []
@@ -91,5 +98,6 @@ def test_a_line_the_regexes_must_not_misread() -> None:
     assert captured(by_name["train:loss"], [epoch, step]) == [0.376611]
     assert captured(by_name["validation:accuracy"], [epoch, step]) == [1e-05]
     assert captured(by_name["test:loss"], [epoch, step]) == []
-    assert captured(by_name["validation:loss"], ["validation_loss=nan validation_accuracy=0.1"]) == [], \
+    assert captured(by_name["validation:loss"], ["validation_loss=nan validation_accuracy=0.1"]) == [], (
         "nan is no point"
+    )

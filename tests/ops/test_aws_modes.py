@@ -25,7 +25,7 @@ from tests.ops.conftest import client, endpoint_quotas_stub, one_line_error, pul
 
 RUN = "train-20260103-120000-cccc"
 
-HOOK_MODES = '''
+HOOK_MODES = """
 # What `pulumi up` of infra/ does for a serverless or async endpoint (infra/components/inference_endpoint.py): a Model,
 # an EndpointConfig of the mode, the endpoint (named <stack>-<mode>) created or updated; outputs name the mode.
 sm = boto3.session.Session().client("sagemaker")
@@ -57,20 +57,23 @@ except sm.exceptions.ClientError:
     sm.create_endpoint(EndpointName=name, EndpointConfigName=config, Tags=tags)
 out.update(endpoint_name=name, endpoint_config_name=config, endpoint_mode=mode,
            async_prefix=prefix if mode == "async" else None)
-'''
+"""
 
 
 def put_model_with_metrics(stack, run_id: str, accuracy: float) -> None:
     buffer = io.BytesIO()
-    manifest = {"format_version": 1, "input": {"shape": [1, 8, 8]}, "labels": [str(i) for i in range(10)],
-                "metrics": {"test": {"accuracy": accuracy}}}
+    manifest = {
+        "format_version": 1,
+        "input": {"shape": [1, 8, 8]},
+        "labels": [str(i) for i in range(10)],
+        "metrics": {"test": {"accuracy": accuracy}},
+    }
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name, data in (("manifest.json", json.dumps(manifest).encode()), ("model.pt2", b"weights")):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    client("s3").put_object(Bucket=stack.artifacts_bucket, Key=f"models/{run_id}/model.tar.gz",
-                            Body=buffer.getvalue())
+    client("s3").put_object(Bucket=stack.artifacts_bucket, Key=f"models/{run_id}/model.tar.gz", Body=buffer.getvalue())
 
 
 def drain_results() -> None:
@@ -99,9 +102,12 @@ def queue_results(moto_server: str, labels: list[str], kind: str) -> None:
         body = {"results": [{"data": answer} for answer in answers]}
     else:
         body = {"results": [{"Body": answer, "ContentType": "application/json"} for answer in answers]}
-    request = urllib.request.Request(f"{moto_server}/moto-api/static/sagemaker/"
-                                     f"{'async-endpoint-results' if kind == 'async' else 'endpoint-results'}",
-                                     method="POST", data=json.dumps(body).encode())
+    request = urllib.request.Request(
+        f"{moto_server}/moto-api/static/sagemaker/"
+        f"{'async-endpoint-results' if kind == 'async' else 'endpoint-results'}",
+        method="POST",
+        data=json.dumps(body).encode(),
+    )
     urllib.request.urlopen(request).read()
 
 
@@ -121,9 +127,9 @@ def moded(stack, use_clients):
         if quota_calls:
             use_clients(service_quotas=endpoint_quotas_stub(8.0, quota_calls)[0])
         put_model_with_metrics(stack, RUN, 2 / 3)
-        stack.standins.update(hooks={"up": HOOK_MODES}, mode=mode,
-                              outputs={**stack.outputs, "endpoint_mode": mode})
+        stack.standins.update(hooks={"up": HOOK_MODES}, mode=mode, outputs={**stack.outputs, "endpoint_mode": mode})
         return stack
+
     return setup
 
 
@@ -158,8 +164,9 @@ def stack_home(aws_env):
     return Path(aws_env["DEEPCLOUD_HOME"])
 
 
-def test_async_deploy_sends_requests_through_s3_and_predict_reads_the_results(moded, moto_server, ops_aws,
-                                                                             aws_env) -> None:
+def test_async_deploy_sends_requests_through_s3_and_predict_reads_the_results(
+    moded, moto_server, ops_aws, aws_env
+) -> None:
     stack = moded("async", quota_calls=1)
     name = f"deepcloud-{stack.name}-async"
     queue_results(moto_server, ["0"] * deploy.SMOKE_REQUESTS, "async")
@@ -185,38 +192,67 @@ def test_an_async_result_is_waited_for_and_a_failure_is_one_line(stack, tmp_path
     """An endpoint at zero instances answers later: GetObject says NoSuchKey until the result is there."""
     from tests.ops.conftest import stubbed
 
-    stack.standins.update(outputs={**stack.outputs, "endpoint_mode": "async",
-                                   "async_prefix": f"s3://{stack.artifacts_bucket}/async/",
-                                   "endpoint_name": "e-async"})
+    stack.standins.update(
+        outputs={
+            **stack.outputs,
+            "endpoint_mode": "async",
+            "async_prefix": f"s3://{stack.artifacts_bucket}/async/",
+            "endpoint_name": "e-async",
+        }
+    )
     runtime, rt = stubbed("sagemaker-runtime")
     s3, s3_stub = stubbed("s3")
     key = "async/input/r-1.json"
-    s3_stub.add_response("put_object", {}, {"Bucket": stack.artifacts_bucket, "Key": key, "Body": b"{}",
-                                            "ContentType": "application/json"})
-    rt.add_response("invoke_endpoint_async", {"InferenceId": "r-1", "OutputLocation": "s3://b/out/r-1.out",
-                                              "FailureLocation": "s3://b/failures/r-1-error.out"},
-                    {"EndpointName": "e-async", "ContentType": "application/json", "Accept": "application/json",
-                     "InputLocation": f"s3://{stack.artifacts_bucket}/{key}", "InferenceId": "r-1"})
+    s3_stub.add_response(
+        "put_object",
+        {},
+        {"Bucket": stack.artifacts_bucket, "Key": key, "Body": b"{}", "ContentType": "application/json"},
+    )
+    rt.add_response(
+        "invoke_endpoint_async",
+        {
+            "InferenceId": "r-1",
+            "OutputLocation": "s3://b/out/r-1.out",
+            "FailureLocation": "s3://b/failures/r-1-error.out",
+        },
+        {
+            "EndpointName": "e-async",
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "InputLocation": f"s3://{stack.artifacts_bucket}/{key}",
+            "InferenceId": "r-1",
+        },
+    )
     for _ in range(2):  # neither written yet
         s3_stub.add_client_error("get_object", "NoSuchKey", http_status_code=404)
         s3_stub.add_client_error("get_object", "NoSuchKey", http_status_code=404)
-    s3_stub.add_response("get_object", {"Body": io.BytesIO(b'{"predictions": [{"label": "7"}]}')},
-                         {"Bucket": "b", "Key": "out/r-1.out"})
+    s3_stub.add_response(
+        "get_object", {"Body": io.BytesIO(b'{"predictions": [{"label": "7"}]}')}, {"Bucket": "b", "Key": "out/r-1.out"}
+    )
     ctx = stack.context(tmp_path, {"sagemaker-runtime": runtime, "s3": s3})
     assert json.loads(deploy.invoke(ctx, "e-async", b"{}", "r-1"))["predictions"][0]["label"] == "7"
     s3_stub.assert_no_pending_responses()
     # a failure: SageMaker wrote the failure location instead
-    s3_stub.add_response("put_object", {}, {"Bucket": stack.artifacts_bucket, "Key": key, "Body": b"{}",
-                                            "ContentType": "application/json"})
-    rt.add_response("invoke_endpoint_async", {"OutputLocation": "s3://b/out/r-1.out",
-                                              "FailureLocation": "s3://b/failures/r-1-error.out"})
+    s3_stub.add_response(
+        "put_object",
+        {},
+        {"Bucket": stack.artifacts_bucket, "Key": key, "Body": b"{}", "ContentType": "application/json"},
+    )
+    rt.add_response(
+        "invoke_endpoint_async",
+        {"OutputLocation": "s3://b/out/r-1.out", "FailureLocation": "s3://b/failures/r-1-error.out"},
+    )
     s3_stub.add_client_error("get_object", "NoSuchKey", http_status_code=404)
-    s3_stub.add_response("get_object", {"Body": io.BytesIO(b"ModelError: shape mismatch")},
-                         {"Bucket": "b", "Key": "failures/r-1-error.out"})
+    s3_stub.add_response(
+        "get_object",
+        {"Body": io.BytesIO(b"ModelError: shape mismatch")},
+        {"Bucket": "b", "Key": "failures/r-1-error.out"},
+    )
     with pytest.raises(OpsError) as error:
         deploy.invoke(ctx, "e-async", b"{}", "r-1")
-    assert str(error.value) == ("async request r-1 to e-async failed: ModelError: shape mismatch "
-                                "(s3://b/failures/r-1-error.out)")
+    assert str(error.value) == (
+        "async request r-1 to e-async failed: ModelError: shape mismatch (s3://b/failures/r-1-error.out)"
+    )
 
 
 def test_predict_without_an_endpoint_is_one_line(stack, ops_aws) -> None:

@@ -21,7 +21,7 @@ from tests.ops.test_aws_modes import put_model_with_metrics, stack_home, write_t
 
 RUN = "train-20260104-120000-dddd"
 OTHER = "train-20260105-120000-eeee"
-HOOK_CREATE = '''
+HOOK_CREATE = """
 # What the first `pulumi up` of infra/ does with deepcloud:endpointMode multi-model: the endpoint, and its outputs.
 sm = boto3.session.Session().client("sagemaker")
 out = state["outputs"]
@@ -37,18 +37,21 @@ sm.create_endpoint_config(EndpointConfigName=name + "-config", Tags=tags, Produc
 sm.create_endpoint(EndpointName=name, EndpointConfigName=name + "-config", Tags=tags)
 out.update(endpoint_name=name, endpoint_config_name=name + "-config", endpoint_mode="multi-model",
            models_prefix=prefix)
-'''
+"""
 
 
 def multi_model(stack, endpoint: bool = True):
     """The stack's outputs with a multi-model endpoint (as infra/__main__.py exports them), or only its mode set."""
     name = f"deepcloud-{stack.name}-multi-model"
-    outputs = {**stack.outputs, "endpoint_mode": "multi-model", "endpoint_name": name,
-               "models_prefix": f"s3://{stack.artifacts_bucket}/multi-model/models/"}
+    outputs = {
+        **stack.outputs,
+        "endpoint_mode": "multi-model",
+        "endpoint_name": name,
+        "models_prefix": f"s3://{stack.artifacts_bucket}/multi-model/models/",
+    }
     if not endpoint:
         outputs = {**stack.outputs, "endpoint_mode": "realtime"}
-    config = {"aws:region": "us-east-1", "deepcloud:endpointMode": "multi-model",
-              "deepcloud:servingImageTag": "0.1.0"}
+    config = {"aws:region": "us-east-1", "deepcloud:endpointMode": "multi-model", "deepcloud:servingImageTag": "0.1.0"}
     stack.standins.update(outputs=outputs, config=config)
     return name
 
@@ -58,9 +61,17 @@ def runtime_answers(endpoint: str, target: str, labels: list[str]):
     runtime, stub = stubbed("sagemaker-runtime")
     for label in labels:
         answer = json.dumps({"predictions": [{"label": label, "index": int(label)}]}).encode()
-        stub.add_response("invoke_endpoint", {"Body": io.BytesIO(answer), "ContentType": "application/json"},
-                          {"EndpointName": endpoint, "ContentType": "application/json", "Accept": "application/json",
-                           "Body": ANY, "TargetModel": target})
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": io.BytesIO(answer), "ContentType": "application/json"},
+            {
+                "EndpointName": endpoint,
+                "ContentType": "application/json",
+                "Accept": "application/json",
+                "Body": ANY,
+                "TargetModel": target,
+            },
+        )
     return runtime, stub
 
 
@@ -74,11 +85,15 @@ def test_deploy_copies_the_run_under_the_prefix_without_pulumi_up(stack, use_cli
     s3 = client("s3")
     copied = s3.get_object(Bucket=stack.artifacts_bucket, Key=f"multi-model/models/{RUN}.tar.gz")["Body"].read()
     assert copied == s3.get_object(Bucket=stack.artifacts_bucket, Key=original)["Body"].read()
-    assert (f"copied       s3://{stack.artifacts_bucket}/{original} -> s3://{stack.artifacts_bucket}/multi-model/"
-            f"models/{RUN}.tar.gz (server-side; no pulumi up)") in out
+    assert (
+        f"copied       s3://{stack.artifacts_bucket}/{original} -> s3://{stack.artifacts_bucket}/multi-model/"
+        f"models/{RUN}.tar.gz (server-side; no pulumi up)"
+    ) in out
     assert "smoke        5 requests of shape [1, 8, 8]: label '0'" in out
-    assert f"invoke       make predict TARGET=aws MODEL={RUN}, or sagemaker-runtime InvokeEndpoint(EndpointName=" \
-           f"{name}, TargetModel={RUN}.tar.gz)" in out
+    assert (
+        f"invoke       make predict TARGET=aws MODEL={RUN}, or sagemaker-runtime InvokeEndpoint(EndpointName="
+        f"{name}, TargetModel={RUN}.tar.gz)" in out
+    )
     stub.assert_no_pending_responses()
     assert pulumi_ups(stack) == [], "a model is added by the copy alone"
     assert not [c for c in stack.standins.calls("pulumi") if c[:2] == ["config", "set"]], "the config stays"
@@ -100,8 +115,10 @@ def test_the_first_deploy_creates_the_endpoint_with_one_pulumi_up(stack, use_cli
     code, out, err = ops_aws("deploy", "--model", RUN)
     assert code == 0, err
     assert "no multi-model endpoint yet: pushing the serving image and running `pulumi up` once" in out
-    assert f"endpoint     {name} InService, serving the models under s3://{stack.artifacts_bucket}/multi-model/" \
-           "models/" in out
+    assert (
+        f"endpoint     {name} InService, serving the models under s3://{stack.artifacts_bucket}/multi-model/"
+        "models/" in out
+    )
     assert len(pulumi_ups(stack)) == 1
     assert client("s3").head_object(Bucket=stack.artifacts_bucket, Key=f"multi-model/models/{RUN}.tar.gz")
     runtime, stub = runtime_answers(name, f"{OTHER}.tar.gz", ["0"] * 5)
@@ -117,13 +134,24 @@ def test_predict_targets_the_model_that_model_names(stack, use_clients, ops_aws,
     put_model_with_metrics(stack, RUN, 2 / 3)
     write_test_set(stack_home(aws_env), ["3", "4", "5"])
     code, _, err = ops_aws("predict")
-    one_line_error(code, err, f"endpoint {name} is multi-model: give MODEL=<run-id>, the deployed run to send the "
-                              "images to (`make deploy TARGET=aws MODEL=<run-id>` deploys one)")
+    one_line_error(
+        code,
+        err,
+        f"endpoint {name} is multi-model: give MODEL=<run-id>, the deployed run to send the "
+        "images to (`make deploy TARGET=aws MODEL=<run-id>` deploys one)",
+    )
     code, _, err = ops_aws("predict", "--model", RUN)
-    one_line_error(code, err, f"run {RUN} is not on multi-model endpoint {name} (no s3://{stack.artifacts_bucket}/"
-                              f"multi-model/models/{RUN}.tar.gz): run `make deploy TARGET=aws MODEL={RUN}` first")
-    client("s3").copy_object(Bucket=stack.artifacts_bucket, Key=f"multi-model/models/{RUN}.tar.gz",
-                             CopySource={"Bucket": stack.artifacts_bucket, "Key": f"models/{RUN}/model.tar.gz"})
+    one_line_error(
+        code,
+        err,
+        f"run {RUN} is not on multi-model endpoint {name} (no s3://{stack.artifacts_bucket}/"
+        f"multi-model/models/{RUN}.tar.gz): run `make deploy TARGET=aws MODEL={RUN}` first",
+    )
+    client("s3").copy_object(
+        Bucket=stack.artifacts_bucket,
+        Key=f"multi-model/models/{RUN}.tar.gz",
+        CopySource={"Bucket": stack.artifacts_bucket, "Key": f"models/{RUN}/model.tar.gz"},
+    )
     runtime, stub = runtime_answers(name, f"{RUN}.tar.gz", ["3", "4", "9"])
     use_clients(sagemaker_runtime=runtime)
     code, out, err = ops_aws("predict", "--model", RUN)

@@ -13,15 +13,17 @@ from ops.aws.train import LeftRunning
 from ops.errors import OpsError
 from tests.ops.conftest import pulumi_ups
 
-HOOK_UP = '''
+HOOK_UP = """
 state["outputs"]["interface_endpoints_up"] = state["config"].get("deepcloud:interfaceEndpointsUp") == "true"
-'''
+"""
 
 
 @pytest.fixture
 def on_demand(stack):
-    stack.standins.update(outputs={**stack.outputs, "network_profile": "on-demand", "interface_endpoints_up": False},
-                          hooks={"up": HOOK_UP})
+    stack.standins.update(
+        outputs={**stack.outputs, "network_profile": "on-demand", "interface_endpoints_up": False},
+        hooks={"up": HOOK_UP},
+    )
     return stack
 
 

@@ -64,21 +64,50 @@ class EcsScript:
         self.stack, self.hyperparameters = stack, hyperparameters
         self.ecs, self.ecs_stub = stubbed("ecs")
         self.asg, self.asg_stub = stubbed("autoscaling")
-        asg_arn = (f"arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:uuid:"
-                   f"autoScalingGroupName/{stack.asg_name}")
-        self.ecs_stub.add_response("describe_capacity_providers", {"capacityProviders": [{
-            "name": stack.capacity_provider_name, "status": "ACTIVE",
-            "autoScalingGroupProvider": {"autoScalingGroupArn": asg_arn}}]},
-            {"capacityProviders": [stack.capacity_provider_name]})
-        self.asg_stub.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": [{
-            "AutoScalingGroupName": stack.asg_name, "MinSize": 0, "MaxSize": 2, "DesiredCapacity": 0,
-            "DefaultCooldown": 300, "AvailabilityZones": ["us-east-1a"], "HealthCheckType": "EC2",
-            "CreatedTime": T0, "Instances": [],
-            "MixedInstancesPolicy": {"LaunchTemplate": {"Overrides": [{"InstanceType": "g5.xlarge"},
-                                                                      {"InstanceType": "g4dn.xlarge"}]},
-                                     "InstancesDistribution": {"OnDemandBaseCapacity": 0,
-                                                               "OnDemandPercentageAboveBaseCapacity": 0}}}]},
-            {"AutoScalingGroupNames": [stack.asg_name]})
+        asg_arn = (
+            f"arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:uuid:autoScalingGroupName/{stack.asg_name}"
+        )
+        self.ecs_stub.add_response(
+            "describe_capacity_providers",
+            {
+                "capacityProviders": [
+                    {
+                        "name": stack.capacity_provider_name,
+                        "status": "ACTIVE",
+                        "autoScalingGroupProvider": {"autoScalingGroupArn": asg_arn},
+                    }
+                ]
+            },
+            {"capacityProviders": [stack.capacity_provider_name]},
+        )
+        self.asg_stub.add_response(
+            "describe_auto_scaling_groups",
+            {
+                "AutoScalingGroups": [
+                    {
+                        "AutoScalingGroupName": stack.asg_name,
+                        "MinSize": 0,
+                        "MaxSize": 2,
+                        "DesiredCapacity": 0,
+                        "DefaultCooldown": 300,
+                        "AvailabilityZones": ["us-east-1a"],
+                        "HealthCheckType": "EC2",
+                        "CreatedTime": T0,
+                        "Instances": [],
+                        "MixedInstancesPolicy": {
+                            "LaunchTemplate": {
+                                "Overrides": [{"InstanceType": "g5.xlarge"}, {"InstanceType": "g4dn.xlarge"}]
+                            },
+                            "InstancesDistribution": {
+                                "OnDemandBaseCapacity": 0,
+                                "OnDemandPercentageAboveBaseCapacity": 0,
+                            },
+                        },
+                    }
+                ]
+            },
+            {"AutoScalingGroupNames": [stack.asg_name]},
+        )
 
     @classmethod
     def launched(cls, stack, hyperparameters: dict[str, str]) -> EcsScript:
@@ -90,44 +119,81 @@ class EcsScript:
 
     def task_definition(self, image: str, revision: int = 1) -> None:
         arn = f"arn:aws:ecs:us-east-1:123456789012:task-definition/{self.stack.task_definition_family}:{revision}"
-        self.ecs_stub.add_response("describe_task_definition", {"taskDefinition": {
-            "taskDefinitionArn": arn,
-            "family": self.stack.task_definition_family, "revision": revision, "status": "ACTIVE",
-            "containerDefinitions": [{"name": "trainer", "image": image, "logConfiguration": {
-                "logDriver": "awslogs", "options": {"awslogs-group": self.stack.log_group,
-                                                    "awslogs-stream-prefix": "trainer"}}}]}},
-            {"taskDefinition": arn})  # the exact revision the stack output names
+        self.ecs_stub.add_response(
+            "describe_task_definition",
+            {
+                "taskDefinition": {
+                    "taskDefinitionArn": arn,
+                    "family": self.stack.task_definition_family,
+                    "revision": revision,
+                    "status": "ACTIVE",
+                    "containerDefinitions": [
+                        {
+                            "name": "trainer",
+                            "image": image,
+                            "logConfiguration": {
+                                "logDriver": "awslogs",
+                                "options": {"awslogs-group": self.stack.log_group, "awslogs-stream-prefix": "trainer"},
+                            },
+                        }
+                    ],
+                }
+            },
+            {"taskDefinition": arn},
+        )  # the exact revision the stack output names
 
     def run_task(self, revision: int) -> None:
         stack = self.stack
         hps = {**self.hyperparameters, "checkpoint_s3_uri": f"s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/"}
         environment = {
-            "AWS_DEFAULT_REGION": "us-east-1", "DEEPCLOUD_GIT_REVISION": images.git_short(REPO),
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "DEEPCLOUD_GIT_REVISION": images.git_short(REPO),
             "DEEPCLOUD_MODEL_S3_URI": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz",
             "SM_CHANNEL_TEST": f"s3://{stack.data_bucket}/digits/test/",
             "SM_CHANNEL_TRAIN": f"s3://{stack.data_bucket}/digits/train/",
             "SM_CHANNEL_VALIDATION": f"s3://{stack.data_bucket}/digits/validation/",
-            "SM_HPS": json.dumps(hps, sort_keys=True), "TRAINING_JOB_NAME": RUN_ID}
+            "SM_HPS": json.dumps(hps, sort_keys=True),
+            "TRAINING_JOB_NAME": RUN_ID,
+        }
         expected = {
-            "cluster": stack.cluster_name, "count": 1,
+            "cluster": stack.cluster_name,
+            "count": 1,
             "taskDefinition": f"arn:aws:ecs:us-east-1:123456789012:task-definition/"
-                              f"{stack.task_definition_family}:{revision}",
+            f"{stack.task_definition_family}:{revision}",
             "capacityProviderStrategy": [{"capacityProvider": stack.capacity_provider_name, "weight": 1, "base": 0}],
-            "networkConfiguration": {"awsvpcConfiguration": {"subnets": stack.subnet_ids,
-                                                             "securityGroups": [stack.security_group_id],
-                                                             "assignPublicIp": "DISABLED"}},
-            "overrides": {"containerOverrides": [{"name": "trainer", "command": ["train"], "environment": [
-                {"name": k, "value": v} for k, v in sorted(environment.items())]}]},
-            "startedBy": RUN_ID, "enableECSManagedTags": True,
-            "tags": [{"key": "deepcloud:stack", "value": stack.tag}, {"key": "deepcloud:run-id", "value": RUN_ID}]}
+            "networkConfiguration": {
+                "awsvpcConfiguration": {
+                    "subnets": stack.subnet_ids,
+                    "securityGroups": [stack.security_group_id],
+                    "assignPublicIp": "DISABLED",
+                }
+            },
+            "overrides": {
+                "containerOverrides": [
+                    {
+                        "name": "trainer",
+                        "command": ["train"],
+                        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+                    }
+                ]
+            },
+            "startedBy": RUN_ID,
+            "enableECSManagedTags": True,
+            "tags": [{"key": "deepcloud:stack", "value": stack.tag}, {"key": "deepcloud:run-id", "value": RUN_ID}],
+        }
         self.ecs_stub.add_response("run_task", {"tasks": [self._task("PROVISIONING")], "failures": []}, expected)
 
     def _task(self, status: str, exit_code: int | None = None, **extra) -> dict:
         container = {"name": "trainer", "lastStatus": status}
         if exit_code is not None:
             container["exitCode"] = exit_code
-        task = {"taskArn": task_arn(self.stack), "lastStatus": status, "desiredStatus": "RUNNING",
-                "createdAt": T0, "containers": [container]}
+        task = {
+            "taskArn": task_arn(self.stack),
+            "lastStatus": status,
+            "desiredStatus": "RUNNING",
+            "createdAt": T0,
+            "containers": [container],
+        }
         if status not in ("PROVISIONING",):
             task["containerInstanceArn"] = "arn:aws:ecs:us-east-1:123456789012:container-instance/c/ci-1"
         if status in ("PENDING", "RUNNING", "STOPPED"):
@@ -136,23 +202,40 @@ class EcsScript:
         return task
 
     def poll(self, status: str, exit_code: int | None = None, **extra) -> None:
-        self.ecs_stub.add_response("describe_tasks", {"tasks": [self._task(status, exit_code, **extra)]},
-                                   {"cluster": self.stack.cluster_name, "tasks": [task_arn(self.stack)]})
+        self.ecs_stub.add_response(
+            "describe_tasks",
+            {"tasks": [self._task(status, exit_code, **extra)]},
+            {"cluster": self.stack.cluster_name, "tasks": [task_arn(self.stack)]},
+        )
 
     def activities(self, *activities: tuple[str, str, str]) -> None:
-        listed = [{"ActivityId": f"a-{i}", "AutoScalingGroupName": self.stack.asg_name, "Cause": "ECS managed scaling",
-                   "StartTime": T0 + timedelta(seconds=30 + i), "StatusCode": code, "Description": text,
-                   **({"StatusMessage": message} if message else {})}
-                  for i, (text, code, message) in enumerate(activities)]
-        self.asg_stub.add_response("describe_scaling_activities", {"Activities": listed[::-1]},
-                                   {"AutoScalingGroupName": self.stack.asg_name, "MaxRecords": 20})
+        listed = [
+            {
+                "ActivityId": f"a-{i}",
+                "AutoScalingGroupName": self.stack.asg_name,
+                "Cause": "ECS managed scaling",
+                "StartTime": T0 + timedelta(seconds=30 + i),
+                "StatusCode": code,
+                "Description": text,
+                **({"StatusMessage": message} if message else {}),
+            }
+            for i, (text, code, message) in enumerate(activities)
+        ]
+        self.asg_stub.add_response(
+            "describe_scaling_activities",
+            {"Activities": listed[::-1]},
+            {"AutoScalingGroupName": self.stack.asg_name, "MaxRecords": 20},
+        )
 
     def stopped(self, exit_code: int | None, reason: str, stop_code: str = "EssentialContainerExited") -> None:
         self.poll("STOPPED", exit_code, stoppedReason=reason, stopCode=stop_code, stoppedAt=T0 + timedelta(minutes=33))
 
     def stop_task(self, reason: str) -> None:
-        self.ecs_stub.add_response("stop_task", {"task": self._task("STOPPING")},
-                                   {"cluster": self.stack.cluster_name, "task": task_arn(self.stack), "reason": reason})
+        self.ecs_stub.add_response(
+            "stop_task",
+            {"task": self._task("STOPPING")},
+            {"cluster": self.stack.cluster_name, "task": task_arn(self.stack), "reason": reason},
+        )
 
     def clients(self) -> dict:
         return {"ecs": self.ecs, "autoscaling": self.asg}
@@ -167,13 +250,17 @@ def put_log(stack, lines: list[str]) -> None:
     stream = f"trainer/trainer/{TASK_ID}"
     logs.create_log_stream(logGroupName=stack.log_group, logStreamName=stream)
     start = int(datetime.now(UTC).timestamp() * 1000)  # CloudWatch (and moto) refuse events over 14 days old
-    logs.put_log_events(logGroupName=stack.log_group, logStreamName=stream,
-                        logEvents=[{"timestamp": start + i, "message": line} for i, line in enumerate(lines)])
+    logs.put_log_events(
+        logGroupName=stack.log_group,
+        logStreamName=stream,
+        logEvents=[{"timestamp": start + i, "message": line} for i, line in enumerate(lines)],
+    )
 
 
 def record(stack) -> dict:
-    return json.loads(client("s3").get_object(Bucket=stack.artifacts_bucket,
-                                              Key=f"models/{RUN_ID}/run.json")["Body"].read())
+    return json.loads(
+        client("s3").get_object(Bucket=stack.artifacts_bucket, Key=f"models/{RUN_ID}/run.json")["Body"].read()
+    )
 
 
 def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
@@ -192,8 +279,14 @@ def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
     script.poll("RUNNING")
     script.poll("RUNNING")
     script.stopped(0, "Essential container in task exited")
-    put_log(stack, ["config {\"epochs\": 2}", "epoch 2/2 validation_accuracy=0.97",
-                    f"model uploaded to s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz"])
+    put_log(
+        stack,
+        [
+            'config {"epochs": 2}',
+            "epoch 2/2 validation_accuracy=0.97",
+            f"model uploaded to s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz",
+        ],
+    )
     stack.put_model(RUN_ID)
     clock = Clock()
     ctx = stack.context(tmp_path, script.clients(), clock=clock, sleep=clock.sleep)
@@ -228,8 +321,13 @@ def test_ecs_run_through_every_phase(ready, tmp_path, capsys) -> None:
     for expected in expected_in_order:
         assert expected in out[position:], f"{expected!r} not in order in:\n{out}"
         position = out.index(expected, position)
-    assert ["config", "set", "deepcloud:trainerImageTag", image_uri(stack).rsplit(":", 1)[1], "--non-interactive"] \
-        in stack.standins.calls("pulumi")
+    assert [
+        "config",
+        "set",
+        "deepcloud:trainerImageTag",
+        image_uri(stack).rsplit(":", 1)[1],
+        "--non-interactive",
+    ] in stack.standins.calls("pulumi")
     assert len(pulumi_ups(stack)) == 1, "the task definition's new image, through the policy pack"
     saved = record(stack)
     assert saved["status"] == "Completed"
@@ -254,8 +352,10 @@ def test_non_zero_exit_fails_with_the_trainers_reason(ready, tmp_path, capsys) -
     with pytest.raises(OpsError) as failed:
         train.run(ctx, TrainOptions(hyperparameters={"lr": "fast"}))
 
-    assert str(failed.value) == f"run {RUN_ID} failed (exit code 1): hyperparameter 'lr' must be a finite number, " \
-                                "got 'fast'"
+    assert (
+        str(failed.value) == f"run {RUN_ID} failed (exit code 1): hyperparameter 'lr' must be a finite number, "
+        "got 'fast'"
+    )
     script.done()
     out = capsys.readouterr().out
     assert "  | error: hyperparameter 'lr' must be a finite number, got 'fast'" in out
@@ -269,12 +369,16 @@ def test_a_container_that_never_ran(ready, tmp_path) -> None:
     stack = ready
     script = EcsScript.launched(stack, {})
     script.poll("PENDING")
-    script.stopped(None, "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
-                   stop_code="TaskFailedToStart")
+    script.stopped(
+        None, "CannotPullContainerError: pull image manifest has been retried 5 time(s)", stop_code="TaskFailedToStart"
+    )
     clock = Clock()
     ctx = stack.context(tmp_path, script.clients(), clock=clock, sleep=clock.sleep)
-    with pytest.raises(OpsError, match=r"failed \(exit code none\): the container did not run: "
-                                       r"CannotPullContainerError"):
+    with pytest.raises(
+        OpsError,
+        match=r"failed \(exit code none\): the container did not run: "
+        r"CannotPullContainerError",
+    ):
         train.run(ctx, TrainOptions(hyperparameters={}))
 
 
@@ -283,10 +387,10 @@ def test_max_cost_caps_the_runtime_and_stops_the_task(ready, tmp_path, capsys) -
     script = EcsScript.launched(stack, {})
     script.poll("PROVISIONING")
     script.activities()
-    script.poll("PENDING")      # t=600: an instance is assigned; the runtime counts from here
-    script.poll("RUNNING")      # t=1200: ran 600 s
-    script.poll("RUNNING")      # t=1800: ran 1200 s
-    script.poll("RUNNING")      # t=2400: ran 1800 s > 1789 s -> stop
+    script.poll("PENDING")  # t=600: an instance is assigned; the runtime counts from here
+    script.poll("RUNNING")  # t=1200: ran 600 s
+    script.poll("RUNNING")  # t=1800: ran 1200 s
+    script.poll("RUNNING")  # t=2400: ran 1800 s > 1789 s -> stop
     script.stop_task("maximum runtime reached (MAX_COST/MAX_HOURS)")
     script.stopped(143, "maximum runtime reached (MAX_COST/MAX_HOURS)", stop_code="UserInitiated")
     clock = Clock(step=600)
@@ -322,8 +426,9 @@ def test_a_spot_interruption_ends_the_run_interrupted_and_resumable(ready, tmp_p
         train.run(ctx, TrainOptions(hyperparameters={}))
 
     message = str(interrupted.value)
-    assert message.startswith(f"run {RUN_ID} was interrupted: EC2 reclaimed its spot instance (EC2 spot interruption "
-                              "of i-0abc")
+    assert message.startswith(
+        f"run {RUN_ID} was interrupted: EC2 reclaimed its spot instance (EC2 spot interruption of i-0abc"
+    )
     assert f"`make train TARGET=aws RESUME={RUN_ID}` continues it" in message
     assert f"checkpoints are in s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/" in message
     script.done()
@@ -370,8 +475,11 @@ def test_ctrl_c_and_no_leaves_it_running(ready, tmp_path, monkeypatch) -> None:
 
 
 def test_no_dataset_in_the_bucket(stack, tmp_path) -> None:
-    with pytest.raises(OpsError, match=rf"^no dataset in s3://{stack.data_bucket}/digits/: run `make data "
-                                       r"TARGET=aws` first"):
+    with pytest.raises(
+        OpsError,
+        match=rf"^no dataset in s3://{stack.data_bucket}/digits/: run `make data "
+        r"TARGET=aws` first",
+    ):
         train.run(stack.context(tmp_path), TrainOptions(hyperparameters={}, backend="sagemaker"))
 
 
@@ -383,12 +491,19 @@ botocore's ResourceConfig.VolumeSizeInGB text name as having NVMe instance stora
 def refuse_volume_key_on_local_storage(sagemaker) -> None:
     """Answer CreateTrainingJob as SageMaker does and moto does not: botocore's model of ResourceConfig.VolumeKmsKeyId
     says "You can't request a VolumeKmsKeyId when using an instance type with local storage"."""
+
     def check(params, **_kwargs) -> None:
         resources = params.get("ResourceConfig", {})
         if resources.get("VolumeKmsKeyId") and resources.get("InstanceType", "").startswith(LOCAL_STORAGE_NAMED_BY_AWS):
-            raise ClientError({"Error": {"Code": "ValidationException", "Message": "You can't request a "
-                                         "VolumeKmsKeyId when using an instance type with local storage."}},
-                              "CreateTrainingJob")
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "ValidationException",
+                        "Message": "You can't request a VolumeKmsKeyId when using an instance type with local storage.",
+                    }
+                },
+                "CreateTrainingJob",
+            )
 
     sagemaker.meta.events.register("before-parameter-build.sagemaker.CreateTrainingJob", check)
 
@@ -409,8 +524,10 @@ def test_sagemaker_job_with_spot_checkpoints_kms_isolation_and_vpc(ready, tmp_pa
     limits = job["StoppingCondition"]
     assert limits["MaxRuntimeInSeconds"] == 5113, "$2.00 at ml.g5.xlarge's $1.408/h"
     assert limits["MaxWaitTimeInSeconds"] > limits["MaxRuntimeInSeconds"]
-    assert job["CheckpointConfig"] == {"S3Uri": f"s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/",
-                                       "LocalPath": "/opt/ml/checkpoints"}
+    assert job["CheckpointConfig"] == {
+        "S3Uri": f"s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
     assert job["OutputDataConfig"]["KmsKeyId"] == stack.kms_key_arn
     assert "VolumeKmsKeyId" not in job["ResourceConfig"], "ml.g5 has NVMe storage: SageMaker refuses a volume key"
     assert job["EnableNetworkIsolation"] is True
@@ -447,8 +564,9 @@ def test_sagemaker_backend_needs_the_training_role_output(ready, tmp_path) -> No
 
 def test_unpriced_capacity_cannot_honour_max_cost(ready, tmp_path) -> None:
     with pytest.raises(OpsError, match=r"^no price for ml.x9.huge in \[sagemaker_training\] of ops/aws/prices.toml"):
-        train.run(ready.context(tmp_path), TrainOptions(hyperparameters={}, backend="sagemaker",
-                                                        instance_type="ml.x9.huge"))
+        train.run(
+            ready.context(tmp_path), TrainOptions(hyperparameters={}, backend="sagemaker", instance_type="ml.x9.huge")
+        )
 
 
 def test_stubber_rejects_a_request_the_real_api_would(stack) -> None:
@@ -493,7 +611,8 @@ def test_mnist_goes_to_a_prefix_of_its_own_and_trains_with_its_defaults(stack, o
         body = s3.get_object(Bucket=stack.data_bucket, Key=f"{name}/train/manifest.csv")["Body"].read()
         assert body.endswith(f",{name}\n".encode())
     assert dataset.channels(s3, stack.data_bucket, "mnist") == {
-        c: f"s3://{stack.data_bucket}/mnist/{c}/" for c in ("train", "validation", "test")}
+        c: f"s3://{stack.data_bucket}/mnist/{c}/" for c in ("train", "validation", "test")
+    }
     seen: list = []
     monkeypatch.setattr("ops.aws.train.run", lambda ctx, options: seen.append(options) or {})
     monkeypatch.setattr("ops.aws.preflight.run", lambda *a, **k: None)
@@ -503,67 +622,126 @@ def test_mnist_goes_to_a_prefix_of_its_own_and_trains_with_its_defaults(stack, o
 
 
 def test_a_dataset_not_uploaded_names_the_make_data_that_uploads_it(stack, tmp_path) -> None:
-    with pytest.raises(OpsError, match=rf"^no dataset in s3://{stack.data_bucket}/mnist/: run `make data "
-                                       r"TARGET=aws DATASET=mnist` first"):
+    with pytest.raises(
+        OpsError,
+        match=rf"^no dataset in s3://{stack.data_bucket}/mnist/: run `make data "
+        r"TARGET=aws DATASET=mnist` first",
+    ):
         train.run(stack.context(tmp_path), TrainOptions(hyperparameters={}, dataset="mnist", backend="sagemaker"))
 
 
 def describe_answer(stack, status: str, secondary: str, transitions: list[dict], **extra) -> dict:
     """A DescribeTrainingJob answer with the members botocore's model requires, and what the watcher reads."""
-    return {"TrainingJobName": RUN_ID, "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/"
-                                                         f"{RUN_ID}",
-            "ModelArtifacts": {"S3ModelArtifacts": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/output/"
-                                                   "model.tar.gz"},
-            "TrainingJobStatus": status, "SecondaryStatus": secondary, "CreationTime": T0,
-            "StoppingCondition": {"MaxRuntimeInSeconds": 2556}, "SecondaryStatusTransitions": transitions, **extra}
+    return {
+        "TrainingJobName": RUN_ID,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{RUN_ID}",
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/output/model.tar.gz"},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": secondary,
+        "CreationTime": T0,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 2556},
+        "SecondaryStatusTransitions": transitions,
+        **extra,
+    }
 
 
 def test_sagemaker_job_on_two_instances_prices_both_and_shows_each_hosts_log(ready, tmp_path, capsys) -> None:
     """The request for N instances, checked by botocore's Stubber against the real CreateTrainingJob model."""
     stack = ready
     stack.put_model(RUN_ID, key=f"models/{RUN_ID}/output/model.tar.gz")
-    put_host_logs(RUN_ID, {1: ["epoch=1 train_loss=1.2 train_accuracy=0.8 validation_loss=1 validation_accuracy=0.78"],
-                           2: ["waiting for algo-1 to resolve"]})
+    put_host_logs(
+        RUN_ID,
+        {
+            1: ["epoch=1 train_loss=1.2 train_accuracy=0.8 validation_loss=1 validation_accuracy=0.78"],
+            2: ["waiting for algo-1 to resolve"],
+        },
+    )
     sagemaker, stub = stubbed("sagemaker")
     requests: list[dict] = []
-    sagemaker.meta.events.register("provide-client-params.sagemaker.CreateTrainingJob",
-                                   lambda params, **_: requests.append(params))
-    channel = {c: {"ChannelName": c, "InputMode": "File", "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": f"s3://{stack.data_bucket}/digits/{c}/",
-        "S3DataDistributionType": "FullyReplicated"}}} for c in ("train", "validation", "test")}
+    sagemaker.meta.events.register(
+        "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: requests.append(params)
+    )
+    channel = {
+        c: {
+            "ChannelName": c,
+            "InputMode": "File",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": f"s3://{stack.data_bucket}/digits/{c}/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+        }
+        for c in ("train", "validation", "test")
+    }
     expected = {
-        "TrainingJobName": RUN_ID, "AlgorithmSpecification": ANY, "RoleArn": stack.training_role_arn,
-        "HyperParameters": {"epochs": "2"}, "InputDataConfig": list(channel.values()), "OutputDataConfig": ANY,
+        "TrainingJobName": RUN_ID,
+        "AlgorithmSpecification": ANY,
+        "RoleArn": stack.training_role_arn,
+        "HyperParameters": {"epochs": "2"},
+        "InputDataConfig": list(channel.values()),
+        "OutputDataConfig": ANY,
         "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 50},
         "StoppingCondition": {"MaxRuntimeInSeconds": 2556, "MaxWaitTimeInSeconds": 2556 + 3600},
-        "EnableManagedSpotTraining": True, "CheckpointConfig": ANY,
-        "TensorBoardOutputConfig": {"LocalPath": "/opt/ml/output/tensorboard",
-                                    "S3OutputPath": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/tensorboard/"},
+        "EnableManagedSpotTraining": True,
+        "CheckpointConfig": ANY,
+        "TensorBoardOutputConfig": {
+            "LocalPath": "/opt/ml/output/tensorboard",
+            "S3OutputPath": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/tensorboard/",
+        },
         "VpcConfig": {"SecurityGroupIds": [stack.security_group_id], "Subnets": stack.subnet_ids},
-        "EnableNetworkIsolation": True, "EnableInterContainerTrafficEncryption": True, "Environment": ANY,
-        "Tags": ANY}
-    stub.add_response("create_training_job", {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:"
-                                                                f"training-job/{RUN_ID}"}, expected)
+        "EnableNetworkIsolation": True,
+        "EnableInterContainerTrafficEncryption": True,
+        "Environment": ANY,
+        "Tags": ANY,
+    }
+    stub.add_response(
+        "create_training_job",
+        {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{RUN_ID}"},
+        expected,
+    )
     starting = {"Status": "Starting", "StartTime": T0, "StatusMessage": "Preparing the instances for training"}
-    stub.add_response("describe_training_job", describe_answer(stack, "InProgress", "Starting", [starting]),
-                      {"TrainingJobName": RUN_ID})
-    stub.add_response("describe_training_job", describe_answer(
-        stack, "Completed", "Completed", [starting, {"Status": "Completed", "StartTime": T0}],
-        BillableTimeInSeconds=600), {"TrainingJobName": RUN_ID})
+    stub.add_response(
+        "describe_training_job",
+        describe_answer(stack, "InProgress", "Starting", [starting]),
+        {"TrainingJobName": RUN_ID},
+    )
+    stub.add_response(
+        "describe_training_job",
+        describe_answer(
+            stack,
+            "Completed",
+            "Completed",
+            [starting, {"Status": "Completed", "StartTime": T0}],
+            BillableTimeInSeconds=600,
+        ),
+        {"TrainingJobName": RUN_ID},
+    )
     clock = Clock()
     ctx = stack.context(tmp_path, {"sagemaker": sagemaker}, clock=clock, sleep=clock.sleep)
 
-    result = train.run(ctx, TrainOptions(hyperparameters={"epochs": "2"}, backend="sagemaker", max_cost=2.0,
-                                         instance_count=2))
+    result = train.run(
+        ctx, TrainOptions(hyperparameters={"epochs": "2"}, backend="sagemaker", max_cost=2.0, instance_count=2)
+    )
 
     stub.assert_no_pending_responses()
     (request,) = requests
     names = [d["Name"] for d in request["AlgorithmSpecification"]["MetricDefinitions"]]
-    assert names == ["train:batch_loss", "train:learning_rate", "train:loss", "train:accuracy", "validation:loss",
-                     "validation:accuracy", "test:loss", "test:accuracy"]
+    assert names == [
+        "train:batch_loss",
+        "train:learning_rate",
+        "train:loss",
+        "train:accuracy",
+        "validation:loss",
+        "validation:accuracy",
+        "test:loss",
+        "test:accuracy",
+    ]
     out = capsys.readouterr().out
-    assert ("capacity     2 x ml.g5.xlarge (SageMaker managed spot): at most $2.82/h (2 x $1.41/h, ml.g5.xlarge "
-            "on-demand)") in out
+    assert (
+        "capacity     2 x ml.g5.xlarge (SageMaker managed spot): at most $2.82/h (2 x $1.41/h, ml.g5.xlarge on-demand)"
+    ) in out
     assert "max runtime  42 min 36 s (MAX_COST=2); worst case $2.00" in out, "$2.00 buys 2556 s of 2 x $1.408/h"
     assert f"job          {RUN_ID} (2 x ml.g5.xlarge)" in out
     assert f"tensorboard  s3://{stack.artifacts_bucket}/models/{RUN_ID}/tensorboard/" in out
@@ -575,15 +753,21 @@ def test_sagemaker_job_on_two_instances_prices_both_and_shows_each_hosts_log(rea
     assert (record(stack)["instance_count"], record(stack)["cost_usd_max"]) == (2, 0.4693)
 
 
-@pytest.mark.parametrize(("count", "backend", "message"), [
-    ("0", "sagemaker", "INSTANCE_COUNT='0' is not a positive whole number: write e.g. INSTANCE_COUNT=2"),
-    ("two", "sagemaker", "INSTANCE_COUNT='two' is not a positive whole number"),
-    ("1.5", "sagemaker", "INSTANCE_COUNT='1.5' is not a positive whole number"),
-    ("2", "ecs", "INSTANCE_COUNT=2 needs BACKEND=sagemaker: BACKEND=ecs runs one instance per run; use `make train "
-                 "TARGET=aws BACKEND=sagemaker INSTANCE_COUNT=2`"),
-])
-def test_instance_count_is_checked_before_anything_runs(stack, ops_aws, monkeypatch, count, backend,
-                                                        message) -> None:
+@pytest.mark.parametrize(
+    ("count", "backend", "message"),
+    [
+        ("0", "sagemaker", "INSTANCE_COUNT='0' is not a positive whole number: write e.g. INSTANCE_COUNT=2"),
+        ("two", "sagemaker", "INSTANCE_COUNT='two' is not a positive whole number"),
+        ("1.5", "sagemaker", "INSTANCE_COUNT='1.5' is not a positive whole number"),
+        (
+            "2",
+            "ecs",
+            "INSTANCE_COUNT=2 needs BACKEND=sagemaker: BACKEND=ecs runs one instance per run; use `make train "
+            "TARGET=aws BACKEND=sagemaker INSTANCE_COUNT=2`",
+        ),
+    ],
+)
+def test_instance_count_is_checked_before_anything_runs(stack, ops_aws, monkeypatch, count, backend, message) -> None:
     monkeypatch.setenv("INSTANCE_COUNT", count)
     for command in ("train", "preflight"):
         code, _, err = ops_aws(command, "--backend", backend)

@@ -89,8 +89,12 @@ def test_every_output_ops_reads_is_exported_by_infra() -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "OUTPUTS" for t in node.targets):
             exported |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "export" and \
-                node.args and isinstance(node.args[0], ast.Constant):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", "") == "export"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             exported.add(node.args[0].value)
     if not exported:
         pytest.skip("infra/__main__.py exports nothing yet")
@@ -114,14 +118,36 @@ def test_max_runtime_from_max_cost() -> None:
 
 
 def test_stack_outputs_are_named_in_one_place() -> None:
-    assert stack.OUTPUT_KEYS == ("region", "data_bucket", "artifacts_bucket", "kms_key_arn", "trainer_repository_url",
-                                 "serving_repository_url", "cluster_name", "capacity_provider_name",
-                                 "task_definition_family", "subnet_ids", "security_group_id", "endpoint_name",
-                                 "training_role_arn", "stack_tag", "task_definition_arn", "endpoint_config_name",
-                                 "endpoint_instance_type", "endpoint_max_instances", "access_logs_bucket",
-                                 "force_destroy", "protect_data_bucket", "endpoint_mode", "async_prefix",
-                                 "models_prefix", "network_profile", "interface_endpoints_up", "monthly_budget",
-                                 "budget_name")
+    assert stack.OUTPUT_KEYS == (
+        "region",
+        "data_bucket",
+        "artifacts_bucket",
+        "kms_key_arn",
+        "trainer_repository_url",
+        "serving_repository_url",
+        "cluster_name",
+        "capacity_provider_name",
+        "task_definition_family",
+        "subnet_ids",
+        "security_group_id",
+        "endpoint_name",
+        "training_role_arn",
+        "stack_tag",
+        "task_definition_arn",
+        "endpoint_config_name",
+        "endpoint_instance_type",
+        "endpoint_max_instances",
+        "access_logs_bucket",
+        "force_destroy",
+        "protect_data_bucket",
+        "endpoint_mode",
+        "async_prefix",
+        "models_prefix",
+        "network_profile",
+        "interface_endpoints_up",
+        "monthly_budget",
+        "budget_name",
+    )
     raw = {key: f"v-{key}" for key in stack.OUTPUT_KEYS} | {"subnet_ids": "subnet-a, subnet-b", "endpoint_name": ""}
     outputs = stack.StackOutputs.parse(raw, "dev")
     assert outputs.subnet_ids == ("subnet-a", "subnet-b")
@@ -142,14 +168,22 @@ def test_aws_errors_become_one_line() -> None:
     assert describe(NoCredentialsError()).startswith("no AWS credentials found")
     assert describe(error("ExpiredToken", "expired")).startswith("AWS rejected the credentials (ExpiredToken: expired)")
     assert describe(error("AccessDeniedException", "not allowed")) == (
-        "AWS denied RunTask: not allowed; the credentials in use need that permission (see README, 'The AWS workflow')")
+        "AWS denied RunTask: not allowed; the credentials in use need that permission (see README, 'The AWS workflow')"
+    )
     assert describe(error("ThrottlingException", "slow down")) == "AWS RunTask failed: ThrottlingException: slow down"
     assert describe(EndpointConnectionError(endpoint_url="https://ecs")).startswith("cannot reach AWS: Could not")
 
 
 def test_first_traceback_and_last_error() -> None:
-    lines = ["start", "Traceback (most recent call last):", '  File "a.py", line 1', "    x()",
-             "ValueError: bad", "Traceback (most recent call last):", "KeyError: 2"]
+    lines = [
+        "start",
+        "Traceback (most recent call last):",
+        '  File "a.py", line 1',
+        "    x()",
+        "ValueError: bad",
+        "Traceback (most recent call last):",
+        "KeyError: 2",
+    ]
     assert first_traceback(lines) == lines[1:5]
     assert first_traceback(["no", "trace"]) == []
     assert last_error(["error: first", "noise", "error: second", "done"]) == "second"

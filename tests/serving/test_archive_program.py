@@ -61,8 +61,16 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     found = {}
     for name in ("cnn", "resnet"):
-        model = build_model(name, in_channels=3, image_size=(32, 32), num_classes=10, width=8, dropout=0.1,
-                            mean=[0.5] * 3, std=[0.25] * 3).eval()
+        model = build_model(
+            name,
+            in_channels=3,
+            image_size=(32, 32),
+            num_classes=10,
+            width=8,
+            dropout=0.1,
+            mean=[0.5] * 3,
+            std=[0.25] * 3,
+        ).eval()
         found[f"trainer {name}"] = root / f"{name}.pt2"
         export_program(model, torch.rand(2, 3, 32, 32) * 255, found[f"trainer {name}"])
     for name in ("mlp", "cnn"):
@@ -94,13 +102,16 @@ def test_outputs_are_bit_identical_to_torch_export_load(archives: dict[str, Path
 
 @pytest.mark.parametrize("loader", ["serving.program.load_program", "torch.export.load"])
 def test_the_reader_leaves_dynamo_and_sympy_unimported(archives: dict[str, Path], loader: str) -> None:
-    script = (f"import sys, torch, serving.program\n"
-              f"m = {loader}({str(archives['bench cnn'])!r})\n"
-              f"m = m if isinstance(m, torch.nn.Module) else m.module()\n"
-              f"m(torch.zeros(2, 3, 32, 32))\n"
-              f"print(sorted(n for n in ('torch._dynamo', 'sympy') if n in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          check=True)
+    script = (
+        f"import sys, torch, serving.program\n"
+        f"m = {loader}({str(archives['bench cnn'])!r})\n"
+        f"m = m if isinstance(m, torch.nn.Module) else m.module()\n"
+        f"m(torch.zeros(2, 3, 32, 32))\n"
+        f"print(sorted(n for n in ('torch._dynamo', 'sympy') if n in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
     imported = done.stdout.strip().splitlines()[-1]
     # torch.export.load imports both: the check can tell the two apart
     assert imported == ("[]" if loader.startswith("serving") else "['sympy', 'torch._dynamo']")
@@ -163,8 +174,7 @@ def _tampered(source: Path, dest: Path, edit) -> Path:
 
 
 @pytest.mark.parametrize("target", ["torch.load", "builtins.eval", "torch.ops.aten.__class__.x", "os.system"])
-def test_a_node_target_outside_aten_is_never_resolved(archives: dict[str, Path], tmp_path: Path,
-                                                     target: str) -> None:
+def test_a_node_target_outside_aten_is_never_resolved(archives: dict[str, Path], tmp_path: Path, target: str) -> None:
     def edit(program: dict, members: dict) -> None:
         program["graph_module"]["graph"]["nodes"][0]["target"] = target
 
@@ -190,14 +200,18 @@ def test_another_schema_major_or_a_pickled_payload_is_not_read(archives: dict[st
         ArchiveProgram.load(_tampered(archives["bench mlp"], tmp_path / "pickled.pt2", pickled))
 
 
-@pytest.mark.parametrize(("shape", "message"), [
-    ((2, 3, 32), "rank 4"),
-    ((2, 3, 32, 31), "dimension 3 must be 32"),
-    ((2, 1, 32, 32), "dimension 1 must be 3"),
-    ((4097, 3, 32, 32), r"dimension 0 must lie in \[1, 4096\]"),
-])
-def test_inputs_are_checked_as_the_exported_module_checks_them(archives: dict[str, Path], shape: tuple[int, ...],
-                                                                message: str) -> None:
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((2, 3, 32), "rank 4"),
+        ((2, 3, 32, 31), "dimension 3 must be 32"),
+        ((2, 1, 32, 32), "dimension 1 must be 3"),
+        ((4097, 3, 32, 32), r"dimension 0 must lie in \[1, 4096\]"),
+    ],
+)
+def test_inputs_are_checked_as_the_exported_module_checks_them(
+    archives: dict[str, Path], shape: tuple[int, ...], message: str
+) -> None:
     ours, theirs = ArchiveProgram.load(archives["trainer cnn"]), torch.export.load(archives["trainer cnn"]).module()
     x = torch.zeros(shape)
     with pytest.raises(ValueError, match=message):
@@ -216,8 +230,9 @@ class SharedActivation(nn.Module):
         return (torch.relu(y) + y + torch.relu(self.b(x))).mean((2, 3))  # a's output has two readers
 
 
-def test_conv_relu_pairs_are_fused_only_where_the_conv_has_one_reader(archives: dict[str, Path],
-                                                                      tmp_path: Path) -> None:
+def test_conv_relu_pairs_are_fused_only_where_the_conv_has_one_reader(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
     program = ArchiveProgram.load(archives["bench cnn"])
     x = _input("bench cnn", 5)
     with torch.inference_mode():
@@ -226,8 +241,9 @@ def test_conv_relu_pairs_are_fused_only_where_the_conv_has_one_reader(archives: 
         assert program.fused == 3
         torch.testing.assert_close(program(x), plain, rtol=1e-5, atol=1e-5)
         program.to(memory_format=torch.channels_last)
-        torch.testing.assert_close(program(x.contiguous(memory_format=torch.channels_last)), plain, rtol=1e-5,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            program(x.contiguous(memory_format=torch.channels_last)), plain, rtol=1e-5, atol=1e-5
+        )
         assert program.fuse_conv_relu(False) == 0
         assert program.fused == 0
 

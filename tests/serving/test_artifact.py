@@ -86,8 +86,9 @@ class _Payload:
         return (print, ("this must never run",))
 
 
-def test_code_in_sample_inputs_never_runs_because_nothing_is_unpickled(tiny_artifact: Path, capsys,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_code_in_sample_inputs_never_runs_because_nothing_is_unpickled(
+    tiny_artifact: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def poison(members: dict[str, bytes]) -> None:
         name = next(n for n in members if "sample_inputs" in n)
         members[name] = pickle.dumps(_Payload(), protocol=2)
@@ -148,8 +149,9 @@ def test_model_tar_gz_is_extracted_and_loaded(tiny_artifact: Path, tmp_path: Pat
     assert resolve_model_dir(tiny_artifact) == tiny_artifact
 
 
-def test_an_archive_extracted_in_process_is_removed_when_the_interpreter_exits(tiny_artifact: Path,
-                                                                              tmp_path: Path) -> None:
+def test_an_archive_extracted_in_process_is_removed_when_the_interpreter_exits(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
     """Not only the server: tests and scripts that load a model.tar.gz leave no copy of it in TMPDIR."""
     archive = tmp_path / "model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -157,9 +159,17 @@ def test_an_archive_extracted_in_process_is_removed_when_the_interpreter_exits(t
             tar.add(path, arcname=path.name)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    script = ("import sys, pathlib; from serving.artifact import resolve_model_dir\n"
-              f"print(resolve_model_dir(pathlib.Path({str(archive)!r})))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], check=True,
-                          env={**os.environ, "TMPDIR": str(scratch)}, capture_output=True, text=True)
+    script = (
+        "import sys, pathlib; from serving.artifact import resolve_model_dir\n"
+        f"print(resolve_model_dir(pathlib.Path({str(archive)!r})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+    )
     assert done.stdout.startswith(str(scratch / "deepcloud-model-"))
     assert list(scratch.iterdir()) == []

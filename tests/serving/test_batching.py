@@ -38,8 +38,12 @@ def test_concurrent_requests_are_coalesced_and_equal_unbatched_results(artifact:
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher(array_forward(lambda b: predict(artifact, b)),
-                              BatchPolicy(max_batch_size=16, max_batch_delay=0.02), pool, on_batch=sizes.append)
+            batcher = Batcher(
+                array_forward(lambda b: predict(artifact, b)),
+                BatchPolicy(max_batch_size=16, max_batch_delay=0.02),
+                pool,
+                on_batch=sizes.append,
+            )
             batcher.start()
             try:
                 return await asyncio.gather(*(batcher.submit(r, timeout=30) for r in requests))
@@ -61,8 +65,12 @@ def test_a_request_larger_than_the_batch_runs_alone(artifact: Artifact) -> None:
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher(array_forward(lambda b: predict(artifact, b)), BatchPolicy(max_batch_size=8), pool,
-                              on_batch=sizes.append)
+            batcher = Batcher(
+                array_forward(lambda b: predict(artifact, b)),
+                BatchPolicy(max_batch_size=8),
+                pool,
+                on_batch=sizes.append,
+            )
             batcher.start()
             try:
                 return await asyncio.gather(batcher.submit(big, 30), batcher.submit(big[:3], 30))
@@ -89,8 +97,9 @@ def test_one_failing_request_does_not_fail_its_batch_neighbours(artifact: Artifa
             batcher = Batcher(array_forward(forward), BatchPolicy(max_batch_size=64, max_batch_delay=0.05), pool)
             batcher.start()
             try:
-                return await asyncio.gather(*(batcher.submit(r, 30) for r in [*good[:3], poison, *good[3:]]),
-                                            return_exceptions=True)
+                return await asyncio.gather(
+                    *(batcher.submit(r, 30) for r in [*good[:3], poison, *good[3:]]), return_exceptions=True
+                )
             finally:
                 await batcher.stop()
 
@@ -187,8 +196,9 @@ def test_batching_over_http_under_concurrency(tiny_artifact: Path, start_server)
     requests = _requests(48, seed=2)
 
     def call(x: np.ndarray) -> list[list[float]]:
-        status, _, body = server.request("POST", "/invocations", json.dumps(x.tolist()).encode(),
-                                         {"Content-Type": "application/json"})
+        status, _, body = server.request(
+            "POST", "/invocations", json.dumps(x.tolist()).encode(), {"Content-Type": "application/json"}
+        )
         assert status == 200, body
         return [p["probabilities"] for p in json.loads(body)["predictions"]]
 

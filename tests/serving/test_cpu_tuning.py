@@ -55,8 +55,12 @@ class Flattening(nn.Module):
 
 
 def _artifact(module: nn.Module, shape: list[int], device: str = "cpu") -> Artifact:
-    manifest = {"model": {"max_batch_size": 64}, "input": {"shape": shape}, "labels": [str(i) for i in range(10)],
-                "preprocessing": {"pixel_range": [0, 255]}}
+    manifest = {
+        "model": {"max_batch_size": 64},
+        "input": {"shape": shape},
+        "labels": [str(i) for i in range(10)],
+        "preprocessing": {"pixel_range": [0, 255]},
+    }
     return Artifact(model_dir=Path("."), manifest=manifest, module=module, device=device)
 
 

@@ -48,8 +48,9 @@ def wait_for_queue(port: int, model: str, depth: int, timeout: float = 10) -> No
 
 def test_sigterm_drains_in_flight_requests_then_exits_by_the_signal(tmp_path: Path, start_server) -> None:
     store = write_store(tmp_path / "store", {"digits": ["1"]})
-    server = start_server(store, args=("--model-store", str(store), "--max-batch-delay-ms", str(DELAY_MS),
-                                       "--max-batch-size", "64"))
+    server = start_server(
+        store, args=("--model-store", str(store), "--max-batch-delay-ms", str(DELAY_MS), "--max-batch-size", "64")
+    )
     server.wait_ready()
     batches = [images(1 + i % 3, seed=i) for i in range(8)]  # 12 instances in all: the batch of 64 never fills
 
@@ -91,15 +92,32 @@ def test_sigterm_drains_in_flight_requests_then_exits_by_the_signal(tmp_path: Pa
 
 def test_a_request_past_the_timeout_is_a_504_and_other_models_are_unaffected(tmp_path: Path, start_server) -> None:
     store = write_store(tmp_path / "store", {"fast": ["1"], "slow": ["1"]})
-    server = start_server(store, args=("--model-store", str(store), "--timeout-s", "1",
-                                       "--max-batch-delay-ms", f"0,slow={DELAY_MS}", "--max-batch-size", "32,slow=4"))
+    server = start_server(
+        store,
+        args=(
+            "--model-store",
+            str(store),
+            "--timeout-s",
+            "1",
+            "--max-batch-delay-ms",
+            f"0,slow={DELAY_MS}",
+            "--max-batch-size",
+            "32,slow=4",
+        ),
+    )
     server.wait_ready()
     one, four = images(1, seed=1), images(4, seed=2)
 
     with ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
-        slow: Future = pool.submit(request, server.port, "POST", "/predictions/slow", json.dumps(one.tolist()).encode(),
-                                   {"Content-Type": "application/json"})
+        slow: Future = pool.submit(
+            request,
+            server.port,
+            "POST",
+            "/predictions/slow",
+            json.dumps(one.tolist()).encode(),
+            {"Content-Type": "application/json"},
+        )
         wait_for_queue(server.port, "slow:1", 1)
         # While the slow model's request waits, the fast model answers at once.
         fast_started = time.monotonic()
@@ -127,17 +145,32 @@ def test_a_request_past_the_timeout_is_a_504_and_other_models_are_unaffected(tmp
 
 def test_a_full_queue_is_a_503_with_retry_after(tmp_path: Path, start_server) -> None:
     store = write_store(tmp_path / "store", {"digits": ["1"]})
-    server = start_server(store, args=("--model-store", str(store), "--max-queue", "2",
-                                       "--max-batch-delay-ms", str(DELAY_MS), "--max-batch-size", "64"))
+    server = start_server(
+        store,
+        args=(
+            "--model-store",
+            str(store),
+            "--max-queue",
+            "2",
+            "--max-batch-delay-ms",
+            str(DELAY_MS),
+            "--max-batch-size",
+            "64",
+        ),
+    )
     server.wait_ready()
     queued = [images(1, seed=i) for i in range(2)]
 
     with ThreadPoolExecutor(2) as pool:
         waiting = [pool.submit(predict, server.port, "/predictions/digits", batch) for batch in queued]
         wait_for_queue(server.port, "digits:1", 2)
-        status, headers, raw = request(server.port, "POST", "/predictions/digits",
-                                       json.dumps(images(1, seed=9).tolist()).encode(),
-                                       {"Content-Type": "application/json"})
+        status, headers, raw = request(
+            server.port,
+            "POST",
+            "/predictions/digits",
+            json.dumps(images(1, seed=9).tolist()).encode(),
+            {"Content-Type": "application/json"},
+        )
         assert status == 503, raw
         assert headers["retry-after"].isdigit(), headers
         assert int(headers["retry-after"]) >= 1, headers
@@ -156,9 +189,9 @@ def test_a_full_queue_is_a_503_with_retry_after(tmp_path: Path, start_server) ->
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_extracted_archives_are_removed_when_a_signal_ends_the_server(tiny_artifact_template: Path,
-                                                                      tmp_path: Path, start_server,
-                                                                      stop: signal.Signals) -> None:
+def test_extracted_archives_are_removed_when_a_signal_ends_the_server(
+    tiny_artifact_template: Path, tmp_path: Path, start_server, stop: signal.Signals
+) -> None:
     """uvicorn ends the process by re-raising the signal, past any ``finally`` around its run: the clean-up
     runs inside its signal handling instead (serving/__main__.py ``_server``)."""
     import tarfile

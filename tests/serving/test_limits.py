@@ -135,8 +135,10 @@ def test_slow_headers_and_slow_bodies_are_closed_with_408(server) -> None:
     srv = server("--header-timeout-s", "1", "--body-timeout-s", "1")
     slow_head = connect_and(srv, b"GET /ping HTTP/1.1\r\n")
     silent = connect(srv)  # connects and sends nothing at all
-    slow_body = connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: 1000\r\n\r\n{\"instances\": [")
+    slow_body = connect_and(
+        srv,
+        b'POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"instances": [',
+    )
     start = time.monotonic()
     for _ in range(3):  # a slowloris keeps sending, one byte at a time
         time.sleep(0.25)
@@ -144,11 +146,12 @@ def test_slow_headers_and_slow_bodies_are_closed_with_408(server) -> None:
             slow_head.sendall(b"X")
             slow_body.sendall(b"1")
         ping_ok(srv)
-    assert answer(slow_head) == (408, {"code": "header_timeout",
-                                       "message": "the request line and headers did not arrive within 1 s"})
+    assert answer(slow_head) == (
+        408,
+        {"code": "header_timeout", "message": "the request line and headers did not arrive within 1 s"},
+    )
     assert answer(silent)[0] == 408
-    assert answer(slow_body) == (408, {"code": "body_timeout",
-                                       "message": "the request body did not arrive within 1 s"})
+    assert answer(slow_body) == (408, {"code": "body_timeout", "message": "the request body did not arrive within 1 s"})
     assert time.monotonic() - start < 3
     ping_ok(srv)
     _, _, metrics = http_request(srv.port, "GET", "/metrics")
@@ -183,19 +186,35 @@ def test_slow_bodies_cannot_shut_out_ping_either(server) -> None:
     """A connection whose body is still arriving is closed to make room, after the idle ones: the review's
     32 slow bodies against --max-connections 32 made every /ping a 503 until the body timeout."""
     srv = server("--max-connections", "8")
-    slow = [connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: 100\r\n\r\n[") for _ in range(8)]
+    slow = [
+        connect_and(
+            srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n["
+        )
+        for _ in range(8)
+    ]
     time.sleep(0.2)
     ping_ok(srv)
-    assert answer(slow[0]) == (503, {"code": "too_many_connections", "message": "the server is at its 8-connection "
-                                     "limit and closed this connection, which was running no request"})
+    assert answer(slow[0]) == (
+        503,
+        {
+            "code": "too_many_connections",
+            "message": "the server is at its 8-connection "
+            "limit and closed this connection, which was running no request",
+        },
+    )
 
 
 def test_when_every_connection_runs_a_request_a_new_one_gets_503(server) -> None:
     srv = server("--max-connections", "8", "--max-batch-delay-ms", "2000", "--max-batch-size", "64")
     body = json.dumps({"instances": [[[0] * 8] * 8]}).encode()
-    busy = [connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)) for _ in range(8)]
+    busy = [
+        connect_and(
+            srv,
+            b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+        )
+        for _ in range(8)
+    ]
     time.sleep(0.3)  # every request is in, waiting in the batcher for its batch to fill
     status, _, reply = http_request(srv.port, "GET", "/ping")
     assert (status, json.loads(reply)["code"]) == (503, "too_many_connections")
@@ -212,8 +231,9 @@ def test_bodies_held_open_are_bounded_by_the_body_budget_and_then_closed(server)
     body = 6 * 1024 * 1024
     held = []
     for _ in range(40):
-        sock = connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
-                                b"Content-Length: %d\r\n\r\n" % body)
+        sock = connect_and(
+            srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % body
+        )
         send_until_closed(sock, (b"1" * 65536 for _ in range(body // 65536 - 1)))
         held.append(sock)
     time.sleep(0.5)
@@ -235,8 +255,9 @@ def _status_line(sock: socket.socket) -> bytes:
             return data.split(b"\r\n", 1)[0]
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
     while len(rest) < length:
         rest += sock.recv(65536)
     return head.split(b"\r\n", 1)[0]
@@ -261,16 +282,22 @@ def test_trailers_and_chunk_framing_are_bounded(server) -> None:
     /ping timing out throughout. Framing and trailers may add 64 KiB (plus an eighth of the body)."""
     srv = server()
     before = rss_mib(srv)
-    sock = connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
-                            b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\nX-Trailer: ")
+    sock = connect_and(
+        srv,
+        b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\nX-Trailer: ",
+    )
     sent = send_until_closed(sock, (b"a" * 65536 for _ in range(1600)))
     status, body = answer(sock)
     assert (status, body["code"]) == (400, "framing_too_large")
     assert sent < 8 * 1024 * 1024
     ping_ok(srv)
     assert rss_mib(srv) - before < 8
-    trailer = connect_and(srv, b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
-                               b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\nX-T: 1\r\n\r\n")
+    trailer = connect_and(
+        srv,
+        b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\nX-T: 1\r\n\r\n",
+    )
     assert answer(trailer)[1]["code"] == "trailers_not_accepted"
 
 
@@ -299,6 +326,7 @@ def test_bare_line_breaks_between_requests_do_not_keep_a_connection_open(server)
 
 def _bomb_png(side: int) -> bytes:
     """A greyscale PNG of side x side zero pixels: tiny on the wire, side**2 bytes decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -306,8 +334,12 @@ def _bomb_png(side: int) -> bytes:
     for _ in range(side):
         parts.append(compressor.compress(row))
     parts.append(compressor.flush())
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", b"".join(parts))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _image_mar(path: Path) -> Path:
@@ -317,8 +349,15 @@ def _image_mar(path: Path) -> Path:
     program = torch.export.export(net, (torch.rand(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
-    manifest = {"model": {"modelName": "img", "modelVersion": "1.0", "serializedFile": "model.pt2",
-                          "handler": "image_classifier"}, "runtime": "python"}
+    manifest = {
+        "model": {
+            "modelName": "img",
+            "modelVersion": "1.0",
+            "serializedFile": "model.pt2",
+            "handler": "image_classifier",
+        },
+        "runtime": "python",
+    }
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
         zf.writestr("model.pt2", buffer.getvalue())

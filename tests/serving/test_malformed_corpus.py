@@ -42,9 +42,14 @@ def send(port: int, probe: Probe) -> tuple[int, dict[str, str], bytes]:
             conn.endheaders(probe.body)
         elif probe.chunked:
             assert probe.body is not None
-            chunks = (probe.body[i:i + 65536] for i in range(0, len(probe.body), 65536))
-            conn.request(probe.method, probe.path, body=chunks, encode_chunked=True,
-                         headers={**probe.headers, "Transfer-Encoding": "chunked"})
+            chunks = (probe.body[i : i + 65536] for i in range(0, len(probe.body), 65536))
+            conn.request(
+                probe.method,
+                probe.path,
+                body=chunks,
+                encode_chunked=True,
+                headers={**probe.headers, "Transfer-Encoding": "chunked"},
+            )
         else:
             conn.request(probe.method, probe.path, body=probe.body, headers=probe.headers)
         response = conn.getresponse()
@@ -65,8 +70,11 @@ def problem(probe: Probe, status: int, headers: dict[str, str], body: bytes) -> 
         error = json.loads(body)
     except ValueError:
         return f"status {status} with a body that is not JSON: {body[:300]!r}"
-    if not isinstance(error, dict) or not isinstance(error.get("code"), str) or not isinstance(
-            error.get("message"), str):
+    if (
+        not isinstance(error, dict)
+        or not isinstance(error.get("code"), str)
+        or not isinstance(error.get("message"), str)
+    ):
         return f"status {status} without a JSON {{code, message}}: {body[:300]!r}"
     return None
 
@@ -90,8 +98,7 @@ class PingPoller(threading.Thread):
             self.results[result] += 1
 
 
-def test_ten_thousand_malformed_requests_never_get_a_5xx_nor_take_the_server_down(
-        tmp_path: Path, start_server) -> None:
+def test_ten_thousand_malformed_requests_never_get_a_5xx_nor_take_the_server_down(tmp_path: Path, start_server) -> None:
     store = write_store(tmp_path / "store", {"digits": VERSIONS})
     server = start_server(store, args=("--model-store", str(store)))
     server.wait_ready()
@@ -133,9 +140,11 @@ def test_ten_thousand_malformed_requests_never_get_a_5xx_nor_take_the_server_dow
     poller.join(timeout=15)
     assert not any(worker.is_alive() for worker in workers), "the corpus did not finish within 170 s"
 
-    summary = (f"{sum(by_class.values())} requests in {elapsed:.1f} s, by class {dict(sorted(by_class.items()))}; "
-               f"/ping: {dict(poller.results)}, slowest {poller.slowest * 1000:.0f} ms\nby kind: "
-               + ", ".join(f"{kind} {outcome}: {n}" for (kind, outcome), n in sorted(by_kind.items(), key=str)))
+    summary = (
+        f"{sum(by_class.values())} requests in {elapsed:.1f} s, by class {dict(sorted(by_class.items()))}; "
+        f"/ping: {dict(poller.results)}, slowest {poller.slowest * 1000:.0f} ms\nby kind: "
+        + ", ".join(f"{kind} {outcome}: {n}" for (kind, outcome), n in sorted(by_kind.items(), key=str))
+    )
     print(summary)
     assert sum(by_class.values()) == PROBES, summary
     assert server.proc.poll() is None, f"the server died:\n{server.output()[-3000:]}\n{summary}"
@@ -153,8 +162,12 @@ def test_ten_thousand_malformed_requests_never_get_a_5xx_nor_take_the_server_dow
 
     # Afterwards every version still answers right, in JSON, .npy and PNG alike.
     batch = images(5, seed=1)
-    for path, version in [("/invocations", "2"), ("/predictions/digits", "2"), ("/predictions/digits/1", "1"),
-                          ("/predictions/digits/2", "2")]:
+    for path, version in [
+        ("/invocations", "2"),
+        ("/predictions/digits", "2"),
+        ("/predictions/digits/1", "1"),
+        ("/predictions/digits/2", "2"),
+    ]:
         status, body = predict(server.port, path, batch)
         assert status == 200, body
         expected = reference_indices(store / "digits" / version, batch)
@@ -162,8 +175,9 @@ def test_ten_thousand_malformed_requests_never_get_a_5xx_nor_take_the_server_dow
         assert [p["label"] for p in body["predictions"]] == [str(i) for i in expected]
     buffer = io.BytesIO()
     np.save(buffer, batch.astype(np.uint8))
-    status, headers, raw = request(server.port, "POST", "/predictions/digits/1", buffer.getvalue(),
-                                   {"Content-Type": NPY, "Accept": NPY})
+    status, headers, raw = request(
+        server.port, "POST", "/predictions/digits/1", buffer.getvalue(), {"Content-Type": NPY, "Accept": NPY}
+    )
     assert status == 200, raw[:300]
     assert headers["content-type"] == NPY
     probabilities = np.load(io.BytesIO(raw))

@@ -46,14 +46,26 @@ def _mar(path: Path, members: dict[str, bytes], link: str | None = None) -> None
 def managed(store: Path, tmp_path: Path, start_server):
     token_file = tmp_path / "secrets" / "token"
     port = free_port()
-    server = start_server(store, args=("--model-store", str(store), "--models", "digits=digits",
-                                       "--management-port", str(port), "--management-token-file", str(token_file)))
+    server = start_server(
+        store,
+        args=(
+            "--model-store",
+            str(store),
+            "--models",
+            "digits=digits",
+            "--management-port",
+            str(port),
+            "--management-token-file",
+            str(token_file),
+        ),
+    )
     server.wait_ready()
     token = token_file.read_text().strip()
 
     def call(method: str, path: str, token_value: str | None = token) -> tuple[int, dict]:
-        status, _, raw = http_request(port, method, path,
-                                      headers={"Authorization": f"Bearer {token_value}"} if token_value else {})
+        status, _, raw = http_request(
+            port, method, path, headers={"Authorization": f"Bearer {token_value}"} if token_value else {}
+        )
         return status, json.loads(raw or b"null")
 
     return server, call, token_file, token, port
@@ -90,8 +102,13 @@ def test_token_file_is_private_and_the_token_never_logged(managed) -> None:
 def test_missing_or_wrong_token_is_401(managed) -> None:
     _, call, _, token, _ = managed
     for bad in (None, "", "wrong", token[:-1], token + "x", token.upper()):
-        for method, path in [("GET", "/models"), ("POST", "/models?url=spare"), ("DELETE", "/models/digits/1"),
-                             ("PUT", "/models/digits/1/set-default"), ("GET", "/nowhere")]:
+        for method, path in [
+            ("GET", "/models"),
+            ("POST", "/models?url=spare"),
+            ("DELETE", "/models/digits/1"),
+            ("PUT", "/models/digits/1/set-default"),
+            ("GET", "/nowhere"),
+        ]:
             status, body = call(method, path, bad)
             assert status == 401, (bad, method, path)
             assert body["code"] == "unauthorized"
@@ -194,9 +211,24 @@ def test_management_port_must_differ_and_token_file_must_be_sane(tiny_artifact: 
     from tests.conftest import REPO
 
     port = free_port()
-    result = subprocess.run([sys.executable, "-m", "serving", "--port", str(port), "--model-dir", str(tiny_artifact),
-                             "--management-port", str(port)], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            "--port",
+            str(port),
+            "--model-dir",
+            str(tiny_artifact),
+            "--management-port",
+            str(port),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: --management-port {port} is the inference port: pick another one"
     assert port_is_free(port)
@@ -204,25 +236,57 @@ def test_management_port_must_differ_and_token_file_must_be_sane(tiny_artifact: 
     short = tmp_path / "short"
     short.write_text("abc\n")
     os.chmod(short, 0o600)
-    result = subprocess.run([sys.executable, "-m", "serving", "--port", str(free_port()), "--model-dir",
-                             str(tiny_artifact), "--management-port", str(free_port()), "--management-token-file",
-                             str(short)], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            "--port",
+            str(free_port()),
+            "--model-dir",
+            str(tiny_artifact),
+            "--management-port",
+            str(free_port()),
+            "--management-token-file",
+            str(short),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        f"error: management token: management token file {short} holds fewer than 16 characters")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: management token: management token file {short} holds fewer than 16 characters")
+    )
     assert "abc" not in result.stderr
 
 
 @pytest.mark.slow
-def test_the_documented_example_adds_a_version_beside_the_loaded_ones(store: Path, tmp_path: Path,
-                                                                      start_server) -> None:
+def test_the_documented_example_adds_a_version_beside_the_loaded_ones(
+    store: Path, tmp_path: Path, start_server
+) -> None:
     """docs/serving.md's management example, literally: resnet/1 and resnet/2 loaded, resnet/3 added to the
     store, registered under the same name, made the default, and resnet/2 removed."""
     for version in ("1", "2"):
         shutil.copytree(store / "digits" / "1", store / "resnet" / version)
     token_file, port = tmp_path / "token", free_port()
-    server = start_server(store, args=("--model-store", str(store), "--models", "resnet=resnet",
-                                       "--management-port", str(port), "--management-token-file", str(token_file)))
+    server = start_server(
+        store,
+        args=(
+            "--model-store",
+            str(store),
+            "--models",
+            "resnet=resnet",
+            "--management-port",
+            str(port),
+            "--management-token-file",
+            str(token_file),
+        ),
+    )
     server.wait_ready()
     headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
 
@@ -232,9 +296,12 @@ def test_the_documented_example_adds_a_version_beside_the_loaded_ones(store: Pat
 
     shutil.copytree(store / "digits" / "1", store / "resnet" / "3")
     assert call("POST", "/models?url=resnet/3&model_name=resnet") == (
-        200, {"status": "Model 'resnet' registered", "versions": ["3"]})
+        200,
+        {"status": "Model 'resnet' registered", "versions": ["3"]},
+    )
     assert call("PUT", "/models/resnet/3/set-default")[0] == 200
     assert call("DELETE", "/models/resnet/2")[0] == 200
-    assert call("GET", "/models")[1] == {"models": [{"modelName": "resnet", "defaultVersion": "3",
-                                                     "versions": ["1", "3"]}]}
+    assert call("GET", "/models")[1] == {
+        "models": [{"modelName": "resnet", "defaultVersion": "3", "versions": ["1", "3"]}]
+    }
     assert _predict(server, "/predictions/resnet") == 200

@@ -33,8 +33,13 @@ def t(name: str) -> dict[str, Any]:
 
 def node(target: str, inputs: list[tuple[str, dict[str, Any], int]], output: str | None) -> dict[str, Any]:
     """A serialized graph node as torch.export.save writes it (kind 1 positional, 2 keyword)."""
-    return {"target": f"torch.ops.aten.{target}", "inputs": [{"name": n, "arg": a, "kind": k} for n, a, k in inputs],
-            "outputs": [t(output)] if output else [], "metadata": {}, "is_hop_single_tensor_return": None}
+    return {
+        "target": f"torch.ops.aten.{target}",
+        "inputs": [{"name": n, "arg": a, "kind": k} for n, a, k in inputs],
+        "outputs": [t(output)] if output else [],
+        "metadata": {},
+        "is_hop_single_tensor_return": None,
+    }
 
 
 def _members(path: Path) -> dict[str, bytes]:
@@ -78,6 +83,7 @@ def output_plus(graph: dict[str, Any], nodes: list[dict[str, Any]], extra: str) 
 
 def refused_after_the_first_node(model_dir: Path, nodes: list[dict[str, Any]], message: str) -> None:
     """``nodes`` inserted after the graph's first node, each reading its output where it names "x": refused."""
+
     def edit(graph: dict[str, Any]) -> None:
         first = graph["nodes"][0]["outputs"][0]["as_tensor"]["name"]
         for n in nodes:
@@ -90,8 +96,9 @@ def refused_after_the_first_node(model_dir: Path, nodes: list[dict[str, Any]], m
         load_artifact(hostile(model_dir, edit))
 
 
-def test_a_pre_2_7_layout_with_a_pickle_is_refused_and_the_pickle_never_runs(trained_model: Path,
-                                                                              tmp_path: Path) -> None:
+def test_a_pre_2_7_layout_with_a_pickle_is_refused_and_the_pickle_never_runs(
+    trained_model: Path, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -102,12 +109,19 @@ def test_a_pre_2_7_layout_with_a_pickle_is_refused_and_the_pickle_never_runs(tra
     program = next(data for name, data in members.items() if name.endswith("/models/model.json"))
     buffer = io.BytesIO()
     torch.save({"weight": Payload()}, buffer)
-    legacy = {"version": b"8.0", "serialized_exported_program.json": program,
-              "serialized_state_dict.pt": buffer.getvalue(), "serialized_constants.pt": buffer.getvalue(),
-              "serialized_example_inputs.pt": buffer.getvalue()}
+    legacy = {
+        "version": b"8.0",
+        "serialized_exported_program.json": program,
+        "serialized_state_dict.pt": buffer.getvalue(),
+        "serialized_constants.pt": buffer.getvalue(),
+        "serialized_example_inputs.pt": buffer.getvalue(),
+    }
     _write(trained_model / "model.pt2", legacy)
-    with pytest.raises(ArtifactError, match=r"is refused: it is in torch\.export's pre-2\.7 layout, whose weights "
-                                            r"are pickles: re-export it"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"is refused: it is in torch\.export's pre-2\.7 layout, whose weights "
+        r"are pickles: re-export it",
+    ):
         load_artifact(_seal(trained_model))
     assert not marker.exists()
 
@@ -117,11 +131,23 @@ def test_a_graph_reading_a_file_into_its_logits_is_refused(trained_model: Path, 
     secret.write_bytes(b"0123456789")
 
     def edit(graph: dict[str, Any]) -> None:
-        output_plus(graph, [
-            node("from_file.default", [("filename", {"as_string": str(secret)}, 1), ("shared", {"as_bool": False}, 1),
-                                       ("size", {"as_int": 10}, 1), ("dtype", {"as_scalar_type": UINT8}, 2)], "raw"),
-            node("_to_copy.default", [("self", t("raw"), 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)], "secret"),
-        ], "secret")
+        output_plus(
+            graph,
+            [
+                node(
+                    "from_file.default",
+                    [
+                        ("filename", {"as_string": str(secret)}, 1),
+                        ("shared", {"as_bool": False}, 1),
+                        ("size", {"as_int": 10}, 1),
+                        ("dtype", {"as_scalar_type": UINT8}, 2),
+                    ],
+                    "raw",
+                ),
+                node("_to_copy.default", [("self", t("raw"), 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)], "secret"),
+            ],
+            "secret",
+        )
 
     with pytest.raises(ArtifactError, match=r"operator aten\.from_file is not one a model file may call"):
         load_artifact(hostile(trained_model, edit))
@@ -133,10 +159,25 @@ def test_a_graph_writing_a_file_is_refused_and_the_file_is_untouched(trained_mod
 
     def edit(graph: dict[str, Any]) -> None:
         graph["nodes"][:0] = [
-            node("from_file.default", [("filename", {"as_string": str(target)}, 1), ("shared", {"as_bool": True}, 1),
-                                       ("size", {"as_int": 8}, 1), ("dtype", {"as_scalar_type": UINT8}, 2)], "mapped"),
-            node("full.default", [("size", {"as_ints": [8]}, 1), ("fill_value", {"as_int": 65}, 1),
-                                  ("dtype", {"as_scalar_type": UINT8}, 2)], "payload"),
+            node(
+                "from_file.default",
+                [
+                    ("filename", {"as_string": str(target)}, 1),
+                    ("shared", {"as_bool": True}, 1),
+                    ("size", {"as_int": 8}, 1),
+                    ("dtype", {"as_scalar_type": UINT8}, 2),
+                ],
+                "mapped",
+            ),
+            node(
+                "full.default",
+                [
+                    ("size", {"as_ints": [8]}, 1),
+                    ("fill_value", {"as_int": 65}, 1),
+                    ("dtype", {"as_scalar_type": UINT8}, 2),
+                ],
+                "payload",
+            ),
             node("copy_.default", [("self", t("mapped"), 1), ("src", t("payload"), 1)], "written"),
         ]
 
@@ -146,18 +187,31 @@ def test_a_graph_writing_a_file_is_refused_and_the_file_is_untouched(trained_mod
 
 
 @pytest.mark.slow
-def test_the_server_refuses_a_hostile_model_in_one_line_and_touches_nothing(trained_model: Path, tmp_path: Path,
-                                                                           start_server) -> None:
+def test_the_server_refuses_a_hostile_model_in_one_line_and_touches_nothing(
+    trained_model: Path, tmp_path: Path, start_server
+) -> None:
     target = tmp_path / "sitecustomize.py"
     target.write_bytes(b"# clean\n")
 
     def edit(graph: dict[str, Any]) -> None:
-        output_plus(graph, [
-            node("from_file.default", [("filename", {"as_string": str(target)}, 1), ("shared", {"as_bool": True}, 1),
-                                       ("size", {"as_int": 8}, 1), ("dtype", {"as_scalar_type": UINT8}, 2)], "mapped"),
-            node("fill_.Scalar", [("self", t("mapped"), 1), ("value", {"as_int": 65}, 1)], "written"),
-            node("_to_copy.default", [("self", t("written"), 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)], "sum"),
-        ], "sum")
+        output_plus(
+            graph,
+            [
+                node(
+                    "from_file.default",
+                    [
+                        ("filename", {"as_string": str(target)}, 1),
+                        ("shared", {"as_bool": True}, 1),
+                        ("size", {"as_int": 8}, 1),
+                        ("dtype", {"as_scalar_type": UINT8}, 2),
+                    ],
+                    "mapped",
+                ),
+                node("fill_.Scalar", [("self", t("mapped"), 1), ("value", {"as_int": 65}, 1)], "written"),
+                node("_to_copy.default", [("self", t("written"), 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)], "sum"),
+            ],
+            "sum",
+        )
 
     server = start_server(hostile(trained_model, edit))
     assert server.wait_exit(timeout=60) == 1
@@ -169,33 +223,52 @@ def test_the_server_refuses_a_hostile_model_in_one_line_and_touches_nothing(trai
     assert target.read_bytes() == b"# clean\n"
 
 
-@pytest.mark.parametrize(("nodes", "message"), [
-    # storage: point the input at the weights, or grow a tensor into memory nobody wrote
-    ([node("set_.source_Tensor", [("self", t("x"), 1), ("source", t("x"), 1)], "aliased")],
-     r"aten\.set_ is not one"),
-    ([node("resize_.default", [("self", t("x"), 1), ("size", {"as_ints": [1 << 20]}, 1)], "grown")],
-     r"aten\.resize_ is not one"),
-    ([node("resize_as_.default", [("self", t("x"), 1), ("the_template", t("x"), 1)], "grown")],
-     r"aten\.resize_as_ is not one"),
-    # device management
-    ([node("_pin_memory.default", [("self", t("x"), 1)], "pinned")], r"aten\._pin_memory is not one"),
-    ([node("pin_memory.default", [("self", t("x"), 1)], "pinned")], r"aten\.pin_memory is not one"),
-    ([node("_cufft_clear_plan_cache.default", [("device_index", {"as_int": 0}, 1)], None)],
-     r"aten\._cufft_clear_plan_cache is not one"),
-    # a string where the schema takes none, or one the allow-list does not name
-    ([node("add.Tensor", [("self", t("x"), 1), ("other", {"as_string": "/etc/passwd"}, 1)], "y")],
-     r"aten\.add\.Tensor: 'other' may not be '/etc/passwd'"),
-    ([node("gelu.default", [("self", t("x"), 1), ("approximate", {"as_string": "/etc/passwd"}, 2)], "y")],
-     r"aten\.gelu\.default: 'approximate' may not be '/etc/passwd'"),
-    ([node("add.Tensor", [("self", t("x"), 1), ("other", t("x"), 1), ("path", {"as_int": 1}, 2)], "y")],
-     r"aten\.add\.Tensor has no argument 'path'"),
-    # a device that is not a CPU or a GPU
-    ([node("_to_copy.default", [("self", t("x"), 1), ("device", {"as_device": {"type": "meta"}}, 2)], "y")],
-     r"'device' names device meta, not cpu or cuda"),
-])
-def test_file_storage_and_device_operators_and_stray_strings_are_refused(trained_model: Path,
-                                                                         nodes: list[dict[str, Any]],
-                                                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        # storage: point the input at the weights, or grow a tensor into memory nobody wrote
+        (
+            [node("set_.source_Tensor", [("self", t("x"), 1), ("source", t("x"), 1)], "aliased")],
+            r"aten\.set_ is not one",
+        ),
+        (
+            [node("resize_.default", [("self", t("x"), 1), ("size", {"as_ints": [1 << 20]}, 1)], "grown")],
+            r"aten\.resize_ is not one",
+        ),
+        (
+            [node("resize_as_.default", [("self", t("x"), 1), ("the_template", t("x"), 1)], "grown")],
+            r"aten\.resize_as_ is not one",
+        ),
+        # device management
+        ([node("_pin_memory.default", [("self", t("x"), 1)], "pinned")], r"aten\._pin_memory is not one"),
+        ([node("pin_memory.default", [("self", t("x"), 1)], "pinned")], r"aten\.pin_memory is not one"),
+        (
+            [node("_cufft_clear_plan_cache.default", [("device_index", {"as_int": 0}, 1)], None)],
+            r"aten\._cufft_clear_plan_cache is not one",
+        ),
+        # a string where the schema takes none, or one the allow-list does not name
+        (
+            [node("add.Tensor", [("self", t("x"), 1), ("other", {"as_string": "/etc/passwd"}, 1)], "y")],
+            r"aten\.add\.Tensor: 'other' may not be '/etc/passwd'",
+        ),
+        (
+            [node("gelu.default", [("self", t("x"), 1), ("approximate", {"as_string": "/etc/passwd"}, 2)], "y")],
+            r"aten\.gelu\.default: 'approximate' may not be '/etc/passwd'",
+        ),
+        (
+            [node("add.Tensor", [("self", t("x"), 1), ("other", t("x"), 1), ("path", {"as_int": 1}, 2)], "y")],
+            r"aten\.add\.Tensor has no argument 'path'",
+        ),
+        # a device that is not a CPU or a GPU
+        (
+            [node("_to_copy.default", [("self", t("x"), 1), ("device", {"as_device": {"type": "meta"}}, 2)], "y")],
+            r"'device' names device meta, not cpu or cuda",
+        ),
+    ],
+)
+def test_file_storage_and_device_operators_and_stray_strings_are_refused(
+    trained_model: Path, nodes: list[dict[str, Any]], message: str
+) -> None:
     refused_after_the_first_node(trained_model, nodes, message)
 
 
@@ -209,10 +282,13 @@ def test_a_graph_writing_into_its_own_weights_is_refused(trained_model: Path, th
 
     def edit(graph: dict[str, Any]) -> None:
         weight = _first_parameter(graph)
-        view = {"directly": [],
-                "a view": [node("view.default", [("self", t(weight), 1), ("size", {"as_ints": [-1]}, 1)], "w")],
-                "an unmarked view": [node("_unsafe_view.default", [("self", t(weight), 1),
-                                                                   ("size", {"as_ints": [-1]}, 1)], "w")]}[through]
+        view = {
+            "directly": [],
+            "a view": [node("view.default", [("self", t(weight), 1), ("size", {"as_ints": [-1]}, 1)], "w")],
+            "an unmarked view": [
+                node("_unsafe_view.default", [("self", t(weight), 1), ("size", {"as_ints": [-1]}, 1)], "w")
+            ],
+        }[through]
         target = weight if through == "directly" else "w"
         graph["nodes"][:0] = [*view, node("zero_.default", [("self", t(target), 1)], "wiped")]
 
@@ -221,14 +297,17 @@ def test_a_graph_writing_into_its_own_weights_is_refused(trained_model: Path, th
 
 
 def test_a_write_into_state_that_the_load_time_check_misses_fails_at_run_time(
-        trained_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The run-time guard: storage shared through an operator the alias check does not know about."""
     import serving.program
 
     def edit(graph: dict[str, Any]) -> None:
         weight = _first_parameter(graph)
-        graph["nodes"][:0] = [node("_unsafe_view.default", [("self", t(weight), 1), ("size", {"as_ints": [-1]}, 1)],
-                                   "w"), node("zero_.default", [("self", t("w"), 1)], "wiped")]
+        graph["nodes"][:0] = [
+            node("_unsafe_view.default", [("self", t(weight), 1), ("size", {"as_ints": [-1]}, 1)], "w"),
+            node("zero_.default", [("self", t("w"), 1)], "wiped"),
+        ]
 
     monkeypatch.setattr(serving.program, "_UNMARKED_VIEWS", frozenset())  # as if _unsafe_view were unknown
     program = ArchiveProgram.load(hostile(trained_model, edit) / "model.pt2")
@@ -240,9 +319,17 @@ def test_a_write_into_state_that_the_load_time_check_misses_fails_at_run_time(
 
 def test_memory_nobody_wrote_is_handed_out_zeroed(trained_model: Path) -> None:
     def edit(graph: dict[str, Any]) -> None:
-        output_plus(graph, [
-            node("empty.memory_format", [("size", {"as_ints": [10]}, 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)],
-                 "heap")], "heap")
+        output_plus(
+            graph,
+            [
+                node(
+                    "empty.memory_format",
+                    [("size", {"as_ints": [10]}, 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)],
+                    "heap",
+                )
+            ],
+            "heap",
+        )
 
     plain = load_artifact(trained_model).module
     tampered = load_artifact(hostile(trained_model, edit)).module
@@ -251,14 +338,18 @@ def test_memory_nobody_wrote_is_handed_out_zeroed(trained_model: Path) -> None:
         assert torch.equal(tampered(x), plain(x))  # + zeros, whatever was on the heap
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ("extra/payload.py", r"it holds 'extra/payload\.py', which is not part of a plain torch\.export program"),
-    ("data/aotinductor/model/model.so", r"it holds compiled code \(data/aotinductor/model/model\.so\)"),
-    ("data/constants/custom_obj_0", r"it holds 'data/constants/custom_obj_0'"),
-    ("data/weights/weight_0.pt", None),  # a payload file name: read only if the config names it, never unpickled
-])
-def test_members_a_plain_program_does_not_have_are_refused(trained_model: Path, extra: str,
-                                                           message: str | None) -> None:
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("extra/payload.py", r"it holds 'extra/payload\.py', which is not part of a plain torch\.export program"),
+        ("data/aotinductor/model/model.so", r"it holds compiled code \(data/aotinductor/model/model\.so\)"),
+        ("data/constants/custom_obj_0", r"it holds 'data/constants/custom_obj_0'"),
+        ("data/weights/weight_0.pt", None),  # a payload file name: read only if the config names it, never unpickled
+    ],
+)
+def test_members_a_plain_program_does_not_have_are_refused(
+    trained_model: Path, extra: str, message: str | None
+) -> None:
     path = trained_model / "model.pt2"
     members = _members(path)
     root = next(iter(members)).split("/", 1)[0]
@@ -288,8 +379,11 @@ def test_a_second_top_level_entry_is_refused(trained_model: Path) -> None:
 def test_every_operator_on_the_allow_list_exists_and_computes_on_tensors() -> None:
     from serving import operators
 
-    missing = [name for name in operators.ALLOWED
-               if not isinstance(getattr(torch.ops.aten, name, None), torch._ops.OpOverloadPacket)]
+    missing = [
+        name
+        for name in operators.ALLOWED
+        if not isinstance(getattr(torch.ops.aten, name, None), torch._ops.OpOverloadPacket)
+    ]
     assert missing == []
     for name in operators.ALLOWED:
         for packet in filter(None, (getattr(torch.ops.aten, name, None), getattr(torch.ops.aten, name + "_", None))):
@@ -302,13 +396,16 @@ def test_every_operator_on_the_allow_list_exists_and_computes_on_tensors() -> No
                 types = {str(a.type) for a in op._schema.arguments}
                 assert not types & {"Storage", "Optional[Storage]", "Stream", "List[str]"}, op
                 if types & {"str", "Optional[str]"}:
-                    assert any((operators._base(name), a.name) in operators.STRING_ARGUMENTS
-                               for a in op._schema.arguments if str(a.type) in ("str", "Optional[str]")), op
+                    assert any(
+                        (operators._base(name), a.name) in operators.STRING_ARGUMENTS
+                        for a in op._schema.arguments
+                        if str(a.type) in ("str", "Optional[str]")
+                    ), op
 
 
 # The findings of a second, adversarial review (each built the same way; each passed the reader before).
 
-_CRASH = r'''
+_CRASH = r"""
 import json, sys, torch
 from pathlib import Path
 from serving.artifact import ArtifactError, load_artifact
@@ -323,7 +420,7 @@ except RuntimeError as exc:
     print("error:", exc)
     sys.exit(0)
 print("ran")
-'''
+"""
 
 
 def _outcome(model_dir: Path, pixel: float = 0.0) -> str:
@@ -332,8 +429,14 @@ def _outcome(model_dir: Path, pixel: float = 0.0) -> str:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _CRASH, str(model_dir), str(pixel)], cwd=Path(__file__).parents[2],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _CRASH, str(model_dir), str(pixel)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if done.returncode < 0:
         return f"killed by {signal.Signals(-done.returncode).name}"
     lines = done.stdout.strip().splitlines()
@@ -343,63 +446,125 @@ def _outcome(model_dir: Path, pixel: float = 0.0) -> str:
 def test_repeat_interleave_with_an_output_size_is_refused(trained_model: Path) -> None:
     """ATen trusts output_size and skips its negative-repeats check: the review's model wrote past a two-element
     buffer (SIGSEGV) on the request whose largest pixel was 123."""
+
     def edit(graph: dict[str, Any]) -> None:
         graph["nodes"][:0] = [
-            node("full.default", [("size", {"as_ints": [2]}, 1), ("fill_value", {"as_int": 0}, 1),
-                                  ("dtype", {"as_scalar_type": 5}, 2)], "zero"),
+            node(
+                "full.default",
+                [("size", {"as_ints": [2]}, 1), ("fill_value", {"as_int": 0}, 1), ("dtype", {"as_scalar_type": 5}, 2)],
+                "zero",
+            ),
             node("add.Tensor", [("self", t("zero"), 1), ("other", {"as_int": 1000000}, 1)], "big"),
             node("mul.Tensor", [("self", t("big"), 1), ("other", {"as_int": -1}, 1)], "negative"),
             node("cat.default", [("tensors", {"as_tensors": [{"name": "big"}, {"name": "negative"}]}, 1)], "r4"),
-            node("slice.Tensor", [("self", t("r4"), 1), ("dim", {"as_int": 0}, 1), ("start", {"as_int": 1}, 1),
-                                  ("end", {"as_int": 3}, 1)], "repeats"),  # [1e6, -1e6]: sums to 0
+            node(
+                "slice.Tensor",
+                [
+                    ("self", t("r4"), 1),
+                    ("dim", {"as_int": 0}, 1),
+                    ("start", {"as_int": 1}, 1),
+                    ("end", {"as_int": 3}, 1),
+                ],
+                "repeats",
+            ),  # [1e6, -1e6]: sums to 0
             node("repeat_interleave.Tensor", [("repeats", t("repeats"), 1), ("output_size", {"as_int": 0}, 2)], "ri"),
         ]
 
     assert _outcome(hostile(trained_model, edit)) == (
         "refused: " + str(trained_model / "model.pt2") + " is refused: aten.repeat_interleave.Tensor may not be given "
         "an output_size: ATen trusts it without checking the repeats (a model file may only hold a plain "
-        "torch.export program; see docs/serving.md, 'Threat model')")
+        "torch.export program; see docs/serving.md, 'Threat model')"
+    )
 
 
 @pytest.mark.parametrize("operand", ["tensor", "scalar"])
-def test_integer_division_of_the_minimum_by_minus_one_is_an_error_not_a_crash(trained_model: Path,
-                                                                               operand: str) -> None:
+def test_integer_division_of_the_minimum_by_minus_one_is_an_error_not_a_crash(
+    trained_model: Path, operand: str
+) -> None:
     def edit(graph: dict[str, Any]) -> None:
-        divisor = ({"as_int": -1} if operand == "scalar" else t("minus_one"))
-        output_plus(graph, [
-            node("full.default", [("size", {"as_ints": [10]}, 1), ("fill_value", {"as_int": -2 ** 63}, 1),
-                                  ("dtype", {"as_scalar_type": 5}, 2)], "smallest"),
-            node("full.default", [("size", {"as_ints": [10]}, 1), ("fill_value", {"as_int": -1}, 1),
-                                  ("dtype", {"as_scalar_type": 5}, 2)], "minus_one"),
-            node("div.Scalar_mode" if operand == "scalar" else "div.Tensor_mode",
-                 [("self", t("smallest"), 1), ("other", divisor, 1), ("rounding_mode", {"as_string": "trunc"}, 2)],
-                 "quotient"),
-            node("_to_copy.default", [("self", t("quotient"), 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)], "q"),
-        ], "q")
+        divisor = {"as_int": -1} if operand == "scalar" else t("minus_one")
+        output_plus(
+            graph,
+            [
+                node(
+                    "full.default",
+                    [
+                        ("size", {"as_ints": [10]}, 1),
+                        ("fill_value", {"as_int": -(2**63)}, 1),
+                        ("dtype", {"as_scalar_type": 5}, 2),
+                    ],
+                    "smallest",
+                ),
+                node(
+                    "full.default",
+                    [
+                        ("size", {"as_ints": [10]}, 1),
+                        ("fill_value", {"as_int": -1}, 1),
+                        ("dtype", {"as_scalar_type": 5}, 2),
+                    ],
+                    "minus_one",
+                ),
+                node(
+                    "div.Scalar_mode" if operand == "scalar" else "div.Tensor_mode",
+                    [("self", t("smallest"), 1), ("other", divisor, 1), ("rounding_mode", {"as_string": "trunc"}, 2)],
+                    "quotient",
+                ),
+                node("_to_copy.default", [("self", t("quotient"), 1), ("dtype", {"as_scalar_type": FLOAT32}, 2)], "q"),
+            ],
+            "q",
+        )
 
     # the forward raises (the server answers 500, or refuses the model at its warm-up) and the process lives
     assert _outcome(hostile(trained_model, edit)) == "error: integer division of the type's minimum by -1 overflows"
 
 
-@pytest.mark.parametrize(("target", "inputs", "message"), [
-    ("batch_norm.default", lambda rm, rv: [
-        ("input", t("flat"), 1), ("weight", {"as_none": ()}, 1), ("bias", {"as_none": ()}, 1),
-        ("running_mean", t(rm), 1), ("running_var", t(rv), 1), ("training", {"as_bool": True}, 1),
-        ("momentum", {"as_float": 1.0}, 1), ("eps", {"as_float": 1e-5}, 1), ("cudnn_enabled", {"as_bool": False}, 1)],
-     r"batch_norm\.default must have training=False"),
-    ("instance_norm.default", lambda rm, rv: [
-        ("input", t("flat3"), 1), ("weight", {"as_none": ()}, 1), ("bias", {"as_none": ()}, 1),
-        ("running_mean", t(rm), 1), ("running_var", t(rv), 1), ("use_input_stats", {"as_bool": True}, 1),
-        ("momentum", {"as_float": 1.0}, 1), ("eps", {"as_float": 1e-5}, 1), ("cudnn_enabled", {"as_bool": False}, 1)],
-     r"instance_norm\.default with running statistics must have use_input_stats=False"),
-])
-def test_a_norm_that_would_update_its_running_statistics_is_refused(trained_model: Path, target: str, inputs,
-                                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "inputs", "message"),
+    [
+        (
+            "batch_norm.default",
+            lambda rm, rv: [
+                ("input", t("flat"), 1),
+                ("weight", {"as_none": ()}, 1),
+                ("bias", {"as_none": ()}, 1),
+                ("running_mean", t(rm), 1),
+                ("running_var", t(rv), 1),
+                ("training", {"as_bool": True}, 1),
+                ("momentum", {"as_float": 1.0}, 1),
+                ("eps", {"as_float": 1e-5}, 1),
+                ("cudnn_enabled", {"as_bool": False}, 1),
+            ],
+            r"batch_norm\.default must have training=False",
+        ),
+        (
+            "instance_norm.default",
+            lambda rm, rv: [
+                ("input", t("flat3"), 1),
+                ("weight", {"as_none": ()}, 1),
+                ("bias", {"as_none": ()}, 1),
+                ("running_mean", t(rm), 1),
+                ("running_var", t(rv), 1),
+                ("use_input_stats", {"as_bool": True}, 1),
+                ("momentum", {"as_float": 1.0}, 1),
+                ("eps", {"as_float": 1e-5}, 1),
+                ("cudnn_enabled", {"as_bool": False}, 1),
+            ],
+            r"instance_norm\.default with running statistics must have use_input_stats=False",
+        ),
+    ],
+)
+def test_a_norm_that_would_update_its_running_statistics_is_refused(
+    trained_model: Path, target: str, inputs, message: str
+) -> None:
     """The review recorded each request into batch_norm's running_mean (a write its schema does not declare)
     and returned it in the answer to the next client."""
+
     def edit(graph: dict[str, Any]) -> None:
-        buffers = [i["as_tensor"]["name"] for i in graph["inputs"] if "running_mean" in i["as_tensor"]["name"]
-                   or "running_var" in i["as_tensor"]["name"]]
+        buffers = [
+            i["as_tensor"]["name"]
+            for i in graph["inputs"]
+            if "running_mean" in i["as_tensor"]["name"] or "running_var" in i["as_tensor"]["name"]
+        ]
         rm, rv = buffers[0], buffers[1]
         user = graph["inputs"][-1]["as_tensor"]["name"]
         graph["nodes"][:0] = [
@@ -414,12 +579,26 @@ def test_a_norm_that_would_update_its_running_statistics_is_refused(trained_mode
 
 def test_a_strided_allocation_is_zeroed_in_its_gaps_too(trained_model: Path) -> None:
     def edit(graph: dict[str, Any]) -> None:
-        output_plus(graph, [
-            node("empty_strided.default", [("size", {"as_ints": [2]}, 1), ("stride", {"as_ints": [9]}, 1),
-                                           ("dtype", {"as_scalar_type": FLOAT32}, 2)], "gappy"),
-            node("as_strided.default", [("self", t("gappy"), 1), ("size", {"as_ints": [10]}, 1),
-                                        ("stride", {"as_ints": [1]}, 1)], "heap"),
-        ], "heap")
+        output_plus(
+            graph,
+            [
+                node(
+                    "empty_strided.default",
+                    [
+                        ("size", {"as_ints": [2]}, 1),
+                        ("stride", {"as_ints": [9]}, 1),
+                        ("dtype", {"as_scalar_type": FLOAT32}, 2),
+                    ],
+                    "gappy",
+                ),
+                node(
+                    "as_strided.default",
+                    [("self", t("gappy"), 1), ("size", {"as_ints": [10]}, 1), ("stride", {"as_ints": [1]}, 1)],
+                    "heap",
+                ),
+            ],
+            "heap",
+        )
 
     plain = load_artifact(trained_model).module
     x = torch.rand(4, 1, 8, 8) * 255
@@ -431,22 +610,57 @@ def test_a_strided_allocation_is_zeroed_in_its_gaps_too(trained_model: Path) -> 
 def test_a_device_laundered_through_size_arithmetic_is_refused(trained_model: Path) -> None:
     def edit(graph: dict[str, Any]) -> None:
         meta = {"as_device": {"type": "meta"}}
-        graph["nodes"][:0] = [{"target": "torch.sym_ite", "inputs": [
-            {"name": "a", "arg": {"as_bool": True}, "kind": 1}, {"name": "b", "arg": meta, "kind": 1},
-            {"name": "c", "arg": meta, "kind": 1}], "outputs": [{"as_sym_int": {"as_name": "dev"}}], "metadata": {},
-            "is_hop_single_tensor_return": None}]
+        graph["nodes"][:0] = [
+            {
+                "target": "torch.sym_ite",
+                "inputs": [
+                    {"name": "a", "arg": {"as_bool": True}, "kind": 1},
+                    {"name": "b", "arg": meta, "kind": 1},
+                    {"name": "c", "arg": meta, "kind": 1},
+                ],
+                "outputs": [{"as_sym_int": {"as_name": "dev"}}],
+                "metadata": {},
+                "is_hop_single_tensor_return": None,
+            }
+        ]
 
     with pytest.raises(ArtifactError, match=r"torch\.sym_ite takes a constant that is not a number"):
         load_artifact(hostile(trained_model, edit))
 
 
-@pytest.mark.parametrize(("nodes", "message"), [
-    ([node("full.default", [("size", {"as_ints": [2]}, 1), ("fill_value", {"as_int": 0}, 1),
-                            ("pin_memory", {"as_bool": True}, 2)], "pinned")], r"pin_memory=True is device management"),
-    ([node("full.default", [("size", {"as_ints": [2]}, 1), ("fill_value", {"as_int": 0}, 1),
-                            ("layout", {"as_layout": 2}, 2)], "sparse")], r"layout torch\.sparse_csr is not a strided"),
-    ([node("embedding_bag.padding_idx", [("weight", t("x"), 1)], "bag")], r"aten\.embedding_bag is not one"),
-    ([node("_upsample_bilinear2d_aa.default", [("self", t("x"), 1)], "aa")], r"aten\._upsample_bilinear2d_aa is not"),
-])
+@pytest.mark.parametrize(
+    ("nodes", "message"),
+    [
+        (
+            [
+                node(
+                    "full.default",
+                    [
+                        ("size", {"as_ints": [2]}, 1),
+                        ("fill_value", {"as_int": 0}, 1),
+                        ("pin_memory", {"as_bool": True}, 2),
+                    ],
+                    "pinned",
+                )
+            ],
+            r"pin_memory=True is device management",
+        ),
+        (
+            [
+                node(
+                    "full.default",
+                    [("size", {"as_ints": [2]}, 1), ("fill_value", {"as_int": 0}, 1), ("layout", {"as_layout": 2}, 2)],
+                    "sparse",
+                )
+            ],
+            r"layout torch\.sparse_csr is not a strided",
+        ),
+        ([node("embedding_bag.padding_idx", [("weight", t("x"), 1)], "bag")], r"aten\.embedding_bag is not one"),
+        (
+            [node("_upsample_bilinear2d_aa.default", [("self", t("x"), 1)], "aa")],
+            r"aten\._upsample_bilinear2d_aa is not",
+        ),
+    ],
+)
 def test_pinning_other_layouts_and_the_kernels_found_unsafe_are_refused(trained_model: Path, nodes, message) -> None:
     refused_after_the_first_node(trained_model, nodes, message)

@@ -115,8 +115,9 @@ def test_no_room_is_507_and_nothing_in_flight_is_unloaded(host) -> None:
     busy = _padded(root, "busy", 2 * MiB)
     assert _load(client, "busy", busy).status_code == 200
     with ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(client.post, "/models/busy/invoke", content=b"x",
-                                headers={"Content-Type": "application/octet-stream"})
+        in_flight = pool.submit(
+            client.post, "/models/busy/invoke", content=b"x", headers={"Content-Type": "application/octet-stream"}
+        )
         assert gates["busy"].entered.wait(10)
         response = _load(client, "next", _padded(root, "next", MiB))
         assert response.status_code == 507
@@ -179,27 +180,33 @@ def test_a_real_server_in_multi_model_mode(tmp_path: Path, start_server) -> None
     with (root / "sparse" / "huge.bin").open("wb") as fh:  # 1 TiB by its size, no disk: never fits a budget
         fh.truncate(2**40)
     shutil.copy(outside / "manifest.json", root / "sparse" / "manifest.json")
-    server = start_server(tmp_path / "unused", env={"SAGEMAKER_MULTI_MODEL": "true",
-                                                    "DEEPCLOUD_MULTI_MODEL_DIR": str(root)})
+    server = start_server(
+        tmp_path / "unused", env={"SAGEMAKER_MULTI_MODEL": "true", "DEEPCLOUD_MULTI_MODEL_DIR": str(root)}
+    )
     server.wait_ready()  # no model yet, and healthy: SageMaker loads them on the first invocations
 
     def call(method: str, path: str, payload: object = None, headers: dict | None = None) -> tuple[int, dict]:
         body = None if payload is None else json.dumps(payload).encode()
-        status, _, raw = http_request(server.port, method, path, body,
-                                      {"Content-Type": "application/json", **(headers or {})})
+        status, _, raw = http_request(
+            server.port, method, path, body, {"Content-Type": "application/json", **(headers or {})}
+        )
         return status, json.loads(raw or b"null")
 
     for name, url in urls.items():
         assert call("POST", "/models", {"model_name": name, "url": url}) == (
-            200, {"status": f"Model {name!r} loaded", "modelName": name, "modelUrl": url})
+            200,
+            {"status": f"Model {name!r} loaded", "modelName": name, "modelUrl": url},
+        )
     batch = images(5, seed=3)
     for name, url in urls.items():
-        status, answer = call("POST", f"/models/{name}/invoke", {"instances": batch.tolist()},
-                              {TARGET: f"runs/{name}.tar.gz"})
+        status, answer = call(
+            "POST", f"/models/{name}/invoke", {"instances": batch.tolist()}, {TARGET: f"runs/{name}.tar.gz"}
+        )
         assert status == 200, answer
         assert [p["index"] for p in answer["predictions"]] == reference_indices(Path(url), batch)
-    assert reference_indices(Path(urls["a1b2"]), batch) != reference_indices(Path(urls["c3d4"]), batch), \
+    assert reference_indices(Path(urls["a1b2"]), batch) != reference_indices(Path(urls["c3d4"]), batch), (
         "the two models must differ, or routing to the wrong one would go unnoticed"
+    )
     status, answer = call("POST", "/invocations", {"instances": batch.tolist()}, {TARGET: "c3d4"})
     assert status == 200
     assert [p["index"] for p in answer["predictions"]] == reference_indices(Path(urls["c3d4"]), batch)
@@ -229,13 +236,20 @@ def test_multi_model_settings_fail_with_one_line(tmp_path: Path) -> None:
     from tests.conftest import REPO
 
     def run(*args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "serving", *args], cwd=REPO, capture_output=True, text=True,
-                              env={**os.environ, "SAGEMAKER_MULTI_MODEL": "true", **env}, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "serving", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SAGEMAKER_MULTI_MODEL": "true", **env},
+            timeout=60,
+        )
 
     missing = run(DEEPCLOUD_MULTI_MODEL_DIR=str(tmp_path / "nope"))
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1] == (
-        f"error: multi-model directory {tmp_path / 'nope'} is not a directory: create it or set --multi-model-dir")
+        f"error: multi-model directory {tmp_path / 'nope'} is not a directory: create it or set --multi-model-dir"
+    )
     store = run("--model-store", str(tmp_path), DEEPCLOUD_MULTI_MODEL_DIR=str(tmp_path))
     assert store.returncode == 1
     assert "drop --models and --model-store" in store.stderr
@@ -278,11 +292,18 @@ class _MultiModelFrontEnd(http.server.BaseHTTPRequestHandler):
             with tarfile.open(self.prefix / target) as archive:
                 archive.extractall(model, filter="data")
             load = json.dumps({"model_name": name, "url": str(model)}).encode()
-            assert http_request(self.container_port, "POST", "/models", load,
-                                {"Content-Type": "application/json"})[0] == 200
+            assert (
+                http_request(self.container_port, "POST", "/models", load, {"Content-Type": "application/json"})[0]
+                == 200
+            )
             self.loads.append(target)
-        status, headers, answer = http_request(self.container_port, "POST", f"/models/{name}/invoke", body, {
-            "Content-Type": self.headers["Content-Type"], "X-Amzn-SageMaker-Target-Model": target})
+        status, headers, answer = http_request(
+            self.container_port,
+            "POST",
+            f"/models/{name}/invoke",
+            body,
+            {"Content-Type": self.headers["Content-Type"], "X-Amzn-SageMaker-Target-Model": target},
+        )
         self.send_response(status)
         self.send_header("Content-Type", headers["content-type"])
         self.send_header("Content-Length", str(len(answer)))
@@ -306,8 +327,9 @@ def test_boto3_invoke_endpoint_with_target_model_reaches_the_model_it_names(tmp_
         with tarfile.open(prefix / f"{run}.tar.gz", "w:gz") as archive:
             for path in sorted(sources[run].iterdir()):
                 archive.add(path, arcname=path.name)
-    server = start_server(tmp_path / "unused", env={"SAGEMAKER_MULTI_MODEL": "true",
-                                                    "DEEPCLOUD_MULTI_MODEL_DIR": str(models_dir)})
+    server = start_server(
+        tmp_path / "unused", env={"SAGEMAKER_MULTI_MODEL": "true", "DEEPCLOUD_MULTI_MODEL_DIR": str(models_dir)}
+    )
     server.wait_ready()
     _MultiModelFrontEnd.prefix, _MultiModelFrontEnd.models_dir = prefix, models_dir
     _MultiModelFrontEnd.container_port, _MultiModelFrontEnd.loads = server.port, []
@@ -315,14 +337,21 @@ def test_boto3_invoke_endpoint_with_target_model_reaches_the_model_it_names(tmp_
     threading.Thread(target=front.serve_forever, daemon=True).start()
     batch = images(4, seed=9)
     try:
-        runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="test",
-                               aws_secret_access_key="test",  # the stand-in checks no signature
-                               endpoint_url=f"http://127.0.0.1:{front.server_address[1]}")
+        runtime = boto3.client(
+            "sagemaker-runtime",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",  # the stand-in checks no signature
+            endpoint_url=f"http://127.0.0.1:{front.server_address[1]}",
+        )
         got = {}
         for run in ("run-a", "run-b", "run-a"):
-            answer = runtime.invoke_endpoint(EndpointName="digits-mme", TargetModel=f"{run}.tar.gz",
-                                             ContentType="application/json",
-                                             Body=json.dumps({"instances": batch.tolist()}))
+            answer = runtime.invoke_endpoint(
+                EndpointName="digits-mme",
+                TargetModel=f"{run}.tar.gz",
+                ContentType="application/json",
+                Body=json.dumps({"instances": batch.tolist()}),
+            )
             predictions = json.loads(answer["Body"].read())["predictions"]
             got.setdefault(run, []).append(np.array([p["probabilities"] for p in predictions]))
     finally:

@@ -42,17 +42,34 @@ MAX_EXAMPLES = 300
 SEED = 20260101
 VERSIONS = ("1", "2")
 JSON, NPY = "application/json", "application/x-npy"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection, unsupported_method, allow_header_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    unsupported_method,
+    allow_header_conformance,
+]
 CONFIG = {
     "seed": SEED,
     "request-timeout": 30,
     "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-    "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True},
-               "stateful": {"enabled": False}},
+    "phases": {
+        "examples": {"enabled": True},
+        "coverage": {"enabled": True},
+        "fuzzing": {"enabled": True},
+        "stateful": {"enabled": False},
+    },
 }
-INFERENCE = ("POST /invocations", "POST /predictions/{model_name}", "POST /predictions/{model_name}/{model_version}",
-             "PUT /predictions/{model_name}", "PUT /predictions/{model_name}/{model_version}")
+INFERENCE = (
+    "POST /invocations",
+    "POST /predictions/{model_name}",
+    "POST /predictions/{model_name}/{model_version}",
+    "PUT /predictions/{model_name}",
+    "PUT /predictions/{model_name}/{model_version}",
+)
 
 OIP_INFERENCE = ("POST /v2/models/{model_name}/infer", "POST /v2/models/{model_name}/versions/{model_version}/infer")
 
@@ -64,10 +81,20 @@ _image = st.lists(st.lists(_pixels, min_size=8, max_size=8), min_size=8, max_siz
 _instances = st.lists(st.one_of(_image, _image.map(lambda image: [image])), min_size=1, max_size=4)
 VALID_JSON = st.one_of(_image, _instances, _instances.map(lambda batch: {"instances": batch}))
 VALID_OIP = st.tuples(st.integers(1, 4), st.sampled_from(["UINT8", "FP32", "INT64"]), st.randoms()).map(
-    lambda spec: {"inputs": [{"name": "input", "shape": [spec[0], 1, 8, 8], "datatype": spec[1],
-                              "data": spec[2].choices(range(256), k=spec[0] * 64)}]})
+    lambda spec: {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [spec[0], 1, 8, 8],
+                "datatype": spec[1],
+                "data": spec[2].choices(range(256), k=spec[0] * 64),
+            }
+        ]
+    }
+)
 VALID_NPY = st.tuples(st.integers(1, 4), st.sampled_from(["uint8", "float32", "float64", "int64"]), st.randoms()).map(
-    lambda spec: _npy(spec[2].choices(range(256), k=spec[0] * 64), spec[0], spec[1]))
+    lambda spec: _npy(spec[2].choices(range(256), k=spec[0] * 64), spec[0], spec[1])
+)
 
 
 def _npy(pixels: list[int], n: int, dtype: str) -> bytes:
@@ -92,13 +119,13 @@ def served_schema(model_store: Path, start_server, request: pytest.FixtureReques
         request.node._nodeid = request.node.nodeid
     server = start_server(model_store, args=("--model-store", str(model_store), "--no-access-log"))
     server.wait_ready()
-    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json",
-                                           config=schemathesis.Config.from_dict(CONFIG))
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=schemathesis.Config.from_dict(CONFIG))
     paths = schema.raw_schema["paths"]
     known = {  # what the served document says is loaded
         "model_name": paths["/predictions/{model_name}"]["post"]["parameters"][0]["schema"]["examples"],
         "model_version": paths["/predictions/{model_name}/{model_version}"]["post"]["parameters"][1]["schema"][
-            "examples"],
+            "examples"
+        ],
     }
     assert known == {"model_name": ["digits"], "model_version": list(VERSIONS)}, known
 
@@ -115,18 +142,28 @@ def served_schema(model_store: Path, start_server, request: pytest.FixtureReques
     @schema.hook
     def flatmap_case(context, case):
         meta = case.meta
-        valid = VALID_OIP if case.operation.path.endswith("/infer") else {JSON: VALID_JSON, NPY: VALID_NPY}.get(
-            case.media_type)
+        valid = (
+            VALID_OIP
+            if case.operation.path.endswith("/infer")
+            else {JSON: VALID_JSON, NPY: VALID_NPY}.get(case.media_type)
+        )
         fuzzed_positive = meta is not None and (meta.phase.name.value, meta.generation.mode.value) == (
-            "fuzzing", "positive")
+            "fuzzing",
+            "positive",
+        )
         if valid is None or not fuzzed_positive:
             return st.just(case)
 
         def valid_case(drawn):  # a case of its own, not an edit: schemathesis would relabel binary bodies negative
             body, path_parameters, accept = drawn
             headers = {**(case.headers or {}), **({"Accept": accept} if accept else {})}
-            return case.operation.Case(path_parameters=path_parameters, headers=headers, query=case.query,
-                                       body=body, media_type=case.media_type)
+            return case.operation.Case(
+                path_parameters=path_parameters,
+                headers=headers,
+                query=case.query,
+                body=body,
+                media_type=case.media_type,
+            )
 
         loaded = st.fixed_dictionaries({k: st.sampled_from(known[k]) for k in case.path_parameters or {}})
         # The document has no Accept parameter; asking for .npy checks the other documented 200 content type.
@@ -148,8 +185,14 @@ def served_schema(model_store: Path, start_server, request: pytest.FixtureReques
         assert STATUSES[(operation, 400)] >= 30, f"{operation}: too few invalid inputs were sent ({summary})"
     for operation in INFERENCE[1:]:
         assert STATUSES[(operation, 404)] >= 30, f"{operation}: too few unknown models or versions ({summary})"
-    for operation in ("GET /ping", "GET /metrics", "GET /v2", "GET /v2/health/ready", "GET /v2/models/{model_name}",
-                      "GET /v2/models/{model_name}/versions/{model_version}/ready"):
+    for operation in (
+        "GET /ping",
+        "GET /metrics",
+        "GET /v2",
+        "GET /v2/health/ready",
+        "GET /v2/models/{model_name}",
+        "GET /v2/models/{model_name}/versions/{model_version}/ready",
+    ):
         assert STATUSES[(operation, 200)] >= 1, summary
     for operation in OIP_INFERENCE:  # the Open Inference Protocol's: real inputs get through, broken ones are 400s
         assert STATUSES[(operation, 200)] >= 10, f"{operation}: too few valid inputs got through ({summary})"

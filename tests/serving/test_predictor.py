@@ -120,7 +120,8 @@ def _header(text: str) -> bytes:
 def _image(size: tuple[int, int], fmt: str, mode: str = "L") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.arange(size[0] * size[1], dtype=np.uint8).reshape(size[1], size[0]), "L").convert(mode).save(
-        buffer, format=fmt)
+        buffer, format=fmt
+    )
     return buffer.getvalue()
 
 
@@ -220,8 +221,13 @@ def test_content_types_by_model_kind(artifact: Artifact) -> None:
 @pytest.mark.parametrize(
     ("accept", "expected"),
     [
-        (None, JSON), ("", JSON), ("*/*", JSON), ("application/json", JSON), ("application/*", JSON),
-        ("application/x-npy", NPY), ("text/html, application/x-npy;q=0.9", NPY),
+        (None, JSON),
+        ("", JSON),
+        ("*/*", JSON),
+        ("application/json", JSON),
+        ("application/*", JSON),
+        ("application/x-npy", NPY),
+        ("text/html, application/x-npy;q=0.9", NPY),
         ("application/json;q=0, application/x-npy", NPY),
     ],
 )
@@ -290,8 +296,9 @@ _SAME_AS_GENERAL = {
 
 
 @pytest.mark.parametrize("body", _SAME_AS_GENERAL.values(), ids=_SAME_AS_GENERAL.keys())
-def test_the_simdjson_path_answers_as_the_general_path(artifact: Artifact, body: str,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_simdjson_path_answers_as_the_general_path(
+    artifact: Artifact, body: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from serving import predictor
 
     def outcome() -> object:
@@ -314,9 +321,22 @@ def test_the_simdjson_path_answers_as_the_general_path(artifact: Artifact, body:
 def test_the_simdjson_path_takes_the_common_bodies(artifact: Artifact) -> None:
     from serving.predictor import _plain_array
 
-    for name in ("wrapped batch", "wrapped, spaces and newlines", "bare batch", "one bare instance",
-                 "wrapped bare instance"):
+    for name in (
+        "wrapped batch",
+        "wrapped, spaces and newlines",
+        "bare batch",
+        "one bare instance",
+        "wrapped bare instance",
+    ):
         assert _plain_array(_SAME_AS_GENERAL[name].encode(), artifact.input_shape) is not None, name
-    for name in ("ragged", "ragged with the right count", "one level deeper", "a string", "another key",
-                 "instances twice", "missing comma", "no channel axis (general path only)"):
+    for name in (
+        "ragged",
+        "ragged with the right count",
+        "one level deeper",
+        "a string",
+        "another key",
+        "instances twice",
+        "missing comma",
+        "no channel axis (general path only)",
+    ):
         assert _plain_array(_SAME_AS_GENERAL[name].encode(), artifact.input_shape) is None, name

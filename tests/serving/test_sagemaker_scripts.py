@@ -99,8 +99,10 @@ def servers(store: Store) -> Iterator[tuple[Server, Server]]:
     single = store.root.parent / "single" / "model"
     shutil.copytree(store.root / "full", single)
     env = {"TMPDIR": str(scratch)}
-    started = [Server(store.root, args=("--model-store", str(store.root), "--models", MODELS), env=env),
-               Server(single, env=env)]
+    started = [
+        Server(store.root, args=("--model-store", str(store.root), "--models", MODELS), env=env),
+        Server(single, env=env),
+    ]
     try:
         for server in started:
             server.wait_ready(timeout=120)
@@ -115,8 +117,9 @@ def server(servers: tuple[Server, Server]) -> Server:
     return servers[0]
 
 
-def post(server: Server, path: str, body: bytes | str, content_type: str,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def post(
+    server: Server, path: str, body: bytes | str, content_type: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     data = body.encode() if isinstance(body, str) else body
     return server.request("POST", path, data, {"Content-Type": content_type, **(headers or {})})
 
@@ -151,8 +154,9 @@ def test_all_four_functions_with_a_content_type_of_the_script_s_own(server: Serv
         answer = json.loads(body)
         assert answer["accept"] == "application/json"
         np.testing.assert_allclose(answer["outputs"], expected, rtol=1e-5)
-    status, headers, body = post(server, "/invocations", json.dumps({"inputs": values}), "application/json",
-                                 {"Accept": "text/plain"})
+    status, headers, body = post(
+        server, "/invocations", json.dumps({"inputs": values}), "application/json", {"Accept": "text/plain"}
+    )
     assert status == 200, body
     assert headers["content-type"].split(";")[0] == "text/plain", "output_fn's (body, content_type) is kept"
     assert body.decode() == " ".join(f"{v:.5f}" for v in expected)
@@ -164,8 +168,11 @@ def test_an_input_fn_exception_is_a_400_with_its_message(server: Server) -> None
     for body, content_type, message in [
         ("1 2 3", NUMBERS, "ValueError: expected 4 numbers, got 3"),
         ("1 2 x 4", NUMBERS, "ValueError: could not convert string to float: 'x'"),
-        ("<a/>", "application/xml", "ValueError: this model reads application/x-numbers or application/json, "
-                                    "not application/xml"),
+        (
+            "<a/>",
+            "application/xml",
+            "ValueError: this model reads application/x-numbers or application/json, not application/xml",
+        ),
         ('{"in": [1]}', "application/json", "KeyError: 'inputs'"),
     ]:
         status, headers, raw = post(server, "/invocations", body, content_type)
@@ -180,8 +187,11 @@ def test_an_input_fn_exception_is_a_400_with_its_message(server: Server) -> None
 def test_a_predict_fn_exception_is_a_500_with_a_request_id_and_serving_goes_on(server: Server, store: Store) -> None:
     status, headers, raw = post(server, "/invocations", "999 1 2 3", NUMBERS, {"X-Amzn-RequestId": "sm-req-42"})
     assert status == 500
-    assert json.loads(raw) == {"code": "internal_error", "request_id": "sm-req-42",
-                               "message": "inference failed; see the server log for request sm-req-42"}
+    assert json.loads(raw) == {
+        "code": "internal_error",
+        "request_id": "sm-req-42",
+        "message": "inference failed; see the server log for request sm-req-42",
+    }
     assert headers["x-request-id"] == "sm-req-42"
     assert "request_id=sm-req-42" in server.output()
     assert "RuntimeError: predict_fn exploded" in server.output()
@@ -205,8 +215,9 @@ def test_requirements_txt_is_reported_and_never_installed(server: Server) -> Non
 def test_only_model_fn_json_in_and_out(server: Server, store: Store) -> None:
     rows = np.array([[0.1, 0.2, 0.3], [-1.0, 0.0, 1.0]])
     for accept in ({}, {"Accept": "application/json"}, {"Accept": "*/*"}):
-        status, headers, raw = post(server, "/predictions/defaults", json.dumps(rows.tolist()), "application/json",
-                                    accept)
+        status, headers, raw = post(
+            server, "/predictions/defaults", json.dumps(rows.tolist()), "application/json", accept
+        )
         assert status == 200, raw
         assert headers["content-type"] == "application/json"
         np.testing.assert_allclose(json.loads(raw), run_defaults(store, rows), rtol=1e-5)
@@ -215,8 +226,9 @@ def test_only_model_fn_json_in_and_out(server: Server, store: Store) -> None:
 @pytest.mark.slow
 def test_only_model_fn_npy_in_and_out_by_accept(server: Server, store: Store) -> None:
     rows = np.random.default_rng(0).normal(size=(4, 3))
-    status, headers, raw = post(server, "/predictions/defaults", npy(rows), "application/x-npy",
-                                {"Accept": "application/x-npy"})
+    status, headers, raw = post(
+        server, "/predictions/defaults", npy(rows), "application/x-npy", {"Accept": "application/x-npy"}
+    )
     assert status == 200, raw
     assert headers["content-type"] == "application/x-npy"
     answer = np.load(io.BytesIO(raw), allow_pickle=False)
@@ -226,8 +238,9 @@ def test_only_model_fn_npy_in_and_out_by_accept(server: Server, store: Store) ->
     status, _, raw = post(server, "/predictions/defaults", npy(rows.astype(np.int16)), "application/x-npy")
     assert status == 200, raw
     np.testing.assert_allclose(json.loads(raw), run_defaults(store, rows.astype(np.int16)), rtol=1e-5)
-    status, _, raw = post(server, "/predictions/defaults", json.dumps(rows.tolist()), "application/json",
-                          {"Accept": "application/x-npy"})
+    status, _, raw = post(
+        server, "/predictions/defaults", json.dumps(rows.tolist()), "application/json", {"Accept": "application/x-npy"}
+    )
     assert status == 200, raw
     np.testing.assert_allclose(np.load(io.BytesIO(raw)), run_defaults(store, rows), rtol=1e-5)
 
@@ -252,10 +265,13 @@ def test_only_model_fn_refuses_what_the_defaults_cannot_read_or_write(server: Se
     assert status == 415
     error = json.loads(raw)
     assert error["code"] == "unsupported_media_type"
-    assert error["message"] == ("content type 'image/png' is not supported by the default input_fn: send "
-                                "application/json, text/csv or application/x-npy, or define input_fn in inference.py")
-    status, _, raw = post(server, "/predictions/defaults", "[[1, 2, 3]]", "application/json",
-                          {"Accept": "application/xml"})
+    assert error["message"] == (
+        "content type 'image/png' is not supported by the default input_fn: send "
+        "application/json, text/csv or application/x-npy, or define input_fn in inference.py"
+    )
+    status, _, raw = post(
+        server, "/predictions/defaults", "[[1, 2, 3]]", "application/json", {"Accept": "application/xml"}
+    )
     assert status == 406, raw
     assert json.loads(raw)["code"] == "not_acceptable"
     bad = [("[[1, 2,", "application/json"), ("1,x,3", "text/csv"), (b"\x93NUMPY", "application/x-npy")]
@@ -271,8 +287,9 @@ def test_only_model_fn_refuses_what_the_defaults_cannot_read_or_write(server: Se
 @pytest.mark.slow
 def test_transform_fn_replaces_the_other_three(server: Server, store: Store) -> None:
     rows = [[1.0, 2.0], [-3.0, 0.5]]
-    status, headers, raw = post(server, "/predictions/transform", json.dumps(rows), "application/json",
-                                {"Accept": "application/json"})
+    status, headers, raw = post(
+        server, "/predictions/transform", json.dumps(rows), "application/json", {"Accept": "application/json"}
+    )
     assert status == 200, raw
     assert headers["content-type"] == "application/vnd.deepcloud+json"
     answer = json.loads(raw)
@@ -291,11 +308,13 @@ def test_transform_fn_replaces_the_other_three(server: Server, store: Store) -> 
 @pytest.mark.slow
 def test_a_failing_model_fn_answers_500_and_the_rest_keeps_serving(server: Server, store: Store) -> None:
     for i in range(2):
-        status, _, raw = post(server, "/predictions/broken", "[1]", "application/json",
-                                    {"X-Request-Id": f"broken-{i}"})
+        status, _, raw = post(server, "/predictions/broken", "[1]", "application/json", {"X-Request-Id": f"broken-{i}"})
         assert status == 500
-        assert json.loads(raw) == {"code": "internal_error", "request_id": f"broken-{i}",
-                                   "message": f"inference failed; see the server log for request broken-{i}"}
+        assert json.loads(raw) == {
+            "code": "internal_error",
+            "request_id": f"broken-{i}",
+            "message": f"inference failed; see the server log for request broken-{i}",
+        }
     output = server.output()
     assert "model_fn in" in output
     assert "RuntimeError: model_fn found no weights in" in output
@@ -316,8 +335,9 @@ def test_sm_model_dir_alone_is_served_on_invocations(servers: tuple[Server, Serv
     single = servers[1]
     status, _, raw = single.request("GET", "/ping")
     assert (status, json.loads(raw)) == (200, {"status": "Healthy"})
-    status, _, raw = post(single, "/invocations", json.dumps({"inputs": [4, 3, 2, 1]}), "application/json",
-                          {"Accept": "application/json"})
+    status, _, raw = post(
+        single, "/invocations", json.dumps({"inputs": [4, 3, 2, 1]}), "application/json", {"Accept": "application/json"}
+    )
     assert status == 200, raw
     np.testing.assert_allclose(json.loads(raw)["outputs"], run_full(store, [4, 3, 2, 1]), rtol=1e-5)
     assert post(single, "/predictions/model", "4 3 2 1", NUMBERS)[0] == 200, "the model's name is 'model'"

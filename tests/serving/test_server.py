@@ -66,8 +66,11 @@ def test_model_code_failure_is_a_500_with_request_id_and_serving_goes_on(tiny_ar
         flaky.broken = True
         response = client.post("/invocations", json=[IMAGE], headers={"X-Amzn-RequestId": "req-123"})
         assert response.status_code == 500
-        assert response.json() == {"code": "internal_error", "request_id": "req-123",
-                                   "message": "inference failed; see the server log for request req-123"}
+        assert response.json() == {
+            "code": "internal_error",
+            "request_id": "req-123",
+            "message": "inference failed; see the server log for request req-123",
+        }
         flaky.broken = False
         assert client.post("/invocations", json=[IMAGE]).status_code == 200
         metrics = client.get("/metrics").text
@@ -85,8 +88,10 @@ def test_contract_routes_and_error_mapping_over_http(tiny_artifact: Path, start_
 
     status, headers, raw = server.request("POST", "/invocations", b"x", {"Content-Type": "text/csv"})
     assert status == 415
-    assert json.loads(raw)["message"] == ("content type 'text/csv' is not supported: send one of "
-                                          "application/json, application/x-npy, image/png, image/jpeg")
+    assert json.loads(raw)["message"] == (
+        "content type 'text/csv' is not supported: send one of "
+        "application/json, application/x-npy, image/png, image/jpeg"
+    )
     assert headers["x-request-id"]
 
     big = b"[" + b"0," * (3 * 1024 * 1024) + b"0]"
@@ -94,8 +99,12 @@ def test_contract_routes_and_error_mapping_over_http(tiny_artifact: Path, start_
     assert status == 413
     assert json.loads(raw)["code"] == "payload_too_large"
 
-    for bad, message in [(b"{", "not valid JSON"), (b"[NaN]", "NaN"), (b"[[1, 2]]", "expected shape [1, 8, 8]"),
-                         (b"", "empty body")]:
+    for bad, message in [
+        (b"{", "not valid JSON"),
+        (b"[NaN]", "NaN"),
+        (b"[[1, 2]]", "expected shape [1, 8, 8]"),
+        (b"", "empty body"),
+    ]:
         status, _, raw = server.request("POST", "/invocations", bad, {"Content-Type": "application/json"})
         assert status == 400, raw
         error = json.loads(raw)
@@ -143,7 +152,8 @@ def test_port_in_use_exits_with_one_line(tiny_artifact: Path, start_server) -> N
         assert server.wait_exit(timeout=60) == 1
         assert server.output().strip() == (
             f"error: port {port} on 127.0.0.1 is already in use: stop whatever listens there "
-            "(make destroy) or pick another port with SAGEMAKER_BIND_TO_PORT")
+            "(make destroy) or pick another port with SAGEMAKER_BIND_TO_PORT"
+        )
 
 
 @pytest.mark.slow
@@ -161,12 +171,19 @@ def test_sigterm_stops_gracefully(tiny_artifact: Path, start_server) -> None:
 
 
 def test_bad_port_and_arguments() -> None:
-    result = subprocess.run([sys.executable, "-m", "serving", "serve", "--port", "http"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "serve", "--port", "http"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == "error: port 'http' is not a port number: set SAGEMAKER_BIND_TO_PORT to 1-65535"
-    result = subprocess.run([sys.executable, "-m", "serving", "train"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "train"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 2
     assert "invalid choice: 'train'" in result.stderr
 
@@ -174,12 +191,15 @@ def test_bad_port_and_arguments() -> None:
 def test_nothing_heavy_is_imported_before_the_socket_listens() -> None:
     # SageMaker wants the port listening within 250 ms: torch (~1 s to import) must load on the inference
     # thread, after bind(). Everything the main thread imports before uvicorn runs is checked here.
-    code = ("import sys; import serving.__main__, serving.app, serving.batching, serving.store, serving.predictor, "
-            "serving.runner, serving.metrics, serving.openapi, serving.errors, serving.management, uvicorn; "
-            "heavy = sorted(m for m in ('torch', 'PIL', 'ts') if m in sys.modules); "
-            "print(heavy); sys.exit(bool(heavy))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            check=False)
+    code = (
+        "import sys; import serving.__main__, serving.app, serving.batching, serving.store, serving.predictor, "
+        "serving.runner, serving.metrics, serving.openapi, serving.errors, serving.management, uvicorn; "
+        "heavy = sorted(m for m in ('torch', 'PIL', 'ts') if m in sys.modules); "
+        "print(heavy); sys.exit(bool(heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -101,7 +101,9 @@ def test_routing_by_name_and_version(tiny_artifact_template: Path) -> None:
             assert response.json()["message"] == message
         document = client.get("/openapi.json").json()
         assert document["paths"]["/predictions/{model_name}"]["post"]["parameters"][0]["schema"]["examples"] == [
-            "digits", "mnist"]
+            "digits",
+            "mnist",
+        ]
         metrics = client.get("/metrics").text
         for label in ("digits:1", "digits:2", "mnist:1"):
             assert f'deepcloud_queue_depth{{model="{label}"}} 0.0' in metrics
@@ -113,24 +115,46 @@ def test_routing_by_name_and_version(tiny_artifact_template: Path) -> None:
         (("--models", "a=b"), "error: --models needs --model-store: paths in --models are relative to the model store"),
         (("--max-batch-size", "0"), "error: --max-batch-size must be at least 1, got 0"),
         (("--max-batch-size", "many"), "error: --max-batch-size 'many' is not a whole number"),
-        (("--max-batch-delay-ms", "5,ghost=1"), "error: --max-batch-delay-ms names ghost, which is not a loaded "
-                                                 "model (loaded: model)"),
-        (("--max-batch-size", "a=1"),
-         "error: --max-batch-size 'a=1' has no default value: start it with a number, e.g. 16,digits=1"),
+        (
+            ("--max-batch-delay-ms", "5,ghost=1"),
+            "error: --max-batch-delay-ms names ghost, which is not a loaded model (loaded: model)",
+        ),
+        (
+            ("--max-batch-size", "a=1"),
+            "error: --max-batch-size 'a=1' has no default value: start it with a number, e.g. 16,digits=1",
+        ),
         (("--timeout-s", "-1"), "error: --timeout-s must be at least 0.001, got -1"),
         (("--max-connections", "0"), "error: --max-connections must be at least 1, got 0"),
         (("--max-header-bytes", "1k"), "error: --max-header-bytes '1k' is not a whole number"),
-        (("--max-request-line-bytes", "65536"), "error: --max-request-line-bytes 65536 is larger than "
-                                                "--max-header-bytes 32768, which includes the request line"),
+        (
+            ("--max-request-line-bytes", "65536"),
+            "error: --max-request-line-bytes 65536 is larger than "
+            "--max-header-bytes 32768, which includes the request line",
+        ),
         (("--header-timeout-s", "0"), "error: --header-timeout-s must be at least 0.001, got 0"),
         (("--max-pending-body-bytes", "1000"), "error: --max-pending-body-bytes must be at least 6291456, got 1000"),
         (("--max-image-pixels", "-5"), "error: --max-image-pixels must be at least 1, got -5"),
     ],
 )
 def test_bad_settings_exit_with_one_line(tiny_artifact: Path, args: tuple[str, ...], message: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "serving", "serve", "--port", str(free_port()), "--model-dir",
-                             str(tiny_artifact), *args], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--model-dir",
+            str(tiny_artifact),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == message
 

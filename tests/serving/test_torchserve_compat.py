@@ -116,10 +116,20 @@ def run_archiver(export: Path, name: str, *args: str, version: str = "1.0") -> s
     # concurrent runs elsewhere on the machine out of it.
     scratch = export.parent / "archiver-tmp"
     scratch.mkdir(exist_ok=True)
-    command = [_venv_script("torch-model-archiver"), "--model-name", name, "--version", version, *args,
-               "--export-path", str(export), "--force"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "TMPDIR": str(scratch)})
+    command = [
+        _venv_script("torch-model-archiver"),
+        "--model-name",
+        name,
+        "--version",
+        version,
+        *args,
+        "--export-path",
+        str(export),
+        "--force",
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "TMPDIR": str(scratch)}
+    )
 
 
 def archive(export: Path, name: str, *args: str, version: str = "1.0") -> Path:
@@ -145,8 +155,9 @@ def set_handler(mar: Path, handler: str) -> None:
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory: pytest.TempPathFactory) -> Archives:
     if _venv_script("torch-model-archiver") is None:
-        pytest.skip("torch-model-archiver is not installed: pip install torch-model-archiver==0.12.0 "
-                    "(requirements/bench.txt)")
+        pytest.skip(
+            "torch-model-archiver is not installed: pip install torch-model-archiver==0.12.0 (requirements/bench.txt)"
+        )
     base = tmp_path_factory.mktemp("torchserve")
     work, store = base / "work", base / "store"
     work.mkdir()
@@ -163,8 +174,16 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> Archives:
     (work / "model-config.yaml").write_text(MODEL_CONFIG)
     config = ("--config-file", str(work / "model-config.yaml"))
 
-    archive(store, "custom", "--serialized-file", str(work / "linear.pt"), "--handler",
-            str(HANDLERS / "custom_handler.py"), *config, version="2.0")
+    archive(
+        store,
+        "custom",
+        "--serialized-file",
+        str(work / "linear.pt"),
+        "--handler",
+        str(HANDLERS / "custom_handler.py"),
+        *config,
+        version="2.0",
+    )
     eager = None
     if HAS_TS:
         spec = importlib.util.spec_from_file_location("deepcloud_test_tinynet", HANDLERS / "model.py")
@@ -172,14 +191,46 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> Archives:
         spec.loader.exec_module(module)
         eager = module.TinyNet().eval()
         torch.save(eager.state_dict(), work / "weights.pt")
-        archive(store, "eager", "--model-file", str(HANDLERS / "model.py"), "--serialized-file",
-                str(work / "weights.pt"), "--handler", str(HANDLERS / "eager_handler.py"), *config)
-    archive(store, "image", "--serialized-file", str(work / "image.pt"), "--handler", "image_classifier",
-            "--extra-files", str(work / "index_to_name.json"), *config)
-    set_handler(archive(store, "tensor", "--serialized-file", str(work / "tensor.pt"), "--handler", "base_handler",
-                        *config), "tensor")
-    set_handler(archive(store, "withreqs", "--serialized-file", str(work / "tensor.pt"), "--handler",
-                        "base_handler", "--requirements-file", str(work / "requirements.txt"), *config), "tensor")
+        archive(
+            store,
+            "eager",
+            "--model-file",
+            str(HANDLERS / "model.py"),
+            "--serialized-file",
+            str(work / "weights.pt"),
+            "--handler",
+            str(HANDLERS / "eager_handler.py"),
+            *config,
+        )
+    archive(
+        store,
+        "image",
+        "--serialized-file",
+        str(work / "image.pt"),
+        "--handler",
+        "image_classifier",
+        "--extra-files",
+        str(work / "index_to_name.json"),
+        *config,
+    )
+    set_handler(
+        archive(store, "tensor", "--serialized-file", str(work / "tensor.pt"), "--handler", "base_handler", *config),
+        "tensor",
+    )
+    set_handler(
+        archive(
+            store,
+            "withreqs",
+            "--serialized-file",
+            str(work / "tensor.pt"),
+            "--handler",
+            "base_handler",
+            "--requirements-file",
+            str(work / "requirements.txt"),
+            *config,
+        ),
+        "tensor",
+    )
     return Archives(store, work, custom, eager, image, tensor)
 
 
@@ -188,8 +239,9 @@ def ours(archives: Archives) -> Iterator[Server]:
     """Our server on the whole store, batching as the archives' model-config.yaml asks TorchServe to."""
     scratch = archives.store.parent / "server-tmp"
     scratch.mkdir()
-    server = Server(archives.store, args=("--model-store", str(archives.store), *BATCH_FLAGS),
-                    env={"TMPDIR": str(scratch)})
+    server = Server(
+        archives.store, args=("--model-store", str(archives.store), *BATCH_FLAGS), env={"TMPDIR": str(scratch)}
+    )
     try:
         server.wait_ready(timeout=120)
         yield server
@@ -200,15 +252,22 @@ def ours(archives: Archives) -> Iterator[Server]:
 # --------------------------------------------------------------------------------------------------- helpers
 
 
-def post(server: Any, path: str, body: bytes | str | object, content_type: str = "application/json",
-         headers: dict[str, str] | None = None, method: str = "POST") -> tuple[int, dict[str, str], Any]:
+def post(
+    server: Any,
+    path: str,
+    body: bytes | str | object,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> tuple[int, dict[str, str], Any]:
     """(status, headers, body) with a JSON body parsed; ``body`` not bytes/str is sent as JSON."""
     if isinstance(body, str):
         body = body.encode()
     elif not isinstance(body, (bytes, bytearray)):
         body = json.dumps(body).encode()
-    status, answer_headers, raw = server.request(method, path, bytes(body),
-                                                 {"Content-Type": content_type, **(headers or {})})
+    status, answer_headers, raw = server.request(
+        method, path, bytes(body), {"Content-Type": content_type, **(headers or {})}
+    )
     with contextlib.suppress(ValueError):
         return status, answer_headers, json.loads(raw)
     return status, answer_headers, raw
@@ -258,7 +317,7 @@ def torchvision_reference(image: Image.Image) -> np.ndarray:
     new_width, new_height = (new_short, new_long) if width <= height else (new_long, new_short)
     pixels = np.asarray(image.resize((new_width, new_height), Image.Resampling.BILINEAR), dtype=np.float32)
     top, left = round((new_height - 224) / 2.0), round((new_width - 224) / 2.0)
-    crop = pixels[top:top + 224, left:left + 224] / 255.0
+    crop = pixels[top : top + 224, left : left + 224] / 255.0
     return ((crop - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).astype(np.float32)
 
 
@@ -296,7 +355,8 @@ def test_the_archiver_s_manifests_are_read_and_named_as_torchserve_names_them(ar
 
     refs = {r.name: r for r in plan(archives.store / "unused", archives.store, None)}
     expected = {"custom": "2.0", "image": "1.0", "tensor": "1.0", "withreqs": "1.0"} | (
-        {"eager": "1.0"} if HAS_TS else {})
+        {"eager": "1.0"} if HAS_TS else {}
+    )
     assert {name: ref.version for name, ref in refs.items()} == expected
     with zipfile.ZipFile(archives.store / "withreqs.mar") as zf:
         manifest = json.loads(zf.read("MAR-INF/MANIFEST.json"))["model"]
@@ -305,12 +365,12 @@ def test_the_archiver_s_manifests_are_read_and_named_as_torchserve_names_them(ar
     assert manifest["configFile"] == "model-config.yaml"
 
 
-def test_the_archiver_passes_through_only_its_own_built_in_handler_names(archives: Archives,
-                                                                        tmp_path: Path) -> None:
+def test_the_archiver_passes_through_only_its_own_built_in_handler_names(archives: Archives, tmp_path: Path) -> None:
     """Why tensor.mar's manifest is rewritten: ``--handler tensor`` is taken for a file tensor.py."""
     (tmp_path / "export").mkdir()
-    done = run_archiver(tmp_path / "export", "t", "--serialized-file", str(archives.work / "tensor.pt"),
-                        "--handler", "tensor")
+    done = run_archiver(
+        tmp_path / "export", "t", "--serialized-file", str(archives.work / "tensor.pt"), "--handler", "tensor"
+    )
     assert done.returncode != 0
     assert "No such file or directory: 'tensor.py'" in done.stderr
 
@@ -324,11 +384,22 @@ def test_a_module_level_handle_function_sees_torchserve_s_context(ours: Server, 
         assert headers["content-type"] == "application/json"
         assert headers["x-request-id"]
         assert_close(body["y"], run_custom(archives, x))
-        assert body == {**body, "tag": "t", "body_type": "dict", "batch": 1, "model_name": "custom",
-                        "manifest_model_name": "custom", "manifest_version": "2.0",
-                        "manifest_handler": "custom_handler.py", "batch_size": 8, "gpu_id": None,
-                        "model_dir_holds_weights": True, "model_dir_holds_manifest": True,
-                        "initialized_with": ["batch_size", "gpu_id", "model_dir"], "header": "hello"}
+        assert body == {
+            **body,
+            "tag": "t",
+            "body_type": "dict",
+            "batch": 1,
+            "model_name": "custom",
+            "manifest_model_name": "custom",
+            "manifest_version": "2.0",
+            "manifest_handler": "custom_handler.py",
+            "batch_size": 8,
+            "gpu_id": None,
+            "model_dir_holds_weights": True,
+            "model_dir_holds_manifest": True,
+            "initialized_with": ["batch_size", "gpu_id", "model_dir"],
+            "header": "hello",
+        }
     status, _, body = post(ours, "/predictions/custom/9.9", {"x": x})
     assert status == 404
     assert body["message"] == "model 'custom' has no version '9.9' (loaded: 2.0)"
@@ -399,8 +470,10 @@ def test_put_predictions_like_curl_dash_t(ours: Server) -> None:
 # ---------------------------------------------------------------------------------- BaseHandler and its errors
 
 
-needs_ts = pytest.mark.skipif(not HAS_TS, reason="the 'ts' package (pip install torchserve==0.12.0) provides "
-                                                 "BaseHandler; without it eager.mar is not built")
+needs_ts = pytest.mark.skipif(
+    not HAS_TS,
+    reason="the 'ts' package (pip install torchserve==0.12.0) provides BaseHandler; without it eager.mar is not built",
+)
 
 
 @needs_ts
@@ -411,8 +484,9 @@ def test_a_base_handler_subclass_with_an_eager_model(ours: Server, archives: Arc
         assert status == 200, body
         assert headers["content-type"] == "application/json"
         assert_close(body, run_eager(archives, [float(v) for v in inputs]))
-    status, _, body = post(ours, "/predictions/eager", json.dumps({"inputs": [1, 2, 3, 4]}).encode(),
-                           "application/octet-stream")  # bytes: this handler's own preprocess json.loads them
+    status, _, body = post(
+        ours, "/predictions/eager", json.dumps({"inputs": [1, 2, 3, 4]}).encode(), "application/octet-stream"
+    )  # bytes: this handler's own preprocess json.loads them
     assert status == 200, body
     assert_close(body, run_eager(archives, [1.0, 2.0, 3.0, 4.0]))
 
@@ -429,13 +503,21 @@ def test_a_preprocess_exception_is_a_400_with_its_message(ours: Server) -> None:
 
 @needs_ts
 @pytest.mark.slow
-def test_an_inference_exception_is_a_500_with_a_request_id_and_serving_goes_on(ours: Server,
-                                                                              archives: Archives) -> None:
-    status, headers, body = post(ours, "/predictions/eager", {"inputs": [1, 2, 3, 4]},
-                                 headers={"x-fail": "inference", "X-Request-Id": "req-boom-1"})
+def test_an_inference_exception_is_a_500_with_a_request_id_and_serving_goes_on(
+    ours: Server, archives: Archives
+) -> None:
+    status, headers, body = post(
+        ours,
+        "/predictions/eager",
+        {"inputs": [1, 2, 3, 4]},
+        headers={"x-fail": "inference", "X-Request-Id": "req-boom-1"},
+    )
     assert status == 500
-    assert body == {"code": "internal_error", "request_id": "req-boom-1",
-                    "message": "inference failed; see the server log for request req-boom-1"}
+    assert body == {
+        "code": "internal_error",
+        "request_id": "req-boom-1",
+        "message": "inference failed; see the server log for request req-boom-1",
+    }
     assert headers["x-request-id"] == "req-boom-1"
     assert "request_id=req-boom-1" in ours.output()
     assert "RuntimeError: boom in inference" in ours.output()
@@ -474,11 +556,14 @@ def test_the_image_reference_is_torchvision_s_pipeline() -> None:
     image = test_image(320, 240, seed=1)
     chw = torchvision_reference(image)
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None] / 255
-    resized = torch.nn.functional.interpolate(pixels, size=(256, 341), mode="bilinear", antialias=True,
-                                              align_corners=False)[0]
+    resized = torch.nn.functional.interpolate(
+        pixels, size=(256, 341), mode="bilinear", antialias=True, align_corners=False
+    )[0]
     top, left = round((256 - 224) / 2.0), round((341 - 224) / 2.0)
-    tensor_path = ((resized[:, top:top + 224, left:left + 224] - torch.tensor(IMAGENET_MEAN)[:, None, None])
-                   / torch.tensor(IMAGENET_STD)[:, None, None]).numpy()
+    tensor_path = (
+        (resized[:, top : top + 224, left : left + 224] - torch.tensor(IMAGENET_MEAN)[:, None, None])
+        / torch.tensor(IMAGENET_STD)[:, None, None]
+    ).numpy()
     assert np.abs(chw - tensor_path).max() < 1.5 / 255 / 0.224
     # And the server's own transform is this pipeline.
     from serving.handlers import ImageClassifier
@@ -525,9 +610,11 @@ def test_the_built_in_tensor_handler(ours: Server, archives: Archives) -> None:
     two = np.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 1.0]])
     buffer = io.BytesIO()
     np.save(buffer, two.astype(np.float64))
-    cases = [(one.tolist(), "application/json", expected(one)),
-             ({"instances": two.tolist()}, "application/json", expected(two)),
-             (buffer.getvalue(), "application/x-npy", expected(two))]
+    cases = [
+        (one.tolist(), "application/json", expected(one)),
+        ({"instances": two.tolist()}, "application/json", expected(two)),
+        (buffer.getvalue(), "application/x-npy", expected(two)),
+    ]
     for body_in, content_type, result in cases:
         status, _, body = post(ours, "/predictions/tensor", body_in, content_type)
         assert status == 200, body
@@ -540,9 +627,11 @@ def test_the_built_in_tensor_handler(ours: Server, archives: Archives) -> None:
         for i, (status, body) in enumerate(pool.map(concurrent, range(8))):
             assert status == 200, body
             assert_close(body, expected(np.array([i, i / 2, -i])))
-    for bad, content_type, message in (([], "application/json", "input must be a non-empty numeric array"),
-                                       (["a"], "application/json", "ValueError: could not convert string to float"),
-                                       (b"\x93NUMPY broken", "application/x-npy", "neither JSON nor a readable .npy")):
+    for bad, content_type, message in (
+        ([], "application/json", "input must be a non-empty numeric array"),
+        (["a"], "application/json", "ValueError: could not convert string to float"),
+        (b"\x93NUMPY broken", "application/x-npy", "neither JSON nor a readable .npy"),
+    ):
         status, _, body = post(ours, "/predictions/tensor", bad, content_type)
         assert status == 400, body
         assert message in body["message"]
@@ -552,11 +641,14 @@ def test_the_built_in_tensor_handler(ours: Server, archives: Archives) -> None:
 def test_requirements_are_reported_and_never_installed(ours: Server) -> None:
     status, _, body = post(ours, "/predictions/withreqs", [1, 2, 3])
     assert status == 200, body
-    assert ("model withreqs: withreqs.mar lists requirements (requirements.txt); they are not installed at run "
-            "time: bake them into the image") in ours.output()
+    assert (
+        "model withreqs: withreqs.mar lists requirements (requirements.txt); they are not installed at run "
+        "time: bake them into the image"
+    ) in ours.output()
     assert importlib.util.find_spec(NOT_INSTALLED.replace("-", "_")) is None
-    pip = subprocess.run([sys.executable, "-m", "pip", "show", NOT_INSTALLED], capture_output=True, text=True,
-                         timeout=60, check=False)
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "show", NOT_INSTALLED], capture_output=True, text=True, timeout=60, check=False
+    )
     assert pip.returncode != 0, pip.stdout
 
 
@@ -566,8 +658,12 @@ def test_requirements_are_reported_and_never_installed(ours: Server) -> None:
 def evil_mar(path: Path, member: zipfile.ZipInfo, data: bytes = b"open('/tmp/pwned', 'w')\n") -> Path:
     """A .mar with a valid manifest whose handler is ``member``: a path leaving the archive, or a link."""
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("MAR-INF/MANIFEST.json", json.dumps(
-            {"runtime": "python", "model": {"modelName": "evil", "handler": "handler.py", "modelVersion": "1.0"}}))
+        zf.writestr(
+            "MAR-INF/MANIFEST.json",
+            json.dumps(
+                {"runtime": "python", "model": {"modelName": "evil", "handler": "handler.py", "modelVersion": "1.0"}}
+            ),
+        )
         zf.writestr(member, data)
     return path
 
@@ -592,8 +688,11 @@ def evil_members(outside: Path) -> dict[str, tuple[zipfile.ZipInfo, str]]:
 def test_zip_slip_members_are_refused_before_anything_is_extracted(tmp_path: Path, case: str) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
-    members = {**evil_members(outside), "backslash": (zipfile.ZipInfo("..\\evil.py"), "escapes the archive"),
-               "drive": (zipfile.ZipInfo("C:/evil.py"), "escapes the archive")}
+    members = {
+        **evil_members(outside),
+        "backslash": (zipfile.ZipInfo("..\\evil.py"), "escapes the archive"),
+        "drive": (zipfile.ZipInfo("C:/evil.py"), "escapes the archive"),
+    }
     member, message = members[case]
     mar = evil_mar(tmp_path / "evil.mar", member, b"/etc/passwd" if case == "symlink" else b"x = 1\n")
     dest = tmp_path / "dest" / "inner"
@@ -649,8 +748,9 @@ class TorchServe:
     management_port: int
     env: dict[str, str]
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         return http_request(self.port, method, path, body, headers, timeout=60)
 
     def model_ready(self, name: str) -> bool:
@@ -675,14 +775,29 @@ def start_torchserve(home: Path, store: Path, models: list[str]) -> TorchServe:
     inference, management = ports[0], ports[1]
     write_config(home / "config.properties", store, ports)
     # TEMP: TorchServe's -Djava.io.tmpdir (worker sockets, the pid file) in our own folder, not /tmp.
-    env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs),
-           "METRICS_LOCATION": str(logs)}
-    command = [_venv_script("torchserve"), "--start", "--ncs", "--disable-token-auth", "--ts-config",
-               str(home / "config.properties"), "--model-store", str(store),
-               "--models", *(f"{name}={name}.mar" for name in models)]
+    env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs)}
+    command = [
+        _venv_script("torchserve"),
+        "--start",
+        "--ncs",
+        "--disable-token-auth",
+        "--ts-config",
+        str(home / "config.properties"),
+        "--model-store",
+        str(store),
+        "--models",
+        *(f"{name}={name}.mar" for name in models),
+    ]
     with (home / "torchserve.out").open("wb") as out:
-        proc = subprocess.Popen(command, cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            cwd=home,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return TorchServe(home, proc, inference, management, env)
 
 
@@ -702,8 +817,14 @@ def session_pids(sid: int) -> list[int]:
 def stop_torchserve(server: TorchServe) -> None:
     """``torchserve --stop``, then SIGTERM and SIGKILL to whatever is left of its session."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run([_venv_script("torchserve"), "--stop"], cwd=server.home, env=server.env, timeout=60,
-                       capture_output=True, check=False)
+        subprocess.run(
+            [_venv_script("torchserve"), "--stop"],
+            cwd=server.home,
+            env=server.env,
+            timeout=60,
+            capture_output=True,
+            check=False,
+        )
     sid = server.proc.pid  # start_new_session: the CLI's pid is the session (and process group) id
     for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
         deadline = time.monotonic() + grace

@@ -38,19 +38,30 @@ def running(root: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     log = root / "mlflow-server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    command = [str(VENV.path / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+    command = [
+        str(VENV.path / "bin" / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
     with log.open("wb") as fh:
         # Its own session: the server starts worker processes of its own, and killpg stops them all.
-        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root,
-                                start_new_session=True)
+        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not _healthy(url):
             assert proc.poll() is None, f"mlflow server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"mlflow server not healthy in {START_TIMEOUT:.0f}s:\n" \
-                f"{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"mlflow server not healthy in {START_TIMEOUT:.0f}s:\n{log.read_text()[-3000:]}"
+            )
             time.sleep(0.5)
         yield url
     finally:

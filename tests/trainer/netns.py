@@ -69,8 +69,9 @@ class Host:
         return ["ip", "netns", "exec", self.namespace, *argv]
 
     def pids(self) -> list[int]:
-        result = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True, text=True,
-                                check=False, timeout=30)
+        result = subprocess.run(
+            ["ip", "netns", "pids", self.namespace], capture_output=True, text=True, check=False, timeout=30
+        )
         return [int(pid) for pid in result.stdout.split()]
 
     def kill(self, timeout: float = 30) -> None:
@@ -91,8 +92,9 @@ class Network:
             raise ValueError("one veth pair joins exactly two hosts")
         tag = tag or f"dc{os.getpid()}"
         self.tag = tag
-        self.hosts = [Host(name=name, namespace=f"{tag}-{i + 1}", address=f"{SUBNET}.{i + 1}")
-                      for i, name in enumerate(names)]
+        self.hosts = [
+            Host(name=name, namespace=f"{tag}-{i + 1}", address=f"{SUBNET}.{i + 1}") for i, name in enumerate(names)
+        ]
 
     def up(self, publish_all: bool = True) -> None:
         """Make the namespaces, link them, write each one's hosts file: its own name, and the others' names too
@@ -104,8 +106,20 @@ class Network:
             (host.etc / "hosts").write_text(f"127.0.0.1 localhost\n{host.address} {host.name}\n")
             (host.etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         # Link names are at most 15 characters; each end is renamed eth0 inside its namespace.
-        _ip("link", "add", f"{self.tag}a", "netns", a.namespace, "type", "veth",
-            "peer", "name", f"{self.tag}b", "netns", b.namespace)
+        _ip(
+            "link",
+            "add",
+            f"{self.tag}a",
+            "netns",
+            a.namespace,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{self.tag}b",
+            "netns",
+            b.namespace,
+        )
         for host, end in ((a, f"{self.tag}a"), (b, f"{self.tag}b")):
             _ip("-n", host.namespace, "link", "set", end, "name", "eth0")
             _ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "eth0")

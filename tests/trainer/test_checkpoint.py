@@ -101,8 +101,11 @@ def test_sampler_order_is_a_function_of_seed_and_epoch() -> None:
 
 
 def test_next_eight_batches_after_resume_are_identical() -> None:
-    split = Split(images=torch.arange(200 * 4, dtype=torch.float32).view(200, 1, 2, 2),
-                  targets=torch.arange(200) % 10, classes=tuple(str(i) for i in range(10)))
+    split = Split(
+        images=torch.arange(200 * 4, dtype=torch.float32).view(200, 1, 2, 2),
+        targets=torch.arange(200) % 10,
+        classes=tuple(str(i) for i in range(10)),
+    )
     cfg = TrainConfig(batch_size=7, seed=5)
     sampler = EpochSampler(len(split), cfg.seed)
     sampler.set_position(2, 0)
@@ -110,7 +113,7 @@ def test_next_eight_batches_after_resume_are_identical() -> None:
     resumed_at = 11
     sampler.set_position(2, resumed_at * cfg.batch_size)
     resumed = [y.tolist() for _, y in make_loader(split, sampler, cfg, torch.device("cpu"))]
-    assert resumed[:8] == uninterrupted[resumed_at:resumed_at + 8]
+    assert resumed[:8] == uninterrupted[resumed_at : resumed_at + 8]
     assert resumed == uninterrupted[resumed_at:]
     rng = torch.get_rng_state()
     list(make_loader(split, sampler, cfg, torch.device("cpu")))

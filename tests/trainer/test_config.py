@@ -10,7 +10,8 @@ from trainer.errors import ConfigError
 
 def test_strings_are_parsed_per_field() -> None:
     cfg = TrainConfig.from_hyperparameters(
-        {"epochs": "7", "lr": "0.002", "deterministic": "False", "device": "cpu", "dropout": "0"})
+        {"epochs": "7", "lr": "0.002", "deterministic": "False", "device": "cpu", "dropout": "0"}
+    )
     assert (cfg.epochs, cfg.lr, cfg.deterministic, cfg.device, cfg.dropout) == (7, 0.002, False, "cpu", 0.0)
 
 
@@ -20,7 +21,7 @@ def test_values_json_encoded_by_the_sagemaker_sdk_are_accepted() -> None:
 
 
 def test_platform_keys_are_ignored() -> None:
-    cfg = TrainConfig.from_hyperparameters({"sagemaker_program": "train.py", "sagemaker_region": "\"eu-west-1\""})
+    cfg = TrainConfig.from_hyperparameters({"sagemaker_program": "train.py", "sagemaker_region": '"eu-west-1"'})
     assert cfg == TrainConfig()
 
 
@@ -35,11 +36,15 @@ def test_platform_keys_are_ignored() -> None:
         ({"warmup_fraction": "1"}, "hyperparameter 'warmup_fraction' must be a number in [0, 1), got 1.0"),
         ({"deterministic": "maybe"}, "hyperparameter 'deterministic' must be true or false, got 'maybe'"),
         ({"device": "tpu"}, "hyperparameter 'device' must be one of auto, cpu, cuda, got 'tpu'"),
-        ({"model": "vgg"},
-         "hyperparameter 'model' must be one of cnn, resnet, mlp, convnet or a factory 'package.module:function', "
-         "got 'vgg'"),
-        ({"checkpoint_s3_uri": "bucket/x"},
-         "hyperparameter 'checkpoint_s3_uri' must be empty or an s3://bucket/prefix URI, got 'bucket/x'"),
+        (
+            {"model": "vgg"},
+            "hyperparameter 'model' must be one of cnn, resnet, mlp, convnet or a factory 'package.module:function', "
+            "got 'vgg'",
+        ),
+        (
+            {"checkpoint_s3_uri": "bucket/x"},
+            "hyperparameter 'checkpoint_s3_uri' must be empty or an s3://bucket/prefix URI, got 'bucket/x'",
+        ),
     ],
 )
 def test_bad_value_names_field_and_allowed_values(raw: dict[str, str], message: str) -> None:

@@ -35,12 +35,26 @@ per-process BatchNorm statistics (half the batch each), so the runs are close, n
 
 def torchrun(base: Path, nproc: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node=nproc -m trainer train`` on this host (loopback), for the job at ``base``."""
-    command = [PYTHON, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-               "-m", "trainer", "train"]
+    command = [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        f"--master_port={free_port()}",
+        "-m",
+        "trainer",
+        "train",
+    ]
     # Its own process group, so a hang cannot leave orphaned workers behind: the whole group is killed.
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True,
-                            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})})
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), **(env or {})},
+    )
     try:
         out, err = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
@@ -85,9 +99,21 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 def test_sagemaker_multi_host_relaunches_under_torchrun() -> None:
     command = torchrun_command(("algo-1", "algo-2"), "algo-2", gpus=4, environ={})
-    assert command[1:] == ["-m", "torch.distributed.run", "--nnodes=2", "--node_rank=1", "--nproc_per_node=4",
-                           "--master_addr=algo-1", "--master_port=29500", "--rdzv-backend=static",
-                           "--rdzv-conf=timeout=600", "--max-restarts=0", "-m", "trainer", "train"]
+    assert command[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--node_rank=1",
+        "--nproc_per_node=4",
+        "--master_addr=algo-1",
+        "--master_port=29500",
+        "--rdzv-backend=static",
+        "--rdzv-conf=timeout=600",
+        "--max-restarts=0",
+        "-m",
+        "trainer",
+        "train",
+    ]
     bounded = torchrun_command(("algo-1", "algo-2"), "algo-1", gpus=1, environ={}, rendezvous_timeout_s=7.5)
     assert bounded[4:6] == ["--node_rank=0", "--nproc_per_node=1"]
     assert "--rdzv-conf=timeout=8" in bounded, "a fractional timeout rounds up, never down to 0"
@@ -99,8 +125,9 @@ def test_sagemaker_multi_host_relaunches_under_torchrun() -> None:
 def test_the_cluster_comes_from_sm_hosts_or_resourceconfig_and_bad_ones_fail_naming_the_field(tmp_path: Path) -> None:
     path = tmp_path / "resourceconfig.json"
     assert Cluster.read(path, {}) == Cluster(hosts=("algo-1",), current_host="algo-1")
-    path.write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"],
-                                "network_interface_name": "eth0"}))
+    path.write_text(
+        json.dumps({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"})
+    )
     cluster = Cluster.read(path, {})
     assert (cluster.node_rank, cluster.others, cluster.network_interface_name) == (1, ("algo-1",), "eth0")
     assert Cluster.read(path, {"SM_HOSTS": '["a", "b", "c"]', "SM_CURRENT_HOST": "c"}).node_rank == 2
@@ -117,12 +144,16 @@ def test_the_cluster_comes_from_sm_hosts_or_resourceconfig_and_bad_ones_fail_nam
 
 
 def test_launch_timeouts_come_from_the_environment_and_bad_values_name_the_variable() -> None:
-    assert LaunchConfig.from_environ({}) == LaunchConfig(host_wait_s=900, rendezvous_timeout_s=600,
-                                                         collective_timeout_s=600)
+    assert LaunchConfig.from_environ({}) == LaunchConfig(
+        host_wait_s=900, rendezvous_timeout_s=600, collective_timeout_s=600
+    )
     assert LaunchConfig.from_environ({"DEEPCLOUD_HOST_WAIT_S": "2.5"}).host_wait_s == 2.5
     for bad in ("0", "-1", "soon", "nan", "inf"):
-        with pytest.raises(ConfigError, match=rf"^DEEPCLOUD_COLLECTIVE_TIMEOUT_S must be a number of seconds > 0, "
-                                              rf"not '{bad}'"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^DEEPCLOUD_COLLECTIVE_TIMEOUT_S must be a number of seconds > 0, "
+            rf"not '{bad}'",
+        ):
             LaunchConfig.from_environ({"DEEPCLOUD_COLLECTIVE_TIMEOUT_S": bad})
 
 
@@ -133,7 +164,8 @@ def test_the_network_interface_of_resourceconfig_reaches_gloo_and_nccl_unless_se
 
 
 def test_wait_for_hosts_returns_once_names_resolve_and_fails_with_one_line_at_the_deadline(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     lines: list[str] = []
     assert wait_for_hosts(("localhost",), 5, say=lines.append)["localhost"] in ("127.0.0.1", "::1")
     assert lines[0].startswith("hosts localhost=")
@@ -153,50 +185,69 @@ def test_wait_for_hosts_returns_once_names_resolve_and_fails_with_one_line_at_th
     assert wait_for_hosts(("algo-2",), 30, say=lines.append) == {"algo-2": "10.0.0.2"}
     assert lines[0] == "waiting up to 30s for hosts algo-2 to resolve"
     calls.clear()
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(
-        socket.gaierror(socket.EAI_NONAME, "Name or service not known")))
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
+    )
     started = time.monotonic()
-    with pytest.raises(TrainerError, match=r"^host 'algo-2' of this job did not resolve within 0.3s "
-                                           r"\(Name or service not known\): "):
+    with pytest.raises(
+        TrainerError,
+        match=r"^host 'algo-2' of this job did not resolve within 0.3s "
+        r"\(Name or service not known\): ",
+    ):
         wait_for_hosts(("algo-2",), 0.3, say=lines.append)
     assert time.monotonic() - started < 2
 
 
 # Lines as torch 2.13's torchrun and gloo print them (captured from runs on two network namespaces).
-GLOO_RESET = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [10.231.0.1]:64386: "
-              "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the "
-              "application. Check the logs of the remote worker before reporting an error. GLHF!")
+GLOO_RESET = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [10.231.0.1]:64386: "
+    "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the "
+    "application. Check the logs of the remote worker before reporting an error. GLHF!"
+)
 
 
 def test_a_lost_peer_becomes_one_line_and_other_errors_are_left_alone() -> None:
     line = peer_lost(RuntimeError(GLOO_RESET))
-    assert line == ("lost contact with another host of the job (Read error [10.231.0.1]:64386: Connection reset by "
-                    "peer): it stopped or its network went away, and its own log says why; restart the job to "
-                    "resume from the newest checkpoint")
+    assert line == (
+        "lost contact with another host of the job (Read error [10.231.0.1]:64386: Connection reset by "
+        "peer): it stopped or its network went away, and its own log says why; restart the job to "
+        "resume from the newest checkpoint"
+    )
     assert peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
     assert peer_lost(torch.distributed.DistNetworkError("Connection closed by peer")).startswith(
-        "lost contact with another host of the job (Connection closed by peer): ")
+        "lost contact with another host of the job (Connection closed by peer): "
+    )
     assert peer_lost(torch.distributed.DistBackendError("NCCL error: unhandled cuda error")) is None
     assert peer_lost(ValueError("gloo")) is None
 
 
 def test_torchrun_failures_without_a_worker_line_are_summed_up_in_one_line() -> None:
     launch = LaunchConfig(rendezvous_timeout_s=5)
-    store = ["Traceback (most recent call last):", '  File "static_tcp_rendezvous.py", line 67, in next_rendezvous',
-             "torch.distributed.DistStoreError: Timed out after 6 seconds waiting for clients. 1/2 clients joined."]
+    store = [
+        "Traceback (most recent call last):",
+        '  File "static_tcp_rendezvous.py", line 67, in next_rendezvous',
+        "torch.distributed.DistStoreError: Timed out after 6 seconds waiting for clients. 1/2 clients joined.",
+    ]
     assert launcher_failure(1, store, "algo-1", launch) == (
         "the hosts did not all meet at torchrun's rendezvous on algo-1:29500 within 5s (Timed out after 6 seconds "
         "waiting for clients. 1/2 clients joined.): every host must start and reach algo-1 on TCP port 29500 "
-        "(the wait is DEEPCLOUD_RENDEZVOUS_TIMEOUT_S)")
-    client = ["torch.distributed.DistNetworkError: The client socket has timed out after 5000ms while trying to "
-              "connect to (algo-1, 29500)."]
+        "(the wait is DEEPCLOUD_RENDEZVOUS_TIMEOUT_S)"
+    )
+    client = [
+        "torch.distributed.DistNetworkError: The client socket has timed out after 5000ms while trying to "
+        "connect to (algo-1, 29500)."
+    ]
     assert launcher_failure(1, client, "algo-1", launch).startswith("the hosts did not all meet at torchrun's")
     killed = ["  exitcode  : -9 (pid: 26302)", "  traceback : Signal 9 (SIGKILL) received by PID 26302"]
     assert launcher_failure(1, killed, "algo-1", launch) == (
         "a training process on this host was killed by SIGKILL (the kernel's out-of-memory killer does this): "
-        "its log above says how far it got")
+        "its log above says how far it got"
+    )
     assert launcher_failure(2, ["usage: torchrun ..."], "algo-1", launch) == (
-        "torchrun exited with status 2: its log above says why")
+        "torchrun exited with status 2: its log above says why"
+    )
     # Every worker exited 143 (stopped at a checkpoint because another host got SIGTERM): a stop, not a failure.
     assert workers_stopped(["  rank      : 0 (local_rank: 0)", "  exitcode  : 143 (pid: 81)"], 143)
     assert not workers_stopped(["  exitcode  : 143 (pid: 81)", "  exitcode  : 1 (pid: 82)"], 143)

@@ -31,8 +31,9 @@ def test_sm_hps_wins_over_the_file_and_is_checked(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ecs_run_uploads_the_model_and_checkpoints(bucket: str, s3_env: dict[str, str], tmp_path: Path,
-                                                   dataset: Path) -> None:
+def test_ecs_run_uploads_the_model_and_checkpoints(
+    bucket: str, s3_env: dict[str, str], tmp_path: Path, dataset: Path
+) -> None:
     import boto3
 
     for channel in ("train", "validation"):
@@ -40,9 +41,13 @@ def test_ecs_run_uploads_the_model_and_checkpoints(bucket: str, s3_env: dict[str
     base = tmp_path / "job"
     base.mkdir()
     hps = {"epochs": "1", "checkpoint_s3_uri": f"s3://{bucket}/checkpoints/run-1/", "checkpoint_every_steps": "2"}
-    env = {**s3_env, "SM_HPS": json.dumps(hps), "SM_CHANNEL_TRAIN": f"s3://{bucket}/digits/train/",
-           "SM_CHANNEL_VALIDATION": f"s3://{bucket}/digits/validation/",
-           "DEEPCLOUD_MODEL_S3_URI": f"s3://{bucket}/models/run-1/model.tar.gz"}
+    env = {
+        **s3_env,
+        "SM_HPS": json.dumps(hps),
+        "SM_CHANNEL_TRAIN": f"s3://{bucket}/digits/train/",
+        "SM_CHANNEL_VALIDATION": f"s3://{bucket}/digits/validation/",
+        "DEEPCLOUD_MODEL_S3_URI": f"s3://{bucket}/models/run-1/model.tar.gz",
+    }
     result = run_trainer(base, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert not (base / "input" / "config" / "hyperparameters.json").exists()

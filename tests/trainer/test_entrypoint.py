@@ -42,25 +42,37 @@ def test_unknown_hyperparameter_names_the_allowed_ones(tmp_path: Path, dataset: 
 
 def test_missing_channel_writes_failure(tmp_path: Path, dataset: Path) -> None:
     base = make_job(tmp_path / "job", dataset, {"epochs": "1"}, channels=("train",))
-    _assert_clean_failure(base, run_trainer(base),
-                          "input channel 'validation' not found at " + str(base / "input" / "data" / "validation"))
+    _assert_clean_failure(
+        base,
+        run_trainer(base),
+        "input channel 'validation' not found at " + str(base / "input" / "data" / "validation"),
+    )
 
 
 def test_a_channel_variable_naming_a_missing_folder_says_to_point_it_right(tmp_path: Path, dataset: Path) -> None:
     base = make_job(tmp_path / "job", dataset, {"epochs": "1"}, channels=("train",))
     missing = tmp_path / "nowhere"
     result = run_trainer(base, env={"SM_CHANNEL_VALIDATION": str(missing)})
-    _assert_clean_failure(base, result, f"input channel 'validation' not found at {missing}: SM_CHANNEL_VALIDATION "
-                                        "names it: point it at the channel's folder")  # not 'or set' it
+    _assert_clean_failure(
+        base,
+        result,
+        f"input channel 'validation' not found at {missing}: SM_CHANNEL_VALIDATION "
+        "names it: point it at the channel's folder",
+    )  # not 'or set' it
 
 
 def test_a_base_folder_that_does_not_exist_yet_still_gets_the_failure_file(tmp_path: Path, dataset: Path) -> None:
     """docs/data.md's own example: SAGEMAKER_BASE_DIR=/tmp/job (not made yet) and channels given by variable."""
     base = tmp_path / "job"
-    result = run_trainer(base, env={"SM_CHANNEL_TRAIN": str(tmp_path / "nowhere"),
-                                    "SM_CHANNEL_VALIDATION": str(dataset / "validation")})
-    _assert_clean_failure(base, result, f"input channel 'train' not found at {tmp_path / 'nowhere'}: SM_CHANNEL_TRAIN "
-                                        "names it: point it at the channel's folder")
+    result = run_trainer(
+        base, env={"SM_CHANNEL_TRAIN": str(tmp_path / "nowhere"), "SM_CHANNEL_VALIDATION": str(dataset / "validation")}
+    )
+    _assert_clean_failure(
+        base,
+        result,
+        f"input channel 'train' not found at {tmp_path / 'nowhere'}: SM_CHANNEL_TRAIN "
+        "names it: point it at the channel's folder",
+    )
     assert "could not write" not in result.stderr
 
 
@@ -79,8 +91,9 @@ def test_unexpected_argument_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_channel_from_sm_channel_variable(tmp_path: Path, dataset: Path) -> None:
     base = make_job(tmp_path / "job", dataset, {"epochs": "1"}, channels=("train",))
-    result = run_trainer(base, env={"SM_CHANNEL_VALIDATION": str(dataset / "validation"),
-                                    "SM_MODEL_DIR": str(tmp_path / "elsewhere")})
+    result = run_trainer(
+        base, env={"SM_CHANNEL_VALIDATION": str(dataset / "validation"), "SM_MODEL_DIR": str(tmp_path / "elsewhere")}
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "elsewhere" / "manifest.json").exists()
     assert not (base / "output" / "failure").exists()
@@ -152,8 +165,10 @@ def _world_traversable(path: Path) -> bool:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs to start as root")
-@pytest.mark.skipif(not _world_traversable(Path(sys.base_prefix) / "lib") or not _world_traversable(REPO),
-                    reason="this Python or checkout lives where an unprivileged user cannot read it (e.g. /root)")
+@pytest.mark.skipif(
+    not _world_traversable(Path(sys.base_prefix) / "lib") or not _world_traversable(REPO),
+    reason="this Python or checkout lives where an unprivileged user cannot read it (e.g. /root)",
+)
 def test_starts_as_root_and_trains_as_the_unprivileged_user(dataset: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:  # under /tmp, traversable by the unprivileged user
         root = Path(scratch)
@@ -163,8 +178,11 @@ def test_starts_as_root_and_trains_as_the_unprivileged_user(dataset: Path) -> No
             path.chmod(path.stat().st_mode | 0o005)  # readable by others, as SageMaker's input mount is
         result = run_trainer(base, env={"DEEPCLOUD_RUN_AS": "65534:65534"})
         assert result.returncode == 0, result.stderr
-        for made in (base / "model" / "model.pt2", base / "output" / "data" / "report.png",
-                     next((base / "checkpoints").iterdir())):
+        for made in (
+            base / "model" / "model.pt2",
+            base / "output" / "data" / "report.png",
+            next((base / "checkpoints").iterdir()),
+        ):
             assert (made.stat().st_uid, made.stat().st_gid) == (65534, 65534), made
         bad = run_trainer(make_job(root / "bad", dataset, {"epochs": "1"}), env={"DEEPCLOUD_RUN_AS": "0:0"})
         assert bad.returncode == 1

@@ -117,11 +117,14 @@ def test_imagefolder_with_one_folder_is_not_a_classifier(tmp_path: Path) -> None
         discover_classes(channel)
 
 
-@pytest.mark.parametrize(("name", "fmt", "damage"), [
-    ("b.png", "PNG", lambda data: data[: len(data) // 2]),
-    ("b.jpg", "JPEG", lambda data: data[: len(data) // 2]),
-    ("b.png", "PNG", lambda data: b"garbage" * 20),
-])
+@pytest.mark.parametrize(
+    ("name", "fmt", "damage"),
+    [
+        ("b.png", "PNG", lambda data: data[: len(data) // 2]),
+        ("b.jpg", "JPEG", lambda data: data[: len(data) // 2]),
+        ("b.png", "PNG", lambda data: b"garbage" * 20),
+    ],
+)
 def test_imagefolder_corrupt_image_is_named(tmp_path: Path, name: str, fmt: str, damage) -> None:
     channel = _folder(tmp_path / "c", {"cat/a.png": "L", "dog/z.png": "L"})
     victim = channel / "dog" / name
@@ -207,11 +210,14 @@ def test_npz_classes_count_up_to_the_largest_label(tmp_path: Path) -> None:
     assert discover_classes(channel) == tuple(str(i) for i in range(12))
 
 
-@pytest.mark.parametrize("damage", [
-    lambda data: data[: len(data) // 2],  # truncated: the zip directory is at the end
-    lambda data: b"\x00" * len(data),  # not a zip at all (would otherwise be taken for a pickle)
-    lambda data: data.replace(b"\x93NUMPY", b"\x93NUMPZ"),  # a zip whose member is not an array
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # truncated: the zip directory is at the end
+        lambda data: b"\x00" * len(data),  # not a zip at all (would otherwise be taken for a pickle)
+        lambda data: data.replace(b"\x93NUMPY", b"\x93NUMPZ"),  # a zip whose member is not an array
+    ],
+)
 def test_npz_unreadable_file_is_named_and_skippable(tmp_path: Path, damage) -> None:
     channel = _npz(tmp_path / "c" / "a.npz", x=_digits(4)[0], y=_digits(4)[1]).parent
     victim = _npz(channel / "b.npz", x=_digits(64)[0], y=_digits(64)[1])
@@ -343,8 +349,9 @@ def test_load_channels_mixes_formats_and_reports_skips(tmp_path: Path, monkeypat
     assert lines == ["skipped_samples=1 channel=train: b.npz"]
 
 
-def test_load_channels_needs_one_shape_and_a_validation_channel(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_channels_needs_one_shape_and_a_validation_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "input" / "data"
     _folder(data / "train", {"cat/a.png": "L", "dog/b.png": "L"})
     env = _env(tmp_path, monkeypatch)
@@ -365,5 +372,4 @@ def test_load_channels_names_many_skips_briefly(tmp_path: Path, monkeypatch: pyt
     lines: list[str] = []
     train, _, _ = load_channels(_env(tmp_path, monkeypatch), skip_bad_samples=True, say=lines.append)
     assert len(train) == 2
-    assert lines == ["skipped_samples=12 channel=train: " + ", ".join(f"a.npz[{i}]" for i in range(10))
-                     + " and 2 more"]
+    assert lines == ["skipped_samples=12 channel=train: " + ", ".join(f"a.npz[{i}]" for i in range(10)) + " and 2 more"]

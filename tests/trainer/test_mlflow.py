@@ -53,8 +53,9 @@ def _assert_epoch_history(client: MlflowClient, run_id: str, base: Path) -> None
         assert history == [(r["epoch"], r[key]) for r in epochs], key
 
 
-def test_a_run_is_logged_and_reads_back_through_mlflow_client(mlflow_server: str, tmp_path: Path,
-                                                              dataset: Path) -> None:
+def test_a_run_is_logged_and_reads_back_through_mlflow_client(
+    mlflow_server: str, tmp_path: Path, dataset: Path
+) -> None:
     experiment, job = f"exp-{uuid.uuid4().hex[:8]}", "train-job-1"
     base = make_job(tmp_path / "job", dataset, {"epochs": "2", "seed": "4", "log_every_steps": "10"})
     result = run_trainer(base, env=_env(mlflow_server, experiment, job))
@@ -79,12 +80,15 @@ def test_a_run_is_logged_and_reads_back_through_mlflow_client(mlflow_server: str
     assert {p.name: p.read_bytes() for p in (fetched / "model").iterdir()} == local_model
 
 
-def test_a_job_stopped_by_sigterm_goes_on_in_the_same_run(mlflow_server: str, tmp_path: Path,
-                                                          dataset: Path) -> None:
+def test_a_job_stopped_by_sigterm_goes_on_in_the_same_run(mlflow_server: str, tmp_path: Path, dataset: Path) -> None:
     experiment, job = f"exp-{uuid.uuid4().hex[:8]}", "train-job-stopped"
     env = _env(mlflow_server, experiment, job)
-    base = make_job(tmp_path / "job", dataset, {"epochs": "2", "seed": "5", "log_every_steps": "1",
-                                                 "checkpoint_every_steps": "1000"}, channels=("train", "validation"))
+    base = make_job(
+        tmp_path / "job",
+        dataset,
+        {"epochs": "2", "seed": "5", "log_every_steps": "1", "checkpoint_every_steps": "1000"},
+        channels=("train", "validation"),
+    )
     stopped_run = stop_trainer_at_step(base, 25, env)  # into the second epoch: epoch 1 is logged
     assert stopped_run.returncode == 143, stopped_run.stderr
     client = MlflowClient(tracking_uri=mlflow_server)
@@ -100,8 +104,7 @@ def test_a_job_stopped_by_sigterm_goes_on_in_the_same_run(mlflow_server: str, tm
     _assert_epoch_history(client, run.info.run_id, base)  # each epoch once, from both processes
 
 
-def test_an_unreachable_tracking_server_costs_one_warning_line_and_a_few_seconds(tmp_path: Path,
-                                                                                 dataset: Path) -> None:
+def test_an_unreachable_tracking_server_costs_one_warning_line_and_a_few_seconds(tmp_path: Path, dataset: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
     base = make_job(tmp_path / "job", dataset, {"epochs": "1"})
     result = run_trainer(base, env=_env(url, "unreachable", "job-without-mlflow"))
@@ -117,8 +120,15 @@ def test_an_unreachable_tracking_server_costs_one_warning_line_and_a_few_seconds
     # for minutes. Timed alone, in a fresh interpreter, so that the environment defaults apply as in a job.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     started = time.monotonic()
-    alone = subprocess.run([PYTHON, "-c", f"from trainer.tracking import MLflow; MLflow({url!r}, 'e', 'n', {{}})"],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    alone = subprocess.run(
+        [PYTHON, "-c", f"from trainer.tracking import MLflow; MLflow({url!r}, 'e', 'n', {{}})"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     seconds = time.monotonic() - started
     assert alone.returncode == 0, alone.stderr
     assert alone.stderr.count("warning: MLflow:") == 1

@@ -54,10 +54,20 @@ def user_module(code_dir: Path) -> Callable[[str], str]:
     return write
 
 
-def _build(spec: str, code_dir: Path | None, *, channels: int = 1, size: tuple[int, int] = (8, 8),
-           num_classes: int = 10) -> nn.Module:
-    return build_model(spec, in_channels=channels, image_size=size, num_classes=num_classes, width=8,
-                       dropout=0.0, mean=MEAN * channels, std=STD * channels, code_dir=code_dir)
+def _build(
+    spec: str, code_dir: Path | None, *, channels: int = 1, size: tuple[int, int] = (8, 8), num_classes: int = 10
+) -> nn.Module:
+    return build_model(
+        spec,
+        in_channels=channels,
+        image_size=size,
+        num_classes=num_classes,
+        width=8,
+        dropout=0.0,
+        mean=MEAN * channels,
+        std=STD * channels,
+        code_dir=code_dir,
+    )
 
 
 def _config_error(spec: str, code_dir: Path | None) -> str:
@@ -74,8 +84,16 @@ def _config_error(spec: str, code_dir: Path | None) -> str:
 
 def test_resnet_trains_one_step_and_exports(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_model("resnet", in_channels=3, image_size=(8, 8), num_classes=5, width=4, dropout=0.1,
-                        mean=[0.5, 0.4, 0.3], std=[0.2, 0.2, 0.2])
+    model = build_model(
+        "resnet",
+        in_channels=3,
+        image_size=(8, 8),
+        num_classes=5,
+        width=4,
+        dropout=0.1,
+        mean=[0.5, 0.4, 0.3],
+        std=[0.2, 0.2, 0.2],
+    )
     assert isinstance(model, RawPixels)
     assert isinstance(model.net, ResNet)
     x, y = torch.rand(6, 3, 8, 8) * 255, torch.randint(0, 5, (6,))
@@ -120,10 +138,12 @@ def _trainable(model: nn.Module) -> int:
 def test_mlp_and_convnet_have_the_keras_examples_layers() -> None:
     # The parameter counts Keras's model.summary() prints for mnist_mlp.py (669,706) and mnist_convnet.py
     # (34,826) on 28x28 digits: same layers, same sizes, at width=32.
-    mlp = build_model("mlp", in_channels=1, image_size=(28, 28), num_classes=10, width=32, dropout=0.2,
-                      mean=MEAN, std=STD)
-    convnet = build_model("convnet", in_channels=1, image_size=(28, 28), num_classes=10, width=32, dropout=0.5,
-                          mean=MEAN, std=STD)
+    mlp = build_model(
+        "mlp", in_channels=1, image_size=(28, 28), num_classes=10, width=32, dropout=0.2, mean=MEAN, std=STD
+    )
+    convnet = build_model(
+        "convnet", in_channels=1, image_size=(28, 28), num_classes=10, width=32, dropout=0.5, mean=MEAN, std=STD
+    )
     assert isinstance(mlp.net, MLP)
     assert isinstance(convnet.net, ConvNet)
     assert (mlp.spec, convnet.spec) == ("mlp", "convnet")
@@ -135,8 +155,9 @@ def test_mlp_and_convnet_have_the_keras_examples_layers() -> None:
 
 @pytest.mark.parametrize("name", ["mlp", "convnet"])
 @pytest.mark.parametrize(("channels", "size"), [(1, (28, 28)), (3, (32, 24)), (1, (CONVNET_MIN_SIDE, 17))])
-def test_mlp_and_convnet_take_any_channels_and_size_and_export(tmp_path: Path, name: str, channels: int,
-                                                               size: tuple[int, int]) -> None:
+def test_mlp_and_convnet_take_any_channels_and_size_and_export(
+    tmp_path: Path, name: str, channels: int, size: tuple[int, int]
+) -> None:
     torch.manual_seed(0)
     model = _build(name, None, channels=channels, size=size, num_classes=7)
     x, y = torch.rand(6, channels, *size) * 255, torch.randint(0, 7, (6,))
@@ -193,12 +214,15 @@ def test_factory_from_an_installed_package(tmp_path: Path, monkeypatch: pytest.M
     package = tmp_path / "site" / "mypkg_installed"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "models.py").write_text("from torch import nn\n\ndef build(num_classes, input_shape):\n"
-                                       "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n")
+    (package / "models.py").write_text(
+        "from torch import nn\n\ndef build(num_classes, input_shape):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     model = _build("mypkg_installed.models:build", tmp_path / "no-code-dir")
-    assert not any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()), \
+    assert not any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()), (
         "lazy modules get their shapes before the optimizer sees them"
+    )
     with torch.no_grad():
         assert model(torch.rand(2, 1, 8, 8) * 255).shape == (2, 10)
 
@@ -211,8 +235,17 @@ def test_wrapper_normalises_raw_pixels_before_the_user_model(code_dir: Path, use
             return nn.Sequential(nn.Conv2d(input_shape[0], 4, 3), nn.Flatten(), nn.LazyLinear(num_classes))
     """)
     mean, std = [0.1, 0.5, 0.9], [0.2, 0.3, 0.4]
-    model = build_model(f"{name}:build", in_channels=3, image_size=(8, 8), num_classes=3, width=8, dropout=0.0,
-                        mean=mean, std=std, code_dir=code_dir).eval()
+    model = build_model(
+        f"{name}:build",
+        in_channels=3,
+        image_size=(8, 8),
+        num_classes=3,
+        width=8,
+        dropout=0.0,
+        mean=mean,
+        std=std,
+        code_dir=code_dir,
+    ).eval()
     x = torch.randint(0, 256, (5, 3, 8, 8)).float()
     by_hand = (x / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -221,8 +254,10 @@ def test_wrapper_normalises_raw_pixels_before_the_user_model(code_dir: Path, use
 
 def test_missing_module_is_a_config_error(code_dir: Path) -> None:
     message = _config_error("nosuchmodule_xyz:build", code_dir)
-    assert message.endswith(f"no module 'nosuchmodule_xyz' in the job's code directory {code_dir} "
-                            "or on the Python path (installed packages, PYTHONPATH)")
+    assert message.endswith(
+        f"no module 'nosuchmodule_xyz' in the job's code directory {code_dir} "
+        "or on the Python path (installed packages, PYTHONPATH)"
+    )
 
 
 def test_missing_code_dir_is_named(tmp_path: Path) -> None:
@@ -243,23 +278,28 @@ def test_factory_that_raises_is_a_config_error(code_dir: Path, user_module) -> N
     """)
     message = _config_error(f"{name}:build", code_dir)
     where = f"{(code_dir / name).resolve()}.py:3 in build"
-    assert message.endswith(f"build(num_classes=10, input_shape=(1, 8, 8)) raised ValueError: this model needs "
-                            f"(at {where}: `raise ValueError(\"this model needs\\nRGB images\")`)")
+    assert message.endswith(
+        f"build(num_classes=10, input_shape=(1, 8, 8)) raised ValueError: this model needs "
+        f'(at {where}: `raise ValueError("this model needs\\nRGB images")`)'
+    )
 
 
 def test_factory_returning_a_non_module_is_a_config_error(code_dir: Path, user_module) -> None:
     name = user_module("def build(num_classes, input_shape):\n    return {'layers': 3}\n")
     message = _config_error(f"{name}:build", code_dir)
-    assert message.endswith("build(num_classes=10, input_shape=(1, 8, 8)) returned builtins.dict, "
-                            "not a torch.nn.Module")
+    assert message.endswith(
+        "build(num_classes=10, input_shape=(1, 8, 8)) returned builtins.dict, not a torch.nn.Module"
+    )
 
 
 def test_module_whose_import_fails_is_a_config_error(code_dir: Path, user_module) -> None:
     name = user_module("import not_installed_dependency_xyz\n")
     message = _config_error(f"{name}:build", code_dir)
-    assert message.endswith(f"importing '{name}' failed: ModuleNotFoundError: No module named "
-                            f"'not_installed_dependency_xyz' (at {(code_dir / name).resolve()}.py:1 in <module>: "
-                            "`import not_installed_dependency_xyz`)")
+    assert message.endswith(
+        f"importing '{name}' failed: ModuleNotFoundError: No module named "
+        f"'not_installed_dependency_xyz' (at {(code_dir / name).resolve()}.py:1 in <module>: "
+        "`import not_installed_dependency_xyz`)"
+    )
 
 
 def test_module_with_a_syntax_error_is_a_config_error(code_dir: Path, user_module) -> None:
@@ -269,8 +309,9 @@ def test_module_with_a_syntax_error_is_a_config_error(code_dir: Path, user_modul
 
 def test_factory_name_that_is_not_a_function(code_dir: Path, user_module) -> None:
     name = user_module("build = 3\n")
-    assert _config_error(f"{name}:build", code_dir).endswith(f"'build' in {(code_dir / name).resolve()}.py "
-                                                              "is not callable (int)")
+    assert _config_error(f"{name}:build", code_dir).endswith(
+        f"'build' in {(code_dir / name).resolve()}.py is not callable (int)"
+    )
 
 
 # --- the export check ------------------------------------------------------------------------------
@@ -361,7 +402,8 @@ def test_worked_example_trains_from_the_job_code_dir(tmp_path: Path, dataset: Pa
 def test_unexportable_user_model_fails_before_training(tmp_path: Path, dataset: Path) -> None:
     base = make_job(tmp_path / "job", dataset, {"epochs": "50", "model": "branchy:build"})
     (base / "code").mkdir()
-    (base / "code" / "branchy.py").write_text(textwrap.dedent("""
+    (base / "code" / "branchy.py").write_text(
+        textwrap.dedent("""
         from torch import nn
 
         class Branchy(nn.Module):
@@ -376,7 +418,8 @@ def test_unexportable_user_model_fails_before_training(tmp_path: Path, dataset: 
 
         def build(num_classes, input_shape):
             return Branchy(num_classes)
-    """))
+    """)
+    )
     result = run_trainer(base)
     assert result.returncode == 1, result.stderr
     failure = (base / "output" / "failure").read_text().strip()

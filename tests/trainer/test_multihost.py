@@ -29,8 +29,15 @@ from trainer.signals import EXIT_STOPPED
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(600)]
 
 HOSTS = ["algo-1", "algo-2"]
-HP = {"epochs": "2", "width": "8", "seed": "1", "dropout": "0", "batch_size": "32", "checkpoint_every_steps": "5",
-      "log_every_steps": "1"}
+HP = {
+    "epochs": "2",
+    "width": "8",
+    "seed": "1",
+    "dropout": "0",
+    "batch_size": "32",
+    "checkpoint_every_steps": "5",
+    "log_every_steps": "1",
+}
 """Tiny on purpose: 2 epochs of 20 steps a rank on the 8x8 digits, so a run takes seconds."""
 LONG_HP = {**HP, "epochs": "6", "batch_size": "16", "checkpoint_every_steps": "10"}
 """240 steps, long enough to kill a host between its first checkpoint and the end."""
@@ -64,8 +71,9 @@ def _layout(base: Path, dataset: Path, host: Host, hp: dict[str, str]) -> Path:
     make_job(base, dataset, hp, channels=CHANNELS)
     # What SageMaker writes on each instance (docs: "How Amazon SageMaker Provides Training Information",
     # Distributed Training Configuration); network_interface_name is the veth end's name inside the namespace.
-    (base / "input" / "config" / "resourceconfig.json").write_text(json.dumps(
-        {"current_host": host.name, "hosts": HOSTS, "network_interface_name": "eth0"}))
+    (base / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": host.name, "hosts": HOSTS, "network_interface_name": "eth0"})
+    )
     return base
 
 
@@ -75,12 +83,21 @@ class Job:
     def __init__(self, host: Host, base: Path, env: dict[str, str] | None = None) -> None:
         self.host, self.base = host, base
         self.out, self.err = base.parent / f"{host.name}.out", base.parent / f"{host.name}.err"
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("SM_", "GLOO_", "NCCL_", "DEEPCLOUD_")) and k not in ("WORLD_SIZE", "RANK")}
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SM_", "GLOO_", "NCCL_", "DEEPCLOUD_")) and k not in ("WORLD_SIZE", "RANK")
+        }
         full = {**clean, "SAGEMAKER_BASE_DIR": str(base), "OMP_NUM_THREADS": "1", **(env or {})}
         with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(host.command([PYTHON, "-m", "trainer", "train"]), cwd=REPO, env=full,
-                                         stdout=out, stderr=err, start_new_session=True)
+            self.proc = subprocess.Popen(
+                host.command([PYTHON, "-m", "trainer", "train"]),
+                cwd=REPO,
+                env=full,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         self.started = time.monotonic()
 
     def wait(self, timeout: float = RUN_TIMEOUT) -> int:
@@ -104,8 +121,9 @@ def _weights(base: Path) -> dict[str, torch.Tensor]:
     return torch.export.load(base / "model" / "model.pt2").state_dict
 
 
-def _started_past_a_checkpoint(network: Network, dataset: Path, tmp_path: Path,
-                               env: dict[str, str] | None = None) -> tuple[Path, Path, list[Job]]:
+def _started_past_a_checkpoint(
+    network: Network, dataset: Path, tmp_path: Path, env: dict[str, str] | None = None
+) -> tuple[Path, Path, list[Job]]:
     """Both hosts, knowing each other's names, running LONG_HP, once the first host has written a checkpoint:
     (first host's base, second host's base, their jobs)."""
     first, second = network.hosts
@@ -122,12 +140,14 @@ def _started_past_a_checkpoint(network: Network, dataset: Path, tmp_path: Path,
 
 
 def _newest_checkpoint(base: Path) -> int:
-    return max(int(p.name.split("-")[1]) for p in (base / "checkpoints").glob("step-*")
-               if (p / "manifest.json").exists())
+    return max(
+        int(p.name.split("-")[1]) for p in (base / "checkpoints").glob("step-*") if (p / "manifest.json").exists()
+    )
 
 
 def test_two_hosts_train_the_same_model_as_two_processes_on_one_host(
-        network: Network, dataset: Path, tmp_path: Path) -> None:
+    network: Network, dataset: Path, tmp_path: Path
+) -> None:
     first, second = network.hosts
     bases = [_layout(tmp_path / host.name / "job", dataset, host, HP) for host in network.hosts]
     # Each host knows only its own name at the start; the other's appears two seconds after both began waiting
@@ -168,10 +188,12 @@ def test_two_hosts_train_the_same_model_as_two_processes_on_one_host(
     assert a.keys() == b.keys()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     images = torch.stack([torch.from_numpy(x) for x in _validation_images(dataset)])
-    assert torch.equal(load_program(main / "model" / "model.pt2")(images),
-                       load_program(reference / "model" / "model.pt2")(images))
-    history = [json.loads((base / "output" / "data" / "metrics.json").read_text())["history"]
-               for base in (main, reference)]
+    assert torch.equal(
+        load_program(main / "model" / "model.pt2")(images), load_program(reference / "model" / "model.pt2")(images)
+    )
+    history = [
+        json.loads((base / "output" / "data" / "metrics.json").read_text())["history"] for base in (main, reference)
+    ]
     assert history[0]["validation_loss"] == history[1]["validation_loss"]
 
 
@@ -183,7 +205,8 @@ def _validation_images(dataset: Path):
 
 
 def test_a_dead_host_fails_the_other_within_a_bound_and_a_restart_resumes(
-        network: Network, dataset: Path, tmp_path: Path) -> None:
+    network: Network, dataset: Path, tmp_path: Path
+) -> None:
     first, second = network.hosts
     main, other, jobs = _started_past_a_checkpoint(network, dataset, tmp_path)
     first.kill()  # the first host dies: its trainer, torchrun's agent and rendezvous store, and its workers
@@ -217,7 +240,8 @@ def test_a_dead_host_fails_the_other_within_a_bound_and_a_restart_resumes(
 
 
 def test_a_host_whose_network_goes_silent_fails_the_other_within_the_collective_timeout(
-        network: Network, dataset: Path, tmp_path: Path) -> None:
+    network: Network, dataset: Path, tmp_path: Path
+) -> None:
     first, second = network.hosts
     env = {"DEEPCLOUD_COLLECTIVE_TIMEOUT_S": str(COLLECTIVE_TIMEOUT)}
     _, other, jobs = _started_past_a_checkpoint(network, dataset, tmp_path, env)
@@ -237,7 +261,8 @@ def test_a_host_whose_network_goes_silent_fails_the_other_within_the_collective_
 
 
 def test_sigterm_to_one_host_stops_every_host_at_one_checkpoint_without_a_failure(
-        network: Network, dataset: Path, tmp_path: Path) -> None:
+    network: Network, dataset: Path, tmp_path: Path
+) -> None:
     main, other, jobs = _started_past_a_checkpoint(network, dataset, tmp_path)
     # SageMaker's StopTrainingJob signals each container's first process: here only the second host's, the harder
     # case, since the first host then learns of the stop from the ranks' vote alone.
@@ -247,13 +272,15 @@ def test_sigterm_to_one_host_stops_every_host_at_one_checkpoint_without_a_failur
     for job, base in zip(jobs, (main, other), strict=True):
         assert not (base / "output" / "failure").exists(), job.log()
         assert job.stderr().rstrip().splitlines()[-1] == (
-            "stopped on SIGTERM: restart the job to resume from the newest checkpoint")
+            "stopped on SIGTERM: restart the job to resume from the newest checkpoint"
+        )
     events = [json.loads(line) for line in (main / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
     assert [e["reason"] for e in events if e["type"] == "checkpoint"][-1] == "sigterm"
 
 
 def test_a_host_name_that_never_resolves_fails_with_one_line_within_the_wait(
-        network: Network, dataset: Path, tmp_path: Path) -> None:
+    network: Network, dataset: Path, tmp_path: Path
+) -> None:
     first, second = network.hosts
     base = _layout(tmp_path / first.name / "job", dataset, first, HP)
     job = Job(first, base, env={"DEEPCLOUD_HOST_WAIT_S": str(HOST_WAIT)})

@@ -26,9 +26,14 @@ def _weights(base: Path) -> dict[str, torch.Tensor]:
 
 
 def _start(base: Path) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, "-m", "trainer", "train"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)})
+    return subprocess.Popen(
+        [PYTHON, "-m", "trainer", "train"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)},
+    )
 
 
 def _run_until_step(proc: subprocess.Popen, step: int) -> None:
@@ -51,14 +56,16 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert different == [], f"weights differ after resume: {different}"
-    history = [json.loads((base / "output" / "data" / "metrics.json").read_text())["history"]
-               for base in (resumed, reference)]
+    history = [
+        json.loads((base / "output" / "data" / "metrics.json").read_text())["history"] for base in (resumed, reference)
+    ]
     for key in ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "lr"):
         assert history[0][key] == history[1][key], key
 
 
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(
-        tmp_path: Path, dataset: Path, uninterrupted: Path) -> None:
+    tmp_path: Path, dataset: Path, uninterrupted: Path
+) -> None:
     kill_at = random.Random().randint(5, STEPS - 5)
     base = make_job(tmp_path / "job", dataset, HP)
     proc = _start(base)
@@ -66,8 +73,9 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (base / "model" / "manifest.json").exists()
-    newest = max(int(p.name.split("-")[1]) for p in (base / "checkpoints").glob("step-*")
-                 if (p / "manifest.json").exists())
+    newest = max(
+        int(p.name.split("-")[1]) for p in (base / "checkpoints").glob("step-*") if (p / "manifest.json").exists()
+    )
     result = run_trainer(base)
     assert result.returncode == 0, f"kill_at={kill_at}: {result.stderr}"
     events = [json.loads(line) for line in (base / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
@@ -79,7 +87,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(
 
 
 def test_corrupted_newest_checkpoint_is_skipped_and_the_run_still_matches(
-        tmp_path: Path, dataset: Path, uninterrupted: Path) -> None:
+    tmp_path: Path, dataset: Path, uninterrupted: Path
+) -> None:
     base = make_job(tmp_path / "job", dataset, HP)
     proc = _start(base)
     _run_until_step(proc, 30)
@@ -115,7 +124,8 @@ def test_sigterm_checkpoints_and_exits_within_budget_without_failure(tmp_path: P
     assert step >= 10
     assert stderr.strip().splitlines()[-1] == (
         f"stopped on SIGTERM at step {step}; checkpoint {base / 'checkpoints' / checkpoints[0]}: "
-        "restart the job to resume")
+        "restart the job to resume"
+    )
     resumed = run_trainer(base)
     assert resumed.returncode == 0
     said = [line for line in resumed.stdout.splitlines() if line.startswith("resumed ")]
@@ -150,15 +160,21 @@ def test_resume_with_other_hyperparameters_is_refused(tmp_path: Path, dataset: P
 
 
 def test_checkpoints_go_to_s3_and_a_fresh_machine_resumes_from_them(
-        tmp_path: Path, dataset: Path, uninterrupted: Path, s3_env: dict[str, str], bucket: str) -> None:
+    tmp_path: Path, dataset: Path, uninterrupted: Path, s3_env: dict[str, str], bucket: str
+) -> None:
     """The ECS case: nothing syncs <base>/checkpoints, and the replacement task starts with an empty disk."""
     import boto3
 
     uri = f"s3://{bucket}/jobs/demo/checkpoints"
     base = make_job(tmp_path / "job", dataset, {**HP, "checkpoint_s3_uri": uri})
-    proc = subprocess.Popen([PYTHON, "-m", "trainer", "train"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **s3_env, "SAGEMAKER_BASE_DIR": str(base)})
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "trainer", "train"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **s3_env, "SAGEMAKER_BASE_DIR": str(base)},
+    )
     _run_until_step(proc, 30)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)

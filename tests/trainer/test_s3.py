@@ -41,15 +41,19 @@ def test_parse_s3_uri() -> None:
             s3.parse_s3_uri(bad)
 
 
-def test_download_prefix_mirrors_a_folder_and_resumes(bucket: str, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_download_prefix_mirrors_a_folder_and_resumes(
+    bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _put(bucket, OBJECTS)
     dest = tmp_path / "train"
     paths = s3.download_prefix(f"s3://{bucket}/data/train", dest, progress=True)
     assert paths == [dest / "images" / "00000.png", dest / "images" / "00001.png", dest / "manifest.csv"]
     assert all(p.read_bytes() == OBJECTS[f"data/train/{p.relative_to(dest).as_posix()}"] for p in paths)
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
-        "images/00000.png", "images/00001.png", "manifest.csv"], "no other prefix, no temporary file left"
+        "images/00000.png",
+        "images/00001.png",
+        "manifest.csv",
+    ], "no other prefix, no temporary file left"
     out = capsys.readouterr().out  # stderr is not a terminal here: plain lines, no bar
     assert "3 objects (3.0 KiB) to fetch, 0 already present" in out
     assert "3/3 objects" in out
@@ -97,15 +101,18 @@ def test_keys_that_would_escape_the_destination_are_refused(bucket: str, tmp_pat
 def test_missing_bucket_is_one_line(s3_env: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         s3.download_prefix("s3://no-such-bucket-here/data", tmp_path)
-    assert str(info.value) == ("cannot list s3://no-such-bucket-here/data: bucket 'no-such-bucket-here' does not "
-                               "exist: check the bucket name and the account the credentials belong to")
+    assert str(info.value) == (
+        "cannot list s3://no-such-bucket-here/data: bucket 'no-such-bucket-here' does not "
+        "exist: check the bucket name and the account the credentials belong to"
+    )
     (tmp_path / "f").write_text("x")
     with pytest.raises(DataError, match=r"^cannot upload to s3://no-such-bucket-here/k: bucket .* does not exist"):
         s3.upload_file(tmp_path / "f", "s3://no-such-bucket-here/k")
 
 
-def test_no_credentials_and_unreachable_endpoint(s3_env: dict[str, str], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_credentials_and_unreachable_endpoint(
+    s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(DataError, match=r"^cannot list s3://bkt/x: the S3 endpoint is unreachable .*AWS_ENDPOINT_URL"):
@@ -151,29 +158,30 @@ def _upload_channel(bucket: str, channel: Path, prefix: str, keep: int) -> None:
     with (channel / "manifest.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))[:keep]
     manifest = "file,label\n" + "".join(f"{r['file']},{r['label']}\n" for r in rows)
-    objects = {f"{prefix}/manifest.csv": manifest.encode(),
-               f"{prefix}/classes.txt": (channel / "classes.txt").read_bytes()}
+    objects = {
+        f"{prefix}/manifest.csv": manifest.encode(),
+        f"{prefix}/classes.txt": (channel / "classes.txt").read_bytes(),
+    }
     objects.update({f"{prefix}/{r['file']}": (channel / r["file"]).read_bytes() for r in rows})
     _put(bucket, objects)
 
 
 @pytest.mark.slow
-def test_trainer_trains_on_an_s3_channel(bucket: str, s3_env: dict[str, str], tmp_path: Path,
-                                         dataset: Path) -> None:
+def test_trainer_trains_on_an_s3_channel(bucket: str, s3_env: dict[str, str], tmp_path: Path, dataset: Path) -> None:
     _upload_channel(bucket, dataset / "train", "digits/train", keep=300)
     base = make_job(tmp_path / "job", dataset, {"epochs": "1"}, channels=("validation",))
     result = run_trainer(base, env={**s3_env, "SM_CHANNEL_TRAIN": f"s3://{bucket}/digits/train"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert f"s3 download s3://{bucket}/digits/train -> {base / 'input' / 'data' / 'train'}: 302 objects" \
-        in result.stdout
+    assert (
+        f"s3 download s3://{bucket}/digits/train -> {base / 'input' / 'data' / 'train'}: 302 objects" in result.stdout
+    )
     assert "data train=300 validation=180" in result.stdout
     assert (base / "model" / "manifest.json").exists()
     assert len(list((base / "input" / "data" / "train" / "images").iterdir())) == 300
 
 
 @pytest.mark.slow
-def test_trainer_fails_in_one_line_on_a_missing_bucket(s3_env: dict[str, str], tmp_path: Path,
-                                                       dataset: Path) -> None:
+def test_trainer_fails_in_one_line_on_a_missing_bucket(s3_env: dict[str, str], tmp_path: Path, dataset: Path) -> None:
     base = make_job(tmp_path / "job", dataset, {"epochs": "1"}, channels=("validation",))
     result = run_trainer(base, env={**s3_env, "SM_CHANNEL_TRAIN": "s3://no-such-bucket-here/train"})
     assert result.returncode == 1

@@ -37,8 +37,16 @@ def test_gradient_clipping_and_cpu_ignoring_autocast(tmp_path: Path, dataset: Pa
 
 
 @needs_cuda
-@pytest.mark.parametrize("hp", [{"precision": "bf16"}, {"precision": "fp16"}, {"channels_last": "true"},
-                                {"compile": "true"}, {"num_workers": "2"}])
+@pytest.mark.parametrize(
+    "hp",
+    [
+        {"precision": "bf16"},
+        {"precision": "fp16"},
+        {"channels_last": "true"},
+        {"compile": "true"},
+        {"num_workers": "2"},
+    ],
+)
 def test_cuda_speed_features_train_and_export(tmp_path: Path, dataset: Path, hp: dict[str, str]) -> None:
     run = _train(tmp_path, dataset, "cuda", device="cuda", deterministic="false", **hp)
     assert run["metrics"]["validation"]["accuracy"] > 0.9

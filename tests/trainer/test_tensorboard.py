@@ -37,17 +37,25 @@ def _f32(value: float) -> float:
 
 def _expected(base: Path) -> dict[str, list[tuple[int, float]]]:
     steps, epochs = _records(base, "step"), _records(base, "epoch")
-    want = {"train/loss": [(r["step"], _f32(r["loss"])) for r in steps],
-            "train/lr": [(r["step"], _f32(r["lr"])) for r in steps]}
+    want = {
+        "train/loss": [(r["step"], _f32(r["loss"])) for r in steps],
+        "train/lr": [(r["step"], _f32(r["lr"])) for r in steps],
+    }
     for key in EPOCH_KEYS:
         want[f"epoch/{key}"] = [(r["epoch"], _f32(r[key])) for r in epochs]
     return want
 
 
 def _s3_env(moto_server: str, tmp: Path) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"), "AWS_EC2_METADATA_DISABLED": "true"}
+    return {
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 _MACHINE_AWS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3")
@@ -55,8 +63,9 @@ _MACHINE_AWS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_E
 
 
 def _client(moto_server: str):
-    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                 region_name="us-east-1").client("s3", endpoint_url=moto_server)
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    ).client("s3", endpoint_url=moto_server)
 
 
 def _new_bucket(moto_server: str) -> str:
@@ -110,28 +119,35 @@ def test_on_ecs_the_event_files_go_beside_the_model(ecs_job: dict) -> None:
     uploaded = _objects(ecs_job["env"], bucket, "models/run-7/tensorboard/")
     assert uploaded == {f"models/run-7/tensorboard/{name}": data for name, data in local.items()}
     assert f"tensorboard uploaded to s3://{bucket}/models/run-7/tensorboard/" in ecs_job["result"].stdout
-    assert set(_objects(ecs_job["env"], bucket, "models/run-7/")) == {
-        "models/run-7/model.tar.gz", *uploaded}, "the model and its event files, side by side"
+    assert set(_objects(ecs_job["env"], bucket, "models/run-7/")) == {"models/run-7/model.tar.gz", *uploaded}, (
+        "the model and its event files, side by side"
+    )
 
 
 def test_a_sigterm_stopped_run_leaves_readable_events_on_disk_and_s3_and_resumes_them(
-        tmp_path: Path, dataset: Path, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, dataset: Path, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in _MACHINE_AWS:
         monkeypatch.delenv(name, raising=False)
     env = _s3_env(moto_server, tmp_path)
     bucket = _new_bucket(moto_server)
     run_env = {**env, "DEEPCLOUD_MODEL_S3_URI": f"s3://{bucket}/models/stopped/model.tar.gz", "MLFLOW_TRACKING_URI": ""}
     # No test channel: the resumed run's events are then exactly metrics.jsonl's step and epoch records.
-    base = make_job(tmp_path / "job", dataset, {"epochs": "2", "log_every_steps": "2", "seed": "2",
-                                                 "checkpoint_every_steps": "1000"}, channels=("train", "validation"))
+    base = make_job(
+        tmp_path / "job",
+        dataset,
+        {"epochs": "2", "log_every_steps": "2", "seed": "2", "checkpoint_every_steps": "1000"},
+        channels=("train", "validation"),
+    )
     stopped_run = stop_trainer_at_step(base, 8, run_env)
     assert stopped_run.returncode == 143, stopped_run.stderr
     logdir = base / "output" / "tensorboard"
     stopped = _scalars(logdir)
     steps = _records(base, "step")
     assert steps, "steps were logged before the stop"
-    assert stopped["train/loss"] == [(r["step"], _f32(r["loss"])) for r in steps], \
+    assert stopped["train/loss"] == [(r["step"], _f32(r["loss"])) for r in steps], (
         "every step logged before SIGTERM is in the event file: closed, not lost in the writer's queue"
+    )
     uploaded = _objects(env, bucket, "models/stopped/tensorboard/")
     assert sorted(k.rsplit("/", 1)[1] for k in uploaded) == sorted(p.name for p in logdir.iterdir())
     assert "tensorboard uploaded to" in stopped_run.stdout

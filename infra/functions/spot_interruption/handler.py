@@ -59,8 +59,9 @@ def handler(event: dict, context: Any = None, ecs: Any = None) -> dict:
             result["ignored"] = f"not a container instance of {cluster}"
         else:
             # desiredStatus RUNNING (the default) also lists tasks still PENDING on the instance
-            pages = ecs.get_paginator("list_tasks").paginate(cluster=cluster, containerInstance=arn,
-                                                              desiredStatus="RUNNING")
+            pages = ecs.get_paginator("list_tasks").paginate(
+                cluster=cluster, containerInstance=arn, desiredStatus="RUNNING"
+            )
             for task in [t for page in pages for t in page.get("taskArns", [])]:
                 ecs.stop_task(cluster=cluster, task=task, reason=stop_reason(instance_id))
                 result["stopped"].append(task)

@@ -42,24 +42,27 @@ def handle(data, context):
             context.set_response_content_type(idx, "text/csv")
             outputs.append(",".join(f"{v:.5f}" for v in y) + "\n")
             continue
-        outputs.append({
-            "y": y,
-            "tag": body.get("tag") if isinstance(body, dict) else None,
-            "body_type": type(body).__name__,
-            "body_length": len(body) if isinstance(body, (bytes, bytearray, str)) else None,
-            "text": body if isinstance(body, str) else None,
-            "batch": len(data),
-            "model_name": context.model_name,
-            "manifest_model_name": manifest["modelName"],
-            "manifest_version": manifest.get("modelVersion"),
-            "manifest_handler": manifest["handler"],
-            "batch_size": properties["batch_size"],
-            "gpu_id": properties["gpu_id"],
-            "model_dir_holds_weights": os.path.isfile(weights),
-            "model_dir_holds_manifest": os.path.isfile(os.path.join(properties["model_dir"], "MAR-INF",
-                                                                    "MANIFEST.json")),
-            "initialized_with": _state["initialized_with"],
-            "header": context.get_request_header(idx, "x-test"),
-            "header_capitalized": context.get_request_header(idx, "X-Test"),
-        })
+        outputs.append(
+            {
+                "y": y,
+                "tag": body.get("tag") if isinstance(body, dict) else None,
+                "body_type": type(body).__name__,
+                "body_length": len(body) if isinstance(body, (bytes, bytearray, str)) else None,
+                "text": body if isinstance(body, str) else None,
+                "batch": len(data),
+                "model_name": context.model_name,
+                "manifest_model_name": manifest["modelName"],
+                "manifest_version": manifest.get("modelVersion"),
+                "manifest_handler": manifest["handler"],
+                "batch_size": properties["batch_size"],
+                "gpu_id": properties["gpu_id"],
+                "model_dir_holds_weights": os.path.isfile(weights),
+                "model_dir_holds_manifest": os.path.isfile(
+                    os.path.join(properties["model_dir"], "MAR-INF", "MANIFEST.json")
+                ),
+                "initialized_with": _state["initialized_with"],
+                "header": context.get_request_header(idx, "x-test"),
+                "header_capitalized": context.get_request_header(idx, "X-Test"),
+            }
+        )
     return outputs
