@@ -19,7 +19,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 from ops.data import DEFAULT_DATASET
 from ops.errors import OpsError
 from ops.paths import Paths
+from trainer.archive import pack_model  # the one packer: standard library only, no torch
 
 CHANNELS = ("train", "validation", "test")
 
@@ -122,19 +122,6 @@ def _link_tree(source: Path, dest: Path) -> None:
             shutil.copy2(src, dst)
 
     shutil.copytree(source, dest, copy_function=link)
-
-
-def pack_model(model_dir: Path, archive: Path) -> Path:
-    """model.tar.gz as SageMaker makes it from /opt/ml/model: the directory's files at the root."""
-    tmp = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for path in sorted(model_dir.iterdir()):
-                tar.add(path, arcname=path.name)
-        os.replace(tmp, archive)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return archive
 
 
 def run_training(paths: Paths, dataset: Path, hyperparameters: dict[str, str], repo: Path) -> TrainResult:

@@ -44,7 +44,6 @@ import json
 import os
 import signal
 import sys
-import tarfile
 import traceback
 from pathlib import Path
 
@@ -211,15 +210,13 @@ def _train_and_ship(env, cfg, runtime, flags, model, ckpt, metrics_path, tracker
 
 
 def _upload_model(env: SageMakerEnv, uri: str) -> None:
-    """ECS: nothing packs and uploads SM_MODEL_DIR as SageMaker does, so pack it the same way (the files at the
-    archive root, docs/artifact.md) and upload it to ``uri``, after the manifest is written."""
+    """ECS: nothing packs and uploads SM_MODEL_DIR as SageMaker does, so pack it with the packer ops uses for
+    the local target (:mod:`trainer.archive`) and upload it to ``uri``, after the manifest is written."""
     from trainer import s3
+    from trainer.archive import pack_model
 
-    archive = env.output_data_dir / ".model.tar.gz.part"
+    archive = pack_model(env.model_dir, env.output_data_dir / "model.tar.gz")
     try:
-        with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted(env.model_dir.iterdir(), key=lambda p: (p.name != "manifest.json", p.name)):
-                tar.add(path, arcname=path.name)
         s3.upload_file(archive, uri)
     finally:
         archive.unlink(missing_ok=True)

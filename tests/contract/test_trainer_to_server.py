@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ops.local_train import pack_model
+from trainer.archive import pack_model
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +63,18 @@ def test_packed_model_tar_gz_serves_the_same(trained_model: Path, dataset: Path,
     status, body = server.invoke(images[:32].tolist())
     assert status == 200
     assert [p["index"] for p in body["predictions"]] == expected
+
+
+def test_the_packer_puts_the_manifest_first_and_the_files_at_the_root(tmp_path: Path) -> None:
+    """make deploy TARGET=aws reads the manifest from the stream (ops/aws/deploy.py input_shape, tarfile mode r|gz)."""
+    import tarfile
+
+    model = tmp_path / "model"
+    (model / "code").mkdir(parents=True)
+    for name in ("a.txt", "model.pt2", "manifest.json", "code/x.py"):
+        (model / name).write_text(name)
+    archive = pack_model(model, tmp_path / "model.tar.gz")
+    with tarfile.open(archive, "r|gz") as tar:
+        names = [m.name for m in tar]
+    assert names == ["manifest.json", "a.txt", "code", "code/x.py", "model.pt2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.tar.gz"], "a temporary file was left"
