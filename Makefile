@@ -30,10 +30,16 @@ $(VENV)/.installed: requirements/dev.txt requirements/constraints.txt requiremen
 	@echo "setup: installing torch 2.13.0 (the CPU build here) and the pinned packages of requirements/dev.txt; pip names each as it goes (about 2.5 min on a fresh machine)"
 	@$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -r requirements/dev.txt
 	@touch $@
-	@echo "setup: done ($(VENV))"
+
+# The project itself, editable and without dependencies (they are the pins above): infra, trainer, serving and ops
+# import from any folder, as Pulumi runs infra/ and infra/policy/ (only that folder on sys.path).
+$(VENV)/.project: $(VENV)/.installed pyproject.toml
+	@$(VENV)/bin/pip install --disable-pip-version-check --quiet --no-deps --no-build-isolation --editable .
+	@touch $@
+	@echo "setup: done ($(VENV), deepcloud installed editable)"
 
 .PHONY: setup
-setup: $(VENV)/.installed  ## Create .venv with pip and install the pinned dependencies (CPU torch here)
+setup: $(VENV)/.project  ## Create .venv with pip, install the pinned dependencies (CPU torch here) and the project
 
 .PHONY: data
 data: setup  ## Write the dataset as PNG train/validation/test channels (DATASET=digits: scikit-learn 8x8, the default; mnist: 5,000 real MNIST digits)
