@@ -84,7 +84,7 @@ def _component_names(resources: Sequence[Registered]) -> dict[str, str]:
     by_urn = {r.urn: r for r in resources}
 
     def owner(r: Registered) -> str:
-        seen = r
+        seen: Registered | None = r
         while seen is not None:
             if seen.type.startswith("deepcloud:index:"):
                 return seen.type.removeprefix("deepcloud:index:")

@@ -195,7 +195,14 @@ class TrainingTask(Component[TrainingTaskArgs]):
                 },
             },
         }
-        task_scoped = {"scope": "task", "driver": "local"}
+        task_scoped: aws.ecs.TaskDefinitionVolumeDockerVolumeConfigurationArgsDict = {
+            "scope": "task",
+            "driver": "local",
+        }
+        volumes: list[aws.ecs.TaskDefinitionVolumeArgsDict] = [
+            {"name": "job", "docker_volume_configuration": task_scoped},
+            {"name": "tmp", "docker_volume_configuration": task_scoped},
+        ]
         return aws.ecs.TaskDefinition(
             f"{self._name}-trainer",
             family=args.family,
@@ -205,9 +212,6 @@ class TrainingTask(Component[TrainingTaskArgs]):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=pulumi.Output.json_dumps([container]),
-            volumes=[
-                {"name": "job", "docker_volume_configuration": task_scoped},
-                {"name": "tmp", "docker_volume_configuration": task_scoped},
-            ],
+            volumes=volumes,
             opts=self._child(),
         )
