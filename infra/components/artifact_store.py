@@ -32,6 +32,8 @@ ASYNC_DAYS = 7
 """Requests, results and failures of an async endpoint (async/) expire after this many days: they are transient."""
 LifecycleRule = aws.s3.BucketLifecycleConfigurationRuleArgsDict
 """One lifecycle rule of a bucket, in the provider's typed form."""
+DefaultEncryption = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgsDict
+"""A bucket's default encryption, in the provider's typed form."""
 
 
 @dataclass
@@ -201,9 +203,7 @@ class ArtifactStore(Component[ArtifactStoreArgs]):
             opts=opts(),
         )
         if key is None:
-            default: aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgsDict = {
-                "sse_algorithm": "AES256"
-            }
+            default: DefaultEncryption = {"sse_algorithm": "AES256"}
         else:
             default = {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn}
         aws.s3.BucketServerSideEncryptionConfiguration(

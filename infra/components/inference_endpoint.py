@@ -15,7 +15,8 @@ deletes a superseded one once DescribeEndpoint shows the endpoint on another con
 
 The model runs with network isolation inside the stack's private subnets; the execution role can read only the
 trained models (models/ of the artifacts bucket), pull only the serving repository and write only this endpoint's
-logs. Application Auto Scaling tracks invocations per instance between the configured bounds.
+logs. Application Auto Scaling tracks invocations per instance between the configured bounds
+(infra/components/endpoint_scaling.py).
 
 Four modes (`deepcloud:endpointMode`, docs/aws-behaviours.md S13-S17, S19):
 
