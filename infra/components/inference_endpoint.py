@@ -46,9 +46,18 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import _iam
 from infra.components._base import Component
-from infra.components._iam import AwsContext
+from infra.components._iam import (
+    AwsContext,
+    assume_role_policy,
+    document,
+    ecr_pull_statements,
+    kms_via_s3_statement,
+    kms_volume_statement,
+    sagemaker_observability_statements,
+    statement,
+    vpc_interface_statements,
+)
 from infra.components.endpoint_scaling import VARIANT, create_backlog_scaling, create_invocation_scaling
 from infra.instance_storage import has_instance_storage
 
@@ -201,40 +210,40 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         # multi-model: only its own prefix (least privilege; the trained runs under models/ are not its to read).
         models = MULTI_MODEL_PREFIX if args.mode == "multi-model" else MODELS_PREFIX
         statements = [
-            _iam.statement("ReadModels", ["s3:GetObject"], [under(models)]),
-            _iam.statement(
+            statement("ReadModels", ["s3:GetObject"], [under(models)]),
+            statement(
                 "ListModels",
                 ["s3:ListBucket"],
                 [args.artifacts_bucket_arn],
                 {"StringLike": {"s3:prefix": [f"{models}*"]}},
             ),
-            *_iam.ecr_pull_statements(args.repository_arn),
-            *_iam.sagemaker_observability_statements(args.aws, f"/aws/sagemaker/Endpoints/{args.endpoint_name}"),
+            *ecr_pull_statements(args.repository_arn),
+            *sagemaker_observability_statements(args.aws, f"/aws/sagemaker/Endpoints/{args.endpoint_name}"),
         ]
         if args.mode == "async":
             # SageMaker reads a request from input/ and writes its result or failure, encrypted with the stack's key.
             statements += [
-                _iam.statement("ReadAsyncRequests", ["s3:GetObject"], [under(f"{ASYNC_PREFIX}input/")]),
-                _iam.statement(
+                statement("ReadAsyncRequests", ["s3:GetObject"], [under(f"{ASYNC_PREFIX}input/")]),
+                statement(
                     "WriteAsyncResults",
                     ["s3:PutObject"],
                     [under(f"{ASYNC_PREFIX}output/"), under(f"{ASYNC_PREFIX}failures/")],
                 ),
-                _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
+                kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
             ]
         else:
-            statements.append(_iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt"]))
+            statements.append(kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt"]))
         if args.mode != "serverless":  # a serverless endpoint has no volume of ours, no alarms and no VPC
             statements += [
-                _iam.kms_volume_statement(args.key_arn),
-                _iam.statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], [alarm.arn for alarm in alarms]),
-                *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
+                kms_volume_statement(args.key_arn),
+                statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], [alarm.arn for alarm in alarms]),
+                *vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
             ]
-        policy = _iam.document(*statements)
+        policy = document(*statements)
         role = aws.iam.Role(
             f"{self._name}-sagemaker",
             description=f"SageMaker endpoint {args.endpoint_name}: trained models, one image, its logs",
-            assume_role_policy=_iam.assume_role_policy("sagemaker.amazonaws.com"),
+            assume_role_policy=assume_role_policy("sagemaker.amazonaws.com"),
             opts=self._child(),
         )
         role_policy = aws.iam.RolePolicy(f"{self._name}-sagemaker", role=role.id, policy=policy, opts=self._child())

@@ -48,10 +48,10 @@ class Settings:
     ECR, S3, CloudWatch Logs, STS and ECS (a NAT gateway or VPC endpoints): the stack creates none there."""
 
     network_profile: str = "endpoints"
-    """The managed VPC's interface endpoints (7 services in each zone, billed per hour): `endpoints` keeps them,
-    about $100 a month at us-east-1 prices for 2 zones; `on-demand` creates them only while interfaceEndpointsUp
-    is true, which ops sets for a training run (and for an endpoint in the VPC) and clears afterwards: $0 while
-    idle. Ignored with vpcId (an existing VPC brings its own routes)."""
+    """The managed VPC's interface endpoints (7 services in each zone, billed per hour whether used or not; `make
+    cost` prices them): `endpoints` keeps them; `on-demand` creates them only while interfaceEndpointsUp is true,
+    which ops sets for a training run (and for an endpoint in the VPC) and clears afterwards: $0 while idle. Ignored
+    with vpcId (an existing VPC brings its own routes)."""
 
     interface_endpoints_up: bool = False
     """With networkProfile on-demand: whether the interface endpoints exist now. ops sets it; leave it alone."""
