@@ -90,18 +90,15 @@ def trainer_reads(kind: str, text: str) -> object:
         return REFUSED
 
 
-@pytest.mark.parametrize(("text", "expected"), BOOLEANS.items(), ids=[repr(t) for t in BOOLEANS])
-def test_booleans_are_spelled_alike(text: str, expected: object) -> None:
-    infra, trainer = infra_reads("bool", text), trainer_reads("bool", text)
-    assert infra == trainer, f"{text!r}: infra reads {infra!r}, the trainer {trainer!r}"
-    assert infra == expected
-    assert type(infra) is type(expected)
+CASES = [("bool", text, value) for text, value in BOOLEANS.items()] + [
+    ("int", text, value) for text, value in INTEGERS.items()
+]
 
 
-@pytest.mark.parametrize(("text", "expected"), INTEGERS.items(), ids=[repr(t) for t in INTEGERS])
-def test_integers_are_spelled_alike(text: str, expected: object) -> None:
-    infra, trainer = infra_reads("int", text), trainer_reads("int", text)
-    assert infra == trainer, f"{text!r}: infra reads {infra!r}, the trainer {trainer!r}"
+@pytest.mark.parametrize(("kind", "text", "expected"), CASES, ids=[f"{kind}-{text!r}" for kind, text, _ in CASES])
+def test_the_same_spelling_reads_alike(kind: str, text: str, expected: object) -> None:
+    infra, trainer = infra_reads(kind, text), trainer_reads(kind, text)
+    assert infra == trainer, f"{kind} {text!r}: infra reads {infra!r}, the trainer {trainer!r}"
     assert infra == expected
     assert type(infra) is type(expected)
 
