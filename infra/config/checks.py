@@ -39,7 +39,6 @@ _CPU_ENDPOINT_TYPE = re.compile(r"ml\.(?!(g|p|inf|trn)\d)")  # not GPU (g, p), I
 _MODEL_KEY = re.compile(r"models/[A-Za-z0-9!_.*'()/-]+\.tar\.gz")
 
 
-# --- checks --------------------------------------------------------------------------------------------
 def _check_storage(cfg: Settings) -> None:
     require(cfg.checkpoint_noncurrent_days >= 1, "checkpoint_noncurrent_days", "must be >= 1 day")
     require(
