@@ -14,8 +14,7 @@ are priced as "per use" lines, not in the totals.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,16 +74,12 @@ def _kind(line: Line) -> str:
     return "other"
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _component_names(resources: Sequence[Registered]) -> dict[str, str]:
     """URN -> the name of the deepcloud component it belongs to (its nearest ancestor of type deepcloud:index:*)."""
     by_urn = {r.urn: r for r in resources}
 
     def owner(r: Registered) -> str:
-        seen = r
+        seen: Registered | None = r
         while seen is not None:
             if seen.type.startswith("deepcloud:index:"):
                 return seen.type.removeprefix("deepcloud:index:")
@@ -97,119 +92,15 @@ def _component_names(resources: Sequence[Registered]) -> dict[str, str]:
 def price(resources: Sequence[Registered], prices: PriceTable, outputs: dict[str, Any] | None = None) -> Bill:
     """The bill of the synthesized stack: one line per thing that bills by the hour or month. `outputs` (the stack
     outputs) tell an on-demand network whose interface endpoints are down: they bill while a run needs them."""
-    bill = Bill()
+    pricing = _Pricing(prices, _component_names(resources), resources)
     outputs = outputs or {}
     if outputs.get("network_profile") == "on-demand" and not outputs.get("interface_endpoints_up"):
-        from infra.components.network import INTERFACE_ENDPOINTS
-
-        zones = len(outputs.get("subnet_ids") or [])
-        bill.lines.append(
-            Line(
-                "Network",
-                f"{len(INTERFACE_ENDPOINTS)} interface endpoints x {zones} zones, only "
-                "while a run needs them (on-demand)",
-                0.0,
-                len(INTERFACE_ENDPOINTS) * zones * prices.rate("vpc_interface_endpoint").usd,
-                "rates",
-            )
-        )
-    owners = _component_names(resources)
-    month = 1 / HOURS_PER_MONTH
-
-    def add(r: Registered, item: str, idle: float, running: float, section: str) -> None:
-        bill.lines.append(Line(owners[r.urn], item, idle, running, section))
-
-    def rated(r: Registered, item: str, name: str, quantity: float, per_hour: bool = False) -> None:
-        """A line of `quantity` x the rate `name` (a monthly rate unless `per_hour`), from the rate's own section."""
-        rate = prices.rate(name)
-        hourly = quantity * rate.usd * (1 if per_hour else month)
-        add(r, item, hourly, hourly, rate.section)
-
-    targets = {str(r.inputs.get("resourceId")): r for r in resources if r.type == "aws:appautoscaling/target:Target"}
-    endpoints = {
-        dep: r
-        for r in resources
-        if r.type == "aws:sagemaker/endpoint:Endpoint"
-        for dep in r.property_dependencies.get("endpointConfigName", [])
-    }
+        pricing.on_demand_endpoints(len(outputs.get("subnet_ids") or []))
     for r in resources:
-        kind = r.type
-        if kind == "aws:kms/key:Key":
-            rated(r, "KMS customer managed key", "kms_key", 1)
-            bill.per_use.append(
-                Line(owners[r.urn], f"KMS requests ${prices.rate('kms_requests').usd:g} per 10k", 0, 0, "rates")
-            )
-        elif kind == "aws:cloudwatch/metricAlarm:MetricAlarm":
-            rated(r, f"alarm {r.name}", "cloudwatch_alarm", 1)
-        elif kind == "aws:appautoscaling/policy:Policy" and r.inputs.get("policyType") == "TargetTrackingScaling":
-            rated(
-                r,
-                f"{ALARMS_PER_TARGET_TRACKING} alarms of target tracking {r.name}",
-                "cloudwatch_alarm",
-                ALARMS_PER_TARGET_TRACKING,
-            )
-        elif kind == "aws:ecs/capacityProvider:CapacityProvider":
-            managed = (r.inputs.get("autoScalingGroupProvider") or {}).get("managedScaling") or {}
-            if managed.get("status") == "ENABLED":
-                rated(
-                    r,
-                    f"{ALARMS_PER_TARGET_TRACKING} alarms of ECS managed scaling",
-                    "cloudwatch_alarm",
-                    ALARMS_PER_TARGET_TRACKING,
-                )
-        elif kind == "aws:ec2/vpcEndpoint:VpcEndpoint":
-            service = (
-                str(r.inputs.get("serviceName", "")).rsplit(".", 1)[-1]
-                if r.inputs.get("vpcEndpointType") == "Gateway"
-                else ".".join(str(r.inputs.get("serviceName", "")).split(".")[3:])
-            )
-            if r.inputs.get("vpcEndpointType") == "Interface":
-                zones = len(r.inputs.get("subnetIds") or [])
-                rated(
-                    r, f"interface endpoint {service} x {zones} zones", "vpc_interface_endpoint", zones, per_hour=True
-                )
-            else:
-                add(r, f"gateway endpoint {service} (free)", 0, 0, "")
-        elif kind == "aws:ec2/natGateway:NatGateway":
-            rated(r, "NAT gateway", "nat_gateway", 1, per_hour=True)
-        elif kind == "aws:autoscaling/group:Group":
-            overrides = ((r.inputs.get("mixedInstancesPolicy") or {}).get("launchTemplate") or {}).get("overrides", [])
-            types = [o["instanceType"] for o in overrides if "instanceType" in o]
-            dearest = max((prices.get("ec2", t).usd_per_hour, t) for t in types)
-            low, high = int(r.inputs.get("minSize", 0)), int(r.inputs.get("maxSize", 0))
-            add(
-                r,
-                f"GPU instances {low}..{high} x {dearest[1]} (dearest type, on-demand; spot costs less)",
-                low * dearest[0],
-                high * dearest[0],
-                "ec2",
-            )
-        elif kind == "aws:sagemaker/endpointConfiguration:EndpointConfiguration":
-            _price_endpoint(r, endpoints.get(r.urn), targets, prices, bill, owners[r.urn])
-        elif kind == "aws:s3/bucket:Bucket" and r.name.endswith("-data"):
-            rated(r, f"S3 storage, {STORED_GB['s3']:g} GB assumed (all buckets)", "s3_standard", STORED_GB["s3"])
-        elif kind == "aws:ecr/repository:Repository" and r.name.endswith("-trainer"):
-            rated(
-                r, f"ECR storage, {STORED_GB['ecr']:g} GB assumed (both repositories)", "ecr_storage", STORED_GB["ecr"]
-            )
-        elif kind == "aws:cloudwatch/logGroup:LogGroup" and r.name.startswith("training-"):
-            rated(
-                r,
-                f"CloudWatch Logs storage, {STORED_GB['logs']:g} GB assumed (all groups)",
-                "logs_storage",
-                STORED_GB["logs"],
-            )
-            bill.per_use.append(
-                Line(
-                    owners[r.urn],
-                    f"log ingestion ${prices.rate('logs_ingestion').usd:g} per GB",
-                    0,
-                    0,
-                    prices.rate("logs_ingestion").section,
-                )
-            )
-        elif kind == "aws:budgets/budget:Budget":
-            bill.notes.append("the budget has no actions: AWS Budgets bills action-enabled budgets only")
+        step = _BY_TYPE.get(r.type)
+        if step is not None:
+            step(pricing, r)
+    bill = pricing.bill
     if any(line.item.startswith("interface endpoint") for line in bill.lines):
         bill.per_use.append(
             Line(
@@ -225,6 +116,143 @@ def price(resources: Sequence[Registered], prices: PriceTable, outputs: dict[str
         "Lambda and EventBridge (per invocation, within the free tier for this stack's few events)"
     )
     return bill
+
+
+class _Pricing:
+    """The bill being written, and how a resource's line is added to it (under the component that owns it)."""
+
+    def __init__(self, prices: PriceTable, owners: dict[str, str], resources: Sequence[Registered]) -> None:
+        self.prices = prices
+        self.owners = owners
+        self.bill = Bill()
+        self.targets = {
+            str(r.inputs.get("resourceId")): r for r in resources if r.type == "aws:appautoscaling/target:Target"
+        }
+        """Scalable targets by resource id (endpoint/<name>/variant/<variant>), for the endpoints' instance bounds."""
+        self.endpoints = {
+            dep: r
+            for r in resources
+            if r.type == "aws:sagemaker/endpoint:Endpoint"
+            for dep in r.property_dependencies.get("endpointConfigName", [])
+        }
+        """Endpoints by the URN of the endpoint configuration they serve."""
+
+    def add(self, r: Registered, item: str, idle: float, running: float, section: str) -> None:
+        self.bill.lines.append(Line(self.owners[r.urn], item, idle, running, section))
+
+    def rated(self, r: Registered, item: str, name: str, quantity: float, per_hour: bool = False) -> None:
+        """A line of `quantity` x the rate `name` (a monthly rate unless `per_hour`), from the rate's own section."""
+        rate = self.prices.rate(name)
+        hourly = quantity * rate.usd * (1 if per_hour else 1 / HOURS_PER_MONTH)
+        self.add(r, item, hourly, hourly, rate.section)
+
+    def per_use(self, r: Registered, item: str, section: str) -> None:
+        self.bill.per_use.append(Line(self.owners[r.urn], item, 0, 0, section))
+
+    def on_demand_endpoints(self, zones: int) -> None:
+        """An on-demand network's interface endpoints, absent now: nothing idle, billed while a run needs them."""
+        from infra.components.network import INTERFACE_ENDPOINTS
+
+        self.bill.lines.append(
+            Line(
+                "Network",
+                f"{len(INTERFACE_ENDPOINTS)} interface endpoints x {zones} zones, only "
+                "while a run needs them (on-demand)",
+                0.0,
+                len(INTERFACE_ENDPOINTS) * zones * self.prices.rate("vpc_interface_endpoint").usd,
+                "rates",
+            )
+        )
+
+
+def _key(p: _Pricing, r: Registered) -> None:
+    p.rated(r, "KMS customer managed key", "kms_key", 1)
+    p.per_use(r, f"KMS requests ${p.prices.rate('kms_requests').usd:g} per 10k", "rates")
+
+
+def _alarm(p: _Pricing, r: Registered) -> None:
+    p.rated(r, f"alarm {r.name}", "cloudwatch_alarm", 1)
+
+
+def _scaling_policy(p: _Pricing, r: Registered) -> None:
+    if r.inputs.get("policyType") == "TargetTrackingScaling":
+        item = f"{ALARMS_PER_TARGET_TRACKING} alarms of target tracking {r.name}"
+        p.rated(r, item, "cloudwatch_alarm", ALARMS_PER_TARGET_TRACKING)
+
+
+def _capacity_provider(p: _Pricing, r: Registered) -> None:
+    managed = (r.inputs.get("autoScalingGroupProvider") or {}).get("managedScaling") or {}
+    if managed.get("status") == "ENABLED":
+        item = f"{ALARMS_PER_TARGET_TRACKING} alarms of ECS managed scaling"
+        p.rated(r, item, "cloudwatch_alarm", ALARMS_PER_TARGET_TRACKING)
+
+
+def _vpc_endpoint(p: _Pricing, r: Registered) -> None:
+    name = str(r.inputs.get("serviceName", ""))
+    gateway = r.inputs.get("vpcEndpointType") == "Gateway"
+    service = name.rsplit(".", 1)[-1] if gateway else ".".join(name.split(".")[3:])
+    if r.inputs.get("vpcEndpointType") == "Interface":
+        zones = len(r.inputs.get("subnetIds") or [])
+        p.rated(r, f"interface endpoint {service} x {zones} zones", "vpc_interface_endpoint", zones, per_hour=True)
+    else:
+        p.add(r, f"gateway endpoint {service} (free)", 0, 0, "")
+
+
+def _nat_gateway(p: _Pricing, r: Registered) -> None:
+    p.rated(r, "NAT gateway", "nat_gateway", 1, per_hour=True)
+
+
+def _gpu_group(p: _Pricing, r: Registered) -> None:
+    overrides = ((r.inputs.get("mixedInstancesPolicy") or {}).get("launchTemplate") or {}).get("overrides", [])
+    types = [o["instanceType"] for o in overrides if "instanceType" in o]
+    dearest = max((p.prices.get("ec2", t).usd_per_hour, t) for t in types)
+    low, high = int(r.inputs.get("minSize", 0)), int(r.inputs.get("maxSize", 0))
+    item = f"GPU instances {low}..{high} x {dearest[1]} (dearest type, on-demand; spot costs less)"
+    p.add(r, item, low * dearest[0], high * dearest[0], "ec2")
+
+
+def _endpoint_config(p: _Pricing, r: Registered) -> None:
+    _price_endpoint(r, p.endpoints.get(r.urn), p.targets, p.prices, p.bill, p.owners[r.urn])
+
+
+def _bucket(p: _Pricing, r: Registered) -> None:
+    if r.name.endswith("-data"):  # one line for all buckets: storage is assumed, not per bucket
+        p.rated(r, f"S3 storage, {STORED_GB['s3']:g} GB assumed (all buckets)", "s3_standard", STORED_GB["s3"])
+
+
+def _repository(p: _Pricing, r: Registered) -> None:
+    if r.name.endswith("-trainer"):  # one line for both repositories
+        item = f"ECR storage, {STORED_GB['ecr']:g} GB assumed (both repositories)"
+        p.rated(r, item, "ecr_storage", STORED_GB["ecr"])
+
+
+def _log_group(p: _Pricing, r: Registered) -> None:
+    if r.name.startswith("training-"):  # one line for all groups
+        item = f"CloudWatch Logs storage, {STORED_GB['logs']:g} GB assumed (all groups)"
+        p.rated(r, item, "logs_storage", STORED_GB["logs"])
+        ingestion = p.prices.rate("logs_ingestion")
+        p.per_use(r, f"log ingestion ${ingestion.usd:g} per GB", ingestion.section)
+
+
+def _budget(p: _Pricing, r: Registered) -> None:
+    p.bill.notes.append("the budget has no actions: AWS Budgets bills action-enabled budgets only")
+
+
+_BY_TYPE: dict[str, Callable[[_Pricing, Registered], None]] = {
+    "aws:kms/key:Key": _key,
+    "aws:cloudwatch/metricAlarm:MetricAlarm": _alarm,
+    "aws:appautoscaling/policy:Policy": _scaling_policy,
+    "aws:ecs/capacityProvider:CapacityProvider": _capacity_provider,
+    "aws:ec2/vpcEndpoint:VpcEndpoint": _vpc_endpoint,
+    "aws:ec2/natGateway:NatGateway": _nat_gateway,
+    "aws:autoscaling/group:Group": _gpu_group,
+    "aws:sagemaker/endpointConfiguration:EndpointConfiguration": _endpoint_config,
+    "aws:s3/bucket:Bucket": _bucket,
+    "aws:ecr/repository:Repository": _repository,
+    "aws:cloudwatch/logGroup:LogGroup": _log_group,
+    "aws:budgets/budget:Budget": _budget,
+}
+"""How each priced resource type adds to the bill; a type not here costs nothing by the hour."""
 
 
 def _price_endpoint(

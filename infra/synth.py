@@ -27,7 +27,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import Stack, run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 # Importing a pulumi-aws service package imports all its modules, and the deprecated ones (s3.BucketV2, ...) warn
@@ -91,7 +91,11 @@ class AwsMocks(pulumi.runtime.Mocks):
         self.roles = roles
         self.invokes: list[str] = []
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        """The invoke's result and no failures (the (result, failures) pair Pulumi's Mocks.call returns)."""
+        return self._answer(args), []  # no failures; MockMonitor iterates them, so an empty list rather than None
+
+    def _answer(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         invoked = args.token
         self.invokes.append(invoked)
         if invoked == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -225,8 +229,12 @@ def run_program(
 
     def program() -> None:
         runpy.run_path(str(PROGRAM.parent), run_name="__main__")
-        exported = settings.get_root_resource().outputs
-        outputs.update(_sync_await(pulumi.Output.from_input(exported).future()) or {})
+        root = settings.get_root_resource()
+        if not isinstance(root, Stack):
+            raise RuntimeError(f"the program ran without a Stack resource at its root ({root!r})")
+        exported = root.outputs
+        resolved: dict[str, Any] | None = _sync_await(pulumi.Output.from_input(exported).future())
+        outputs.update(resolved or {})
 
     start = time.perf_counter()
     _sync_await(run_pulumi_func(program))

@@ -40,7 +40,7 @@ class AwsContext:
 def statement(
     sid: str,
     actions: Sequence[str],
-    resources: Sequence[pulumi.Input[str]] | pulumi.Input[str],
+    resources: pulumi.Input[str] | pulumi.Input[Sequence[pulumi.Input[str]]],
     condition: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One Allow statement of an identity policy."""

@@ -30,6 +30,10 @@ ABORT_MULTIPART_DAYS = 7
 """Incomplete multipart uploads (a killed upload of a checkpoint) are deleted after this many days."""
 ASYNC_DAYS = 7
 """Requests, results and failures of an async endpoint (async/) expire after this many days: they are transient."""
+LifecycleRule = aws.s3.BucketLifecycleConfigurationRuleArgsDict
+"""One lifecycle rule of a bucket, in the provider's typed form."""
+DefaultEncryption = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgsDict
+"""A bucket's default encryption, in the provider's typed form."""
 
 
 @dataclass
@@ -172,7 +176,7 @@ class ArtifactStore(Component[ArtifactStoreArgs]):
         *,
         key: aws.kms.Key | None,
         force_destroy: bool,
-        lifecycle: list[dict[str, Any]],
+        lifecycle: list[LifecycleRule],
         policy_statements: Callable[[pulumi.Output[str]], list[dict[str, Any]]] = lambda arn: [],
         protect: bool = False,
     ) -> aws.s3.Bucket:
@@ -199,7 +203,7 @@ class ArtifactStore(Component[ArtifactStoreArgs]):
             opts=opts(),
         )
         if key is None:
-            default: dict[str, Any] = {"sse_algorithm": "AES256"}
+            default: DefaultEncryption = {"sse_algorithm": "AES256"}
         else:
             default = {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn}
         aws.s3.BucketServerSideEncryptionConfiguration(
@@ -255,7 +259,7 @@ def _bucket_policy(bucket_arn: pulumi.Output[str], extra: list[dict[str, Any]]) 
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [deny_plain_http, *extra]})
 
 
-def _abort_multipart_rule() -> dict[str, Any]:
+def _abort_multipart_rule() -> LifecycleRule:
     return {
         "id": "abort-incomplete-multipart",
         "status": "Enabled",
@@ -264,7 +268,7 @@ def _abort_multipart_rule() -> dict[str, Any]:
     }
 
 
-def _noncurrent_rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
+def _noncurrent_rule(rule_id: str, prefix: str, days: int) -> LifecycleRule:
     return {
         "id": rule_id,
         "status": "Enabled",
@@ -273,7 +277,7 @@ def _noncurrent_rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
     }
 
 
-def _expire_rule(rule_id: str, days: int, prefix: str = "") -> dict[str, Any]:
+def _expire_rule(rule_id: str, days: int, prefix: str = "") -> LifecycleRule:
     return {
         "id": rule_id,
         "status": "Enabled",

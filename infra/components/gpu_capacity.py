@@ -30,6 +30,7 @@ import pulumi_aws as aws
 
 from infra.components._base import Component
 from infra.components._iam import assume_role_policy
+from infra.engine import STACK_TAG
 
 ECS_SERVICE = "ecs.amazonaws.com"
 ECS_SERVICE_LINKED_ROLE = "AWSServiceRoleForECS"
@@ -148,7 +149,7 @@ class GpuCapacity(Component[GpuCapacityArgs]):
         self, cluster: aws.ecs.Cluster, profile: aws.iam.InstanceProfile
     ) -> aws.ec2.LaunchTemplate:
         args = self._args
-        stack_tags = {"deepcloud:stack": args.stack_tag, "Name": f"{self._name}-gpu"}
+        stack_tags = {STACK_TAG: args.stack_tag, "Name": f"{self._name}-gpu"}
         return aws.ec2.LaunchTemplate(
             f"{self._name}-gpu",
             description="deepcloud GPU instances for ECS training tasks",
@@ -221,7 +222,7 @@ class GpuCapacity(Component[GpuCapacityArgs]):
             force_delete=True,  # destroy terminates instances instead of waiting on their scale-in protection
             tags=[
                 {"key": "AmazonECSManaged", "value": "true", "propagate_at_launch": True},
-                {"key": "deepcloud:stack", "value": args.stack_tag, "propagate_at_launch": True},
+                {"key": STACK_TAG, "value": args.stack_tag, "propagate_at_launch": True},
             ],
             # ignore desired_capacity: ECS managed scaling owns it; a stack update must not reset it to zero.
             opts=self._child(ignore_changes=["desired_capacity"]),

@@ -15,7 +15,8 @@ deletes a superseded one once DescribeEndpoint shows the endpoint on another con
 
 The model runs with network isolation inside the stack's private subnets; the execution role can read only the
 trained models (models/ of the artifacts bucket), pull only the serving repository and write only this endpoint's
-logs. Application Auto Scaling tracks invocations per instance between the configured bounds.
+logs. Application Auto Scaling tracks invocations per instance between the configured bounds
+(infra/components/endpoint_scaling.py).
 
 Four modes (`deepcloud:endpointMode`, docs/aws-behaviours.md S13-S17, S19):
 
@@ -41,14 +42,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import _iam
 from infra.components._base import Component
-from infra.components._iam import AwsContext
+from infra.components._iam import (
+    AwsContext,
+    assume_role_policy,
+    document,
+    ecr_pull_statements,
+    kms_via_s3_statement,
+    kms_volume_statement,
+    sagemaker_observability_statements,
+    statement,
+    vpc_interface_statements,
+)
+from infra.components.endpoint_scaling import VARIANT, create_backlog_scaling, create_invocation_scaling
 from infra.instance_storage import has_instance_storage
 
 MODELS_PREFIX = "models/"
@@ -56,14 +66,8 @@ MODELS_PREFIX = "models/"
 MULTI_MODEL_PREFIX = "multi-model/models/"
 """A multi-model endpoint's model data: `make deploy` copies a run to multi-model/models/<run-id>.tar.gz, which requests
 name as TargetModel "<run-id>.tar.gz". Apart from models/, so only deployed runs are servable."""
-VARIANT = "AllTraffic"
-"""The one production variant; blue/green requires the same variant name in old and new configurations."""
 ASYNC_PREFIX = "async/"
 """Where async requests (input/), results (output/) and failures (failures/) live in the artifacts bucket."""
-ASYNC_SCALE_IN_COOLDOWN_S = 600
-"""Async: seconds after a scale-in before the next one (the value of the SageMaker guide's example policy)."""
-ASYNC_SCALE_OUT_COOLDOWN_S = 300
-"""Async: seconds after a scale-out before the next one (the SageMaker guide's example policy)."""
 
 
 @dataclass
@@ -137,9 +141,14 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         config = self._create_endpoint_config(model)
         endpoint = self._create_endpoint(config, alarms)
         if args.mode in ("realtime", "multi-model"):
-            self._create_autoscaling(endpoint)
+            bounds = (args.min_instances, args.max_instances)
+            create_invocation_scaling(
+                name, endpoint, args.endpoint_name, bounds, args.invocations_per_instance, self._child
+            )
         elif args.mode == "async":
-            self._create_async_autoscaling(endpoint)
+            create_backlog_scaling(
+                name, endpoint, args.endpoint_name, args.max_instances, args.async_backlog_per_instance, self._child
+            )
         self.endpoint_name = endpoint.name
         self.endpoint_config_name = config.name
         self.model_name = model.name
@@ -201,40 +210,40 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         # multi-model: only its own prefix (least privilege; the trained runs under models/ are not its to read).
         models = MULTI_MODEL_PREFIX if args.mode == "multi-model" else MODELS_PREFIX
         statements = [
-            _iam.statement("ReadModels", ["s3:GetObject"], [under(models)]),
-            _iam.statement(
+            statement("ReadModels", ["s3:GetObject"], [under(models)]),
+            statement(
                 "ListModels",
                 ["s3:ListBucket"],
                 [args.artifacts_bucket_arn],
                 {"StringLike": {"s3:prefix": [f"{models}*"]}},
             ),
-            *_iam.ecr_pull_statements(args.repository_arn),
-            *_iam.sagemaker_observability_statements(args.aws, f"/aws/sagemaker/Endpoints/{args.endpoint_name}"),
+            *ecr_pull_statements(args.repository_arn),
+            *sagemaker_observability_statements(args.aws, f"/aws/sagemaker/Endpoints/{args.endpoint_name}"),
         ]
         if args.mode == "async":
             # SageMaker reads a request from input/ and writes its result or failure, encrypted with the stack's key.
             statements += [
-                _iam.statement("ReadAsyncRequests", ["s3:GetObject"], [under(f"{ASYNC_PREFIX}input/")]),
-                _iam.statement(
+                statement("ReadAsyncRequests", ["s3:GetObject"], [under(f"{ASYNC_PREFIX}input/")]),
+                statement(
                     "WriteAsyncResults",
                     ["s3:PutObject"],
                     [under(f"{ASYNC_PREFIX}output/"), under(f"{ASYNC_PREFIX}failures/")],
                 ),
-                _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
+                kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
             ]
         else:
-            statements.append(_iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt"]))
+            statements.append(kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt"]))
         if args.mode != "serverless":  # a serverless endpoint has no volume of ours, no alarms and no VPC
             statements += [
-                _iam.kms_volume_statement(args.key_arn),
-                _iam.statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], [alarm.arn for alarm in alarms]),
-                *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
+                kms_volume_statement(args.key_arn),
+                statement("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], [alarm.arn for alarm in alarms]),
+                *vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
             ]
-        policy = _iam.document(*statements)
+        policy = document(*statements)
         role = aws.iam.Role(
             f"{self._name}-sagemaker",
             description=f"SageMaker endpoint {args.endpoint_name}: trained models, one image, its logs",
-            assume_role_policy=_iam.assume_role_policy("sagemaker.amazonaws.com"),
+            assume_role_policy=assume_role_policy("sagemaker.amazonaws.com"),
             opts=self._child(),
         )
         role_policy = aws.iam.RolePolicy(f"{self._name}-sagemaker", role=role.id, policy=policy, opts=self._child())
@@ -243,9 +252,18 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
     def _create_model(self, role: aws.iam.Role, role_policy: aws.iam.RolePolicy) -> aws.sagemaker.Model:
         args = self._args
         serverless = args.mode == "serverless"
-        container: dict[str, Any] = {"image": args.image, "model_data_url": self.model_data_url, "mode": "SingleModel"}
+        container: aws.sagemaker.ModelPrimaryContainerArgsDict = {
+            "image": args.image,
+            "model_data_url": self.model_data_url,
+            "mode": "SingleModel",
+        }
         if args.mode == "multi-model":  # ContainerDefinition Mode, ModelDataUrl (a prefix), MultiModelConfig
-            container.update(mode="MultiModel", multi_model_config={"model_cache_setting": args.model_cache_setting})
+            container["mode"] = "MultiModel"
+            container["multi_model_config"] = {"model_cache_setting": args.model_cache_setting}
+        vpc: aws.sagemaker.ModelVpcConfigArgsDict = {
+            "subnets": args.subnet_ids,
+            "security_group_ids": [args.security_group_id],
+        }
         # No name: auto-naming lets a changed model be created beside the old one.
         return aws.sagemaker.Model(
             f"{self._name}-model",
@@ -253,9 +271,7 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             primary_container=container,
             # serverless: SageMaker offers neither network isolation nor a VPC there (waivers.toml says so).
             enable_network_isolation=not serverless,
-            vpc_config=None
-            if serverless
-            else {"subnets": args.subnet_ids, "security_group_ids": [args.security_group_id]},
+            vpc_config=None if serverless else vpc,
             # depends_on the role's policy: SageMaker checks the role can read the model and image at creation.
             # retain_on_delete: a replaced model may be the one a rolled-back endpoint serves (module docstring).
             opts=self._child(depends_on=[role_policy], retain_on_delete=True),
@@ -263,8 +279,11 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
 
     def _create_endpoint_config(self, model: aws.sagemaker.Model) -> aws.sagemaker.EndpointConfiguration:
         args = self._args
-        variant: dict[str, Any] = {"variant_name": VARIANT, "model_name": model.name}
-        asynchronous = None
+        variant: aws.sagemaker.EndpointConfigurationProductionVariantArgsDict = {
+            "variant_name": VARIANT,
+            "model_name": model.name,
+        }
+        asynchronous: aws.sagemaker.EndpointConfigurationAsyncInferenceConfigArgsDict | None = None
         key: pulumi.Input[str] | None = None
         if args.mode == "serverless":
             variant["serverless_config"] = {
@@ -273,10 +292,8 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             }
         else:
             # async starts with one instance (SageMaker's minimum) and auto scaling takes it to zero when idle.
-            variant.update(
-                instance_type=args.instance_type,
-                initial_instance_count=1 if args.mode == "async" else args.instance_count,
-            )
+            variant["instance_type"] = args.instance_type
+            variant["initial_instance_count"] = 1 if args.mode == "async" else args.instance_count
             # no key for local NVMe storage: SageMaker refuses one (hardware-encrypted; infra/instance_storage.py)
             key = None if has_instance_storage(args.instance_type) else args.key_arn
         if args.mode == "async":
@@ -302,15 +319,17 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
         self, config: aws.sagemaker.EndpointConfiguration, alarms: Sequence[aws.cloudwatch.MetricAlarm]
     ) -> aws.sagemaker.Endpoint:
         args = self._args
-        deployment = None
+        deployment: aws.sagemaker.EndpointDeploymentConfigArgsDict | None = None
         if args.mode != "serverless":  # guardrails apply to real-time and async endpoints only (SageMaker guide)
             rollout = "ALL_AT_ONCE" if args.mode == "async" else args.rollout
-            routing: dict[str, Any] = {"type": rollout, "wait_interval_in_seconds": args.bake_seconds}
-            step = {"type": "INSTANCE_COUNT", "value": args.rollout_step_instances}
+            routing: aws.sagemaker.EndpointDeploymentConfigBlueGreenUpdatePolicyTrafficRoutingConfigurationArgsDict = {
+                "type": rollout,
+                "wait_interval_in_seconds": args.bake_seconds,
+            }
             if rollout == "CANARY":
-                routing["canary_size"] = step
+                routing["canary_size"] = {"type": "INSTANCE_COUNT", "value": args.rollout_step_instances}
             elif rollout == "LINEAR":
-                routing["linear_step_size"] = step
+                routing["linear_step_size"] = {"type": "INSTANCE_COUNT", "value": args.rollout_step_instances}
             deployment = {
                 "blue_green_update_policy": {
                     "traffic_routing_configuration": routing,
@@ -323,100 +342,5 @@ class InferenceEndpoint(Component[InferenceEndpointArgs]):
             name=args.endpoint_name,  # fixed: updated in place (blue/green), never replaced
             endpoint_config_name=config.name,
             deployment_config=deployment,
-            opts=self._child(),
-        )
-
-    def _create_scaling(
-        self, endpoint: aws.sagemaker.Endpoint, min_capacity: int, policy: str, tracking: dict[str, Any]
-    ) -> tuple[aws.appautoscaling.Target, dict[str, Any]]:
-        """The variant's scalable target between `min_capacity` and max_instances, with a target tracking policy named
-        `<endpoint>-<policy>`; the target and the keyword arguments that attach another policy to it."""
-        args = self._args
-        target = aws.appautoscaling.Target(
-            f"{self._name}-scaling",
-            service_namespace="sagemaker",
-            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-            resource_id=pulumi.Output.concat("endpoint/", endpoint.name, "/variant/", VARIANT),
-            min_capacity=min_capacity,
-            max_capacity=args.max_instances,
-            opts=self._child(),
-        )
-        on_target = {
-            "service_namespace": target.service_namespace,
-            "scalable_dimension": target.scalable_dimension,
-            "resource_id": target.resource_id,
-        }
-        aws.appautoscaling.Policy(
-            f"{self._name}-scaling",
-            name=f"{args.endpoint_name}-{policy}",
-            policy_type="TargetTrackingScaling",
-            target_tracking_scaling_policy_configuration=tracking,
-            opts=self._child(),
-            **on_target,
-        )
-        return target, on_target
-
-    def _create_autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
-        args = self._args
-        self._create_scaling(
-            endpoint,
-            args.min_instances,
-            "invocations",
-            {
-                "target_value": args.invocations_per_instance,
-                "predefined_metric_specification": {"predefined_metric_type": "SageMakerVariantInvocationsPerInstance"},
-                "scale_in_cooldown": 300,
-                "scale_out_cooldown": 60,
-            },
-        )
-
-    def _create_async_autoscaling(self, endpoint: aws.sagemaker.Endpoint) -> None:
-        """Between 0 and max_instances: target tracking on the backlog per instance scales in (to zero) and out while
-        there are instances; a step policy, fired by an alarm on HasBacklogWithoutCapacity, adds the first one when a
-        request waits at zero. Both as in the SageMaker guide, "Autoscale an asynchronous endpoint"."""
-        args = self._args
-        # min 0: async endpoints may scale to zero instances; requests queue meanwhile.
-        _, on_target = self._create_scaling(
-            endpoint,
-            0,
-            "backlog",
-            {
-                "target_value": args.async_backlog_per_instance,
-                "customized_metric_specification": {
-                    "metric_name": "ApproximateBacklogSizePerInstance",
-                    "namespace": "AWS/SageMaker",
-                    "dimensions": [{"name": "EndpointName", "value": args.endpoint_name}],
-                    "statistic": "Average",
-                },
-                "scale_in_cooldown": ASYNC_SCALE_IN_COOLDOWN_S,
-                "scale_out_cooldown": ASYNC_SCALE_OUT_COOLDOWN_S,
-            },
-        )
-        from_zero = aws.appautoscaling.Policy(
-            f"{self._name}-from-zero",
-            name=f"{args.endpoint_name}-from-zero",
-            policy_type="StepScaling",
-            step_scaling_policy_configuration={
-                "adjustment_type": "ChangeInCapacity",
-                "metric_aggregation_type": "Average",
-                "cooldown": ASYNC_SCALE_OUT_COOLDOWN_S,
-                "step_adjustments": [{"metric_interval_lower_bound": "0", "scaling_adjustment": 1}],
-            },
-            opts=self._child(),
-            **on_target,
-        )
-        aws.cloudwatch.MetricAlarm(
-            f"{self._name}-backlog-without-capacity",
-            alarm_description=f"{args.endpoint_name}: a request waits with no instance; adds the first one",
-            namespace="AWS/SageMaker",
-            metric_name="HasBacklogWithoutCapacity",
-            dimensions={"EndpointName": args.endpoint_name},
-            statistic="Average",
-            period=60,
-            evaluation_periods=2,
-            threshold=1,
-            comparison_operator="GreaterThanOrEqualToThreshold",
-            treat_missing_data="missing",  # no datapoints while idle: keep the last state, do not fire
-            alarm_actions=[from_zero.arn],
             opts=self._child(),
         )

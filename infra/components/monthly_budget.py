@@ -51,22 +51,20 @@ class MonthlyBudget(Component[MonthlyBudgetArgs]):
 
     def _create_budget(self) -> aws.budgets.Budget:
         args = self._args
-        subscribers: dict[str, list[str]] = {}
-        if args.emails:
-            subscribers["subscriber_email_addresses"] = list(args.emails)
-        if args.sns_topic_arn:
-            subscribers["subscriber_sns_topic_arns"] = [args.sns_topic_arn]
-        notifications = [
-            {
-                "comparison_operator": "GREATER_THAN",
-                "threshold": float(percent),
-                "threshold_type": "PERCENTAGE",
-                "notification_type": kind,
-                **subscribers,
-            }
-            for kind in NOTIFICATION_TYPES
-            for percent in THRESHOLDS
-        ]
+        notifications: list[aws.budgets.BudgetNotificationArgsDict] = []
+        for kind in NOTIFICATION_TYPES:
+            for percent in THRESHOLDS:
+                notification: aws.budgets.BudgetNotificationArgsDict = {
+                    "comparison_operator": "GREATER_THAN",
+                    "threshold": float(percent),
+                    "threshold_type": "PERCENTAGE",
+                    "notification_type": kind,
+                }
+                if args.emails:
+                    notification["subscriber_email_addresses"] = list(args.emails)
+                if args.sns_topic_arn:
+                    notification["subscriber_sns_topic_arns"] = [args.sns_topic_arn]
+                notifications.append(notification)
         return aws.budgets.Budget(
             f"{self._name}-budget",
             name=args.name,

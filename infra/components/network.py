@@ -7,10 +7,10 @@ CloudWatch Logs, STS, and the three ECS endpoints the container agent needs to r
 Security groups take no ingress from 0.0.0.0/0: the workload group only admits itself (multi-node
 training), the endpoint group only HTTPS from inside the VPC.
 
-The interface endpoints bill per hour in every zone (about $100 a month for 7 of them in 2 zones at us-east-1 prices),
-whether anything uses them or not; the S3 gateway endpoint is free. With `interface_endpoints` false (the on-demand
-network profile while nothing runs) the managed VPC has only the gateway endpoint, and ops brings the others up before
-a training run needs them and removes them after (ops/aws/network.py).
+The interface endpoints bill per hour in every zone, whether anything uses them or not (docs/aws-behaviours.md C3;
+`make cost` prices them for the stack's config); the S3 gateway endpoint is free. With `interface_endpoints` false
+(the on-demand network profile while nothing runs) the managed VPC has only the gateway endpoint, and ops brings the
+others up before a training run needs them and removes them after (ops/aws/network.py).
 """
 
 from __future__ import annotations

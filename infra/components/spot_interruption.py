@@ -18,9 +18,13 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import _iam
 from infra.components._base import Component
-from infra.components._iam import AwsContext
+from infra.components._iam import (
+    AwsContext,
+    assume_role_policy,
+    document,
+    statement,
+)
 
 FUNCTION_DIR = Path(__file__).resolve().parent.parent / "functions" / "spot_interruption"
 HANDLER = "handler.handler"
@@ -74,20 +78,20 @@ class SpotInterruption(Component[SpotInterruptionArgs]):
         instances = pulumi.Output.concat(args.aws.arn("ecs", "container-instance/"), args.cluster_name, "/*")
         tasks = pulumi.Output.concat(args.aws.arn("ecs", "task/"), args.cluster_name, "/*")
         condition = {"ArnEquals": {"ecs:cluster": args.cluster_arn}}
-        policy = _iam.document(
-            _iam.statement("ListClusterInstances", ["ecs:ListContainerInstances"], [args.cluster_arn]),
-            _iam.statement(
+        policy = document(
+            statement("ListClusterInstances", ["ecs:ListContainerInstances"], [args.cluster_arn]),
+            statement(
                 "DescribeClusterInstances", ["ecs:DescribeContainerInstances", "ecs:ListTasks"], [instances], condition
             ),
-            _iam.statement("StopClusterTasks", ["ecs:StopTask"], [tasks], condition),
-            _iam.statement(
+            statement("StopClusterTasks", ["ecs:StopTask"], [tasks], condition),
+            statement(
                 "WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [pulumi.Output.concat(logs.arn, ":*")]
             ),
         )
         role = aws.iam.Role(
             f"{self._name}-function",
             description="deepcloud: stop training tasks on spot interruption",
-            assume_role_policy=_iam.assume_role_policy("lambda.amazonaws.com"),
+            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
             opts=self._child(),
         )
         role_policy = aws.iam.RolePolicy(f"{self._name}-function", role=role.id, policy=policy, opts=self._child())

@@ -23,9 +23,18 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import _iam
 from infra.components._base import Component
-from infra.components._iam import AwsContext
+from infra.components._iam import (
+    AwsContext,
+    assume_role_policy,
+    document,
+    ecr_pull_statements,
+    kms_via_s3_statement,
+    kms_volume_statement,
+    sagemaker_observability_statements,
+    statement,
+    vpc_interface_statements,
+)
 from infra.components.artifact_store import ARTIFACT_PREFIXES
 from infra.components.gpu_capacity import STOP_TIMEOUT_SECONDS
 
@@ -99,7 +108,7 @@ class TrainingTask(Component[TrainingTaskArgs]):
         self, suffix: str, description: str, policy: pulumi.Output[str], trust: pulumi.Output[str] | None = None
     ) -> aws.iam.Role:
         """A role with one inline policy; trusted by ECS tasks of this account unless `trust` says otherwise."""
-        trust = trust or _iam.assume_role_policy("ecs-tasks.amazonaws.com", self._args.aws.account_id)
+        trust = trust or assume_role_policy("ecs-tasks.amazonaws.com", self._args.aws.account_id)
         role = aws.iam.Role(
             f"{self._name}-{suffix}", description=description, assume_role_policy=trust, opts=self._child()
         )
@@ -107,9 +116,9 @@ class TrainingTask(Component[TrainingTaskArgs]):
         return role
 
     def _create_execution_role(self, logs: aws.cloudwatch.LogGroup) -> aws.iam.Role:
-        policy = _iam.document(
-            *_iam.ecr_pull_statements(self._args.repository_arn),
-            _iam.statement(
+        policy = document(
+            *ecr_pull_statements(self._args.repository_arn),
+            statement(
                 "WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [pulumi.Output.concat(logs.arn, ":*")]
             ),
         )
@@ -120,43 +129,43 @@ class TrainingTask(Component[TrainingTaskArgs]):
         args = self._args
         artifacts = pulumi.Output.from_input(args.artifacts_bucket_arn)
         return [
-            _iam.statement("ListData", ["s3:ListBucket"], [args.data_bucket_arn]),
-            _iam.statement("ReadData", ["s3:GetObject"], [pulumi.Output.concat(args.data_bucket_arn, "/*")]),
-            _iam.statement(
+            statement("ListData", ["s3:ListBucket"], [args.data_bucket_arn]),
+            statement("ReadData", ["s3:GetObject"], [pulumi.Output.concat(args.data_bucket_arn, "/*")]),
+            statement(
                 "ListArtifacts",
                 ["s3:ListBucket"],
                 [artifacts],
                 {"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in ARTIFACT_PREFIXES]}},
             ),
-            _iam.statement(
+            statement(
                 "ReadWriteArtifacts",
                 ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
                 [pulumi.Output.concat(artifacts, "/", prefix, "*") for prefix in ARTIFACT_PREFIXES],
             ),
-            _iam.kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
+            kms_via_s3_statement(args.key_arn, args.aws.region, ["kms:Decrypt", "kms:GenerateDataKey"]),
         ]
 
     def _create_task_role(self) -> aws.iam.Role:
         return self._create_role(
             "task",
             "deepcloud trainer code: read data, write artifacts",
-            _iam.document(*self._training_data_statements()),
+            document(*self._training_data_statements()),
         )
 
     def _create_sagemaker_role(self) -> aws.iam.Role:
         args = self._args
-        policy = _iam.document(
+        policy = document(
             *self._training_data_statements(),
-            _iam.kms_volume_statement(args.key_arn),
-            *_iam.ecr_pull_statements(args.repository_arn),
-            *_iam.sagemaker_observability_statements(args.aws, "/aws/sagemaker/TrainingJobs"),
-            *_iam.vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
+            kms_volume_statement(args.key_arn),
+            *ecr_pull_statements(args.repository_arn),
+            *sagemaker_observability_statements(args.aws, "/aws/sagemaker/TrainingJobs"),
+            *vpc_interface_statements(args.aws, args.subnet_ids, args.security_group_id),
         )
         return self._create_role(
             "sagemaker",
             "deepcloud trainer as a SageMaker training job",
             policy,
-            trust=_iam.assume_role_policy("sagemaker.amazonaws.com"),
+            trust=assume_role_policy("sagemaker.amazonaws.com"),
         )
 
     def _create_task_definition(
@@ -195,7 +204,14 @@ class TrainingTask(Component[TrainingTaskArgs]):
                 },
             },
         }
-        task_scoped = {"scope": "task", "driver": "local"}
+        task_scoped: aws.ecs.TaskDefinitionVolumeDockerVolumeConfigurationArgsDict = {
+            "scope": "task",
+            "driver": "local",
+        }
+        volumes: list[aws.ecs.TaskDefinitionVolumeArgsDict] = [
+            {"name": "job", "docker_volume_configuration": task_scoped},
+            {"name": "tmp", "docker_volume_configuration": task_scoped},
+        ]
         return aws.ecs.TaskDefinition(
             f"{self._name}-trainer",
             family=args.family,
@@ -205,9 +221,6 @@ class TrainingTask(Component[TrainingTaskArgs]):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=pulumi.Output.json_dumps([container]),
-            volumes=[
-                {"name": "job", "docker_volume_configuration": task_scoped},
-                {"name": "tmp", "docker_volume_configuration": task_scoped},
-            ],
+            volumes=volumes,
             opts=self._child(),
         )

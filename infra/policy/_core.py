@@ -46,14 +46,13 @@ class Rule:
     references: tuple[str, ...]
     """The checks this rule implements: Checkov ids, AWS Foundational Security Best Practices controls,
     AWS Config rules."""
-    check: ResourceCheck | StackCheck
+    resource_check: ResourceCheck | None = None
+    """A resource rule: one resource's inputs -> messages."""
+    stack_check: StackCheck | None = None
+    """A stack rule: every resource of the stack -> (resource, message) pairs."""
     resource_types: tuple[str, ...] = ()
     """Types a resource rule applies to; empty for a stack rule."""
     enforcement: EnforcementLevel = EnforcementLevel.MANDATORY
-
-    @property
-    def is_stack_rule(self) -> bool:
-        return not self.resource_types
 
 
 RULES: list[Rule] = []
@@ -69,7 +68,16 @@ def resource_rule(
     """Register `check(resource) -> messages` for resources of `types`."""
 
     def register(check: ResourceCheck) -> ResourceCheck:
-        RULES.append(Rule(name, description, tuple(references), check, tuple(types), enforcement))
+        RULES.append(
+            Rule(
+                name,
+                description,
+                tuple(references),
+                resource_check=check,
+                resource_types=tuple(types),
+                enforcement=enforcement,
+            )
+        )
         return check
 
     return register
@@ -81,7 +89,7 @@ def stack_rule(
     """Register `check(resources) -> (resource, message)` over the whole stack."""
 
     def register(check: StackCheck) -> StackCheck:
-        RULES.append(Rule(name, description, tuple(references), check, (), enforcement))
+        RULES.append(Rule(name, description, tuple(references), stack_check=check, enforcement=enforcement))
         return check
 
     return register
@@ -111,21 +119,25 @@ def _waived(waivers: Sequence[Waiver], rule: str, resource_type: str, name: str)
 def to_policy(rule: Rule, waivers: Sequence[Waiver]) -> Policy:
     """The pulumi-policy object that runs `rule`, skipping waived resources."""
     description = f"{rule.description} [{'; '.join(rule.references)}]"
-    if rule.is_stack_rule:
+    stack_check, resource_check = rule.stack_check, rule.resource_check
+    if stack_check is not None:
 
         def validate_stack(args: StackValidationArgs, report: ReportViolation) -> None:
-            for resource, message in rule.check(args.resources):
+            for resource, message in stack_check(args.resources):
                 if not _waived(waivers, rule.name, resource.resource_type, resource.name):
                     report(f"{resource.name}: {message}", resource.urn)
 
         return StackValidationPolicy(rule.name, description, validate_stack, rule.enforcement)
+
+    if resource_check is None:
+        raise ValueError(f"rule {rule.name} has neither a stack nor a resource check")
 
     def validate_resource(args: ResourceValidationArgs, report: ReportViolation) -> None:
         if args.resource_type not in rule.resource_types:
             return
         if _waived(waivers, rule.name, args.resource_type, args.name):
             return
-        for message in rule.check(args):
+        for message in resource_check(args):
             report(f"{args.name}: {message}", None)
 
     return ResourceValidationPolicy(rule.name, description, validate_resource, rule.enforcement)

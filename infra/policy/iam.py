@@ -116,7 +116,7 @@ def service_principals(resource) -> Iterator[str]:
     for s in allowed:
         principal = s.get("Principal")
         services = as_list(get(principal, "Service"))
-        if principal == "*" or not services or set(principal) != {"Service"}:
+        if principal == "*" or not services or not isinstance(principal, dict) or set(principal) != {"Service"}:
             yield f"trust statement {s.get('Sid', '(no Sid)')} must name AWS service principals only"
         for service in services:
             if not (isinstance(service, str) and SERVICE_PRINCIPAL.fullmatch(service)):

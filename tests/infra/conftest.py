@@ -1,6 +1,7 @@
 """The infra/ program synthesized under Pulumi's mocks, once per configuration for the whole session.
 
-The three configurations the issue names: the defaults (no model), a model configured, and an existing VPC.
+Three configurations every stack test runs on (`any_stack`): the defaults (no model), a model configured, and an
+existing VPC; the others exercise one endpoint mode each.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""infra/config.py: one typed config, every error naming its key; and the one-line errors outside Pulumi."""
+"""infra/config/: one typed config, every error naming its key; and the one-line errors outside Pulumi."""
 
 from __future__ import annotations
 

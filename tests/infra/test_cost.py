@@ -65,7 +65,7 @@ def test_a_realtime_model_idles_on_two_instances(model_stack: Synthesis) -> None
 
 
 def test_serverless_on_the_on_demand_network_costs_almost_nothing_idle(serverless_stack: Synthesis) -> None:
-    """The issue's goal: idle compute and network $0/h, idle total at most $3 a month."""
+    """The lean stack's promise: idle compute and network $0/h, idle total at most $3 a month."""
     bill = bill_of(serverless_stack)
     assert bill.idle_by(["compute"]) == 0
     assert bill.idle_by(["network"]) == 0

@@ -14,9 +14,9 @@ and its source:
 - terraform-provider-aws, which pulumi-aws wraps (internal/service/sagemaker): every argument of
   aws_sagemaker_model and aws_sagemaker_endpoint_configuration but tags is ForceNew (model.go,
   endpoint_configuration.go), so a new artifact replaces both. resourceEndpointUpdate calls UpdateEndpoint, then
-  waitEndpointInService (endpoint.go; the issue cites it as wait.go): Pending Creating, Updating, SystemUpdating;
-  Target InService; Timeout 60 minutes; any other status ends it with "unexpected state". It then reads the
-  endpoint back (resourceEndpointRead).
+  waitEndpointInService (endpoint.go, not wait.go where the other SageMaker waiters are): Pending Creating,
+  Updating, SystemUpdating; Target InService; Timeout 60 minutes; any other status ends it with "unexpected state".
+  It then reads the endpoint back (resourceEndpointRead).
 - SageMaker: when an alarm fires during a bake, traffic returns to the blue fleet and the endpoint is InService
   again on its old EndpointConfigName, FailureReason possibly empty (terraform-provider-aws #48997, #39099, PR
   #49020). DeleteEndpointConfig does not refuse a configuration in use ("You must not delete an EndpointConfig in
@@ -268,7 +268,7 @@ def test_model_and_config_are_retained_on_delete(kind: str) -> None:
 
 
 def test_the_provider_gives_up_on_a_rollout_after_60_minutes() -> None:
-    """What infra/config.py's rollout_seconds check keeps a configuration from reaching."""
+    """What the rollout_seconds check of infra/config/checks.py keeps a configuration from reaching."""
     sagemaker = FakeSageMaker()
     sagemaker.create_model("a")
     sagemaker.create_endpoint_config("blue", "a")

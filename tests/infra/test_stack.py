@@ -1,7 +1,7 @@
 """The stack infra/__main__.py synthesizes under mocks, in the three configurations: what exists and how it is set.
 
 Each test reads the resources as registered (inputs as the engine sees them: camelCase, JSON-able) and asserts
-the properties the issue asks for, so a change that drops a setting fails here before it reaches `pulumi up`.
+the properties the stack must have, so a change that drops a setting fails here before it reaches `pulumi up`.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def test_stack_outputs_give_ops_every_name(default_stack: Synthesis) -> None:
 
 
 def test_synthesizes_under_mocks_in_under_ten_seconds(capsys: pytest.CaptureFixture[str]) -> None:
-    """The issue's bar; measured on a fresh run of the model configuration (the largest)."""
+    """Fast enough to run on every change; measured on a fresh run of the model configuration (the largest)."""
     stack = synthesize({"modelArtifact": MODEL_KEY}, stack="timing")
     with capsys.disabled():
         print(f"\n[infra] synthesized {len(stack.resources)} resources under mocks in {stack.seconds:.2f} s")
