@@ -51,7 +51,7 @@ def test_lint_runs_hadolint_on_both_dockerfiles_at_warning_level() -> None:
 
 
 def test_clean_removes_caches_and_keeps_the_venv_and_the_state(tmp_path) -> None:
-    """`make clean` runs without `setup` and removes only what a rerun makes again: caches, never .venv or .deepcloud."""
+    """`make clean` runs without `setup` and removes only what a rerun makes again, never .venv or .deepcloud."""
     (tmp_path / "Makefile").write_text((REPO / "Makefile").read_text())
     made = [
         ".pytest_cache/v",
