@@ -10,21 +10,15 @@ serverless, or asynchronous scaling to zero; with `deepcloud:endpointMode` multi
 artifact and serves what ops copies under its S3 prefix) and, when `deepcloud:monthlyBudget` is set, MonthlyBudget
 (an AWS Budgets budget on the stack's tag).
 Every taggable resource carries `deepcloud:stack=<project>/<stack>` through the provider's default tags.
+
+Pulumi runs infra/ as a folder, with only infra/ on sys.path; `infra` imports because make setup installs the project
+into .venv (Pulumi.yaml runs the program in it).
 """
 
-import sys
-from pathlib import Path
+import pulumi
+import pulumi_aws as aws
 
-# Pulumi runs infra/ as a directory (runpy), so only infra/ itself is on sys.path; the repository root makes
-# `infra` a package, as the tests import it.
-_REPO = str(Path(__file__).resolve().parent.parent)
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import pulumi  # noqa: E402
-import pulumi_aws as aws  # noqa: E402
-
-from infra.components import (  # noqa: E402
+from infra.components import (
     ArtifactStore,
     ArtifactStoreArgs,
     GpuCapacity,
@@ -42,9 +36,9 @@ from infra.components import (  # noqa: E402
     TrainingTask,
     TrainingTaskArgs,
 )
-from infra.components._iam import AwsContext  # noqa: E402
-from infra.config import load  # noqa: E402
-from infra.engine import STACK_TAG, require_engine  # noqa: E402
+from infra.components._iam import AwsContext
+from infra.config import load
+from infra.engine import STACK_TAG, require_engine
 
 require_engine()
 cfg = load()
