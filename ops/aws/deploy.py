@@ -33,13 +33,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from infra.engine import STACK_TAG
 from ops.aws import images, runs, superseded
 from ops.aws.clients import describe, error_code
 from ops.aws.console import Phases, header, say
 from ops.aws.context import Context
 from ops.aws.logs import GroupTail, first_traceback
 from ops.aws.preflight import check_endpoint_quota
-from ops.aws.stack import CONFIG, STACK_TAG_KEY
+from ops.aws.stack import CONFIG
 from ops.errors import OpsError
 
 HISTORY_KEY = "deploys/history.json"
@@ -127,7 +128,7 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
     for key, value in after.items():
         say(f"config       {key} = {value}" + (f" (was {before[key]})" if before[key] != value else " (unchanged)"))
         ctx.pulumi.set_config(key, value)
-    entry = {
+    entry: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": kind,
         "run_id": run_id,
@@ -234,7 +235,7 @@ class EndpointWatcher:
         creates it, find it by the stack's tag (SageMaker endpoint names are case-insensitive; ARNs lower-case)."""
         tagging = self.ctx.aws.client("resourcegroupstaggingapi")
         page = tagging.get_resources(
-            TagFilters=[{"Key": STACK_TAG_KEY, "Values": [self.ctx.stack.tag]}],
+            TagFilters=[{"Key": STACK_TAG, "Values": [self.ctx.stack.tag]}],
             ResourceTypeFilters=["sagemaker:endpoint"],
         )
         arns = [m["ResourceARN"] for m in page.get("ResourceTagMappingList", []) if ":endpoint/" in m["ResourceARN"]]

@@ -13,6 +13,7 @@ invokable. Only while the endpoint does not exist yet (the mode was just set) do
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -61,7 +62,7 @@ def deploy_run(ctx: Context, run_id: str, config: dict[str, str]) -> dict:
     s3.copy({"Bucket": out.artifacts_bucket, "Key": source}, bucket, key)
     say(f"copied       s3://{out.artifacts_bucket}/{source} -> s3://{bucket}/{key} (server-side; no pulumi up)")
     endpoint = ctx.outputs.endpoint_name or ""
-    entry = {
+    entry: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": "deploy",
         "mode": MODE,

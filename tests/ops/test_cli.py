@@ -98,7 +98,7 @@ def test_make_aws_target_gives_the_same_line(tmp_path: Path) -> None:
 
 def test_no_model_for_the_container_target_says_to_train_on_that_target(tmp_path: Path) -> None:
     from ops.errors import OpsError
-    from ops.local_train import latest_model
+    from ops.local.train import latest_model
     from ops.paths import Paths
 
     with pytest.raises(OpsError, match=r"^no trained model found: run `make train TARGET=container` first$"):

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ops.container_engine import Engine, engine_dir, last_line
+from ops.container.engine import Engine, engine_dir, last_line
 from ops.errors import OpsError
 
 SUITE = "bookworm"
