@@ -13,7 +13,7 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ops import data, hyperparameters
-from ops.aws import COMMANDS, dataset, deploy, preflight, status
+from ops.aws import COMMANDS, dataset, deploy, multi_model, preflight, status
 from ops.aws import predict as aws_predict
 from ops.aws.clients import describe
 from ops.aws.console import header
@@ -141,7 +141,11 @@ def _train(options: AwsOptions, paths: Paths, repo: Path) -> object:
 
 
 def _deploy(options: AwsOptions, paths: Paths, repo: Path) -> object:
-    return deploy.deploy(_checked(options, paths, repo, docker=False, quotas=False), options.model)
+    ctx = _checked(options, paths, repo, docker=False, quotas=False)
+    run_id, config = deploy.chosen_run(ctx, options.model)
+    if multi_model.is_multi_model(ctx, config):  # a copy under the endpoint's prefix, no `pulumi up`
+        return multi_model.deploy_run(ctx, run_id, config)
+    return deploy.deploy(ctx, run_id, config)
 
 
 def _rollback(options: AwsOptions, paths: Paths, repo: Path) -> object:

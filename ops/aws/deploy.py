@@ -77,17 +77,20 @@ def append_history(s3: Any, bucket: str, entry: dict) -> None:
     )
 
 
-def deploy(ctx: Context, run_id: str | None = None) -> dict:
+def chosen_run(ctx: Context, run_id: str | None = None) -> tuple[str, dict[str, str]]:
+    """The run `make deploy` deploys (MODEL=, else the newest model), checked to have a model; and the stack's config,
+    which says whether the endpoint is multi-model (multi_model.py deploys there; ops/aws/cli.py chooses)."""
     out = ctx.outputs
     s3 = ctx.aws.client("s3")
     run_id = run_id or runs.latest_model(s3, out.artifacts_bucket)
     runs.require_model(s3, out.artifacts_bucket, run_id)
     header(f"deploy (aws): run {run_id} to stack {ctx.stack.name}")
-    config = ctx.pulumi.config()
-    from ops.aws import multi_model  # it builds on this module
+    return run_id, ctx.pulumi.config()
 
-    if multi_model.is_multi_model(ctx, config):
-        return multi_model.deploy_run(ctx, run_id, config)
+
+def deploy(ctx: Context, run_id: str, config: dict[str, str]) -> dict:
+    """Roll ``run_id`` out to the realtime, serverless or async endpoint: the serving image, then `pulumi up`."""
+    out = ctx.outputs
     check_endpoint_quota(ctx)
     kind = out.endpoint_instance_type or config.get(CONFIG.endpoint_instance_type)
     image = images.ensure(
