@@ -2,7 +2,7 @@
 
     python -m ops.aws.pricelist [--stack NAME] [--region REGION]
 
-What it reads (the issue's list), each section then stamped with its source and today's date:
+What it reads, each section then stamped with its source and today's date:
 
 - [ec2]: EC2 on-demand, Linux, shared tenancy (`pricing:GetProducts`, service AmazonEC2), with vCPUs and GPUs.
 - [ec2_spot]: the highest Linux/UNIX spot price any zone asked in the last 7 days (`ec2:DescribeSpotPriceHistory`:

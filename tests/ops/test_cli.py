@@ -122,7 +122,7 @@ def test_bad_hyperparameter_fails_the_job_with_the_trainer_message(home: Path) -
     failures = list((home / "local" / "jobs").glob("*/output/failure"))
     assert len(failures) == 1
     job = failures[0].parents[1]
-    # said once: the verdict says where, not the reason again (issue 19: it was printed twice)
+    # said once: the verdict says where, not the reason again (never printed twice)
     assert verdict == (
         f"error: training job {job.name} failed with exit code 1 (its error is above); its folder is {job}"
     )
