@@ -29,8 +29,10 @@ from pathlib import Path
 
 from ops.aws import COMMANDS as AWS_COMMANDS
 from ops.aws.training.base import DEFAULT_BACKEND, DEFAULT_INSTANCE_TYPE
+from ops.container.cli import ContainerTarget
 from ops.errors import OpsError
 from ops.local.cli import COMMANDS as LOCAL_COMMANDS
+from ops.local.cli import LocalTarget
 from ops.paths import Paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(target: str, command: str, args: argparse.Namespace) -> object:
-    """Run ``command`` on ``target``; each target's package imports only when chosen (aws's pulls in boto3)."""
+    """Run ``command`` on ``target``; the aws package is imported only when chosen (it pulls in boto3)."""
     if target not in TARGETS:
         raise OpsError(f"TARGET={target} is not a target: use local (default), container or aws")
     paths = Paths.from_environ()
@@ -86,13 +88,8 @@ def run(target: str, command: str, args: argparse.Namespace) -> object:
         from ops.aws import cli as aws
 
         return aws.run(command, args, paths, REPO)
-    if target == "container":
-        from ops.container.cli import ContainerTarget
-
-        return ContainerTarget(paths, REPO).run(command, args)
-    from ops.local.cli import LocalTarget
-
-    return LocalTarget(paths, REPO).run(command, args)
+    target_commands = ContainerTarget if target == "container" else LocalTarget
+    return target_commands(paths, REPO).run(command, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ops.aws import deploy, images, runs
+from ops.aws import deploy, images, invoke, runs
 from ops.aws.clients import error_code
 from ops.aws.console import say
 from ops.aws.context import Context
@@ -46,7 +46,7 @@ def _location(ctx: Context, run_id: str) -> tuple[str, str]:
             "the stack exports no models_prefix for its multi-model endpoint: run `pulumi up` with the "
             "current infra/ program"
         )
-    bucket, key = deploy.s3_uri(prefix)
+    bucket, key = invoke.s3_uri(prefix)
     return bucket, f"{key}{target_model(run_id)}"
 
 
@@ -72,7 +72,7 @@ def deploy_run(ctx: Context, run_id: str, config: dict[str, str]) -> dict:
         "endpoint": endpoint,
     }
     try:
-        entry["smoke"] = deploy.smoke(ctx, endpoint, run_id, target_model=target_model(run_id))
+        entry["smoke"] = invoke.smoke(ctx, endpoint, run_id, target_model=target_model(run_id))
     except (OpsError, ClientError) as exc:
         entry.update(result="Failed", reason=str(exc))
         deploy.append_history(s3, out.artifacts_bucket, entry)
