@@ -20,27 +20,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from infra.engine import pulumi_cli
+from infra.engine import POLICY_PACK as POLICY_PACK  # the pack `preview` and `up` attach, for the tests to name
+from infra.engine import CliMissing, pulumi_cli, pulumi_command
 
 REPO = Path(__file__).resolve().parent.parent
-POLICY_PACK = REPO / "infra" / "policy"
 DEFAULT_REGION = "us-east-1"
 """The region `cost` assumes when the stack's config file has none (the price table's region)."""
 
 
 def command(action: str, stack: str | None, executable: str) -> list[str]:
-    """The pulumi command line for `action`."""
-    argv = [executable, action]
-    if action in ("preview", "up"):
-        argv += ["--policy-pack", str(POLICY_PACK)]
-    if stack:
-        argv += ["--stack", stack]
-    return argv
+    """The pulumi command line for `action`, as a person runs it (infra/engine.py builds it)."""
+    return pulumi_command(executable, action, stack=stack)
 
 
 class CostError(Exception):
@@ -89,19 +83,19 @@ def selected_stack() -> str:
     """$STACK, else the stack the pulumi CLI has selected (when it is installed), else dev."""
     if os.environ.get("STACK"):
         return os.environ["STACK"]
-    exe = shutil.which("pulumi")
-    if exe:
-        done = subprocess.run(
-            [exe, "stack", "--show-name", "--non-interactive"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode == 0 and done.stdout.strip():
-            return done.stdout.strip()
-    return "dev"
+    try:
+        exe = pulumi_cli()
+    except CliMissing:
+        return "dev"
+    done = subprocess.run(
+        pulumi_command(exe, "stack", "--show-name", interactive=False),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "dev"
 
 
 def cost_lines(stack: str, overrides: list[str], summary: bool = False) -> list[str]:
@@ -149,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
-    executable = pulumi_cli()
+    try:
+        executable = pulumi_cli()
+    except CliMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.action in ("preview", "up"):
         try:
             print("\n".join(cost_lines(args.stack or selected_stack(), [], summary=True)), flush=True)

@@ -1,8 +1,11 @@
-"""Where the program meets the Pulumi engine and CLI: the stack tag, and one-line errors when either is missing."""
+"""Where the program meets the Pulumi engine and CLI: the stack tag, the one `pulumi` command line (the policy pack
+on every preview and up), and one-line errors when either is missing. Standard library only: ops imports it too, so
+`python -m infra.cli up` and ops's own `pulumi up` (ops/aws/pulumi.py) run the same command."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 STACK_TAG = "deepcloud:stack"
 """Tag key on every taggable resource; its value is `<project>/<stack>`, so leftovers can be audited by tag."""
@@ -10,7 +13,15 @@ INSTALL_HINT = (
     "install it: curl -fsSL https://get.pulumi.com | sh (or brew install pulumi/tap/pulumi), then "
     "pulumi login (see README, 'The AWS workflow')"
 )
-"""ops/aws/stack.py says the same (it imports this), so both commands give one line, worded alike."""
+"""How to get the pulumi CLI: the end of the one line both `python -m infra.cli` and `make ... TARGET=aws` print."""
+POLICY_PACK = Path(__file__).resolve().parent / "policy"
+"""The policy pack: the engine runs its mandatory rules in the preview and stops before anything changes."""
+POLICY_ACTIONS = ("preview", "up")
+"""The actions the policy pack is attached to (`pulumi destroy` takes none)."""
+
+
+class CliMissing(Exception):
+    """No pulumi CLI on PATH; the message is the one line that says how to install it."""
 
 
 def require_engine() -> None:
@@ -23,9 +34,24 @@ def require_engine() -> None:
         )
 
 
-def pulumi_cli() -> str:
-    """Path of the `pulumi` executable, or a one-line error that says how to install it."""
-    path = shutil.which("pulumi")
+def pulumi_cli(binary: str = "pulumi") -> str:
+    """Path of the `pulumi` executable, or CliMissing saying how to install it."""
+    path = shutil.which(binary)
     if path is None:
-        raise SystemExit(f"error: the pulumi CLI is not installed (no `pulumi` on PATH): {INSTALL_HINT}")
+        raise CliMissing(f"the {binary} CLI is not installed (no `{binary}` on PATH): {INSTALL_HINT}")
     return path
+
+
+def pulumi_command(
+    executable: str, action: str, *args: str, stack: str | None = None, interactive: bool = True
+) -> list[str]:
+    """``pulumi ACTION ARGS``, with the policy pack for preview and up, ``--stack`` when one is named, and
+    ``--non-interactive`` for a caller that reads the output rather than a person at a terminal."""
+    argv = [executable, action, *args]
+    if action in POLICY_ACTIONS:
+        argv += ["--policy-pack", str(POLICY_PACK)]
+    if stack:
+        argv += ["--stack", stack]
+    if not interactive:
+        argv.append("--non-interactive")
+    return argv

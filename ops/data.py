@@ -124,19 +124,6 @@ DATASETS = {
 }
 
 
-def with_defaults(name: str, given: dict[str, str]) -> dict[str, str]:
-    """``HP=``'s hyperparameters over dataset ``name``'s defaults, saying which defaults it took (every target)."""
-    defaults = {k: v for k, v in dataset_named(name).hyperparameters.items() if k not in given}
-    if defaults:
-        print(
-            f"defaults for DATASET={name}: "
-            + " ".join(f"{k}={v}" for k, v in defaults.items())
-            + " (HP= overrides them)",
-            flush=True,
-        )
-    return {**defaults, **given}
-
-
 def dataset_named(name: str) -> Dataset:
     """The dataset ``DATASET=name`` means; an unknown name is an OpsError listing the choices."""
     if name not in DATASETS:

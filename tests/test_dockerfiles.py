@@ -29,7 +29,7 @@ COMMAND = {"trainer": "train", "serving": "serve"}
 SHARED_CONTEXT = ("requirements/constraints.txt",)
 """Context paths both images may read besides their own room and its wheelhouse."""
 WHEELHOUSE = ".wheelhouse"
-"""Where ops/container_build.py downloads each image's wheels: ``.wheelhouse/<room>/``."""
+"""Where ops/container/build.py downloads each image's wheels: ``.wheelhouse/<room>/``."""
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 EXACT_TAG = re.compile(r"\d+\.\d+\.\d+")
 """A tag names one release when it carries a full x.y.z version (3.11.15-slim-bookworm, not 3.11-slim)."""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ops.aws.clients import Aws
 from ops.aws.prices import PriceTable
-from ops.aws.stack import Pulumi, Stack, StackOutputs
+from ops.aws.pulumi import Pulumi
+from ops.aws.stack import Stack, StackOutputs
 from ops.paths import Paths
 
 POLL_ENV = "DEEPCLOUD_POLL_SECONDS"

@@ -9,7 +9,7 @@ applied, report no failure, and serve that model and image. A failed endpoint pr
 traceback in its logs, and the config is put back to what it was (the endpoint keeps serving the old model:
 SageMaker's blue/green rollout never shifted traffic to the failed one). Either way, once the endpoint is InService,
 the models and configurations it no longer uses, which infra/ retains on replacement, are deleted
-(ops/aws/superseded.py). A healthy one gets a smoke request through sagemaker-runtime and its latency is printed: a
+(ops/aws/superseded.py). A healthy one gets a smoke request (ops/aws/invoke.py) and its latency is printed: a
 real-time or serverless endpoint `InvokeEndpoint`; an async one `InvokeEndpointAsync` on a request put under
 async/input/ of the artifacts bucket, then the result read from the OutputLocation SageMaker answered with (or the
 failure from FailureLocation), waiting while a scaled-to-zero endpoint brings an instance up.
@@ -25,31 +25,25 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
-import tarfile
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ops.aws import images, runs, superseded
+from infra.engine import STACK_TAG
+from ops.aws import images, invoke, runs, superseded
 from ops.aws.clients import describe, error_code
 from ops.aws.console import Phases, header, say
 from ops.aws.context import Context
 from ops.aws.logs import GroupTail, first_traceback
 from ops.aws.preflight import check_endpoint_quota
-from ops.aws.stack import CONFIG, STACK_TAG_KEY
+from ops.aws.stack import CONFIG
 from ops.errors import OpsError
 
 HISTORY_KEY = "deploys/history.json"
 ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{name}"
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 FAILED = ("Failed", "UpdateRollbackFailed", "OutOfService")
-SMOKE_REQUESTS = 5
-ASYNC_WAIT_S = 1200
-"""How long to wait for an async result: an endpoint at zero instances first launches one (the HasBacklogWithoutCapacity
-alarm needs two one-minute periods, then the instance boots and loads the model), so minutes, not seconds."""
 WAIT_LIMIT_S = 3600
 """How long to wait for the endpoint after `pulumi up` returned (blue/green bake time included)."""
 _GPU_ENDPOINT = re.compile(r"ml\.(g|p)\d")
@@ -76,17 +70,20 @@ def append_history(s3: Any, bucket: str, entry: dict) -> None:
     )
 
 
-def deploy(ctx: Context, run_id: str | None = None) -> dict:
+def chosen_run(ctx: Context, run_id: str | None = None) -> tuple[str, dict[str, str]]:
+    """The run `make deploy` deploys (MODEL=, else the newest model), checked to have a model; and the stack's config,
+    which says whether the endpoint is multi-model (multi_model.py deploys there; ops/aws/cli.py chooses)."""
     out = ctx.outputs
     s3 = ctx.aws.client("s3")
     run_id = run_id or runs.latest_model(s3, out.artifacts_bucket)
     runs.require_model(s3, out.artifacts_bucket, run_id)
     header(f"deploy (aws): run {run_id} to stack {ctx.stack.name}")
-    config = ctx.pulumi.config()
-    from ops.aws import multi_model  # it builds on this module
+    return run_id, ctx.pulumi.config()
 
-    if multi_model.is_multi_model(ctx, config):
-        return multi_model.deploy_run(ctx, run_id, config)
+
+def deploy(ctx: Context, run_id: str, config: dict[str, str]) -> dict:
+    """Roll ``run_id`` out to the realtime, serverless or async endpoint: the serving image, then `pulumi up`."""
+    out = ctx.outputs
     check_endpoint_quota(ctx)
     kind = out.endpoint_instance_type or config.get(CONFIG.endpoint_instance_type)
     image = images.ensure(
@@ -127,7 +124,7 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
     for key, value in after.items():
         say(f"config       {key} = {value}" + (f" (was {before[key]})" if before[key] != value else " (unchanged)"))
         ctx.pulumi.set_config(key, value)
-    entry = {
+    entry: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": kind,
         "run_id": run_id,
@@ -165,7 +162,7 @@ def _roll_out(ctx: Context, run_id: str, image_tag: str, kind: str, config: dict
         watcher.close()
     _prune(ctx, watcher.name)
     entry.update(result="InService", endpoint=watcher.name)
-    entry["smoke"] = smoke(ctx, watcher.name, run_id)
+    entry["smoke"] = invoke.smoke(ctx, watcher.name, run_id)
     append_history(s3, bucket, entry)
     say(f"history      s3://{bucket}/{HISTORY_KEY} ({kind} recorded; `make rollback TARGET=aws` goes back)")
     return entry
@@ -234,7 +231,7 @@ class EndpointWatcher:
         creates it, find it by the stack's tag (SageMaker endpoint names are case-insensitive; ARNs lower-case)."""
         tagging = self.ctx.aws.client("resourcegroupstaggingapi")
         page = tagging.get_resources(
-            TagFilters=[{"Key": STACK_TAG_KEY, "Values": [self.ctx.stack.tag]}],
+            TagFilters=[{"Key": STACK_TAG, "Values": [self.ctx.stack.tag]}],
             ResourceTypeFilters=["sagemaker:endpoint"],
         )
         arns = [m["ResourceARN"] for m in page.get("ResourceTagMappingList", []) if ":endpoint/" in m["ResourceARN"]]
@@ -295,106 +292,3 @@ class EndpointWatcher:
                 f"with tag {image_tag}: the rollout was rolled back (see its CloudWatch alarms)"
             )
         say(f"endpoint     {self.name} InService, serving {data} (configuration {serving})")
-
-
-def invoke(ctx: Context, endpoint: str, body: bytes, request_id: str, target_model: str | None = None) -> bytes:
-    """One request to the endpoint of the stack's mode; the response body. Real-time, serverless and multi-model
-    endpoints answer InvokeEndpoint (a multi-model one for the model ``target_model`` names: S19); an async one takes
-    InvokeEndpointAsync on a request stored in S3 and writes the result (or the failure) to S3 later (S16)."""
-    runtime = ctx.aws.client("sagemaker-runtime")
-    if ctx.outputs.endpoint_mode != "async":
-        target = {"TargetModel": target_model} if target_model else {}
-        response = runtime.invoke_endpoint(
-            EndpointName=endpoint, ContentType="application/json", Accept="application/json", Body=body, **target
-        )
-        return response["Body"].read()
-    return _invoke_async(ctx, endpoint, body, request_id)
-
-
-def s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
-def _invoke_async(ctx: Context, endpoint: str, body: bytes, request_id: str) -> bytes:
-    prefix = ctx.outputs.async_prefix
-    if not prefix:
-        raise OpsError(
-            "the stack exports no async_prefix for its async endpoint: run `pulumi up` with the current infra/ program"
-        )
-    s3 = ctx.aws.client("s3")
-    bucket, key = s3_uri(f"{prefix}input/{request_id}.json")
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
-    answer = ctx.aws.client("sagemaker-runtime").invoke_endpoint_async(
-        EndpointName=endpoint,
-        ContentType="application/json",
-        Accept="application/json",
-        InputLocation=f"s3://{bucket}/{key}",
-        InferenceId=request_id,
-    )
-    output, failure = answer["OutputLocation"], answer.get("FailureLocation")
-    deadline = ctx.clock() + ASYNC_WAIT_S
-    while True:
-        for uri, failed in ((output, False), (failure, True)):
-            if not uri:
-                continue
-            found_bucket, found_key = s3_uri(uri)
-            try:
-                data = s3.get_object(Bucket=found_bucket, Key=found_key)["Body"].read()
-            except ClientError as exc:
-                if error_code(exc) not in ("NoSuchKey", "404"):
-                    raise
-                continue
-            if failed:
-                raise OpsError(
-                    f"async request {request_id} to {endpoint} failed: {data[:300].decode(errors='replace')} ({uri})"
-                )
-            return data
-        if ctx.clock() > deadline:
-            raise OpsError(
-                f"no result for async request {request_id} after {ASYNC_WAIT_S} s at {output}: "
-                "`make status TARGET=aws` shows the endpoint's instances, `make logs TARGET=aws ENDPOINT=1` "
-                "its log"
-            )
-        ctx.wait()
-
-
-def smoke(ctx: Context, endpoint: str, run_id: str, target_model: str | None = None) -> dict:
-    """Send one zero image of the model's input shape SMOKE_REQUESTS times (to ``target_model`` of a multi-model
-    endpoint); print the answer and latency."""
-    shape = input_shape(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket, run_id)
-    body = json.dumps({"instances": [_zeros(shape)]}).encode()
-    latencies, answer = [], b""
-    for n in range(SMOKE_REQUESTS):
-        start = time.perf_counter()
-        answer = invoke(ctx, endpoint, body, f"smoke-{run_id}-{n}", target_model)
-        latencies.append((time.perf_counter() - start) * 1000)
-    try:
-        prediction = json.loads(answer)["predictions"][0]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise OpsError(f"the smoke request to {endpoint} did not get predictions back: {answer[:200]!r}") from None
-    p50 = statistics.median(latencies)
-    say(
-        f"smoke        {SMOKE_REQUESTS} requests of shape {shape}: label {prediction.get('label')!r}; "
-        f"latency first {latencies[0]:.0f} ms, median {p50:.0f} ms, max {max(latencies):.0f} ms (round trip from here"
-        + (", through S3)" if ctx.outputs.endpoint_mode == "async" else ")")
-    )
-    return {"label": prediction.get("label"), "first_ms": round(latencies[0], 1), "median_ms": round(p50, 1)}
-
-
-def input_shape(s3: Any, bucket: str, run_id: str) -> list[int]:
-    """input.shape from manifest.json inside the run's model.tar.gz, read as a stream until it turns up."""
-    body = s3.get_object(Bucket=bucket, Key=runs.model_key(run_id))["Body"]
-    try:
-        with tarfile.open(fileobj=body, mode="r|gz") as tar:
-            for member in tar:
-                if member.isfile() and member.name.lstrip("./") == "manifest.json":
-                    manifest = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
-                    return [int(n) for n in manifest["input"]["shape"]]
-    except (tarfile.TarError, OSError, ValueError, KeyError) as exc:
-        raise OpsError(f"cannot read manifest.json from s3://{bucket}/{runs.model_key(run_id)}: {exc}") from None
-    raise OpsError(f"s3://{bucket}/{runs.model_key(run_id)} has no manifest.json (docs/artifact.md)")
-
-
-def _zeros(shape: list[int]) -> Any:
-    return [_zeros(shape[1:]) for _ in range(shape[0])] if len(shape) > 1 else [0] * shape[0]

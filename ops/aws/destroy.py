@@ -23,11 +23,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from infra.engine import STACK_TAG
 from ops.aws import superseded
 from ops.aws.clients import error_code
 from ops.aws.console import header, say, table
 from ops.aws.context import Context
-from ops.aws.stack import CONFIG, STACK_TAG_KEY
+from ops.aws.stack import CONFIG
 from ops.errors import OpsError
 
 STOP_WAIT_S = 300
@@ -67,7 +68,7 @@ def stop_running(ctx: Context) -> list[str]:
     for page in sagemaker.get_paginator("list_training_jobs").paginate(StatusEquals="InProgress"):
         for job in page.get("TrainingJobSummaries", []):
             tags = sagemaker.list_tags(ResourceArn=job["TrainingJobArn"]).get("Tags", [])
-            if {"Key": STACK_TAG_KEY, "Value": ctx.stack.tag} in tags:
+            if {"Key": STACK_TAG, "Value": ctx.stack.tag} in tags:
                 sagemaker.stop_training_job(TrainingJobName=job["TrainingJobName"])
                 say(f"stopping SageMaker training job {job['TrainingJobName']}")
                 stopped.append(job["TrainingJobArn"])
@@ -94,9 +95,7 @@ def audit(ctx: Context, retained: set[str] | None = None) -> list[Found]:
     """Everything still tagged with the stack, classified; ``retained``: ARNs the stack keeps on purpose."""
     tagging = ctx.aws.client("resourcegroupstaggingapi")
     found = []
-    pages = tagging.get_paginator("get_resources").paginate(
-        TagFilters=[{"Key": STACK_TAG_KEY, "Values": [ctx.stack.tag]}]
-    )
+    pages = tagging.get_paginator("get_resources").paginate(TagFilters=[{"Key": STACK_TAG, "Values": [ctx.stack.tag]}])
     for page in pages:
         for mapping in page.get("ResourceTagMappingList", []):
             found.append(_classify(ctx, mapping["ResourceARN"], retained or set()))
@@ -334,7 +333,7 @@ def destroy(ctx: Context) -> list[Found]:
     leftover = [f for f in found if f.group == "leftover"]
     if leftover:
         raise OpsError(
-            f"{len(leftover)} resource(s) tagged {STACK_TAG_KEY}={ctx.stack.tag} are left (table above): "
+            f"{len(leftover)} resource(s) tagged {STACK_TAG}={ctx.stack.tag} are left (table above): "
             "run `make destroy TARGET=aws` again in a few minutes (the tagging index lags), "
             "else delete them by hand"
         )
@@ -359,7 +358,7 @@ def _delete_retained_models(ctx: Context, managed: set[str]) -> None:
 
 
 def report(ctx: Context, found: list[Found]) -> None:
-    say(f"audit        Resource Groups Tagging API, {STACK_TAG_KEY}={ctx.stack.tag}, {ctx.outputs.region}")
+    say(f"audit        Resource Groups Tagging API, {STACK_TAG}={ctx.stack.tag}, {ctx.outputs.region}")
     titles = {
         "leftover": "left over (billable or still part of the stack)",
         "retained": "retained by design",

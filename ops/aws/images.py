@@ -1,7 +1,7 @@
 """The trainer and serving images: built with `docker build`, pushed to the stack's ECR repositories under an
 immutable tag, and not built again when their sources have not changed.
 
-The build is ops/container_build.py's, the one `make images` runs here and the container tests test: a
+The build is ops/container/build.py's, the one `make images` runs here and the container tests test: a
 wheelhouse filled by `pip download` on this machine, then `docker build --network=none`. For AWS the base is the
 Dockerfiles' pinned python image and torch comes from https://download.pytorch.org/whl/<TORCH_INDEX> (the
 trainer's default cu126, the server's cpu unless deploy asks for cu126).
@@ -20,14 +20,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import container_build
-from ops.aws import proc
+from ops import proc
 from ops.aws.clients import Aws
 from ops.aws.console import say
-from ops.container_build import IMAGES, PLATFORM, ImageSpec, content_digest, git_short
+from ops.container import build as container_build
+from ops.container.build import IMAGES, PLATFORM, ImageSpec, content_digest
 from ops.errors import OpsError
+from ops.revision import revision as git_revision
 
-__all__ = ["IMAGES", "PLATFORM", "Image", "ImageSpec", "check_docker", "content_digest", "ensure", "git_short"]
+__all__ = ["IMAGES", "PLATFORM", "Image", "ImageSpec", "check_docker", "content_digest", "ensure"]
 
 DOCKER_INSTALL = "install Docker Engine (https://docs.docker.com/engine/install/) and start it"
 
@@ -104,7 +105,7 @@ def ensure(
         tag, image_digest = found
         say(f"{spec.name} image {repository_url}:{tag} is up to date (content {digest12}): not rebuilt")
         return Image(repository_url, tag, image_digest, built=False)
-    revision = git_short(repo)
+    revision = git_revision(repo, short=True)
     tag = f"{revision}-{digest12}"
     uri = f"{repository_url}:{tag}"
     version = check_docker(repo)

@@ -13,10 +13,11 @@ invokable. Only while the endpoint does not exist yet (the mode was just set) do
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ops.aws import deploy, images, runs
+from ops.aws import deploy, images, invoke, runs
 from ops.aws.clients import error_code
 from ops.aws.console import say
 from ops.aws.context import Context
@@ -45,7 +46,7 @@ def _location(ctx: Context, run_id: str) -> tuple[str, str]:
             "the stack exports no models_prefix for its multi-model endpoint: run `pulumi up` with the "
             "current infra/ program"
         )
-    bucket, key = deploy.s3_uri(prefix)
+    bucket, key = invoke.s3_uri(prefix)
     return bucket, f"{key}{target_model(run_id)}"
 
 
@@ -61,7 +62,7 @@ def deploy_run(ctx: Context, run_id: str, config: dict[str, str]) -> dict:
     s3.copy({"Bucket": out.artifacts_bucket, "Key": source}, bucket, key)
     say(f"copied       s3://{out.artifacts_bucket}/{source} -> s3://{bucket}/{key} (server-side; no pulumi up)")
     endpoint = ctx.outputs.endpoint_name or ""
-    entry = {
+    entry: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": "deploy",
         "mode": MODE,
@@ -71,7 +72,7 @@ def deploy_run(ctx: Context, run_id: str, config: dict[str, str]) -> dict:
         "endpoint": endpoint,
     }
     try:
-        entry["smoke"] = deploy.smoke(ctx, endpoint, run_id, target_model=target_model(run_id))
+        entry["smoke"] = invoke.smoke(ctx, endpoint, run_id, target_model=target_model(run_id))
     except (OpsError, ClientError) as exc:
         entry.update(result="Failed", reason=str(exc))
         deploy.append_history(s3, out.artifacts_bucket, entry)

@@ -1,6 +1,6 @@
 """`make predict TARGET=aws`: the held-out test images through the stack's endpoint, whatever its mode.
 
-Each image is one request, sent as `make deploy`'s smoke request is (ops/aws/deploy.py `invoke`): InvokeEndpoint for
+Each image is one request, sent as `make deploy`'s smoke request is (ops/aws/invoke.py): InvokeEndpoint for
 a real-time or serverless endpoint, InvokeEndpointAsync and the result from S3 for an async one, InvokeEndpoint with
 TargetModel "<run-id>.tar.gz" for a multi-model one, whose run MODEL= names (ops/aws/multi_model.py). The report is the
 local target's (accuracy, latency percentiles, throughput) next to the accuracy the trainer measured in-process on the
@@ -10,11 +10,9 @@ same images, read from the deployed model's manifest.json.
 from __future__ import annotations
 
 import json
-import tarfile
 import time
-from typing import Any
 
-from ops.aws import deploy, multi_model, runs
+from ops.aws import deploy, invoke, multi_model, runs
 from ops.aws.console import header, say
 from ops.aws.context import Context
 from ops.errors import OpsError
@@ -35,15 +33,6 @@ def deployed_run(ctx: Context) -> str:
     return served[-1]["run_id"]
 
 
-def _manifest(s3: Any, bucket: str, run_id: str) -> dict:
-    body = s3.get_object(Bucket=bucket, Key=runs.model_key(run_id))["Body"]
-    with tarfile.open(fileobj=body, mode="r|gz") as tar:
-        for member in tar:
-            if member.isfile() and member.name.lstrip("./") == "manifest.json":
-                return json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
-    raise OpsError(f"s3://{bucket}/{runs.model_key(run_id)} has no manifest.json (docs/artifact.md)")
-
-
 def predict(ctx: Context, model: str | None = None) -> PredictReport:
     endpoint = ctx.outputs.endpoint_name or ""
     target = None
@@ -56,14 +45,14 @@ def predict(ctx: Context, model: str | None = None) -> PredictReport:
     images, labels = read_test_set(channel)
     mode = ctx.outputs.endpoint_mode or "realtime"
     header(f"predict (aws, {mode}): {channel} -> endpoint {endpoint} (run {run_id})")
-    manifest = _manifest(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket, run_id)
+    manifest = runs.read_manifest(ctx.aws.client("s3"), ctx.outputs.artifacts_bucket, run_id)
     in_process = manifest.get("metrics", {}).get("test", {}).get("accuracy")
     latencies, correct = [], 0
     started = time.perf_counter()
     for n, (image, label) in enumerate(zip(images, labels, strict=True)):
         body = json.dumps({"instances": [image.tolist()]}).encode()
         t0 = time.perf_counter()
-        answer = deploy.invoke(ctx, endpoint, body, f"predict-{run_id}-{n}", target)
+        answer = invoke.invoke(ctx, endpoint, body, f"predict-{run_id}-{n}", target)
         latencies.append((time.perf_counter() - t0) * 1000)
         try:
             correct += json.loads(answer)["predictions"][0]["label"] == label

@@ -26,7 +26,9 @@ from ops.aws.clients import error_code
 from ops.aws.console import header, say
 from ops.aws.context import Context
 from ops.aws.prices import PriceTable
-from ops.aws.stack import OUTPUT_KEYS, Pulumi, Stack
+from ops.aws.pulumi import Pulumi
+from ops.aws.stack import OUTPUT_KEYS, Stack
+from ops.aws.training.base import DEFAULT_BACKEND, DEFAULT_INSTANCE_TYPE
 from ops.errors import OpsError
 from ops.paths import Paths
 
@@ -184,7 +186,7 @@ def check_sagemaker_quota(ctx: Context, instance_type: str, instance_count: int 
     if name not in table:
         raise OpsError(
             f"Service Quotas lists no SageMaker quota '{name}' in {region}: is {instance_type} a "
-            "SageMaker instance type offered there? (set INSTANCE_TYPE=ml.g5.xlarge, ...)"
+            f"SageMaker instance type offered there? (set INSTANCE_TYPE={DEFAULT_INSTANCE_TYPE}, ...)"
         )
     need = instance_count
     job = f"a job of {need} x {instance_type}" if need > 1 else "a job"
@@ -237,8 +239,8 @@ def run(
     paths: Paths,
     stack_name: str | None,
     *,
-    backend: str = "ecs",
-    instance_type: str = "ml.g5.xlarge",
+    backend: str = DEFAULT_BACKEND,
+    instance_type: str = DEFAULT_INSTANCE_TYPE,
     docker: bool = True,
     quotas: bool = True,
     instance_count: int = 1,

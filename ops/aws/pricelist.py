@@ -2,7 +2,7 @@
 
     python -m ops.aws.pricelist [--stack NAME] [--region REGION]
 
-What it reads (the issue's list), each section then stamped with its source and today's date:
+What it reads, each section then stamped with its source and today's date:
 
 - [ec2]: EC2 on-demand, Linux, shared tenancy (`pricing:GetProducts`, service AmazonEC2), with vCPUs and GPUs.
 - [ec2_spot]: the highest Linux/UNIX spot price any zone asked in the last 7 days (`ec2:DescribeSpotPriceHistory`:
@@ -26,7 +26,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 from infra import prices as table_module
 from infra.prices import PRICE_FILE, PriceTable
 from ops.aws.console import say
+from ops.aws.training.base import DEFAULT_INSTANCE_TYPE
 from ops.errors import OpsError
 
 PRICING_REGION = "us-east-1"
@@ -81,6 +82,11 @@ def on_demand_usd(product: dict) -> tuple[float, str] | None:
 
 def _usage(product: dict) -> str:
     return str(product.get("product", {}).get("attributes", {}).get("usagetype", ""))
+
+
+def _usage_ends(suffix: str) -> Callable[[dict], bool]:
+    """Whether a product's usage type ends with ``suffix`` (a function of its own, so each loop turn keeps its own)."""
+    return lambda product: _usage(product).endswith(suffix)
 
 
 def _first(found: Iterable[dict], keep: Callable[[dict], bool]) -> tuple[dict, float] | None:
@@ -182,7 +188,7 @@ class Refresh:
             key = (service, json.dumps(fields, sort_keys=True))
             if key not in cache:
                 cache[key] = products(self.pricing, service, term_match(regionCode=self.region, **fields))
-            hit = _first(cache[key], lambda p, s=suffix: _usage(p).endswith(s))
+            hit = _first(cache[key], _usage_ends(suffix))
             if hit is None:
                 self.kept.append(f"[rates] {name}")
                 continue
@@ -194,7 +200,7 @@ def refresh(
     pricing: Any,
     ec2: Any,
     region: str,
-    instance_types: dict[str, Iterable[str]],
+    instance_types: Mapping[str, Iterable[str]],
     old: PriceTable,
     now: datetime | None = None,
 ) -> tuple[dict, list[str]]:
@@ -298,7 +304,7 @@ def wanted_types(stack: str, old: PriceTable) -> dict[str, set[str]]:
     types = {section: set(entries) for section, entries in old.prices.items() if section != "ec2_spot"}
     types["ec2"] |= set(cfg.gpu_instance_types)
     types["sagemaker_hosting"].add(cfg.endpoint_instance_type)
-    types["sagemaker_training"].add("ml.g5.xlarge")  # the INSTANCE_TYPE default of BACKEND=sagemaker
+    types["sagemaker_training"].add(DEFAULT_INSTANCE_TYPE)
     return types
 
 

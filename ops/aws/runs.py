@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import tarfile
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,3 +107,20 @@ def require_model(s3: Any, bucket: str, run_id: str) -> None:
                 "(`make status TARGET=aws` lists the runs)"
             ) from None
         raise
+
+
+def read_manifest(s3: Any, bucket: str, run_id: str) -> dict[str, Any]:
+    """manifest.json inside the run's model.tar.gz, read from the S3 stream until it turns up (the packer writes it
+    first: docs/artifact.md), so the model itself is not downloaded."""
+    where = f"s3://{bucket}/{model_key(run_id)}"
+    body = s3.get_object(Bucket=bucket, Key=model_key(run_id))["Body"]
+    try:
+        with tarfile.open(fileobj=body, mode="r|gz") as tar:
+            for member in tar:
+                if member.isfile() and member.name.lstrip("./") == "manifest.json":
+                    file = tar.extractfile(member)
+                    if file is not None:  # None only for what is not a regular file
+                        return json.loads(file.read())
+    except (tarfile.TarError, OSError, ValueError) as exc:
+        raise OpsError(f"cannot read manifest.json from {where}: {exc}") from None
+    raise OpsError(f"{where} has no manifest.json (docs/artifact.md)")

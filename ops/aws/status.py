@@ -11,65 +11,76 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
+from infra.engine import STACK_TAG
 from ops.aws import capacity, deploy, runs
 from ops.aws.clients import error_code
 from ops.aws.console import header, say, table
 from ops.aws.context import Context
 from ops.aws.logs import GroupTail, StreamTail
 from ops.aws.prices import usd
-from ops.aws.stack import CONFIG, STACK_TAG_KEY
+from ops.aws.stack import CONFIG
 from ops.errors import OpsError
 
 RECENT_RUNS = 5
+
+
+class _Rows:
+    """The status table's rows, and the hourly total of those with a price."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.rows: list[tuple[str, str, str, str, str]] = []
+        self.total = 0.0
+
+    def append(self, row: tuple[str, str, str, str, str]) -> None:
+        self.rows.append(row)
+
+    def add(self, what: str, name: str, state: str, instance_type: str, count: int, kind: str) -> None:
+        """A row priced by the table: ``count`` x ``instance_type`` in section ``kind``."""
+        price = self.ctx.prices.find(kind, instance_type)
+        hourly = price.usd_per_hour * count if price else None
+        self.total += hourly or 0.0
+        cost = usd(hourly) + "/h" if hourly is not None else "no price in table"
+        self.rows.append((what, name, state, f"{count} x {instance_type}", cost))
 
 
 def status(ctx: Context) -> float:
     """Print the stack's running things and their hourly cost; the total USD per hour."""
     out = ctx.outputs
     header(f"status (aws): stack {ctx.stack.name} ({ctx.stack.tag}), {out.region}")
-    rows: list[tuple[str, str, str, str, str]] = []
-    total = 0.0
-
-    def add(what: str, name: str, state: str, instance_type: str, count: int, kind: str) -> None:
-        nonlocal total
-        price = ctx.prices.find(kind, instance_type)
-        hourly = price.usd_per_hour * count if price else None
-        total += hourly or 0.0
-        rows.append(
-            (
-                what,
-                name,
-                state,
-                f"{count} x {instance_type}",
-                usd(hourly) + "/h" if hourly is not None else "no price in table",
-            )
-        )
-
+    rows = _Rows(ctx)
     gpu = capacity.describe(ctx.aws, out.capacity_provider_name)
     for instance in gpu.instances:
-        add("GPU instance", instance.instance_id, instance.state, instance.instance_type, 1, "ec2")
-    tasks = _ecs_tasks(ctx)
-    for task in tasks:
+        rows.add("GPU instance", instance.instance_id, instance.state, instance.instance_type, 1, "ec2")
+    for task in _ecs_tasks(ctx):
         started = task.get("startedAt") or task.get("createdAt")
         age = f", {_age(started)}" if isinstance(started, datetime) else ""
-        rows.append(
-            (
-                "ECS task",
-                task.get("startedBy") or task["taskArn"].rsplit("/", 1)[-1],
-                f"{task.get('lastStatus', '?')}{age}",
-                "on the GPU instances above",
-                "-",
-            )
-        )
+        name = task.get("startedBy") or task["taskArn"].rsplit("/", 1)[-1]
+        rows.append(("ECS task", name, f"{task.get('lastStatus', '?')}{age}", "on the GPU instances above", "-"))
+    _training_job_rows(ctx, rows)
+    _endpoint_rows(ctx, rows)
+    for line in (
+        table(("what", "name", "state", "instances", "cost"), rows.rows) if rows.rows else ["nothing is running"]
+    ):
+        say(line)
+    say(f"total        {usd(rows.total)}/h  ({ctx.prices.note(out.region)}; spot costs less)")
+    if out.endpoint_name and (model := ctx.pulumi.config().get(CONFIG.model_artifact)):
+        say(f"deployed     s3://{out.artifacts_bucket}/{model}")
+    _recent_runs(ctx)
+    return rows.total
+
+
+def _training_job_rows(ctx: Context, rows: _Rows) -> None:
+    """The stack's SageMaker training jobs in progress (by its tag), priced per instance."""
     sagemaker = ctx.aws.client("sagemaker")
     for page in sagemaker.get_paginator("list_training_jobs").paginate(StatusEquals="InProgress"):
         for summary in page.get("TrainingJobSummaries", []):
             tags = sagemaker.list_tags(ResourceArn=summary["TrainingJobArn"]).get("Tags", [])
-            if {"Key": STACK_TAG_KEY, "Value": ctx.stack.tag} not in tags:
+            if {"Key": STACK_TAG, "Value": ctx.stack.tag} not in tags:
                 continue
             job = sagemaker.describe_training_job(TrainingJobName=summary["TrainingJobName"])
             resources = job.get("ResourceConfig", {})
-            add(
+            rows.add(
                 "training job",
                 summary["TrainingJobName"],
                 job.get("SecondaryStatus", "InProgress"),
@@ -77,14 +88,6 @@ def status(ctx: Context) -> float:
                 int(resources.get("InstanceCount", 1)),
                 "sagemaker_training",
             )
-    _endpoint_rows(ctx, add, rows)
-    for line in table(("what", "name", "state", "instances", "cost"), rows) if rows else ["nothing is running"]:
-        say(line)
-    say(f"total        {usd(total)}/h  ({ctx.prices.note(out.region)}; spot costs less)")
-    if out.endpoint_name and (model := ctx.pulumi.config().get(CONFIG.model_artifact)):
-        say(f"deployed     s3://{out.artifacts_bucket}/{model}")
-    _recent_runs(ctx)
-    return total
 
 
 def _ecs_tasks(ctx: Context) -> list[dict]:
@@ -105,7 +108,7 @@ def _ecs_tasks(ctx: Context) -> list[dict]:
     return tasks
 
 
-def _endpoint_rows(ctx: Context, add, rows: list) -> None:
+def _endpoint_rows(ctx: Context, rows: _Rows) -> None:
     name = ctx.outputs.endpoint_name
     if not name:
         rows.append(("endpoint", "-", "none deployed", "-", "-"))
@@ -143,7 +146,7 @@ def _endpoint_rows(ctx: Context, add, rows: list) -> None:
         state = endpoint.get("EndpointStatus", "?")
         if config.get("AsyncInferenceConfig"):
             state += ", async (scales to zero)"
-        add(
+        rows.add(
             "endpoint",
             f"{name}/{variant['VariantName']}",
             state,

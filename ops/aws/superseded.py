@@ -16,10 +16,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from infra.engine import STACK_TAG
 from ops.aws.clients import error_code
 from ops.aws.console import say
 from ops.aws.context import Context
-from ops.aws.stack import STACK_TAG_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ def _ours(ctx: Context, sagemaker: Any, item: Leftover) -> bool:
     """Whether `item` carries the stack's tag (SageMaker ListTags; the tagging API would also do, but moto 5.2.5
     indexes endpoint configurations under a malformed ARN)."""
     pages = sagemaker.get_paginator("list_tags").paginate(ResourceArn=item.arn)
-    return {"Key": STACK_TAG_KEY, "Value": ctx.stack.tag} in [t for page in pages for t in page.get("Tags", [])]
+    return {"Key": STACK_TAG, "Value": ctx.stack.tag} in [t for page in pages for t in page.get("Tags", [])]
 
 
 def unused(ctx: Context, serving_config: str | None, managed: set[str]) -> list[Leftover]:

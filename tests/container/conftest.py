@@ -1,6 +1,6 @@
 """The two images, built by `make images`' own code and run under a real Docker engine the way the platforms run them.
 
-The engine is ops' own dockerd (ops/container_engine.py: no bridge, no iptables, data root in .engine/), started
+The engine is ops' own dockerd (ops/container/engine.py: no bridge, no iptables, data root in .engine/), started
 for the session when none runs and stopped at its end by the pid it recorded; DOCKER_HOST points the tests at
 another. Every container runs with --network=host and every server in one binds 127.0.0.1, so all traffic stays
 on loopback. Where no engine can start (no dockerd, not root) the tests skip, except in CI (the CI variable is set,
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ops import container_engine, container_images
-from ops.container_engine import Engine
+from ops.container import engine as container_engine
+from ops.container import images as container_images
+from ops.container.engine import Engine
 from ops.errors import OpsError
 from tests.conftest import REPO, make_job
 from tests.trainer.conftest import bucket, s3_env  # noqa: F401 - moto's S3 for the ECS test

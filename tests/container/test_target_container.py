@@ -1,4 +1,4 @@
-"""TARGET=container: `make demo`'s loop in the two images (ops/container.py), and ops' own Docker engine: who starts
+"""TARGET=container: `make demo`'s loop in the two images (ops/container/), and ops' own Docker engine: who starts
 it stops it, by the pid it recorded, and an engine named by DOCKER_HOST is never started or stopped."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import container_engine
-from ops.container_engine import Engine
+from ops.container import engine as container_engine
+from ops.container.engine import Engine
 from ops.errors import OpsError
 from tests.conftest import REPO, free_port, port_is_free, processes_mentioning
 from tests.container.conftest import Docker

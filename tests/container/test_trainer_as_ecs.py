@@ -1,6 +1,6 @@
 """The trainer image as ECS runs it for `make train TARGET=aws` (BACKEND=ecs): the container definition of the task
 definition infra/ registers (synthesized here under Pulumi's mocks, tests/infra/harness.py), turned into the
-`docker run` the ECS agent makes of it, with the overrides ops/aws/train_ecs.py sends.
+`docker run` the ECS agent makes of it, with the overrides ops/aws/training/ecs.py sends.
 
 How the agent runs a container definition (amazon-ecs-agent, agent/api/task/task.go): a task-scoped volume of the
 local driver is created fresh for the task and mounted through HostConfig.Binds as `<volume>:<containerPath>`
@@ -92,7 +92,7 @@ def test_trains_from_s3_on_a_fresh_task_volume_and_everything_it_writes_is_the_u
     assert container["readonlyRootFilesystem"], "infra/ runs the trainer on a read-only root filesystem"
     run = "train-20260101-120000-ecs1"
     hps = {"epochs": "2", "checkpoint_every_steps": "4", "checkpoint_s3_uri": f"s3://{bucket}/checkpoints/{run}/"}
-    overrides = {  # what ops/aws/train_ecs.py puts in RunTask's containerOverrides
+    overrides = {  # what ops/aws/training/ecs.py puts in RunTask's containerOverrides
         "SM_CHANNEL_TRAIN": f"s3://{bucket}/digits/train/",
         "SM_CHANNEL_VALIDATION": f"s3://{bucket}/digits/validation/",
         "SM_HPS": json.dumps(hps, sort_keys=True),

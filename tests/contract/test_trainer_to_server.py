@@ -66,7 +66,7 @@ def test_packed_model_tar_gz_serves_the_same(trained_model: Path, dataset: Path,
 
 
 def test_the_packer_puts_the_manifest_first_and_the_files_at_the_root(tmp_path: Path) -> None:
-    """make deploy TARGET=aws reads the manifest from the stream (ops/aws/deploy.py input_shape, tarfile mode r|gz)."""
+    """make deploy TARGET=aws reads the manifest from the stream (ops/aws/runs.py read_manifest, tarfile mode r|gz)."""
     import tarfile
 
     model = tmp_path / "model"

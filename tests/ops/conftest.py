@@ -19,11 +19,12 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from ops import container_build
 from ops.aws import context as aws_context
 from ops.aws.clients import Aws
 from ops.aws.context import Context
-from ops.aws.stack import Pulumi, Stack
+from ops.aws.pulumi import Pulumi
+from ops.aws.stack import Stack
+from ops.container import build as container_build
 from ops.paths import Paths
 from tests.conftest import REPO
 from tests.ops.standins import StandIns

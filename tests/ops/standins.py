@@ -3,7 +3,7 @@ and for the `pip download` that fills an AWS image's wheelhouse (its CUDA torch 
 download.pytorch.org, which cannot be reached here).
 
 `install` writes three small Python scripts into a bin folder that the tests put first on PATH (the pip one is
-what ops.container_build.PIP runs, set by the `standins` fixture). All log their argv to calls.jsonl and answer
+what ops.container.build.PIP runs, set by the `standins` fixture). All log their argv to calls.jsonl and answer
 from one JSON state file that the test controls:
 
     {"stack": "t1a2b", "outputs": {...}, "config": {"aws:region": "us-east-1"}, "remaining": [ARNs in the state],

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from ops.aws import budget, train
-from ops.aws.train import TrainOptions
+from ops.aws import budget
+from ops.aws.training import run as train
+from ops.aws.training.base import TrainOptions
 from ops.errors import OpsError
 from tests.ops.conftest import client
 

@@ -18,6 +18,7 @@ import pytest
 from ops.aws import images
 from ops.aws.deploy import EndpointWatcher, torch_index
 from ops.errors import OpsError
+from ops.revision import revision as git_revision
 from tests.conftest import REPO
 from tests.ops.conftest import client, one_line_error, pulumi_ups, stubbed
 
@@ -105,7 +106,7 @@ def deployable(stack, moto_server, use_clients):
 
 def serving_tag() -> str:
     digest = images.content_digest(REPO, images.IMAGES["serving"], {"TORCH_INDEX": "cpu"})
-    return f"{images.git_short(REPO)}-{digest[:12]}"
+    return f"{git_revision(REPO, short=True)}-{digest[:12]}"
 
 
 def history(stack) -> list[dict]:

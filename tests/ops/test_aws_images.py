@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ops import container_base, container_build, container_images
 from ops.aws import images
 from ops.aws.clients import Aws
-from ops.container_engine import Engine
+from ops.container import base as container_base
+from ops.container import build as container_build
+from ops.container import images as container_images
+from ops.container.engine import Engine
 from ops.errors import OpsError
+from ops.revision import revision as git_revision
 from tests.conftest import REPO
 
 SPEC = images.ImageSpec("trainer", "trainer/Dockerfile", ("trainer", "requirements/constraints.txt"))
@@ -54,7 +57,7 @@ def test_build_push_then_skip_when_unchanged(stack, tmp_path: Path) -> None:
     image = images.ensure(aws, REPO, images.IMAGES["trainer"], stack.trainer_repository_url)
     digest12 = images.content_digest(REPO, images.IMAGES["trainer"], {})[:12]
     assert image.built
-    assert image.tag == f"{images.git_short(REPO)}-{digest12}"
+    assert image.tag == f"{git_revision(REPO, short=True)}-{digest12}"
     docker = stack.standins.calls("docker")
     registry = stack.trainer_repository_url.split("/")[0]
     assert [c[0] for c in docker] == ["info", "login", "build", "push"]
@@ -69,7 +72,7 @@ def test_build_push_then_skip_when_unchanged(stack, tmp_path: Path) -> None:
         "-t",
         image.uri,
     ]
-    assert f"REVISION={images.git_short(REPO)}" in docker[2]
+    assert f"REVISION={git_revision(REPO, short=True)}" in docker[2]
     assert not [a for a in docker[2] if a.startswith(("BASE_IMAGE=", "TORCH_INDEX="))], (
         "an AWS image is built on the Dockerfile's pinned base with its default torch (cu126 for the trainer)"
     )
@@ -135,7 +138,7 @@ def test_local_build_is_the_aws_build_with_another_base_and_torch(stack, monkeyp
         return out
 
     digest12 = local_image.ref.rsplit(":", 1)[1]
-    local_version = f"VERSION={images.git_short(REPO)}-{digest12}"
+    local_version = f"VERSION={git_revision(REPO, short=True)}-{digest12}"
     assert without(
         local_build, local_image.ref, "deepcloud-trainer:local", local_version, f"BASE_IMAGE={base}", "TORCH_INDEX=cpu"
     ) == without(aws_build, aws_image.uri, f"VERSION={aws_image.tag}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.aws.train_sagemaker import METRIC_DEFINITIONS
+from ops.aws.training.sagemaker import METRIC_DEFINITIONS
 from tests.conftest import make_job, run_trainer
 
 EPOCHS = 2

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from ops.aws import deploy
+from ops.aws import invoke
 from ops.errors import OpsError
 from tests.ops.conftest import client, endpoint_quotas_stub, one_line_error, pulumi_ups
 
@@ -169,13 +169,13 @@ def test_async_deploy_sends_requests_through_s3_and_predict_reads_the_results(
 ) -> None:
     stack = moded("async", quota_calls=1)
     name = f"deepcloud-{stack.name}-async"
-    queue_results(moto_server, ["0"] * deploy.SMOKE_REQUESTS, "async")
+    queue_results(moto_server, ["0"] * invoke.SMOKE_REQUESTS, "async")
     code, out, err = ops_aws("deploy", "--model", RUN)
     assert code == 0, err
     assert "a rollout of up to 4 needs 8" in out, "blue/green: two fleets, as for real-time"
     assert "through S3)" in out
     requests = client("s3").list_objects_v2(Bucket=stack.artifacts_bucket, Prefix="async/input/")["Contents"]
-    assert len(requests) == deploy.SMOKE_REQUESTS, "each request is stored under async/input/ for SageMaker to read"
+    assert len(requests) == invoke.SMOKE_REQUESTS, "each request is stored under async/input/ for SageMaker to read"
     body = client("s3").get_object(Bucket=stack.artifacts_bucket, Key=requests[0]["Key"])["Body"].read()
     assert json.loads(body)["instances"][0] == [[[0] * 8] * 8], "a zero image of the input shape [1, 8, 8]"
     write_test_set(stack_home(aws_env), ["1", "2", "3"])
@@ -230,7 +230,7 @@ def test_an_async_result_is_waited_for_and_a_failure_is_one_line(stack, tmp_path
         "get_object", {"Body": io.BytesIO(b'{"predictions": [{"label": "7"}]}')}, {"Bucket": "b", "Key": "out/r-1.out"}
     )
     ctx = stack.context(tmp_path, {"sagemaker-runtime": runtime, "s3": s3})
-    assert json.loads(deploy.invoke(ctx, "e-async", b"{}", "r-1"))["predictions"][0]["label"] == "7"
+    assert json.loads(invoke.invoke(ctx, "e-async", b"{}", "r-1"))["predictions"][0]["label"] == "7"
     s3_stub.assert_no_pending_responses()
     # a failure: SageMaker wrote the failure location instead
     s3_stub.add_response(
@@ -249,7 +249,7 @@ def test_an_async_result_is_waited_for_and_a_failure_is_one_line(stack, tmp_path
         {"Bucket": "b", "Key": "failures/r-1-error.out"},
     )
     with pytest.raises(OpsError) as error:
-        deploy.invoke(ctx, "e-async", b"{}", "r-1")
+        invoke.invoke(ctx, "e-async", b"{}", "r-1")
     assert str(error.value) == (
         "async request r-1 to e-async failed: ModelError: shape mismatch (s3://b/failures/r-1-error.out)"
     )

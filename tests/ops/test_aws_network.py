@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ops.aws import network
-from ops.aws.train import LeftRunning
+from ops.aws.training.run import LeftRunning
 from ops.errors import OpsError
 from tests.ops.conftest import pulumi_ups
 

@@ -16,9 +16,11 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 
-from ops.aws import dataset, images, runs, train
-from ops.aws.train import TrainOptions
+from ops.aws import dataset, images, runs
+from ops.aws.training import run as train
+from ops.aws.training.base import TrainOptions
 from ops.errors import OpsError
+from ops.revision import revision as git_revision
 from tests.conftest import REPO
 from tests.ops.conftest import client, one_line_error, pulumi_ups, put_host_logs, stubbed
 
@@ -54,7 +56,7 @@ def task_arn(stack) -> str:
 
 def image_uri(stack) -> str:
     digest12 = images.content_digest(REPO, images.IMAGES["trainer"], {})[:12]
-    return f"{stack.trainer_repository_url}:{images.git_short(REPO)}-{digest12}"
+    return f"{stack.trainer_repository_url}:{git_revision(REPO, short=True)}-{digest12}"
 
 
 class EcsScript:
@@ -147,7 +149,7 @@ class EcsScript:
         hps = {**self.hyperparameters, "checkpoint_s3_uri": f"s3://{stack.artifacts_bucket}/checkpoints/{RUN_ID}/"}
         environment = {
             "AWS_DEFAULT_REGION": "us-east-1",
-            "DEEPCLOUD_GIT_REVISION": images.git_short(REPO),
+            "DEEPCLOUD_GIT_REVISION": git_revision(REPO, short=True),
             "DEEPCLOUD_MODEL_S3_URI": f"s3://{stack.artifacts_bucket}/models/{RUN_ID}/model.tar.gz",
             "SM_CHANNEL_TEST": f"s3://{stack.data_bucket}/digits/test/",
             "SM_CHANNEL_TRAIN": f"s3://{stack.data_bucket}/digits/train/",
@@ -614,7 +616,7 @@ def test_mnist_goes_to_a_prefix_of_its_own_and_trains_with_its_defaults(stack, o
         c: f"s3://{stack.data_bucket}/mnist/{c}/" for c in ("train", "validation", "test")
     }
     seen: list = []
-    monkeypatch.setattr("ops.aws.train.run", lambda ctx, options: seen.append(options) or {})
+    monkeypatch.setattr("ops.aws.training.run.run", lambda ctx, options: seen.append(options) or {})
     monkeypatch.setattr("ops.aws.preflight.run", lambda *a, **k: None)
     assert ops_aws("train", "--hp", "epochs=3")[0] == 0
     assert seen[0].dataset == "mnist"

@@ -98,7 +98,7 @@ def test_make_aws_target_gives_the_same_line(tmp_path: Path) -> None:
 
 def test_no_model_for_the_container_target_says_to_train_on_that_target(tmp_path: Path) -> None:
     from ops.errors import OpsError
-    from ops.local_train import latest_model
+    from ops.local.train import latest_model
     from ops.paths import Paths
 
     with pytest.raises(OpsError, match=r"^no trained model found: run `make train TARGET=container` first$"):
@@ -122,7 +122,7 @@ def test_bad_hyperparameter_fails_the_job_with_the_trainer_message(home: Path) -
     failures = list((home / "local" / "jobs").glob("*/output/failure"))
     assert len(failures) == 1
     job = failures[0].parents[1]
-    # said once: the verdict says where, not the reason again (issue 19: it was printed twice)
+    # said once: the verdict says where, not the reason again (never printed twice)
     assert verdict == (
         f"error: training job {job.name} failed with exit code 1 (its error is above); its folder is {job}"
     )

@@ -40,7 +40,8 @@ from ops.errors import OpsError
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
-"""dockerd answers in about 1.5 s here; a cold data root on a slow disk takes longer."""
+"""How long ops waits for a dockerd it started to answer: a cold data root on a slow disk is the slow case (the usual
+start: README, 'The images')."""
 STOP_TIMEOUT_S = 45.0
 """dockerd gives running containers 15 s (its shutdown-timeout) and then stops its containerd."""
 INSTALL_HINT = "install Debian's docker.io (`apt-get install docker.io`, as .ci/run does with scripts/install-engine)"

@@ -26,6 +26,7 @@ from pathlib import Path
 from ops.data import DEFAULT_DATASET
 from ops.errors import OpsError
 from ops.paths import Paths
+from ops.revision import revision
 from trainer.archive import pack_model  # the one packer: standard library only, no torch
 
 CHANNELS = ("train", "validation", "test")
@@ -38,38 +39,6 @@ class TrainResult:
     archive: Path
     report: Path
     metrics: dict
-
-
-def parse_hyperparameters(items: list[str]) -> dict[str, str]:
-    """``["epochs=10", "lr=0.002"]`` -> ``{"epochs": "10", "lr": "0.002"}`` (strings, as SageMaker sends)."""
-    parsed: dict[str, str] = {}
-    for item in items:
-        for token in item.split():
-            name, sep, value = token.partition("=")
-            if not sep or not name:
-                raise OpsError(f'hyperparameter {token!r} is not name=value: write e.g. HP="epochs=10 lr=0.002"')
-            parsed[name] = value
-    return parsed
-
-
-def git_revision(cwd: Path) -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    if rev.returncode != 0:
-        return "unknown"
-    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def new_job_id() -> str:
@@ -131,7 +100,7 @@ def run_training(paths: Paths, dataset: Path, hyperparameters: dict[str, str], r
         **os.environ,
         "SAGEMAKER_BASE_DIR": str(job),
         "TRAINING_JOB_NAME": job.name,
-        "DEEPCLOUD_GIT_REVISION": git_revision(repo),
+        "DEEPCLOUD_GIT_REVISION": revision(repo),
     }
     # Exactly the container's command; stdio is inherited so the progress bar sees the terminal.
     code = subprocess.run([sys.executable, "-m", "trainer", "train"], cwd=repo, env=env, check=False).returncode

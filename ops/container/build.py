@@ -2,7 +2,7 @@
 one code path, so that what the container tests run is what ships. Only two things differ, and both are inputs:
 
     the base    BASE_IMAGE: the Dockerfiles' pinned python image for AWS; here a local Debian base
-                (ops/container_base.py), since a registry cannot be reached
+                (base.py), since a registry cannot be reached
     torch       TORCH_INDEX, the PyTorch wheel index of the build: for AWS `pip download` takes torch from
                 https://download.pytorch.org/whl/<TORCH_INDEX> (the trainer's default cu126); here from this
                 host's pip configuration (its CPU wheel on local disk), with TORCH_INDEX=cpu
@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.aws import proc
+from ops import proc
 from ops.errors import OpsError
 
 PLATFORM = "linux/amd64"
@@ -118,21 +118,6 @@ def _in_context(rel: Path) -> bool:
     if any(part in _SKIP_DIRS or part.endswith(".egg-info") for part in parts[:-1]):
         return False
     return parts[-1] not in _SKIP_NAMES and not parts[-1].endswith(_SKIP_SUFFIXES)
-
-
-def git_short(repo: Path) -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "nogit"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "nogit"
 
 
 def dockerfile_default(repo: Path, spec: ImageSpec, name: str) -> str:

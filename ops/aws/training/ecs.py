@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from infra.engine import STACK_TAG
 from infra.functions.spot_interruption.handler import REASON_PREFIX as SPOT_INTERRUPTION
 from ops.aws import capacity, runs
 from ops.aws.console import Phases, say
@@ -27,8 +28,8 @@ from ops.aws.context import Context
 from ops.aws.images import Image
 from ops.aws.logs import StreamTail, last_error
 from ops.aws.prices import usd
-from ops.aws.stack import CONFIG, STACK_TAG_KEY
-from ops.aws.train import EXIT_STOPPED, Outcome
+from ops.aws.stack import CONFIG
+from ops.aws.training.base import EXIT_STOPPED, RUN_ID_TAG, Outcome, RunRecord
 from ops.errors import OpsError
 
 IDLE_AFTER_RUN_S = 15 * 60
@@ -40,6 +41,13 @@ policy directly", ECS guide), and no managed scaling setting shortens scale-in, 
 WAITING = ("PROVISIONING",)
 STARTING = ("PENDING", "ACTIVATING")
 STOPPING = ("DEACTIVATING", "STOPPING", "DEPROVISIONING")
+
+
+def _task_arn(record: RunRecord) -> str:
+    """The run's task, which launch put in the record."""
+    if record.task_arn is None:
+        raise OpsError(f"run {record.run_id} has no ECS task: it was never launched")
+    return record.task_arn
 
 
 class EcsBackend:
@@ -90,14 +98,14 @@ class EcsBackend:
             raise OpsError(f"task definition {family} has no container: run `pulumi up`")
         self.container = (mine or containers)[0]
 
-    def launch(self, record: dict, image: Image, channels: dict[str, str], max_runtime: int) -> None:
+    def launch(self, record: RunRecord, image: Image, channels: dict[str, str], max_runtime: int) -> None:
         out = self.ctx.outputs
-        run_id = record["run_id"]
-        hyperparameters = {**record["hyperparameters"], "checkpoint_s3_uri": record["checkpoint_uri"]}
+        run_id = record.run_id
+        hyperparameters = {**record.hyperparameters, "checkpoint_s3_uri": record.checkpoint_uri}
         environment = {f"SM_CHANNEL_{name.upper()}": uri for name, uri in channels.items()}
         environment.update(
             SM_HPS=json.dumps(hyperparameters, sort_keys=True),
-            DEEPCLOUD_MODEL_S3_URI=record["model_uri"],
+            DEEPCLOUD_MODEL_S3_URI=record.model_uri,
             TRAINING_JOB_NAME=run_id,
             DEEPCLOUD_GIT_REVISION=image.tag.split("-", 1)[0],
             AWS_DEFAULT_REGION=out.region,
@@ -125,7 +133,7 @@ class EcsBackend:
             },
             startedBy=run_id,
             enableECSManagedTags=True,
-            tags=[{"key": STACK_TAG_KEY, "value": self.ctx.stack.tag}, {"key": "deepcloud:run-id", "value": run_id}],
+            tags=[{"key": STACK_TAG, "value": self.ctx.stack.tag}, {"key": RUN_ID_TAG, "value": run_id}],
         )
         if response.get("failures") or not response.get("tasks"):
             failure = (response.get("failures") or [{}])[0]
@@ -134,22 +142,22 @@ class EcsBackend:
                 + (f" ({failure['detail']})" if failure.get("detail") else "")
             )
         task = response["tasks"][0]
-        record["task_arn"] = task["taskArn"]
-        record["task_definition"] = self.task_definition["taskDefinitionArn"]
+        record.task_arn = task["taskArn"]
+        record.task_definition = self.task_definition["taskDefinitionArn"]
         options = self.container.get("logConfiguration", {}).get("options", {})
         if self.container.get("logConfiguration", {}).get("logDriver") == "awslogs" and "awslogs-group" in options:
             task_id = task["taskArn"].rsplit("/", 1)[-1]
-            record["log_group"] = options["awslogs-group"]
-            record["log_stream"] = f"{options.get('awslogs-stream-prefix', 'ecs')}/{self.container['name']}/{task_id}"
-            self.tail = StreamTail(self.ctx.aws.client("logs"), record["log_group"], record["log_stream"])
+            record.log_group = options["awslogs-group"]
+            record.log_stream = f"{options.get('awslogs-stream-prefix', 'ecs')}/{self.container['name']}/{task_id}"
+            self.tail = StreamTail(self.ctx.aws.client("logs"), record.log_group, record.log_stream)
         say(f"task         {task['taskArn']}")
-        if "log_group" in record:
-            say(f"logs         {record['log_group']} {record['log_stream']}")
+        if record.log_group is not None:
+            say(f"logs         {record.log_group} {record.log_stream}")
 
-    def watch(self, record: dict, max_runtime: int, phases: Phases) -> Outcome:
-        hourly = record["usd_per_hour_max"]
+    def watch(self, record: RunRecord, max_runtime: int, phases: Phases) -> Outcome:
+        hourly = record.usd_per_hour_max
         while True:
-            task = self._task(record["task_arn"])
+            task = self._task(_task_arn(record))
             status = task.get("lastStatus", "")
             if status in WAITING:
                 phases.enter(
@@ -159,9 +167,9 @@ class EcsBackend:
                 )
                 self._scaling_activities(task)
             elif status in STARTING:
-                phases.enter("pulling", f"{record['image']} on {task.get('containerInstanceArn', '?')}")
+                phases.enter("pulling", f"{record.image} on {task.get('containerInstanceArn', '?')}")
             elif status == "RUNNING":
-                phases.enter("running", f"log stream {record.get('log_stream', '(no awslogs)')}")
+                phases.enter("running", f"log stream {record.log_stream or '(no awslogs)'}")
             elif status in STOPPING:
                 phases.enter("stopping", task.get("stoppedReason", ""))
             if status not in WAITING and self.billing_from is None:
@@ -174,7 +182,7 @@ class EcsBackend:
                 ran = self.ctx.clock() - self.billing_from
                 phases.status(f"at most {usd(hourly * ran / 3600)} so far")
                 if ran > max_runtime and not self.stop_sent:
-                    say(f"maximum runtime reached: stopping {record['task_arn']} (the trainer checkpoints first)")
+                    say(f"maximum runtime reached: stopping {record.task_arn} (the trainer checkpoints first)")
                     self.stop(record, "maximum runtime reached (MAX_COST/MAX_HOURS)")
             self.ctx.wait()
 
@@ -237,19 +245,19 @@ class EcsBackend:
             )
         return Outcome("Failed", code, last_error(lines) or container.get("reason") or reason, billed, lines)
 
-    def stop(self, record: dict, reason: str) -> None:
-        self.ecs.stop_task(cluster=self.ctx.outputs.cluster_name, task=record["task_arn"], reason=reason[:255])
+    def stop(self, record: RunRecord, reason: str) -> None:
+        self.ecs.stop_task(cluster=self.ctx.outputs.cluster_name, task=_task_arn(record), reason=reason[:255])
         self.stop_sent = True
 
-    def idle_note(self, record: dict) -> str | None:
+    def idle_note(self, record: RunRecord) -> str | None:
         """The instance the task ran on stays up until managed scaling removes it; at most this much more."""
         if self.billing_from is None:
             return None  # no instance was ever assigned
-        idle = record["usd_per_hour_max"] * IDLE_AFTER_RUN_S / 3600
+        idle = record.usd_per_hour_max * IDLE_AFTER_RUN_S / 3600
         return (
             f"the GPU instance stays up about {IDLE_AFTER_RUN_S // 60} min more until ECS managed scaling removes "
-            f"it (AWS sets that delay): at most {usd(idle)} ({record['priced_instance_type']} on-demand)"
+            f"it (AWS sets that delay): at most {usd(idle)} ({record.priced_instance_type} on-demand)"
         )
 
-    def collect(self, record: dict, outcome: Outcome) -> None:
-        runs.require_model(self.ctx.aws.client("s3"), self.ctx.outputs.artifacts_bucket, record["run_id"])
+    def collect(self, record: RunRecord, outcome: Outcome) -> None:
+        runs.require_model(self.ctx.aws.client("s3"), self.ctx.outputs.artifacts_bucket, record.run_id)

@@ -14,7 +14,7 @@ pages and translations left out (as the official slim images do). mmdebstrap ins
 
 The base is cached in the engine's image store and used again while it is younger than ``MAX_AGE_DAYS`` and was
 made by the same recipe (``<key>``, a hash of everything above): older than that it misses Debian's security
-updates, so it is made again (about 40 s here) under a new tag, which the image tags then follow.
+updates, so it is made again under a new tag, which the image tags then follow (its time: README, 'The images').
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ops.container_engine import Engine, engine_dir, last_line
+from ops.container.engine import Engine, engine_dir, last_line
 from ops.errors import OpsError
 
 SUITE = "bookworm"

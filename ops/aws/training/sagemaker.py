@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
+from infra.engine import STACK_TAG
 from infra.instance_storage import has_instance_storage
 from ops.aws import runs
 from ops.aws.console import Phases, say
@@ -33,7 +34,7 @@ from ops.aws.images import Image
 from ops.aws.logs import GroupTail
 from ops.aws.prices import usd
 from ops.aws.stack import StackOutputs
-from ops.aws.train import Outcome
+from ops.aws.training.base import RUN_ID_TAG, Outcome, RunRecord
 from ops.errors import OpsError
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -84,7 +85,7 @@ METRIC_DEFINITIONS = (
 
 def job_request(
     out: StackOutputs,
-    record: dict,
+    record: RunRecord,
     image: Image,
     channels: dict[str, str],
     instance_type: str,
@@ -93,7 +94,7 @@ def job_request(
     instance_count: int = 1,
 ) -> dict:
     """The CreateTrainingJob request (kept apart so tests can read it whole)."""
-    run_id = record["run_id"]
+    run_id = record.run_id
     return {
         "TrainingJobName": run_id,
         "AlgorithmSpecification": {
@@ -102,7 +103,7 @@ def job_request(
             "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS],
         },
         "RoleArn": out.training_role_arn,
-        "HyperParameters": dict(record["hyperparameters"]),
+        "HyperParameters": dict(record.hyperparameters),
         "InputDataConfig": [
             {
                 "ChannelName": name,
@@ -121,13 +122,13 @@ def job_request(
         "ResourceConfig": resource_config(instance_type, out.kms_key_arn, instance_count),
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime, "MaxWaitTimeInSeconds": max_runtime + SPOT_WAIT_S},
         "EnableManagedSpotTraining": True,
-        "CheckpointConfig": {"S3Uri": record["checkpoint_uri"], "LocalPath": "/opt/ml/checkpoints"},
+        "CheckpointConfig": {"S3Uri": record.checkpoint_uri, "LocalPath": "/opt/ml/checkpoints"},
         "TensorBoardOutputConfig": {"LocalPath": TENSORBOARD_LOCAL, "S3OutputPath": tensorboard_uri(out, run_id)},
         "VpcConfig": {"SecurityGroupIds": [out.security_group_id], "Subnets": list(out.subnet_ids)},
         "EnableNetworkIsolation": True,
         "EnableInterContainerTrafficEncryption": True,
         "Environment": {"DEEPCLOUD_GIT_REVISION": image.tag.split("-", 1)[0]},
-        "Tags": [{"Key": "deepcloud:stack", "Value": stack_tag}, {"Key": "deepcloud:run-id", "Value": run_id}],
+        "Tags": [{"Key": STACK_TAG, "Value": stack_tag}, {"Key": RUN_ID_TAG, "Value": run_id}],
     }
 
 
@@ -170,7 +171,7 @@ class SageMakerBackend:
     def prepare(self, image: Image) -> None:
         """Nothing to do: a training job names its image itself."""
 
-    def launch(self, record: dict, image: Image, channels: dict[str, str], max_runtime: int) -> None:
+    def launch(self, record: RunRecord, image: Image, channels: dict[str, str], max_runtime: int) -> None:
         request = job_request(
             self.ctx.outputs,
             record,
@@ -182,30 +183,30 @@ class SageMakerBackend:
             self.instance_count,
         )
         self.sagemaker.create_training_job(**request)
-        record["job_name"] = record["run_id"]
-        record["instance_type"] = self.instance_type
-        record["log_group"] = LOG_GROUP
-        record["log_stream_prefix"] = f"{record['run_id']}/"
+        record.job_name = record.run_id
+        record.instance_type = self.instance_type
+        record.log_group = LOG_GROUP
+        record.log_stream_prefix = f"{record.run_id}/"
         since_ms = int(datetime.now(UTC).timestamp() * 1000) - 60_000
         self.tail = GroupTail(
             self.ctx.aws.client("logs"),
             LOG_GROUP,
             since_ms,
-            prefix=record["log_stream_prefix"],
+            prefix=record.log_stream_prefix,
             label_hosts=self.instance_count > 1,
         )
         hosts = f"{self.instance_count} x " if self.instance_count > 1 else ""
-        say(f"job          {record['job_name']} ({hosts}{self.instance_type})")
+        say(f"job          {record.job_name} ({hosts}{self.instance_type})")
         say(
-            f"logs         {LOG_GROUP} {record['log_stream_prefix']}*"
+            f"logs         {LOG_GROUP} {record.log_stream_prefix}*"
             + (f" (one stream per host, algo-1 to algo-{self.instance_count})" if self.instance_count > 1 else "")
         )
         say(f"tensorboard  {request['TensorBoardOutputConfig']['S3OutputPath']}")
 
-    def watch(self, record: dict, max_runtime: int, phases: Phases) -> Outcome:
-        hourly = record["usd_per_hour_max"]
+    def watch(self, record: RunRecord, max_runtime: int, phases: Phases) -> Outcome:
+        hourly = record.usd_per_hour_max
         while True:
-            job = self.sagemaker.describe_training_job(TrainingJobName=record["job_name"])
+            job = self.sagemaker.describe_training_job(TrainingJobName=record.job_name)
             for transition in job.get("SecondaryStatusTransitions", [])[self.transitions :]:
                 self.transitions += 1
                 secondary = transition.get("Status", "")
@@ -219,7 +220,7 @@ class SageMakerBackend:
                 billed = job.get("BillableTimeInSeconds")
                 lines = self.tail.lines if self.tail else []
                 if status == "Completed":
-                    record["model_output_uri"] = job.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+                    record.model_output_uri = job.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
                     return Outcome("Completed", 0, "the training job completed", billed, lines)
                 reason = job.get("FailureReason") or job.get("SecondaryStatus", "") or status
                 return Outcome("Stopped" if status == "Stopped" else "Failed", None, reason, billed, lines)
@@ -228,24 +229,22 @@ class SageMakerBackend:
                 phases.status(f"at most {usd(hourly * billed / 3600)} so far")
             self.ctx.wait()
 
-    def stop(self, record: dict, reason: str) -> None:
-        self.sagemaker.stop_training_job(TrainingJobName=record["job_name"])
+    def stop(self, record: RunRecord, reason: str) -> None:
+        self.sagemaker.stop_training_job(TrainingJobName=record.job_name)
 
-    def idle_note(self, record: dict) -> str | None:
+    def idle_note(self, record: RunRecord) -> str | None:
         """Nothing: SageMaker bills a training job until it ends, and releases its instance itself."""
         return None
 
-    def collect(self, record: dict, outcome: Outcome) -> None:
+    def collect(self, record: RunRecord, outcome: Outcome) -> None:
         """Copy SageMaker's output/model.tar.gz to models/<run-id>/model.tar.gz (a server-side copy)."""
         bucket = self.ctx.outputs.artifacts_bucket
-        source = (
-            record.get("model_output_uri") or f"s3://{bucket}/{runs.MODELS}{record['run_id']}/output/{runs.ARCHIVE}"
-        )
+        source = record.model_output_uri or f"s3://{bucket}/{runs.MODELS}{record.run_id}/output/{runs.ARCHIVE}"
         if not source.startswith(f"s3://{bucket}/"):
             raise OpsError(f"the training job wrote its model to {source}, outside s3://{bucket}/")
         key = source[len(f"s3://{bucket}/") :]
         s3 = self.ctx.aws.client("s3")
         try:
-            s3.copy({"Bucket": bucket, "Key": key}, bucket, runs.model_key(record["run_id"]))
+            s3.copy({"Bucket": bucket, "Key": key}, bucket, runs.model_key(record.run_id))
         except ClientError as exc:
-            raise OpsError(f"cannot copy {source} to {record['model_uri']}: {exc}") from None
+            raise OpsError(f"cannot copy {source} to {record.model_uri}: {exc}") from None

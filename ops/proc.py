@@ -29,7 +29,7 @@ def stream(
     *,
     env: dict[str, str] | None = None,
     stdin: str | None = None,
-    poll: Callable[[], None] | None = None,
+    poll: Callable[[], object] | None = None,
     poll_seconds: float = 5.0,
 ) -> tuple[int, list[str]]:
     """Run ``argv`` with stdout and stderr merged; each line goes to ``on_line`` as it comes and ``poll`` runs

@@ -10,10 +10,10 @@
     predict  as for local, against http://127.0.0.1:<port>.
     destroy  docker stop -t 30 (SageMaker's grace period) and docker rm the server, remove .deepcloud/container.
 
-Both images are built first when their sources changed (ops/container_images.py, the build `make train|deploy
+Both images are built first when their sources changed (images.py, the build `make train|deploy
 TARGET=aws` runs too). The containers share the host's network, and the server binds 127.0.0.1 only: nothing
 listens beyond loopback. The engine is ops' own dockerd unless DOCKER_HOST names another
-(ops/container_engine.py); ops stops its own at the end of a command when it started it and no container runs,
+(engine.py); ops stops its own at the end of a command when it started it and no container runs,
 so a deployed server keeps it until `make destroy`.
 """
 
@@ -28,13 +28,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ops import container_engine, container_images
-from ops.container_build import IMAGES
-from ops.container_engine import Engine
+from ops.container import engine as container_engine
+from ops.container import images as container_images
+from ops.container.build import IMAGES
+from ops.container.engine import Engine
 from ops.errors import OpsError
-from ops.local_server import READY_TIMEOUT_S, ping, read_state
-from ops.local_train import TrainResult, finish_job, git_revision, layout_job
+from ops.local.server import READY_TIMEOUT_S, ping, read_state
+from ops.local.train import TrainResult, finish_job, layout_job
 from ops.paths import Paths
+from ops.revision import revision
 
 OWNER = "ops"
 """How ops records itself as the starter of its own engine (the test session records another name)."""
@@ -132,7 +134,7 @@ def train(session: Session, dataset: Path, hyperparameters: dict[str, str]) -> T
         "--env",
         f"TRAINING_JOB_NAME={job.name}",
         "--env",
-        f"DEEPCLOUD_GIT_REVISION={git_revision(session.repo)}",
+        f"DEEPCLOUD_GIT_REVISION={revision(session.repo)}",
         *run_as,
         image.ref,
         "train",

@@ -1,7 +1,7 @@
 """The two images built here, for `make images`, TARGET=container and the container tests.
 
-The build is ops/container_build.py's, the same one `make train|deploy TARGET=aws` runs before pushing; here it gets
-the local Debian base (ops/container_base.py) as BASE_IMAGE and the CPU torch of this host's pip configuration
+The build is build.py's, the same one `make train|deploy TARGET=aws` runs before pushing; here it gets
+the local Debian base (base.py) as BASE_IMAGE and the CPU torch of this host's pip configuration
 (TORCH_INDEX=cpu). Images are tagged ``deepcloud-<name>:<content digest, 12 hex>`` and ``deepcloud-<name>:local``;
 an image whose digest tag exists is not built again unless asked (`make images` always runs the build, which
 BuildKit's cache makes quick when nothing changed).
@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import container_base, container_build
-from ops.container_build import IMAGES, ImageSpec, TorchSource, content_digest, git_short
-from ops.container_engine import Engine
+from ops.container import base as container_base
+from ops.container import build as container_build
+from ops.container.build import IMAGES, ImageSpec, TorchSource, content_digest
+from ops.container.engine import Engine
+from ops.revision import revision as git_revision
 
 LOCAL_TORCH = TorchSource("cpu", None)
 """torch as this host's pip finds it: the CPU wheel on local disk here (an AWS build downloads a CUDA one)."""
@@ -51,7 +53,7 @@ def ensure(
     ref = f"{repository(spec)}:{digest12}"
     if not force and engine.image_exists(ref):
         return LocalImage(spec.name, ref, built=False, seconds=time.monotonic() - started)
-    revision = git_short(repo)
+    revision = git_revision(repo, short=True)
     say(f"building {spec.name} image {ref} (Docker {engine.version}, {container_build.PLATFORM}, no network)")
     container_build.build(
         engine.docker,
