@@ -5,7 +5,7 @@ instance): botocore's model of `ResourceConfig.VolumeKmsKeyId` for training jobs
 VolumeKmsKeyId when using an instance type with local storage", and the same holds for `KmsKeyId` of endpoint
 configurations. One table serves the three places that decide it: the endpoint configuration (infra/components/
 inference_endpoint.py), its policy rule (infra/policy/sagemaker.py) and the training job request
-(ops/aws/train_sagemaker.py). Standard library only, so ops can import it without Pulumi.
+(ops/aws/training/sagemaker.py). Standard library only, so ops can import it without Pulumi.
 
 Sources, per family, in the table below:
 - SageMaker Developer Guide, "Managing storage paths for different types of instance local storage"

@@ -12,7 +12,16 @@ from tests.conftest import REPO
 
 ROOTS = ("infra", "trainer", "serving", "ops", "tests", "docs", "bench", "scripts", "examples", "requirements")
 DOCS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md"), *REPO.glob("*/README.md")])
-CODE = sorted(path for room in ("infra", "trainer", "serving", "ops", "bench") for path in (REPO / room).rglob("*.py"))
+CODE = sorted(
+    [
+        *(path for room in ("infra", "trainer", "serving", "ops", "bench") for path in (REPO / room).rglob("*.py")),
+        *(REPO / "scripts").iterdir(),
+        *REPO.glob("*/Dockerfile"),
+        REPO / ".dockerignore",
+        REPO / ".ci" / "run",
+        REPO / "Makefile",
+    ]
+)
 ELSEWHERE = {
     "examples/mnist_mlp.py": "keras-team/keras's, which trainer/model.py cites",
     "examples/vision/mnist_convnet.py": "keras-team/keras-io's, which trainer/model.py cites",
@@ -21,6 +30,8 @@ ELSEWHERE = {
 """Paths in other repositories that a comment cites by name."""
 _TOKEN = re.compile(r"`([^`\s]+)`")
 _PATH = re.compile(rf"^(?:{'|'.join(ROOTS)})/[\w./-]*(?:::[\w\[\]-]+)?$")
+_BARE = re.compile(rf"(?<![\w/.-])((?:{'|'.join(ROOTS)})/[\w./-]*\w\.(?:py|md|toml|yaml|yml|txt|json|sh))(?![\w/-]|::)")
+"""A path written without backticks: in a comment, in parentheses, or as a Markdown link's target."""
 
 
 def named_paths(text: str) -> set[str]:
@@ -31,6 +42,7 @@ def named_paths(text: str) -> set[str]:
         token = token.rstrip(".,:;)")
         if _PATH.match(token) and not re.search(r"[*<>{}]", token):
             found.add(token)
+    found.update(_BARE.findall(text))
     return found
 
 
@@ -62,7 +74,5 @@ def test_every_path_a_comment_or_docstring_names_exists(module: Path) -> None:
 
 def test_the_check_finds_a_path_that_does_not_exist() -> None:
     text = "see `serving/layout.py`, `ops/x.py::test_a`, `/opt/ml/model`, `ops/*.py` and [`ops/y.py`](https://x.org/y)"
-    assert named_paths(text) == {
-        "serving/layout.py",
-        "ops/x.py::test_a",
-    }
+    assert named_paths(text) == {"serving/layout.py", "ops/x.py::test_a"}
+    assert named_paths("# a comment (ops/a.py), [a link](docs/b.md) and /opt/ml/ops/c.py") == {"ops/a.py", "docs/b.md"}

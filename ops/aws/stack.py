@@ -125,7 +125,7 @@ OUTPUT_KEYS = tuple(f.name for f in fields(StackOutputs))
 
 @dataclass(frozen=True, slots=True)
 class ConfigKeys:
-    """The `deepcloud:` stack config keys ops reads or sets (infra/config.py defines them)."""
+    """The `deepcloud:` stack config keys ops reads or sets (infra/config/settings.py defines them)."""
 
     trainer_image_tag: str = "deepcloud:trainerImageTag"
     serving_image_tag: str = "deepcloud:servingImageTag"

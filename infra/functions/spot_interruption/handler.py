@@ -7,7 +7,7 @@ tasks that are in the PENDING or RUNNING state are not affected; you must wait f
 them manually" (ECS guide, "Draining Amazon ECS container instances"), and ECS_AWSVPC_BLOCK_IMDS keeps the task from
 reading the notice itself. StopTask sends the container SIGTERM now and SIGKILL after its stopTimeout (120 s for the
 trainer), so the trainer checkpoints and exits 143 within the notice; the reason it is given here is what
-DescribeTasks reports as stoppedReason, which `make train` reads to call the run interrupted (ops/aws/train_ecs.py).
+DescribeTasks reports as stoppedReason, which `make train` reads to call the run interrupted (ops/aws/training/ecs.py).
 
 Packaged alone by infra/components/spot_interruption.py; the Lambda runtime provides boto3. The cluster comes from
 the CLUSTER environment variable.
