@@ -142,3 +142,25 @@ def test_the_check_finds_a_circle_hidden_in_a_function(tmp_path: Path) -> None:
     assert cycles(edges(known)) == []
     (tmp_path / "a.py").write_text("from . import b\n")
     assert cycles(edges(known)) == [["pkg.a", "pkg.b"]]
+
+
+ROOM_IMPORTS = {
+    "infra": set(),
+    "trainer": set(),
+    "serving": set(),
+    "ops": {"infra", "trainer.archive"},
+}
+"""What each room may import of the others. The trainer and the server ship as separate images with the artifact as
+their only contract (docs/artifact.md), and infra runs under Pulumi; ops, on the host, reads infra's config and
+engine helpers and packs model.tar.gz with the trainer's packer (standard library only)."""
+
+
+def test_the_rooms_import_only_what_they_may_of_each_other() -> None:
+    crossing = sorted(
+        f"{name} imports {target}"
+        for name, targets in edges(modules()).items()
+        for target in targets
+        if (room := name.split(".")[0]) != target.split(".")[0]
+        and not any(target == allowed or target.startswith(allowed + ".") for allowed in ROOM_IMPORTS[room])
+    )
+    assert crossing == [], "a room imports another's module beyond ROOM_IMPORTS"
