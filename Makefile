@@ -95,7 +95,7 @@ demo: setup  ## setup, data, train, deploy, predict, destroy in one go, with a s
 
 .PHONY: test
 test: setup  ## Run the whole test suite (slow tests included)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 .PHONY: test-fast
 test-fast: setup  ## Run the tests not marked slow
