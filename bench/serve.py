@@ -1119,12 +1119,12 @@ def raw_forward(wl: Workload, threads: int, batch: int, seconds: float, retries:
     """samples/s of the saved program on batches of ``batch`` copies of the request, in this process: as
     exported (``torch.export.load``, NCHW: what TorchServe and the bare floor run), and the module our
     server runs, loaded and tuned by the server's own loader (serving/tuning.py), fed as its inference
-    thread feeds it (``serving.predictor.predict``)."""
+    thread feeds it (``serving.runner.predict``)."""
     import numpy as np
     import torch
 
     from serving.loading import load_runner
-    from serving.predictor import predict
+    from serving.runner import predict
     from serving.store import ModelRef
 
     torch.set_num_threads(threads)

@@ -308,8 +308,8 @@ def bind(host: str, port_text: str) -> socket.socket:
 
 def _load_one(args: argparse.Namespace, ref, policy):
     """Load, verify and warm up one model (on the inference thread)."""
-    from serving.app import LoadedModel
     from serving.loading import load_runner
+    from serving.state import LoadedModel
 
     runner = load_runner(ref, device=args.device, batch_size=policy.max_batch_size, trusted=args.trust_model_files)
     runner.warm_up()
@@ -487,8 +487,9 @@ def _serve_on(
 ) -> int:
     import uvicorn
 
-    from serving.app import ServerState, build_app
+    from serving.app import build_app
     from serving.limits import BodyBudget, protocol
+    from serving.state import ServerState
 
     failure: list[str] = []
     server: uvicorn.Server | None = None

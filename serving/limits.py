@@ -17,7 +17,7 @@ request, or 40 connections each trickling a 6 MiB body, stay in memory for as lo
   flood of idle or slow connections cannot shut out ``/ping``; only when every connection is running a
   request is the new one refused (503);
 - **bodies**: :class:`BodyBudget` caps the bytes of request bodies the server holds at once, from the first
-  byte read to the response (serving/app.py answers 503 past it).
+  byte read to the response (serving/inference.py answers 503 past it).
 
 Every refusal is answered with the status and a JSON ``{"code", "message"}`` body, counted in
 ``deepcloud_rejected_total{reason}`` and logged (one line per reason at most every 10 s, with a count).

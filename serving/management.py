@@ -34,7 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.app import LoadedModel, ServerState, error, http_error, retire_model, serve_model
+from serving.errors import error, http_error
+from serving.state import LoadedModel, ServerState, retire_model, serve_model
 from serving.store import NAME, LayoutError, ModelRef, plan_one
 
 if TYPE_CHECKING:

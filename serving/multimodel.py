@@ -44,11 +44,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.app import ServerState, _infer, error, http_error, retire_model, serve_model
+from serving.errors import error, http_error
+from serving.inference import infer
+from serving.state import ServerState, retire_model, serve_model
 from serving.store import LayoutError, ModelRef, inside
 
 if TYPE_CHECKING:
-    from serving.app import LoadedModel
+    from serving.state import LoadedModel
 
 log = logging.getLogger("serving")
 
@@ -315,7 +317,7 @@ def build_multi_model_app(host: MultiModelHost) -> Starlette:
                 "/models",
             )
         host.touch(name)
-        return await _infer(state, request, name, VERSION)
+        return await infer(state, request, name, VERSION)
 
     async def invoke(request: Request) -> Response:
         return await run(request, request.path_params["name"])

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from serving import predictor
+from serving import codec
 from serving.errors import InvalidInput, UnsupportedMediaType
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def decode(
         raise InvalidInput('"id" must be a string')
     parameters = _parameters(request, "the request")
     return InferRequest(
-        predictor.to_batch(array, artifact),
+        codec.to_batch(array, artifact),
         request_id,
         _outputs(request.get("outputs"), bool(parameters.get("binary_data_output"))),
         sagemaker=media_type == SAGEMAKER_TRITON,
@@ -190,7 +190,7 @@ def _outputs(requested: Any, binary_default: bool) -> tuple[tuple[str, bool], ..
 
 
 def encode(
-    request: InferRequest, prediction: predictor.Prediction, artifact: Artifact, model: str, version: str
+    request: InferRequest, prediction: codec.Prediction, artifact: Artifact, model: str, version: str
 ) -> tuple[bytes, dict[str, str], str]:
     """(body, headers, media type) of the answer: JSON, with binary tensors after it where asked."""
     labels = [artifact.labels[i] for i in prediction.index.tolist()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.predictor import JPEG, JSON, NPY, PNG
+from serving.codec import JPEG, JSON, NPY, PNG
 
 _ERROR = {
     "type": "object",

@@ -1,6 +1,8 @@
-"""The small steps of an inference: decode the request, run the model, encode the response.
+"""The tensor codec of a torch.export model: request bodies to arrays, results to response bodies.
 
-Each is a plain function of its inputs so it can be tested without a server. Errors that are the
+The small steps around a forward pass (serving/runner.py runs the pass itself): decode the request,
+postprocess the logits, encode the response. Each is a plain function of its inputs so it can be tested
+without a server. Errors that are the
 client's fault raise :class:`InvalidInput` (400), :class:`UnsupportedMediaType` (415) or
 :class:`NotAcceptable` (406) from serving/errors.py, with a message that says what was expected.
 
@@ -287,19 +289,6 @@ def _leaves(value: Any, limit: int = 100_000):
         else:
             limit -= 1
             yield item
-
-
-def predict(artifact: Artifact, batch: np.ndarray) -> np.ndarray:
-    """Logits for a validated batch. Runs on the inference thread, never on the event loop."""
-    import torch
-
-    with torch.inference_mode():
-        x = torch.from_numpy(batch)
-        if artifact.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if artifact.device != "cpu":
-            x = x.to(artifact.device, non_blocking=True)
-        return artifact.module(x).float().cpu().numpy()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
