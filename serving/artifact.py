@@ -83,7 +83,7 @@ _SCRATCH: list[Path] = []
 
 def scratch_dir(prefix: str) -> Path:
     """A new temporary directory for an extracted archive, removed by :func:`remove_scratch`: at the
-    server's shutdown (signals included, serving/__main__.py), else when the interpreter exits."""
+    server's shutdown (signals included, serving/server.py), else when the interpreter exits."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     _SCRATCH.append(path)
     return path

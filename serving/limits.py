@@ -4,7 +4,7 @@ uvicorn's httptools protocol keeps every header a client sends, for as long as i
 never times out a connection that is still sending its request: 96 MiB of headers on one unfinished
 request, or 40 connections each trickling a 6 MiB body, stay in memory for as long as the client likes.
 :func:`protocol` returns uvicorn's protocol with these limits added, each a server setting
-(serving/__main__.py) with a safe default:
+(serving/config.py) with a safe default:
 
 - **headers**: the request line may take ``max_request_line_bytes`` (else 414) and the whole head, request
   line and headers, ``max_header_bytes`` and ``max_headers`` lines (else 431). Bytes past the limit are never
