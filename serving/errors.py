@@ -89,6 +89,46 @@ class MethodNotAllowed(ClientError):
         super().__init__(message, {"Allow": ", ".join(allowed)})
 
 
+class InvalidRequest(ClientError):
+    """A management or multi-model call whose query or body is not what the call takes."""
+
+    code = "invalid_request"
+
+
+class InvalidRegistration(ClientError):
+    """A model registration (or a multi-model load) that names no usable artifact."""
+
+    code = "invalid_registration"
+
+
+class InvalidModel(ClientError):
+    """The artifact a multi-model load names is broken; the message says how."""
+
+    code = "invalid_model"
+
+
+class Unauthorized(ClientError):
+    """The management API's bearer token is missing or wrong."""
+
+    status = 401
+    code = "unauthorized"
+    default_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class Conflict(ClientError):
+    """That model (or version) is loaded, or loading, already."""
+
+    status = 409
+    code = "conflict"
+
+
+class InsufficientStorage(HttpError):
+    """A multi-model endpoint has no room for the model, even after unloading its idle ones."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
 class Unavailable(HttpError):
     """Try again shortly (503, with Retry-After)."""
 
@@ -143,6 +183,12 @@ def route_error(method: str, path: str, allowed: list[str]) -> HttpError:
     return RouteNotFound(f"{method} {path}: Not Found")
 
 
+async def raised(request: Request, exc: Exception) -> Response:
+    """Starlette's exception handler for an HttpError an endpoint raises (the management and multi-model apps)."""
+    assert isinstance(exc, HttpError)
+    return response_for(exc)
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 (the management and multi-model apps) in our JSON error shape."""
     assert isinstance(exc, HTTPException)
@@ -153,3 +199,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return response_for(RouteNotFound(f"{where}: Not Found"))
     return error(exc.status_code, "http_error", f"{where}: {exc.detail}", None, exc.headers)
+
+
+EXCEPTION_HANDLERS = {HTTPException: http_error, HttpError: raised}
+"""What a Starlette app of this server passes as ``exception_handlers``: every error in our JSON shape."""
