@@ -13,25 +13,33 @@ answer ``/ping`` (503) before the ~1 s torch import.
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import json
 import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-
-try:
-    import simdjson
-except ImportError:  # an optimisation only: without it every body takes the general path
-    simdjson = None
 
 from serving.errors import InvalidInput, NotAcceptable, UnsupportedMediaType
 from serving.images import open_image
 
 if TYPE_CHECKING:
     from serving.artifact import Artifact
+
+
+def _optional(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+simdjson = _optional("simdjson")
+"""An optimisation only: without it every body takes the general path."""
 
 
 MAX_JSON_DEPTH = 32
@@ -138,7 +146,7 @@ def _plain_array(body: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
     try:
         document = simdjson.Parser().parse(body)
         wrapped = isinstance(document, simdjson.Object)
-        values = document["instances"] if wrapped else document
+        values = document["instances"] if isinstance(document, simdjson.Object) else document
         if not isinstance(values, simdjson.Array):
             return None
         flat = np.frombuffer(values.as_buffer(of_type="d"), dtype=np.float64)

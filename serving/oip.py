@@ -79,8 +79,8 @@ def header_length(media_type: str, content_type: str, headers: Mapping[str, str]
             if key.lower() == "json-header-size":
                 return _size(value, "json-header-size")
         raise InvalidInput(f"{SAGEMAKER_TRITON} needs ;json-header-size=<bytes of JSON> in the content type")
-    value = headers.get(HEADER_LENGTH)
-    return None if value is None else _size(value, "Inference-Header-Content-Length")
+    declared = headers.get(HEADER_LENGTH)
+    return None if declared is None else _size(declared, "Inference-Header-Content-Length")
 
 
 def _size(text: str, what: str) -> int:

@@ -134,7 +134,7 @@ def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[
     if model_store is not None and not model_store.is_dir():
         raise LayoutError(f"model store {model_store} is not a directory")
     refs: list[ModelRef] = []
-    if models:
+    if models and model_store is not None:  # (without a store, --models was refused above)
         seen: set[str] = set()
         for entry in filter(None, (e.strip() for e in models.split(","))):
             name, sep, rel = entry.partition("=")

@@ -106,8 +106,9 @@ def tune_for_cpu(artifact: Artifact, batch_size: int) -> Artifact:
                 x_nhwc,
                 reference,
                 best,
-                lambda: module.to(memory_format=torch.channels_last),
-                lambda: module.to(memory_format=torch.contiguous_format),
+                # nn.Module.to takes memory_format at run time; torch's stubs list no such overload
+                lambda: module.to(memory_format=torch.channels_last),  # type: ignore[call-overload]
+                lambda: module.to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
             )
             if seconds is not None:
                 x, best, channels_last = x_nhwc, seconds, True
