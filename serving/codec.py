@@ -7,7 +7,7 @@ client's fault raise :class:`InvalidInput` (400), :class:`UnsupportedMediaType` 
 :class:`NotAcceptable` (406) from serving/errors.py, with a message that says what was expected.
 
 numpy only at import time: torch is imported by whoever loads a model, so the server can bind and
-answer ``/ping`` (503) before the ~1 s torch import.
+answer ``/ping`` (503) before the slow torch import.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def decode_json(body: bytes, artifact: Artifact) -> np.ndarray:
     if array is not None:
         return to_batch(array, artifact, finite=True)
     try:
-        payload = orjson.loads(body)  # ~6x faster than json.loads on a 12 KB image: most of a request's CPU
+        payload = orjson.loads(body)  # several times json.loads's speed (docs/serving.md, "Measured")
     except orjson.JSONDecodeError:
         payload = _loads_for_the_message(body)  # invalid for orjson: the standard parser says precisely why
     if isinstance(payload, dict):
@@ -137,9 +137,9 @@ def _skeleton(shape: tuple[int, ...], count: int | None, wrapped: bool) -> bytes
 def _plain_array(body: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
     """The common request, read without building a Python object per number: a body that is exactly
     ``{"instances": [...]}`` or a bare list holding N instances of ``shape`` (or one bare instance), all
-    numbers. simdjson validates the JSON and converts the numbers into one float64 buffer (27 against 95 us
-    with orjson + numpy for a 3x32x32 image); the body's brackets and commas, compared with those of an
-    array of that shape, prove it rectangular. Anything else (other keys, strings, deeper or ragged
+    numbers. simdjson validates the JSON and converts the numbers into one float64 buffer (in about half
+    the time orjson + numpy take: docs/serving.md, "Measured"); the body's brackets and commas, compared
+    with those of an array of that shape, prove it rectangular. Anything else (other keys, strings, deeper or ragged
     nesting, numbers simdjson refuses) returns None, and the general path reads it and says what is wrong."""
     if simdjson is None:
         return None

@@ -3,8 +3,8 @@ than data.
 
 Why its own reader: ``torch.export.load`` unpickles (it retries ``torch.load`` with ``weights_only=False``
 on files in torch.export's pre-2.7 layout), resolves any ``torch.*`` attribute path a graph names, and
-imports ``torch._dynamo``, ``torch._inductor``, sympy and networkx (about 96 MiB of resident memory and
-0.9 s of start-up in every server process, none of which a forward pass needs). The archive itself is
+imports ``torch._dynamo``, ``torch._inductor``, sympy and networkx (resident memory and start-up time in
+every server process, docs/serving.md "Measured", none of which a forward pass needs). The archive itself is
 plain: a JSON graph of ATen operator calls (``torch._export.serde.schema``) and raw tensor payloads. This
 module reads both and runs the graph node by node, calling the same operators in the same order, so its
 outputs are the ones ``torch.export.load(path).module()`` gives (tests/serving/test_archive_program.py
@@ -125,7 +125,7 @@ class ArchiveProgram(nn.Module):
     def _schedule(self, steps: list[Step]) -> list[tuple[Any, ...]]:
         """What forward runs: each step with the slots to drop after it. Each intermediate value goes at
         its last use, as in FX's generated code: otherwise every activation of a pass stays alive to its
-        end (22 instead of 16 MiB for the bench CNN)."""
+        end (docs/serving.md, "Measured", has the peak it saves)."""
         last_use = {}
         for index, step in enumerate(steps):
             for slot in refs([*step.args, *step.kwargs.values()]):
