@@ -9,12 +9,14 @@ shape. Anything else raised by model code is a 500 (:class:`InternalError`) carr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
 
 class HttpError(Exception):
@@ -203,3 +205,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {HTTPException: http_error, HttpError: raised}
 """What a Starlette app of this server passes as ``exception_handlers``: every error in our JSON shape."""
+
+
+def json_api(routes: Sequence[BaseRoute]) -> Starlette:
+    """A Starlette app of ``routes`` whose every error is in our JSON shape, and where a trailing slash is a
+    JSON 404, not a bodiless redirect (the management and multi-model APIs)."""
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app.router.redirect_slashes = False
+    return app

@@ -28,12 +28,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.errors import EXCEPTION_HANDLERS, Conflict, InvalidRegistration, Unauthorized, response_for
+from serving.errors import Conflict, InvalidRegistration, Unauthorized, json_api, response_for
 from serving.state import LoadedModel, ServerState, retire_model, serve_model
 from serving.store import NAME, LayoutError, ModelRef, plan_one
 
@@ -194,8 +193,7 @@ def build_management_app(
 ) -> Callable[[Any, Any, Any], Awaitable[None]]:
     """The management API's ASGI app: every call checked for the bearer ``token`` first."""
     expected = f"Bearer {token}".encode()
-    app = Starlette(routes=ManagementApi(state, store, load).routes(), exception_handlers=EXCEPTION_HANDLERS)
-    app.router.redirect_slashes = False
+    app = json_api(ManagementApi(state, store, load).routes())
 
     async def guarded(scope, receive, send) -> None:
         given = Request(scope).headers.get("authorization", "").encode() if scope["type"] == "http" else expected

@@ -44,13 +44,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serving.errors import (
-    EXCEPTION_HANDLERS,
     Conflict,
     InsufficientStorage,
     InvalidModel,
     InvalidRegistration,
     InvalidRequest,
     ModelNotFound,
+    json_api,
 )
 from serving.inference import infer
 from serving.state import ServerState, retire_model, serve_model
@@ -339,19 +339,16 @@ class MultiModelApi:
 
 def build_multi_model_app(host: MultiModelHost) -> Starlette:
     api = MultiModelApi(host)
-    app = Starlette(
-        routes=[
+    return json_api(
+        [
             Route("/models", api.list_models, methods=["GET"]),
             Route("/models", api.load, methods=["POST"]),
             Route("/models/{name}", api.get_model, methods=["GET"]),
             Route("/models/{name}", api.unload, methods=["DELETE"]),
             Route("/models/{name}/invoke", api.invoke, methods=["POST"]),
             Route("/invocations", api.invocations, methods=["POST"]),
-        ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        ]
     )
-    app.router.redirect_slashes = False
-    return app
 
 
 def handles(path: str) -> bool:
