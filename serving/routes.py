@@ -48,6 +48,8 @@ class Route:
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        if not self.methods:  # the router reads "no method matched" from the methods a path takes
+            raise ValueError(f"route {self.path} takes no method")
         parts = self.path.split("/")
         object.__setattr__(self, "segments", tuple(None if p.startswith("{") else p for p in parts))
         object.__setattr__(self, "names", tuple(p[1:-1] for p in parts if p.startswith("{")))
