@@ -140,6 +140,8 @@ SERVERS = ("ours", "torchserve", "bare", "ours-mar", "bare-mar", "ours-script", 
 PEERS = peers.PEERS
 """Today's servers (bench/peers.py), each in its own venv: the ratio goals take the best (or leanest) that ran."""
 KIND_SERVERS = ("ours-mar", "bare-mar", "ours-script", "bare-script")
+BASELINE = "ours@before"
+"""Our server run from another checkout (``--baseline-tree``), measured right after ours: a refactor's before."""
 """User code served by ours and by a bare endpoint calling it the same way: the mlp only, where the serving
 path is the cost (the cnn's figures are its forward pass, whoever calls it)."""
 MODELS = ("mlp", "cnn")
@@ -504,12 +506,16 @@ class Context:
     ours_args: list[str]
     startup_timeout: float
     torchserve_logging: str
+    baseline: Path | None = None
+    """``--baseline-tree``: another checkout whose server runs as BASELINE, with the same flags."""
+    baseline_cli: str = "store"
 
 
-def ours_cli() -> str:
+def ours_cli(tree: Path = REPO) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "serving", "serve", "--help"],
-        cwd=REPO,
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -519,10 +525,13 @@ def ours_cli() -> str:
     return "store" if all(flag in out for flag in needed) else "model-dir"
 
 
-def start_ours(ctx: Context, wl: Workload) -> Server:
+def start_ours(ctx: Context, wl: Workload, tree: Path = REPO, kind: str = "ours") -> Server:
+    """Our server from the checkout ``tree`` (this one, or ``--baseline-tree`` as BASELINE): its own process,
+    its cwd and PYTHONPATH at that tree, with this venv's interpreter and the same flags."""
     port = free_ports(1)[0]
     base = [sys.executable, "-m", "serving", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    if ctx.ours_cli == "store":
+    cli = ctx.ours_cli if tree == REPO else ctx.baseline_cli
+    if cli == "store":
         cmd = [
             *base,
             "--model-store",
@@ -540,18 +549,15 @@ def start_ours(ctx: Context, wl: Workload) -> Server:
     else:
         cmd = [*base, "--model-dir", str(wl.model_dir)]
         path, settings = "/invocations", "no batching (old CLI)"
-    return _spawn(
-        "ours",
-        wl,
-        [*cmd, *ctx.ours_args],
-        ctx.env,
-        REPO,
-        ctx.work / f"ours-{wl.name}.log",
-        port,
-        path,
-        settings,
-        ping=True,
-    )
+    env = ctx.env if tree == REPO else {**ctx.env, "PYTHONPATH": str(tree)}
+    log = ctx.work / f"{kind.replace('@', '-')}-{wl.name}.log"
+    return _spawn(kind, wl, [*cmd, *ctx.ours_args], env, tree, log, port, path, settings, ping=True)
+
+
+def start_baseline(ctx: Context, wl: Workload) -> Server:
+    if ctx.baseline is None:
+        raise BenchError(f"{BASELINE} needs --baseline-tree")
+    return start_ours(ctx, wl, tree=ctx.baseline, kind=BASELINE)
 
 
 def start_bare(ctx: Context, wl: Workload) -> Server:
@@ -887,6 +893,7 @@ def start_rayserve(ctx: Context, wl: Workload) -> Server:
 
 STARTERS = {
     "ours": start_ours,
+    BASELINE: start_baseline,
     "torchserve": start_torchserve,
     "bare": start_bare,
     "litserve": start_litserve,
@@ -1119,12 +1126,12 @@ def raw_forward(wl: Workload, threads: int, batch: int, seconds: float, retries:
     """samples/s of the saved program on batches of ``batch`` copies of the request, in this process: as
     exported (``torch.export.load``, NCHW: what TorchServe and the bare floor run), and the module our
     server runs, loaded and tuned by the server's own loader (serving/tuning.py), fed as its inference
-    thread feeds it (``serving.predictor.predict``)."""
+    thread feeds it (``serving.runner.predict``)."""
     import numpy as np
     import torch
 
     from serving.loading import load_runner
-    from serving.predictor import predict
+    from serving.runner import predict
     from serving.store import ModelRef
 
     torch.set_num_threads(threads)
@@ -1302,6 +1309,8 @@ def report(results: list[Result]) -> tuple[str, list[str]]:
         ]
         goal_table = _table(("goal", "value", "target", "result"), goal_rows, left=(0, 2, 3))
     text = f"{measured}\n\n{goal_table}"
+    if any(r.server == BASELINE for r in results):
+        text += f"\n\n{baseline_table(results)}"
     if noisy:
         text += (
             f"\n\nwarning: other processes used more than {100 * QUIET:.0f}% of the CPUs during "
@@ -1309,6 +1318,36 @@ def report(results: list[Result]) -> tuple[str, list[str]]:
             "contention as much as the server; re-run on an idle machine"
         )
     return text, [name for name, _, _, ok, _ in goals if ok is False]
+
+
+def baseline_table(results: list[Result]) -> str:
+    """ours against ours@before, per model and round (measured one right after the other): after/before."""
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return "-" if a is None or b is None or b == 0 else f"{a / b:.3f}"
+
+    rows = []
+    for n in sorted({r.round for r in results}):
+        for model in MODELS:
+            pair = [
+                next((r for r in results if (r.round, r.model, r.server) == (n, model, s) and not r.error), None)
+                for s in ("ours", BASELINE)
+            ]
+            after, before = pair
+            if after is None or before is None:
+                continue
+            rows.append(
+                (
+                    str(n),
+                    model,
+                    ratio(after.rps, before.rps),
+                    ratio(after.p50_ms, before.p50_ms),
+                    ratio(after.p99_ms, before.p99_ms),
+                    ratio(after.rss_mib, before.rss_mib),
+                )
+            )
+    header = ("round", "model", "requests/s after/before", "p50 after/before", "p99", "peak RSS")
+    return _table(header, rows, left=(0, 1)) if rows else f"no round measured both ours and {BASELINE}"
 
 
 def _worst(judged: list[tuple[str, float | None, str, bool | None]]) -> tuple[str, float | None, str, bool | None]:
@@ -1496,6 +1535,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--ours-args", default="", help="extra flags for our server, e.g. --ours-args=--no-access-log")
     parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help=f"another checkout (e.g. a worktree of the commit before a change): its server also runs, as "
+        f"'{BASELINE}', right after ours with the same flags, and a table gives the after/before ratios",
+    )
+    parser.add_argument(
         "--torchserve-logging",
         choices=("quiet", "default"),
         default="quiet",
@@ -1517,7 +1563,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--retries must be >= 0 and --rounds >= 1")
     if args.duration < 1 or args.warmup < 0 or args.batch_delay_ms < 0:
         parser.error("--duration must be >= 1, --warmup and --batch-delay-ms >= 0")
+    if args.baseline_tree is not None:
+        if not (args.baseline_tree / "serving" / "__main__.py").is_file():
+            parser.error(f"--baseline-tree {args.baseline_tree} has no serving/__main__.py: give a checkout's root")
+        if "ours" not in args.servers:
+            parser.error("--baseline-tree compares with ours: keep ours in --servers")
+        args.baseline_tree = args.baseline_tree.resolve()
     return args
+
+
+def run_order(servers: list[str], model: str, baseline: bool) -> list[str]:
+    """Who runs, in order, for one model: the raw forward (cnn) and BASELINE (with --baseline-tree) right after
+    ours, so that ratios to ours compare runs minutes apart at most."""
+    order = [s for s in servers if model == "mlp" or s not in KIND_SERVERS]
+    if "ours" in order:
+        at = order.index("ours") + 1
+        order[at:at] = [*(["raw forward"] if model == "cnn" else []), *([BASELINE] if baseline else [])]
+    elif model == "cnn":
+        order.append("raw forward")
+    return order
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -1556,6 +1620,8 @@ def main(argv: list[str] | None = None) -> int:
             args.ours_args.split(),
             args.startup_timeout,
             args.torchserve_logging,
+            args.baseline_tree,
+            ours_cli(args.baseline_tree) if args.baseline_tree else "store",
         )
         print(
             f"machine   {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, python "
@@ -1569,6 +1635,8 @@ def main(argv: list[str] | None = None) -> int:
             java = _version([_java() or "java", "-version"], r'version "([^"]+)"')
             tools += f", torchserve {_package_version('torchserve')}, java {java}"
         print(f"tools     {tools}")
+        if ctx.baseline is not None:
+            print(f"baseline  {BASELINE}: our server from {ctx.baseline}, right after ours, with the same flags")
         if ctx.ours_cli != "store":
             print(
                 "warning: this server has no --model-store/--max-batch-size yet: ours runs with --model-dir on "
@@ -1600,14 +1668,9 @@ def main(argv: list[str] | None = None) -> int:
         for round_, wl in ((n, wl) for n in range(1, args.rounds + 1) for wl in workloads):
             if wl is workloads[0] and args.rounds > 1:
                 print(f"round     {round_} of {args.rounds}", flush=True)
-            # The raw forward right after our server: this machine's speed drifts by several percent over
-            # minutes, and the ratio of those two figures should not measure the drift.
-            servers = [s for s in args.servers if wl.name == "mlp" or s not in KIND_SERVERS]
-            order = [*servers, "raw forward"] if wl.name == "cnn" else servers
-            if wl.name == "cnn" and "ours" in order:
-                order.remove("raw forward")
-                order.insert(order.index("ours") + 1, "raw forward")
-            for kind in order:
+            # The raw forward and ours@before right after our server: this machine's speed drifts by several
+            # percent over minutes, and the ratios to ours should not measure the drift.
+            for kind in run_order(args.servers, wl.name, ctx.baseline is not None):
                 if kind == "raw forward":
                     for raw in raw_forward(
                         wl, threads, args.batch_size, args.raw_seconds or args.duration, args.retries
@@ -1628,7 +1691,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     quiet = "" if (result.others or 0) <= QUIET else "  (not quiet)"
                     print(
-                        f"run       {wl.name:<4} {kind:<10} {result.rps:8.1f} requests/s  p50 {result.p50_ms:7.2f} "
+                        f"run       {wl.name:<4} {kind:<11} {result.rps:8.1f} requests/s  p50 {result.p50_ms:7.2f} "
                         f"ms  p99 {result.p99_ms:7.2f} ms  {result.rss_mib:5.0f} MiB  others "
                         f"{100 * (result.others or 0):.0f}%{quiet}",
                         flush=True,

@@ -1,7 +1,8 @@
 """The access log: one JSON object per request on stderr, written without slowing the requests down.
 
 Lines go into a 64 KiB buffer over stderr's file descriptor and are flushed every half second by a
-background thread, and on close: a write syscall per request cost ~10% of a tiny model's throughput.
+background thread, and on close: a write syscall per request is a visible share of a tiny model's
+request (docs/serving.md, "Measured").
 The line is built with an f-string; the strings a client can choose (path, request id, and the client
 address, which uvicorn takes from ``X-Forwarded-For`` when the peer is a trusted proxy) go through
 ``json.dumps``, so none of them can end the record or forge another.

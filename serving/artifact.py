@@ -83,7 +83,7 @@ _SCRATCH: list[Path] = []
 
 def scratch_dir(prefix: str) -> Path:
     """A new temporary directory for an extracted archive, removed by :func:`remove_scratch`: at the
-    server's shutdown (signals included, serving/__main__.py), else when the interpreter exits."""
+    server's shutdown (signals included, serving/server.py), else when the interpreter exits."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     _SCRATCH.append(path)
     return path
@@ -142,7 +142,8 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
 def load_model_file(path: Path, trusted: bool = False) -> nn.Module:
     """A ``.pt2`` read by serving/program.py; ArtifactError saying why when it is refused or unreadable.
     ``trusted`` (``--trust-model-files``) lets ``torch.export.load`` take what the reader refuses."""
-    from serving.program import Unsupported, load_program
+    from serving.program import load_program
+    from serving.pt2_archive import Unsupported
 
     try:
         return load_program(path, trusted=trusted)

@@ -11,13 +11,14 @@ loop between two passes (up to two batches are with it, one running and one full
 
 Requests are opaque items with a size (instances): ``forward`` takes a list of them and returns one
 result per item, in order, where a result that is an exception fails only its own request. A runner's
-``forward`` does that (serving/runner.py: the native runner concatenates the arrays into one batch and
-splits the output; TorchServe handlers get the list itself, as TorchServe's ``handle(data, context)``
-does); :func:`array_forward` wraps a plain array function the same way, for tests.
+``forward`` does that: the native runner (serving/runner.py) is built on :func:`array_forward`, which
+runs one pass over the concatenated arrays and splits the output back per request; TorchServe handlers
+get the list itself, as TorchServe's ``handle(data, context)`` does.
 
 Overload and slowness are answered, never absorbed: a full queue raises :class:`QueueFull` (503 with
-Retry-After) at once, and a request that waits longer than its timeout gets :class:`asyncio.TimeoutError`
-(504) and is dropped from the queue if it has not run yet. Neither blocks any other request.
+Retry-After) at once, and a request that waits longer than its timeout gets ``AnswerTimeout`` (504, a
+``TimeoutError``; both are serving/errors.py's) and is dropped from the queue if it has not run yet.
+Neither blocks any other request.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from serving.errors import AnswerTimeout, Overloaded
+
 log = logging.getLogger("serving")
 
 
-class QueueFull(Exception):
-    """The model's queue is full; the client should retry later."""
+class QueueFull(Overloaded):
+    """The model's queue is full (or it is stopping); the client should retry later (503)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +64,20 @@ class BatchPolicy:
 Forward = Callable[[list[Any]], Sequence[Any]]
 
 
-def array_forward(fn: Callable[[np.ndarray], np.ndarray]) -> Forward:
-    """A list-of-arrays forward from an array forward: one concatenated pass, split back per request."""
+def _split_array(outputs: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    return np.split(outputs, np.cumsum(sizes)[:-1])
 
-    def forward(arrays: list[np.ndarray]) -> list[np.ndarray]:
+
+def array_forward(
+    fn: Callable[[np.ndarray], Any], split: Callable[[Any, list[int]], Sequence[Any]] = _split_array
+) -> Forward:
+    """A list-of-arrays forward from a batch function: one pass over the concatenated arrays, its output
+    ``split`` back into one result per request (rows, by default)."""
+
+    def forward(arrays: list[np.ndarray]) -> Sequence[Any]:
         if len(arrays) == 1:
             return [fn(arrays[0])]
-        outputs = fn(np.concatenate(arrays))
-        bounds = np.cumsum([len(a) for a in arrays])[:-1]
-        return np.split(outputs, bounds)
+        return split(fn(np.concatenate(arrays)), [len(a) for a in arrays])
 
     return forward
 
@@ -128,7 +136,7 @@ class Batcher:
         self._running.clear()
 
     async def submit(self, payload: Any, timeout: float) -> Any:
-        """The result for ``payload``: raises QueueFull, TimeoutError, or what the model raised for it."""
+        """The result for ``payload``: raises QueueFull, AnswerTimeout, or what the model raised for it."""
         if len(self._pending) >= self.policy.max_queue:
             waiting = len(self._pending)
             raise QueueFull(
@@ -146,7 +154,7 @@ class Batcher:
             with contextlib.suppress(ValueError):
                 self._pending.remove(item)
             if isinstance(exc, asyncio.CancelledError) and item.expired:
-                raise TimeoutError(f"no result within {timeout:g} s") from None
+                raise AnswerTimeout(f"no answer within {timeout:g} s: send smaller batches or retry later") from None
             raise
         finally:
             timer.cancel()

@@ -18,6 +18,7 @@ import base64
 import binascii
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class _Handler:
 
     def __init__(self) -> None:
         self.initialized = False
-        self.model = None
+        self.model: Callable[..., Any] | None = None
         self.mapping: dict[str, str] | None = None
         self.device = "cpu"
         self.context = None
@@ -84,6 +85,8 @@ class _Handler:
     def inference(self, data):
         import torch
 
+        if self.model is None:
+            raise RuntimeError("the handler is not initialized: initialize(context) loads its model")
         with torch.inference_mode():
             return self.model(data.to(self.device))
 
@@ -131,7 +134,7 @@ class ImageClassifier(_Handler):
 
         width, height = image.size
         size = (256, int(256 * height / width)) if width <= height else (int(256 * width / height), 256)
-        image = image.resize(size, Image.BILINEAR)
+        image = image.resize(size, Image.Resampling.BILINEAR)
         left, top = round((size[0] - 224) / 2.0), round((size[1] - 224) / 2.0)
         image = image.crop((left, top, left + 224, top + 224))
         array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0

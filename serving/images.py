@@ -1,10 +1,10 @@
 """How many pixels an image in a request may decode to, for every handler that decodes images.
 
-A small file can declare a huge image: a 160 KiB PNG of 169 megapixels took 3.9 s and 865 MiB to decode
-on the one inference thread every model shares. The size is in the image's header, so it is checked
-before a pixel is decoded: :func:`open_image` refuses it with a 400, and :func:`limit_pixels` sets the
-same limit in PIL itself (``Image.MAX_IMAGE_PIXELS``, with its bomb warning made an error), so a
-handler's own ``Image.open`` (a ``.mar``'s, an ``inference.py``'s) is bounded too.
+A small file can declare a huge image, whose decode takes seconds and hundreds of MiB on the one inference
+thread every model shares (docs/serving.md, "Threat model", has the figures). The size is in the image's
+header, so it is checked before a pixel is decoded: :func:`open_image` refuses it with a 400, and
+:func:`limit_pixels` sets the same limit in PIL itself (``Image.MAX_IMAGE_PIXELS``, with its bomb warning
+made an error), so a handler's own ``Image.open`` (a ``.mar``'s, an ``inference.py``'s) is bounded too.
 """
 
 from __future__ import annotations

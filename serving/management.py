@@ -24,17 +24,16 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.app import LoadedModel, ServerState, error, http_error, retire_model, serve_model
+from serving.errors import Conflict, InvalidRegistration, Unauthorized, json_api, response_for
+from serving.state import LoadedModel, ServerState, retire_model, serve_model
 from serving.store import NAME, LayoutError, ModelRef, plan_one
 
 if TYPE_CHECKING:
@@ -87,134 +86,123 @@ def store_path(store: Path | None, url: str) -> Path:
     return path
 
 
-def build_management_app(
-    state: ServerState, token: str, store: Path | None, load: Callable[[ModelRef], LoadedModel]
-) -> Starlette:
-    """``load`` verifies, loads and warms up one model; it runs on the inference thread."""
-    expected = f"Bearer {token}".encode()
-    lock = asyncio.Lock()  # one registration at a time: two loads of the same name must not race
+class ManagementApi:
+    """The management routes over one server's state; ``load`` verifies, loads and warms up one model on
+    the inference thread."""
 
-    def authorized(request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+    def __init__(self, state: ServerState, store: Path | None, load: Callable[[ModelRef], LoadedModel]) -> None:
+        self.state, self.store, self.load = state, store, load
+        self.lock = asyncio.Lock()  # one registration at a time: two loads of the same name must not race
 
-    def describe(name: str, versions: list[str]) -> list[dict]:
+    def describe(self, name: str, versions: list[str]) -> list[dict]:
         out = []
         for version in versions:
-            served = state.models[name][version]
+            served = self.state.models[name][version]
             runner: Runner = served.runner
+            policy = served.batcher.policy
             out.append(
                 {
                     "modelName": name,
                     "modelVersion": version,
-                    "isDefault": state.defaults.get(name) == version,
-                    "batchSize": served.batcher.policy.max_batch_size,
-                    "maxBatchDelayMs": served.batcher.policy.max_batch_delay * 1000,
+                    "isDefault": self.state.defaults.get(name) == version,
+                    "batchSize": policy.max_batch_size,
+                    "maxBatchDelayMs": policy.max_batch_delay * 1000,
                     "queueDepth": served.batcher.depth,
                     **runner.describe(),
                 }
             )
         return out
 
-    async def list_models(request: Request) -> Response:
+    async def list_models(self, request: Request) -> Response:
+        state = self.state
+        models = [
+            {"modelName": name, "defaultVersion": state.defaults[name], "versions": sorted(state.models[name])}
+            for name in sorted(state.models)
+        ]
+        return JSONResponse({"models": models})
+
+    async def describe_model(self, request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        served = self.state.find(name, version)
         return JSONResponse(
-            {
-                "models": [
-                    {"modelName": name, "defaultVersion": state.defaults[name], "versions": sorted(state.models[name])}
-                    for name in sorted(state.models)
-                ]
-            }
+            self.describe(name, sorted(self.state.models[name]) if version is None else [served.version])
         )
 
-    async def describe_model(request: Request) -> Response:
-        name, version = request.path_params["name"], request.path_params.get("version")
-        try:
-            served = state.find(name, version)
-        except LookupError as exc:
-            return error(404, "model_not_found", str(exc))
-        return JSONResponse(describe(name, sorted(state.models[name]) if version is None else [served.version]))
-
-    async def register(request: Request) -> Response:
+    async def register(self, request: Request) -> Response:
         url = request.query_params.get("url", "")
         try:
-            path = store_path(store, url)
+            path = store_path(self.store, url)
         except ValueError as exc:
-            return error(400, "invalid_registration", str(exc))
+            raise InvalidRegistration(str(exc)) from None
         name = request.query_params.get("model_name") or path.name.split(".")[0]
         if not NAME.match(name):
-            return error(400, "invalid_registration", f"model name {name!r} must be letters, digits, '_', '.' or '-'")
-        async with lock:
-            try:
-                refs = plan_one(store, name, path)  # a path, never a --models string: commas are just characters
-            except LayoutError as exc:
-                return error(400, "invalid_registration", str(exc))
-            taken = [r.version for r in refs if r.version in state.models.get(name, {})]
-            if taken:
-                return error(
-                    409, "conflict", f"model {name!r} version {taken[0]!r} is already registered: unregister it first"
-                )
-            loop = asyncio.get_running_loop()
-            loaded = []
-            for ref in refs:
-                try:
-                    loaded.append(await loop.run_in_executor(state.executor, load, ref))
-                except Exception as exc:
-                    log.warning("registration of %s from %s failed: %s", name, url, exc)
-                    return error(400, "invalid_registration", f"{url}: {exc}")
-            for model in loaded:
-                serve_model(state, model, default=name not in state.defaults or model is loaded[-1])
+            raise InvalidRegistration(f"model name {name!r} must be letters, digits, '_', '.' or '-'")
+        async with self.lock:
+            loaded = await self._load_versions(name, path, url)
         log.info("registered %s versions %s from %s", name, [m.version for m in loaded], url)
-        return JSONResponse(
-            {"status": f"Model {name!r} registered", "versions": [m.version for m in loaded]}, status_code=200
-        )
+        return JSONResponse({"status": f"Model {name!r} registered", "versions": [m.version for m in loaded]})
 
-    def missing(request: Request) -> Response | None:
-        """A 404 when the path's model version is not loaded, else None."""
+    async def _load_versions(self, name: str, path: Path, url: str) -> list[LoadedModel]:
+        """Load every version at ``path`` (all or none are served), under the registration lock."""
+        assert self.store is not None  # store_path refused a registration without a store
         try:
-            state.find(request.path_params["name"], request.path_params["version"])
-        except LookupError as exc:
-            return error(404, "model_not_found", str(exc))
-        return None
+            refs = plan_one(self.store, name, path)  # a path, never a --models string: commas are just characters
+        except LayoutError as exc:
+            raise InvalidRegistration(str(exc)) from None
+        taken = [r.version for r in refs if r.version in self.state.models.get(name, {})]
+        if taken:
+            raise Conflict(f"model {name!r} version {taken[0]!r} is already registered: unregister it first")
+        loop = asyncio.get_running_loop()
+        loaded = []
+        for ref in refs:
+            try:
+                loaded.append(await loop.run_in_executor(self.state.executor, self.load, ref))
+            except Exception as exc:
+                log.warning("registration of %s from %s failed: %s", name, url, exc)
+                raise InvalidRegistration(f"{url}: {exc}") from None
+        for model in loaded:
+            serve_model(self.state, model, default=name not in self.state.defaults or model is loaded[-1])
+        return loaded
 
-    async def set_default(request: Request) -> Response:
+    async def set_default(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params["version"]
-        if (not_found := missing(request)) is not None:
-            return not_found
-        state.defaults[name] = version
+        self.state.find(name, version)  # a 404 unless that version is loaded
+        self.state.defaults[name] = version
         log.info("default version of %s is now %s", name, version)
         return JSONResponse({"status": f"Default version of {name!r} is now {version!r}"})
 
-    async def unregister(request: Request) -> Response:
+    async def unregister(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params["version"]
-        if (not_found := missing(request)) is not None:
-            return not_found
-        await retire_model(state, name, version)
+        await retire_model(self.state, name, version)  # a 404 unless that version is loaded
         log.info("unregistered %s:%s", name, version)
         return JSONResponse({"status": f"Model {name!r} version {version!r} unregistered"})
 
-    app = Starlette(
-        routes=[
-            Route("/models", list_models, methods=["GET"]),
-            Route("/models", register, methods=["POST"]),
-            Route("/models/{name}", describe_model, methods=["GET"]),
-            Route("/models/{name}/{version}", describe_model, methods=["GET"]),
-            Route("/models/{name}/{version}", unregister, methods=["DELETE"]),
-            Route("/models/{name}/{version}/set-default", set_default, methods=["PUT"]),
-        ],
-        exception_handlers={HTTPException: http_error},
-    )
-    app.router.redirect_slashes = False
+    def routes(self) -> list[Route]:
+        return [
+            Route("/models", self.list_models, methods=["GET"]),
+            Route("/models", self.register, methods=["POST"]),
+            Route("/models/{name}", self.describe_model, methods=["GET"]),
+            Route("/models/{name}/{version}", self.describe_model, methods=["GET"]),
+            Route("/models/{name}/{version}", self.unregister, methods=["DELETE"]),
+            Route("/models/{name}/{version}/set-default", self.set_default, methods=["PUT"]),
+        ]
+
+
+def build_management_app(
+    state: ServerState, token: str, store: Path | None, load: Callable[[ModelRef], LoadedModel]
+) -> Callable[[Any, Any, Any], Awaitable[None]]:
+    """The management API's ASGI app: every call checked for the bearer ``token`` first."""
+    expected = f"Bearer {token}".encode()
+    app = json_api(ManagementApi(state, store, load).routes())
 
     async def guarded(scope, receive, send) -> None:
-        if scope["type"] == "http" and not authorized(Request(scope)):
-            response = error(
-                401,
-                "unauthorized",
+        given = Request(scope).headers.get("authorization", "").encode() if scope["type"] == "http" else expected
+        if not hmac.compare_digest(given, expected):
+            refused = Unauthorized(
                 "missing or wrong bearer token: send 'Authorization: Bearer "
-                "<token>' with the token from the management token file",
-                headers={"WWW-Authenticate": "Bearer"},
+                "<token>' with the token from the management token file"
             )
-            await response(scope, receive, send)
+            await response_for(refused)(scope, receive, send)
             return
         await app(scope, receive, send)
 

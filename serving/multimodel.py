@@ -39,16 +39,25 @@ from typing import TYPE_CHECKING
 
 import orjson
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.app import ServerState, _infer, error, http_error, retire_model, serve_model
+from serving.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidModel,
+    InvalidRegistration,
+    InvalidRequest,
+    ModelNotFound,
+    json_api,
+)
+from serving.inference import infer
+from serving.state import ServerState, retire_model, serve_model
 from serving.store import LayoutError, ModelRef, inside
 
 if TYPE_CHECKING:
-    from serving.app import LoadedModel
+    from serving.state import LoadedModel
 
 log = logging.getLogger("serving")
 
@@ -237,113 +246,109 @@ class MultiModelHost:
         log.info("multi-model: unloaded %s (%d of %d bytes used)", name, self.used, self.budget)
 
 
-def build_multi_model_app(host: MultiModelHost) -> Starlette:
-    state = host.state
+class MultiModelApi:
+    """The multi-model container routes over one :class:`MultiModelHost`."""
 
+    def __init__(self, host: MultiModelHost) -> None:
+        self.host = host
+
+    @staticmethod
     def describe(hosted: Hosted) -> dict[str, str]:
         return {"modelName": hosted.name, "modelUrl": hosted.url}
 
-    async def load(request: Request) -> Response:
+    async def load(self, request: Request) -> Response:
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            return error(400, "invalid_registration", 'the body must be JSON: {"model_name": ..., "url": ...}')
+            raise InvalidRegistration('the body must be JSON: {"model_name": ..., "url": ...}') from None
         name, url = (body.get("model_name"), body.get("url")) if isinstance(body, dict) else (None, None)
         if not isinstance(name, str) or not MODEL_NAME.match(name):
-            return error(
-                400,
-                "invalid_registration",
-                f'"model_name" {name!r} must be letters, digits, "_", "." or "-" (at most 256)',
-            )
+            raise InvalidRegistration(f'"model_name" {name!r} must be letters, digits, "_", "." or "-" (at most 256)')
         if not isinstance(url, str):
-            return error(400, "invalid_registration", f'"url" must be the model\'s path inside {host.root}')
+            raise InvalidRegistration(f'"url" must be the model\'s path inside {self.host.root}')
+        hosted = await self._load(name, url)
+        return JSONResponse({"status": f"Model {name!r} loaded", **self.describe(hosted)})
+
+    async def _load(self, name: str, url: str) -> Hosted:
+        """The host's load, its failures as the contract's answers."""
         try:
-            hosted = await host.load(name, url)
+            return await self.host.load(name, url)
         except FileExistsError as exc:
-            return error(409, "conflict", str(exc))
+            raise Conflict(str(exc)) from None
         except NoRoom as exc:
-            return error(507, "insufficient_storage", str(exc))
+            raise InsufficientStorage(str(exc)) from None
         except LayoutError as exc:
-            return error(400, "invalid_registration", str(exc))
+            raise InvalidRegistration(str(exc)) from None
         except MemoryError:
-            return error(507, "insufficient_storage", f"out of memory loading model {name!r}")
+            raise InsufficientStorage(f"out of memory loading model {name!r}") from None
         except Exception as exc:  # the artifact itself is broken: say so, keep serving the others
             from serving.artifact import ArtifactError
 
             if not isinstance(exc, ArtifactError):
                 log.exception("multi-model: loading %s from %s failed", name, url)
-            return error(400, "invalid_model", f"model {name!r} from {url}: {exc}")
-        return JSONResponse({"status": f"Model {name!r} loaded", **describe(hosted)})
+            raise InvalidModel(f"model {name!r} from {url}: {exc}") from None
 
-    async def list_models(request: Request) -> Response:
+    async def list_models(self, request: Request) -> Response:
         limit_text = request.query_params.get("limit", str(PAGE))
         start_text = request.query_params.get("next_page_token", "0")
         if not limit_text.isdigit() or not 0 < int(limit_text) <= 1000 or not start_text.isdigit():
-            return error(400, "invalid_request", "limit must be 1-1000 and next_page_token one this API returned")
-        names = sorted(host.hosted)
+            raise InvalidRequest("limit must be 1-1000 and next_page_token one this API returned")
+        names = sorted(self.host.hosted)
         start, limit = int(start_text), int(limit_text)
-        page: dict[str, object] = {"models": [describe(host.hosted[n]) for n in names[start : start + limit]]}
+        page: dict[str, object] = {"models": [self.describe(self.host.hosted[n]) for n in names[start : start + limit]]}
         if start + limit < len(names):
             page["nextPageToken"] = str(start + limit)
         return JSONResponse(page)
 
-    async def get_model(request: Request) -> Response:
+    async def get_model(self, request: Request) -> Response:
         name = request.path_params["name"]
-        hosted = host.hosted.get(name)
+        hosted = self.host.hosted.get(name)
         if hosted is None:
-            return error(404, "model_not_found", f"model {name!r} is not loaded")
-        return JSONResponse(describe(hosted))
+            raise ModelNotFound(f"model {name!r} is not loaded")
+        return JSONResponse(self.describe(hosted))
 
-    async def unload(request: Request) -> Response:
+    async def unload(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            await host.unload(name)
+            await self.host.unload(name)
         except LookupError:
-            return error(404, "model_not_found", f"model {name!r} is not loaded")
+            raise ModelNotFound(f"model {name!r} is not loaded") from None
         except FileExistsError as exc:
-            return error(409, "conflict", str(exc))
+            raise Conflict(str(exc)) from None
         return JSONResponse({"status": f"Model {name!r} unloaded"})
 
-    async def run(request: Request, name: str) -> Response:
-        hosted = host.hosted.get(name)
-        if hosted is None:
-            return error(
-                404,
-                "model_not_found",
-                f"model {name!r} is not loaded (loaded: "
-                f"{', '.join(sorted(host.hosted)) or 'none'}): load it with POST "
-                "/models",
-            )
-        host.touch(name)
-        return await _infer(state, request, name, VERSION)
+    async def run(self, request: Request, name: str) -> Response:
+        if name not in self.host.hosted:
+            loaded = ", ".join(sorted(self.host.hosted)) or "none"
+            raise ModelNotFound(f"model {name!r} is not loaded (loaded: {loaded}): load it with POST /models")
+        self.host.touch(name)
+        return await infer(self.host.state, request, name, VERSION)
 
-    async def invoke(request: Request) -> Response:
-        return await run(request, request.path_params["name"])
+    async def invoke(self, request: Request) -> Response:
+        return await self.run(request, request.path_params["name"])
 
-    async def invocations(request: Request) -> Response:
+    async def invocations(self, request: Request) -> Response:
         target = request.headers.get(TARGET_MODEL)
         if not target:
-            return error(
-                400,
-                "invalid_request",
+            raise InvalidRequest(
                 "this is a multi-model endpoint: name the model with TargetModel "
-                "(the X-Amzn-SageMaker-Target-Model header)",
+                "(the X-Amzn-SageMaker-Target-Model header)"
             )
-        return await run(request, target)
+        return await self.run(request, target)
 
-    app = Starlette(
-        routes=[
-            Route("/models", list_models, methods=["GET"]),
-            Route("/models", load, methods=["POST"]),
-            Route("/models/{name}", get_model, methods=["GET"]),
-            Route("/models/{name}", unload, methods=["DELETE"]),
-            Route("/models/{name}/invoke", invoke, methods=["POST"]),
-            Route("/invocations", invocations, methods=["POST"]),
-        ],
-        exception_handlers={HTTPException: http_error},
+
+def build_multi_model_app(host: MultiModelHost) -> Starlette:
+    api = MultiModelApi(host)
+    return json_api(
+        [
+            Route("/models", api.list_models, methods=["GET"]),
+            Route("/models", api.load, methods=["POST"]),
+            Route("/models/{name}", api.get_model, methods=["GET"]),
+            Route("/models/{name}", api.unload, methods=["DELETE"]),
+            Route("/models/{name}/invoke", api.invoke, methods=["POST"]),
+            Route("/invocations", api.invocations, methods=["POST"]),
+        ]
     )
-    app.router.redirect_slashes = False
-    return app
 
 
 def handles(path: str) -> bool:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from serving import predictor
+from serving import codec
 from serving.errors import InvalidInput, UnsupportedMediaType
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ def header_length(media_type: str, content_type: str, headers: Mapping[str, str]
             if key.lower() == "json-header-size":
                 return _size(value, "json-header-size")
         raise InvalidInput(f"{SAGEMAKER_TRITON} needs ;json-header-size=<bytes of JSON> in the content type")
-    value = headers.get(HEADER_LENGTH)
-    return None if value is None else _size(value, "Inference-Header-Content-Length")
+    declared = headers.get(HEADER_LENGTH)
+    return None if declared is None else _size(declared, "Inference-Header-Content-Length")
 
 
 def _size(text: str, what: str) -> int:
@@ -118,7 +118,7 @@ def decode(
         raise InvalidInput('"id" must be a string')
     parameters = _parameters(request, "the request")
     return InferRequest(
-        predictor.to_batch(array, artifact),
+        codec.to_batch(array, artifact),
         request_id,
         _outputs(request.get("outputs"), bool(parameters.get("binary_data_output"))),
         sagemaker=media_type == SAGEMAKER_TRITON,
@@ -190,7 +190,7 @@ def _outputs(requested: Any, binary_default: bool) -> tuple[tuple[str, bool], ..
 
 
 def encode(
-    request: InferRequest, prediction: predictor.Prediction, artifact: Artifact, model: str, version: str
+    request: InferRequest, prediction: codec.Prediction, artifact: Artifact, model: str, version: str
 ) -> tuple[bytes, dict[str, str], str]:
     """(body, headers, media type) of the answer: JSON, with binary tensors after it where asked."""
     labels = [artifact.labels[i] for i in prediction.index.tolist()]

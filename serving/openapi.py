@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.predictor import JPEG, JSON, NPY, PNG
+from serving.codec import JPEG, JSON, NPY, PNG
 
 _ERROR = {
     "type": "object",
@@ -195,92 +195,129 @@ def _oip_get(summary: str, schema: dict[str, Any], parameters: list[dict], false
     return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
 
 
-def _oip_paths(name_param: dict, version_param: dict) -> dict[str, Any]:
-    ready = {
-        "type": "object",
-        "required": ["name", "ready"],
-        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
-    }
-    metadata = {
-        "type": "object",
-        "required": ["name", "platform", "inputs", "outputs"],
-        "properties": {
-            "name": {"type": "string"},
-            "versions": {"type": "array", "items": {"type": "string"}},
-            "platform": {"type": "string"},
-            "inputs": {"type": "array", "items": _TENSOR_META},
-            "outputs": {"type": "array", "items": _TENSOR_META},
-        },
-    }
-    infer = {
-        "summary": "Open Inference Protocol inference (JSON tensors; binary ones after the JSON with "
-        "Inference-Header-Content-Length).",
-        "requestBody": {
-            "required": True,
-            "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
-        },
-        "responses": {
-            "200": {
-                "description": "The outputs.",
-                "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
-                "content": {
-                    JSON: {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                },
+_MODEL_READY = {
+    "type": "object",
+    "required": ["name", "ready"],
+    "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+}
+_MODEL_METADATA = {
+    "type": "object",
+    "required": ["name", "platform", "inputs", "outputs"],
+    "properties": {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array", "items": _TENSOR_META},
+        "outputs": {"type": "array", "items": _TENSOR_META},
+    },
+}
+_INFER = {
+    "summary": "Open Inference Protocol inference (JSON tensors; binary ones after the JSON with "
+    "Inference-Header-Content-Length).",
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+    },
+    "responses": {
+        "200": {
+            "description": "The outputs.",
+            "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+            "content": {
+                JSON: {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
-            "400": _oip_error("The request is not one the model takes."),
-            "404": _oip_error("No model (or version) of that name is loaded."),
-            "413": _oip_error("The body is larger than the limit."),
-            "415": _oip_error("The Content-Type is not an inference request."),
-            "500": _oip_error("The model failed; the message names the request id."),
-            "503": _oip_error("Not ready yet, or busy: retry after Retry-After seconds."),
-            "504": _oip_error("The request waited longer than the server's inference timeout."),
         },
-    }
-    server = {
-        "type": "object",
-        "required": ["name", "version", "extensions"],
-        "properties": {
-            "name": {"type": "string"},
-            "version": {"type": "string"},
-            "extensions": {"type": "array", "items": {"type": "string"}},
-        },
-    }
-    live = {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
-    server_ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+        "400": _oip_error("The request is not one the model takes."),
+        "404": _oip_error("No model (or version) of that name is loaded."),
+        "413": _oip_error("The body is larger than the limit."),
+        "415": _oip_error("The Content-Type is not an inference request."),
+        "500": _oip_error("The model failed; the message names the request id."),
+        "503": _oip_error("Not ready yet, or busy: retry after Retry-After seconds."),
+        "504": _oip_error("The request waited longer than the server's inference timeout."),
+    },
+}
+_SERVER_METADATA = {
+    "type": "object",
+    "required": ["name", "version", "extensions"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_LIVE = {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
+_SERVER_READY = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+
+
+def _oip_paths(name_param: dict, version_param: dict) -> dict[str, Any]:
     return {
-        "/v2": _oip_get("Open Inference Protocol: the server's metadata.", server, [], None),
-        "/v2/health/live": _oip_get("Open Inference Protocol: liveness.", live, [], None),
+        "/v2": _oip_get("Open Inference Protocol: the server's metadata.", _SERVER_METADATA, [], None),
+        "/v2/health/live": _oip_get("Open Inference Protocol: liveness.", _LIVE, [], None),
         "/v2/health/ready": _oip_get(
-            "Open Inference Protocol: readiness (400 while loading).", server_ready, [], "400"
+            "Open Inference Protocol: readiness (400 while loading).", _SERVER_READY, [], "400"
         ),
-        "/v2/models/{model_name}": _oip_get("A model's tensors, from its manifest.", metadata, [name_param], None),
-        "/v2/models/{model_name}/ready": _oip_get("Whether a model is ready.", ready, [name_param], None),
+        "/v2/models/{model_name}": _oip_get(
+            "A model's tensors, from its manifest.", _MODEL_METADATA, [name_param], None
+        ),
+        "/v2/models/{model_name}/ready": _oip_get("Whether a model is ready.", _MODEL_READY, [name_param], None),
         "/v2/models/{model_name}/versions/{model_version}": _oip_get(
-            "One version's tensors.", metadata, [name_param, version_param], None
+            "One version's tensors.", _MODEL_METADATA, [name_param, version_param], None
         ),
         "/v2/models/{model_name}/versions/{model_version}/ready": _oip_get(
-            "Whether one version is ready.", ready, [name_param, version_param], None
+            "Whether one version is ready.", _MODEL_READY, [name_param, version_param], None
         ),
-        "/v2/models/{model_name}/infer": {"post": {**infer, "parameters": [name_param]}},
+        "/v2/models/{model_name}/infer": {"post": {**_INFER, "parameters": [name_param]}},
         "/v2/models/{model_name}/versions/{model_version}/infer": {
-            "post": {**infer, "parameters": [name_param, version_param]}
+            "post": {**_INFER, "parameters": [name_param, version_param]}
         },
     }
+
+
+_STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+_PING = {
+    "get": {
+        "summary": "Health: 200 once every model is loaded and warmed up, 503 before.",
+        "responses": {
+            "200": {"description": "Ready.", "content": {JSON: {"schema": _STATUS}}},
+            "503": {"description": "Loading.", "content": {JSON: {"schema": _STATUS}}},
+        },
+    }
+}
+_METRICS = {
+    "get": {
+        "summary": "Prometheus metrics.",
+        "responses": {
+            "200": {"description": "Text exposition format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        },
+    }
+}
+
+
+def _contract_paths(name_param: dict, version_param: dict, image_input: bool) -> dict[str, Any]:
+    """SageMaker's and TorchServe's inference routes; PUT as well as POST, as TorchServe answers both
+    (`curl -T file` sends a PUT)."""
+    both = [name_param, version_param]
+    return {
+        "/invocations": {"post": _inference("SageMaker: predict with the default model.", [], image_input)},
+        "/predictions/{model_name}": {
+            method: _inference("TorchServe: predict with a model's default version.", [name_param], image_input)
+            for method in ("post", "put")
+        },
+        "/predictions/{model_name}/{model_version}": {
+            method: _inference("TorchServe: predict with one version of a model.", both, image_input)
+            for method in ("post", "put")
+        },
+    }
+
+
+def _path_param(name: str, examples: list[str]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "examples": examples}}
 
 
 def document(models: dict[str, list[str]], image_input: bool) -> dict[str, Any]:
     """``models``: name -> versions loaded; ``image_input``: any model reads PNG/JPEG."""
-    names = sorted(models) or ["model"]
-    versions = sorted({v for vs in models.values() for v in vs}) or ["1"]
-    name_param = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "examples": names}}
-    version_param = {
-        "name": "model_version",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "examples": versions},
-    }
-    status = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+    name_param = _path_param("model_name", sorted(models) or ["model"])
+    version_param = _path_param("model_version", sorted({v for vs in models.values() for v in vs}) or ["1"])
     return {
         "openapi": "3.1.0",
         "info": {
@@ -290,38 +327,9 @@ def document(models: dict[str, list[str]], image_input: bool) -> dict[str, Any]:
             "Protocol (KServe v2).",
         },
         "paths": {
-            "/ping": {
-                "get": {
-                    "summary": "Health: 200 once every model is loaded and warmed up, 503 before.",
-                    "responses": {
-                        "200": {"description": "Ready.", "content": {JSON: {"schema": status}}},
-                        "503": {"description": "Loading.", "content": {JSON: {"schema": status}}},
-                    },
-                }
-            },
-            "/invocations": {"post": _inference("SageMaker: predict with the default model.", [], image_input)},
-            # PUT as well as POST, as TorchServe answers both (`curl -T file` sends a PUT).
-            "/predictions/{model_name}": {
-                method: _inference("TorchServe: predict with a model's default version.", [name_param], image_input)
-                for method in ("post", "put")
-            },
-            "/predictions/{model_name}/{model_version}": {
-                method: _inference(
-                    "TorchServe: predict with one version of a model.", [name_param, version_param], image_input
-                )
-                for method in ("post", "put")
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics.",
-                    "responses": {
-                        "200": {
-                            "description": "Text exposition format.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
+            "/ping": _PING,
+            **_contract_paths(name_param, version_param, image_input),
+            "/metrics": _METRICS,
             **_oip_paths(name_param, version_param),
         },
         "components": {

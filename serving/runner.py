@@ -13,13 +13,15 @@ user code; ``forward`` runs on the inference thread with a list of decoded reque
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving import predictor
+from serving import codec
+from serving.batching import array_forward
 
 if TYPE_CHECKING:
     from serving.artifact import Artifact
@@ -48,7 +50,9 @@ class Request:
         return self.headers.get("accept")
 
 
-class Runner:
+class Runner(ABC):
+    """The interface; a subclass implements at least :meth:`forward` (else it fails at construction)."""
+
     kind = "abstract"
     request_types: tuple[str, ...] | None = None
     """Content types accepted before the body is read (415 otherwise); None: the model's code decides."""
@@ -57,9 +61,12 @@ class Runner:
     """decode() gets the request headers (handlers and scripts see them); False spares the copy."""
     device = "cpu"
     max_batch_size = 1
+    artifact: Artifact | None = None
+    """The torch.export artifact a runner serves, if any: the Open Inference Protocol serves only those."""
 
     def check_accept(self, accept: str | None) -> None:
         """Raise NotAcceptable before the body is read, when the runner knows its response types."""
+        return  # a runner whose code picks its response type decides later
 
     def decode(self, body: bytes, media_type: str, headers: Mapping[str, str]) -> Any:
         return Request(body, media_type, headers)
@@ -67,14 +74,16 @@ class Runner:
     def size(self, payload: Any) -> int:
         return 1
 
+    @abstractmethod
     def forward(self, payloads: list[Any]) -> Sequence[Any]:
-        raise NotImplementedError
+        """One result (or exception, failing only its own request) per payload, in order."""
 
     def encode(self, result: Any, accept: str | None) -> Reply:
         return result
 
     def warm_up(self) -> None:
         """One forward pass before /ping says ready, where the runner can make an input."""
+        return  # a runner that cannot make an input warms up on its first request
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "device": self.device}
@@ -86,34 +95,37 @@ class NativeRunner(Runner):
     kind = "torch.export"
     reads_headers = False
 
+    artifact: Artifact
+
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact
-        self.request_types = predictor.request_types(artifact)
-        self.image_input = predictor.image_mode(artifact) is not None
+        self._batched = array_forward(self._predict, split=codec.Prediction.split)
+        self.request_types = codec.request_types(artifact)
+        self.image_input = codec.image_mode(artifact) is not None
         self.device = artifact.device
         self.max_batch_size = artifact.max_batch_size
 
     def check_accept(self, accept: str | None) -> None:
-        predictor.response_type(accept)
+        codec.response_type(accept)
 
     def decode(self, body: bytes, media_type: str, headers: Mapping[str, str]) -> np.ndarray:
-        return predictor.decode(body, media_type, self.artifact)
+        return codec.decode(body, media_type, self.artifact)
 
     def size(self, payload: np.ndarray) -> int:
         return len(payload)
 
-    def forward(self, payloads: list[np.ndarray]) -> list[predictor.Prediction]:
-        if len(payloads) == 1:
-            return [predictor.postprocess(predictor.predict(self.artifact, payloads[0]))]
-        outputs = predictor.postprocess(predictor.predict(self.artifact, np.concatenate(payloads)))
-        return outputs.split([len(p) for p in payloads])
+    def _predict(self, batch: np.ndarray) -> codec.Prediction:
+        return codec.postprocess(predict(self.artifact, batch))
 
-    def encode(self, result: predictor.Prediction, accept: str | None) -> Reply:
-        media_type = predictor.response_type(accept)
-        return Reply(predictor.encode(self.artifact, result, media_type), media_type)
+    def forward(self, payloads: list[np.ndarray]) -> Sequence[codec.Prediction]:
+        return self._batched(payloads)  # one pass over the concatenated requests, split back per request
+
+    def encode(self, result: codec.Prediction, accept: str | None) -> Reply:
+        media_type = codec.response_type(accept)
+        return Reply(codec.encode(self.artifact, result, media_type), media_type)
 
     def warm_up(self) -> None:
-        predictor.predict(self.artifact, np.zeros((1, *self.artifact.input_shape), dtype=np.float32))
+        predict(self.artifact, np.zeros((1, *self.artifact.input_shape), dtype=np.float32))
 
     def describe(self) -> dict[str, Any]:
         manifest = self.artifact.manifest
@@ -128,3 +140,16 @@ class NativeRunner(Runner):
             "layout": "channels_last" if self.artifact.channels_last else "contiguous",
             "fused_conv_relu": getattr(self.artifact.module, "fused", 0),
         }
+
+
+def predict(artifact: Artifact, batch: np.ndarray) -> np.ndarray:
+    """Logits for a validated batch. Runs on the inference thread, never on the event loop."""
+    import torch
+
+    with torch.inference_mode():
+        x = torch.from_numpy(batch)
+        if artifact.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if artifact.device != "cpu":
+            x = x.to(artifact.device, non_blocking=True)
+        return artifact.module(x).float().cpu().numpy()

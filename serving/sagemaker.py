@@ -96,9 +96,9 @@ def encode_array(value: Any, content_type: str) -> bytes:
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
         return buffer.getvalue()
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(array.reshape(len(array), -1).tolist() if array.ndim else [[array.item()]])
-    return buffer.getvalue().encode()
+    text = io.StringIO()
+    csv.writer(text).writerows(array.reshape(len(array), -1).tolist() if array.ndim else [[array.item()]])
+    return text.getvalue().encode()
 
 
 def parse_accept(accept: str | None) -> list[str]:

@@ -54,7 +54,8 @@ def _strip_archive_suffix(name: str) -> str:
     return name
 
 
-def _version_key(version: str) -> tuple[int, int | str]:
+def version_key(version: str) -> tuple[int, int | str]:
+    """Sort key of versions: numbered ones in numeric order, after any named ones (the highest is the default)."""
     return (1, int(version)) if version.isdigit() else (0, version)
 
 
@@ -90,7 +91,7 @@ def _versions(name: str, path: Path, store: Path) -> list[ModelRef]:
             f"model {name!r}: {path} holds no artifact (a {MANIFEST} or model.tar.gz) and no "
             "version sub-directories with one"
         )
-    return sorted(refs, key=lambda r: _version_key(r.version))
+    return sorted(refs, key=lambda r: version_key(r.version))
 
 
 def inside(store: Path, path: Path, what: str = "model store") -> Path:
@@ -133,7 +134,7 @@ def plan(model_dir: Path, model_store: Path | None, models: str | None) -> list[
     if model_store is not None and not model_store.is_dir():
         raise LayoutError(f"model store {model_store} is not a directory")
     refs: list[ModelRef] = []
-    if models:
+    if models and model_store is not None:  # (without a store, --models was refused above)
         seen: set[str] = set()
         for entry in filter(None, (e.strip() for e in models.split(","))):
             name, sep, rel = entry.partition("=")

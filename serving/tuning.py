@@ -3,15 +3,14 @@
 Two choices, each kept only when it runs and agrees with the model as exported within 1e-4 (relative
 to the largest logit) on a seeded batch:
 
-- **channels-last layout.** PyTorch's CPU convolutions (oneDNN) work in NHWC internally: a model fed
-  NCHW tensors pays a reorder of its activations in every call. On this project's benchmark CNN, NHWC
-  gives 1.3x (three convolutions of 128-256 channels) to 2x (64-128 channels) the samples/s at batch 16.
-  The layout is memory only, but a graph may hold an op that assumes contiguous strides (``view`` on an
-  activation), and some models (depthwise convolutions) run slower in NHWC: it is also timed, and kept
-  only when faster.
+- **channels-last layout.** PyTorch's CPU convolutions (oneDNN) work in NHWC internally: a model fed NCHW
+  tensors pays a reorder of its activations in every call, which NHWC saves (docs/serving.md, "Measured", on
+  this project's benchmark CNN). The layout is memory only, but a graph may hold an op that assumes
+  contiguous strides (``view`` on an activation), and some models (depthwise convolutions) run slower in
+  NHWC: it is also timed, and kept only when faster.
 - **convolution + ReLU fused** into one oneDNN call (serving/program.py, ``fuse_conv_relu``; programs
-  run by this server's interpreter only): it removes a pass over each activation, 1.1x on the benchmark
-  CNN, bit for bit the same there. Not timed: a few runs at load are noisier than its gain.
+  run by this server's interpreter only): it removes a pass over each activation (a smaller gain, in
+  "Measured" too), bit for bit the same on the benchmark CNN. Not timed: a few runs at load are noisier than its gain.
 
 The server logs the choices and ``describe()`` reports them.
 """
@@ -106,8 +105,9 @@ def tune_for_cpu(artifact: Artifact, batch_size: int) -> Artifact:
                 x_nhwc,
                 reference,
                 best,
-                lambda: module.to(memory_format=torch.channels_last),
-                lambda: module.to(memory_format=torch.contiguous_format),
+                # nn.Module.to takes memory_format at run time; torch's stubs list no such overload
+                lambda: module.to(memory_format=torch.channels_last),  # type: ignore[call-overload]
+                lambda: module.to(memory_format=torch.contiguous_format),  # type: ignore[call-overload]
             )
             if seconds is not None:
                 x, best, channels_last = x_nhwc, seconds, True

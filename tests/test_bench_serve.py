@@ -236,3 +236,34 @@ def test_a_second_round_starts_every_server_afresh(tmp_path: Path) -> None:
     header, _ = _table(proc.stdout.splitlines(), "goal  ")
     assert header == ["goal", "worst round", "range over 2 rounds", "target", "result"]
     assert list(work.iterdir()) == []
+
+
+def test_the_baseline_runs_right_after_ours_and_the_raw_forward() -> None:
+    from bench.serve import BASELINE, run_order
+
+    servers = ["ours", "torchserve", "bare", *KINDS]
+    assert run_order(servers, "cnn", True) == ["ours", "raw forward", BASELINE, "torchserve", "bare"]
+    assert run_order(servers, "cnn", False) == ["ours", "raw forward", "torchserve", "bare"]
+    assert run_order(servers, "mlp", True) == ["ours", BASELINE, "torchserve", "bare", *KINDS]
+    assert run_order(["bare"], "cnn", False) == ["bare", "raw forward"]
+
+
+def test_baseline_tree_is_checked_and_gives_an_after_before_table(tmp_path: Path) -> None:
+    from bench.serve import BASELINE, Result, _parse, report
+
+    with pytest.raises(SystemExit):
+        _parse(["--baseline-tree", str(tmp_path)])  # not a checkout: no serving/__main__.py
+    (tmp_path / "serving").mkdir()
+    (tmp_path / "serving" / "__main__.py").write_text("")
+    with pytest.raises(SystemExit):
+        _parse(["--baseline-tree", str(tmp_path), "--servers", "bare"])  # nothing to compare with
+    assert _parse(["--baseline-tree", str(tmp_path)]).baseline_tree == tmp_path.resolve()
+
+    def row(server: str, rps: float, p99: float) -> Result:
+        return Result("mlp", server, "", rps=rps, p50_ms=1.0, p99_ms=p99, rss_mib=100.0, others=0.0)
+
+    text, missed = report([row("ours", 900.0, 2.0), row(BASELINE, 1000.0, 4.0), row("bare", 1000.0, 2.0)])
+    assert missed == []  # the baseline is no goal's denominator
+    header, rows = _table(text.splitlines(), "round")
+    assert header[2] == "requests/s after/before"
+    assert rows == [["1", "mlp", "0.900", "1.000", "0.500", "1.000"]]

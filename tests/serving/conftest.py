@@ -50,9 +50,10 @@ def app_client(models, policy=None, **state_kwargs) -> Iterator[tuple]:
     """
     from starlette.testclient import TestClient
 
-    from serving.app import LoadedModel, ServerState, build_app
+    from serving.app import build_app
     from serving.batching import BatchPolicy
     from serving.runner import NativeRunner
+    from serving.state import LoadedModel, ServerState
 
     if not isinstance(models, list):
         models = [("model", "1", models)]

@@ -15,16 +15,9 @@ import torch
 from torch import nn
 
 from bench.serve import write_artifact
-from serving.program import (
-    DTYPES,
-    LAYOUTS,
-    MEMORY_FORMATS,
-    SCHEMA_MAJOR,
-    SYM_OPS,
-    ArchiveProgram,
-    Unsupported,
-    load_program,
-)
+from serving.program import ArchiveProgram, load_program
+from serving.program_steps import SYM_OPS
+from serving.pt2_archive import DTYPES, LAYOUTS, MEMORY_FORMATS, SCHEMA_MAJOR, Unsupported
 from trainer.artifact import export_program
 from trainer.model import build_model
 

@@ -15,7 +15,7 @@ import pytest
 
 from serving.artifact import Artifact, load_artifact
 from serving.batching import Batcher, BatchPolicy, QueueFull, array_forward
-from serving.predictor import predict
+from serving.runner import predict
 
 
 @pytest.fixture(scope="module")

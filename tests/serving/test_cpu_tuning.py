@@ -17,8 +17,8 @@ from torch import nn
 
 from bench.serve import write_artifact
 from serving.artifact import Artifact, load_artifact
-from serving.predictor import predict
 from serving.program import ArchiveProgram
+from serving.runner import predict
 from serving.tuning import tune_for_cpu
 
 

@@ -23,7 +23,7 @@ DELAY_MS = 3000
 
 
 def port_is_free_to_serve_again(port: int) -> bool:
-    """Whether a new server could bind the port now, as serving/__main__.py binds it (SO_REUSEADDR).
+    """Whether a new server could bind the port now, as serving/server.py binds it (SO_REUSEADDR).
 
     Not tests.conftest.port_is_free: without SO_REUSEADDR, bind fails for 60 s after a drain that answered
     requests, because the server closed those connections first and its ends sit in TIME_WAIT. That is TCP, not
@@ -193,7 +193,7 @@ def test_extracted_archives_are_removed_when_a_signal_ends_the_server(
     tiny_artifact_template: Path, tmp_path: Path, start_server, stop: signal.Signals
 ) -> None:
     """uvicorn ends the process by re-raising the signal, past any ``finally`` around its run: the clean-up
-    runs inside its signal handling instead (serving/__main__.py ``_server``)."""
+    runs inside its signal handling instead (serving/server.py ``_server``)."""
     import tarfile
 
     from tests.serving.test_limits import _image_mar

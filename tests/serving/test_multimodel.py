@@ -60,9 +60,10 @@ def host(tmp_path: Path):
     """An in-process server in multi-model mode, whose budget and loads the test controls."""
     from starlette.testclient import TestClient
 
-    from serving.app import LoadedModel, ServerState, build_app
+    from serving.app import build_app
     from serving.loading import load_runner
     from serving.multimodel import MultiModelHost, build_multi_model_app, handles
+    from serving.state import LoadedModel, ServerState
 
     root = tmp_path / "models"
     root.mkdir()

@@ -332,6 +332,9 @@ def test_a_handler_model_is_not_served_on_the_protocol(tmp_path: Path) -> None:
     class Handler(Runner):
         kind = "torchserve"
 
+        def forward(self, payloads):
+            raise AssertionError("the route refuses the request before any forward pass")
+
     with app_client([("h", "1", Handler())]) as (http, _):
         assert http.get("/v2/models/h").status_code == 400
         status, got = _infer(http, _tensor(), path="/v2/models/h/infer")
@@ -340,6 +343,6 @@ def test_a_handler_model_is_not_served_on_the_protocol(tmp_path: Path) -> None:
 
 
 def test_the_app_and_the_codec_agree_on_the_sagemaker_content_type() -> None:
-    from serving import app, oip
+    from serving import inference, oip
 
-    assert app.SAGEMAKER_TRITON == oip.SAGEMAKER_TRITON
+    assert inference.SAGEMAKER_TRITON == oip.SAGEMAKER_TRITON

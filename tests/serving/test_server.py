@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from serving.app import LoadedModel, ServerState, build_app
+from serving.app import build_app
 from serving.artifact import load_artifact
 from serving.runner import NativeRunner
+from serving.state import LoadedModel, ServerState
 from tests.conftest import REPO, http_request, port_is_free
 from tests.serving.conftest import app_client
 
@@ -192,7 +193,7 @@ def test_nothing_heavy_is_imported_before_the_socket_listens() -> None:
     # SageMaker wants the port listening within 250 ms: torch (~1 s to import) must load on the inference
     # thread, after bind(). Everything the main thread imports before uvicorn runs is checked here.
     code = (
-        "import sys; import serving.__main__, serving.app, serving.batching, serving.store, serving.predictor, "
+        "import sys; import serving.__main__, serving.app, serving.batching, serving.store, serving.codec, "
         "serving.runner, serving.metrics, serving.openapi, serving.errors, serving.management, uvicorn; "
         "heavy = sorted(m for m in ('torch', 'PIL', 'ts') if m in sys.modules); "
         "print(heavy); sys.exit(bool(heavy))"

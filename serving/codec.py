@@ -1,35 +1,45 @@
-"""The small steps of an inference: decode the request, run the model, encode the response.
+"""The tensor codec of a torch.export model: request bodies to arrays, results to response bodies.
 
-Each is a plain function of its inputs so it can be tested without a server. Errors that are the
+The small steps around a forward pass (serving/runner.py runs the pass itself): decode the request,
+postprocess the logits, encode the response. Each is a plain function of its inputs so it can be tested
+without a server. Errors that are the
 client's fault raise :class:`InvalidInput` (400), :class:`UnsupportedMediaType` (415) or
 :class:`NotAcceptable` (406) from serving/errors.py, with a message that says what was expected.
 
 numpy only at import time: torch is imported by whoever loads a model, so the server can bind and
-answer ``/ping`` (503) before the ~1 s torch import.
+answer ``/ping`` (503) before the slow torch import.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import json
 import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-
-try:
-    import simdjson
-except ImportError:  # an optimisation only: without it every body takes the general path
-    simdjson = None
 
 from serving.errors import InvalidInput, NotAcceptable, UnsupportedMediaType
 from serving.images import open_image
 
 if TYPE_CHECKING:
     from serving.artifact import Artifact
+
+
+def _optional(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+simdjson = _optional("simdjson")
+"""An optimisation only: without it every body takes the general path."""
 
 
 MAX_JSON_DEPTH = 32
@@ -90,7 +100,7 @@ def decode_json(body: bytes, artifact: Artifact) -> np.ndarray:
     if array is not None:
         return to_batch(array, artifact, finite=True)
     try:
-        payload = orjson.loads(body)  # ~6x faster than json.loads on a 12 KB image: most of a request's CPU
+        payload = orjson.loads(body)  # several times json.loads's speed (docs/serving.md, "Measured")
     except orjson.JSONDecodeError:
         payload = _loads_for_the_message(body)  # invalid for orjson: the standard parser says precisely why
     if isinstance(payload, dict):
@@ -127,16 +137,16 @@ def _skeleton(shape: tuple[int, ...], count: int | None, wrapped: bool) -> bytes
 def _plain_array(body: bytes, shape: tuple[int, ...]) -> np.ndarray | None:
     """The common request, read without building a Python object per number: a body that is exactly
     ``{"instances": [...]}`` or a bare list holding N instances of ``shape`` (or one bare instance), all
-    numbers. simdjson validates the JSON and converts the numbers into one float64 buffer (27 against 95 us
-    with orjson + numpy for a 3x32x32 image); the body's brackets and commas, compared with those of an
-    array of that shape, prove it rectangular. Anything else (other keys, strings, deeper or ragged
+    numbers. simdjson validates the JSON and converts the numbers into one float64 buffer (in about half
+    the time orjson + numpy take: docs/serving.md, "Measured"); the body's brackets and commas, compared
+    with those of an array of that shape, prove it rectangular. Anything else (other keys, strings, deeper or ragged
     nesting, numbers simdjson refuses) returns None, and the general path reads it and says what is wrong."""
     if simdjson is None:
         return None
     try:
         document = simdjson.Parser().parse(body)
         wrapped = isinstance(document, simdjson.Object)
-        values = document["instances"] if wrapped else document
+        values = document["instances"] if isinstance(document, simdjson.Object) else document
         if not isinstance(values, simdjson.Array):
             return None
         flat = np.frombuffer(values.as_buffer(of_type="d"), dtype=np.float64)
@@ -287,19 +297,6 @@ def _leaves(value: Any, limit: int = 100_000):
         else:
             limit -= 1
             yield item
-
-
-def predict(artifact: Artifact, batch: np.ndarray) -> np.ndarray:
-    """Logits for a validated batch. Runs on the inference thread, never on the event loop."""
-    import torch
-
-    with torch.inference_mode():
-        x = torch.from_numpy(batch)
-        if artifact.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if artifact.device != "cpu":
-            x = x.to(artifact.device, non_blocking=True)
-        return artifact.module(x).float().cpu().numpy()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

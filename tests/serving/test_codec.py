@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from serving.artifact import Artifact, load_artifact
-from serving.predictor import (
+from serving.codec import (
     JPEG,
     JSON,
     NPY,
@@ -26,10 +26,10 @@ from serving.predictor import (
     encode,
     encode_response,
     postprocess,
-    predict,
     request_types,
     response_type,
 )
+from serving.runner import predict
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +264,7 @@ def test_a_batch_prediction_splits_into_the_predictions_of_its_requests(artifact
         np.testing.assert_allclose(part.probs, alone.probs, rtol=1e-6, atol=1e-7)
 
 
-# The simdjson path (predictor._plain_array) must answer exactly as the general path for every body.
+# The simdjson path (codec._plain_array) must answer exactly as the general path for every body.
 _ROW = [3, 0, 255, 17.5, 1e2, -0.0, 2e-3, 9]
 _INSTANCE = [[_ROW] * 8]  # [1, 8, 8]
 _SAME_AS_GENERAL = {
@@ -299,7 +299,7 @@ _SAME_AS_GENERAL = {
 def test_the_simdjson_path_answers_as_the_general_path(
     artifact: Artifact, body: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from serving import predictor
+    from serving import codec
 
     def outcome() -> object:
         try:
@@ -308,7 +308,7 @@ def test_the_simdjson_path_answers_as_the_general_path(
             return f"400: {exc}"
 
     fast = outcome()
-    monkeypatch.setattr(predictor, "simdjson", None)
+    monkeypatch.setattr(codec, "simdjson", None)
     general = outcome()
     if isinstance(general, str):
         assert fast == general
@@ -319,7 +319,7 @@ def test_the_simdjson_path_answers_as_the_general_path(
 
 
 def test_the_simdjson_path_takes_the_common_bodies(artifact: Artifact) -> None:
-    from serving.predictor import _plain_array
+    from serving.codec import _plain_array
 
     for name in (
         "wrapped batch",
