@@ -17,7 +17,7 @@ Each round runs two processes one after the other (which goes first alternates),
   ``step_seconds`` (optimizer steps only: evaluation and checkpoint writes excluded) and
   ``checkpoint_seconds``.
 - **bare**: this module re-invoked with ``--bare``: the PNGs read with PIL, the same model from
-  ``trainer.model.build_model``, AdamW with the same parameter groups, the same warmup + cosine
+  ``trainer.model.build.build_model``, AdamW with the same parameter groups, the same warmup + cosine
   ``LambdaLR``, a plain ``DataLoader(shuffle=True)`` and nothing else. Steps are timed the same way
   (per epoch, from creating the loader's iterator to the end of its last step). After the loop it ships
   the model the way any script must for it to be served: ``torch.export`` with a dynamic batch, save,
@@ -120,10 +120,10 @@ def _load_demo_channel(channel: Path) -> tuple[Any, Any, list[str]]:
 
 
 def _build_model(cfg: dict[str, Any], images, num_classes: int):
-    """``trainer.model.build_model`` with the arguments trainer/__main__.py gives it, whatever its signature."""
+    """``trainer.model.build.build_model`` with the arguments trainer/__main__.py gives it, whatever its signature."""
     import inspect
 
-    from trainer.model import build_model
+    from trainer.model.build import build_model
 
     pixels = images / 255.0
     kwargs: dict[str, Any] = {

@@ -57,7 +57,7 @@ from trainer.artifact import (
     write_manifest,
 )
 from trainer.config import TrainConfig
-from trainer.data import load_channels
+from trainer.data.channels import load_channels
 from trainer.distributed import (
     LaunchConfig,
     compute_cleanup,
@@ -73,7 +73,8 @@ from trainer.distributed import (
 )
 from trainer.errors import TrainerError
 from trainer.loop import Checkpointing, Stopped, evaluate, train
-from trainer.model import build_model, check_exportable_isolated
+from trainer.model.build import ModelSpec
+from trainer.model.export_check import check_exportable_isolated
 from trainer.privileges import drop_privileges, write_file
 from trainer.sagemaker_env import Cluster, SageMakerEnv
 from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
@@ -102,20 +103,20 @@ def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
     mean = pixels.mean(dim=(0, 2, 3)).tolist()
     std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
     images = train_split.images
-    build_kwargs = {
-        "name": cfg.model,
-        "in_channels": images.shape[1],
-        "image_size": tuple(images.shape[2:]),
-        "num_classes": len(train_split.classes),
-        "width": cfg.width,
-        "dropout": cfg.dropout,
-        "mean": mean,
-        "std": std,
-        "code_dir": env.base_dir / "code",
-    }
-    model = build_model(**build_kwargs)
+    spec = ModelSpec(
+        name=cfg.model,
+        in_channels=images.shape[1],
+        image_size=(images.shape[2], images.shape[3]),
+        num_classes=len(train_split.classes),
+        width=cfg.width,
+        dropout=cfg.dropout,
+        mean=mean,
+        std=std,
+        code_dir=env.base_dir / "code",
+    )
+    model = spec.build()
     # Before the first step, on every rank: a model the artifact cannot hold fails now, not after training.
-    check_exportable_isolated(build_kwargs, images[:2], spec=cfg.model, num_classes=len(train_split.classes))
+    check_exportable_isolated(spec, images[:2])
     model = model.to(runtime.device)
     ckpt = Checkpointing(
         root=env.checkpoint_dir,

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from trainer import checkpoint
 from trainer.config import TrainConfig
-from trainer.data import Split
+from trainer.data.samples import Split
 from trainer.distributed import Runtime, any_rank, collective_device
 from trainer.errors import ConfigError
 from trainer.signals import StopFlags

@@ -26,7 +26,7 @@ from serving.program import (
     load_program,
 )
 from trainer.artifact import export_program
-from trainer.model import build_model
+from trainer.model.build import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import torch
 
 from trainer import checkpoint
 from trainer.config import TrainConfig
-from trainer.data import Split
+from trainer.data.samples import Split
 from trainer.loop import EpochSampler, make_loader
 
 
