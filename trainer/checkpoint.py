@@ -40,6 +40,15 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)$")
 
 
+@dataclass
+class Checkpointing:
+    """Where checkpoints go and how many to keep; ``uploader`` mirrors each to S3 when configured."""
+
+    root: Path
+    keep: int
+    uploader: Callable[[Path], None] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     path: Path

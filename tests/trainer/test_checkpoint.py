@@ -11,7 +11,7 @@ import torch
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data.samples import Split
-from trainer.loop import EpochSampler, make_loader
+from trainer.sampler import EpochSampler, make_loader
 
 
 def _state(step: int) -> dict:
