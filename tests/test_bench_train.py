@@ -24,23 +24,17 @@ def _cells(line: str) -> list[str]:
     return re.split(r"\s{2,}", line.strip())
 
 
-@pytest.mark.slow
-def test_bench_train_prints_the_table(dataset: Path) -> None:
+def _one_round(dataset: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """One 1-epoch round of the bench on one thread; fails the test unless the bench exits 0."""
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "bench.train",
-            "--epochs",
-            "1",
-            "--repeats",
-            "1",
-            "--max-runs",
-            "1",
-            "--threads",
-            "1",
+            *("--epochs", "1", "--repeats", "1", "--max-runs", "1", "--threads", "1"),
             "--data",
             str(dataset),
+            *extra,
         ],
         cwd=REPO,
         capture_output=True,
@@ -49,6 +43,12 @@ def test_bench_train_prints_the_table(dataset: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, f"bench failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_bench_train_prints_the_table(dataset: Path) -> None:
+    result = _one_round(dataset)
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("metric (median)"))
     table = {_cells(line)[0]: _cells(line) for line in lines[header + 1 : header + 1 + len(ROWS)]}
@@ -150,18 +150,7 @@ def test_compare_gives_after_over_before_round_by_round() -> None:
 @pytest.mark.slow
 def test_bench_train_runs_a_baseline_tree_side_by_side(dataset: Path) -> None:
     """The repository itself as the baseline: both trainers run in each round and the second table appears."""
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.train", "--epochs", "1", "--repeats", "1", "--max-runs", "1"),
-            *("--threads", "1", "--data", str(dataset), "--baseline-tree", str(REPO)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert result.returncode == 0, f"bench failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    result = _one_round(dataset, "--baseline-tree", str(REPO))
     lines = result.stdout.splitlines()
     run = next(line for line in lines if line.startswith("run 1"))
     assert "trainer " in run
