@@ -2,7 +2,7 @@
 
 Layout, one directory per checkpoint under ``<base>/checkpoints`` (synced to S3 by SageMaker)::
 
-    step-<n>/state.pt        model, optimizer, scheduler, grad scaler, progress, RNG states
+    step-<n>/state.pt        the training state (trainer/state.py's TrainState: model, optimizer, ...)
     step-<n>/manifest.json   sha256 and size of every file: the commit marker, written last
 
 A checkpoint is built in a hidden temporary directory, every file fsynced, then renamed into place,
