@@ -20,6 +20,8 @@ from trainer.rng import RankRngs
 
 
 class Stateful(Protocol):
+    """A part of the state: torch's pair of methods, whatever the part returns and takes back."""
+
     def state_dict(self) -> Any: ...
 
     def load_state_dict(self, state: Any, /) -> object: ...
