@@ -2,11 +2,12 @@
 
 ::
 
-    python -m bench.train                      # 30 epochs (the trainer's default), median of 3 quiet pairs
+    python -m bench.train                      # 30 epochs (the trainer's default), median of 3 quiet rounds
     python -m bench.train --epochs 5 --repeats 1 --threads 1
     python -m bench.train --data .deepcloud/data/digits --keep   # keep the job dirs and logs
+    python -m bench.train --baseline-tree /work/before            # also the trainer of another checkout
 
-Each pair runs two processes one after the other (which goes first alternates), both with
+Each round runs two processes one after the other (which goes first alternates), both with
 ``OMP_NUM_THREADS=--threads``:
 
 - **trainer**: ``python -m trainer train`` in a fresh SageMaker job layout (as ``tests/conftest.py``
@@ -16,11 +17,18 @@ Each pair runs two processes one after the other (which goes first alternates), 
   ``step_seconds`` (optimizer steps only: evaluation and checkpoint writes excluded) and
   ``checkpoint_seconds``.
 - **bare**: this module re-invoked with ``--bare``: the PNGs read with PIL, the same model from
-  ``trainer.model.build_model``, AdamW with the same parameter groups, the same warmup + cosine
+  ``trainer.model.build.build_model``, AdamW with the same parameter groups, the same warmup + cosine
   ``LambdaLR``, a plain ``DataLoader(shuffle=True)`` and nothing else. Steps are timed the same way
   (per epoch, from creating the loader's iterator to the end of its last step). After the loop it ships
   the model the way any script must for it to be served: ``torch.export`` with a dynamic batch, save,
   reload, evaluate the reload on validation and test.
+
+With ``--baseline-tree DIR`` each round runs a third process, **before**: ``python -m trainer train`` of the
+checkout at ``DIR`` (its own process, cwd and ``PYTHONPATH`` at ``DIR``, this interpreter), on the same job
+layout and hyperparameters. The rounds rotate which of the three goes first, and a second table compares
+this tree's trainer (*after*) with it: samples/s, checkpoint overhead and memory, as after/before ratios,
+plus each side's trainer/bare ratio. Side by side under the same load, the ratios compare a refactor fairly
+even where the absolute figures are noisy.
 
 samples/s = training samples x epochs / step seconds. Peak resident memory is shown twice:
 
@@ -32,9 +40,9 @@ samples/s = training samples x epochs / step seconds. Peak resident memory is sh
 On a shared machine a run that competes for the cores with another process can be several times slower
 (OpenMP threads wait for each other), which says nothing about the trainer. So each run also measures
 the share of all CPUs that other processes used meanwhile (``/proc/stat`` minus the child's own CPU
-time); pairs in which both runs saw at most 10% are *quiet*. The bench alternates trainer and bare
-until it has ``--repeats`` quiet pairs (or ``--max-runs`` pairs) and reports medians over the quiet
-pairs (over all pairs, with a warning, when none was quiet). The goals (ratio >= 0.95, checkpoint
+time); rounds in which every run saw at most 10% are *quiet*. The bench runs rounds until it has
+``--repeats`` quiet ones (or ``--max-runs`` rounds) and reports medians over the quiet rounds (over all
+rounds, with a warning, when none was quiet). The goals (ratio >= 0.95, checkpoint
 overhead <= 2%, memory <= 1.1x bare) are informational: the exit status is 0 unless a process failed.
 """
 
@@ -112,10 +120,10 @@ def _load_demo_channel(channel: Path) -> tuple[Any, Any, list[str]]:
 
 
 def _build_model(cfg: dict[str, Any], images, num_classes: int):
-    """``trainer.model.build_model`` with the arguments trainer/__main__.py gives it, whatever its signature."""
+    """``trainer.model.build.build_model`` with the arguments trainer/__main__.py gives it, whatever its signature."""
     import inspect
 
-    from trainer.model import build_model
+    from trainer.model.build import build_model
 
     pixels = images / 255.0
     kwargs: dict[str, Any] = {
@@ -265,12 +273,14 @@ def _done_written(metrics: Path) -> bool:
         return False
 
 
-def run_child(cmd: list[str], env: dict[str, str], log: Path, timeout: float, done_marker: Path | None = None) -> Child:
-    """Run ``cmd`` to its end, output to ``log``; peak RSS from wait4 (this child only, not the bench)."""
+def run_child(
+    cmd: list[str], env: dict[str, str], log: Path, timeout: float, done_marker: Path | None = None, cwd: Path = REPO
+) -> Child:
+    """Run ``cmd`` in ``cwd`` to its end, output to ``log``; peak RSS from wait4 (this child only, not the bench)."""
     started, busy0, self0 = time.perf_counter(), _busy_cpu_seconds(), _self_cpu_seconds()
     with log.open("wb") as out:
         # A session of its own: an interrupted bench kills it with everything it started (DataLoader workers).
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     finished = threading.Event()
     hwm: list[int | None] = [None]
 
@@ -320,19 +330,28 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def run_trainer(
-    work: Path, n: int, dataset: Path, hp: dict[str, str], env: dict[str, str], timeout: float
+    work: Path,
+    n: int,
+    dataset: Path,
+    hp: dict[str, str],
+    env: dict[str, str],
+    timeout: float,
+    tree: Path = REPO,
+    name: str = "trainer",
 ) -> dict[str, Any]:
-    base = make_job(work / f"job-{n}", dataset, hp)
+    """One run of ``python -m trainer train`` from the checkout at ``tree`` (cwd and PYTHONPATH there)."""
+    base = make_job(work / f"job-{name}-{n}", dataset, hp)
     metrics = base / "output" / "data" / "metrics.jsonl"
     child = run_child(
         [sys.executable, "-m", "trainer", "train"],
-        {**env, "SAGEMAKER_BASE_DIR": str(base)},
-        work / f"trainer-{n}.log",
+        {**env, "SAGEMAKER_BASE_DIR": str(base), "PYTHONPATH": _pythonpath(tree)},
+        work / f"{name}-{n}.log",
         timeout,
         done_marker=metrics,
+        cwd=tree,
     )
     if child.returncode != 0:
-        raise RuntimeError(f"trainer run {n} exited {child.returncode}:\n{_tail(child.log)}")
+        raise RuntimeError(f"{name} run {n} exited {child.returncode}:\n{_tail(child.log)}")
     done = [r for r in map(json.loads, metrics.read_text().splitlines()) if r.get("type") == "done"]
     if not done or "step_seconds" not in done[-1]:
         raise RuntimeError(f"{metrics} has no 'done' line with step_seconds: the trainer no longer reports it")
@@ -345,6 +364,10 @@ def run_trainer(
         "wall": child.wall,
         "others": child.others,
     }
+
+
+def _pythonpath(tree: Path) -> str:
+    return os.pathsep.join(filter(None, (str(tree), os.environ.get("PYTHONPATH"))))
 
 
 def run_bare(
@@ -383,9 +406,9 @@ def _pct(share: float | None) -> str:
     return "?" if share is None else f"{100 * share:.0f}%"
 
 
-def _quiet(trainer_run: dict, bare_run: dict) -> bool:
-    """Both runs of a pair saw at most QUIET of the CPUs used by other processes (unknown counts as quiet)."""
-    return all(r["others"] is None or r["others"] <= QUIET for r in (trainer_run, bare_run))
+def _quiet(*runs: dict) -> bool:
+    """Every run of a round saw at most QUIET of the CPUs used by other processes (unknown counts as quiet)."""
+    return all(r["others"] is None or r["others"] <= QUIET for r in runs)
 
 
 def _verdict(ok: bool | None) -> str:
@@ -449,6 +472,42 @@ def report(trainer_runs: list[dict], bare_runs: list[dict], train_samples: int, 
     return f"{table}\npaired    median of the per-run samples/s ratios (adjacent runs, same load): {paired:.3f}"
 
 
+def compare(after_runs: list[dict], before_runs: list[dict], bare_runs: list[dict], samples: int) -> str:
+    """The ``--baseline-tree`` table: this tree's trainer (after) against the baseline tree's (before), with
+    each side's trainer/bare ratio; ``samples`` is training samples x epochs. Runs are aligned by round."""
+    med = statistics.median
+
+    def rate(run: dict) -> float:
+        return samples / run["step_seconds"]
+
+    def figures(runs: list[dict]) -> dict[str, float | None]:
+        loop = [_mib(r["loop_hwm_kib"]) for r in runs if r["loop_hwm_kib"]]
+        return {
+            "samples/s": med(rate(r) for r in runs),
+            "samples/s ratio to bare": med(
+                rate(r) / (b["samples"] / b["step_seconds"]) for r, b in zip(runs, bare_runs, strict=True)
+            ),
+            "checkpoint overhead %": med(100 * r["checkpoint_seconds"] / r["step_seconds"] for r in runs),
+            "peak RSS MiB, training loop": med(loop) if loop else None,
+            "peak RSS MiB, whole process": med(_mib(r["maxrss_kib"]) for r in runs),
+        }
+
+    after, before = figures(after_runs), figures(before_runs)
+    formats = {"samples/s ratio to bare": ".3f", "checkpoint overhead %": ".2f"}
+    rows = []
+    for name, a in after.items():
+        b, fmt = before[name], formats.get(name, ".0f")
+        ratio = None if a is None or not b else a / b
+        rows.append((name, _cell(a, fmt), _cell(b, fmt), _cell(ratio, ".3f")))
+    header = ("metric (median)", "after", "before", "after/before")
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    paired = med(rate(a) / rate(b) for a, b in zip(after_runs, before_runs, strict=True))
+    table = "\n".join(fmt.format(*row).rstrip() for row in (header, *rows))
+    line = f"paired    median of the per-round after/before samples/s ratios (same round, same load): {paired:.3f}"
+    return f"{table}\n{line}"
+
+
 # ------------------------------------------------------------------------------------------------------------ main
 
 
@@ -466,13 +525,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=3,
-        help="quiet trainer/bare pairs to collect (run alternately); medians are over those",
+        help="quiet rounds (trainer, bare and with --baseline-tree before, in turn) to collect; medians over those",
     )
     bench.add_argument(
         "--max-runs",
         type=int,
         default=None,
-        help="stop after this many pairs even if fewer were quiet (default: 3 x --repeats)",
+        help="stop after this many rounds even if fewer were quiet (default: 3 x --repeats)",
     )
     bench.add_argument(
         "--threads",
@@ -496,12 +555,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     bench.add_argument("--keep", action="store_true", help="keep the work dir (job dirs and logs) and print it")
     bench.add_argument("--timeout", type=float, default=1800, help="seconds before a child is killed")
+    bench.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run the trainer of the checkout at DIR (e.g. a worktree of the commit before a change) in each "
+        "round, and print after/before ratios (default: off)",
+    )
     internal = parser.add_argument_group("internal (the bare loop's own process)")
     internal.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     internal.add_argument("--config", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.repeats, args.epochs or 1, args.threads or 1, args.max_runs or 1) < 1:
         parser.error("--repeats, --max-runs, --epochs and --threads must be >= 1")
+    if args.baseline_tree is not None:
+        args.baseline_tree = args.baseline_tree.resolve()
+        if not (args.baseline_tree / "trainer" / "__main__.py").is_file():
+            parser.error(f"--baseline-tree {args.baseline_tree} has no trainer/__main__.py")
     return args
 
 
@@ -534,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs is not None:
         hp["epochs"] = str(args.epochs)
     cfg = TrainConfig.from_hyperparameters(hp).to_dict()
+    trainer_hp = {k: str(v) for k, v in hp.items()}
     bare_cfg = {k: cfg[k] for k in _BARE_FIELDS}
     env = {
         **os.environ,
@@ -555,45 +627,41 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg['epochs']} epochs, seed 0, deterministic {args.deterministic}, trainer checkpoint cadence "
             f"auto (checkpoint_every_steps={cfg['checkpoint_every_steps']})"
         )
+        sides = ("trainer", "bare", "before") if args.baseline_tree else ("trainer", "bare")
+        if args.baseline_tree:
+            print(f"before    python -m trainer train from {args.baseline_tree}")
         print(
-            f"runs      trainer and bare alternate, the first swapped each pair, until {args.repeats} quiet pairs "
-            f"or {max_runs} pairs",
+            f"runs      {', '.join(sides)} in turn, the first rotated each round, until {args.repeats} quiet "
+            f"rounds or {max_runs} rounds",
             flush=True,
         )
-        pairs: list[tuple[dict, dict]] = []
-        while len(pairs) < max_runs and sum(_quiet(t, b) for t, b in pairs) < args.repeats:
-            n = len(pairs) + 1
-            if n % 2:  # swap which side goes first every pair, so an order effect cancels out
-                t = run_trainer(work, n, dataset, {k: str(v) for k, v in hp.items()}, env, args.timeout)
-                b = run_bare(work, n, dataset, bare_cfg, env, args.timeout)
-            else:
-                b = run_bare(work, n, dataset, bare_cfg, env, args.timeout)
-                t = run_trainer(work, n, dataset, {k: str(v) for k, v in hp.items()}, env, args.timeout)
-            pairs.append((t, b))
-            samples = (t["train_samples"] or b["train_samples"]) * cfg["epochs"]
-            t_rate, b_rate = samples / t["step_seconds"], b["samples"] / b["step_seconds"]
-            print(
-                f"run {n:<3}  trainer {t_rate:5.0f} samples/s ({t['step_seconds']:.2f} s, {t['checkpoints']} "
-                f"checkpoints {t['checkpoint_seconds']:.3f} s, {_mib(t['maxrss_kib']):.0f} MiB, "
-                f"others {_pct(t['others'])})   bare {b_rate:5.0f} samples/s ({b['step_seconds']:.2f} s, "
-                f"{b['threads']} threads, {_mib(b['maxrss_kib']):.0f} MiB, others {_pct(b['others'])})   "
-                f"ratio {t_rate / b_rate:.3f}{'' if _quiet(t, b) else '  (not quiet: left out)'}",
-                flush=True,
-            )
-        quiet = [pair for pair in pairs if _quiet(*pair)]
+        rounds: list[dict[str, dict]] = []
+        while len(rounds) < max_runs and sum(_quiet(*r.values()) for r in rounds) < args.repeats:
+            n = len(rounds) + 1
+            order = sides[(n - 1) % len(sides) :] + sides[: (n - 1) % len(sides)]  # an order effect cancels out
+            runs: dict[str, dict] = {}
+            for side in order:
+                if side == "bare":
+                    runs[side] = run_bare(work, n, dataset, bare_cfg, env, args.timeout)
+                else:
+                    tree = args.baseline_tree if side == "before" else REPO
+                    runs[side] = run_trainer(work, n, dataset, trainer_hp, env, args.timeout, tree, side)
+            rounds.append(runs)
+            print(_run_line(n, runs, cfg["epochs"]), flush=True)
+        quiet = [r for r in rounds if _quiet(*r.values())]
         if quiet:
             print(
-                f"medians   over the {len(quiet)} quiet pairs of {len(pairs)} (other processes used <= "
-                f"{100 * QUIET:.0f}% of the CPUs during both runs)"
+                f"medians   over the {len(quiet)} quiet rounds of {len(rounds)} (other processes used <= "
+                f"{100 * QUIET:.0f}% of the CPUs during every run of the round)"
             )
         else:
-            quiet = pairs
+            quiet = rounds
             print(
-                f"warning: none of the {len(pairs)} pairs ran on a quiet machine (other processes used more than "
+                f"warning: none of the {len(rounds)} rounds ran on a quiet machine (other processes used more than "
                 f"{100 * QUIET:.0f}% of the CPUs): these medians measure contention more than the trainer; re-run "
                 "on an idle machine"
             )
-        trainer_runs, bare_runs = [t for t, _ in quiet], [b for _, b in quiet]
+        trainer_runs, bare_runs = [r["trainer"] for r in quiet], [r["bare"] for r in quiet]
         train_samples = trainer_runs[0]["train_samples"] or bare_runs[0]["train_samples"]
         if train_samples != bare_runs[0]["train_samples"] or trainer_runs[0]["steps"] != bare_runs[0]["steps"]:
             print(
@@ -603,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         print()
         print(report(trainer_runs, bare_runs, train_samples, cfg["epochs"]))
+        if args.baseline_tree:
+            print(f"\nafter: this tree's trainer ({REPO}); before: {args.baseline_tree}'s")
+            print(compare(trainer_runs, [r["before"] for r in quiet], bare_runs, train_samples * cfg["epochs"]))
         if args.keep:
             print(f"\nwork dir  {work}")
     except RuntimeError as exc:
@@ -615,6 +686,26 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _run_line(n: int, runs: dict[str, dict], epochs: int) -> str:
+    """One round's figures as they come in: each side's samples/s, and the trainers' ratios to bare."""
+    b = runs["bare"]
+    b_rate = b["samples"] / b["step_seconds"]
+    samples = (runs["trainer"]["train_samples"] or b["train_samples"]) * epochs
+    parts = []
+    for side in ("trainer", "before"):
+        if (t := runs.get(side)) is not None:
+            parts.append(
+                f"{side} {samples / t['step_seconds']:5.0f} samples/s ({t['step_seconds']:.2f} s, {t['checkpoints']} "
+                f"checkpoints {t['checkpoint_seconds']:.3f} s, {_mib(t['maxrss_kib']):.0f} MiB, "
+                f"others {_pct(t['others'])}, ratio {samples / t['step_seconds'] / b_rate:.3f})"
+            )
+    parts.append(
+        f"bare {b_rate:5.0f} samples/s ({b['step_seconds']:.2f} s, {b['threads']} threads, "
+        f"{_mib(b['maxrss_kib']):.0f} MiB, others {_pct(b['others'])})"
+    )
+    return f"run {n:<3}  " + "   ".join(parts) + ("" if _quiet(*runs.values()) else "  (not quiet: left out)")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -24,23 +24,17 @@ def _cells(line: str) -> list[str]:
     return re.split(r"\s{2,}", line.strip())
 
 
-@pytest.mark.slow
-def test_bench_train_prints_the_table(dataset: Path) -> None:
+def _one_round(dataset: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """One 1-epoch round of the bench on one thread; fails the test unless the bench exits 0."""
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "bench.train",
-            "--epochs",
-            "1",
-            "--repeats",
-            "1",
-            "--max-runs",
-            "1",
-            "--threads",
-            "1",
+            *("--epochs", "1", "--repeats", "1", "--max-runs", "1", "--threads", "1"),
             "--data",
             str(dataset),
+            *extra,
         ],
         cwd=REPO,
         capture_output=True,
@@ -49,6 +43,12 @@ def test_bench_train_prints_the_table(dataset: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, f"bench failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_bench_train_prints_the_table(dataset: Path) -> None:
+    result = _one_round(dataset)
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("metric (median)"))
     table = {_cells(line)[0]: _cells(line) for line in lines[header + 1 : header + 1 + len(ROWS)]}
@@ -116,3 +116,54 @@ def test_sigterm_stops_the_bench_and_leaves_nothing_behind(dataset: Path, tmp_pa
     assert "Traceback" not in stderr
     assert list(work.iterdir()) == []
     assert processes_mentioning(str(work)) == []
+
+
+def test_a_baseline_tree_without_a_trainer_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.train import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--baseline-tree", str(tmp_path)])
+    assert exited.value.code == 2
+    assert f"--baseline-tree {tmp_path} has no trainer/__main__.py" in capsys.readouterr().err
+
+
+def test_compare_gives_after_over_before_round_by_round() -> None:
+    from bench.train import compare
+
+    def run(step_seconds: float, checkpoint_seconds: float, kib: int) -> dict:
+        return {"step_seconds": step_seconds, "checkpoint_seconds": checkpoint_seconds, "loop_hwm_kib": kib}
+
+    after = [{**run(2.0, 0.02, 2048), "maxrss_kib": 4096}, {**run(4.0, 0.04, 2048), "maxrss_kib": 4096}]
+    before = [{**run(1.0, 0.02, 1024), "maxrss_kib": 2048}, {**run(2.0, 0.04, 1024), "maxrss_kib": 2048}]
+    bare = [{"samples": 100, "step_seconds": 1.0}, {"samples": 100, "step_seconds": 2.0}]
+    lines = compare(after, before, bare, samples=100).splitlines()
+    table = {_cells(line)[0]: _cells(line)[1:] for line in lines[1:-1]}
+    assert _cells(lines[0]) == ["metric (median)", "after", "before", "after/before"]
+    assert table["samples/s"] == ["38", "75", "0.500"]  # medians of 50, 25 and of 100, 50
+    assert table["samples/s ratio to bare"] == ["0.500", "1.000", "0.500"]
+    assert table["checkpoint overhead %"] == ["1.00", "2.00", "0.500"]
+    assert table["peak RSS MiB, training loop"] == ["2", "1", "2.000"]
+    assert table["peak RSS MiB, whole process"] == ["4", "2", "2.000"]
+    assert lines[-1].endswith(": 0.500")
+
+
+@pytest.mark.slow
+def test_bench_train_runs_a_baseline_tree_side_by_side(dataset: Path) -> None:
+    """The repository itself as the baseline: both trainers run in each round and the second table appears."""
+    result = _one_round(dataset, "--baseline-tree", str(REPO))
+    lines = result.stdout.splitlines()
+    run = next(line for line in lines if line.startswith("run 1"))
+    assert "trainer " in run
+    assert "before " in run
+    assert "bare " in run
+    header = next(i for i, line in enumerate(lines) if line.startswith("metric (median)") and "after/before" in line)
+    table = {_cells(line)[0]: _cells(line)[1:] for line in lines[header + 1 : header + 6]}
+    assert tuple(table) == (
+        "samples/s",
+        "samples/s ratio to bare",
+        "checkpoint overhead %",
+        "peak RSS MiB, training loop",
+        "peak RSS MiB, whole process",
+    )
+    assert float(table["samples/s"][2]) > 0
+    assert lines[header + 6].startswith("paired")

@@ -45,9 +45,12 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from trainer.artifact import (
     MODEL_FILE,
@@ -56,10 +59,13 @@ from trainer.artifact import (
     load_program,
     write_manifest,
 )
+from trainer.checkpoint import Checkpointing
 from trainer.config import TrainConfig
-from trainer.data import load_channels
+from trainer.data.channels import load_channels
+from trainer.data.samples import Split
 from trainer.distributed import (
     LaunchConfig,
+    Runtime,
     compute_cleanup,
     compute_init,
     launcher_failure,
@@ -71,91 +77,160 @@ from trainer.distributed import (
     worker_environ,
     workers_stopped,
 )
+from trainer.ecs import MODEL_URI_ENV, checkpoint_uploader, pull_checkpoints, upload_model, upload_tensorboard
 from trainer.errors import TrainerError
-from trainer.loop import Checkpointing, Stopped, evaluate, train
-from trainer.model import build_model, check_exportable_isolated
+from trainer.loop import evaluate, train
+from trainer.model.build import ModelSpec
+from trainer.model.export_check import check_exportable_isolated
 from trainer.privileges import drop_privileges, write_file
 from trainer.sagemaker_env import Cluster, SageMakerEnv
-from trainer.signals import EXIT_STOPPED, StopFlags, StopRequested
-from trainer.tracking import Tracking, tensorboard_dir, tensorboard_uri
+from trainer.signals import EXIT_STOPPED, StopFlags, Stopped, StopRequested
+from trainer.state import History
+from trainer.tracking import Tracking
 
-MODEL_URI_ENV = "DEEPCLOUD_MODEL_S3_URI"
-"""When set (ECS), the packed model.tar.gz is uploaded to this s3://bucket/key at the end."""
 EXPORT_TOLERANCE = 1e-4
 """Largest |eager - exported| logit difference accepted when checking the export."""
 
 
-def run(env: SageMakerEnv, flags: StopFlags) -> dict | None:
-    cfg = TrainConfig.load(env.hyperparameters_path)
-    runtime = compute_init(cfg.device, cfg.seed, cfg.deterministic)
-    say = print if runtime.is_main else (lambda *a, **k: None)
-    say("config " + json.dumps(cfg.to_dict(), sort_keys=True), flush=True)
-    train_split, val_split, test_split = load_channels(env, cfg.skip_bad_samples, say=say)
-    say(
-        f"data train={len(train_split)} validation={len(val_split)} "
-        f"test={len(test_split) if test_split else 0} classes={len(train_split.classes)} "
-        f"shape={list(train_split.images.shape[1:])} device={runtime.device} world_size={runtime.world_size}",
-        flush=True,
-    )
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What every step of a run needs: the job's layout, its config, and this process's place in it."""
 
-    pixels = train_split.images / 255.0
-    mean = pixels.mean(dim=(0, 2, 3)).tolist()
-    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
-    images = train_split.images
-    build_kwargs = {
-        "name": cfg.model,
-        "in_channels": images.shape[1],
-        "image_size": tuple(images.shape[2:]),
-        "num_classes": len(train_split.classes),
-        "width": cfg.width,
-        "dropout": cfg.dropout,
-        "mean": mean,
-        "std": std,
-        "code_dir": env.base_dir / "code",
-    }
-    model = build_model(**build_kwargs)
-    # Before the first step, on every rank: a model the artifact cannot hold fails now, not after training.
-    check_exportable_isolated(build_kwargs, images[:2], spec=cfg.model, num_classes=len(train_split.classes))
-    model = model.to(runtime.device)
-    ckpt = Checkpointing(
-        root=env.checkpoint_dir,
-        keep=cfg.keep_checkpoints,
-        uploader=_s3_uploader(cfg.checkpoint_s3_uri) if runtime.is_main else None,
-    )
-    if cfg.checkpoint_s3_uri and runtime.is_main:  # only rank 0 reads the folder; the others get its checkpoint from it
-        _pull_checkpoints(cfg.checkpoint_s3_uri, env.checkpoint_dir, runtime)
-    metrics_path = env.output_data_dir / "metrics.jsonl"
-    if not runtime.is_main:
-        train(model, cfg, train_split, val_split, runtime, ckpt, flags, metrics_path)
+    env: SageMakerEnv
+    cfg: TrainConfig
+    runtime: Runtime
+    flags: StopFlags
+
+    def say(self, line: str) -> None:
+        """Print ``line`` on the first process only: N processes would print every line N times."""
+        if self.runtime.is_main:
+            print(line, flush=True)
+
+
+Splits = tuple[Split, Split, Split | None]
+"""(train, validation, test); test is None without a test channel."""
+
+
+def run(env: SageMakerEnv, flags: StopFlags) -> dict[str, Any] | None:
+    """The whole job on this process: config, data, model, training, and on rank 0 the artifact and the report.
+
+    Returns rank 0's summary (what metrics.json holds), None on the other ranks."""
+    cfg = TrainConfig.load(env.hyperparameters_path)
+    job = Job(env, cfg, compute_init(cfg.device, cfg.seed, cfg.deterministic), flags)
+    job.say("config " + json.dumps(cfg.to_dict(), sort_keys=True))
+    splits = _load_data(job)
+    spec = _model_spec(job, splits[0])
+    model = _build_checked(job, spec, splits[0])
+    ckpt = _checkpointing(job)
+    if not job.runtime.is_main:
+        train(model, cfg, splits[0], splits[1], job.runtime, ckpt, flags, _metrics_path(env))
         return None
     # Rank 0 only: TensorBoard always, MLflow when MLFLOW_TRACKING_URI is set; closed with the job's outcome
     # (SIGTERM and failures included), and on ECS the event files then go to S3 beside the model.
     tracker = Tracking.open(env.base_dir, cfg.to_dict())
     try:
         with tracker:
-            return _train_and_ship(
-                env,
-                cfg,
-                runtime,
-                flags,
-                model,
-                ckpt,
-                metrics_path,
-                tracker,
-                (train_split, val_split, test_split),
-                (mean, std),
-            )
+            history = train(model, cfg, splits[0], splits[1], job.runtime, ckpt, flags, _metrics_path(env), tracker)
+            return _ship(job, model, history, splits, spec, tracker)
     finally:
         if model_uri := os.environ.get(MODEL_URI_ENV):
-            _upload_tensorboard(env, model_uri)
+            upload_tensorboard(env, model_uri)
 
 
-def _train_and_ship(env, cfg, runtime, flags, model, ckpt, metrics_path, tracker, splits, normalization):
+def _metrics_path(env: SageMakerEnv) -> Path:
+    return env.output_data_dir / "metrics.jsonl"
+
+
+def _load_data(job: Job) -> Splits:
+    """The channels, checked to share one image shape, and the one line that sums them up."""
+    train_split, val_split, test_split = load_channels(job.env, job.cfg.skip_bad_samples, say=job.say)
+    job.say(
+        f"data train={len(train_split)} validation={len(val_split)} "
+        f"test={len(test_split) if test_split else 0} classes={len(train_split.classes)} "
+        f"shape={list(train_split.images.shape[1:])} device={job.runtime.device} world_size={job.runtime.world_size}"
+    )
+    return train_split, val_split, test_split
+
+
+def _model_spec(job: Job, train_split: Split) -> ModelSpec:
+    """The model the config names, sized for the data, with the per-channel statistics of the training pixels
+    that it normalises by (inside the model, so the artifact takes raw pixels)."""
+    images = train_split.images
+    pixels = images / 255.0
+    return ModelSpec(
+        name=job.cfg.model,
+        in_channels=images.shape[1],
+        image_size=(images.shape[2], images.shape[3]),
+        num_classes=len(train_split.classes),
+        width=job.cfg.width,
+        dropout=job.cfg.dropout,
+        mean=pixels.mean(dim=(0, 2, 3)).tolist(),
+        std=pixels.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
+        code_dir=job.env.base_dir / "code",
+    )
+
+
+def _build_checked(job: Job, spec: ModelSpec, train_split: Split) -> nn.Module:
+    model = spec.build()
+    # Before the first step, on every rank: a model the artifact cannot hold fails now, not after training.
+    check_exportable_isolated(spec, train_split.images[:2])
+    return model.to(job.runtime.device)
+
+
+def _checkpointing(job: Job) -> Checkpointing:
+    """Where checkpoints go; on ECS with ``checkpoint_s3_uri``, S3's copies are pulled down first."""
+    cfg, main = job.cfg, job.runtime.is_main
+    ckpt = Checkpointing(
+        root=job.env.checkpoint_dir,
+        keep=cfg.keep_checkpoints,
+        uploader=checkpoint_uploader(cfg.checkpoint_s3_uri) if main else None,
+    )
+    if cfg.checkpoint_s3_uri and main:  # only rank 0 reads the folder; the others get its checkpoint from it
+        pull_checkpoints(cfg.checkpoint_s3_uri, job.env.checkpoint_dir)
+    return ckpt
+
+
+def _ship(
+    job: Job, model: nn.Module, history: History, splits: Splits, spec: ModelSpec, tracker: Tracking
+) -> dict[str, Any]:
+    """Rank 0, after training: the artifact, its manifest, the report and metrics.json, in that order."""
+    env, cfg = job.env, job.cfg
+    train_split = splits[0]
+    metrics = _export_verified(env, model, splits)
+    manifest_path = write_manifest(
+        env.model_dir,
+        input_shape=list(train_split.images.shape[1:]),
+        classes=train_split.classes,
+        metrics=metrics,
+        config=cfg.to_dict(),
+        normalization={"mean": spec.mean, "std": spec.std},
+    )
+    env.output_data_dir.mkdir(parents=True, exist_ok=True)
+    from trainer.report import write_report  # matplotlib only after training: a lower peak (docs/trainer.md)
+
+    report = write_report(
+        history, env.output_data_dir / "report.png", f"{cfg.model} · {len(train_split)} samples · {cfg.epochs} epochs"
+    )
+    summary = {
+        "metrics": metrics,
+        "history": history.state_dict(),
+        "artifact": str(env.model_dir),
+        "manifest": str(manifest_path),
+        "report": str(report),
+    }
+    atomic_write_bytes(env.output_data_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
+    tracker.final(metrics, step=cfg.epochs)
+    tracker.artifacts({"report": report, "metrics": env.output_data_dir / "metrics.json"}, env.model_dir)
+    if model_uri := os.environ.get(MODEL_URI_ENV):
+        upload_model(env, model_uri)
+        summary["model_uri"] = model_uri
+    _print_summary(env, metrics, history, report)
+    return summary
+
+
+def _export_verified(env: SageMakerEnv, model: nn.Module, splits: Splits) -> dict[str, dict[str, float]]:
+    """Ship exactly what was measured: export, reload, check it matches eager, evaluate the reload."""
     train_split, val_split, test_split = splits
-    mean, std = normalization
-    history = train(model, cfg, train_split, val_split, runtime, ckpt, flags, metrics_path, tracker)
-
-    # Ship exactly what was measured: export, reload, check it matches eager, evaluate the reload.
     model = model.cpu()
     env.model_dir.mkdir(parents=True, exist_ok=True)
     model_path = env.model_dir / MODEL_FILE
@@ -170,35 +245,11 @@ def _train_and_ship(env, cfg, runtime, flags, model, ckpt, metrics_path, tracker
     metrics = {"validation": evaluate(exported, val_split, cpu)}
     if test_split is not None:
         metrics["test"] = evaluate(exported, test_split, cpu)
-    manifest_path = write_manifest(
-        env.model_dir,
-        input_shape=list(train_split.images.shape[1:]),
-        classes=train_split.classes,
-        metrics=metrics,
-        config=cfg.to_dict(),
-        normalization={"mean": mean, "std": std},
-    )
+    return metrics
 
-    env.output_data_dir.mkdir(parents=True, exist_ok=True)
-    from trainer.report import write_report  # matplotlib only after training: ~28 MiB less peak memory
 
-    report = write_report(
-        history, env.output_data_dir / "report.png", f"{cfg.model} · {len(train_split)} samples · {cfg.epochs} epochs"
-    )
-    summary = {
-        "metrics": metrics,
-        "history": {k: getattr(history, k) for k in history.__slots__},
-        "artifact": str(env.model_dir),
-        "manifest": str(manifest_path),
-        "report": str(report),
-    }
-    atomic_write_bytes(env.output_data_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
-    tracker.final(metrics, step=cfg.epochs)
-    tracker.artifacts({"report": report, "metrics": env.output_data_dir / "metrics.json"}, env.model_dir)
-    if model_uri := os.environ.get(MODEL_URI_ENV):
-        _upload_model(env, model_uri)
-        summary["model_uri"] = model_uri
-
+def _print_summary(env: SageMakerEnv, metrics: dict[str, dict[str, float]], history: History, report: Path) -> None:
+    """The closing lines; ``validation_*`` and ``test_*`` are what SageMaker's metric regexes read."""
     val = metrics["validation"]
     print(f"validation_loss={val['loss']:.4f} validation_accuracy={val['accuracy']:.4f}", flush=True)
     if "test" in metrics:
@@ -206,62 +257,6 @@ def _train_and_ship(env, cfg, runtime, flags, model, ckpt, metrics_path, tracker
     print(f"trained in {history.seconds:.1f}s", flush=True)
     print(f"artifact {env.model_dir}", flush=True)
     print(f"report {report}", flush=True)
-    return summary
-
-
-def _upload_model(env: SageMakerEnv, uri: str) -> None:
-    """ECS: nothing packs and uploads SM_MODEL_DIR as SageMaker does, so pack it with the packer ops uses for
-    the local target (:mod:`trainer.archive`) and upload it to ``uri``, after the manifest is written."""
-    from trainer import s3
-    from trainer.archive import pack_model
-
-    archive = pack_model(env.model_dir, env.output_data_dir / "model.tar.gz")
-    try:
-        s3.upload_file(archive, uri)
-    finally:
-        archive.unlink(missing_ok=True)
-    print(f"model uploaded to {uri}", flush=True)
-
-
-def _upload_tensorboard(env: SageMakerEnv, model_uri: str) -> None:
-    """ECS: nothing syncs output/tensorboard as SageMaker's TensorBoardOutputConfig does, so upload the event
-    files beside the model (:func:`trainer.tracking.tensorboard_uri`), whatever the outcome. A failure is one
-    warning line: it must not turn a job whose model is written, or a stop, into a failure."""
-    from trainer import s3
-    from trainer.errors import DataError
-
-    local = tensorboard_dir(env.base_dir)
-    if not local.is_dir():
-        return
-    uri = tensorboard_uri(model_uri)
-    try:
-        s3.upload_dir(local, uri)
-    except DataError as exc:
-        print(f"warning: TensorBoard event files not uploaded: {exc}", file=sys.stderr, flush=True)
-        return
-    print(f"tensorboard uploaded to {uri}", flush=True)
-
-
-def _s3_uploader(uri: str):
-    if not uri:
-        return None
-    from trainer import s3
-
-    def upload(path) -> None:
-        # Commit marker last: a reader of the S3 copy finds a complete checkpoint or none.
-        s3.upload_dir(path, f"{uri.rstrip('/')}/{path.name}/", last=("manifest.json",))
-
-    return upload
-
-
-def _pull_checkpoints(uri: str, root, runtime) -> None:
-    """ECS: nothing syncs <base>/checkpoints, so bring S3's copies down before looking for the newest."""
-    from trainer import s3
-
-    for prefix in s3.list_subprefixes(uri):
-        name = prefix.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith("step-") and not (root / name / "manifest.json").exists():
-            s3.download_dir(f"{uri.rstrip('/')}/{name}/", root / name)
 
 
 def _fail(env: SageMakerEnv, message: str) -> int:
@@ -322,7 +317,7 @@ def _relaunch(env: SageMakerEnv, cluster: Cluster, launch: LaunchConfig, command
         wait_for_hosts(cluster.others, launch.host_wait_s, say=lambda line: print(line, flush=True))
     print("launching " + " ".join(command), flush=True)
     before = _identity(env.failure_path)
-    stopping = []
+    stopping: list[bool] = []
 
     def forward_sigterm(proc) -> None:
         # SageMaker and ECS signal this process (PID 1) only: pass the stop on once, then wait for the workers

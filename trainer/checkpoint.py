@@ -2,7 +2,7 @@
 
 Layout, one directory per checkpoint under ``<base>/checkpoints`` (synced to S3 by SageMaker)::
 
-    step-<n>/state.pt        model, optimizer, scheduler, grad scaler, progress, RNG states
+    step-<n>/state.pt        the training state (trainer/state.py's TrainState: model, optimizer, ...)
     step-<n>/manifest.json   sha256 and size of every file: the commit marker, written last
 
 A checkpoint is built in a hidden temporary directory, every file fsynced, then renamed into place,
@@ -38,6 +38,15 @@ STATE_FILE = "state.pt"
 COMMIT_FILE = "manifest.json"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class Checkpointing:
+    """Where checkpoints go and how many to keep; ``uploader`` mirrors each to S3 when configured."""
+
+    root: Path
+    keep: int
+    uploader: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

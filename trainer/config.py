@@ -12,8 +12,9 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from trainer.errors import ConfigError
@@ -24,6 +25,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
+RESUME_FREE = MappingProxyType({"resume_free": True})
+"""Field metadata of a setting that changes no number of the run (where to log, how often to checkpoint,
+how to read the data): a resumed job may change it and still continue exactly. Every other field must
+equal the checkpoint's (:meth:`TrainConfig.changed_since`)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -67,28 +72,28 @@ class TrainConfig:
     deterministic: bool = True
     """Use deterministic torch kernels, so the same seed gives the same weights (true/false)."""
 
-    device: str = "auto"
+    device: str = field(default="auto", metadata=RESUME_FREE)
     """Where to train: auto (cuda when present), cpu, or cuda."""
 
-    log_every_steps: int = 20
+    log_every_steps: int = field(default=20, metadata=RESUME_FREE)
     """Plain-log cadence in optimizer steps when stderr is not a terminal (>= 1)."""
 
-    checkpoint_every_steps: int = 0
+    checkpoint_every_steps: int = field(default=0, metadata=RESUME_FREE)
     """Write a checkpoint every N optimizer steps; 0 (default) picks N from the measured step and
     checkpoint times so checkpointing costs under 2% of training time. SIGTERM and SIGUSR1 always
     write one (>= 0)."""
 
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = field(default=3, metadata=RESUME_FREE)
     """How many of the newest valid checkpoints to keep on disk (>= 1)."""
 
-    checkpoint_s3_uri: str = ""
+    checkpoint_s3_uri: str = field(default="", metadata=RESUME_FREE)
     """Also upload checkpoints to this ``s3://bucket/prefix`` and pull the newest back on start, for
     ECS where nothing syncs ``<base>/checkpoints`` (empty: off; SageMaker syncs it by itself)."""
 
-    skip_bad_samples: bool = False
+    skip_bad_samples: bool = field(default=False, metadata=RESUME_FREE)
     """Count, report and skip unreadable samples instead of failing on the first one (true/false)."""
 
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata=RESUME_FREE)
     """DataLoader worker processes (>= 0); with workers, batches come from pinned memory on CUDA."""
 
     precision: str = "fp32"
@@ -152,7 +157,7 @@ class TrainConfig:
                 continue
             if key not in known:
                 raise ConfigError(f"unknown hyperparameter '{key}': allowed are {', '.join(sorted(known))}")
-            values[key] = _parse(key, known[key].type, value)
+            values[key] = _parse(key, _type_name(known[key]), value)
         return cls(**values)
 
     @classmethod
@@ -189,10 +194,26 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def resume_free(cls) -> frozenset[str]:
+        """The fields marked :data:`RESUME_FREE`."""
+        return frozenset(f.name for f in fields(cls) if f.metadata.get("resume_free"))
+
+    def changed_since(self, saved: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """``name -> (saved, now)`` for every field not marked :data:`RESUME_FREE` whose value differs from
+        ``saved`` (a checkpoint's :meth:`to_dict`): what forbids an exact resume."""
+        free = self.resume_free()
+        return {k: (saved.get(k), v) for k, v in self.to_dict().items() if k not in free and saved.get(k) != v}
+
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:
     if not ok:
         raise ConfigError(f"hyperparameter '{name}' must be {expected}, got {got!r}")
+
+
+def _type_name(spec: dataclasses.Field[Any]) -> str:
+    # Annotations are strings because of `from __future__ import annotations`; a real type only if that goes.
+    return spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
 
 
 def _parse(name: str, annotation: str, value: Any) -> Any:

@@ -242,9 +242,12 @@ def run_launcher(
     SIGTERM calls ``on_term(proc)`` while it runs; ``stop_pending()`` tells of one that arrived just before."""
     proc = subprocess.Popen(command, env=dict(env), stderr=subprocess.PIPE, text=True, errors="replace")
     tail: collections.deque[str] = collections.deque(maxlen=keep_lines)
+    stderr = proc.stderr
+    if stderr is None:  # Popen always makes the pipe asked for; this tells the type checker so
+        raise RuntimeError("the launcher's stderr pipe was not created")
 
     def copy() -> None:
-        for line in proc.stderr:
+        for line in stderr:
             sys.stderr.write(line)
             sys.stderr.flush()
             tail.append(line.rstrip("\n"))

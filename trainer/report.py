@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display in a container; must precede pyplot
 import matplotlib.pyplot as plt
 
-from trainer.loop import History
+from trainer.state import History
 
 
 def write_report(history: History, path: Path, title: str) -> Path:

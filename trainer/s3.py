@@ -164,7 +164,7 @@ def _client() -> Any:
 
 
 def _list(client: Any, bucket: str, prefix: str) -> list[S3Object]:
-    objects = []
+    objects: list[S3Object] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         objects.extend(S3Object(item["Key"], int(item["Size"])) for item in page.get("Contents", []))
     return sorted(objects, key=lambda o: o.key)

@@ -9,6 +9,7 @@ SIGTERM then stops at once.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 
 EXIT_STOPPED = 143
@@ -38,3 +39,11 @@ class StopFlags:
 
     def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
         self.snapshot = True
+
+
+class Stopped(Exception):
+    """The loop stopped on request after writing checkpoint ``path`` at ``step``."""
+
+    def __init__(self, step: int, path: Path | None) -> None:
+        super().__init__(f"stopped at step {step}")
+        self.step, self.path = step, path

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainer.signals import Stopped, StopRequested
+
 EPOCH_KEYS = ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
 """The per-epoch values of an ``epoch`` record, in metrics.jsonl, TensorBoard (``epoch/<key>``) and MLflow."""
 
@@ -241,9 +243,6 @@ class Tracking:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        from trainer.loop import Stopped
-        from trainer.signals import StopRequested
-
         if exc_type is None:
             self.close("FINISHED")
         else:

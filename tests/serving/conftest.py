@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer.artifact import export_program, write_manifest
-from trainer.model import build_model
+from trainer.model.build import build_model
 
 
 def write_tiny_artifact(model_dir: Path, seed: int = 0) -> Path:

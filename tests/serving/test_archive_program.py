@@ -19,7 +19,7 @@ from serving.program import ArchiveProgram, load_program
 from serving.program_steps import SYM_OPS
 from serving.pt2_archive import DTYPES, LAYOUTS, MEMORY_FORMATS, SCHEMA_MAJOR, Unsupported
 from trainer.artifact import export_program
-from trainer.model import build_model
+from trainer.model.build import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ import torch
 
 from trainer import checkpoint
 from trainer.config import TrainConfig
-from trainer.data import Split
-from trainer.loop import EpochSampler, make_loader
+from trainer.data.samples import Split
+from trainer.sampler import EpochSampler, make_loader
 
 
 def _state(step: int) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer.data import discover_classes, load_split
+from trainer.data.channels import discover_classes, load_split
 from trainer.errors import DataError
 
 

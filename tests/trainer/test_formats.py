@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer.data import detect_format, discover_classes, load_channels, load_split
+from trainer.data.channels import detect_format, discover_classes, load_channels, load_split
 from trainer.errors import DataError
 from trainer.sagemaker_env import SageMakerEnv
 

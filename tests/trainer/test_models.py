@@ -17,7 +17,9 @@ from torch import nn
 from tests.conftest import REPO, make_job, run_trainer
 from trainer.artifact import export_program, load_program
 from trainer.errors import ConfigError
-from trainer.model import CONVNET_MIN_SIDE, MLP, ConvNet, RawPixels, ResNet, build_model, check_exportable
+from trainer.model.build import build_model
+from trainer.model.export_check import check_exportable
+from trainer.model.zoo import CONVNET_MIN_SIDE, MLP, ConvNet, RawPixels, ResNet
 
 EXAMPLE = REPO / "examples" / "custom_model"
 MEAN, STD = [0.3], [0.4]

@@ -198,7 +198,7 @@ def test_two_hosts_train_the_same_model_as_two_processes_on_one_host(
 
 
 def _validation_images(dataset: Path):
-    from trainer.data import discover_classes, load_split
+    from trainer.data.channels import discover_classes, load_split
 
     classes = discover_classes(dataset / "train")
     return list(load_split(dataset / "validation", classes).images.numpy())
