@@ -118,9 +118,10 @@ infra-preview: setup  ## pulumi preview with the policy pack (needs the Pulumi C
 	$(PY) -m infra.cli preview
 
 .PHONY: lint
-lint: setup  ## ruff check and ruff format --check, and hadolint on both Dockerfiles
+lint: setup  ## ruff check, ruff format --check, mypy over the four rooms, and hadolint on both Dockerfiles
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint --failure-threshold warning trainer/Dockerfile serving/Dockerfile
 
 .PHONY: format

@@ -75,3 +75,4 @@ def test_lint_checks_the_format_and_the_types() -> None:
         ["make", "-n", "lint"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert re.search(r"ruff format --check \.$", out, flags=re.M)
+    assert re.search(r"/mypy$", out, flags=re.M), "make lint runs mypy with pyproject.toml's files"

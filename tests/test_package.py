@@ -12,7 +12,7 @@ from tests.conftest import REPO
 ROOMS = ("infra", "trainer", "serving", "ops")
 USER_CODE = {
     "serving/usercode.py": "a model's own code/ folder, as TorchServe and SageMaker put it on sys.path",
-    "trainer/model.py": "a user model factory's folder, for the time it is imported",
+    "trainer/model/factory.py": "a user model factory's folder, for the time it is imported",
 }
 """Modules that put a user's folder, never this repository, on sys.path."""
 

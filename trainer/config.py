@@ -165,7 +165,7 @@ class TrainConfig:
         """``SM_HPS`` when it is set, else ``hyperparameters.json`` at ``path``.
 
         ``SM_HPS`` is a JSON object of the hyperparameters, as SageMaker's framework containers get it. On ECS
-        nothing writes hyperparameters.json, so `make train TARGET=aws` passes them this way (ops/aws/train_ecs.py).
+        nothing writes hyperparameters.json, so `make train TARGET=aws` passes them this way (ops/aws/training/ecs.py).
         """
         env = os.environ if environ is None else environ
         if not env.get("SM_HPS"):

@@ -67,7 +67,7 @@ METRIC_DEFINITIONS = (
     # SageMaker searches each line of the job's stdout and stderr with each Regex and publishes the first group as
     # a value of the metric Name ("Define training metrics" in the SageMaker guide; botocore's MetricDefinition:
     # Name up to 255 characters, Regex up to 500, at most 40 definitions). Only character classes, `*`, `+`, `?`
-    # and groups are used, which every regex engine reads alike. The lines come from trainer/loop.py MetricsLog
+    # and groups are used, which every regex engine reads alike. The lines come from trainer/metrics_log.py MetricsLog
     # (`step=...` every log_every_steps, `epoch=...` after each epoch) and the end of trainer/__main__.py run()
     # (the shipped model's `validation_...` and `test_...`); tests/ops/test_aws_metrics.py runs the real trainer
     # and checks every regex against what it printed.
