@@ -39,6 +39,17 @@ PYTHON = sys.executable
 CHANNELS = ("train", "validation", "test")
 
 
+def source_files(*folders: str, pattern: str = "*.py") -> list[Path]:
+    """The repository's own files under ``folders``: not caches, nor what runs leave in hidden folders (a Docker
+    engine's data root holds whole images' site-packages)."""
+    return sorted(
+        path
+        for folder in folders
+        for path in (REPO / folder).rglob(pattern)
+        if not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(REPO).parts)
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, source_files
 
 ROOTS = ("infra", "trainer", "serving", "ops", "tests", "docs", "bench", "scripts", "examples", "requirements")
 DOCS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md"), *REPO.glob("*/README.md")])
 CODE = sorted(
     [
-        *(path for room in ("infra", "trainer", "serving", "ops", "bench") for path in (REPO / room).rglob("*.py")),
+        *source_files("infra", "trainer", "serving", "ops", "bench"),
         *(REPO / "scripts").iterdir(),
         *REPO.glob("*/Dockerfile"),
         REPO / ".dockerignore",

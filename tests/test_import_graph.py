@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, source_files
 
 ROOMS = ("infra", "trainer", "serving", "ops")
 
@@ -27,9 +27,8 @@ def module_name(path: Path) -> str:
 def modules() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for room in ROOMS:
-        for path in sorted((REPO / room).rglob("*.py")):
-            if "__pycache__" not in path.parts:
-                found[module_name(path)] = path
+        for path in source_files(room):
+            found[module_name(path)] = path
     return found
 
 

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, source_files
 
 ROOMS = ("infra", "trainer", "serving", "ops")
 USER_CODE = {
@@ -29,8 +29,7 @@ def test_every_room_imports_from_a_folder_outside_the_repository(tmp_path) -> No
 def test_no_module_edits_sys_path_but_for_user_code() -> None:
     editing = sorted(
         str(path.relative_to(REPO))
-        for room in ROOMS
-        for path in (REPO / room).rglob("*.py")
+        for path in source_files(*ROOMS)
         if re.search(r"sys\.path\.(insert|append|extend)|sys\.path\s*=", path.read_text())
     )
     assert editing == sorted(USER_CODE), "only user-code loaders may edit sys.path: the project is a package"

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ops.errors import OpsError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # ops/container/engine.py -> the repository
 START_TIMEOUT_S = 60.0
 """How long ops waits for a dockerd it started to answer: a cold data root on a slow disk is the slow case (the usual
 start: README, 'The images')."""
