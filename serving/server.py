@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import signal
 import socket
 import sys
 import time
@@ -189,6 +190,10 @@ def _serve_on(sockets: list[socket.socket], config: ServerConfig, refs: list[Mod
     server.run(sockets=sockets)
     if failure:
         raise StartupError(failure[0])
+    if signal.SIGINT in getattr(server, "stopped_by", ()):  # _server's Server records them
+        # uvicorn re-raises the SIGINT inside the event loop, where asyncio's runner may take it as a cancel of a
+        # task that is finishing anyway and return normally; end by the signal all the same (__main__.main).
+        raise KeyboardInterrupt
     return 0
 
 
@@ -211,6 +216,13 @@ def _server(config: Any, clean_up: Callable[[], None]) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
+        stopped_by: tuple[int, ...] = ()
+        """The signals that stopped it, in order (uvicorn's own list is private)."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopped_by = (*self.stopped_by, sig)
+            super().handle_exit(sig, frame)
+
         @contextlib.contextmanager
         def capture_signals(self):
             with super().capture_signals():  # on leaving, it re-raises the signal that stopped us
